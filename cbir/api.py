@@ -1,0 +1,175 @@
+"""The Python API: open a bundle and search it."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel
+
+from cbir.bundle import Bundle
+from cbir.errors import QueryError
+from cbir.hits import Hit, SearchResult
+from cbir.metadata import SlideRecord
+from cbir.query import Region, as_rgb, load_image, query_tiles, read_region_image
+from cbir.search.region import GridCache, region_candidates, suppress_overlaps
+
+Query = np.ndarray | str | os.PathLike[str] | Region
+
+
+class SlideEntry(BaseModel):
+    slide_id: int
+    name: str
+    path: str
+    base_magnification: float
+    magnification_source: str
+    magnifications: list[float]
+    tiles: int
+    added: str
+
+
+class IndexInfo(BaseModel):
+    """What `cbir info` shows."""
+
+    path: str
+    format_version: int
+    recipe: str
+    descriptor: str
+    encoder: str
+    bits: int
+    index_kind: str
+    nlist: int | None
+    nprobe: int
+    generation: int
+    slides: list[SlideEntry]
+    tiles: int
+    bytes_on_disk: int
+    created: str
+    updated: str
+
+
+class Index:
+    """An opened bundle. `search` takes an image array, an image file, a `Region` or a
+    region string `slide.svs:x,y,w,h@20x`."""
+
+    def __init__(self, bundle: Bundle) -> None:
+        self.bundle = bundle
+        self.recipe = bundle.recipe
+        self.slides: dict[int, SlideRecord] = {r.slide_id: r for r in bundle.meta.slide_list()}
+        self._by_path = {r.info.path: r for r in self.slides.values()}
+        self.grids = GridCache(bundle.meta)
+
+    def close(self) -> None:
+        self.bundle.close()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- query preparation ------------------------------------------------------------
+    def query_image(self, query: Query) -> tuple[np.ndarray, str]:
+        """Resolve a query to its (h, w, 3) uint8 pixels and a display name."""
+        if isinstance(query, np.ndarray):
+            return as_rgb(query, "<array>"), "<array>"
+        if isinstance(query, str) and not Path(query).exists() and "@" in query:
+            query = Region.parse(query)
+        if isinstance(query, Region):
+            stored = self._by_path.get(str(Path(query.slide).resolve()))
+            base = stored.info.base_magnification if stored else None
+            return read_region_image(query, base), str(query)
+        path = Path(query)
+        return load_image(path), str(path)
+
+    def query_codes(self, image: np.ndarray, name: str) -> np.ndarray:
+        """(h, w, 3) uint8 -> (m, n, bits / 8) uint8 codes of its tile grid."""
+        t = self.recipe.tiling.tile_size
+        tiles = query_tiles(image, t, name)
+        m, n = tiles.shape[:2]
+        return self.bundle.pipeline.codes(tiles.reshape(m * n, t, t, 3)).reshape(m, n, -1)
+
+    # -- search -----------------------------------------------------------------------
+    def search(self, query: Query, k: int | None = None) -> SearchResult:
+        """Top-k tiles (one-tile query) or regions (larger query) over every slide and
+        magnification in the bundle."""
+        start = time.perf_counter()
+        k = k or self.recipe.search.k
+        if k < 1:
+            raise QueryError(f"k must be >= 1, got {k}")
+        image, name = self.query_image(query)
+        codes = self.query_codes(image, name)
+        m, n = codes.shape[:2]
+        hits = self.search_codes(codes, k)
+        mags = sorted({g for r in self.slides.values() for g in r.magnifications})
+        return SearchResult(query=name, query_rows=m, query_cols=n, magnifications=mags,
+                            hits=hits, seconds=round(time.perf_counter() - start, 6))
+
+    def search_codes(self, codes: np.ndarray, k: int) -> list[Hit]:
+        """Hits for query codes (m, n, bits / 8) uint8: tile search when m = n = 1."""
+        m, n = codes.shape[:2]
+        if m * n == 1:
+            return self.tile_hits(codes.reshape(1, -1), k)
+        return self.region_hits(codes, k)
+
+    def tile_hits(self, xq: np.ndarray, k: int) -> list[Hit]:
+        """Top-k tiles by Hamming distance for one code (1, bits / 8), ties by tile id."""
+        if self.bundle.index.ntotal == 0:
+            return []
+        D, I = self.bundle.index.search_tie_ordered(xq, k)
+        hits = []
+        for rank, (dist, rec, tid) in enumerate(zip(D.tolist(), self.bundle.meta.tiles_of(I), I.tolist()), 1):
+            slide = self.slides[rec.slide_id]
+            hits.append(Hit(
+                rank=rank, slide=slide.info.name, slide_path=slide.info.path,
+                slide_id=rec.slide_id, magnification=rec.magnification, x=rec.x, y=rec.y,
+                w=rec.w, h=rec.h, row=rec.row, col=rec.col, rows=1, cols=1,
+                distance=float(dist), tile_id=tid,
+            ))
+        return hits
+
+    def region_hits(self, codes: np.ndarray, k: int) -> list[Hit]:
+        """Top-k non-overlapping m x n sub-grids by D = d_near(Q, B') + d_near(B', Q)."""
+        m, n = codes.shape[:2]
+        cfg = self.recipe.search
+        cands = region_candidates(codes, self.bundle.index, self.bundle.meta, self.grids,
+                                  cfg.region_seeds, cfg.region_min_valid)
+        hits = []
+        for rank, c in enumerate(suppress_overlaps(cands, m, n, k), 1):
+            slide = self.slides[c.slide_id]
+            geometry = self.grids.get(c.slide_id, c.magnification).geometry
+            x, y, w, h = geometry.rect(c.r0, c.c0, m, n)
+            hits.append(Hit(
+                rank=rank, slide=slide.info.name, slide_path=slide.info.path,
+                slide_id=c.slide_id, magnification=c.magnification, x=x, y=y, w=w, h=h,
+                row=c.r0, col=c.c0, rows=m, cols=n, distance=round(c.distance, 6),
+            ))
+        return hits
+
+    def info(self) -> IndexInfo:
+        man = self.bundle.manifest
+        root = self.bundle.root
+        size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+        return IndexInfo(
+            path=str(root), format_version=man.format_version, recipe=man.recipe.name,
+            descriptor=man.descriptor.name, encoder=man.encoder.name, bits=man.encoder.bits,
+            index_kind=man.index_kind, nlist=man.nlist, nprobe=self.bundle.index.nprobe,
+            generation=man.generation, tiles=man.counts.tiles, bytes_on_disk=size,
+            created=man.created, updated=man.updated,
+            slides=[
+                SlideEntry(
+                    slide_id=r.slide_id, name=r.info.name, path=r.info.path,
+                    base_magnification=r.info.base_magnification,
+                    magnification_source=r.info.magnification_source,
+                    magnifications=r.magnifications, tiles=r.tiles, added=r.added,
+                )
+                for r in self.slides.values()
+            ],
+        )
+
+
+def open_index(path: str | os.PathLike[str]) -> Index:
+    """Open an index bundle for searching (read-only)."""
+    return Index(Bundle.open(path))

@@ -1,0 +1,286 @@
+"""Index bundles on disk: a manifest naming one complete generation of files.
+
+    idx/manifest.json           Manifest; its `generation` names the live directory
+    idx/gen-000007/tiles.fbin   Faiss binary index (tile codes, tile ids)
+    idx/gen-000007/meta.lmdb/   LMDB: tiles, slides, paths, grids
+    idx/gen-000007/pipeline.npz encoder state (standardisation, hyperplanes)
+
+A change is made in a fresh directory and published by atomically replacing
+manifest.json; the old generation is then deleted. A run that dies before the
+replace leaves the previous bundle as it was (its leftovers are swept next time).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ValidationError
+
+from cbir import __version__
+from cbir.binary_index import BinaryTileIndex
+from cbir.errors import BundleError, BundleMismatchError
+from cbir.metadata import MetadataStore
+from cbir.pipeline import TilePipeline
+from cbir.recipes import Recipe
+from cbir.specs import DescriptorSpec, EncoderSpec
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+INDEX_FILE = "tiles.fbin"
+META_DIR = "meta.lmdb"
+STATE_FILE = "pipeline.npz"
+
+
+class Counts(BaseModel):
+    slides: int
+    tiles: int
+
+
+class Manifest(BaseModel):
+    """What a bundle is: format, recipe, component specs, the live generation and counts."""
+
+    format_version: int
+    cbir_version: str
+    recipe: Recipe
+    descriptor: DescriptorSpec
+    encoder: EncoderSpec
+    index_kind: Literal["flat", "ivf"]
+    nlist: int | None
+    generation: int
+    counts: Counts
+    pipeline_sha256: str
+    created: str
+    updated: str
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _gen_dir(root: Path, generation: int) -> Path:
+    return root / f"gen-{generation:06d}"
+
+
+def read_manifest(root: Path) -> Manifest:
+    path = root / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"{root}: not an index bundle (no {MANIFEST})")
+    try:
+        raw = path.read_text()
+    except OSError as exc:
+        raise BundleError(f"{path}: unreadable ({exc})") from exc
+    try:
+        import json
+
+        version = json.loads(raw).get("format_version")
+    except ValueError as exc:
+        raise BundleError(f"{path}: not valid JSON ({exc})") from exc
+    if version != FORMAT_VERSION:
+        raise BundleMismatchError(
+            f"{root}: bundle format version {version}, this cbir reads {FORMAT_VERSION}"
+        )
+    try:
+        return Manifest.model_validate_json(raw)
+    except ValidationError as exc:
+        raise BundleError(f"{path}: invalid manifest ({exc.errors()[0]['msg']})") from exc
+
+
+class Bundle:
+    """A bundle opened for reading: manifest, Faiss index, LMDB store, fitted pipeline."""
+
+    def __init__(self, root: Path, manifest: Manifest, index: BinaryTileIndex,
+                 meta: MetadataStore, pipeline: TilePipeline) -> None:
+        self.root = root
+        self.manifest = manifest
+        self.index = index
+        self.meta = meta
+        self.pipeline = pipeline
+
+    @property
+    def recipe(self) -> Recipe:
+        return self.manifest.recipe
+
+    @classmethod
+    def open(cls, root: str | os.PathLike[str], readonly: bool = True) -> Bundle:
+        root = Path(root)
+        manifest = read_manifest(root)
+        return cls.open_generation(root, manifest, _gen_dir(root, manifest.generation), readonly)
+
+    @classmethod
+    def open_generation(cls, root: Path, manifest: Manifest, gen: Path, readonly: bool) -> Bundle:
+        for name in (INDEX_FILE, META_DIR, STATE_FILE):
+            if not (gen / name).exists():
+                raise BundleError(f"{root}: bundle is incomplete ({gen.name}/{name} missing)")
+        pipeline = TilePipeline(manifest.recipe)
+        if pipeline.descriptor_spec != manifest.descriptor or pipeline.encoder_spec != manifest.encoder:
+            raise BundleMismatchError(
+                f"{root}: component specs of the bundle differ from those its recipe "
+                f"{manifest.recipe.name!r} builds in this cbir"
+            )
+        if sha256_file(gen / STATE_FILE) != manifest.pipeline_sha256:
+            raise BundleError(f"{root}: {gen.name}/{STATE_FILE} does not match its checksum")
+        pipeline.load_state(gen / STATE_FILE)
+        try:
+            index = BinaryTileIndex.load(gen / INDEX_FILE, manifest.recipe.index.nprobe)
+        except (RuntimeError, ValueError) as exc:
+            raise BundleError(f"{root}: unreadable Faiss index ({exc})") from exc
+        try:
+            meta = MetadataStore(gen / META_DIR, readonly=readonly)
+        except Exception as exc:  # lmdb.Error has no common base with OSError
+            raise BundleError(f"{root}: unreadable LMDB store ({exc})") from exc
+        n_meta = meta.tile_count()
+        if not (index.ntotal == n_meta == manifest.counts.tiles):
+            meta.close()
+            raise BundleError(
+                f"{root}: inconsistent bundle (Faiss {index.ntotal} tiles, LMDB {n_meta}, "
+                f"manifest {manifest.counts.tiles})"
+            )
+        return cls(root, manifest, index, meta, pipeline)
+
+    def close(self) -> None:
+        self.meta.close()
+
+    def __enter__(self) -> Bundle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BundleError(f"{root}: another cbir process is writing this bundle") from None
+        yield
+
+
+def _fsync_tree(path: Path) -> None:
+    for p in [*path.rglob("*"), path]:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _sweep(root: Path, keep: int | None) -> None:
+    """Delete generation and temp directories other than generation `keep`."""
+    for p in root.iterdir():
+        if p.is_dir() and (p.name.startswith(".tmp-gen-") or p.name.startswith("gen-")):
+            if keep is None or p != _gen_dir(root, keep):
+                shutil.rmtree(p, ignore_errors=True)
+
+
+class BundleWriter:
+    """A write transaction on a bundle: stage a new generation, then publish or discard.
+
+    Use `transaction(root, ...)`. Inside, `writer.index` and `writer.meta` are the new
+    generation's (copied from the live one, or fresh); `commit(...)` publishes it.
+    """
+
+    def __init__(self, root: Path, previous: Manifest | None, stage: Path, fresh: bool) -> None:
+        self.root = root
+        self.fresh = fresh
+        self.previous = previous
+        self.stage = stage
+        self.index: BinaryTileIndex | None = None
+        self.meta: MetadataStore | None = None
+        self.pipeline: TilePipeline | None = None
+        self.committed = False
+
+    def commit(self, recipe: Recipe, counts: Counts) -> Manifest:
+        assert self.index is not None and self.meta is not None and self.pipeline is not None
+        self.index.save(self.stage / INDEX_FILE)
+        self.pipeline.save_state(self.stage / STATE_FILE)
+        self.meta.env.sync(True)
+        self.meta.close()
+        self.meta = None
+        generation = (self.previous.generation + 1) if self.previous else 1
+        manifest = Manifest(
+            format_version=FORMAT_VERSION, cbir_version=__version__, recipe=recipe,
+            descriptor=self.pipeline.descriptor_spec, encoder=self.pipeline.encoder_spec,
+            index_kind=self.index.kind, nlist=self.index.nlist, generation=generation,
+            counts=counts, pipeline_sha256=sha256_file(self.stage / STATE_FILE),
+            created=self.previous.created if self.previous and not self.fresh else now(), updated=now(),
+        )
+        final = _gen_dir(self.root, generation)
+        if final.exists():
+            shutil.rmtree(final)
+        _fsync_tree(self.stage)
+        os.rename(self.stage, final)
+        tmp_manifest = self.root / f".{MANIFEST}.tmp"
+        tmp_manifest.write_text(manifest.model_dump_json(indent=2))
+        with open(tmp_manifest, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_manifest, self.root / MANIFEST)  # the atomic publish
+        dir_fd = os.open(self.root, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        self.committed = True
+        _sweep(self.root, keep=generation)
+        return manifest
+
+
+@contextlib.contextmanager
+def transaction(root: str | os.PathLike[str], create: bool, overwrite: bool = False
+                ) -> Iterator[BundleWriter]:
+    """Open a write transaction on bundle `root`.
+
+    create=False: the bundle must exist; its live generation is copied into the stage
+    (LMDB compacted copy; Faiss index loaded) and `writer.pipeline` is its fitted pipeline.
+    create=True: the stage starts empty; an existing bundle is refused unless `overwrite`.
+    Nothing visible changes unless `commit` runs; any exception discards the stage.
+    """
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise BundleError(f"{root}: exists and is not a directory")
+    if create and root.exists() and any(root.iterdir()):
+        if not (root / MANIFEST).exists():
+            raise BundleError(f"{root}: directory is not empty and is not an index bundle")
+        if not overwrite:
+            raise BundleError(f"{root}: an index bundle exists already (use --overwrite)")
+    previous = read_manifest(root) if (root / MANIFEST).exists() else None
+    if not create and previous is None:
+        raise BundleError(f"{root}: not an index bundle (no {MANIFEST})")
+    with _locked(root):
+        live = Bundle.open(root) if not create else None
+        _sweep(root, keep=previous.generation if previous else None)
+        stage = root / f".tmp-gen-{os.getpid()}"
+        stage.mkdir()
+        writer = BundleWriter(root, previous, stage, fresh=create)
+        try:
+            if live is not None:
+                (stage / META_DIR).mkdir()
+                live.meta.copy_to(stage / META_DIR)
+                writer.index = live.index
+                writer.pipeline = live.pipeline
+                live.close()
+                live = None
+            (stage / META_DIR).mkdir(exist_ok=True)
+            writer.meta = MetadataStore(stage / META_DIR, readonly=False)
+            yield writer
+        finally:
+            if live is not None:
+                live.close()
+            if writer.meta is not None:
+                writer.meta.close()
+            if not writer.committed:
+                shutil.rmtree(stage, ignore_errors=True)

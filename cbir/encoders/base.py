@@ -1,0 +1,46 @@
+"""The encoder stage: (n, d) float32 descriptors -> (n, bits / 8) uint8 packed codes."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from cbir.registry import Registry
+from cbir.specs import EncoderSpec
+
+
+class Encoder(Protocol):
+    spec: EncoderSpec
+
+    def fit(self, x: np.ndarray) -> None:
+        """Learn what the encoder needs from (n, d) float32 collection descriptors."""
+        ...
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        """(n, d) float32 -> (n, bits // 8) uint8, bits packed little-endian (Faiss layout)."""
+        ...
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Arrays that, with the spec, reproduce the encoder exactly."""
+        ...
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        ...
+
+
+ENCODERS: Registry[Encoder] = Registry("encoder")
+register_encoder = ENCODERS.register
+
+
+def create_encoder(name: str, **params: object) -> Encoder:
+    return ENCODERS.create(name, **params)
+
+
+def list_encoders() -> list[str]:
+    return ENCODERS.names()
+
+
+def pack_bits(bits: np.ndarray) -> np.ndarray:
+    """(n, nbits) bool -> (n, nbits // 8) uint8, little-endian within each byte (Faiss)."""
+    return np.packbits(bits, axis=1, bitorder="little")

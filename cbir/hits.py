@@ -1,0 +1,40 @@
+"""Typed search results."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+
+class Hit(BaseModel):
+    """One ranked result: a tile or a region of an indexed slide.
+
+    x, y, w, h are level-0 pixels of the slide, so the hit can be cut with
+    `open_slide(path).read_region(x, y, w, h, magnification)`.
+    """
+
+    rank: int  # 1-based
+    slide: str  # file name
+    slide_path: str
+    slide_id: int
+    magnification: float
+    x: int
+    y: int
+    w: int
+    h: int
+    row: int  # grid cell of the top-left tile at this magnification
+    col: int
+    rows: int  # tiles in the hit (1 x 1 for a tile query)
+    cols: int
+    distance: float  # Hamming for a tile; D = d_near(Q, B') + d_near(B', Q) for a region
+    tile_id: int | None = None
+
+
+class SearchResult(BaseModel):
+    """Hits of one query, with what the query was."""
+
+    query: str
+    query_rows: int
+    query_cols: int
+    magnifications: list[float]
+    hits: list[Hit]
+    seconds: float

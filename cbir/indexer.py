@@ -1,0 +1,368 @@
+"""Indexing: slides -> tiles -> descriptors -> codes -> Faiss + LMDB, in one transaction."""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel
+
+from cbir.binary_index import BinaryTileIndex
+from cbir.bundle import Counts, Manifest, transaction
+from cbir.errors import BundleMismatchError, CbirError, DuplicateSlideError, EmptyTissueError
+from cbir.metadata import CodeGrid, MetadataStore, SlideRecord
+from cbir.pipeline import TilePipeline
+from cbir.progress import NoProgress, Progress
+from cbir.recipes import Recipe, load_recipe
+from cbir.slides import SlideInfo, open_slide
+from cbir.slides.open import file_checksum
+from cbir.tiling import (
+    CellRun, GridGeometry, SuperBlock, cut_run_tiles, grid_for, read_superblock, slide_magnifications, slide_tissue,
+    superblock_side, superblocks, tissue_cells,
+)
+from cbir.timing import StageTimer
+
+#: Threads reading and describing super-blocks.
+DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
+
+
+@dataclass
+class DescribedScale:
+    """Descriptors of the kept (tissue) cells of one grid, in row-major order of `keep`."""
+
+    geometry: GridGeometry
+    keep: np.ndarray  # (rows, cols) bool
+    descriptors: np.ndarray  # (keep.sum(), d) float32
+
+
+@dataclass
+class DescribedSlide:
+    info: SlideInfo
+    checksum: str
+    min_tissue_fraction: float
+    scales: list[DescribedScale]
+
+    @property
+    def n_tiles(self) -> int:
+        return sum(len(s.descriptors) for s in self.scales)
+
+
+class SlideSummary(BaseModel):
+    name: str
+    path: str
+    slide_id: int
+    base_magnification: float
+    magnification_source: str
+    tiles: int
+    tiles_per_magnification: dict[str, int]
+
+
+class IndexReport(BaseModel):
+    """What a build or add did, with stage timings (seconds)."""
+
+    bundle: str
+    recipe: str
+    added: list[SlideSummary]
+    replaced: list[str]
+    removed: list[str]
+    slides_total: int
+    tiles_total: int
+    index_kind: str
+    seconds: float
+    stage_seconds: dict[str, float]
+
+
+def describe_slide(
+    path: str | os.PathLike[str],
+    pipeline: TilePipeline,
+    recipe: Recipe,
+    base_magnification: float | None = None,
+    min_tissue_fraction: float | None = None,
+    progress: Progress | None = None,
+    timer: StageTimer | None = None,
+    workers: int = DEFAULT_WORKERS,
+) -> DescribedSlide:
+    """Tile one slide at every magnification it has and describe its tissue tiles.
+
+    Each level-0 super-block is read once and cut into the tiles of every magnification;
+    super-blocks run on `workers` threads (decoding and resizing release the GIL).
+    Stage timings are summed over threads (thread-seconds).
+
+    Raises `SlideReadError` for an unreadable file, `EmptyTissueError` when no tile qualifies.
+    """
+    progress = progress or NoProgress()
+    timer = timer or StageTimer()
+    tiling = recipe.tiling
+    min_tissue = tiling.min_tissue_fraction if min_tissue_fraction is None else min_tissue_fraction
+    with timer("open"):
+        slide = open_slide(path, base_magnification)
+        checksum = file_checksum(Path(path))
+    with slide:
+        mags = slide_magnifications(slide.info.base_magnification, tiling.magnifications)
+        if not mags:
+            raise EmptyTissueError(
+                f"{path}: base magnification {slide.info.base_magnification:g}x is below every "
+                f"indexed magnification ({', '.join(f'{m:g}x' for m in tiling.magnifications)})"
+            )
+        with timer("tissue"):
+            tissue = slide_tissue(slide)
+            grids = [grid_for(slide, m, tiling.tile_size) for m in mags]
+            keeps = [tissue_cells(g, tissue, min_tissue) for g in grids]
+        total = int(sum(k.sum() for k in keeps))
+        if total == 0:
+            raise EmptyTissueError(
+                f"{path}: no tile has at least {min_tissue:.0%} tissue at any magnification "
+                f"({', '.join(f'{m:g}x' for m in mags)}); nothing to index "
+                "(lower --min-tissue to index it anyway)"
+            )
+        progress.start(slide.info.name, total)
+        dim = pipeline.descriptor_spec.dim
+        fulls = [np.zeros((g.rows, g.cols, dim), dtype=np.float32) for g in grids]
+
+        def work(sb: SuperBlock) -> list[tuple[CellRun, np.ndarray]]:
+            """Read one super-block and describe its kept cells (runs in a worker thread)."""
+            with timer("read"):
+                block, ds = read_superblock(slide, sb)
+            done = []
+            for run in sb.runs:
+                sub_keep = keeps[run.scale][run.r0 : run.r0 + run.nrows, run.c0 : run.c0 + run.ncols]
+                if sub_keep.any():
+                    with timer("resize"):
+                        tiles = cut_run_tiles(block, ds, sb, grids[run.scale], run)[sub_keep]
+                    with timer("describe"):
+                        done.append((run, pipeline.describe(tiles)))
+            return done
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for done in pool.map(work, superblocks(grids, keeps, superblock_side(grids))):
+                for run, x in done:
+                    rows = slice(run.r0, run.r0 + run.nrows)
+                    cols = slice(run.c0, run.c0 + run.ncols)
+                    fulls[run.scale][rows, cols][keeps[run.scale][rows, cols]] = x
+                    progress.advance(len(x))
+        scales = [DescribedScale(g, k, f[k]) for g, k, f in zip(grids, keeps, fulls)]
+    return DescribedSlide(slide.info, checksum, min_tissue, scales)
+
+
+def _code_grids(slide_id: int, described: DescribedSlide, pipeline: TilePipeline
+                ) -> tuple[list[CodeGrid], np.ndarray, np.ndarray]:
+    """Encode a described slide. Returns its grids and (n, bytes) codes with (n,) tile ids."""
+    grids, all_codes, all_ids = [], [], []
+    next_local = 0
+    for scale in described.scales:
+        g = scale.geometry
+        n = len(scale.descriptors)
+        codes = pipeline.encode(scale.descriptors) if n else np.zeros((0, pipeline.code_bytes), np.uint8)
+        ids = (np.int64(slide_id) << 32) + np.arange(next_local, next_local + n, dtype=np.int64)
+        next_local += n
+        grid_ids = np.full((g.rows, g.cols), -1, dtype=np.int64)
+        grid_ids[scale.keep] = ids
+        grid_codes = np.zeros((g.rows, g.cols, pipeline.code_bytes), dtype=np.uint8)
+        grid_codes[scale.keep] = codes
+        grids.append(CodeGrid(slide_id, g, grid_ids, grid_codes))
+        all_codes.append(codes)
+        all_ids.append(ids)
+    return grids, np.concatenate(all_codes), np.concatenate(all_ids)
+
+
+def _summary(slide_id: int, d: DescribedSlide) -> SlideSummary:
+    return SlideSummary(
+        name=d.info.name, path=d.info.path, slide_id=slide_id,
+        base_magnification=d.info.base_magnification,
+        magnification_source=d.info.magnification_source, tiles=d.n_tiles,
+        tiles_per_magnification={
+            f"{s.geometry.magnification:g}x": len(s.descriptors) for s in d.scales
+        },
+    )
+
+
+def _store_slides(meta: MetadataStore, pipeline: TilePipeline, described: list[DescribedSlide],
+                  first_id: int, timer: StageTimer) -> tuple[list[SlideSummary], np.ndarray, np.ndarray]:
+    """Encode and write slides into LMDB; returns summaries, (n, bytes) codes, (n,) ids."""
+    summaries, codes, ids = [], [], []
+    with meta.env.begin(write=True) as txn:
+        for offset, d in enumerate(described):
+            sid = first_id + offset
+            with timer("encode"):
+                grids, c, i = _code_grids(sid, d, pipeline)
+            record = SlideRecord(
+                slide_id=sid, info=d.info, checksum=d.checksum, added=_now(),
+                min_tissue_fraction=d.min_tissue_fraction,
+                magnifications=[s.geometry.magnification for s in d.scales], tiles=d.n_tiles,
+            )
+            with timer("metadata"):
+                meta.put_slide(txn, record, grids)
+            summaries.append(_summary(sid, d))
+            codes.append(c)
+            ids.append(i)
+    return summaries, np.concatenate(codes), np.concatenate(ids)
+
+
+def _now() -> str:
+    from cbir.bundle import now
+
+    return now()
+
+
+def _unique_paths(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    seen: dict[Path, None] = {}
+    for p in paths:
+        seen.setdefault(Path(p).resolve(), None)
+    return list(seen)
+
+
+def build_index(
+    slides: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    recipe: str | Recipe = "stats-lsh32",
+    *,
+    base_magnification: float | None = None,
+    min_tissue_fraction: float | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> IndexReport:
+    """Index `slides` into a new bundle at `out` (atomic: on any error nothing is written)."""
+    start = time.perf_counter()
+    recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
+    paths = _unique_paths(slides)
+    if not paths:
+        raise CbirError("no slides given")
+    timer = StageTimer()
+    pipeline = TilePipeline(recipe)
+    with transaction(out, create=True, overwrite=overwrite) as writer:
+        described = [
+            describe_slide(p, pipeline, recipe, base_magnification, min_tissue_fraction,
+                           progress, timer)
+            for p in paths
+        ]
+        with timer("fit"):
+            pipeline.encoder.fit(np.concatenate([s.descriptors for d in described for s in d.scales]))
+        writer.pipeline = pipeline
+        summaries, xb, ids = _store_slides(writer.meta, pipeline, described, 1, timer)
+        with timer("add"):
+            writer.index = BinaryTileIndex.for_collection(
+                pipeline.encoder_spec.bits, recipe.index, xb, ids
+            )
+        with timer("commit"):
+            manifest = writer.commit(recipe, Counts(slides=len(described), tiles=len(ids)))
+    return _report(out, manifest, summaries, [], [], start, timer)
+
+
+def _report(out: str | os.PathLike[str], manifest: Manifest, added: list[SlideSummary],
+            replaced: list[str], removed: list[str], start: float, timer: StageTimer) -> IndexReport:
+    return IndexReport(
+        bundle=str(out), recipe=manifest.recipe.name, added=added, replaced=replaced,
+        removed=removed, slides_total=manifest.counts.slides, tiles_total=manifest.counts.tiles,
+        index_kind=manifest.index_kind, seconds=round(time.perf_counter() - start, 4),
+        stage_seconds=timer.as_dict(),
+    )
+
+
+def _check_recipe(bundle_recipe: Recipe, recipe: str | Recipe | None, out: object) -> None:
+    if recipe is None:
+        return
+    wanted = load_recipe(recipe) if isinstance(recipe, str) else recipe
+    if wanted != bundle_recipe:
+        raise BundleMismatchError(
+            f"{out}: bundle was built with recipe {bundle_recipe.name!r}, not {wanted.name!r}"
+        )
+
+
+def _rebuild_if_needed(index: BinaryTileIndex, meta: MetadataStore, recipe: Recipe
+                       ) -> BinaryTileIndex:
+    """Switch an exact index that has grown past the IVF threshold to a trained IVF."""
+    if index.kind == "ivf" or index.ntotal < recipe.index.ivf_threshold:
+        return index
+    grids = list(meta.all_grids())
+    xb = np.concatenate([g.codes[g.valid] for g in grids])
+    ids = np.concatenate([g.ids[g.valid] for g in grids])
+    return BinaryTileIndex.for_collection(index.bits, recipe.index, xb, ids)
+
+
+def add_slides(
+    index_path: str | os.PathLike[str],
+    slides: Sequence[str | os.PathLike[str]],
+    *,
+    recipe: str | Recipe | None = None,
+    replace: bool = False,
+    base_magnification: float | None = None,
+    min_tissue_fraction: float | None = None,
+    progress: Progress | None = None,
+) -> IndexReport:
+    """Add slides to a bundle with its stored pipeline (no refit). A slide already present
+    raises `DuplicateSlideError` unless `replace`, which re-indexes it."""
+    start = time.perf_counter()
+    timer = StageTimer()
+    paths = _unique_paths(slides)
+    with transaction(index_path, create=False) as writer:
+        bundle_recipe = writer.previous.recipe
+        _check_recipe(bundle_recipe, recipe, index_path)
+        meta, pipeline = writer.meta, writer.pipeline
+        replaced = []
+        for p in paths:
+            if meta.slide_id_for_path(str(p)) is not None:
+                if not replace:
+                    raise DuplicateSlideError(
+                        f"{p}: already in {index_path} (use --replace to re-index it)"
+                    )
+                replaced.append(str(p))
+        described = [
+            describe_slide(p, pipeline, bundle_recipe, base_magnification, min_tissue_fraction,
+                           progress, timer)
+            for p in paths
+        ]
+        index = writer.index
+        with timer("remove"):
+            for p in replaced:
+                index.remove(_delete_slide(meta, p))
+        summaries, xb, ids = _store_slides(meta, pipeline, described, meta.next_slide_id(), timer)
+        with timer("add"):
+            index.add(xb, ids)
+            writer.index = _rebuild_if_needed(index, meta, bundle_recipe)
+        n_slides = len(meta.slide_list())
+        with timer("commit"):
+            manifest = writer.commit(bundle_recipe, Counts(slides=n_slides, tiles=meta.tile_count()))
+    return _report(index_path, manifest, summaries, replaced, [], start, timer)
+
+
+def _delete_slide(meta: MetadataStore, path: str) -> np.ndarray:
+    sid = meta.slide_id_for_path(path)
+    record = next(r for r in meta.slide_list() if r.slide_id == sid)
+    with meta.env.begin(write=True) as txn:
+        return meta.delete_slide(txn, record)
+
+
+def resolve_slide(meta: MetadataStore, name_or_path: str, bundle: object) -> str:
+    """The stored path of a slide given by path or by file name (which must be unique)."""
+    resolved = str(Path(name_or_path).resolve())
+    records = meta.slide_list()
+    for r in records:
+        if r.info.path == resolved:
+            return r.info.path
+    by_name = [r for r in records if r.info.name == name_or_path or r.info.name == Path(name_or_path).name]
+    if len(by_name) == 1:
+        return by_name[0].info.path
+    if len(by_name) > 1:
+        raise CbirError(f"{name_or_path}: several slides in {bundle} have this name; give the path")
+    raise CbirError(f"{name_or_path}: not in {bundle}")
+
+
+def remove_slides(index_path: str | os.PathLike[str], slides: Sequence[str]) -> IndexReport:
+    """Remove slides (by path or unique file name) from a bundle, atomically."""
+    start = time.perf_counter()
+    timer = StageTimer()
+    with transaction(index_path, create=False) as writer:
+        meta = writer.meta
+        stored = [resolve_slide(meta, s, index_path) for s in slides]
+        with timer("remove"):
+            for path in dict.fromkeys(stored):
+                writer.index.remove(_delete_slide(meta, path))
+        n_slides = len(meta.slide_list())
+        manifest = writer.commit(writer.previous.recipe,
+                                 Counts(slides=n_slides, tiles=meta.tile_count()))
+    return _report(index_path, manifest, [], [], list(dict.fromkeys(stored)), start, timer)

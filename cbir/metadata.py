@@ -1,0 +1,195 @@
+"""LMDB metadata: tile id -> tile record, slide registry, per-slide code grids."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import lmdb
+import numpy as np
+from pydantic import BaseModel
+
+from cbir.slides.base import SlideInfo
+from cbir.tiling import GridGeometry
+
+#: LMDB map size: the file grows with the data, this is only the ceiling.
+MAP_SIZE = 1 << 40
+
+_TILE = struct.Struct("<IfIIqqqq")  # slide_id, magnification, row, col, x, y, w, h
+_GRID_KEY = struct.Struct(">If")  # slide_id, magnification
+_GRID_HEAD = struct.Struct("<IIdII")  # rows, cols, step, tile_size, code_bytes
+_SLIDE_KEY = struct.Struct(">I")
+_TILE_KEY = struct.Struct(">q")
+
+
+class TileRecord(NamedTuple):
+    """One indexed tile; x, y, w, h in level-0 pixels."""
+
+    slide_id: int
+    magnification: float
+    row: int
+    col: int
+    x: int
+    y: int
+    w: int
+    h: int
+
+
+class SlideRecord(BaseModel):
+    """A slide in the bundle."""
+
+    slide_id: int
+    info: SlideInfo
+    checksum: str
+    added: str  # ISO time
+    min_tissue_fraction: float
+    magnifications: list[float]
+    tiles: int
+
+
+@dataclass
+class CodeGrid:
+    """The codes of one slide at one magnification, laid out as its tile grid.
+
+    ids: (rows, cols) int64 tile ids, -1 where the cell is not indexed (background).
+    codes: (rows, cols, code_bytes) uint8, zeros where not indexed.
+    """
+
+    slide_id: int
+    geometry: GridGeometry
+    ids: np.ndarray
+    codes: np.ndarray
+
+    @property
+    def valid(self) -> np.ndarray:
+        return self.ids >= 0
+
+
+def tile_key(tile_id: int) -> bytes:
+    return _TILE_KEY.pack(tile_id)
+
+
+class MetadataStore:
+    """An LMDB environment with named databases tiles, slides, paths, grids."""
+
+    def __init__(self, path: Path, readonly: bool) -> None:
+        self.path = path
+        self.env = lmdb.open(
+            str(path), map_size=MAP_SIZE, max_dbs=8, readonly=readonly, lock=not readonly,
+            readahead=False, subdir=True, create=not readonly,
+        )
+        self.tiles = self.env.open_db(b"tiles", create=not readonly)
+        self.slides = self.env.open_db(b"slides", create=not readonly)
+        self.paths = self.env.open_db(b"paths", create=not readonly)
+        self.grids = self.env.open_db(b"grids", create=not readonly)
+
+    def close(self) -> None:
+        self.env.close()
+
+    def copy_to(self, path: Path) -> None:
+        """Write a compacted copy of the environment into the empty directory `path`."""
+        self.env.copy(str(path), compact=True)
+
+    # -- reads -------------------------------------------------------------------------
+    def tile(self, tile_id: int, txn: lmdb.Transaction | None = None) -> TileRecord | None:
+        if txn is None:
+            with self.env.begin() as t:
+                return self.tile(tile_id, t)
+        raw = txn.get(tile_key(tile_id), db=self.tiles)
+        return TileRecord(*_TILE.unpack(raw)) if raw is not None else None
+
+    def tiles_of(self, tile_ids: np.ndarray) -> list[TileRecord | None]:
+        with self.env.begin() as txn:
+            return [self.tile(int(i), txn) for i in tile_ids]
+
+    def slide_list(self) -> list[SlideRecord]:
+        with self.env.begin() as txn:
+            return [
+                SlideRecord.model_validate_json(v)
+                for _, v in txn.cursor(db=self.slides)
+            ]
+
+    def slide_id_for_path(self, path: str) -> int | None:
+        with self.env.begin() as txn:
+            raw = txn.get(path.encode(), db=self.paths)
+        return _SLIDE_KEY.unpack(raw)[0] if raw is not None else None
+
+    def tile_count(self) -> int:
+        with self.env.begin() as txn:
+            return int(txn.stat(self.tiles)["entries"])
+
+    def grid(self, slide_id: int, magnification: float) -> CodeGrid | None:
+        with self.env.begin() as txn:
+            raw = txn.get(_GRID_KEY.pack(slide_id, magnification), db=self.grids)
+        return None if raw is None else _decode_grid(slide_id, magnification, raw)
+
+    def grids_of(self, slide_id: int) -> Iterator[CodeGrid]:
+        prefix = _SLIDE_KEY.pack(slide_id)
+        with self.env.begin() as txn:
+            cursor = txn.cursor(db=self.grids)
+            if cursor.set_range(prefix):
+                for key, raw in cursor:
+                    if not key.startswith(prefix):
+                        break
+                    sid, mag = _GRID_KEY.unpack(key)
+                    yield _decode_grid(sid, mag, raw)
+
+    def all_grids(self) -> Iterator[CodeGrid]:
+        with self.env.begin() as txn:
+            for key, raw in txn.cursor(db=self.grids):
+                sid, mag = _GRID_KEY.unpack(key)
+                yield _decode_grid(sid, mag, raw)
+
+    def next_slide_id(self) -> int:
+        with self.env.begin() as txn:
+            cursor = txn.cursor(db=self.slides)
+            if cursor.last():
+                return _SLIDE_KEY.unpack(cursor.key())[0] + 1
+        return 1
+
+    # -- writes ------------------------------------------------------------------------
+    def put_slide(self, txn: lmdb.Transaction, record: SlideRecord, grids: list[CodeGrid]) -> None:
+        """Store a slide, its grids and one tile record per indexed cell."""
+        sid = record.slide_id
+        txn.put(_SLIDE_KEY.pack(sid), record.model_dump_json().encode(), db=self.slides)
+        txn.put(record.info.path.encode(), _SLIDE_KEY.pack(sid), db=self.paths)
+        for grid in grids:
+            g = grid.geometry
+            key = _GRID_KEY.pack(sid, g.magnification)
+            head = _GRID_HEAD.pack(g.rows, g.cols, g.step, g.tile_size, grid.codes.shape[-1])
+            txn.put(key, head + grid.ids.astype("<i8").tobytes() + grid.codes.tobytes(),
+                    db=self.grids)
+            rr, cc = np.nonzero(grid.valid)
+            xs, ys = g.origin(rr, cc)
+            items = [
+                (tile_key(int(grid.ids[r, c])),
+                 _TILE.pack(sid, g.magnification, r, c, int(x), int(y), g.size, g.size))
+                for r, c, x, y in zip(rr.tolist(), cc.tolist(), xs.tolist(), ys.tolist())
+            ]
+            txn.cursor(db=self.tiles).putmulti(items, dupdata=False, overwrite=True)
+
+    def delete_slide(self, txn: lmdb.Transaction, record: SlideRecord) -> np.ndarray:
+        """Delete a slide, its grids and tile records; returns its (n,) int64 tile ids."""
+        sid = record.slide_id
+        grids = list(self.grids_of(sid))
+        ids = np.concatenate([g.ids[g.valid] for g in grids]) if grids else np.empty(0, np.int64)
+        for tid in ids.tolist():
+            txn.delete(tile_key(tid), db=self.tiles)
+        for g in grids:
+            txn.delete(_GRID_KEY.pack(sid, g.geometry.magnification), db=self.grids)
+        txn.delete(_SLIDE_KEY.pack(sid), db=self.slides)
+        txn.delete(record.info.path.encode(), db=self.paths)
+        return ids.astype(np.int64)
+
+
+def _decode_grid(slide_id: int, magnification: float, raw: bytes) -> CodeGrid:
+    rows, cols, step, tile_size, nbytes = _GRID_HEAD.unpack_from(raw)
+    off = _GRID_HEAD.size
+    n = rows * cols
+    ids = np.frombuffer(raw, dtype="<i8", count=n, offset=off).reshape(rows, cols)
+    codes = np.frombuffer(raw, dtype=np.uint8, count=n * nbytes, offset=off + 8 * n)
+    geometry = GridGeometry(magnification, rows, cols, step, tile_size)
+    return CodeGrid(slide_id, geometry, ids, codes.reshape(rows, cols, nbytes))

@@ -1,0 +1,93 @@
+"""Queries: an image array, an image file, or a region of a slide -> a grid of tiles."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from pydantic import BaseModel, ConfigDict
+
+from cbir.errors import QueryError, SlideReadError
+from cbir.slides import open_slide
+from cbir.tiling import split_tiles
+
+_REGION = re.compile(
+    r"^(?P<slide>.+):(?P<x>\d+),(?P<y>\d+),(?P<w>\d+),(?P<h>\d+)@(?P<mag>\d+(?:\.\d+)?)x?$"
+)
+
+
+class Region(BaseModel):
+    """A rectangle of a slide: x, y, w, h in level-0 pixels, read at `magnification`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    slide: str
+    x: int
+    y: int
+    w: int
+    h: int
+    magnification: float
+
+    @classmethod
+    def parse(cls, text: str) -> Region:
+        """`slide.svs:x,y,w,h@20x` -> Region."""
+        match = _REGION.match(text.strip())
+        if not match:
+            raise QueryError(f"{text}: not a region; expected SLIDE:x,y,w,h@MAGx (level-0 px)")
+        g = match.groupdict()
+        return cls(slide=g["slide"], x=int(g["x"]), y=int(g["y"]), w=int(g["w"]),
+                   h=int(g["h"]), magnification=float(g["mag"]))
+
+    def __str__(self) -> str:
+        return f"{self.slide}:{self.x},{self.y},{self.w},{self.h}@{self.magnification:g}x"
+
+
+def read_region_image(region: Region, base_magnification: float | None) -> np.ndarray:
+    """Pixels of a region at its magnification -> (h', w', 3) uint8."""
+    with open_slide(region.slide, base_magnification) as slide:
+        width, height = slide.dimensions
+        if region.w <= 0 or region.h <= 0:
+            raise QueryError(f"{region}: empty region")
+        if region.x < 0 or region.y < 0 or region.x + region.w > width or region.y + region.h > height:
+            raise QueryError(f"{region}: region lies outside the slide ({width} x {height} px)")
+        base = slide.info.base_magnification
+        if region.magnification > base * (1 + 1e-6):
+            raise QueryError(
+                f"{region}: {region.magnification:g}x is above the slide's base {base:g}x"
+            )
+        return slide.read_region(region.x, region.y, region.w, region.h, region.magnification)
+
+
+def load_image(path: Path) -> np.ndarray:
+    """An image file -> (h, w, 3) uint8 RGB."""
+    if not path.is_file():
+        raise SlideReadError(f"{path}: no such file")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return np.asarray(im.convert("RGB"))
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise SlideReadError(f"{path}: unsupported or unreadable image ({exc})") from exc
+
+
+def as_rgb(image: np.ndarray, name: str) -> np.ndarray:
+    """Accept (h, w) grey, (h, w, 3) RGB or (h, w, 4) RGBA uint8 -> (h, w, 3) uint8."""
+    if image.dtype != np.uint8:
+        raise QueryError(f"{name}: image dtype {image.dtype}, expected uint8")
+    if image.ndim == 2:
+        return np.repeat(image[..., None], 3, axis=2)
+    if image.ndim == 3 and image.shape[2] in (3, 4):
+        return np.ascontiguousarray(image[..., :3])
+    raise QueryError(f"{name}: image shape {image.shape}, expected (h, w, 3)")
+
+
+def query_tiles(image: np.ndarray, tile_size: int, name: str) -> np.ndarray:
+    """(h, w, 3) uint8 -> (m, n, t, t, 3) tiles from the top-left corner; m, n >= 1."""
+    h, w = image.shape[:2]
+    if h < tile_size or w < tile_size:
+        raise QueryError(
+            f"{name}: query is {w} x {h} px, smaller than one {tile_size} x {tile_size} tile"
+        )
+    return split_tiles(image, tile_size)

@@ -1,0 +1,91 @@
+"""Index recipes: `indexes/<name>.toml`, validated by pydantic, chosen by name."""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cbir.errors import RecipeError
+
+DEFAULT_MAGNIFICATIONS = (5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TilingConfig(_Frozen):
+    tile_size: int = Field(224, ge=16)
+    #: Magnifications to tile at; a slide gets those it has without upsampling.
+    magnifications: tuple[float, ...] = DEFAULT_MAGNIFICATIONS
+    #: A tile is indexed when at least this fraction of it is tissue (0 indexes every tile).
+    min_tissue_fraction: float = Field(0.5, ge=0.0, le=1.0)
+
+
+class ComponentConfig(_Frozen):
+    name: str
+    params: dict[str, Any] = {}
+
+
+class IndexConfig(_Frozen):
+    #: Faiss binary factory string of the exact index used below `ivf_threshold` tiles.
+    exact_factory: str = "BFlat"
+    #: From this many tiles on, the index is an IndexBinaryIVF trained on the collection.
+    ivf_threshold: int = Field(100_000, ge=1)
+    #: IVF lists; None picks 4 * sqrt(n) rounded to a power of two, in [64, 65536].
+    nlist: int | None = Field(None, ge=1)
+    nprobe: int = Field(32, ge=1)
+
+
+class SearchConfig(_Frozen):
+    k: int = Field(10, ge=1)
+    #: Nearest tiles per query tile that seed region candidates (seed 000's "shares a code").
+    region_seeds: int = Field(32, ge=1)
+    #: A candidate sub-grid needs at least this fraction of indexed (tissue) cells.
+    region_min_valid: float = Field(0.5, gt=0.0, le=1.0)
+
+
+class Recipe(_Frozen):
+    name: str
+    description: str = ""
+    tiling: TilingConfig = TilingConfig()
+    descriptor: ComponentConfig
+    encoder: ComponentConfig
+    index: IndexConfig = IndexConfig()
+    search: SearchConfig = SearchConfig()
+
+
+def recipe_dirs() -> list[Path]:
+    """Where named recipes live: the repository's indexes/, then the installed copy."""
+    dirs = [Path(__file__).resolve().parent.parent / "indexes"]
+    packaged = resources.files("cbir") / "_recipes"
+    if packaged.is_dir():
+        dirs.append(Path(str(packaged)))
+    return [d for d in dirs if d.is_dir()]
+
+
+def list_recipes() -> list[str]:
+    return sorted({p.stem for d in recipe_dirs() for p in d.glob("*.toml")})
+
+
+def load_recipe(name_or_path: str) -> Recipe:
+    """A recipe by name (`stats-lsh32`) or by path to a .toml file."""
+    path = Path(name_or_path)
+    if path.suffix != ".toml":
+        found = [d / f"{name_or_path}.toml" for d in recipe_dirs()]
+        found = [p for p in found if p.is_file()]
+        if not found:
+            raise RecipeError(
+                f"unknown recipe {name_or_path!r}; valid names: {', '.join(list_recipes())}"
+            )
+        path = found[0]
+    try:
+        data = tomllib.loads(path.read_text())
+        return Recipe.model_validate(data)
+    except (OSError, tomllib.TOMLDecodeError, ValidationError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RecipeError(f"{path}: invalid recipe ({first})") from exc

@@ -1,0 +1,123 @@
+"""Region query (seed 000): a query of m x n tiles against same-shape sub-grids.
+
+D(Q, B') = d_near(Q, B') + d_near(B', Q), with
+d_near(Q, P) = (1 / |Q|) * sum_{q in Q} min_{p in P} Hamming(q, p).
+Candidates are the sub-grids that contain, at the matching position, one of the
+`seeds` nearest indexed tiles of some query tile (seed 000 takes sub-grids that share a
+code with the query; nearest neighbours extend that to a small Hamming radius).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from cbir.binary_index import BinaryTileIndex
+from cbir.metadata import CodeGrid, MetadataStore
+from cbir.search.hamming import hamming_matrix
+
+
+def d_near(dist: np.ndarray, valid_q: np.ndarray, valid_p: np.ndarray) -> np.ndarray:
+    """d_near(Q, P) for a batch: dist (c, |Q|, |P|) Hamming; valid_* (c, |Q|), (c, |P|) bool.
+
+    Mean over valid q of the min over valid p. Returns (c,) float64.
+    """
+    masked = np.where(valid_p[:, None, :], dist, np.iinfo(np.int32).max)
+    nearest = masked.min(axis=2).astype(np.float64)
+    nearest = np.where(valid_q, nearest, 0.0)
+    return nearest.sum(axis=1) / np.maximum(valid_q.sum(axis=1), 1)
+
+
+def region_distance(q: np.ndarray, p: np.ndarray, valid_p: np.ndarray) -> np.ndarray:
+    """D(Q, B') for c candidates: q (k, nb) query codes; p (c, k, nb) candidate codes with
+    valid_p (c, k) marking indexed cells. Returns (c,) float64."""
+    c = len(p)
+    dist = hamming_matrix(np.broadcast_to(q, p.shape), p)  # (c, k, k): [cand, q, p]
+    valid_q = np.ones((c, len(q)), dtype=bool)
+    forward = d_near(dist, valid_q, valid_p)
+    backward = d_near(dist.transpose(0, 2, 1), valid_p, valid_q)
+    return forward + backward
+
+
+@dataclass(frozen=True)
+class RegionCandidate:
+    slide_id: int
+    magnification: float
+    r0: int
+    c0: int
+    distance: float
+    valid: int  # indexed cells in the sub-grid
+
+
+class GridCache:
+    """Code grids loaded from LMDB on first use."""
+
+    def __init__(self, meta: MetadataStore) -> None:
+        self.meta = meta
+        self._grids: dict[tuple[int, float], CodeGrid | None] = {}
+
+    def get(self, slide_id: int, magnification: float) -> CodeGrid | None:
+        key = (slide_id, magnification)
+        if key not in self._grids:
+            self._grids[key] = self.meta.grid(slide_id, magnification)
+        return self._grids[key]
+
+
+def region_candidates(q: np.ndarray, index: BinaryTileIndex, meta: MetadataStore,
+                      grids: GridCache, seeds: int, min_valid: float) -> list[RegionCandidate]:
+    """All scored candidate sub-grids for query codes q (m, n, nb), sorted by D then place."""
+    m, n, nb = q.shape
+    flat_q = q.reshape(m * n, nb)
+    _, I = index.search(flat_q, seeds)
+    records = meta.tiles_of(I.ravel())
+    origins: dict[tuple[int, float], set[tuple[int, int]]] = defaultdict(set)
+    for pos, rec in enumerate(records):
+        if rec is None:
+            continue
+        qi, qj = divmod(pos // I.shape[1], n)
+        origins[(rec.slide_id, rec.magnification)].add((rec.row - qi, rec.col - qj))
+    out: list[RegionCandidate] = []
+    need = max(1, int(np.ceil(min_valid * m * n)))
+    for (sid, mag), starts in origins.items():
+        grid = grids.get(sid, mag)
+        if grid is None:
+            continue
+        g = grid.geometry
+        rc = np.array(sorted(starts), dtype=np.int64).reshape(-1, 2)
+        ok = (rc[:, 0] >= 0) & (rc[:, 1] >= 0) & (rc[:, 0] <= g.rows - m) & (rc[:, 1] <= g.cols - n)
+        rc = rc[ok]
+        if not len(rc):
+            continue
+        rr = rc[:, 0, None, None] + np.arange(m)[None, :, None]
+        cc = rc[:, 1, None, None] + np.arange(n)[None, None, :]
+        sub_valid = grid.valid[rr, cc].reshape(len(rc), m * n)
+        sub_codes = grid.codes[rr, cc].reshape(len(rc), m * n, nb)
+        enough = sub_valid.sum(axis=1) >= need
+        if not enough.any():
+            continue
+        D = region_distance(flat_q, sub_codes[enough], sub_valid[enough])
+        for (r0, c0), dist, nvalid in zip(rc[enough].tolist(), D.tolist(),
+                                          sub_valid[enough].sum(axis=1).tolist()):
+            out.append(RegionCandidate(sid, mag, r0, c0, dist, nvalid))
+    out.sort(key=lambda c: (c.distance, c.slide_id, -c.magnification, c.r0, c.c0))
+    return out
+
+
+def suppress_overlaps(cands: list[RegionCandidate], m: int, n: int, k: int
+                      ) -> list[RegionCandidate]:
+    """Greedy: keep the best candidate, drop those overlapping a kept one on the same slide
+    and magnification; stop at k."""
+    kept: list[RegionCandidate] = []
+    for c in cands:
+        if any(
+            o.slide_id == c.slide_id and o.magnification == c.magnification
+            and abs(o.r0 - c.r0) < m and abs(o.c0 - c.c0) < n
+            for o in kept
+        ):
+            continue
+        kept.append(c)
+        if len(kept) == k:
+            break
+    return kept

@@ -1,0 +1,113 @@
+"""`open_slide`: pick the backend for a file, find its magnification."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import openslide
+from PIL import Image
+
+from cbir.errors import SlideReadError
+from cbir.slides.array_slide import ArraySlide
+from cbir.slides.base import Slide, SlideInfo, magnification_from_mpp
+from cbir.slides.openslide_slide import OpenSlideSlide
+
+log = logging.getLogger("cbir")
+
+#: Base magnification assumed for a slide that states neither objective power nor mpp.
+DEFAULT_BASE_MAGNIFICATION = 20.0
+
+Image.MAX_IMAGE_PIXELS = None  # plain images can be large scans; we read them on purpose
+
+
+def file_checksum(path: Path, chunk: int = 1 << 20) -> str:
+    """sha256 of (size, first MiB, last MiB): identifies a slide file without reading GBs."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with path.open("rb") as fh:
+        digest.update(fh.read(chunk))
+        if size > chunk:
+            fh.seek(max(chunk, size - chunk))
+            digest.update(fh.read(chunk))
+    return "sha256-ends:" + digest.hexdigest()
+
+
+def _base_magnification(
+    path: Path, props: dict[str, str], fallback: float | None
+) -> tuple[float, str, float | None]:
+    """(magnification, source, mpp) from OpenSlide properties, else the fallback with a warning."""
+    mpp_text = props.get(openslide.PROPERTY_NAME_MPP_X)
+    mpp = float(mpp_text) if mpp_text else None
+    power = props.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER)
+    if power:
+        try:
+            return float(power), "objective-power", mpp
+        except ValueError:
+            pass
+    if mpp and mpp > 0:
+        return magnification_from_mpp(mpp), "mpp", mpp
+    base = fallback if fallback is not None else DEFAULT_BASE_MAGNIFICATION
+    log.warning(
+        "%s: no objective power or mpp in the file; assuming base magnification %gx "
+        "(set --base-magnification to change)", path, base,
+    )
+    return base, "default", None
+
+
+def _open_with_pil(path: Path, fallback: float | None) -> ArraySlide:
+    try:
+        with Image.open(path) as im:
+            im.load()
+            props = {}
+            dpi = im.info.get("dpi") or im.info.get("resolution")
+            rgb = np.asarray(im.convert("RGB"))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise SlideReadError(f"{path}: unsupported or unreadable image ({exc})") from exc
+    del dpi  # plain-image dpi is a print setting, not a microscope resolution
+    base, source, mpp = _base_magnification(path, props, fallback)
+    h, w = rgb.shape[:2]
+    info = SlideInfo(
+        path=str(path.resolve()), name=path.name, backend="pil", width=w, height=h, level_count=1,
+        base_magnification=base, magnification_source=source, mpp=mpp,
+    )
+    return ArraySlide(rgb, info)
+
+
+def open_slide(path: str | os.PathLike[str], base_magnification: float | None = None) -> Slide:
+    """Open a slide or image file.
+
+    OpenSlide formats go through OpenSlide; PNG/JPEG/plain TIFF through PIL as one level.
+    `base_magnification` is used only when the file states neither objective power nor mpp.
+    Raises `SlideReadError` naming the file when it cannot be read.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise SlideReadError(f"{p}: no such file")
+    if p.stat().st_size == 0:
+        raise SlideReadError(f"{p}: file is empty (0 bytes)")
+    try:
+        vendor = openslide.OpenSlide.detect_format(str(p))
+    except openslide.OpenSlideError:
+        vendor = None
+    if vendor is None:
+        return _open_with_pil(p, base_magnification)
+    try:
+        handle = openslide.OpenSlide(str(p))
+    except (openslide.OpenSlideError, OSError) as exc:
+        # OpenSlide refuses some TIFFs it detects (e.g. non-pyramidal): try them as images.
+        if vendor == "generic-tiff":
+            return _open_with_pil(p, base_magnification)
+        raise SlideReadError(f"{p}: unreadable {vendor} slide ({exc})") from exc
+    props = dict(handle.properties)
+    base, source, mpp = _base_magnification(p, props, base_magnification)
+    width, height = handle.dimensions
+    info = SlideInfo(
+        path=str(p.resolve()), name=p.name, backend="openslide", width=width, height=height,
+        level_count=handle.level_count, base_magnification=base,
+        magnification_source=source, mpp=mpp, vendor=vendor,
+    )
+    return OpenSlideSlide(handle, info)

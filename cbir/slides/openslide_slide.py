@@ -1,0 +1,34 @@
+"""Pyramidal slides through OpenSlide (svs, ndpi, mrxs, scn, tiled tiff, ...)."""
+
+from __future__ import annotations
+
+import numpy as np
+import openslide
+
+from cbir.errors import SlideReadError
+from cbir.slides.base import Slide, SlideInfo
+
+
+class OpenSlideSlide(Slide):
+    """A slide read through `openslide.OpenSlide`; RGBA is flattened onto white."""
+
+    def __init__(self, handle: openslide.OpenSlide, info: SlideInfo) -> None:
+        self.handle = handle
+        self.info = info
+        self.level_dimensions = tuple(handle.level_dimensions)
+        self.level_downsamples = tuple(float(d) for d in handle.level_downsamples)
+
+    def read_level(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
+        try:
+            rgba = np.asarray(self.handle.read_region((x, y), level, (w, h)))
+        except openslide.OpenSlideError as exc:
+            raise SlideReadError(f"{self.info.path}: cannot read pixels ({exc})") from exc
+        if rgba[..., 3].min() == 255:
+            return np.ascontiguousarray(rgba[..., :3])
+        alpha = rgba[..., 3:4].astype(np.float32) / 255.0
+        # Composite onto white: transparent pixels lie outside the scanned area.
+        rgb = rgba[..., :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
+        return rgb.round().astype(np.uint8)
+
+    def close(self) -> None:
+        self.handle.close()

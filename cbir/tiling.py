@@ -1,0 +1,195 @@
+"""Tile grids: 224 x 224 output tiles at each magnification, mapped to level-0 pixels."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from cbir.slides.base import Slide
+from cbir.tissue import TissueFractions, tissue_mask
+
+#: Longest side of the thumbnail the tissue mask is computed on, pixels.
+THUMBNAIL_SIDE = 1024
+
+
+@dataclass(frozen=True)
+class GridGeometry:
+    """A grid of square tiles at one magnification, in level-0 pixels.
+
+    Cell (r, c) covers level-0 x in [round(c * step), round(c * step) + size), same for y.
+    """
+
+    magnification: float
+    rows: int
+    cols: int
+    step: float  # level-0 pixels between tile origins = tile_size * base / magnification
+    tile_size: int  # output pixels per tile side
+
+    @property
+    def size(self) -> int:
+        """Tile side in level-0 pixels."""
+        return round(self.step)
+
+    def origin(self, r: np.ndarray | int, c: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
+        """Level-0 (x, y) of cell (r, c)."""
+        return np.round(np.asarray(c) * self.step).astype(np.int64), np.round(
+            np.asarray(r) * self.step
+        ).astype(np.int64)
+
+    def rect(self, r: int, c: int, nrows: int = 1, ncols: int = 1) -> tuple[int, int, int, int]:
+        """Level-0 (x, y, w, h) of the block of nrows x ncols cells starting at (r, c)."""
+        x, y = (int(v) for v in self.origin(r, c))
+        x1, y1 = (int(v) for v in self.origin(r + nrows - 1, c + ncols - 1))
+        return x, y, x1 + self.size - x, y1 + self.size - y
+
+
+def slide_magnifications(base: float, wanted: Sequence[float]) -> list[float]:
+    """The wanted magnifications a slide of base magnification `base` has without upsampling."""
+    return sorted(m for m in wanted if m <= base * (1 + 1e-6))
+
+
+def grid_for(slide: Slide, magnification: float, tile_size: int) -> GridGeometry:
+    """The complete-tile grid of `slide` at `magnification` (partial edge tiles are dropped)."""
+    step = tile_size * slide.info.base_magnification / magnification
+    width, height = slide.dimensions
+    return GridGeometry(
+        magnification=magnification,
+        rows=int(height // step),
+        cols=int(width // step),
+        step=step,
+        tile_size=tile_size,
+    )
+
+
+def slide_tissue(slide: Slide) -> TissueFractions:
+    """Tissue fractions of `slide`, from its thumbnail."""
+    thumb, factor = slide.thumbnail(THUMBNAIL_SIDE)
+    return TissueFractions(tissue_mask(thumb), factor)
+
+
+def tissue_cells(grid: GridGeometry, tissue: TissueFractions, min_fraction: float) -> np.ndarray:
+    """(rows, cols) bool: cells whose tissue fraction is at least `min_fraction`."""
+    rr, cc = np.meshgrid(np.arange(grid.rows), np.arange(grid.cols), indexing="ij")
+    x, y = grid.origin(rr, cc)
+    frac = tissue.fractions(x, y, grid.size, grid.size)
+    return frac >= min_fraction
+
+
+@dataclass(frozen=True)
+class TileBlock:
+    """A rectangular block of grid cells read in one go."""
+
+    r0: int
+    c0: int
+    nrows: int
+    ncols: int
+
+
+def blocks(grid: GridGeometry, keep: np.ndarray, block: int = 8) -> Iterator[TileBlock]:
+    """Blocks of up to block x block cells, only those with at least one kept cell."""
+    for r0 in range(0, grid.rows, block):
+        for c0 in range(0, grid.cols, block):
+            nrows, ncols = min(block, grid.rows - r0), min(block, grid.cols - c0)
+            if keep[r0 : r0 + nrows, c0 : c0 + ncols].any():
+                yield TileBlock(r0, c0, nrows, ncols)
+
+
+def read_block_tiles(slide: Slide, grid: GridGeometry, blk: TileBlock) -> np.ndarray:
+    """Read a block of cells -> (nrows, ncols, tile, tile, 3) uint8 tiles at grid magnification.
+
+    The whole block is read from the best pyramid level and resized at once, so a tile is
+    (base / magnification) level-0 pixels per output pixel, up to rounding of the grid.
+    """
+    t = grid.tile_size
+    x, y, w, h = grid.rect(blk.r0, blk.c0, blk.nrows, blk.ncols)
+    image = slide.read_resized(x, y, w, h, blk.ncols * t, blk.nrows * t)
+    return image.reshape(blk.nrows, t, blk.ncols, t, 3).swapaxes(1, 2)
+
+
+def split_tiles(image: np.ndarray, tile_size: int) -> np.ndarray:
+    """(H, W, 3) image -> (H // t, W // t, t, t, 3) tiles from the top-left corner."""
+    rows, cols = image.shape[0] // tile_size, image.shape[1] // tile_size
+    cropped = image[: rows * tile_size, : cols * tile_size]
+    return cropped.reshape(rows, tile_size, cols, tile_size, 3).swapaxes(1, 2)
+
+
+@dataclass(frozen=True)
+class CellRun:
+    """Cells [r0, r0 + nrows) x [c0, c0 + ncols) of grid `scale` (an index into the grids)."""
+
+    scale: int
+    r0: int
+    c0: int
+    nrows: int
+    ncols: int
+
+
+@dataclass(frozen=True)
+class SuperBlock:
+    """A level-0 rectangle read once, and the cells of every grid whose origin lies in it."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+    runs: tuple[CellRun, ...]
+    finest: float  # highest magnification among the runs
+
+
+def superblock_side(grids: Sequence[GridGeometry], target: int = 3000) -> int:
+    """Side of super-blocks in level-0 px: a multiple of the coarsest grid step near
+    `target`, so grids at multiples of the lowest magnification align on block borders."""
+    coarse = max(g.step for g in grids)
+    return max(1, round(coarse * max(1, round(target / coarse))))
+
+
+def superblocks(grids: Sequence[GridGeometry], keeps: Sequence[np.ndarray],
+                side: int) -> Iterator[SuperBlock]:
+    """Super-blocks of `side` level-0 px holding at least one kept cell, in raster order."""
+    width = max(round(g.cols * g.step) for g in grids)
+    height = max(round(g.rows * g.step) for g in grids)
+    origins = [(g.origin(np.arange(g.rows), 0)[1], g.origin(0, np.arange(g.cols))[0]) for g in grids]
+    for y0 in range(0, height, side):
+        for x0 in range(0, width, side):
+            runs, x1, y1, finest = [], x0, y0, 0.0
+            for s, (g, keep, (ys, xs)) in enumerate(zip(grids, keeps, origins)):
+                r0, r1 = np.searchsorted(ys, [y0, y0 + side])
+                c0, c1 = np.searchsorted(xs, [x0, x0 + side])
+                if r1 <= r0 or c1 <= c0 or not keep[r0:r1, c0:c1].any():
+                    continue
+                runs.append(CellRun(s, int(r0), int(c0), int(r1 - r0), int(c1 - c0)))
+                rx, ry, rw, rh = g.rect(int(r0), int(c0), int(r1 - r0), int(c1 - c0))
+                x1, y1 = max(x1, rx + rw), max(y1, ry + rh)
+                finest = max(finest, g.magnification)
+            if runs:
+                yield SuperBlock(x0, y0, x1 - x0, y1 - y0, tuple(runs), finest)
+
+
+def read_superblock(slide: Slide, sb: SuperBlock) -> tuple[np.ndarray, float]:
+    """Read a super-block from the coarsest level fine enough for its finest grid.
+
+    Returns ((h', w', 3) uint8 RGB at that level, its downsample vs level 0).
+    """
+    level = slide.best_level(slide.info.base_magnification / sb.finest)
+    ds = slide.level_downsamples[level]
+    lx, ly = round(sb.x / ds), round(sb.y / ds)
+    lw, lh = max(1, round(sb.w / ds)), max(1, round(sb.h / ds))
+    return slide.read_level(level, round(lx * ds), round(ly * ds), lw, lh), ds
+
+
+def cut_run_tiles(block: np.ndarray, ds: float, sb: SuperBlock, grid: GridGeometry,
+                  run: CellRun) -> np.ndarray:
+    """Tiles of `run` cut from a super-block image -> (nrows, ncols, t, t, 3) uint8."""
+    t = grid.tile_size
+    x, y, w, h = grid.rect(run.r0, run.c0, run.nrows, run.ncols)
+    bx, by = round(sb.x / ds), round(sb.y / ds)
+    cx, cy = round(x / ds) - bx, round(y / ds) - by
+    cw, ch = max(1, round(w / ds)), max(1, round(h / ds))
+    crop = block[cy : cy + ch, cx : cx + cw]
+    out_w, out_h = run.ncols * t, run.nrows * t
+    if crop.shape[:2] != (out_h, out_w):
+        crop = cv2.resize(crop, (out_w, out_h), interpolation=cv2.INTER_AREA)
+    return crop.reshape(run.nrows, t, run.ncols, t, 3).swapaxes(1, 2)

@@ -1,0 +1,43 @@
+"""Tissue mask: Otsu threshold on the saturation of a thumbnail (scikit-image)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from skimage.filters import threshold_otsu
+
+#: Saturation (0..1) below which a pixel is background whatever Otsu says: glass and
+#: white balance noise sit below it, the faintest stained tissue above it.
+MIN_TISSUE_SATURATION = 0.07
+
+
+def tissue_mask(rgb: np.ndarray) -> np.ndarray:
+    """(h, w, 3) uint8 RGB -> (h, w) bool, True on tissue."""
+    sat = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)[..., 1].astype(np.float32) / 255.0
+    sat = cv2.GaussianBlur(sat, (5, 5), 0)
+    threshold = MIN_TISSUE_SATURATION
+    if float(sat.max()) - float(sat.min()) > 1e-3:
+        threshold = max(threshold, float(threshold_otsu(sat)))
+    return sat > threshold
+
+
+class TissueFractions:
+    """Fraction of tissue in any level-0 rectangle, from a thumbnail mask (integral image)."""
+
+    def __init__(self, mask: np.ndarray, level0_per_pixel: float) -> None:
+        """mask: (h, w) bool thumbnail mask; level0_per_pixel: level-0 px per mask px."""
+        self.shape = mask.shape
+        self.factor = level0_per_pixel
+        self.integral = cv2.integral(mask.astype(np.uint8), sdepth=cv2.CV_64F)
+
+    def fractions(self, x: np.ndarray, y: np.ndarray, w: float, h: float) -> np.ndarray:
+        """Tissue fraction in [0, 1] of rectangles at level-0 (x, y) (arrays) of size (w, h)."""
+        hh, ww = self.shape
+        x0 = np.clip(np.floor(x / self.factor), 0, ww).astype(np.int64)
+        y0 = np.clip(np.floor(y / self.factor), 0, hh).astype(np.int64)
+        x1 = np.clip(np.ceil((x + w) / self.factor), 0, ww).astype(np.int64)
+        y1 = np.clip(np.ceil((y + h) / self.factor), 0, hh).astype(np.int64)
+        s = self.integral
+        total = s[y1, x1] - s[y0, x1] - s[y1, x0] + s[y0, x0]
+        area = np.maximum((x1 - x0) * (y1 - y0), 1)
+        return total / area
