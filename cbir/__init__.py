@@ -4,17 +4,29 @@
     cbir.build_index(["a.svs", "b.svs"], "idx/", recipe="stats-lsh32")
     with cbir.open_index("idx/") as index:
         result = index.search("query.png", k=10)      # or an array, or a Region
+
+Names are imported on first use, so `import cbir` (and `cbir --help`) stays fast.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-from cbir.api import Index, IndexInfo, open_index  # noqa: E402
-from cbir.errors import CbirError  # noqa: E402
-from cbir.hits import Hit, SearchResult  # noqa: E402
-from cbir.indexer import IndexReport, add_slides, build_index, remove_slides  # noqa: E402
-from cbir.query import Region  # noqa: E402
+_EXPORTS = {
+    "Index": "cbir.api", "IndexInfo": "cbir.api", "open_index": "cbir.api",
+    "CbirError": "cbir.errors",
+    "Hit": "cbir.hits", "SearchResult": "cbir.hits",
+    "IndexReport": "cbir.indexer", "add_slides": "cbir.indexer",
+    "build_index": "cbir.indexer", "remove_slides": "cbir.indexer",
+    "Region": "cbir.query",
+}
+__all__ = [*sorted(_EXPORTS), "__version__"]
 
-__all__ = [
-    "CbirError", "Hit", "Index", "IndexInfo", "IndexReport", "Region", "SearchResult",
-    "__version__", "add_slides", "build_index", "open_index", "remove_slides",
-]
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'cbir' has no attribute {name!r}")

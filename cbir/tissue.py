@@ -9,15 +9,25 @@ from skimage.filters import threshold_otsu
 #: Saturation (0..1) below which a pixel is background whatever Otsu says: glass and
 #: white balance noise sit below it, the faintest stained tissue above it.
 MIN_TISSUE_SATURATION = 0.07
+#: Otsu's lower class must be this unsaturated (glass) for its threshold to be used;
+#: otherwise the image is all tissue and Otsu would split one stain from another.
+MAX_BACKGROUND_SATURATION = 0.06
 
 
 def tissue_mask(rgb: np.ndarray) -> np.ndarray:
-    """(h, w, 3) uint8 RGB -> (h, w) bool, True on tissue."""
+    """(h, w, 3) uint8 RGB -> (h, w) bool, True on tissue.
+
+    Threshold = Otsu on the saturation when its lower class is glass (mean saturation
+    below MAX_BACKGROUND_SATURATION), else MIN_TISSUE_SATURATION; never below the latter.
+    """
     sat = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)[..., 1].astype(np.float32) / 255.0
     sat = cv2.GaussianBlur(sat, (5, 5), 0)
     threshold = MIN_TISSUE_SATURATION
     if float(sat.max()) - float(sat.min()) > 1e-3:
-        threshold = max(threshold, float(threshold_otsu(sat)))
+        otsu = float(threshold_otsu(sat))
+        lower = sat[sat <= otsu]
+        if lower.size and float(lower.mean()) < MAX_BACKGROUND_SATURATION:
+            threshold = max(threshold, otsu)
     return sat > threshold
 
 

@@ -1,0 +1,1 @@
+"""The `cbir` command line (typer)."""

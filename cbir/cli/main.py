@@ -1,0 +1,212 @@
+"""`cbir` commands: thin wrappers over the Python API. Heavy imports happen inside them."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from cbir.cli.options import BaseMagOpt, IndexArg, JsonOpt, KOpt, MinTissueOpt, RecipeOpt
+
+app = typer.Typer(
+    name="cbir", no_args_is_help=True, add_completion=False,
+    help="Content-based image retrieval for whole-slide histology images.",
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+SLIDE_SUFFIXES = {".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif",
+                  ".svslide", ".png", ".jpg", ".jpeg"}
+
+
+def cli_errors(func: F) -> F:
+    """Turn a CbirError into one line on stderr and exit code 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from cbir.cli.render import setup_logging
+        from cbir.errors import CbirError
+
+        setup_logging()
+        try:
+            return func(*args, **kwargs)
+        except CbirError as exc:
+            typer.echo(f"cbir: error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def expand_slides(paths: list[Path]) -> list[Path]:
+    """Files as given; directories expand to the slide and image files inside them."""
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            out.extend(sorted(f for f in p.iterdir() if f.suffix.lower() in SLIDE_SUFFIXES))
+        else:
+            out.append(p)
+    return out
+
+
+def _recipe_with(recipe: str, magnifications: str | None):  # type: ignore[no-untyped-def]
+    from cbir.errors import RecipeError
+    from cbir.recipes import load_recipe
+
+    base = load_recipe(recipe)
+    if not magnifications:
+        return base
+    try:
+        mags = tuple(sorted(float(m.strip().rstrip("x")) for m in magnifications.split(",")))
+    except ValueError:
+        raise RecipeError(f"--magnifications {magnifications!r}: expected e.g. 5,10,20") from None
+    tiling = base.tiling.model_copy(update={"magnifications": mags})
+    return base.model_copy(update={"tiling": tiling})
+
+
+@app.command("build-index")
+@cli_errors
+def build_index_cmd(
+    slides: Annotated[list[Path], typer.Argument(help="Slides, images or folders of them.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Bundle directory to create.")],
+    recipe: RecipeOpt = "stats-lsh32",
+    magnifications: Annotated[str | None, typer.Option(
+        help="Comma-separated magnifications, e.g. 5,10,20 (default: the recipe's).")] = None,
+    base_magnification: BaseMagOpt = None,
+    min_tissue: MinTissueOpt = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite/--no-overwrite",
+                                            help="Replace an existing bundle.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Index slides into a new bundle."""
+    from cbir.cli.render import RichProgress, show_report
+    from cbir.indexer import build_index
+
+    with RichProgress() as progress:
+        report = build_index(
+            expand_slides(slides), out, _recipe_with(recipe, magnifications),
+            base_magnification=base_magnification, min_tissue_fraction=min_tissue,
+            overwrite=overwrite, progress=progress,
+        )
+    typer.echo(report.model_dump_json()) if json_out else show_report(report)
+
+
+@app.command("add")
+@cli_errors
+def add_cmd(
+    index: IndexArg,
+    slides: Annotated[list[Path], typer.Argument(help="Slides, images or folders of them.")],
+    replace: Annotated[bool, typer.Option("--replace/--no-replace",
+                                          help="Re-index slides already in the bundle.")] = False,
+    recipe: Annotated[str | None, typer.Option(
+        "--recipe", "-r", help="Refuse unless the bundle was built with this recipe.")] = None,
+    base_magnification: BaseMagOpt = None,
+    min_tissue: MinTissueOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Add slides to a bundle (its stored standardisation and hyperplanes are reused)."""
+    from cbir.cli.render import RichProgress, show_report
+    from cbir.indexer import add_slides
+
+    with RichProgress() as progress:
+        report = add_slides(index, expand_slides(slides), recipe=recipe, replace=replace,
+                            base_magnification=base_magnification,
+                            min_tissue_fraction=min_tissue, progress=progress)
+    typer.echo(report.model_dump_json()) if json_out else show_report(report)
+
+
+@app.command("remove")
+@cli_errors
+def remove_cmd(
+    index: IndexArg,
+    slides: Annotated[list[str], typer.Argument(help="Slide paths or file names.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Remove slides from a bundle."""
+    from cbir.cli.render import show_report
+    from cbir.indexer import remove_slides
+
+    report = remove_slides(index, slides)
+    typer.echo(report.model_dump_json()) if json_out else show_report(report)
+
+
+@app.command("search")
+@cli_errors
+def search_cmd(
+    index: IndexArg,
+    query: Annotated[Path | None, typer.Argument(
+        help="Query image (one tile or larger: larger is a region query).")] = None,
+    region: Annotated[str | None, typer.Option(
+        help="Region of a slide: SLIDE:x,y,w,h@MAGx, level-0 pixels.")] = None,
+    k: KOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Search a bundle with an image or a slide region."""
+    from cbir.api import open_index
+    from cbir.cli.render import show_hits
+    from cbir.errors import QueryError
+    from cbir.query import Region
+
+    if (query is None) == (region is None):
+        raise QueryError("give either a query image or --region, not both or neither")
+    with open_index(index) as ix:
+        result = ix.search(Region.parse(region) if region else query, k=k)
+    typer.echo(result.model_dump_json()) if json_out else show_hits(result)
+
+
+@app.command("info")
+@cli_errors
+def info_cmd(index: IndexArg, json_out: JsonOpt = False) -> None:
+    """Describe a bundle: recipe, index, slides, counts, size."""
+    from cbir.api import open_index
+    from cbir.cli.render import show_info
+
+    with open_index(index) as ix:
+        info = ix.info()
+    typer.echo(info.model_dump_json()) if json_out else show_info(info)
+
+
+@app.command("recipes")
+@cli_errors
+def recipes_cmd(json_out: JsonOpt = False) -> None:
+    """List the index recipes."""
+    import json
+
+    from cbir.recipes import list_recipes, load_recipe
+
+    recipes = [load_recipe(n) for n in list_recipes()]
+    if json_out:
+        typer.echo(json.dumps([r.model_dump(mode="json") for r in recipes]))
+    else:
+        for r in recipes:
+            typer.echo(f"{r.name}: {r.description}")
+
+
+@app.command("demo")
+@cli_errors
+def demo_cmd(
+    workdir: Annotated[Path, typer.Option(help="Where the sample slide and index go.")] = Path(
+        "cbir-demo"),
+    json_out: JsonOpt = False,
+) -> None:
+    """Index the embedded sample slide (scikit-image IHC) and search a crop of it."""
+    from cbir.cli.render import RichProgress, show_hits, show_report, stdout
+    from cbir.demo import run_demo
+
+    with RichProgress() as progress:
+        demo = run_demo(workdir, progress)
+    if json_out:
+        typer.echo(demo.model_dump_json())
+    else:
+        stdout.print(f"sample slide: {demo.slide}")
+        show_report(demo.report)
+        stdout.print(f"query: {demo.query}, a crop of the slide at x={demo.expected_x} "
+                     f"y={demo.expected_y} (level-0 px), {demo.magnification:g}x")
+        show_hits(demo.result)
+        verdict = "found at rank 1" if demo.found_at_rank_1 else "NOT found at rank 1"
+        stdout.print(f"the crop's own place: {verdict}")
+    if not demo.found_at_rank_1:
+        sys.exit(1)
