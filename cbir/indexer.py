@@ -13,7 +13,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from cbir.binary_index import BinaryTileIndex
-from cbir.bundle import Counts, Manifest, transaction
+from cbir.bundle import BundleWriter, Counts, Manifest, transaction
 from cbir.errors import BundleMismatchError, CbirError, DuplicateSlideError, EmptyTissueError
 from cbir.metadata import CodeGrid, MetadataStore, SlideRecord
 from cbir.pipeline import TilePipeline
@@ -240,17 +240,25 @@ def build_index(
                            progress, timer)
             for p in paths
         ]
-        with timer("fit"):
-            pipeline.encoder.fit(np.concatenate([s.descriptors for d in described for s in d.scales]))
-        writer.pipeline = pipeline
-        summaries, xb, ids = _store_slides(writer.meta, pipeline, described, 1, timer)
-        with timer("add"):
-            writer.index = BinaryTileIndex.for_collection(
-                pipeline.encoder_spec.bits, recipe.index, xb, ids
-            )
-        with timer("commit"):
-            manifest = writer.commit(recipe, Counts(slides=len(described), tiles=len(ids)))
+        summaries, manifest = write_new_bundle(writer, recipe, pipeline, described, timer)
     return _report(out, manifest, summaries, [], [], start, timer)
+
+
+def write_new_bundle(writer: BundleWriter, recipe: Recipe, pipeline: TilePipeline,
+                     described: list[DescribedSlide], timer: StageTimer
+                     ) -> tuple[list[SlideSummary], Manifest]:
+    """Fit the encoder on described slides, encode, store and commit a fresh bundle."""
+    with timer("fit"):
+        pipeline.encoder.fit(np.concatenate([s.descriptors for d in described for s in d.scales]))
+    writer.pipeline = pipeline
+    summaries, xb, ids = _store_slides(writer.meta, pipeline, described, 1, timer)
+    with timer("add"):
+        writer.index = BinaryTileIndex.for_collection(
+            pipeline.encoder_spec.bits, recipe.index, xb, ids
+        )
+    with timer("commit"):
+        manifest = writer.commit(recipe, Counts(slides=len(described), tiles=len(ids)))
+    return summaries, manifest
 
 
 def _report(out: str | os.PathLike[str], manifest: Manifest, added: list[SlideSummary],
