@@ -1,0 +1,104 @@
+"""Registries and every registered component, on a small real tile."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cbir.descriptors import DESCRIPTORS, create_descriptor, list_descriptors
+from cbir.descriptors.stats import StatsDescriptor
+from cbir.encoders import create_encoder, list_encoders
+from cbir.encoders.lsh import LshEncoder
+from cbir.errors import UnknownComponentError
+from cbir.registry import Registry
+from cbir.sample import sample_image
+
+
+@pytest.fixture(scope="module")
+def tiles() -> np.ndarray:
+    """(8, 224, 224, 3) uint8 tiles of the sample image."""
+    image = sample_image()
+    return np.stack([image[r * 224 : (r + 1) * 224, c * 224 : (c + 1) * 224]
+                     for r in range(2) for c in range(4)])
+
+
+def test_unknown_name_lists_valid_names() -> None:
+    with pytest.raises(UnknownComponentError, match="valid names: stats"):
+        create_descriptor("nope")
+
+
+def test_registering_twice_is_an_error() -> None:
+    reg: Registry[object] = Registry("thing")
+    reg.register("a")(object)
+    with pytest.raises(ValueError, match="registered twice"):
+        reg.register("a")(object)
+
+
+def test_bad_parameters_are_reported() -> None:
+    with pytest.raises(UnknownComponentError, match="bad parameters"):
+        DESCRIPTORS.create("stats", nonsense=3)
+
+
+@pytest.mark.parametrize("name", list_descriptors())
+def test_every_descriptor(name: str, tiles: np.ndarray) -> None:
+    d = create_descriptor(name, tile_size=224)
+    x = d.describe(tiles)
+    assert x.shape == (len(tiles), d.spec.dim)
+    assert x.dtype == np.float32
+    assert np.isfinite(x).all()
+    assert not np.allclose(x[0], x[1])  # different tiles, different descriptors
+
+
+@pytest.mark.parametrize("name", list_encoders())
+def test_every_encoder(name: str) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((100, 12)).astype(np.float32)
+    enc = create_encoder(name, input_dim=12, bits=32)
+    enc.fit(x)
+    codes = enc.encode(x)
+    assert codes.shape == (100, 4) and codes.dtype == np.uint8
+    again = create_encoder(name, input_dim=12, bits=32)
+    again.load_state(enc.state())
+    np.testing.assert_array_equal(again.encode(x), codes)
+
+
+def test_stats_constant_tile_is_finite() -> None:
+    tile = np.full((1, 224, 224, 3), 128, np.uint8)
+    x = StatsDescriptor().describe(tile)[0]
+    assert np.isfinite(x).all()
+    assert x[0] == pytest.approx(128 / 255, abs=1e-6)  # MEAN
+    assert x[1] == 0.0  # SD
+    assert x[5] == 0.0  # histogram entropy of one grey level
+    assert x[6] == pytest.approx(1.0)  # GLCM ASM: all mass in one cell
+    assert x[8] == 0.0  # GLCM contrast
+
+
+def test_stats_glcm_on_stripes_matches_hand_computation() -> None:
+    # Columns alternate 0 / 255 every 5 px: at offset 5 px, 0 degrees, every pair differs
+    # by the full range, so contrast = (levels - 1)^2 and dissimilarity = levels - 1.
+    cols = (np.arange(224) // 5) % 2 * 255
+    tile = np.repeat(np.repeat(cols[None, :, None], 224, 0), 3, 2).astype(np.uint8)[None]
+    d = StatsDescriptor(glcm_levels=64)
+    x = d.describe(tile)[0]
+    assert x[8] == pytest.approx(63.0**2)
+    assert x[10] == pytest.approx(63.0)
+    assert x[0] == pytest.approx(0.5, abs=0.01)
+
+
+def test_lsh_bit_semantics_and_packing() -> None:
+    enc = LshEncoder(input_dim=2, bits=8, seed=1, standardize=False)
+    enc.fit(np.zeros((1, 2), np.float32))
+    w = enc.hyperplanes
+    x = w[:1] * 3.0  # above hyperplane 0 -> bit 0 is 0
+    code = enc.encode(x.astype(np.float32))[0, 0]
+    assert code & 1 == 0
+    bits = np.unpackbits(np.array([code], np.uint8), bitorder="little")
+    np.testing.assert_array_equal(bits.astype(bool), ~(x @ w.T > 0)[0])
+
+
+def test_lsh_is_seeded() -> None:
+    a = LshEncoder(input_dim=12, bits=32, seed=7).hyperplanes
+    b = LshEncoder(input_dim=12, bits=32, seed=7).hyperplanes
+    c = LshEncoder(input_dim=12, bits=32, seed=8).hyperplanes
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
