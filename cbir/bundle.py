@@ -225,10 +225,15 @@ class BundleWriter:
         _fsync_tree(self.stage)
         os.rename(self.stage, final)
         tmp_manifest = self.root / f".{MANIFEST}.tmp"
-        tmp_manifest.write_text(manifest.model_dump_json(indent=2))
-        with open(tmp_manifest, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp_manifest, self.root / MANIFEST)  # the atomic publish
+        try:
+            tmp_manifest.write_text(manifest.model_dump_json(indent=2))
+            with open(tmp_manifest, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp_manifest, self.root / MANIFEST)  # the atomic publish
+        except BaseException:
+            tmp_manifest.unlink(missing_ok=True)
+            shutil.rmtree(final, ignore_errors=True)
+            raise
         dir_fd = os.open(self.root, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
@@ -252,7 +257,11 @@ def transaction(root: str | os.PathLike[str], create: bool, overwrite: bool = Fa
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise BundleError(f"{root}: exists and is not a directory")
-    if create and root.exists() and any(root.iterdir()):
+    made_root = not root.exists()
+    leftovers = {".lock"}  # what a failed or interrupted first build can leave
+    if create and root.exists() and any(
+        p.name not in leftovers and not p.name.startswith(".tmp-gen-") for p in root.iterdir()
+    ):
         if not (root / MANIFEST).exists():
             raise BundleError(f"{root}: directory is not empty and is not an index bundle")
         if not overwrite:
@@ -260,27 +269,35 @@ def transaction(root: str | os.PathLike[str], create: bool, overwrite: bool = Fa
     previous = read_manifest(root) if (root / MANIFEST).exists() else None
     if not create and previous is None:
         raise BundleError(f"{root}: not an index bundle (no {MANIFEST})")
-    with _locked(root):
-        live = Bundle.open(root) if not create else None
-        _sweep(root, keep=previous.generation if previous else None)
-        stage = root / f".tmp-gen-{os.getpid()}"
-        stage.mkdir()
-        writer = BundleWriter(root, previous, stage, fresh=create)
-        try:
-            if live is not None:
-                (stage / META_DIR).mkdir()
-                live.meta.copy_to(stage / META_DIR)
-                writer.index = live.index
-                writer.pipeline = live.pipeline
-                live.close()
-                live = None
-            (stage / META_DIR).mkdir(exist_ok=True)
-            writer.meta = MetadataStore(stage / META_DIR, readonly=False)
-            yield writer
-        finally:
-            if live is not None:
-                live.close()
-            if writer.meta is not None:
-                writer.meta.close()
-            if not writer.committed:
-                shutil.rmtree(stage, ignore_errors=True)
+    committed = False
+    try:
+        with _locked(root):
+            # Read again under the lock: another writer may have published meanwhile.
+            previous = read_manifest(root) if (root / MANIFEST).exists() else None
+            live = Bundle.open(root) if not create else None
+            _sweep(root, keep=previous.generation if previous else None)
+            stage = root / f".tmp-gen-{os.getpid()}"
+            stage.mkdir()
+            writer = BundleWriter(root, previous, stage, fresh=create)
+            try:
+                if live is not None:
+                    (stage / META_DIR).mkdir()
+                    live.meta.copy_to(stage / META_DIR)
+                    writer.index = live.index
+                    writer.pipeline = live.pipeline
+                    live.close()
+                    live = None
+                (stage / META_DIR).mkdir(exist_ok=True)
+                writer.meta = MetadataStore(stage / META_DIR, readonly=False)
+                yield writer
+                committed = writer.committed
+            finally:
+                if live is not None:
+                    live.close()
+                if writer.meta is not None:
+                    writer.meta.close()
+                if not writer.committed:
+                    shutil.rmtree(stage, ignore_errors=True)
+    finally:
+        if made_root and not committed:
+            shutil.rmtree(root, ignore_errors=True)  # a failed first build leaves no directory

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,8 @@ from cbir.tiling import (
     superblock_side, superblocks, tissue_cells,
 )
 from cbir.timing import StageTimer
+
+log = logging.getLogger("cbir")
 
 #: Threads reading and describing super-blocks.
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
@@ -77,25 +80,34 @@ class IndexReport(BaseModel):
     stage_seconds: dict[str, float]
 
 
-def describe_slide(
+@dataclass
+class SlidePlan:
+    """A slide checked and tiled, before any tile is read: what `describe_plan` will do."""
+
+    path: Path
+    info: SlideInfo
+    checksum: str
+    base_magnification: float | None  # the caller's fallback, to reopen the same way
+    min_tissue_fraction: float
+    grids: list[GridGeometry]
+    keeps: list[np.ndarray]  # (rows, cols) bool per grid
+
+    @property
+    def n_tiles(self) -> int:
+        return int(sum(k.sum() for k in self.keeps))
+
+
+def plan_slide(
     path: str | os.PathLike[str],
-    pipeline: TilePipeline,
     recipe: Recipe,
     base_magnification: float | None = None,
     min_tissue_fraction: float | None = None,
-    progress: Progress | None = None,
     timer: StageTimer | None = None,
-    workers: int = DEFAULT_WORKERS,
-) -> DescribedSlide:
-    """Tile one slide at every magnification it has and describe its tissue tiles.
-
-    Each level-0 super-block is read once and cut into the tiles of every magnification;
-    super-blocks run on `workers` threads (decoding and resizing release the GIL).
-    Stage timings are summed over threads (thread-seconds).
+) -> SlidePlan:
+    """Open a slide, find its magnifications and tissue tiles. Cheap (a thumbnail).
 
     Raises `SlideReadError` for an unreadable file, `EmptyTissueError` when no tile qualifies.
     """
-    progress = progress or NoProgress()
     timer = timer or StageTimer()
     tiling = recipe.tiling
     min_tissue = tiling.min_tissue_fraction if min_tissue_fraction is None else min_tissue_fraction
@@ -113,14 +125,41 @@ def describe_slide(
             tissue = slide_tissue(slide)
             grids = [grid_for(slide, m, tiling.tile_size) for m in mags]
             keeps = [tissue_cells(g, tissue, min_tissue) for g in grids]
-        total = int(sum(k.sum() for k in keeps))
-        if total == 0:
-            raise EmptyTissueError(
-                f"{path}: no tile has at least {min_tissue:.0%} tissue at any magnification "
-                f"({', '.join(f'{m:g}x' for m in mags)}); nothing to index "
-                "(lower --min-tissue to index it anyway)"
-            )
-        progress.start(slide.info.name, total)
+    plan = SlidePlan(Path(path), slide.info, checksum, base_magnification, min_tissue, grids, keeps)
+    if plan.n_tiles == 0:
+        raise EmptyTissueError(
+            f"{path}: no tile has at least {min_tissue:.0%} tissue at any magnification "
+            f"({', '.join(f'{m:g}x' for m in mags)}); nothing to index "
+            "(lower --min-tissue to index it anyway)"
+        )
+    return plan
+
+
+def describe_plan(
+    plan: SlidePlan,
+    pipeline: TilePipeline,
+    progress: Progress | None = None,
+    timer: StageTimer | None = None,
+    workers: int = DEFAULT_WORKERS,
+) -> DescribedSlide:
+    """Read and describe the tissue tiles of a planned slide.
+
+    Each level-0 super-block is read once and cut into the tiles of every magnification;
+    super-blocks run on `workers` threads (decoding and resizing release the GIL).
+    Stage timings are summed over threads (thread-seconds).
+    """
+    progress = progress or NoProgress()
+    timer = timer or StageTimer()
+    grids, keeps = plan.grids, plan.keeps
+    if plan.info.magnification_source == "default":
+        log.warning(
+            "%s: no objective power or mpp in the file; assuming base magnification %gx "
+            "(set --base-magnification to change)", plan.path, plan.info.base_magnification,
+        )
+    with timer("open"):
+        slide = open_slide(plan.path, plan.base_magnification)
+    with slide:
+        progress.start(plan.info.name, plan.n_tiles)
         dim = pipeline.descriptor_spec.dim
         fulls = [np.zeros((g.rows, g.cols, dim), dtype=np.float32) for g in grids]
 
@@ -146,7 +185,21 @@ def describe_slide(
                     fulls[run.scale][rows, cols][keeps[run.scale][rows, cols]] = x
                     progress.advance(len(x))
         scales = [DescribedScale(g, k, f[k]) for g, k, f in zip(grids, keeps, fulls)]
-    return DescribedSlide(slide.info, checksum, min_tissue, scales)
+    return DescribedSlide(plan.info, plan.checksum, plan.min_tissue_fraction, scales)
+
+
+def describe_slides(
+    paths: Sequence[Path],
+    pipeline: TilePipeline,
+    recipe: Recipe,
+    base_magnification: float | None,
+    min_tissue_fraction: float | None,
+    progress: Progress | None,
+    timer: StageTimer,
+) -> list[DescribedSlide]:
+    """Plan every slide first (so bad input fails before any long work), then describe."""
+    plans = [plan_slide(p, recipe, base_magnification, min_tissue_fraction, timer) for p in paths]
+    return [describe_plan(plan, pipeline, progress, timer) for plan in plans]
 
 
 def _code_grids(slide_id: int, described: DescribedSlide, pipeline: TilePipeline
@@ -235,11 +288,8 @@ def build_index(
     timer = StageTimer()
     pipeline = TilePipeline(recipe)
     with transaction(out, create=True, overwrite=overwrite) as writer:
-        described = [
-            describe_slide(p, pipeline, recipe, base_magnification, min_tissue_fraction,
-                           progress, timer)
-            for p in paths
-        ]
+        described = describe_slides(paths, pipeline, recipe, base_magnification,
+                                    min_tissue_fraction, progress, timer)
         summaries, manifest = write_new_bundle(writer, recipe, pipeline, described, timer)
     return _report(out, manifest, summaries, [], [], start, timer)
 
@@ -319,11 +369,8 @@ def add_slides(
                         f"{p}: already in {index_path} (use --replace to re-index it)"
                     )
                 replaced.append(str(p))
-        described = [
-            describe_slide(p, pipeline, bundle_recipe, base_magnification, min_tissue_fraction,
-                           progress, timer)
-            for p in paths
-        ]
+        described = describe_slides(paths, pipeline, bundle_recipe, base_magnification,
+                                    min_tissue_fraction, progress, timer)
         index = writer.index
         with timer("remove"):
             for p in replaced:

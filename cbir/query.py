@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+import warnings
 
 import numpy as np
 from PIL import Image
@@ -65,7 +66,10 @@ def load_image(path: Path) -> np.ndarray:
     if not path.is_file():
         raise SlideReadError(f"{path}: no such file")
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL warns on odd EXIF; errors still raise
+            im = Image.open(path)
+        with im:
             im.load()
             return np.asarray(im.convert("RGB"))
     except (OSError, ValueError, SyntaxError) as exc:

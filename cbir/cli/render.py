@@ -26,18 +26,22 @@ class RichProgress:
     def __init__(self) -> None:
         self.bar = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("tiles"), TimeRemainingColumn(), console=stderr, transient=False,
+            TextColumn("tiles"), TimeRemainingColumn(), console=stderr, transient=True,
         )
         self.task: int | None = None
+        self.started = False
 
     def __enter__(self) -> RichProgress:
-        self.bar.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.bar.stop()
+        if self.started:
+            self.bar.stop()
 
     def start(self, label: str, total: int) -> None:
+        if not self.started:  # draw nothing until there is work to show
+            self.bar.start()
+            self.started = True
         self.task = self.bar.add_task(label, total=total)
 
     def advance(self, steps: int) -> None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 from pathlib import Path
+import warnings
 
 import numpy as np
 import openslide
@@ -15,8 +15,6 @@ from cbir.errors import SlideReadError
 from cbir.slides.array_slide import ArraySlide
 from cbir.slides.base import Slide, SlideInfo, magnification_from_mpp
 from cbir.slides.openslide_slide import OpenSlideSlide
-
-log = logging.getLogger("cbir")
 
 #: Base magnification assumed for a slide that states neither objective power nor mpp.
 DEFAULT_BASE_MAGNIFICATION = 20.0
@@ -39,7 +37,10 @@ def file_checksum(path: Path, chunk: int = 1 << 20) -> str:
 def _base_magnification(
     path: Path, props: dict[str, str], fallback: float | None
 ) -> tuple[float, str, float | None]:
-    """(magnification, source, mpp) from OpenSlide properties, else the fallback with a warning."""
+    """(magnification, source, mpp) from OpenSlide properties, else the fallback.
+
+    source is "objective-power", "mpp", "given" (the caller's fallback) or "default".
+    """
     mpp_text = props.get(openslide.PROPERTY_NAME_MPP_X)
     mpp = float(mpp_text) if mpp_text else None
     power = props.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER)
@@ -51,21 +52,27 @@ def _base_magnification(
     if mpp and mpp > 0:
         return magnification_from_mpp(mpp), "mpp", mpp
     base = fallback if fallback is not None else DEFAULT_BASE_MAGNIFICATION
-    log.warning(
-        "%s: no objective power or mpp in the file; assuming base magnification %gx "
-        "(set --base-magnification to change)", path, base,
-    )
-    return base, "default", None
+    return base, "default" if fallback is None else "given", None
+
+
+def _is_tiff(path: Path) -> bool:
+    with path.open("rb") as fh:
+        return fh.read(4) in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
 def _open_with_pil(path: Path, fallback: float | None) -> ArraySlide:
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL warns on odd EXIF; errors still raise
+            im = Image.open(path)
+        with im:
             im.load()
             props = {}
             dpi = im.info.get("dpi") or im.info.get("resolution")
             rgb = np.asarray(im.convert("RGB"))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        if _is_tiff(path):
+            raise SlideReadError(f"{path}: truncated or corrupt TIFF/slide file ({exc})") from exc
         raise SlideReadError(f"{path}: unsupported or unreadable image ({exc})") from exc
     del dpi  # plain-image dpi is a print setting, not a microscope resolution
     base, source, mpp = _base_magnification(path, props, fallback)
