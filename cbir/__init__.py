@@ -16,11 +16,16 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Index": "cbir.api", "IndexInfo": "cbir.api", "open_index": "cbir.api",
+    "Index": "cbir.api",
+    "IndexInfo": "cbir.api",
+    "open_index": "cbir.api",
     "CbirError": "cbir.errors",
-    "Hit": "cbir.hits", "SearchResult": "cbir.hits",
-    "IndexReport": "cbir.indexer", "add_slides": "cbir.indexer",
-    "build_index": "cbir.indexer", "remove_slides": "cbir.indexer",
+    "Hit": "cbir.hits",
+    "SearchResult": "cbir.hits",
+    "IndexReport": "cbir.indexer",
+    "add_slides": "cbir.indexer",
+    "build_index": "cbir.indexer",
+    "remove_slides": "cbir.indexer",
     "Region": "cbir.query",
 }
 __all__ = [*sorted(_EXPORTS), "__version__"]

@@ -104,8 +104,14 @@ class Index:
         m, n = codes.shape[:2]
         hits = self.search_codes(codes, k)
         mags = sorted({g for r in self.slides.values() for g in r.magnifications})
-        return SearchResult(query=name, query_rows=m, query_cols=n, magnifications=mags,
-                            hits=hits, seconds=round(time.perf_counter() - start, 6))
+        return SearchResult(
+            query=name,
+            query_rows=m,
+            query_cols=n,
+            magnifications=mags,
+            hits=hits,
+            seconds=round(time.perf_counter() - start, 6),
+        )
 
     def search_codes(self, codes: np.ndarray, k: int) -> list[Hit]:
         """Hits for query codes (m, n, bits / 8) uint8: tile search when m = n = 1."""
@@ -120,32 +126,66 @@ class Index:
             return []
         D, I = self.bundle.index.search_tie_ordered(xq, k)
         hits = []
-        for rank, (dist, rec, tid) in enumerate(zip(D.tolist(), self.bundle.meta.tiles_of(I), I.tolist()), 1):
+        for rank, (dist, rec, tid) in enumerate(
+            zip(D.tolist(), self.bundle.meta.tiles_of(I), I.tolist(), strict=True), 1
+        ):
             slide = self.slides[rec.slide_id]
-            hits.append(Hit(
-                rank=rank, slide=slide.info.name, slide_path=slide.info.path,
-                slide_id=rec.slide_id, magnification=rec.magnification, x=rec.x, y=rec.y,
-                w=rec.w, h=rec.h, row=rec.row, col=rec.col, rows=1, cols=1,
-                distance=float(dist), tile_id=tid,
-            ))
+            hits.append(
+                Hit(
+                    rank=rank,
+                    slide=slide.info.name,
+                    slide_path=slide.info.path,
+                    slide_id=rec.slide_id,
+                    magnification=rec.magnification,
+                    x=rec.x,
+                    y=rec.y,
+                    w=rec.w,
+                    h=rec.h,
+                    row=rec.row,
+                    col=rec.col,
+                    rows=1,
+                    cols=1,
+                    distance=float(dist),
+                    tile_id=tid,
+                )
+            )
         return hits
 
     def region_hits(self, codes: np.ndarray, k: int) -> list[Hit]:
         """Top-k non-overlapping m x n sub-grids by D = d_near(Q, B') + d_near(B', Q)."""
         m, n = codes.shape[:2]
         cfg = self.recipe.search
-        cands = region_candidates(codes, self.bundle.index, self.bundle.meta, self.grids,
-                                  cfg.region_seeds, cfg.region_min_valid)
+        cands = region_candidates(
+            codes,
+            self.bundle.index,
+            self.bundle.meta,
+            self.grids,
+            cfg.region_seeds,
+            cfg.region_min_valid,
+        )
         hits = []
         for rank, c in enumerate(suppress_overlaps(cands, m, n, k), 1):
             slide = self.slides[c.slide_id]
             geometry = self.grids.get(c.slide_id, c.magnification).geometry
             x, y, w, h = geometry.rect(c.r0, c.c0, m, n)
-            hits.append(Hit(
-                rank=rank, slide=slide.info.name, slide_path=slide.info.path,
-                slide_id=c.slide_id, magnification=c.magnification, x=x, y=y, w=w, h=h,
-                row=c.r0, col=c.c0, rows=m, cols=n, distance=round(c.distance, 6),
-            ))
+            hits.append(
+                Hit(
+                    rank=rank,
+                    slide=slide.info.name,
+                    slide_path=slide.info.path,
+                    slide_id=c.slide_id,
+                    magnification=c.magnification,
+                    x=x,
+                    y=y,
+                    w=w,
+                    h=h,
+                    row=c.r0,
+                    col=c.c0,
+                    rows=m,
+                    cols=n,
+                    distance=round(c.distance, 6),
+                )
+            )
         return hits
 
     def info(self) -> IndexInfo:
@@ -153,17 +193,30 @@ class Index:
         root = self.bundle.root
         size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
         return IndexInfo(
-            path=str(root), format_version=man.format_version, recipe=man.recipe.name,
-            descriptor=man.descriptor.name, encoder=man.encoder.name, bits=man.encoder.bits,
-            index_kind=man.index_kind, nlist=man.nlist, nprobe=self.bundle.index.nprobe,
-            generation=man.generation, tiles=man.counts.tiles, bytes_on_disk=size,
-            created=man.created, updated=man.updated,
+            path=str(root),
+            format_version=man.format_version,
+            recipe=man.recipe.name,
+            descriptor=man.descriptor.name,
+            encoder=man.encoder.name,
+            bits=man.encoder.bits,
+            index_kind=man.index_kind,
+            nlist=man.nlist,
+            nprobe=self.bundle.index.nprobe,
+            generation=man.generation,
+            tiles=man.counts.tiles,
+            bytes_on_disk=size,
+            created=man.created,
+            updated=man.updated,
             slides=[
                 SlideEntry(
-                    slide_id=r.slide_id, name=r.info.name, path=r.info.path,
+                    slide_id=r.slide_id,
+                    name=r.info.name,
+                    path=r.info.path,
                     base_magnification=r.info.base_magnification,
                     magnification_source=r.info.magnification_source,
-                    magnifications=r.magnifications, tiles=r.tiles, added=r.added,
+                    magnifications=r.magnifications,
+                    tiles=r.tiles,
+                    added=r.added,
                 )
                 for r in self.slides.values()
             ],

@@ -55,8 +55,9 @@ class BinaryTileIndex:
         return cls(faiss.IndexBinaryIDMap2(inner), "flat", cfg.nprobe)
 
     @classmethod
-    def trained_ivf(cls, bits: int, cfg: IndexConfig, xt: np.ndarray, n_expected: int,
-                    seed: int = 1234) -> BinaryTileIndex:
+    def trained_ivf(
+        cls, bits: int, cfg: IndexConfig, xt: np.ndarray, n_expected: int, seed: int = 1234
+    ) -> BinaryTileIndex:
         """An empty IVF index trained on (nt, bits / 8) uint8 codes `xt`."""
         nlist = cfg.nlist or auto_nlist(n_expected)
         nlist = max(1, min(nlist, len(xt)))
@@ -70,8 +71,9 @@ class BinaryTileIndex:
         return cls(index, "ivf", cfg.nprobe)
 
     @classmethod
-    def for_collection(cls, bits: int, cfg: IndexConfig, xb: np.ndarray, ids: np.ndarray
-                       ) -> BinaryTileIndex:
+    def for_collection(
+        cls, bits: int, cfg: IndexConfig, xb: np.ndarray, ids: np.ndarray
+    ) -> BinaryTileIndex:
         """The index a recipe asks for, holding codes `xb` with `ids`."""
         if len(xb) >= cfg.ivf_threshold:
             index = cls.trained_ivf(bits, cfg, xb, len(xb))

@@ -100,8 +100,14 @@ def read_manifest(root: Path) -> Manifest:
 class Bundle:
     """A bundle opened for reading: manifest, Faiss index, LMDB store, fitted pipeline."""
 
-    def __init__(self, root: Path, manifest: Manifest, index: BinaryTileIndex,
-                 meta: MetadataStore, pipeline: TilePipeline) -> None:
+    def __init__(
+        self,
+        root: Path,
+        manifest: Manifest,
+        index: BinaryTileIndex,
+        meta: MetadataStore,
+        pipeline: TilePipeline,
+    ) -> None:
         self.root = root
         self.manifest = manifest
         self.index = index
@@ -124,7 +130,10 @@ class Bundle:
             if not (gen / name).exists():
                 raise BundleError(f"{root}: bundle is incomplete ({gen.name}/{name} missing)")
         pipeline = TilePipeline(manifest.recipe)
-        if pipeline.descriptor_spec != manifest.descriptor or pipeline.encoder_spec != manifest.encoder:
+        if (
+            pipeline.descriptor_spec != manifest.descriptor
+            or pipeline.encoder_spec != manifest.encoder
+        ):
             raise BundleMismatchError(
                 f"{root}: component specs of the bundle differ from those its recipe "
                 f"{manifest.recipe.name!r} builds in this cbir"
@@ -213,11 +222,18 @@ class BundleWriter:
         self.meta = None
         generation = (self.previous.generation + 1) if self.previous else 1
         manifest = Manifest(
-            format_version=FORMAT_VERSION, cbir_version=__version__, recipe=recipe,
-            descriptor=self.pipeline.descriptor_spec, encoder=self.pipeline.encoder_spec,
-            index_kind=self.index.kind, nlist=self.index.nlist, generation=generation,
-            counts=counts, pipeline_sha256=sha256_file(self.stage / STATE_FILE),
-            created=self.previous.created if self.previous and not self.fresh else now(), updated=now(),
+            format_version=FORMAT_VERSION,
+            cbir_version=__version__,
+            recipe=recipe,
+            descriptor=self.pipeline.descriptor_spec,
+            encoder=self.pipeline.encoder_spec,
+            index_kind=self.index.kind,
+            nlist=self.index.nlist,
+            generation=generation,
+            counts=counts,
+            pipeline_sha256=sha256_file(self.stage / STATE_FILE),
+            created=self.previous.created if self.previous and not self.fresh else now(),
+            updated=now(),
         )
         final = _gen_dir(self.root, generation)
         if final.exists():
@@ -245,8 +261,9 @@ class BundleWriter:
 
 
 @contextlib.contextmanager
-def transaction(root: str | os.PathLike[str], create: bool, overwrite: bool = False
-                ) -> Iterator[BundleWriter]:
+def transaction(
+    root: str | os.PathLike[str], create: bool, overwrite: bool = False
+) -> Iterator[BundleWriter]:
     """Open a write transaction on bundle `root`.
 
     create=False: the bundle must exist; its live generation is copied into the stage
@@ -259,8 +276,12 @@ def transaction(root: str | os.PathLike[str], create: bool, overwrite: bool = Fa
         raise BundleError(f"{root}: exists and is not a directory")
     made_root = not root.exists()
     leftovers = {".lock"}  # what a failed or interrupted first build can leave
-    if create and root.exists() and any(
-        p.name not in leftovers and not p.name.startswith(".tmp-gen-") for p in root.iterdir()
+    if (
+        create
+        and root.exists()
+        and any(
+            p.name not in leftovers and not p.name.startswith(".tmp-gen-") for p in root.iterdir()
+        )
     ):
         if not (root / MANIFEST).exists():
             raise BundleError(f"{root}: directory is not empty and is not an index bundle")

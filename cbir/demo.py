@@ -33,7 +33,9 @@ def central_full_block(valid: np.ndarray, size: int) -> tuple[int, int]:
     """Top-left (row, col) of the size x size block of True cells nearest the grid centre."""
     rows, cols = valid.shape
     blocks = [
-        (r, c) for r in range(rows - size + 1) for c in range(cols - size + 1)
+        (r, c)
+        for r in range(rows - size + 1)
+        for c in range(cols - size + 1)
         if valid[r : r + size, c : c + size].all()
     ]
     if not blocks:
@@ -46,8 +48,9 @@ def run_demo(workdir: Path, progress: Progress | None = None) -> DemoResult:
     """Index the sample slide in `workdir`, cut a 2 x 2-tile crop at 20x, search it."""
     workdir.mkdir(parents=True, exist_ok=True)
     slide = write_sample_slide(workdir / "sample-ihc.tif")
-    report = build_index([slide], workdir / "index", "stats-lsh32", overwrite=True,
-                         progress=progress)
+    report = build_index(
+        [slide], workdir / "index", "stats-lsh32", overwrite=True, progress=progress
+    )
     with open_index(workdir / "index") as index:
         grid = index.grids.get(report.added[0].slide_id, DEMO_MAGNIFICATION)
         r, c = central_full_block(grid.valid, 2)
@@ -61,6 +64,14 @@ def run_demo(workdir: Path, progress: Progress | None = None) -> DemoResult:
         result = index.search(query, k=5)
     top = result.hits[0] if result.hits else None
     found = bool(top and top.x == x and top.y == y and top.magnification == DEMO_MAGNIFICATION)
-    return DemoResult(slide=str(slide), index=str(workdir / "index"), query=str(query),
-                      expected_x=x, expected_y=y, magnification=DEMO_MAGNIFICATION,
-                      found_at_rank_1=found, report=report, result=result)
+    return DemoResult(
+        slide=str(slide),
+        index=str(workdir / "index"),
+        query=str(query),
+        expected_x=x,
+        expected_y=y,
+        magnification=DEMO_MAGNIFICATION,
+        found_at_rank_1=found,
+        report=report,
+        result=result,
+    )

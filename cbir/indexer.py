@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +23,17 @@ from cbir.recipes import Recipe, load_recipe
 from cbir.slides import SlideInfo, open_slide
 from cbir.slides.open import file_checksum
 from cbir.tiling import (
-    CellRun, GridGeometry, SuperBlock, cut_run_tiles, grid_for, read_superblock, slide_magnifications, slide_tissue,
-    superblock_side, superblocks, tissue_cells,
+    CellRun,
+    GridGeometry,
+    SuperBlock,
+    cut_run_tiles,
+    grid_for,
+    read_superblock,
+    slide_magnifications,
+    slide_tissue,
+    superblock_side,
+    superblocks,
+    tissue_cells,
 )
 from cbir.timing import StageTimer
 
@@ -154,7 +163,9 @@ def describe_plan(
     if plan.info.magnification_source == "default":
         log.warning(
             "%s: no objective power or mpp in the file; assuming base magnification %gx "
-            "(set --base-magnification to change)", plan.path, plan.info.base_magnification,
+            "(set --base-magnification to change)",
+            plan.path,
+            plan.info.base_magnification,
         )
     with timer("open"):
         slide = open_slide(plan.path, plan.base_magnification)
@@ -169,7 +180,9 @@ def describe_plan(
                 block, ds = read_superblock(slide, sb)
             done = []
             for run in sb.runs:
-                sub_keep = keeps[run.scale][run.r0 : run.r0 + run.nrows, run.c0 : run.c0 + run.ncols]
+                sub_keep = keeps[run.scale][
+                    run.r0 : run.r0 + run.nrows, run.c0 : run.c0 + run.ncols
+                ]
                 if sub_keep.any():
                     with timer("resize"):
                         tiles = cut_run_tiles(block, ds, sb, grids[run.scale], run)[sub_keep]
@@ -184,7 +197,7 @@ def describe_plan(
                     cols = slice(run.c0, run.c0 + run.ncols)
                     fulls[run.scale][rows, cols][keeps[run.scale][rows, cols]] = x
                     progress.advance(len(x))
-        scales = [DescribedScale(g, k, f[k]) for g, k, f in zip(grids, keeps, fulls)]
+        scales = [DescribedScale(g, k, f[k]) for g, k, f in zip(grids, keeps, fulls, strict=True)]
     return DescribedSlide(plan.info, plan.checksum, plan.min_tissue_fraction, scales)
 
 
@@ -202,15 +215,20 @@ def describe_slides(
     return [describe_plan(plan, pipeline, progress, timer) for plan in plans]
 
 
-def _code_grids(slide_id: int, described: DescribedSlide, pipeline: TilePipeline
-                ) -> tuple[list[CodeGrid], np.ndarray, np.ndarray]:
+def _code_grids(
+    slide_id: int, described: DescribedSlide, pipeline: TilePipeline
+) -> tuple[list[CodeGrid], np.ndarray, np.ndarray]:
     """Encode a described slide. Returns its grids and (n, bytes) codes with (n,) tile ids."""
     grids, all_codes, all_ids = [], [], []
     next_local = 0
     for scale in described.scales:
         g = scale.geometry
         n = len(scale.descriptors)
-        codes = pipeline.encode(scale.descriptors) if n else np.zeros((0, pipeline.code_bytes), np.uint8)
+        codes = (
+            pipeline.encode(scale.descriptors)
+            if n
+            else np.zeros((0, pipeline.code_bytes), np.uint8)
+        )
         ids = (np.int64(slide_id) << 32) + np.arange(next_local, next_local + n, dtype=np.int64)
         next_local += n
         grid_ids = np.full((g.rows, g.cols), -1, dtype=np.int64)
@@ -225,17 +243,25 @@ def _code_grids(slide_id: int, described: DescribedSlide, pipeline: TilePipeline
 
 def _summary(slide_id: int, d: DescribedSlide) -> SlideSummary:
     return SlideSummary(
-        name=d.info.name, path=d.info.path, slide_id=slide_id,
+        name=d.info.name,
+        path=d.info.path,
+        slide_id=slide_id,
         base_magnification=d.info.base_magnification,
-        magnification_source=d.info.magnification_source, tiles=d.n_tiles,
+        magnification_source=d.info.magnification_source,
+        tiles=d.n_tiles,
         tiles_per_magnification={
             f"{s.geometry.magnification:g}x": len(s.descriptors) for s in d.scales
         },
     )
 
 
-def _store_slides(meta: MetadataStore, pipeline: TilePipeline, described: list[DescribedSlide],
-                  first_id: int, timer: StageTimer) -> tuple[list[SlideSummary], np.ndarray, np.ndarray]:
+def _store_slides(
+    meta: MetadataStore,
+    pipeline: TilePipeline,
+    described: list[DescribedSlide],
+    first_id: int,
+    timer: StageTimer,
+) -> tuple[list[SlideSummary], np.ndarray, np.ndarray]:
     """Encode and write slides into LMDB; returns summaries, (n, bytes) codes, (n,) ids."""
     summaries, codes, ids = [], [], []
     with meta.env.begin(write=True) as txn:
@@ -244,9 +270,13 @@ def _store_slides(meta: MetadataStore, pipeline: TilePipeline, described: list[D
             with timer("encode"):
                 grids, c, i = _code_grids(sid, d, pipeline)
             record = SlideRecord(
-                slide_id=sid, info=d.info, checksum=d.checksum, added=_now(),
+                slide_id=sid,
+                info=d.info,
+                checksum=d.checksum,
+                added=_now(),
                 min_tissue_fraction=d.min_tissue_fraction,
-                magnifications=[s.geometry.magnification for s in d.scales], tiles=d.n_tiles,
+                magnifications=[s.geometry.magnification for s in d.scales],
+                tiles=d.n_tiles,
             )
             with timer("metadata"):
                 meta.put_slide(txn, record, grids)
@@ -288,15 +318,20 @@ def build_index(
     timer = StageTimer()
     pipeline = TilePipeline(recipe)
     with transaction(out, create=True, overwrite=overwrite) as writer:
-        described = describe_slides(paths, pipeline, recipe, base_magnification,
-                                    min_tissue_fraction, progress, timer)
+        described = describe_slides(
+            paths, pipeline, recipe, base_magnification, min_tissue_fraction, progress, timer
+        )
         summaries, manifest = write_new_bundle(writer, recipe, pipeline, described, timer)
     return _report(out, manifest, summaries, [], [], start, timer)
 
 
-def write_new_bundle(writer: BundleWriter, recipe: Recipe, pipeline: TilePipeline,
-                     described: list[DescribedSlide], timer: StageTimer
-                     ) -> tuple[list[SlideSummary], Manifest]:
+def write_new_bundle(
+    writer: BundleWriter,
+    recipe: Recipe,
+    pipeline: TilePipeline,
+    described: list[DescribedSlide],
+    timer: StageTimer,
+) -> tuple[list[SlideSummary], Manifest]:
     """Fit the encoder on described slides, encode, store and commit a fresh bundle."""
     with timer("fit"):
         pipeline.encoder.fit(np.concatenate([s.descriptors for d in described for s in d.scales]))
@@ -311,12 +346,25 @@ def write_new_bundle(writer: BundleWriter, recipe: Recipe, pipeline: TilePipelin
     return summaries, manifest
 
 
-def _report(out: str | os.PathLike[str], manifest: Manifest, added: list[SlideSummary],
-            replaced: list[str], removed: list[str], start: float, timer: StageTimer) -> IndexReport:
+def _report(
+    out: str | os.PathLike[str],
+    manifest: Manifest,
+    added: list[SlideSummary],
+    replaced: list[str],
+    removed: list[str],
+    start: float,
+    timer: StageTimer,
+) -> IndexReport:
     return IndexReport(
-        bundle=str(out), recipe=manifest.recipe.name, added=added, replaced=replaced,
-        removed=removed, slides_total=manifest.counts.slides, tiles_total=manifest.counts.tiles,
-        index_kind=manifest.index_kind, seconds=round(time.perf_counter() - start, 4),
+        bundle=str(out),
+        recipe=manifest.recipe.name,
+        added=added,
+        replaced=replaced,
+        removed=removed,
+        slides_total=manifest.counts.slides,
+        tiles_total=manifest.counts.tiles,
+        index_kind=manifest.index_kind,
+        seconds=round(time.perf_counter() - start, 4),
         stage_seconds=timer.as_dict(),
     )
 
@@ -331,8 +379,9 @@ def _check_recipe(bundle_recipe: Recipe, recipe: str | Recipe | None, out: objec
         )
 
 
-def _rebuild_if_needed(index: BinaryTileIndex, meta: MetadataStore, recipe: Recipe
-                       ) -> BinaryTileIndex:
+def _rebuild_if_needed(
+    index: BinaryTileIndex, meta: MetadataStore, recipe: Recipe
+) -> BinaryTileIndex:
     """Switch an exact index that has grown past the IVF threshold to a trained IVF."""
     if index.kind == "ivf" or index.ntotal < recipe.index.ivf_threshold:
         return index
@@ -369,8 +418,9 @@ def add_slides(
                         f"{p}: already in {index_path} (use --replace to re-index it)"
                     )
                 replaced.append(str(p))
-        described = describe_slides(paths, pipeline, bundle_recipe, base_magnification,
-                                    min_tissue_fraction, progress, timer)
+        described = describe_slides(
+            paths, pipeline, bundle_recipe, base_magnification, min_tissue_fraction, progress, timer
+        )
         index = writer.index
         with timer("remove"):
             for p in replaced:
@@ -381,7 +431,9 @@ def add_slides(
             writer.index = _rebuild_if_needed(index, meta, bundle_recipe)
         n_slides = len(meta.slide_list())
         with timer("commit"):
-            manifest = writer.commit(bundle_recipe, Counts(slides=n_slides, tiles=meta.tile_count()))
+            manifest = writer.commit(
+                bundle_recipe, Counts(slides=n_slides, tiles=meta.tile_count())
+            )
     return _report(index_path, manifest, summaries, replaced, [], start, timer)
 
 
@@ -399,7 +451,9 @@ def resolve_slide(meta: MetadataStore, name_or_path: str, bundle: object) -> str
     for r in records:
         if r.info.path == resolved:
             return r.info.path
-    by_name = [r for r in records if r.info.name == name_or_path or r.info.name == Path(name_or_path).name]
+    by_name = [
+        r for r in records if r.info.name == name_or_path or r.info.name == Path(name_or_path).name
+    ]
     if len(by_name) == 1:
         return by_name[0].info.path
     if len(by_name) > 1:
@@ -418,6 +472,7 @@ def remove_slides(index_path: str | os.PathLike[str], slides: Sequence[str]) -> 
             for path in dict.fromkeys(stored):
                 writer.index.remove(_delete_slide(meta, path))
         n_slides = len(meta.slide_list())
-        manifest = writer.commit(writer.previous.recipe,
-                                 Counts(slides=n_slides, tiles=meta.tile_count()))
+        manifest = writer.commit(
+            writer.previous.recipe, Counts(slides=n_slides, tiles=meta.tile_count())
+        )
     return _report(index_path, manifest, [], [], list(dict.fromkeys(stored)), start, timer)

@@ -78,8 +78,14 @@ class MetadataStore:
     def __init__(self, path: Path, readonly: bool) -> None:
         self.path = path
         self.env = lmdb.open(
-            str(path), map_size=MAP_SIZE, max_dbs=8, readonly=readonly, lock=not readonly,
-            readahead=False, subdir=True, create=not readonly,
+            str(path),
+            map_size=MAP_SIZE,
+            max_dbs=8,
+            readonly=readonly,
+            lock=not readonly,
+            readahead=False,
+            subdir=True,
+            create=not readonly,
         )
         self.tiles = self.env.open_db(b"tiles", create=not readonly)
         self.slides = self.env.open_db(b"slides", create=not readonly)
@@ -107,10 +113,7 @@ class MetadataStore:
 
     def slide_list(self) -> list[SlideRecord]:
         with self.env.begin() as txn:
-            return [
-                SlideRecord.model_validate_json(v)
-                for _, v in txn.cursor(db=self.slides)
-            ]
+            return [SlideRecord.model_validate_json(v) for _, v in txn.cursor(db=self.slides)]
 
     def slide_id_for_path(self, path: str) -> int | None:
         with self.env.begin() as txn:
@@ -160,14 +163,19 @@ class MetadataStore:
             g = grid.geometry
             key = _GRID_KEY.pack(sid, g.magnification)
             head = _GRID_HEAD.pack(g.rows, g.cols, g.step, g.tile_size, grid.codes.shape[-1])
-            txn.put(key, head + grid.ids.astype("<i8").tobytes() + grid.codes.tobytes(),
-                    db=self.grids)
+            txn.put(
+                key, head + grid.ids.astype("<i8").tobytes() + grid.codes.tobytes(), db=self.grids
+            )
             rr, cc = np.nonzero(grid.valid)
             xs, ys = g.origin(rr, cc)
             items = [
-                (tile_key(int(grid.ids[r, c])),
-                 _TILE.pack(sid, g.magnification, r, c, int(x), int(y), g.size, g.size))
-                for r, c, x, y in zip(rr.tolist(), cc.tolist(), xs.tolist(), ys.tolist())
+                (
+                    tile_key(int(grid.ids[r, c])),
+                    _TILE.pack(sid, g.magnification, r, c, int(x), int(y), g.size, g.size),
+                )
+                for r, c, x, y in zip(
+                    rr.tolist(), cc.tolist(), xs.tolist(), ys.tolist(), strict=True
+                )
             ]
             txn.cursor(db=self.tiles).putmulti(items, dupdata=False, overwrite=True)
 

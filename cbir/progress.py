@@ -10,8 +10,7 @@ class Progress(Protocol):
         """A new unit of work of `total` steps begins."""
         ...
 
-    def advance(self, steps: int) -> None:
-        ...
+    def advance(self, steps: int) -> None: ...
 
 
 class NoProgress:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 import warnings
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -38,8 +38,14 @@ class Region(BaseModel):
         if not match:
             raise QueryError(f"{text}: not a region; expected SLIDE:x,y,w,h@MAGx (level-0 px)")
         g = match.groupdict()
-        return cls(slide=g["slide"], x=int(g["x"]), y=int(g["y"]), w=int(g["w"]),
-                   h=int(g["h"]), magnification=float(g["mag"]))
+        return cls(
+            slide=g["slide"],
+            x=int(g["x"]),
+            y=int(g["y"]),
+            w=int(g["w"]),
+            h=int(g["h"]),
+            magnification=float(g["mag"]),
+        )
 
     def __str__(self) -> str:
         return f"{self.slide}:{self.x},{self.y},{self.w},{self.h}@{self.magnification:g}x"
@@ -51,7 +57,12 @@ def read_region_image(region: Region, base_magnification: float | None) -> np.nd
         width, height = slide.dimensions
         if region.w <= 0 or region.h <= 0:
             raise QueryError(f"{region}: empty region")
-        if region.x < 0 or region.y < 0 or region.x + region.w > width or region.y + region.h > height:
+        if (
+            region.x < 0
+            or region.y < 0
+            or region.x + region.w > width
+            or region.y + region.h > height
+        ):
             raise QueryError(f"{region}: region lies outside the slide ({width} x {height} px)")
         base = slide.info.base_magnification
         if region.magnification > base * (1 + 1e-6):

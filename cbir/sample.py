@@ -36,12 +36,18 @@ def write_pyramidal_tiff(path: Path, image: np.ndarray, mpp: float, levels: int 
             ds = 2**i
             res = 1e4 / (mpp * ds)  # pixels per centimetre
             tif.write(
-                level, tile=(256, 256), photometric="rgb", compression="zlib",
-                subfiletype=1 if i else 0, resolution=(res, res),
-                resolutionunit="CENTIMETER", metadata=None,
+                level,
+                tile=(256, 256),
+                photometric="rgb",
+                compression="zlib",
+                subfiletype=1 if i else 0,
+                resolution=(res, res),
+                resolutionunit="CENTIMETER",
+                metadata=None,
             )
-            level = cv2.resize(level, (level.shape[1] // 2, level.shape[0] // 2),
-                               interpolation=cv2.INTER_AREA)
+            level = cv2.resize(
+                level, (level.shape[1] // 2, level.shape[0] // 2), interpolation=cv2.INTER_AREA
+            )
     tmp.replace(path)
     return path
 

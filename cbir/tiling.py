@@ -146,16 +146,19 @@ def superblock_side(grids: Sequence[GridGeometry], target: int = 3000) -> int:
     return max(1, round(coarse * max(1, round(target / coarse))))
 
 
-def superblocks(grids: Sequence[GridGeometry], keeps: Sequence[np.ndarray],
-                side: int) -> Iterator[SuperBlock]:
+def superblocks(
+    grids: Sequence[GridGeometry], keeps: Sequence[np.ndarray], side: int
+) -> Iterator[SuperBlock]:
     """Super-blocks of `side` level-0 px holding at least one kept cell, in raster order."""
     width = max(round(g.cols * g.step) for g in grids)
     height = max(round(g.rows * g.step) for g in grids)
-    origins = [(g.origin(np.arange(g.rows), 0)[1], g.origin(0, np.arange(g.cols))[0]) for g in grids]
+    origins = [
+        (g.origin(np.arange(g.rows), 0)[1], g.origin(0, np.arange(g.cols))[0]) for g in grids
+    ]
     for y0 in range(0, height, side):
         for x0 in range(0, width, side):
             runs, x1, y1, finest = [], x0, y0, 0.0
-            for s, (g, keep, (ys, xs)) in enumerate(zip(grids, keeps, origins)):
+            for s, (g, keep, (ys, xs)) in enumerate(zip(grids, keeps, origins, strict=True)):
                 r0, r1 = np.searchsorted(ys, [y0, y0 + side])
                 c0, c1 = np.searchsorted(xs, [x0, x0 + side])
                 if r1 <= r0 or c1 <= c0 or not keep[r0:r1, c0:c1].any():
@@ -180,8 +183,9 @@ def read_superblock(slide: Slide, sb: SuperBlock) -> tuple[np.ndarray, float]:
     return slide.read_level(level, round(lx * ds), round(ly * ds), lw, lh), ds
 
 
-def cut_run_tiles(block: np.ndarray, ds: float, sb: SuperBlock, grid: GridGeometry,
-                  run: CellRun) -> np.ndarray:
+def cut_run_tiles(
+    block: np.ndarray, ds: float, sb: SuperBlock, grid: GridGeometry, run: CellRun
+) -> np.ndarray:
     """Tiles of `run` cut from a super-block image -> (nrows, ncols, t, t, 3) uint8."""
     t = grid.tile_size
     x, y, w, h = grid.rect(run.r0, run.c0, run.nrows, run.ncols)

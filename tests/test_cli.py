@@ -54,8 +54,9 @@ def fresh_bundle(tmp_path: Path, bundle: Path) -> Path:
 
 
 def test_search_json_and_info_json(bundle: Path, generated_slide: Path, tmp_path: Path) -> None:
-    code, stdout, _ = run("search", bundle, "--region", f"{generated_slide}:896,0,896,896@20x",
-                          "-k", "3", "--json")
+    code, stdout, _ = run(
+        "search", bundle, "--region", f"{generated_slide}:896,0,896,896@20x", "-k", "3", "--json"
+    )
     assert code == 0
     result = json.loads(stdout)
     assert result["query_rows"] == result["query_cols"] == 2
@@ -107,10 +108,12 @@ def bad_files(tmp: Path, generated_slide: Path) -> dict[str, tuple[Path, str]]:
     }
 
 
-@pytest.mark.parametrize("case", ["zero-byte", "unsupported", "truncated", "empty tissue",
-                                  "missing"])
-def test_bad_slide_on_add_leaves_bundle_unchanged(case: str, fresh_bundle: Path, tmp_path: Path,
-                                                  generated_slide: Path, second_slide: Path) -> None:
+@pytest.mark.parametrize(
+    "case", ["zero-byte", "unsupported", "truncated", "empty tissue", "missing"]
+)
+def test_bad_slide_on_add_leaves_bundle_unchanged(
+    case: str, fresh_bundle: Path, tmp_path: Path, generated_slide: Path, second_slide: Path
+) -> None:
     path, words = bad_files(tmp_path, generated_slide)[case]
     before = tree_digest(fresh_bundle)
     code, _, stderr = run("add", fresh_bundle, second_slide, path)  # a good slide and a bad one
@@ -121,7 +124,9 @@ def test_bad_slide_on_add_leaves_bundle_unchanged(case: str, fresh_bundle: Path,
 
 
 @pytest.mark.parametrize("case", ["zero-byte", "truncated", "empty tissue"])
-def test_bad_slide_on_build_writes_nothing(case: str, tmp_path: Path, generated_slide: Path) -> None:
+def test_bad_slide_on_build_writes_nothing(
+    case: str, tmp_path: Path, generated_slide: Path
+) -> None:
     path, words = bad_files(tmp_path, generated_slide)[case]
     out = tmp_path / "new-idx"
     code, _, stderr = run("build-index", generated_slide, path, "--out", out)
@@ -144,11 +149,14 @@ def test_query_smaller_than_a_tile(bundle: Path, tmp_path: Path) -> None:
     assert_one_line_error(code, stderr, "small.png", "smaller than one 224 x 224 tile")
 
 
-@pytest.mark.parametrize(("region", "words"), [
-    ("{slide}:0,0,100000,100000@20x", "outside the slide"),
-    ("{slide}:0,0,896,896@80x", "above the slide's base"),
-    ("{slide}:0,0,896", "not a region"),
-])
+@pytest.mark.parametrize(
+    ("region", "words"),
+    [
+        ("{slide}:0,0,100000,100000@20x", "outside the slide"),
+        ("{slide}:0,0,896,896@80x", "above the slide's base"),
+        ("{slide}:0,0,896", "not a region"),
+    ],
+)
 def test_bad_region_queries(bundle: Path, generated_slide: Path, region: str, words: str) -> None:
     code, _, stderr = run("search", bundle, "--region", region.format(slide=generated_slide))
     assert_one_line_error(code, stderr, words)
@@ -161,8 +169,9 @@ def test_bundle_of_another_recipe_is_refused(fresh_bundle: Path, second_slide: P
     assert tree_digest(fresh_bundle) == before
 
 
-def test_bundle_of_another_format_version_is_refused(fresh_bundle: Path, second_slide: Path,
-                                                     generated_slide: Path) -> None:
+def test_bundle_of_another_format_version_is_refused(
+    fresh_bundle: Path, second_slide: Path, generated_slide: Path
+) -> None:
     manifest = fresh_bundle / "manifest.json"
     data = json.loads(manifest.read_text())
     data["format_version"] = 999
@@ -181,7 +190,8 @@ def test_not_a_bundle(tmp_path: Path) -> None:
 
 
 def test_failure_injected_mid_add_leaves_bundle_equal(
-        fresh_bundle: Path, second_slide: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fresh_bundle: Path, second_slide: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from cbir.binary_index import BinaryTileIndex
 
     before = tree_digest(fresh_bundle)
@@ -198,7 +208,8 @@ def test_failure_injected_mid_add_leaves_bundle_equal(
 
 
 def test_failure_while_publishing_leaves_bundle_equal(
-        fresh_bundle: Path, second_slide: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fresh_bundle: Path, second_slide: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import cbir.bundle
 
     before = tree_digest(fresh_bundle)
@@ -212,8 +223,9 @@ def test_failure_while_publishing_leaves_bundle_equal(
     assert tree_digest(fresh_bundle) == before
 
 
-def test_process_killed_mid_add_leaves_last_good_bundle(fresh_bundle: Path,
-                                                        second_slide: Path) -> None:
+def test_process_killed_mid_add_leaves_last_good_bundle(
+    fresh_bundle: Path, second_slide: Path
+) -> None:
     """A hard kill (os._exit) after LMDB is written, before the publish."""
     manifest_before = (fresh_bundle / "manifest.json").read_bytes()
     script = (

@@ -18,8 +18,13 @@ from cbir.sample import sample_image
 def tiles() -> np.ndarray:
     """(8, 224, 224, 3) uint8 tiles of the sample image."""
     image = sample_image()
-    return np.stack([image[r * 224 : (r + 1) * 224, c * 224 : (c + 1) * 224]
-                     for r in range(2) for c in range(4)])
+    return np.stack(
+        [
+            image[r * 224 : (r + 1) * 224, c * 224 : (c + 1) * 224]
+            for r in range(2)
+            for c in range(4)
+        ]
+    )
 
 
 def test_unknown_name_lists_valid_names() -> None:

@@ -13,8 +13,9 @@ from cbir.slides import open_slide
 from conftest import CMU, KIDNEY, TCGA, needs_shared_data
 
 
-def crop(slide_path: Path, x: int, y: int, w: int, h: int, mag: float,
-         base: float | None = None) -> np.ndarray:
+def crop(
+    slide_path: Path, x: int, y: int, w: int, h: int, mag: float, base: float | None = None
+) -> np.ndarray:
     with open_slide(slide_path, base) as s:
         return s.read_region(x, y, w, h, mag)
 
@@ -29,8 +30,9 @@ def full_block(index: cbir.Index, slide: Path, mag: float, size: int) -> tuple[i
     return grid.geometry.rect(r, c, size, size)
 
 
-def assert_top_hit(result: cbir.SearchResult, slide: Path, x: int, y: int, mag: float,
-                   tile_px: float) -> None:
+def assert_top_hit(
+    result: cbir.SearchResult, slide: Path, x: int, y: int, mag: float, tile_px: float
+) -> None:
     """Hit 1 is on `slide` at `mag`, within one tile (`tile_px` level-0 px) of (x, y)."""
     top = result.hits[0]
     assert top.slide == slide.name
@@ -39,8 +41,9 @@ def assert_top_hit(result: cbir.SearchResult, slide: Path, x: int, y: int, mag: 
 
 
 @pytest.fixture(scope="module")
-def generated_index(tmp_path_factory: pytest.TempPathFactory, generated_slide: Path,
-                    second_slide: Path) -> Path:
+def generated_index(
+    tmp_path_factory: pytest.TempPathFactory, generated_slide: Path, second_slide: Path
+) -> Path:
     out = tmp_path_factory.mktemp("idx") / "generated"
     report = cbir.build_index([generated_slide, second_slide], out, "stats-lsh32")
     assert report.slides_total == 2 and report.index_kind == "flat"
@@ -50,15 +53,19 @@ def generated_index(tmp_path_factory: pytest.TempPathFactory, generated_slide: P
     return out
 
 
-@pytest.mark.parametrize(("mag", "size", "shift"), [
-    (20.0, 2, 0),   # 2 x 2 tiles at 20x, on the grid
-    (40.0, 3, 6),   # 3 x 3 tiles at 40x, off the grid by 6 level-0 px
-    (40.0, 2, 0),   # 2 x 2 tiles at 40x
-    (15.0, 1, 0),   # one tile at 15x: a tile query
-    (30.0, 1, 0),   # one tile at 30x
-])
-def test_crop_of_generated_slide_is_hit_1(generated_index: Path, generated_slide: Path,
-                                          mag: float, size: int, shift: int) -> None:
+@pytest.mark.parametrize(
+    ("mag", "size", "shift"),
+    [
+        (20.0, 2, 0),  # 2 x 2 tiles at 20x, on the grid
+        (40.0, 3, 6),  # 3 x 3 tiles at 40x, off the grid by 6 level-0 px
+        (40.0, 2, 0),  # 2 x 2 tiles at 40x
+        (15.0, 1, 0),  # one tile at 15x: a tile query
+        (30.0, 1, 0),  # one tile at 30x
+    ],
+)
+def test_crop_of_generated_slide_is_hit_1(
+    generated_index: Path, generated_slide: Path, mag: float, size: int, shift: int
+) -> None:
     with cbir.open_index(generated_index) as index:
         x, y, w, h = full_block(index, generated_slide, mag, size)
         image = crop(generated_slide, x + shift, y + shift, w, h, mag)
@@ -81,19 +88,21 @@ def test_region_string_and_region_model_agree(generated_index: Path, generated_s
 
 
 def test_region_hits_do_not_overlap_on_one_slide_and_magnification(
-        generated_index: Path, generated_slide: Path) -> None:
+    generated_index: Path, generated_slide: Path
+) -> None:
     with cbir.open_index(generated_index) as index:
         hits = index.search(f"{generated_slide}:896,448,896,896@20x", k=10).hits
     for i, a in enumerate(hits):
-        for b in hits[i + 1:]:
+        for b in hits[i + 1 :]:
             if (a.slide_id, a.magnification) == (b.slide_id, b.magnification):
                 assert abs(a.row - b.row) >= 2 or abs(a.col - b.col) >= 2
     assert [h.rank for h in hits] == list(range(1, len(hits) + 1))
     assert [h.distance for h in hits] == sorted(h.distance for h in hits)
 
 
-def test_add_remove_and_duplicates(tmp_path: Path, generated_slide: Path,
-                                   second_slide: Path) -> None:
+def test_add_remove_and_duplicates(
+    tmp_path: Path, generated_slide: Path, second_slide: Path
+) -> None:
     out = tmp_path / "idx"
     first = cbir.build_index([generated_slide], out)
     added = cbir.add_slides(out, [second_slide])
@@ -124,8 +133,12 @@ def test_real_slides_end_to_end(tmp_path: Path) -> None:
     kidney = cbir.add_slides(out, [KIDNEY], min_tissue_fraction=0.0)
     assert kidney.added[0].tiles > 0 and kidney.slides_total == 3
     cases = [  # slide, magnification, tiles per side, shift (level-0 px), base
-        (CMU, 20.0, 2, 0, None), (CMU, 10.0, 2, 0, None), (CMU, 20.0, 1, 0, None),
-        (TCGA, 20.0, 3, 6, 20.0), (TCGA, 15.0, 2, 0, 20.0), (TCGA, 20.0, 1, 0, 20.0),
+        (CMU, 20.0, 2, 0, None),
+        (CMU, 10.0, 2, 0, None),
+        (CMU, 20.0, 1, 0, None),
+        (TCGA, 20.0, 3, 6, 20.0),
+        (TCGA, 15.0, 2, 0, 20.0),
+        (TCGA, 20.0, 1, 0, 20.0),
         (KIDNEY, 20.0, 2, 0, 20.0),  # nearly blank: only a region query is specific
     ]
     with cbir.open_index(out) as index:

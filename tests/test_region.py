@@ -26,8 +26,9 @@ def test_d_near_by_hand() -> None:
     q, p = codes(0b0000, 0b1111), codes(0b0001, 0b0111, 0b1111)
     dist = hamming_matrix(q, p)[None]
     assert d_near(dist, np.ones((1, 2), bool), np.ones((1, 3), bool))[0] == pytest.approx(0.5)
-    assert d_near(dist.transpose(0, 2, 1), np.ones((1, 3), bool), np.ones((1, 2), bool))[0] == \
-        pytest.approx(2 / 3)
+    assert d_near(dist.transpose(0, 2, 1), np.ones((1, 3), bool), np.ones((1, 2), bool))[
+        0
+    ] == pytest.approx(2 / 3)
 
 
 def test_region_distance_is_symmetric_and_zero_on_itself() -> None:
@@ -52,10 +53,10 @@ def test_invalid_cells_are_ignored() -> None:
 def test_suppress_overlaps_keeps_best_distinct_regions() -> None:
     cands = [
         RegionCandidate(1, 20.0, 5, 5, 0.0, 9),
-        RegionCandidate(1, 20.0, 6, 6, 1.0, 9),   # overlaps the first (3 x 3)
-        RegionCandidate(1, 10.0, 6, 6, 1.5, 9),   # other magnification: kept
-        RegionCandidate(1, 20.0, 8, 5, 2.0, 9),   # touches, does not overlap: kept
-        RegionCandidate(2, 20.0, 5, 5, 3.0, 9),   # other slide: kept
+        RegionCandidate(1, 20.0, 6, 6, 1.0, 9),  # overlaps the first (3 x 3)
+        RegionCandidate(1, 10.0, 6, 6, 1.5, 9),  # other magnification: kept
+        RegionCandidate(1, 20.0, 8, 5, 2.0, 9),  # touches, does not overlap: kept
+        RegionCandidate(2, 20.0, 5, 5, 3.0, 9),  # other slide: kept
     ]
     kept = suppress_overlaps(cands, 3, 3, 10)
     assert [c.distance for c in kept] == [0.0, 1.5, 2.0, 3.0]

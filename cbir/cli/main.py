@@ -13,14 +13,29 @@ import typer
 from cbir.cli.options import BaseMagOpt, IndexArg, JsonOpt, KOpt, MinTissueOpt, RecipeOpt
 
 app = typer.Typer(
-    name="cbir", no_args_is_help=True, add_completion=False,
+    name="cbir",
+    no_args_is_help=True,
+    add_completion=False,
     help="Content-based image retrieval for whole-slide histology images.",
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-SLIDE_SUFFIXES = {".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif",
-                  ".svslide", ".png", ".jpg", ".jpeg"}
+SLIDE_SUFFIXES = {
+    ".svs",
+    ".tif",
+    ".tiff",
+    ".ndpi",
+    ".mrxs",
+    ".scn",
+    ".vms",
+    ".vmu",
+    ".bif",
+    ".svslide",
+    ".png",
+    ".jpg",
+    ".jpeg",
+}
 
 
 def cli_errors(func: F) -> F:
@@ -73,12 +88,15 @@ def build_index_cmd(
     slides: Annotated[list[Path], typer.Argument(help="Slides, images or folders of them.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Bundle directory to create.")],
     recipe: RecipeOpt = "stats-lsh32",
-    magnifications: Annotated[str | None, typer.Option(
-        help="Comma-separated magnifications, e.g. 5,10,20 (default: the recipe's).")] = None,
+    magnifications: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated magnifications, e.g. 5,10,20 (default: the recipe's)."),
+    ] = None,
     base_magnification: BaseMagOpt = None,
     min_tissue: MinTissueOpt = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite/--no-overwrite",
-                                            help="Replace an existing bundle.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite/--no-overwrite", help="Replace an existing bundle.")
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Index slides into a new bundle."""
@@ -87,9 +105,13 @@ def build_index_cmd(
 
     with RichProgress() as progress:
         report = build_index(
-            expand_slides(slides), out, _recipe_with(recipe, magnifications),
-            base_magnification=base_magnification, min_tissue_fraction=min_tissue,
-            overwrite=overwrite, progress=progress,
+            expand_slides(slides),
+            out,
+            _recipe_with(recipe, magnifications),
+            base_magnification=base_magnification,
+            min_tissue_fraction=min_tissue,
+            overwrite=overwrite,
+            progress=progress,
         )
     typer.echo(report.model_dump_json()) if json_out else show_report(report)
 
@@ -99,10 +121,13 @@ def build_index_cmd(
 def add_cmd(
     index: IndexArg,
     slides: Annotated[list[Path], typer.Argument(help="Slides, images or folders of them.")],
-    replace: Annotated[bool, typer.Option("--replace/--no-replace",
-                                          help="Re-index slides already in the bundle.")] = False,
-    recipe: Annotated[str | None, typer.Option(
-        "--recipe", "-r", help="Refuse unless the bundle was built with this recipe.")] = None,
+    replace: Annotated[
+        bool, typer.Option("--replace/--no-replace", help="Re-index slides already in the bundle.")
+    ] = False,
+    recipe: Annotated[
+        str | None,
+        typer.Option("--recipe", "-r", help="Refuse unless the bundle was built with this recipe."),
+    ] = None,
     base_magnification: BaseMagOpt = None,
     min_tissue: MinTissueOpt = None,
     json_out: JsonOpt = False,
@@ -112,9 +137,15 @@ def add_cmd(
     from cbir.indexer import add_slides
 
     with RichProgress() as progress:
-        report = add_slides(index, expand_slides(slides), recipe=recipe, replace=replace,
-                            base_magnification=base_magnification,
-                            min_tissue_fraction=min_tissue, progress=progress)
+        report = add_slides(
+            index,
+            expand_slides(slides),
+            recipe=recipe,
+            replace=replace,
+            base_magnification=base_magnification,
+            min_tissue_fraction=min_tissue,
+            progress=progress,
+        )
     typer.echo(report.model_dump_json()) if json_out else show_report(report)
 
 
@@ -137,10 +168,13 @@ def remove_cmd(
 @cli_errors
 def search_cmd(
     index: IndexArg,
-    query: Annotated[Path | None, typer.Argument(
-        help="Query image (one tile or larger: larger is a region query).")] = None,
-    region: Annotated[str | None, typer.Option(
-        help="Region of a slide: SLIDE:x,y,w,h@MAGx, level-0 pixels.")] = None,
+    query: Annotated[
+        Path | None,
+        typer.Argument(help="Query image (one tile or larger: larger is a region query)."),
+    ] = None,
+    region: Annotated[
+        str | None, typer.Option(help="Region of a slide: SLIDE:x,y,w,h@MAGx, level-0 pixels.")
+    ] = None,
     k: KOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -189,7 +223,8 @@ def recipes_cmd(json_out: JsonOpt = False) -> None:
 @cli_errors
 def demo_cmd(
     workdir: Annotated[Path, typer.Option(help="Where the sample slide and index go.")] = Path(
-        "cbir-demo"),
+        "cbir-demo"
+    ),
     json_out: JsonOpt = False,
 ) -> None:
     """Index the embedded sample slide (scikit-image IHC) and search a crop of it."""
@@ -203,8 +238,10 @@ def demo_cmd(
     else:
         stdout.print(f"sample slide: {demo.slide}")
         show_report(demo.report)
-        stdout.print(f"query: {demo.query}, a crop of the slide at x={demo.expected_x} "
-                     f"y={demo.expected_y} (level-0 px), {demo.magnification:g}x")
+        stdout.print(
+            f"query: {demo.query}, a crop of the slide at x={demo.expected_x} "
+            f"y={demo.expected_y} (level-0 px), {demo.magnification:g}x"
+        )
         show_hits(demo.result)
         verdict = "found at rank 1" if demo.found_at_rank_1 else "NOT found at rank 1"
         stdout.print(f"the crop's own place: {verdict}")

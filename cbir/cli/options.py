@@ -12,12 +12,19 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on 
 RecipeOpt = Annotated[str, typer.Option("--recipe", "-r", help="Recipe name or .toml path.")]
 BaseMagOpt = Annotated[
     float | None,
-    typer.Option("--base-magnification", help="Base magnification for slides that state "
-                 "neither objective power nor mpp (default 20)."),
+    typer.Option(
+        "--base-magnification",
+        help="Base magnification for slides that state "
+        "neither objective power nor mpp (default 20).",
+    ),
 ]
 MinTissueOpt = Annotated[
     float | None,
-    typer.Option("--min-tissue", min=0.0, max=1.0,
-                 help="Minimum tissue fraction of an indexed tile (default: the recipe's)."),
+    typer.Option(
+        "--min-tissue",
+        min=0.0,
+        max=1.0,
+        help="Minimum tissue fraction of an indexed tile (default: the recipe's).",
+    ),
 ]
 KOpt = Annotated[int | None, typer.Option("-k", "--k", min=1, help="Number of hits.")]

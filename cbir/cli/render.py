@@ -17,7 +17,9 @@ stderr = Console(stderr=True)
 
 
 def setup_logging() -> None:
-    logging.basicConfig(format="cbir: %(levelname)s: %(message)s", level=logging.WARNING, force=True)
+    logging.basicConfig(
+        format="cbir: %(levelname)s: %(message)s", level=logging.WARNING, force=True
+    )
 
 
 class RichProgress:
@@ -25,8 +27,13 @@ class RichProgress:
 
     def __init__(self) -> None:
         self.bar = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("tiles"), TimeRemainingColumn(), console=stderr, transient=True,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("tiles"),
+            TimeRemainingColumn(),
+            console=stderr,
+            transient=True,
         )
         self.task: int | None = None
         self.started = False
@@ -52,41 +59,63 @@ class RichProgress:
 def show_report(report: IndexReport) -> None:
     for s in report.added:
         per_mag = ", ".join(f"{m} {n}" for m, n in s.tiles_per_magnification.items())
-        stdout.print(f"indexed {s.name}: {s.tiles} tiles at base {s.base_magnification:g}x "
-                     f"({s.magnification_source}) [{per_mag}]")
+        stdout.print(
+            f"indexed {s.name}: {s.tiles} tiles at base {s.base_magnification:g}x "
+            f"({s.magnification_source}) [{per_mag}]"
+        )
     for p in report.replaced:
         stdout.print(f"replaced {p} (it was already in the bundle; re-indexed)")
     for p in report.removed:
         stdout.print(f"removed {p}")
-    stdout.print(f"{report.bundle}: {report.slides_total} slides, {report.tiles_total} tiles, "
-                 f"{report.index_kind} index, recipe {report.recipe} ({report.seconds:.2f} s)")
+    stdout.print(
+        f"{report.bundle}: {report.slides_total} slides, {report.tiles_total} tiles, "
+        f"{report.index_kind} index, recipe {report.recipe} ({report.seconds:.2f} s)"
+    )
 
 
 def show_hits(result: SearchResult) -> None:
-    kind = "tile" if result.query_rows * result.query_cols == 1 else (
-        f"{result.query_rows} x {result.query_cols} tile region")
+    kind = (
+        "tile"
+        if result.query_rows * result.query_cols == 1
+        else (f"{result.query_rows} x {result.query_cols} tile region")
+    )
     table = Table(title=f"{result.query} ({kind} query, {result.seconds * 1e3:.1f} ms)")
     for col in ("rank", "slide", "mag", "x", "y", "w", "h", "distance"):
         table.add_column(col, justify="left" if col == "slide" else "right")
     for h in result.hits:
-        table.add_row(str(h.rank), h.slide, f"{h.magnification:g}x", str(h.x), str(h.y),
-                      str(h.w), str(h.h), f"{h.distance:g}")
+        table.add_row(
+            str(h.rank),
+            h.slide,
+            f"{h.magnification:g}x",
+            str(h.x),
+            str(h.y),
+            str(h.w),
+            str(h.h),
+            f"{h.distance:g}",
+        )
     stdout.print(table)
     if not result.hits:
         stdout.print("no hits")
 
 
 def show_info(info: IndexInfo) -> None:
-    stdout.print(f"{info.path}: recipe {info.recipe} ({info.descriptor} -> {info.encoder} "
-                 f"{info.bits} bits), {info.index_kind} index"
-                 + (f" nlist {info.nlist} nprobe {info.nprobe}" if info.nlist else "")
-                 + f", {len(info.slides)} slides, {info.tiles} tiles, "
-                 f"{info.bytes_on_disk / 1e6:.2f} MB, generation {info.generation}")
+    stdout.print(
+        f"{info.path}: recipe {info.recipe} ({info.descriptor} -> {info.encoder} "
+        f"{info.bits} bits), {info.index_kind} index"
+        + (f" nlist {info.nlist} nprobe {info.nprobe}" if info.nlist else "")
+        + f", {len(info.slides)} slides, {info.tiles} tiles, "
+        f"{info.bytes_on_disk / 1e6:.2f} MB, generation {info.generation}"
+    )
     table = Table()
     for col in ("id", "slide", "base", "magnifications", "tiles", "path"):
         table.add_column(col)
     for s in info.slides:
-        table.add_row(str(s.slide_id), s.name,
-                      f"{s.base_magnification:g}x ({s.magnification_source})",
-                      ", ".join(f"{m:g}" for m in s.magnifications), str(s.tiles), s.path)
+        table.add_row(
+            str(s.slide_id),
+            s.name,
+            f"{s.base_magnification:g}x ({s.magnification_source})",
+            ", ".join(f"{m:g}" for m in s.magnifications),
+            str(s.tiles),
+            s.path,
+        )
     stdout.print(table)

@@ -1,6 +1,6 @@
 """Tile descriptors. Import each implementation module here so it registers."""
 
-from cbir.descriptors.base import DESCRIPTORS, Descriptor, create_descriptor, list_descriptors
 from cbir.descriptors import stats as _stats  # noqa: F401  (registers "stats")
+from cbir.descriptors.base import DESCRIPTORS, Descriptor, create_descriptor, list_descriptors
 
 __all__ = ["DESCRIPTORS", "Descriptor", "create_descriptor", "list_descriptors"]

@@ -10,9 +10,18 @@ from cbir.descriptors.base import register_descriptor
 from cbir.specs import DescriptorSpec
 
 FEATURE_NAMES = (
-    "mean", "sd", "var", "skew", "kurt", "entropy",
-    "glcm_asm", "glcm_entropy", "glcm_contrast", "glcm_homogeneity",
-    "glcm_dissimilarity", "glcm_correlation",
+    "mean",
+    "sd",
+    "var",
+    "skew",
+    "kurt",
+    "entropy",
+    "glcm_asm",
+    "glcm_entropy",
+    "glcm_contrast",
+    "glcm_homogeneity",
+    "glcm_dissimilarity",
+    "glcm_correlation",
 )
 GLCM_PROPS = ("ASM", "entropy", "contrast", "homogeneity", "dissimilarity", "correlation")
 
@@ -28,7 +37,9 @@ class StatsDescriptor:
         self.glcm_distance = glcm_distance
         self.glcm_levels = glcm_levels
         self.spec = DescriptorSpec(
-            name="stats", dim=len(FEATURE_NAMES), tile_size=tile_size,
+            name="stats",
+            dim=len(FEATURE_NAMES),
+            tile_size=tile_size,
             params={"glcm_distance": glcm_distance, "glcm_levels": glcm_levels},
         )
 

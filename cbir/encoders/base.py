@@ -25,8 +25,7 @@ class Encoder(Protocol):
         """Arrays that, with the spec, reproduce the encoder exactly."""
         ...
 
-    def load_state(self, state: dict[str, np.ndarray]) -> None:
-        ...
+    def load_state(self, state: dict[str, np.ndarray]) -> None: ...
 
 
 ENCODERS: Registry[Encoder] = Registry("encoder")

@@ -20,7 +20,10 @@ class LshEncoder:
         if bits <= 0 or bits % 8:
             raise ValueError(f"bits must be a positive multiple of 8, got {bits}")
         self.spec = EncoderSpec(
-            name="lsh", input_dim=input_dim, bits=bits, standardize=standardize,
+            name="lsh",
+            input_dim=input_dim,
+            bits=bits,
+            standardize=standardize,
             params={"seed": seed},
         )
         rng = np.random.default_rng(seed)

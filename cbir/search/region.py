@@ -65,8 +65,14 @@ class GridCache:
         return self._grids[key]
 
 
-def region_candidates(q: np.ndarray, index: BinaryTileIndex, meta: MetadataStore,
-                      grids: GridCache, seeds: int, min_valid: float) -> list[RegionCandidate]:
+def region_candidates(
+    q: np.ndarray,
+    index: BinaryTileIndex,
+    meta: MetadataStore,
+    grids: GridCache,
+    seeds: int,
+    min_valid: float,
+) -> list[RegionCandidate]:
     """All scored candidate sub-grids for query codes q (m, n, nb), sorted by D then place."""
     m, n, nb = q.shape
     flat_q = q.reshape(m * n, nb)
@@ -98,22 +104,26 @@ def region_candidates(q: np.ndarray, index: BinaryTileIndex, meta: MetadataStore
         if not enough.any():
             continue
         D = region_distance(flat_q, sub_codes[enough], sub_valid[enough])
-        for (r0, c0), dist, nvalid in zip(rc[enough].tolist(), D.tolist(),
-                                          sub_valid[enough].sum(axis=1).tolist()):
+        for (r0, c0), dist, nvalid in zip(
+            rc[enough].tolist(), D.tolist(), sub_valid[enough].sum(axis=1).tolist(), strict=True
+        ):
             out.append(RegionCandidate(sid, mag, r0, c0, dist, nvalid))
     out.sort(key=lambda c: (c.distance, c.slide_id, -c.magnification, c.r0, c.c0))
     return out
 
 
-def suppress_overlaps(cands: list[RegionCandidate], m: int, n: int, k: int
-                      ) -> list[RegionCandidate]:
+def suppress_overlaps(
+    cands: list[RegionCandidate], m: int, n: int, k: int
+) -> list[RegionCandidate]:
     """Greedy: keep the best candidate, drop those overlapping a kept one on the same slide
     and magnification; stop at k."""
     kept: list[RegionCandidate] = []
     for c in cands:
         if any(
-            o.slide_id == c.slide_id and o.magnification == c.magnification
-            and abs(o.r0 - c.r0) < m and abs(o.c0 - c.c0) < n
+            o.slide_id == c.slide_id
+            and o.magnification == c.magnification
+            and abs(o.r0 - c.r0) < m
+            and abs(o.c0 - c.c0) < n
             for o in kept
         ):
             continue

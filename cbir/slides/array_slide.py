@@ -24,8 +24,15 @@ class ArraySlide(Slide):
     ) -> ArraySlide:
         h, w = image.shape[:2]
         info = SlideInfo(
-            path=name, name=name, backend="array", width=w, height=h, level_count=1,
-            base_magnification=magnification, magnification_source="given", mpp=None,
+            path=name,
+            name=name,
+            backend="array",
+            width=w,
+            height=h,
+            level_count=1,
+            base_magnification=magnification,
+            magnification_source="given",
+            mpp=None,
         )
         return cls(image, info)
 

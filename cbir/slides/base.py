@@ -9,7 +9,6 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 
-
 class SlideInfo(BaseModel):
     """What is known about a slide, as stored in the bundle."""
 

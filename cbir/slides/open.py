@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from pathlib import Path
 import warnings
+from pathlib import Path
 
 import numpy as np
 import openslide
@@ -78,8 +78,15 @@ def _open_with_pil(path: Path, fallback: float | None) -> ArraySlide:
     base, source, mpp = _base_magnification(path, props, fallback)
     h, w = rgb.shape[:2]
     info = SlideInfo(
-        path=str(path.resolve()), name=path.name, backend="pil", width=w, height=h, level_count=1,
-        base_magnification=base, magnification_source=source, mpp=mpp,
+        path=str(path.resolve()),
+        name=path.name,
+        backend="pil",
+        width=w,
+        height=h,
+        level_count=1,
+        base_magnification=base,
+        magnification_source=source,
+        mpp=mpp,
     )
     return ArraySlide(rgb, info)
 
@@ -113,8 +120,15 @@ def open_slide(path: str | os.PathLike[str], base_magnification: float | None = 
     base, source, mpp = _base_magnification(p, props, base_magnification)
     width, height = handle.dimensions
     info = SlideInfo(
-        path=str(p.resolve()), name=p.name, backend="openslide", width=width, height=height,
-        level_count=handle.level_count, base_magnification=base,
-        magnification_source=source, mpp=mpp, vendor=vendor,
+        path=str(p.resolve()),
+        name=p.name,
+        backend="openslide",
+        width=width,
+        height=height,
+        level_count=handle.level_count,
+        base_magnification=base,
+        magnification_source=source,
+        mpp=mpp,
+        vendor=vendor,
     )
     return OpenSlideSlide(handle, info)
