@@ -28,9 +28,14 @@ How the codes are made (they are synthetic; no pixels are read)
     similar descriptors and the collection is clustered; the recipe's LSH encoder is
     fitted on it and makes the codes as it does for real slides.
 
+    Queries are near-duplicates of stored codes (a few flipped bits), so recall here is
+    that of finding near-identical tiles, not of a semantic benchmark. Other processes'
+    CPU use during the run is reported: Faiss uses every core for a single query, and on a
+    busy 2-core machine its p99 jumps to tens of ms (`--faiss-threads 1` avoids that).
+
 Run (from the repository root, with the venv active)
-    python tools/bench_search.py --n 1000000 --json      # ~ a few minutes on 2 cores
-    python tools/bench_search.py --n 100000 --bits 64 --json
+    python tools/bench_search.py --n 1000000 --json      # ~35 s (32 bits), ~60 s (64 bits)
+    python tools/bench_search.py --n 100000 --bits 64 --nprobe 16 --json
 One JSON object goes to stdout with --json (a short summary otherwise); logs go to stderr.
 """
 
@@ -38,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -56,6 +62,7 @@ from cbir.bundle import transaction
 from cbir.indexer import DescribedScale, DescribedSlide, write_new_bundle
 from cbir.pipeline import TilePipeline
 from cbir.recipes import load_recipe
+from cbir.search.region import region_candidates, region_distance
 from cbir.slides.base import SlideInfo
 from cbir.tiling import GridGeometry
 from cbir.timing import StageTimer
@@ -80,22 +87,51 @@ def log(msg: str) -> None:
     print(f"[bench_search {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+class CpuMeter:
+    """CPU seconds used on this machine by other processes since construction
+    (from /proc/stat, minus this process's own CPU time); None where /proc is missing."""
+
+    def __init__(self) -> None:
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, float] | None:
+        """(machine busy seconds, this process's CPU seconds), or None."""
+        try:
+            fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        except OSError:
+            return None
+        ticks = [int(v) for v in fields]
+        busy = (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+        own = os.times()
+        return busy, own.user + own.system
+
+    def other_seconds(self) -> float | None:
+        """CPU seconds of other processes since construction."""
+        end = self._sample()
+        if self.start is None or end is None:
+            return None
+        return round(max(0.0, (end[0] - self.start[0]) - (end[1] - self.start[1])), 2)
+
+
 def ms_percentiles(seconds: list[float]) -> tuple[float, float]:
     """(p50, p99) in milliseconds of a list of durations in seconds."""
     a = np.asarray(seconds) * 1e3
     return round(float(np.percentile(a, 50)), 4), round(float(np.percentile(a, 99)), 4)
 
 
-def smooth_field(rng: np.random.Generator, rows: int, cols: int, channels: int,
-                 low: int) -> np.ndarray:
+def smooth_field(
+    rng: np.random.Generator, rows: int, cols: int, channels: int, low: int
+) -> np.ndarray:
     """(rows, cols, channels) float32: N(0, 1) noise on a low x low grid, upsampled (cubic)."""
     coarse = rng.standard_normal((low, low, channels)).astype(np.float32)
     up = cv2.resize(coarse, (cols, rows), interpolation=cv2.INTER_CUBIC)
     return up.reshape(rows, cols, channels)
 
 
-def synthetic_descriptors(rng: np.random.Generator, types: np.ndarray, rows: int,
-                          cols: int) -> np.ndarray:
+def synthetic_descriptors(
+    rng: np.random.Generator, types: np.ndarray, rows: int, cols: int
+) -> np.ndarray:
     """(rows * cols, DIM) float32 spatially smooth, clustered descriptors of one slide."""
     k = int(rng.integers(3, 7))
     centres = types[rng.choice(len(types), k, replace=False)]
@@ -121,17 +157,25 @@ def synthetic_slides(n: int, seed: int) -> list[DescribedSlide]:
         rows = -(-count // cols)
         keep = np.zeros((rows, cols), dtype=bool)
         keep.ravel()[:count] = True
-        geometry = GridGeometry(magnification=MAGNIFICATION, rows=rows, cols=cols,
-                                step=float(TILE), tile_size=TILE)
+        geometry = GridGeometry(
+            magnification=MAGNIFICATION, rows=rows, cols=cols, step=float(TILE), tile_size=TILE
+        )
         x = synthetic_descriptors(rng, types, rows, cols)[:count]
         name = f"slide-{i:04d}.svs"
         info = SlideInfo(
-            path=f"/synthetic/{name}", name=name, backend="synthetic", width=cols * TILE,
-            height=rows * TILE, level_count=1, base_magnification=MAGNIFICATION,
-            magnification_source="synthetic", mpp=0.5,
+            path=f"/synthetic/{name}",
+            name=name,
+            backend="synthetic",
+            width=cols * TILE,
+            height=rows * TILE,
+            level_count=1,
+            base_magnification=MAGNIFICATION,
+            magnification_source="synthetic",
+            mpp=0.5,
         )
-        slides.append(DescribedSlide(info, f"synthetic-{i}", 0.0,
-                                     [DescribedScale(geometry, keep, x)]))
+        slides.append(
+            DescribedSlide(info, f"synthetic-{i}", 0.0, [DescribedScale(geometry, keep, x)])
+        )
     return slides
 
 
@@ -148,21 +192,25 @@ def build_bundle(root: Path, recipe_name: str, n: int, seed: int) -> dict[str, o
     with transaction(root, create=True, overwrite=True) as writer:
         _, manifest = write_new_bundle(writer, recipe, pipeline, described, timer)
     build = time.perf_counter() - t0
-    log(f"bundle written in {build:.1f} s ({manifest.index_kind}, nlist={manifest.nlist}); "
-        f"stages {timer.as_dict()}")
-    return {"synth_seconds": round(t_synth, 3), "build_seconds": round(build, 3),
-            "build_stage_seconds": timer.as_dict(), "slides": len(described)}
+    log(
+        f"bundle written in {build:.1f} s ({manifest.index_kind}, nlist={manifest.nlist}); "
+        f"stages {timer.as_dict()}"
+    )
+    return {
+        "synth_seconds": round(t_synth, 3),
+        "build_seconds": round(build, 3),
+        "build_stage_seconds": timer.as_dict(),
+        "slides": len(described),
+    }
 
 
-def collection_codes(index: Index) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """All indexed codes (n, nb), their tile ids (n,) and (slide_id, row, col) (n, 3)."""
-    codes, ids, places = [], [], []
+def collection_codes(index: Index) -> tuple[np.ndarray, np.ndarray]:
+    """All indexed codes (n, nb) uint8 read from the bundle's grids, and their tile ids (n,)."""
+    codes, ids = [], []
     for g in index.bundle.meta.all_grids():
-        rr, cc = np.nonzero(g.valid)
-        codes.append(g.codes[rr, cc])
-        ids.append(g.ids[rr, cc])
-        places.append(np.stack([np.full(len(rr), g.slide_id), rr, cc], axis=1))
-    return np.concatenate(codes), np.concatenate(ids), np.concatenate(places)
+        codes.append(g.codes[g.valid])
+        ids.append(g.ids[g.valid])
+    return np.concatenate(codes), np.concatenate(ids)
 
 
 def flip_bits(rng: np.random.Generator, code: np.ndarray, flips: int) -> np.ndarray:
@@ -185,23 +233,30 @@ def time_each(fn: Callable[[np.ndarray], object], queries: np.ndarray) -> tuple[
     return times, results
 
 
-def tie_aware_recall(D_test: np.ndarray, I_test: np.ndarray, D_exact: np.ndarray,
-                     I_exact: np.ndarray, k: int) -> tuple[float, float]:
+def tie_aware_recall(
+    D_test: np.ndarray, I_test: np.ndarray, D_exact: np.ndarray, I_exact: np.ndarray, k: int
+) -> tuple[float, float]:
     """(tie-aware recall, id-overlap recall) of k-NN results against exact ones.
 
     Tie-aware: fraction of the k returned hits whose distance is <= the exact k-th
     distance (any of several tied codes is a correct answer). Id overlap: |ids ∩ exact| / k.
     """
     tie, overlap = [], []
-    for dt, it, de, ie in zip(D_test, I_test, D_exact, I_exact):
+    for dt, it, de, ie in zip(D_test, I_test, D_exact, I_exact, strict=True):
         ok = it >= 0
         tie.append(float(np.sum(dt[ok][:k] <= de[k - 1])) / k)
         overlap.append(len(set(it[ok][:k].tolist()) & set(ie[:k].tolist())) / k)
     return float(np.mean(tie)), float(np.mean(overlap))
 
 
-def bench_tiles(index: Index, codes: np.ndarray, ids: np.ndarray, n_queries: int,
-                flips: int, rng: np.random.Generator) -> dict[str, object]:
+def bench_tiles(
+    index: Index,
+    codes: np.ndarray,
+    ids: np.ndarray,
+    n_queries: int,
+    flips: int,
+    rng: np.random.Generator,
+) -> dict[str, object]:
     """Single tile queries via Index.tile_hits, stage breakdown, recall vs exact."""
     picks = rng.choice(len(codes), size=n_queries, replace=len(codes) < n_queries)
     xq = np.stack([flip_bits(rng, codes[i], flips) for i in picks])[:, None, :]  # (q, 1, nb)
@@ -214,6 +269,7 @@ def bench_tiles(index: Index, codes: np.ndarray, ids: np.ndarray, n_queries: int
     t_faiss, _ = time_each(lambda q: bindex.search(q, K), xq)
     t_tie, tie_res = time_each(lambda q: bindex.search_tie_ordered(q, K), xq)
     t_meta, _ = time_each(lambda q: meta.tiles_of(q), [r[1] for r in tie_res])
+    t_again, _ = time_each(lambda q: index.tile_hits(q, K), xq)  # caches as warm as the stages
     # how often search_tie_ordered has to widen past its first 2k + 8 search
     D28, _ = bindex.search(xq[:, 0], 2 * K + 8)
     widened = float(np.mean(D28[:, -1] == D28[:, K - 1]))
@@ -235,32 +291,42 @@ def bench_tiles(index: Index, codes: np.ndarray, ids: np.ndarray, n_queries: int
 
     p50, p99 = ms_percentiles(t_hits)
     return {
-        "queries": int(len(xq)), "bit_flips_per_query": flips,
-        "tile_p50_ms": p50, "tile_p99_ms": p99,
+        "queries": int(len(xq)),
+        "bit_flips_per_query": flips,
+        "tile_p50_ms": p50,
+        "tile_p99_ms": p99,
         "tile_mean_ms": round(1e3 * statistics.fmean(t_hits), 4),
         "tile_breakdown_p50_ms": {
             "faiss_search_k10": ms_percentiles(t_faiss)[0],
             "faiss_search_tie_ordered": ms_percentiles(t_tie)[0],
             "lmdb_tiles_of_10": ms_percentiles(t_meta)[0],
             "hits_total": p50,
+            "hits_total_second_pass": ms_percentiles(t_again)[0],
         },
+        "tile_p99_ms_second_pass": ms_percentiles(t_again)[1],
         "tie_ordered_widened_fraction": round(widened, 4),
-        "recall_at_10": round(recall, 4), "recall_at_10_id_overlap": round(overlap, 4),
+        "recall_at_10": round(recall, 4),
+        "recall_at_10_id_overlap": round(overlap, 4),
         "recall_at_10_tile_hits": round(recall_hits, 4),
         "recall_at_10_tile_hits_id_overlap": round(overlap_hits, 4),
         "exact_10th_distance_mean": round(float(ex_d.mean()), 3),
-        "exact_ties_in_top10_at_10th_distance_mean": round(float(np.mean(ties_at_k)), 3),
+        "exact_top10_ties_at_10th_distance_mean": round(float(np.mean(ties_at_k)), 3),
         "batched_ivf_search_ms_per_query": round(1e3 * t_batch / len(xq), 4),
     }
 
 
-def bench_regions(index: Index, n_queries: int, flips: int, rng: np.random.Generator
-                  ) -> dict[str, object]:
+def bench_regions(
+    index: Index, n_queries: int, flips: int, rng: np.random.Generator
+) -> dict[str, object]:
     """3 x 3 region queries via Index.search_codes, with hit-1 correctness."""
-    grids = [g for sid in index.slides
-             if (g := index.bundle.meta.grid(sid, MAGNIFICATION)) is not None
-             and g.geometry.rows >= REGION and g.geometry.cols >= REGION
-             and g.valid[:REGION, :REGION].all()]
+    grids = [
+        g
+        for sid in index.slides
+        if (g := index.bundle.meta.grid(sid, MAGNIFICATION)) is not None
+        and g.geometry.rows >= REGION
+        and g.geometry.cols >= REGION
+        and g.valid[:REGION, :REGION].all()
+    ]
     queries = []
     for _ in range(n_queries + min(20, n_queries)):
         g = grids[int(rng.integers(len(grids)))]
@@ -268,9 +334,9 @@ def bench_regions(index: Index, n_queries: int, flips: int, rng: np.random.Gener
         while True:
             r0 = int(rng.integers(0, g.geometry.rows - REGION + 1))
             c0 = int(rng.integers(0, g.geometry.cols - REGION + 1))
-            if g.valid[r0:r0 + REGION, c0:c0 + REGION].all():
+            if g.valid[r0 : r0 + REGION, c0 : c0 + REGION].all():
                 break
-        block = g.codes[r0:r0 + REGION, c0:c0 + REGION].copy()
+        block = g.codes[r0 : r0 + REGION, c0 : c0 + REGION].copy()
         for cell in rng.choice(REGION * REGION, size=REGION, replace=False):
             i, j = divmod(int(cell), REGION)
             block[i, j] = flip_bits(rng, block[i, j], flips)
@@ -278,7 +344,7 @@ def bench_regions(index: Index, n_queries: int, flips: int, rng: np.random.Gener
     warm, queries = queries[: len(queries) - n_queries], queries[-n_queries:]
     for *_, block in warm:
         index.search_codes(block, K)
-    times, correct, distances = [], 0, []
+    times, correct, distances, failed = [], 0, [], []
     for sid, r0, c0, block in queries:
         t0 = time.perf_counter()
         hits = index.search_codes(block, K)
@@ -286,15 +352,73 @@ def bench_regions(index: Index, n_queries: int, flips: int, rng: np.random.Gener
         if hits:
             h = hits[0]
             distances.append(h.distance)
-            correct += (h.slide_id, h.magnification, h.row, h.col) == (sid, MAGNIFICATION, r0, c0)
+            ok = (h.slide_id, h.magnification, h.row, h.col) == (sid, MAGNIFICATION, r0, c0)
+            correct += ok
+            if not ok:
+                failed.append((sid, r0, c0, block, h.distance))
+        else:
+            failed.append((sid, r0, c0, block, None))
     p50, p99 = ms_percentiles(times)
     return {
-        "region_queries": len(queries), "region_shape": [REGION, REGION],
-        "region_tiles_perturbed": REGION, "region_bit_flips_per_perturbed_tile": flips,
-        "region_p50_ms": p50, "region_p99_ms": p99,
+        "region_queries": len(queries),
+        "region_shape": [REGION, REGION],
+        "region_tiles_perturbed": REGION,
+        "region_bit_flips_per_perturbed_tile": flips,
+        "region_p50_ms": p50,
+        "region_p99_ms": p99,
         "region_top1_correct": round(correct / max(1, len(queries)), 4),
         "region_top1_distance_mean": round(float(np.mean(distances)), 4) if distances else None,
+        "region_top1_failures": region_failures(index, failed),
     }
+
+
+def region_failures(
+    index: Index, failed: list[tuple[int, int, int, np.ndarray, float | None]]
+) -> dict[str, int]:
+    """Why hit 1 was not the source block, per failed query (recomputed, not timed).
+
+    source_not_seeded_hit1_worse: the source block was not among the candidates (none of
+    its tiles was in a query tile's `region_seeds` nearest codes) and hit 1 is farther
+    than the source would have been; source_not_seeded_hit1_as_good: same, hit 1 as
+    close or closer; tie_lost: the source was a candidate at hit 1's distance and lost the
+    tie-break (slide id, row, col); other_block_closer: a different block scored lower.
+    """
+    cfg = index.recipe.search
+    out = {
+        "source_not_seeded_hit1_worse": 0,
+        "source_not_seeded_hit1_as_good": 0,
+        "tie_lost": 0,
+        "other_block_closer": 0,
+    }
+    for sid, r0, c0, block, hit1 in failed:
+        g = index.grids.get(sid, MAGNIFICATION)
+        nb = block.shape[-1]
+        src = g.codes[r0 : r0 + REGION, c0 : c0 + REGION].reshape(1, REGION * REGION, nb)
+        d_src = float(
+            region_distance(block.reshape(-1, nb), src, np.ones((1, REGION * REGION), dtype=bool))[
+                0
+            ]
+        )
+        cands = region_candidates(
+            block,
+            index.bundle.index,
+            index.bundle.meta,
+            index.grids,
+            cfg.region_seeds,
+            cfg.region_min_valid,
+        )
+        seeded = any(
+            (c.slide_id, c.magnification, c.r0, c.c0) == (sid, MAGNIFICATION, r0, c0) for c in cands
+        )
+        as_good = hit1 is not None and hit1 <= d_src + 1e-6
+        if not seeded:
+            key = "hit1_as_good" if as_good else "hit1_worse"
+            out[f"source_not_seeded_{key}"] += 1
+        elif hit1 is not None and abs(hit1 - d_src) <= 1e-6:
+            out["tie_lost"] += 1
+        else:
+            out["other_block_closer"] += 1
+    return out
 
 
 def dir_bytes(root: Path) -> tuple[int, int]:
@@ -314,6 +438,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         workdir = Path(args.workdir)
         workdir.mkdir(parents=True, exist_ok=True)
     root = workdir / "idx"
+    if args.faiss_threads:
+        faiss.omp_set_num_threads(args.faiss_threads)
+    whole = CpuMeter()
     try:
         log(f"building {args.n} tiles, recipe {recipe_name}, bundle {root}")
         build = build_bundle(root, recipe_name, args.n, args.seed)
@@ -323,32 +450,59 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             if args.nprobe:
                 index.bundle.index.set_nprobe(args.nprobe)
             info = index.info()
-            codes, ids, _ = collection_codes(index)
+            codes, ids = collection_codes(index)
             distinct = len(np.unique(codes.view(f"V{codes.shape[1]}")))
             flips = args.flips if args.flips is not None else max(1, args.bits // 16)
-            log(f"opened: {info.tiles} tiles, {info.index_kind}, nlist={info.nlist}, "
-                f"nprobe={index.bundle.index.nprobe}; {distinct} distinct codes")
+            log(
+                f"opened: {info.tiles} tiles, {info.index_kind}, nlist={info.nlist}, "
+                f"nprobe={index.bundle.index.nprobe}; {distinct} distinct codes"
+            )
             log(f"{args.queries} tile queries ...")
+            queries_meter = CpuMeter()
             tiles = bench_tiles(index, codes, ids, args.queries, flips, rng)
-            log(f"tile p50 {tiles['tile_p50_ms']} ms, p99 {tiles['tile_p99_ms']} ms, "
-                f"recall@10 {tiles['recall_at_10']}; breakdown {tiles['tile_breakdown_p50_ms']}")
+            log(
+                f"tile p50 {tiles['tile_p50_ms']} ms, p99 {tiles['tile_p99_ms']} ms, "
+                f"recall@10 {tiles['recall_at_10']}; breakdown {tiles['tile_breakdown_p50_ms']}"
+            )
             log(f"{args.region_queries} region queries ...")
             regions = bench_regions(index, args.region_queries, flips, rng)
-            log(f"region p50 {regions['region_p50_ms']} ms, p99 {regions['region_p99_ms']} ms, "
-                f"top1 correct {regions['region_top1_correct']}")
-            nprobe = index.bundle.index.nprobe
+            log(
+                f"region p50 {regions['region_p50_ms']} ms, p99 {regions['region_p99_ms']} ms, "
+                f"top1 correct {regions['region_top1_correct']}"
+            )
+            nprobe = index.bundle.index.nprobe if info.index_kind == "ivf" else None
+            other_q = queries_meter.other_seconds()
         notes = targets_notes(tiles, regions)
+        other = whole.other_seconds()
+        if other is not None and other > 1.0:
+            notes.append(
+                f"other processes used {other} CPU s during this run ({other_q} s during the "
+                "queries) on this machine: timings are contended (with Faiss on all cores, "
+                "single-query p99 suffers most); rerun on a quiet machine"
+            )
         for line in notes:
             log(line)
         return {
-            "n": int(info.tiles), "bits": args.bits, "recipe": recipe_name,
-            "index_kind": info.index_kind, "nlist": info.nlist, "nprobe": nprobe,
-            **build, "bytes_on_disk": size, "bytes_per_tile": round(size / max(1, info.tiles), 2),
+            "n": int(info.tiles),
+            "bits": args.bits,
+            "recipe": recipe_name,
+            "index_kind": info.index_kind,
+            "nlist": info.nlist,
+            "nprobe": nprobe,
+            **build,
+            "bytes_on_disk": size,
+            "bytes_per_tile": round(size / max(1, info.tiles), 2),
             "bytes_allocated_per_tile": round(allocated / max(1, info.tiles), 2),
             "distinct_codes": distinct,
-            **tiles, **regions, "seed": args.seed,
+            **tiles,
+            **regions,
+            "seed": args.seed,
             "faiss_threads": faiss.omp_get_max_threads(),
-            "codes": CODES_NOTE, "notes": notes,
+            "cpu_count": os.cpu_count(),
+            "other_processes_cpu_seconds": other,
+            "other_processes_cpu_seconds_queries": other_q,
+            "codes": CODES_NOTE,
+            "notes": notes,
             "workdir": None if tmp else str(workdir),
         }
     finally:
@@ -363,13 +517,25 @@ def targets_notes(tiles: dict[str, object], regions: dict[str, object]) -> list[
     notes = [
         f"tile query p50 breakdown: Faiss search k=10 {b['faiss_search_k10']} ms, tie-ordered "
         f"Faiss search {b['faiss_search_tie_ordered']} ms, LMDB lookup of 10 tiles "
-        f"{b['lmdb_tiles_of_10']} ms, full tile_hits {b['hits_total']} ms "
+        f"{b['lmdb_tiles_of_10']} ms, full tile_hits {b['hits_total']} ms (second pass, "
+        f"after the stage passes: {b['hits_total_second_pass']} ms; the rest is Python: tie "
+        "lexsort, 10 pydantic Hit objects) "
         f"(tie ordering widened the search for {tiles['tie_ordered_widened_fraction']:.1%} "
         "of queries)",
     ]
-    checks = [("tile_p50_ms", tiles["tile_p50_ms"], "<=", 1.0),
-              ("region_p50_ms", regions["region_p50_ms"], "<=", 20.0),
-              ("recall_at_10", tiles["recall_at_10"], ">=", 0.95)]
+    checks = [
+        ("tile_p50_ms", tiles["tile_p50_ms"], "<=", 1.0),
+        ("region_p50_ms", regions["region_p50_ms"], "<=", 20.0),
+        ("recall_at_10", tiles["recall_at_10"], ">=", 0.95),
+    ]
+    f = regions["region_top1_failures"]
+    if sum(f.values()):
+        notes.append(
+            f"region hit 1 was not the source block for {sum(f.values())} of "
+            f"{regions['region_queries']} queries: {f} (see region_failures' docstring); "
+            "'source_not_seeded_hit1_worse' counts queries where a closer block existed but "
+            "no tile of it was among a query tile's region_seeds nearest codes (many tied codes)"
+        )
     for name, value, op, target in checks:
         met = value <= target if op == "<=" else value >= target
         notes.append(f"{name} = {value} ({'meets' if met else 'MISSES'} target {op} {target})")
@@ -378,23 +544,42 @@ def targets_notes(tiles: dict[str, object], regions: dict[str, object]) -> list[
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--n", type=int, default=1_000_000, help="tiles in the collection")
-    p.add_argument("--bits", type=int, choices=(32, 64), default=32,
-                   help="code bits: recipe stats-lsh32 or stats-lsh64")
+    p.add_argument(
+        "--bits",
+        type=int,
+        choices=(32, 64),
+        default=32,
+        help="code bits: recipe stats-lsh32 or stats-lsh64",
+    )
     p.add_argument("--queries", type=int, default=1000, help="tile queries")
     p.add_argument("--region-queries", type=int, default=200, help="3 x 3 region queries")
     p.add_argument("--nprobe", type=int, default=None, help="override the recipe's IVF nprobe")
-    p.add_argument("--flips", type=int, default=None,
-                   help="random bit flips per query tile (default bits / 16)")
+    p.add_argument(
+        "--flips",
+        type=int,
+        default=None,
+        help="random bit flips per query tile (default bits / 16)",
+    )
+    p.add_argument(
+        "--faiss-threads",
+        type=int,
+        default=None,
+        help="faiss.omp_set_num_threads for the whole run (default: Faiss's, = cores)",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workdir", default=None,
-                   help="where to write the bundle (kept); default a temp dir, deleted at the end")
+    p.add_argument(
+        "--workdir",
+        default=None,
+        help="where to write the bundle (kept); default a temp dir, deleted at the end",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     args = p.parse_args(argv)
-    if args.n < 1 or args.queries < 1 or args.region_queries < 1:
-        p.error("--n, --queries and --region-queries must be >= 1")
+    if args.n < 1000 or args.queries < 1 or args.region_queries < 1:
+        p.error("--n must be >= 1000; --queries and --region-queries >= 1")
     return args
 
 
@@ -405,9 +590,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        for key in ("n", "bits", "index_kind", "nlist", "nprobe", "build_seconds", "tile_p50_ms",
-                    "tile_p99_ms", "recall_at_10", "region_p50_ms", "region_p99_ms",
-                    "region_top1_correct", "bytes_per_tile"):
+        for key in (
+            "n",
+            "bits",
+            "index_kind",
+            "nlist",
+            "nprobe",
+            "build_seconds",
+            "tile_p50_ms",
+            "tile_p99_ms",
+            "recall_at_10",
+            "region_p50_ms",
+            "region_p99_ms",
+            "region_top1_correct",
+            "bytes_per_tile",
+        ):
             print(f"{key:22s} {result[key]}")
     return 0
 
