@@ -96,7 +96,7 @@ class Index:
         """Top-k tiles (one-tile query) or regions (larger query) over every slide and
         magnification in the bundle."""
         start = time.perf_counter()
-        k = k or self.recipe.search.k
+        k = self.recipe.search.k if k is None else k
         if k < 1:
             raise QueryError(f"k must be >= 1, got {k}")
         image, name = self.query_image(query)
@@ -162,6 +162,7 @@ class Index:
             self.grids,
             cfg.region_seeds,
             cfg.region_min_valid,
+            cfg.region_max_seeds,
         )
         hits = []
         for rank, c in enumerate(suppress_overlaps(cands, m, n, k), 1):

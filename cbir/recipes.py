@@ -45,6 +45,8 @@ class SearchConfig(_Frozen):
     k: int = Field(10, ge=1)
     #: Nearest tiles per query tile that seed region candidates (seed 000's "shares a code").
     region_seeds: int = Field(32, ge=1)
+    #: Codes tied with the last seed are seeds too, up to this many per query tile.
+    region_max_seeds: int = Field(128, ge=1)
     #: A candidate sub-grid needs at least this fraction of indexed (tissue) cells.
     region_min_valid: float = Field(0.5, gt=0.0, le=1.0)
 

@@ -72,17 +72,25 @@ def region_candidates(
     grids: GridCache,
     seeds: int,
     min_valid: float,
+    max_seeds: int | None = None,
 ) -> list[RegionCandidate]:
-    """All scored candidate sub-grids for query codes q (m, n, nb), sorted by D then place."""
+    """All scored candidate sub-grids for query codes q (m, n, nb), sorted by D then place.
+
+    Each query tile seeds its `seeds` nearest codes and every code tied with the last of
+    them, up to `max_seeds`: short codes repeat across a large collection, and a cut-off
+    inside a tie would drop the true region at random.
+    """
     m, n, nb = q.shape
     flat_q = q.reshape(m * n, nb)
-    _, I = index.search(flat_q, seeds)
-    records = meta.tiles_of(I.ravel())
+    D, I = index.search(flat_q, max(seeds, max_seeds or seeds))
+    within = (D <= D[:, min(seeds, D.shape[1]) - 1 : min(seeds, D.shape[1])]) & (I >= 0)
+    query_pos, col = np.nonzero(within)
+    records = meta.tiles_of(I[query_pos, col])
     origins: dict[tuple[int, float], set[tuple[int, int]]] = defaultdict(set)
-    for pos, rec in enumerate(records):
+    for pos, rec in zip(query_pos.tolist(), records, strict=True):
         if rec is None:
             continue
-        qi, qj = divmod(pos // I.shape[1], n)
+        qi, qj = divmod(pos, n)
         origins[(rec.slide_id, rec.magnification)].add((rec.row - qi, rec.col - qj))
     out: list[RegionCandidate] = []
     need = max(1, int(np.ceil(min_valid * m * n)))
