@@ -211,7 +211,13 @@ def describe_slides(
     timer: StageTimer,
 ) -> list[DescribedSlide]:
     """Plan every slide first (so bad input fails before any long work), then describe."""
-    plans = [plan_slide(p, recipe, base_magnification, min_tissue_fraction, timer) for p in paths]
+    with ThreadPoolExecutor(max_workers=DEFAULT_WORKERS) as pool:  # thumbnails decode in C
+        plans = list(
+            pool.map(
+                lambda p: plan_slide(p, recipe, base_magnification, min_tissue_fraction, timer),
+                paths,
+            )
+        )
     return [describe_plan(plan, pipeline, progress, timer) for plan in plans]
 
 
