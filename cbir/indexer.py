@@ -131,8 +131,8 @@ def plan_slide(
                 f"indexed magnification ({', '.join(f'{m:g}x' for m in tiling.magnifications)})"
             )
         with timer("tissue"):
-            tissue = slide_tissue(slide)
             grids = [grid_for(slide, m, tiling.tile_size) for m in mags]
+            tissue = slide_tissue(slide, smallest_tile=min(g.step for g in grids))
             keeps = [tissue_cells(g, tissue, min_tissue) for g in grids]
     plan = SlidePlan(Path(path), slide.info, checksum, base_magnification, min_tissue, grids, keeps)
     if plan.n_tiles == 0:

@@ -64,10 +64,18 @@ def grid_for(slide: Slide, magnification: float, tile_size: int) -> GridGeometry
     )
 
 
-def slide_tissue(slide: Slide) -> TissueFractions:
-    """Tissue fractions of `slide`, from its thumbnail."""
-    thumb, factor = slide.thumbnail(THUMBNAIL_SIDE)
-    return TissueFractions(tissue_mask(thumb), factor)
+#: A thumbnail must give the smallest tile at least this many pixels a side.
+MIN_THUMBNAIL_PX_PER_TILE = 8
+
+
+def slide_tissue(slide: Slide, smallest_tile: float) -> TissueFractions:
+    """Tissue fractions of `slide`, from the thumbnail stored in the file when it resolves
+    a tile of `smallest_tile` level-0 px well enough, else from one read of the slide."""
+    width, height = slide.dimensions
+    thumb = slide.stored_thumbnail()
+    if thumb is None or width / thumb.shape[1] > smallest_tile / MIN_THUMBNAIL_PX_PER_TILE:
+        thumb, _ = slide.thumbnail(THUMBNAIL_SIDE)
+    return TissueFractions(tissue_mask(thumb), (width, height))
 
 
 def tissue_cells(grid: GridGeometry, tissue: TissueFractions, min_fraction: float) -> np.ndarray:

@@ -34,19 +34,20 @@ def tissue_mask(rgb: np.ndarray) -> np.ndarray:
 class TissueFractions:
     """Fraction of tissue in any level-0 rectangle, from a thumbnail mask (integral image)."""
 
-    def __init__(self, mask: np.ndarray, level0_per_pixel: float) -> None:
-        """mask: (h, w) bool thumbnail mask; level0_per_pixel: level-0 px per mask px."""
+    def __init__(self, mask: np.ndarray, level0_size: tuple[int, int]) -> None:
+        """mask: (h, w) bool thumbnail mask of a slide of level0_size (width, height) px."""
         self.shape = mask.shape
-        self.factor = level0_per_pixel
+        self.fx = level0_size[0] / mask.shape[1]  # level-0 px per mask px
+        self.fy = level0_size[1] / mask.shape[0]
         self.integral = cv2.integral(mask.astype(np.uint8), sdepth=cv2.CV_64F)
 
     def fractions(self, x: np.ndarray, y: np.ndarray, w: float, h: float) -> np.ndarray:
         """Tissue fraction in [0, 1] of rectangles at level-0 (x, y) (arrays) of size (w, h)."""
         hh, ww = self.shape
-        x0 = np.clip(np.floor(x / self.factor), 0, ww).astype(np.int64)
-        y0 = np.clip(np.floor(y / self.factor), 0, hh).astype(np.int64)
-        x1 = np.clip(np.ceil((x + w) / self.factor), 0, ww).astype(np.int64)
-        y1 = np.clip(np.ceil((y + h) / self.factor), 0, hh).astype(np.int64)
+        x0 = np.clip(np.floor(x / self.fx), 0, ww).astype(np.int64)
+        y0 = np.clip(np.floor(y / self.fy), 0, hh).astype(np.int64)
+        x1 = np.clip(np.ceil((x + w) / self.fx), 0, ww).astype(np.int64)
+        y1 = np.clip(np.ceil((y + h) / self.fy), 0, hh).astype(np.int64)
         s = self.integral
         total = s[y1, x1] - s[y0, x1] - s[y1, x0] + s[y0, x0]
         area = np.maximum((x1 - x0) * (y1 - y0), 1)

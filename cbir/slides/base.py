@@ -83,6 +83,10 @@ class Slide(ABC):
             block = cv2.resize(block, (out_w, out_h), interpolation=cv2.INTER_AREA)
         return block
 
+    def stored_thumbnail(self) -> np.ndarray | None:
+        """A whole-slide (h, w, 3) uint8 thumbnail stored in the file, if it has one."""
+        return None
+
     def thumbnail(self, max_side: int) -> tuple[np.ndarray, float]:
         """A whole-slide RGB thumbnail with longest side <= max_side.
 

@@ -30,5 +30,17 @@ class OpenSlideSlide(Slide):
         rgb = rgba[..., :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
         return rgb.round().astype(np.uint8)
 
+    def stored_thumbnail(self) -> np.ndarray | None:
+        """The file's associated "thumbnail" image (Aperio and others) when its aspect
+        ratio matches level 0 within 1%, else None."""
+        image = self.handle.associated_images.get("thumbnail")
+        if image is None:
+            return None
+        w, h = image.size
+        width, height = self.dimensions
+        if abs((w / h) / (width / height) - 1) > 0.01:
+            return None
+        return np.asarray(image.convert("RGB"))
+
     def close(self) -> None:
         self.handle.close()
