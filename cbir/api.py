@@ -13,8 +13,9 @@ from cbir.bundle import Bundle
 from cbir.errors import QueryError
 from cbir.hits import Hit, SearchResult
 from cbir.metadata import SlideRecord
-from cbir.query import Region, as_rgb, load_image, query_tiles, read_region_image
+from cbir.query import Region, as_rgb, query_tiles, read_region_image
 from cbir.search.region import GridCache, region_candidates, suppress_overlaps
+from cbir.slides.open import decode_image
 
 Query = np.ndarray | str | os.PathLike[str] | Region
 
@@ -82,7 +83,7 @@ class Index:
             base = stored.info.base_magnification if stored else None
             return read_region_image(query, base), str(query)
         path = Path(query)
-        return load_image(path), str(path)
+        return decode_image(path), str(path)
 
     def query_codes(self, image: np.ndarray, name: str) -> np.ndarray:
         """(h, w, 3) uint8 -> (m, n, bits / 8) uint8 codes of its tile grid."""

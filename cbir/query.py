@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import re
-import warnings
-from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
-from cbir.errors import QueryError, SlideReadError
+from cbir.errors import QueryError
 from cbir.slides import open_slide
 from cbir.tiling import split_tiles
 
@@ -70,21 +67,6 @@ def read_region_image(region: Region, base_magnification: float | None) -> np.nd
                 f"{region}: {region.magnification:g}x is above the slide's base {base:g}x"
             )
         return slide.read_region(region.x, region.y, region.w, region.h, region.magnification)
-
-
-def load_image(path: Path) -> np.ndarray:
-    """An image file -> (h, w, 3) uint8 RGB."""
-    if not path.is_file():
-        raise SlideReadError(f"{path}: no such file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # PIL warns on odd EXIF; errors still raise
-            im = Image.open(path)
-        with im:
-            im.load()
-            return np.asarray(im.convert("RGB"))
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise SlideReadError(f"{path}: unsupported or unreadable image ({exc})") from exc
 
 
 def as_rgb(image: np.ndarray, name: str) -> np.ndarray:

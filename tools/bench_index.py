@@ -36,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import benchutil
+
 import cbir
 from cbir.indexer import IndexReport
 
@@ -50,34 +52,7 @@ STAGE_NOTE = (
 
 def log(msg: str) -> None:
     """Write a timestamped progress line to stderr."""
-    print(f"[bench_index {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-class CpuMeter:
-    """CPU seconds used on this machine by other processes since construction
-    (from /proc/stat, minus this process's own CPU time); None where /proc is missing."""
-
-    def __init__(self) -> None:
-        self.start = self._sample()
-
-    @staticmethod
-    def _sample() -> tuple[float, float] | None:
-        """(machine busy seconds, this process's CPU seconds), or None."""
-        try:
-            fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-        except OSError:
-            return None
-        ticks = [int(v) for v in fields]
-        busy = (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
-        own = os.times()
-        return busy, own.user + own.system
-
-    def other_seconds(self) -> float | None:
-        """CPU seconds of other processes since construction."""
-        end = self._sample()
-        if self.start is None or end is None:
-            return None
-        return round(max(0.0, (end[0] - self.start[0]) - (end[1] - self.start[1])), 2)
+    benchutil.log("bench_index", msg)
 
 
 def bundle_bytes(root: Path) -> int:
@@ -164,7 +139,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         + (f" (ignored: {', '.join(ignored)})" if ignored else "")
     )
     tmp = Path(tempfile.mkdtemp(prefix="cbir-bench-index-"))
-    meter = CpuMeter()
+    meter = benchutil.CpuMeter()
     try:
         walls, report, size = timed_builds(slides, args.recipe, args.repeat, tmp, "all")
         result: dict[str, object] = {

@@ -52,6 +52,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import benchutil
 import cv2
 import faiss
 import numpy as np
@@ -84,34 +85,7 @@ CODES_NOTE = (
 
 def log(msg: str) -> None:
     """Write a timestamped progress line to stderr."""
-    print(f"[bench_search {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-class CpuMeter:
-    """CPU seconds used on this machine by other processes since construction
-    (from /proc/stat, minus this process's own CPU time); None where /proc is missing."""
-
-    def __init__(self) -> None:
-        self.start = self._sample()
-
-    @staticmethod
-    def _sample() -> tuple[float, float] | None:
-        """(machine busy seconds, this process's CPU seconds), or None."""
-        try:
-            fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-        except OSError:
-            return None
-        ticks = [int(v) for v in fields]
-        busy = (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
-        own = os.times()
-        return busy, own.user + own.system
-
-    def other_seconds(self) -> float | None:
-        """CPU seconds of other processes since construction."""
-        end = self._sample()
-        if self.start is None or end is None:
-            return None
-        return round(max(0.0, (end[0] - self.start[0]) - (end[1] - self.start[1])), 2)
+    benchutil.log("bench_search", msg)
 
 
 def ms_percentiles(seconds: list[float]) -> tuple[float, float]:
@@ -440,7 +414,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     root = workdir / "idx"
     if args.faiss_threads:
         faiss.omp_set_num_threads(args.faiss_threads)
-    whole = CpuMeter()
+    whole = benchutil.CpuMeter()
     try:
         log(f"building {args.n} tiles, recipe {recipe_name}, bundle {root}")
         build = build_bundle(root, recipe_name, args.n, args.seed)
@@ -458,7 +432,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 f"nprobe={index.bundle.index.nprobe}; {distinct} distinct codes"
             )
             log(f"{args.queries} tile queries ...")
-            queries_meter = CpuMeter()
+            queries_meter = benchutil.CpuMeter()
             tiles = bench_tiles(index, codes, ids, args.queries, flips, rng)
             log(
                 f"tile p50 {tiles['tile_p50_ms']} ms, p99 {tiles['tile_p99_ms']} ms, "

@@ -60,22 +60,30 @@ def _is_tiff(path: Path) -> bool:
         return fh.read(4) in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
-def _open_with_pil(path: Path, fallback: float | None) -> ArraySlide:
+def decode_image(path: Path) -> np.ndarray:
+    """Decode a PNG/JPEG/TIFF/... file with PIL -> (h, w, 3) uint8 RGB.
+
+    Raises `SlideReadError` naming the file (truncated TIFFs are called so).
+    """
+    if not path.is_file():
+        raise SlideReadError(f"{path}: no such file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PIL warns on odd EXIF; errors still raise
             im = Image.open(path)
         with im:
             im.load()
-            props = {}
-            dpi = im.info.get("dpi") or im.info.get("resolution")
-            rgb = np.asarray(im.convert("RGB"))
+            return np.asarray(im.convert("RGB"))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         if _is_tiff(path):
             raise SlideReadError(f"{path}: truncated or corrupt TIFF/slide file ({exc})") from exc
         raise SlideReadError(f"{path}: unsupported or unreadable image ({exc})") from exc
-    del dpi  # plain-image dpi is a print setting, not a microscope resolution
-    base, source, mpp = _base_magnification(path, props, fallback)
+
+
+def _open_with_pil(path: Path, fallback: float | None) -> ArraySlide:
+    """A plain image as a one-level slide (its dpi is a print setting, not a microscope's)."""
+    rgb = decode_image(path)
+    base, source, mpp = _base_magnification(path, {}, fallback)
     h, w = rgb.shape[:2]
     info = SlideInfo(
         path=str(path.resolve()),
