@@ -219,6 +219,31 @@ def recipes_cmd(json_out: JsonOpt = False) -> None:
             typer.echo(f"{r.name}: {r.description}")
 
 
+@app.command("evaluate")
+@cli_errors
+def evaluate_cmd(
+    tiles: Annotated[
+        Path,
+        typer.Option(
+            "--tiles",
+            help="Labelled tiles: class sub-folders, or a labels.csv with columns path,label.",
+        ),
+    ],
+    recipe: RecipeOpt = "stats-lsh32",
+    labels: Annotated[
+        Path | None, typer.Option(help="CSV path,label (default: TILES/labels.csv if present).")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Leave-one-out retrieval quality on labelled tiles: seed-000 MAP@10, mAP@10, P@k,
+    majority vote@5, per class and averaged over classes."""
+    from cbir.cli.render import show_eval
+    from cbir.eval import evaluate_tiles
+
+    report = evaluate_tiles(tiles, recipe, labels)
+    typer.echo(report.model_dump_json()) if json_out else show_eval(report)
+
+
 @app.command("demo")
 @cli_errors
 def demo_cmd(

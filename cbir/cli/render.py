@@ -9,6 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cbir.api import IndexInfo
+from cbir.eval import EvalReport
 from cbir.hits import SearchResult
 from cbir.indexer import IndexReport
 
@@ -118,4 +119,33 @@ def show_info(info: IndexInfo) -> None:
             str(s.tiles),
             s.path,
         )
+    stdout.print(table)
+
+
+def show_eval(report: EvalReport) -> None:
+    table = Table(
+        title=f"{report.recipe}: {report.tiles} tiles, {report.classes} classes ({report.protocol})"
+    )
+    cols = (
+        "seed_map_at_10",
+        "map_at_10",
+        "precision_at_5",
+        "precision_at_10",
+        "majority_vote_at_5",
+        "queries",
+    )
+    table.add_column("class")
+    for c in cols:
+        table.add_column(c.replace("_at_", "@"), justify="right")
+
+    def row(name: str, m: object) -> list[str]:
+        return [name] + [
+            f"{getattr(m, c):.3f}" if c != "queries" else str(m.queries)  # type: ignore[attr-defined]
+            for c in cols
+        ]
+
+    for name, m in report.per_class.items():
+        table.add_row(*row(name, m))
+    table.add_row(*row("mean (classes)", report.mean))
+    table.add_row(*row("mean (queries)", report.micro))
     stdout.print(table)

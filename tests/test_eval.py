@@ -1,0 +1,82 @@
+"""Retrieval metrics against hand computations, and the leave-one-out harness."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from cbir.cli.main import app
+from cbir.eval import (
+    average_precision_at_k,
+    evaluate_tiles,
+    majority_vote_at_k,
+    precision_at_k,
+    seed_map_at_k,
+)
+from cbir.eval.harness import ranking
+from conftest import SHARED_DATA
+
+CRC9 = SHARED_DATA / "tiles-crc9"
+
+
+def test_seed_map_by_hand() -> None:
+    rel = np.array([1, 0, 1, 0], bool)
+    # (1/1 + 1/3) / (1 + 1/2 + 1/3 + 1/4) = (4/3) / (25/12) = 0.64
+    assert seed_map_at_k(rel, 4) == pytest.approx(0.64)
+    assert seed_map_at_k(np.ones(10, bool), 10) == pytest.approx(1.0)
+    assert seed_map_at_k(np.zeros(10, bool), 10) == 0.0
+
+
+def test_average_precision_by_hand() -> None:
+    rel = np.array([1, 0, 1, 0, 0], bool)
+    # P@1 = 1, P@3 = 2/3; R = 4 relevant in the collection, min(k=5, R) = 4
+    assert average_precision_at_k(rel, 5, 4) == pytest.approx((1 + 2 / 3) / 4)
+    assert average_precision_at_k(rel, 5, 2) == pytest.approx((1 + 2 / 3) / 2)
+    assert average_precision_at_k(rel, 5, 0) == 0.0
+
+
+def test_precision_and_majority_vote_by_hand() -> None:
+    assert precision_at_k(np.array([1, 1, 0, 0, 1], bool), 5) == pytest.approx(0.6)
+    assert majority_vote_at_k(["a", "b", "b", "a", "c"], 5, "a") == 1.0  # tie: a ranks first
+    assert majority_vote_at_k(["b", "a", "b", "a", "b"], 5, "a") == 0.0
+    assert majority_vote_at_k(["c", "c", "a", "a", "b"], 4, "a") == 0.0
+
+
+def test_ranking_leaves_the_query_out_and_breaks_ties_by_index() -> None:
+    codes = np.array([[0], [0], [1], [0]], np.uint8)
+    order, D = ranking(codes)
+    np.testing.assert_array_equal(order[0], [1, 3, 2])
+    np.testing.assert_array_equal(D[0], [0, 0, 1])
+    assert all(q not in order[q] for q in range(4))
+
+
+def test_harness_on_generated_classes(tmp_path: Path) -> None:
+    """Two visually distinct classes (flat pink vs dark striped) are retrieved perfectly."""
+    rng = np.random.default_rng(0)
+    for cls, make in {
+        "pink": lambda: np.clip(rng.normal((230, 170, 200), 4, (224, 224, 3)), 0, 255),
+        "stripes": lambda: (
+            np.arange(224)[None, :, None] // 4 % 2 * 120 + rng.normal(40, 4, (224, 224, 3))
+        ),
+    }.items():
+        (tmp_path / cls).mkdir()
+        for i in range(6):
+            Image.fromarray(make().astype(np.uint8)).save(tmp_path / cls / f"{i}.png")
+    report = evaluate_tiles(tmp_path, "stats-lsh64")
+    assert report.tiles == 12 and report.classes == 2
+    assert report.mean.precision_at_5 == 1.0 and report.mean.majority_vote_at_5 == 1.0
+    code = CliRunner().invoke(app, ["evaluate", "--tiles", str(tmp_path), "--json"])
+    assert code.exit_code == 0
+    assert json.loads(code.stdout)["mean"]["seed_map_at_10"] > 0.5
+
+
+@pytest.mark.skipif(not CRC9.is_dir(), reason=f"{CRC9} not found (no ../shared/data)")
+def test_stats_on_crc9_beats_chance() -> None:
+    report = evaluate_tiles(CRC9, "stats-lsh32")
+    assert report.tiles == 139 and report.classes == 9
+    assert report.mean.seed_map_at_10 > 2 / 9  # chance is about 1/9
