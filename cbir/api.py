@@ -225,6 +225,6 @@ class Index:
         )
 
 
-def open_index(path: str | os.PathLike[str]) -> Index:
-    """Open an index bundle for searching (read-only)."""
-    return Index(Bundle.open(path))
+def open_index(path: str | os.PathLike[str], device: str | None = "auto") -> Index:
+    """Open an index bundle for searching (read-only); `device` runs a learned descriptor."""
+    return Index(Bundle.open(path, device=device))

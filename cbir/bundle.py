@@ -4,6 +4,7 @@
     idx/gen-000007/tiles.fbin   Faiss binary index (tile codes, tile ids)
     idx/gen-000007/meta.lmdb/   LMDB: tiles, slides, paths, grids
     idx/gen-000007/pipeline.npz encoder state (standardisation, hyperplanes)
+    idx/gen-000007/weights.pt   model weights of a learned descriptor (checksum in manifest)
 
 A change is made in a fresh directory and published by atomically replacing
 manifest.json; the old generation is then deleted. A run that dies before the
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -26,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from cbir import __version__
 from cbir.binary_index import BinaryTileIndex
+from cbir.checksum import sha256_file
 from cbir.errors import BundleError, BundleMismatchError
 from cbir.metadata import MetadataStore
 from cbir.pipeline import TilePipeline
@@ -37,6 +38,7 @@ MANIFEST = "manifest.json"
 INDEX_FILE = "tiles.fbin"
 META_DIR = "meta.lmdb"
 STATE_FILE = "pipeline.npz"
+WEIGHTS_FILE = "weights.pt"
 
 
 class Counts(BaseModel):
@@ -57,16 +59,13 @@ class Manifest(BaseModel):
     generation: int
     counts: Counts
     pipeline_sha256: str
+    weights_sha256: str | None = None
     created: str
     updated: str
 
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _gen_dir(root: Path, generation: int) -> Path:
@@ -119,17 +118,29 @@ class Bundle:
         return self.manifest.recipe
 
     @classmethod
-    def open(cls, root: str | os.PathLike[str], readonly: bool = True) -> Bundle:
+    def open(
+        cls, root: str | os.PathLike[str], readonly: bool = True, device: str | None = "auto"
+    ) -> Bundle:
         root = Path(root)
         manifest = read_manifest(root)
-        return cls.open_generation(root, manifest, _gen_dir(root, manifest.generation), readonly)
+        gen = _gen_dir(root, manifest.generation)
+        return cls.open_generation(root, manifest, gen, readonly, device)
 
     @classmethod
-    def open_generation(cls, root: Path, manifest: Manifest, gen: Path, readonly: bool) -> Bundle:
+    def open_generation(
+        cls, root: Path, manifest: Manifest, gen: Path, readonly: bool, device: str | None = "auto"
+    ) -> Bundle:
         for name in (INDEX_FILE, META_DIR, STATE_FILE):
             if not (gen / name).exists():
                 raise BundleError(f"{root}: bundle is incomplete ({gen.name}/{name} missing)")
-        pipeline = TilePipeline(manifest.recipe)
+        weights = None
+        if manifest.weights_sha256 is not None:
+            weights = gen / WEIGHTS_FILE
+            if not weights.is_file():
+                raise BundleError(f"{root}: model weights missing ({gen.name}/{WEIGHTS_FILE})")
+            if sha256_file(weights) != manifest.weights_sha256:
+                raise BundleError(f"{root}: {gen.name}/{WEIGHTS_FILE} does not match its checksum")
+        pipeline = TilePipeline(manifest.recipe, weights=weights, device=device)
         if (
             pipeline.descriptor_spec != manifest.descriptor
             or pipeline.encoder_spec != manifest.encoder
@@ -217,6 +228,12 @@ class BundleWriter:
         assert self.index is not None and self.meta is not None and self.pipeline is not None
         self.index.save(self.stage / INDEX_FILE)
         self.pipeline.save_state(self.stage / STATE_FILE)
+        weights_sha = None
+        if self.pipeline.weights is not None:
+            staged = self.stage / WEIGHTS_FILE
+            if self.pipeline.weights.resolve() != staged.resolve():
+                shutil.copyfile(self.pipeline.weights, staged)
+            weights_sha = sha256_file(staged)
         self.meta.env.sync(True)
         self.meta.close()
         self.meta = None
@@ -232,6 +249,7 @@ class BundleWriter:
             generation=generation,
             counts=counts,
             pipeline_sha256=sha256_file(self.stage / STATE_FILE),
+            weights_sha256=weights_sha,
             created=self.previous.created if self.previous and not self.fresh else now(),
             updated=now(),
         )

@@ -314,15 +314,18 @@ def build_index(
     min_tissue_fraction: float | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    device: str | None = "auto",
 ) -> IndexReport:
-    """Index `slides` into a new bundle at `out` (atomic: on any error nothing is written)."""
+    """Index `slides` into a new bundle at `out` (atomic: on any error nothing is written).
+    `weights`: model file of a learned descriptor, copied into the bundle."""
     start = time.perf_counter()
     recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
     paths = _unique_paths(slides)
     if not paths:
         raise CbirError("no slides given")
     timer = StageTimer()
-    pipeline = TilePipeline(recipe)
+    pipeline = TilePipeline(recipe, weights=weights, device=device)
     with transaction(out, create=True, overwrite=overwrite) as writer:
         described = describe_slides(
             paths, pipeline, recipe, base_magnification, min_tissue_fraction, progress, timer

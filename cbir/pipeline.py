@@ -9,22 +9,45 @@ import numpy as np
 
 from cbir.descriptors import create_descriptor
 from cbir.encoders import create_encoder
-from cbir.errors import BundleError
+from cbir.errors import BundleError, RecipeError
 from cbir.recipes import Recipe
 from cbir.specs import DescriptorSpec, EncoderSpec
+
+#: Descriptors that are networks: they take `weights` and `device`.
+LEARNED_DESCRIPTORS = frozenset({"cnn"})
 
 
 class TilePipeline:
     """Tiles -> descriptors -> codes, as a recipe says."""
 
-    def __init__(self, recipe: Recipe) -> None:
+    def __init__(
+        self, recipe: Recipe, weights: str | Path | None = None, device: str | None = "auto"
+    ) -> None:
+        """`weights`: a model file for a learned descriptor (`cbir train ...`); `device`
+        where it runs ("auto": CUDA when available)."""
         self.recipe = recipe
+        self.weights = Path(weights) if weights is not None else None
+        extra: dict[str, object] = {}
+        if self.learned:
+            extra = {"weights": str(self.weights) if self.weights else None, "device": device}
+        elif weights is not None:
+            raise RecipeError(
+                f"recipe {recipe.name!r}: descriptor {recipe.descriptor.name!r} takes no weights"
+            )
         self.descriptor = create_descriptor(
-            recipe.descriptor.name, tile_size=recipe.tiling.tile_size, **recipe.descriptor.params
+            recipe.descriptor.name,
+            tile_size=recipe.tiling.tile_size,
+            **recipe.descriptor.params,
+            **extra,
         )
         self.encoder = create_encoder(
             recipe.encoder.name, input_dim=self.descriptor.spec.dim, **recipe.encoder.params
         )
+
+    @property
+    def learned(self) -> bool:
+        """Whether the descriptor is a network that takes a weights file."""
+        return self.recipe.descriptor.name in LEARNED_DESCRIPTORS
 
     @property
     def descriptor_spec(self) -> DescriptorSpec:

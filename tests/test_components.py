@@ -28,7 +28,7 @@ def tiles() -> np.ndarray:
 
 
 def test_unknown_name_lists_valid_names() -> None:
-    with pytest.raises(UnknownComponentError, match="valid names: stats"):
+    with pytest.raises(UnknownComponentError, match="valid names: cnn, stats"):
         create_descriptor("nope")
 
 

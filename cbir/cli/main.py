@@ -10,7 +10,16 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from cbir.cli.options import BaseMagOpt, IndexArg, JsonOpt, KOpt, MinTissueOpt, RecipeOpt
+from cbir.cli.options import (
+    BaseMagOpt,
+    DeviceOpt,
+    IndexArg,
+    JsonOpt,
+    KOpt,
+    MinTissueOpt,
+    RecipeOpt,
+    WeightsOpt,
+)
 
 app = typer.Typer(
     name="cbir",
@@ -97,6 +106,8 @@ def build_index_cmd(
     overwrite: Annotated[
         bool, typer.Option("--overwrite/--no-overwrite", help="Replace an existing bundle.")
     ] = False,
+    weights: WeightsOpt = None,
+    device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
 ) -> None:
     """Index slides into a new bundle."""
@@ -112,6 +123,8 @@ def build_index_cmd(
             min_tissue_fraction=min_tissue,
             overwrite=overwrite,
             progress=progress,
+            weights=weights,
+            device=device,
         )
     typer.echo(report.model_dump_json()) if json_out else show_report(report)
 
@@ -176,6 +189,7 @@ def search_cmd(
         str | None, typer.Option(help="Region of a slide: SLIDE:x,y,w,h@MAGx, level-0 pixels.")
     ] = None,
     k: KOpt = None,
+    device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
 ) -> None:
     """Search a bundle with an image or a slide region."""
@@ -186,7 +200,7 @@ def search_cmd(
 
     if (query is None) == (region is None):
         raise QueryError("give either a query image or --region, not both or neither")
-    with open_index(index) as ix:
+    with open_index(index, device=device) as ix:
         result = ix.search(Region.parse(region) if region else query, k=k)
     typer.echo(result.model_dump_json()) if json_out else show_hits(result)
 
@@ -233,15 +247,79 @@ def evaluate_cmd(
     labels: Annotated[
         Path | None, typer.Option(help="CSV path,label (default: TILES/labels.csv if present).")
     ] = None,
+    weights: WeightsOpt = None,
+    space: Annotated[
+        str,
+        typer.Option(
+            help="Rank by Hamming on the recipe's codes (code) or L2 on descriptors (float)."
+        ),
+    ] = "code",
+    split_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="Leave out the tiles this weights file was trained on (compare recipes on "
+            "the same held-out tiles)."
+        ),
+    ] = None,
+    device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
 ) -> None:
     """Leave-one-out retrieval quality on labelled tiles: seed-000 MAP@10, mAP@10, P@k,
-    majority vote@5, per class and averaged over classes."""
+    majority vote@5, per class and averaged over classes. With --weights, the tiles the
+    weights were trained on are left out."""
     from cbir.cli.render import show_eval
     from cbir.eval import evaluate_tiles
 
-    report = evaluate_tiles(tiles, recipe, labels)
+    report = evaluate_tiles(
+        tiles, recipe, labels, weights=weights, space=space, device=device, split_from=split_from
+    )
     typer.echo(report.model_dump_json()) if json_out else show_eval(report)
+
+
+train_app = typer.Typer(no_args_is_help=True, help="Train the networks of learned recipes.")
+app.add_typer(train_app, name="train")
+
+
+@train_app.command("cnn")
+@cli_errors
+def train_cnn_cmd(
+    tiles: Annotated[
+        Path,
+        typer.Option(
+            "--tiles",
+            help="Labelled tiles: class sub-folders, or a labels.csv with columns path,label.",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Weights file to write.")],
+    labels: Annotated[Path | None, typer.Option(help="CSV path,label.")] = None,
+    epochs: Annotated[int, typer.Option(min=1)] = 60,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
+    lr: Annotated[float, typer.Option(min=0.0)] = 3e-3,
+    holdout: Annotated[
+        float, typer.Option(min=0.0, max=0.9, help="Fraction of each class held out of training.")
+    ] = 0.5,
+    seed: int = 0,
+    device: DeviceOpt = "auto",
+    json_out: JsonOpt = False,
+) -> None:
+    """Train seed 000's AlexNet-like trunk as a tissue classifier (flips, 90-degree
+    rotations, colour jitter); the weights give the `cnn` descriptor."""
+    from cbir.cli.render import RichProgress, stdout
+    from cbir.nn.train_cnn import CnnTrainConfig, train_cnn
+
+    cfg = CnnTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, holdout=holdout, seed=seed)
+    with RichProgress() as progress:
+        report = train_cnn(tiles, out, cfg, labels, device, progress)
+    if json_out:
+        typer.echo(report.model_dump_json())
+    else:
+        acc = "n/a" if report.holdout_accuracy is None else f"{report.holdout_accuracy:.3f}"
+        stdout.print(
+            f"wrote {report.weights} ({report.train_tiles} training tiles, "
+            f"{len(report.classes)} classes, loss {report.first_epoch_loss:.3f} -> "
+            f"{report.last_epoch_loss:.3f}, held-out accuracy {acc}, "
+            f"{report.seconds:.1f} s on {report.device})"
+        )
 
 
 @app.command("demo")

@@ -28,3 +28,10 @@ MinTissueOpt = Annotated[
     ),
 ]
 KOpt = Annotated[int | None, typer.Option("-k", "--k", min=1, help="Number of hits.")]
+DeviceOpt = Annotated[
+    str, typer.Option("--device", help="Where networks run: auto (CUDA if available), cpu, cuda.")
+]
+WeightsOpt = Annotated[
+    Path | None,
+    typer.Option("--weights", help="Model weights of a learned descriptor (cbir train ...)."),
+]

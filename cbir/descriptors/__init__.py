@@ -1,5 +1,6 @@
 """Tile descriptors. Import each implementation module here so it registers."""
 
+from cbir.descriptors import cnn as _cnn  # noqa: F401  (registers "cnn")
 from cbir.descriptors import stats as _stats  # noqa: F401  (registers "stats")
 from cbir.descriptors.base import DESCRIPTORS, Descriptor, create_descriptor, list_descriptors
 

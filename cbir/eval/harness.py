@@ -104,6 +104,19 @@ def ranking(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order, np.take_along_axis(dist, order, axis=1)
 
 
+def _training_paths(weights: Path | None) -> list[str]:
+    """Tiles a weights file was trained on (listed in its spec by `cbir train`)."""
+    if weights is None:
+        return []
+    import torch
+
+    try:
+        data = torch.load(weights, map_location="cpu", weights_only=True)
+        return list(data["spec"].get("train_paths", []))
+    except Exception as exc:  # torch raises many types for bad files
+        raise CbirError(f"{weights}: not a readable cbir weights file ({exc})") from exc
+
+
 def _metrics(rows: list[dict[str, float]]) -> MetricSet:
     keys = [
         "seed_map_at_10",
@@ -115,18 +128,58 @@ def _metrics(rows: list[dict[str, float]]) -> MetricSet:
     return MetricSet(**{k: float(np.mean([r[k] for r in rows])) for k in keys}, queries=len(rows))
 
 
+def l2_ranking(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Leave-one-out order by squared L2 on (n, d) float32 vectors, ties by index."""
+    n = len(x)
+    sq = (x.astype(np.float64) ** 2).sum(1)
+    dist = sq[:, None] + sq[None, :] - 2 * (x.astype(np.float64) @ x.astype(np.float64).T)
+    dist[np.arange(n), np.arange(n)] = np.inf
+    order = np.lexsort((np.broadcast_to(np.arange(n), (n, n)), dist), axis=1)[:, : n - 1]
+    return order, np.take_along_axis(dist, order, axis=1)
+
+
 def evaluate_tiles(
-    root: Path, recipe: str | Recipe = "stats-lsh32", labels_csv: Path | None = None
+    root: Path,
+    recipe: str | Recipe = "stats-lsh32",
+    labels_csv: Path | None = None,
+    weights: str | Path | None = None,
+    space: str = "code",
+    device: str | None = "auto",
+    include_training_tiles: bool = False,
+    split_from: str | Path | None = None,
 ) -> EvalReport:
-    """Leave-one-out: every tile queries all the others; the encoder is fitted on all
-    tiles (standardisation needs no labels)."""
+    """Leave-one-out: every tile queries all the others, ranked by Hamming distance of
+    the recipe's codes (`space="code"`) or squared L2 of its descriptors (`"float"`).
+
+    The encoder is fitted on the evaluated tiles (standardisation needs no labels). With
+    `weights` whose spec lists training tiles, those are left out of the evaluation
+    (queries and database) unless `include_training_tiles`. `split_from`: a weights file
+    whose training tiles are left out, to compare any recipe on the same held-out tiles.
+    """
     start = time.perf_counter()
     recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
     data = load_labelled_tiles(root, labels_csv)
-    pipeline = TilePipeline(recipe)
+    pipeline = TilePipeline(recipe, weights=weights, device=device)
+    protocol = "leave-one-out over all tiles"
+    trained_on = set() if include_training_tiles else set(_training_paths(pipeline.weights))
+    if split_from is not None:
+        trained_on |= set(_training_paths(Path(split_from)))
+    if trained_on:
+        keep = [i for i, p in enumerate(data.paths) if p not in trained_on]
+        data = LabelledTiles(
+            paths=[data.paths[i] for i in keep], labels=[data.labels[i] for i in keep]
+        )
+        protocol = f"leave-one-out over the {len(keep)} tiles the weights were not trained on"
     x = pipeline.describe(read_tiles(data.paths, recipe.tiling.tile_size))
-    pipeline.encoder.fit(x)
-    order, _ = ranking(pipeline.encode(x))
+    if space == "float":
+        order, _ = l2_ranking(x)
+        protocol += f"; squared L2 on {x.shape[1]}-d {recipe.descriptor.name} descriptors"
+    elif space == "code":
+        pipeline.encoder.fit(x)
+        order, _ = ranking(pipeline.encode(x))
+        protocol += f"; Hamming on {pipeline.encoder_spec.bits}-bit codes fitted on these tiles"
+    else:
+        raise CbirError(f"space must be 'code' or 'float', not {space!r}")
     labels = np.array(data.labels)
     per_query: dict[str, list[dict[str, float]]] = defaultdict(list)
     for q, label in enumerate(labels):
@@ -155,7 +208,7 @@ def evaluate_tiles(
         recipe=recipe.name,
         tiles=len(labels),
         classes=len(per_class),
-        protocol="leave-one-out over all tiles; encoder fitted on all tiles (unsupervised)",
+        protocol=protocol,
         mean=class_means,
         micro=_metrics([r for rows in per_query.values() for r in rows]),
         per_class=per_class,

@@ -1,0 +1,72 @@
+"""`cnn` (seed 000): the trained AlexNet-like trunk, global average pooled -> 64-d."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cbir.checksum import sha256_file
+from cbir.descriptors.base import register_descriptor
+from cbir.nn.cnn import AlexNetTrunk, to_tensor
+from cbir.nn.device import resolve_device
+from cbir.nn.weights import WeightsError, load_weights
+from cbir.specs import DescriptorSpec
+
+#: Seed for the trunk when no weights file is given (a fixed random-feature extractor).
+RANDOM_INIT_SEED = 0
+
+
+class CnnDescriptor:
+    """Tiles -> trunk features. `weights`: a file from `cbir train cnn`; without one the
+    trunk is randomly initialised from RANDOM_INIT_SEED (deterministic, untrained)."""
+
+    def __init__(
+        self,
+        tile_size: int = 224,
+        weights: str | None = None,
+        batch_size: int = 64,
+        device: str | None = "auto",
+        width: int = 48,
+        out_dim: int = 64,
+    ) -> None:
+        if weights is not None:
+            spec, state = load_weights(weights, "cnn")
+            width, out_dim = int(spec["width"]), int(spec["out_dim"])
+            weights_id = sha256_file(Path(weights))
+        else:
+            torch.manual_seed(RANDOM_INIT_SEED)
+            weights_id = f"random-init-seed-{RANDOM_INIT_SEED}"
+        self.trunk = AlexNetTrunk(width, out_dim)
+        if weights is not None:
+            try:
+                self.trunk.load_state_dict(state)
+            except RuntimeError as exc:
+                raise WeightsError(f"{weights}: weights do not fit the cnn trunk ({exc})") from exc
+        self.device = resolve_device(device)
+        self.trunk.to(self.device).eval()
+        self.batch_size = batch_size
+        self.weights = weights
+        self.spec = DescriptorSpec(
+            name="cnn",
+            dim=out_dim,
+            tile_size=tile_size,
+            params={"width": width, "weights_sha256": weights_id},
+        )
+
+    def describe(self, tiles: np.ndarray) -> np.ndarray:
+        """(n, t, t, 3) uint8 -> (n, out_dim) float32."""
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(tiles), self.batch_size):
+                x = to_tensor(tiles[start : start + self.batch_size]).to(self.device)
+                out.append(self.trunk(x).float().cpu().numpy())
+        if not out:
+            return np.zeros((0, self.spec.dim), np.float32)
+        return np.concatenate(out).astype(np.float32)
+
+
+@register_descriptor("cnn")
+def _create_cnn(**params: object) -> CnnDescriptor:
+    return CnnDescriptor(**params)  # type: ignore[arg-type]

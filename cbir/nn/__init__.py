@@ -1,0 +1,1 @@
+"""PyTorch parts: devices, weight files, networks, augmentation, training loops."""

@@ -1,0 +1,55 @@
+"""Weight files: {"format", "model", "spec", "state_dict"} saved with torch.save and
+loaded with torch.load(weights_only=True), so loading never unpickles code."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cbir.checksum import sha256_file
+from cbir.errors import CbirError
+
+WEIGHTS_FORMAT = "cbir-weights-1"
+
+
+class WeightsError(CbirError):
+    """A weights file is missing, unreadable, or for another model."""
+
+
+def save_weights(
+    path: str | os.PathLike[str],
+    model: str,
+    spec: dict[str, Any],
+    state_dict: dict[str, torch.Tensor],
+) -> str:
+    """Write atomically; returns the file's sha256."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    cpu_state = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    torch.save(
+        {"format": WEIGHTS_FORMAT, "model": model, "spec": spec, "state_dict": cpu_state}, tmp
+    )
+    os.replace(tmp, path)
+    return sha256_file(path)
+
+
+def load_weights(
+    path: str | os.PathLike[str], model: str
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(spec, state_dict) of a cbir weights file for `model` (on CPU)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for bad files
+        raise WeightsError(f"{path}: not a readable weights file ({type(exc).__name__})") from exc
+    if not isinstance(data, dict) or data.get("format") != WEIGHTS_FORMAT:
+        raise WeightsError(f"{path}: not a cbir weights file (format {WEIGHTS_FORMAT})")
+    if data.get("model") != model:
+        raise WeightsError(f"{path}: weights of model {data.get('model')!r}, not {model!r}")
+    return data["spec"], data["state_dict"]

@@ -1,0 +1,119 @@
+"""The learned `cnn` descriptor: training, weight files, weights inside bundles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import cbir
+from cbir.bundle import WEIGHTS_FILE, read_manifest
+from cbir.descriptors.cnn import CnnDescriptor
+from cbir.errors import BundleError, RecipeError
+from cbir.eval import evaluate_tiles
+from cbir.nn.train_cnn import CnnTrainConfig, stratified_split, train_cnn
+from cbir.nn.weights import WeightsError, load_weights, save_weights
+from conftest import SHARED_DATA
+
+CRC9 = SHARED_DATA / "tiles-crc9"
+
+
+def write_two_classes(root: Path, n: int = 8, size: int = 64) -> Path:
+    """Class "pink": smooth pink noise; class "dark": dark purple stripes."""
+    rng = np.random.default_rng(0)
+    for cls in ("pink", "dark"):
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            if cls == "pink":
+                img = rng.normal((225, 160, 200), 8, (size, size, 3))
+            else:
+                stripes = np.arange(size)[:, None, None] // 3 % 2 * 60
+                img = rng.normal((90, 40, 110), 8, (size, size, 3)) + stripes
+            Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / cls / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = write_two_classes(tmp_path_factory.mktemp("tiles"))
+    out = root.parent / "tiny-cnn.pt"
+    cfg = CnnTrainConfig(epochs=6, batch_size=8, lr=3e-3, width=8, tile_size=64, holdout=0.25)
+    report = train_cnn(root, out, cfg, device="cpu")
+    assert report.last_epoch_loss < report.first_epoch_loss  # it learns
+    assert report.train_tiles == 12 and report.holdout_tiles == 4
+    return out
+
+
+def test_weights_round_trip_gives_identical_descriptors(tiny_weights: Path) -> None:
+    tiles = np.random.default_rng(1).integers(0, 255, (5, 224, 224, 3)).astype(np.uint8)
+    a = CnnDescriptor(weights=str(tiny_weights), device="cpu").describe(tiles)
+    b = CnnDescriptor(weights=str(tiny_weights), device="cpu").describe(tiles)
+    assert a.shape == (5, 64) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, b)
+    spec, state = load_weights(tiny_weights, "cnn")
+    assert spec["classes"] == ["dark", "pink"] and len(spec["train_paths"]) == 12
+    copy = tiny_weights.parent / "copy.pt"
+    save_weights(copy, "cnn", spec, state)
+    np.testing.assert_array_equal(CnnDescriptor(weights=str(copy), device="cpu").describe(tiles), a)
+    untrained = CnnDescriptor(device="cpu").describe(tiles)
+    assert not np.allclose(untrained[:, : a.shape[1]], a)
+
+
+def test_bad_weight_files(tmp_path: Path, tiny_weights: Path) -> None:
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="junk.pt"):
+        load_weights(junk, "cnn")
+    with pytest.raises(WeightsError, match="not 'vae'"):
+        load_weights(tiny_weights, "vae")
+    with pytest.raises(WeightsError, match="not found"):
+        load_weights(tmp_path / "missing.pt", "cnn")
+
+
+def test_stratified_split_holds_out_every_class() -> None:
+    labels = ["a"] * 5 + ["b"] * 2
+    train, held = stratified_split(labels, 0.5, 0)
+    assert sorted(train + held) == list(range(7))
+    assert {labels[i] for i in held} == {"a", "b"} and {labels[i] for i in train} == {"a", "b"}
+
+
+def test_bundle_keeps_its_weights_and_refuses_changed_ones(
+    tmp_path: Path, tiny_weights: Path, generated_slide: Path
+) -> None:
+    out = tmp_path / "idx"
+    cbir.build_index([generated_slide], out, "cnn-lsh32", weights=tiny_weights, device="cpu")
+    manifest = read_manifest(out)
+    assert manifest.weights_sha256 is not None
+    assert manifest.descriptor.params["weights_sha256"] == manifest.weights_sha256
+    with cbir.open_index(out, device="cpu") as index:
+        result = index.search(f"{generated_slide}:896,0,896,896@20x", k=3)
+        assert (result.hits[0].x, result.hits[0].y, result.hits[0].distance) == (896, 0, 0.0)
+    stored = out / f"gen-{manifest.generation:06d}" / WEIGHTS_FILE
+    stored.write_bytes(stored.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(BundleError, match="does not match its checksum"):
+        cbir.open_index(out)
+    stored.unlink()
+    with pytest.raises(BundleError, match="weights missing"):
+        cbir.open_index(out)
+
+
+def test_weights_for_a_weightless_recipe_are_refused(
+    tmp_path: Path, tiny_weights: Path, generated_slide: Path
+) -> None:
+    with pytest.raises(RecipeError, match="takes no weights"):
+        cbir.build_index([generated_slide], tmp_path / "x", "stats-lsh32", weights=tiny_weights)
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CRC9.is_dir(), reason=f"{CRC9} not found (no ../shared/data)")
+def test_trained_cnn_beats_stats_on_crc9(tmp_path: Path) -> None:
+    """Train on half of each class, evaluate both recipes on the other half."""
+    weights = tmp_path / "cnn.pt"
+    train_cnn(CRC9, weights, CnnTrainConfig(epochs=40, holdout=0.5), device="cpu")
+    cnn = evaluate_tiles(CRC9, "cnn-lsh32", weights=weights, device="cpu")
+    stats = evaluate_tiles(CRC9, "stats-lsh32", split_from=weights)
+    assert cnn.tiles == stats.tiles == 70
+    assert cnn.mean.seed_map_at_10 > stats.mean.seed_map_at_10
