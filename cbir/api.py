@@ -14,7 +14,13 @@ from cbir.errors import QueryError
 from cbir.hits import Hit, SearchResult
 from cbir.metadata import SlideRecord
 from cbir.query import Region, as_rgb, query_tiles, read_region_image
-from cbir.search.region import GridCache, region_candidates, suppress_overlaps
+from cbir.search.hamming import hamming_matrix
+from cbir.search.region import (
+    GridCache,
+    region_candidates,
+    squared_l2_matrix,
+    suppress_overlaps,
+)
 from cbir.slides.open import decode_image
 
 Query = np.ndarray | str | os.PathLike[str] | Region
@@ -85,12 +91,15 @@ class Index:
         path = Path(query)
         return decode_image(path), str(path)
 
-    def query_codes(self, image: np.ndarray, name: str) -> np.ndarray:
-        """(h, w, 3) uint8 -> (m, n, bits / 8) uint8 codes of its tile grid."""
+    def query_codes(self, image: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(h, w, 3) uint8 -> descriptors (m, n, d) float32 and codes (m, n, e) of its tile
+        grid (e = bits / 8 uint8 for binary recipes, dim float32 for float ones)."""
         t = self.recipe.tiling.tile_size
         tiles = query_tiles(image, t, name)
         m, n = tiles.shape[:2]
-        return self.bundle.pipeline.codes(tiles.reshape(m * n, t, t, 3)).reshape(m, n, -1)
+        x = self.bundle.pipeline.describe(tiles.reshape(m * n, t, t, 3))
+        codes = self.bundle.pipeline.encode(x)
+        return x.reshape(m, n, -1), codes.reshape(m, n, -1)
 
     # -- search -----------------------------------------------------------------------
     def search(self, query: Query, k: int | None = None) -> SearchResult:
@@ -101,9 +110,9 @@ class Index:
         if k < 1:
             raise QueryError(f"k must be >= 1, got {k}")
         image, name = self.query_image(query)
-        codes = self.query_codes(image, name)
+        x, codes = self.query_codes(image, name)
         m, n = codes.shape[:2]
-        hits = self.search_codes(codes, k)
+        hits = self.search_codes(codes, k, x)
         mags = sorted({g for r in self.slides.values() for g in r.magnifications})
         return SearchResult(
             query=name,
@@ -114,18 +123,25 @@ class Index:
             seconds=round(time.perf_counter() - start, 6),
         )
 
-    def search_codes(self, codes: np.ndarray, k: int) -> list[Hit]:
-        """Hits for query codes (m, n, bits / 8) uint8: tile search when m = n = 1."""
+    def search_codes(self, codes: np.ndarray, k: int, x: np.ndarray | None = None) -> list[Hit]:
+        """Hits for query codes (m, n, e): tile search when m = n = 1. `x` (m, n, d): the
+        query descriptors, needed by the rerank step of two-step recipes."""
         m, n = codes.shape[:2]
         if m * n == 1:
-            return self.tile_hits(codes.reshape(1, -1), k)
+            return self.tile_hits(codes.reshape(1, -1), k, None if x is None else x.reshape(1, -1))
         return self.region_hits(codes, k)
 
-    def tile_hits(self, xq: np.ndarray, k: int) -> list[Hit]:
-        """Top-k tiles by Hamming distance for one code (1, bits / 8), ties by tile id."""
+    def tile_hits(self, xq: np.ndarray, k: int, x: np.ndarray | None = None) -> list[Hit]:
+        """Top-k tiles for one query code (1, e), ties by tile id: by Hamming (binary), by
+        squared L2 (float), or coarse top-`rerank` by Hamming then squared L2 between the
+        descriptor `x` (1, d) and the stored descriptors (two-step recipes)."""
         if self.bundle.index.ntotal == 0:
             return []
-        D, I = self.bundle.index.search_tie_ordered(xq, k)
+        rerank = self.recipe.search.rerank
+        if rerank and self.bundle.pipeline.binary and x is not None:
+            D, I = self.rerank(xq, x, k, rerank)
+        else:
+            D, I = self.bundle.index.search_tie_ordered(xq, k)
         hits = []
         for rank, (dist, rec, tid) in enumerate(
             zip(D.tolist(), self.bundle.meta.tiles_of(I), I.tolist(), strict=True), 1
@@ -146,11 +162,24 @@ class Index:
                     col=rec.col,
                     rows=1,
                     cols=1,
-                    distance=float(dist),
+                    distance=round(float(dist), 6),
                     tile_id=tid,
                 )
             )
         return hits
+
+    def rerank(
+        self, xq: np.ndarray, x: np.ndarray, k: int, coarse_k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Coarse top-`coarse_k` by Hamming, fine order by squared L2 on stored descriptors.
+        Returns D (m,) float64 squared L2, I (m,) int64, m <= k, ties by id."""
+        _, I = self.bundle.index.search(xq, coarse_k)
+        I = I[0][I[0] >= 0]
+        stored = self.bundle.meta.vectors_of(I, x.shape[1])
+        D = ((stored.astype(np.float64) - x.astype(np.float64)) ** 2).sum(axis=1)
+        D = np.where(np.isnan(D), np.inf, D)  # a tile without a stored vector goes last
+        order = np.lexsort((I, D))[:k]
+        return D[order], I[order]
 
     def region_hits(self, codes: np.ndarray, k: int) -> list[Hit]:
         """Top-k non-overlapping m x n sub-grids by D = d_near(Q, B') + d_near(B', Q)."""
@@ -164,6 +193,8 @@ class Index:
             cfg.region_seeds,
             cfg.region_min_valid,
             cfg.region_max_seeds,
+            decode=self.bundle.pipeline.codes_from_bytes,
+            pairwise=hamming_matrix if self.bundle.pipeline.binary else squared_l2_matrix,
         )
         hits = []
         for rank, c in enumerate(suppress_overlaps(cands, m, n, k), 1):

@@ -9,12 +9,11 @@ from typing import Literal
 import faiss
 import numpy as np
 
+from cbir.faiss_threads import threads_for
 from cbir.recipes import IndexConfig
 
 IndexKind = Literal["flat", "ivf"]
 
-#: Up to this many queries search on one thread (see `BinaryTileIndex.search`).
-SMALL_BATCH = 16
 #: IVF training sample per list (Faiss wants 39..256).
 TRAIN_PER_LIST = 64
 
@@ -99,19 +98,12 @@ class BinaryTileIndex:
     def search(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(nq, bits / 8) uint8 -> D (nq, k) int32 Hamming, I (nq, k) int64 ids (-1 = none).
 
-        A few queries run on one thread: splitting one query's lists across OpenMP
-        threads saves microseconds when idle and costs tens of ms when a core is busy.
+        A few queries run on one thread (`cbir.faiss_threads`).
         """
         k = max(1, min(k, self.ntotal)) if self.ntotal else 1
         xq = np.ascontiguousarray(xq)
-        if len(xq) > SMALL_BATCH:
+        with threads_for(len(xq)):
             return self.index.search(xq, k)
-        threads = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(1)
-        try:
-            return self.index.search(xq, k)
-        finally:
-            faiss.omp_set_num_threads(threads)
 
     def search_tie_ordered(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top k of one query (1, bits / 8), ties at equal distance broken by smaller id.

@@ -25,13 +25,13 @@ from typing import Literal
 from pydantic import BaseModel, ValidationError
 
 from cbir import __version__
-from cbir.binary_index import BinaryTileIndex
 from cbir.checksum import sha256_file
 from cbir.errors import BundleError, BundleMismatchError
 from cbir.metadata import MetadataStore
 from cbir.pipeline import TilePipeline
 from cbir.recipes import Recipe
 from cbir.specs import DescriptorSpec, EncoderSpec
+from cbir.tile_index import TileIndex, load_tile_index
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -54,7 +54,7 @@ class Manifest(BaseModel):
     recipe: Recipe
     descriptor: DescriptorSpec
     encoder: EncoderSpec
-    index_kind: Literal["flat", "ivf"]
+    index_kind: Literal["flat", "ivf", "float"]
     nlist: int | None
     generation: int
     counts: Counts
@@ -103,7 +103,7 @@ class Bundle:
         self,
         root: Path,
         manifest: Manifest,
-        index: BinaryTileIndex,
+        index: TileIndex,
         meta: MetadataStore,
         pipeline: TilePipeline,
     ) -> None:
@@ -153,7 +153,7 @@ class Bundle:
             raise BundleError(f"{root}: {gen.name}/{STATE_FILE} does not match its checksum")
         pipeline.load_state(gen / STATE_FILE)
         try:
-            index = BinaryTileIndex.load(gen / INDEX_FILE, manifest.recipe.index.nprobe)
+            index = load_tile_index(gen / INDEX_FILE, manifest.index_kind, manifest.recipe.index)
         except (RuntimeError, ValueError) as exc:
             raise BundleError(f"{root}: unreadable Faiss index ({exc})") from exc
         try:
@@ -219,7 +219,7 @@ class BundleWriter:
         self.fresh = fresh
         self.previous = previous
         self.stage = stage
-        self.index: BinaryTileIndex | None = None
+        self.index: TileIndex | None = None
         self.meta: MetadataStore | None = None
         self.pipeline: TilePipeline | None = None
         self.committed = False

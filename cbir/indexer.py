@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
-from cbir.binary_index import BinaryTileIndex
 from cbir.bundle import BundleWriter, Counts, Manifest, transaction
 from cbir.errors import BundleMismatchError, CbirError, DuplicateSlideError, EmptyTissueError
 from cbir.metadata import CodeGrid, MetadataStore, SlideRecord
@@ -22,6 +21,7 @@ from cbir.progress import NoProgress, Progress
 from cbir.recipes import Recipe, load_recipe
 from cbir.slides import SlideInfo, open_slide
 from cbir.slides.open import file_checksum
+from cbir.tile_index import TileIndex, build_tile_index
 from cbir.tiling import (
     CellRun,
     GridGeometry,
@@ -230,17 +230,13 @@ def _code_grids(
     for scale in described.scales:
         g = scale.geometry
         n = len(scale.descriptors)
-        codes = (
-            pipeline.encode(scale.descriptors)
-            if n
-            else np.zeros((0, pipeline.code_bytes), np.uint8)
-        )
+        codes = pipeline.encode(scale.descriptors)
         ids = (np.int64(slide_id) << 32) + np.arange(next_local, next_local + n, dtype=np.int64)
         next_local += n
         grid_ids = np.full((g.rows, g.cols), -1, dtype=np.int64)
         grid_ids[scale.keep] = ids
         grid_codes = np.zeros((g.rows, g.cols, pipeline.code_bytes), dtype=np.uint8)
-        grid_codes[scale.keep] = codes
+        grid_codes[scale.keep] = pipeline.code_view(codes)
         grids.append(CodeGrid(slide_id, g, grid_ids, grid_codes))
         all_codes.append(codes)
         all_ids.append(ids)
@@ -286,6 +282,8 @@ def _store_slides(
             )
             with timer("metadata"):
                 meta.put_slide(txn, record, grids)
+                if pipeline.recipe.search.rerank and pipeline.binary:
+                    meta.put_vectors(txn, i, np.concatenate([sc.descriptors for sc in d.scales]))
             summaries.append(_summary(sid, d))
             codes.append(c)
             ids.append(i)
@@ -347,9 +345,7 @@ def write_new_bundle(
     writer.pipeline = pipeline
     summaries, xb, ids = _store_slides(writer.meta, pipeline, described, 1, timer)
     with timer("add"):
-        writer.index = BinaryTileIndex.for_collection(
-            pipeline.encoder_spec.bits, recipe.index, xb, ids
-        )
+        writer.index = build_tile_index(pipeline.encoder_spec, recipe.index, xb, ids)
     with timer("commit"):
         manifest = writer.commit(recipe, Counts(slides=len(described), tiles=len(ids)))
     return summaries, manifest
@@ -388,16 +384,15 @@ def _check_recipe(bundle_recipe: Recipe, recipe: str | Recipe | None, out: objec
         )
 
 
-def _rebuild_if_needed(
-    index: BinaryTileIndex, meta: MetadataStore, recipe: Recipe
-) -> BinaryTileIndex:
-    """Switch an exact index that has grown past the IVF threshold to a trained IVF."""
-    if index.kind == "ivf" or index.ntotal < recipe.index.ivf_threshold:
+def _rebuild_if_needed(index: TileIndex, meta: MetadataStore, pipeline: TilePipeline) -> TileIndex:
+    """Switch an exact binary index that has grown past the IVF threshold to a trained IVF."""
+    cfg = pipeline.recipe.index
+    if index.kind != "flat" or index.ntotal < cfg.ivf_threshold:
         return index
     grids = list(meta.all_grids())
     xb = np.concatenate([g.codes[g.valid] for g in grids])
     ids = np.concatenate([g.ids[g.valid] for g in grids])
-    return BinaryTileIndex.for_collection(index.bits, recipe.index, xb, ids)
+    return build_tile_index(pipeline.encoder_spec, cfg, xb, ids)
 
 
 def add_slides(
@@ -437,7 +432,7 @@ def add_slides(
         summaries, xb, ids = _store_slides(meta, pipeline, described, meta.next_slide_id(), timer)
         with timer("add"):
             index.add(xb, ids)
-            writer.index = _rebuild_if_needed(index, meta, bundle_recipe)
+            writer.index = _rebuild_if_needed(index, meta, pipeline)
         n_slides = len(meta.slide_list())
         with timer("commit"):
             manifest = writer.commit(

@@ -91,6 +91,7 @@ class MetadataStore:
         self.slides = self.env.open_db(b"slides", create=not readonly)
         self.paths = self.env.open_db(b"paths", create=not readonly)
         self.grids = self.env.open_db(b"grids", create=not readonly)
+        self.vectors = self.env.open_db(b"vectors", create=not readonly)
 
     def close(self) -> None:
         self.env.close()
@@ -146,6 +147,24 @@ class MetadataStore:
                 sid, mag = _GRID_KEY.unpack(key)
                 yield _decode_grid(sid, mag, raw)
 
+    def vectors_of(self, tile_ids: np.ndarray, dim: int) -> np.ndarray:
+        """Stored descriptors of tiles -> (n, dim) float32 (NaN rows where absent)."""
+        out = np.full((len(tile_ids), dim), np.nan, dtype=np.float32)
+        with self.env.begin() as txn:
+            for i, tid in enumerate(tile_ids.tolist()):
+                raw = txn.get(tile_key(tid), db=self.vectors)
+                if raw is not None:
+                    out[i] = np.frombuffer(raw, dtype="<f4")
+        return out
+
+    def put_vectors(self, txn: lmdb.Transaction, tile_ids: np.ndarray, x: np.ndarray) -> None:
+        """Store (n, d) float32 descriptors under their tile ids (for reranking)."""
+        items = [
+            (tile_key(int(t)), row.astype("<f4").tobytes())
+            for t, row in zip(tile_ids.tolist(), x, strict=True)
+        ]
+        txn.cursor(db=self.vectors).putmulti(items, dupdata=False, overwrite=True)
+
     def next_slide_id(self) -> int:
         with self.env.begin() as txn:
             cursor = txn.cursor(db=self.slides)
@@ -186,6 +205,7 @@ class MetadataStore:
         ids = np.concatenate([g.ids[g.valid] for g in grids]) if grids else np.empty(0, np.int64)
         for tid in ids.tolist():
             txn.delete(tile_key(tid), db=self.tiles)
+            txn.delete(tile_key(tid), db=self.vectors)
         for g in grids:
             txn.delete(_GRID_KEY.pack(sid, g.geometry.magnification), db=self.grids)
         txn.delete(_SLIDE_KEY.pack(sid), db=self.slides)

@@ -59,18 +59,33 @@ class TilePipeline:
 
     @property
     def code_bytes(self) -> int:
-        return self.encoder.spec.bits // 8
+        """Bytes of one stored code (packed bits, or float32 vector)."""
+        return self.encoder.spec.code_bytes
+
+    @property
+    def binary(self) -> bool:
+        return self.encoder.spec.kind == "binary"
+
+    def code_view(self, codes: np.ndarray) -> np.ndarray:
+        """Codes (n, ...) -> (n, code_bytes) uint8, how grids and LMDB store them."""
+        return np.ascontiguousarray(codes).view(np.uint8).reshape(len(codes), self.code_bytes)
+
+    def codes_from_bytes(self, raw: np.ndarray) -> np.ndarray:
+        """(..., code_bytes) uint8 -> (..., bits / 8) uint8 or (..., dim) float32."""
+        if self.binary:
+            return raw
+        return np.ascontiguousarray(raw).view(np.float32)
 
     def describe(self, tiles: np.ndarray) -> np.ndarray:
         """(n, t, t, 3) uint8 -> (n, d) float32."""
         return self.descriptor.describe(tiles)
 
     def encode(self, x: np.ndarray) -> np.ndarray:
-        """(n, d) float32 -> (n, bits / 8) uint8."""
+        """(n, d) float32 -> (n, bits / 8) uint8 codes or (n, dim) float32 vectors."""
         return self.encoder.encode(x)
 
     def codes(self, tiles: np.ndarray) -> np.ndarray:
-        """(n, t, t, 3) uint8 -> (n, bits / 8) uint8."""
+        """(n, t, t, 3) uint8 -> codes, as `encode`."""
         return self.encode(self.describe(tiles))
 
     def save_state(self, path: Path) -> None:

@@ -39,6 +39,10 @@ class IndexConfig(_Frozen):
     #: IVF lists; None picks 4 * sqrt(n) rounded to a power of two, in [64, 65536].
     nlist: int | None = Field(None, ge=1)
     nprobe: int = Field(32, ge=1)
+    #: Faiss factory string of the float index of float recipes ("Flat", "HNSW32,Flat").
+    float_factory: str = "Flat"
+    #: HNSW search breadth (float indexes built with HNSW).
+    ef_search: int = Field(128, ge=1)
 
 
 class SearchConfig(_Frozen):
@@ -49,6 +53,9 @@ class SearchConfig(_Frozen):
     region_max_seeds: int = Field(128, ge=1)
     #: A candidate sub-grid needs at least this fraction of indexed (tissue) cells.
     region_min_valid: float = Field(0.5, gt=0.0, le=1.0)
+    #: Two-step search of binary recipes: the top `rerank` by Hamming are reranked by
+    #: squared L2 on the stored descriptors (Lin et al. 2015); None searches codes only.
+    rerank: int | None = Field(None, ge=1)
 
 
 class Recipe(_Frozen):

@@ -25,7 +25,14 @@ class EncoderSpec(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     name: str
+    kind: Literal["binary", "float"] = "binary"
     input_dim: int
-    bits: int  # code length; codes are (bits // 8) uint8, little-endian bit order
+    bits: int  # binary: code length, codes are (bits // 8) uint8, little-endian; float: 0
+    dim: int = 0  # float: vector length, vectors are (dim,) float32; binary: 0
     standardize: bool
     params: dict[str, Any] = {}
+
+    @property
+    def code_bytes(self) -> int:
+        """Bytes per stored code: bits / 8, or 4 * dim for float vectors."""
+        return self.bits // 8 if self.kind == "binary" else 4 * self.dim

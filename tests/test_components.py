@@ -58,11 +58,17 @@ def test_every_descriptor(name: str, tiles: np.ndarray) -> None:
 def test_every_encoder(name: str) -> None:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((100, 12)).astype(np.float32)
-    enc = create_encoder(name, input_dim=12, bits=32)
+    params = {"bits": 32} if name == "lsh" else {"standardize": True}
+    enc = create_encoder(name, input_dim=12, **params)
     enc.fit(x)
     codes = enc.encode(x)
-    assert codes.shape == (100, 4) and codes.dtype == np.uint8
-    again = create_encoder(name, input_dim=12, bits=32)
+    if enc.spec.kind == "binary":
+        assert codes.shape == (100, 4) and codes.dtype == np.uint8
+    else:
+        assert codes.shape == (100, 12) and codes.dtype == np.float32
+        assert np.isfinite(codes).all()
+    assert codes.view(np.uint8).shape[1] == enc.spec.code_bytes
+    again = create_encoder(name, input_dim=12, **params)
     again.load_state(enc.state())
     np.testing.assert_array_equal(again.encode(x), codes)
 

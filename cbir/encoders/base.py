@@ -1,4 +1,4 @@
-"""The encoder stage: (n, d) float32 descriptors -> (n, bits / 8) uint8 packed codes."""
+"""The encoder stage: (n, d) float32 descriptors -> binary codes or float vectors."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ class Encoder(Protocol):
         ...
 
     def encode(self, x: np.ndarray) -> np.ndarray:
-        """(n, d) float32 -> (n, bits // 8) uint8, bits packed little-endian (Faiss layout)."""
+        """(n, d) float32 -> codes: (n, bits // 8) uint8 packed little-endian (Faiss
+        layout) for a binary encoder, (n, dim) float32 for a float one."""
         ...
 
     def state(self) -> dict[str, np.ndarray]:

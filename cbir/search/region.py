@@ -10,13 +10,14 @@ code with the query; nearest neighbours extend that to a small Hamming radius).
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from cbir.binary_index import BinaryTileIndex
 from cbir.metadata import CodeGrid, MetadataStore
 from cbir.search.hamming import hamming_matrix
+from cbir.tile_index import TileIndex
 
 
 def d_near(dist: np.ndarray, valid_q: np.ndarray, valid_p: np.ndarray) -> np.ndarray:
@@ -24,21 +25,38 @@ def d_near(dist: np.ndarray, valid_q: np.ndarray, valid_p: np.ndarray) -> np.nda
 
     Mean over valid q of the min over valid p. Returns (c,) float64.
     """
-    masked = np.where(valid_p[:, None, :], dist, np.iinfo(np.int32).max)
+    masked = np.where(valid_p[:, None, :], dist, np.inf)
     nearest = masked.min(axis=2).astype(np.float64)
     nearest = np.where(valid_q, nearest, 0.0)
     return nearest.sum(axis=1) / np.maximum(valid_q.sum(axis=1), 1)
 
 
-def region_distance(q: np.ndarray, p: np.ndarray, valid_p: np.ndarray) -> np.ndarray:
-    """D(Q, B') for c candidates: q (k, nb) query codes; p (c, k, nb) candidate codes with
-    valid_p (c, k) marking indexed cells. Returns (c,) float64."""
+def squared_l2_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(..., n, d) and (..., m, d) float32 -> (..., n, m) float64 squared L2 distances."""
+    diff = a[..., :, None, :].astype(np.float64) - b[..., None, :, :].astype(np.float64)
+    return (diff * diff).sum(axis=-1)
+
+
+def region_distance(
+    q: np.ndarray, p: np.ndarray, valid_p: np.ndarray, pairwise: Pairwise = hamming_matrix
+) -> np.ndarray:
+    """D(Q, B') for c candidates: q (k, e) query codes; p (c, k, e) candidate codes with
+    valid_p (c, k) marking indexed cells; `pairwise` is Hamming on packed codes or squared
+    L2 on float vectors. Returns (c,) float64."""
     c = len(p)
-    dist = hamming_matrix(np.broadcast_to(q, p.shape), p)  # (c, k, k): [cand, q, p]
+    dist = pairwise(np.broadcast_to(q, p.shape), p)  # (c, k, k): [cand, q, p]
     valid_q = np.ones((c, len(q)), dtype=bool)
     forward = d_near(dist, valid_q, valid_p)
     backward = d_near(dist.transpose(0, 2, 1), valid_p, valid_q)
     return forward + backward
+
+
+Pairwise = Callable[[np.ndarray, np.ndarray], np.ndarray]
+Decode = Callable[[np.ndarray], np.ndarray]
+
+
+def _identity(raw: np.ndarray) -> np.ndarray:
+    return raw
 
 
 @dataclass(frozen=True)
@@ -67,21 +85,25 @@ class GridCache:
 
 def region_candidates(
     q: np.ndarray,
-    index: BinaryTileIndex,
+    index: TileIndex,
     meta: MetadataStore,
     grids: GridCache,
     seeds: int,
     min_valid: float,
     max_seeds: int | None = None,
+    decode: Decode = _identity,
+    pairwise: Pairwise = hamming_matrix,
 ) -> list[RegionCandidate]:
     """All scored candidate sub-grids for query codes q (m, n, nb), sorted by D then place.
 
     Each query tile seeds its `seeds` nearest codes and every code tied with the last of
     them, up to `max_seeds`: short codes repeat across a large collection, and a cut-off
-    inside a tie would drop the true region at random.
+    inside a tie would drop the true region at random. `decode` turns stored grid bytes
+    into codes (identity for packed bits, a float32 view for vectors); `pairwise` compares
+    them (Hamming or squared L2).
     """
-    m, n, nb = q.shape
-    flat_q = q.reshape(m * n, nb)
+    m, n, e = q.shape
+    flat_q = q.reshape(m * n, e)
     D, I = index.search(flat_q, max(seeds, max_seeds or seeds))
     within = (D <= D[:, min(seeds, D.shape[1]) - 1 : min(seeds, D.shape[1])]) & (I >= 0)
     query_pos, col = np.nonzero(within)
@@ -107,11 +129,11 @@ def region_candidates(
         rr = rc[:, 0, None, None] + np.arange(m)[None, :, None]
         cc = rc[:, 1, None, None] + np.arange(n)[None, None, :]
         sub_valid = grid.valid[rr, cc].reshape(len(rc), m * n)
-        sub_codes = grid.codes[rr, cc].reshape(len(rc), m * n, nb)
+        sub_codes = decode(grid.codes[rr, cc]).reshape(len(rc), m * n, e)
         enough = sub_valid.sum(axis=1) >= need
         if not enough.any():
             continue
-        D = region_distance(flat_q, sub_codes[enough], sub_valid[enough])
+        D = region_distance(flat_q, sub_codes[enough], sub_valid[enough], pairwise)
         for (r0, c0), dist, nvalid in zip(
             rc[enough].tolist(), D.tolist(), sub_valid[enough].sum(axis=1).tolist(), strict=True
         ):

@@ -1,0 +1,57 @@
+"""`float`: descriptors kept as float vectors (optionally standardised, L2-normalised),
+for float indexes compared by squared L2 (e.g. the VAE's mu, as DESIGN.md asks)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cbir.encoders.base import register_encoder
+from cbir.errors import BundleError
+from cbir.specs import EncoderSpec
+
+
+class FloatEncoder:
+    """(n, d) float32 -> (n, d) float32: (x - mean) / scale when `standardize`, then
+    divided by its L2 norm when `normalize`."""
+
+    def __init__(self, input_dim: int, standardize: bool = False, normalize: bool = False):
+        self.spec = EncoderSpec(
+            name="float",
+            kind="float",
+            input_dim=input_dim,
+            bits=0,
+            dim=input_dim,
+            standardize=standardize,
+            params={"normalize": normalize},
+        )
+        self.normalize = normalize
+        self.mean = np.zeros(input_dim, dtype=np.float32)
+        self.scale = np.ones(input_dim, dtype=np.float32)
+
+    def fit(self, x: np.ndarray) -> None:
+        if self.spec.standardize:
+            x64 = x.astype(np.float64)
+            self.mean = x64.mean(axis=0).astype(np.float32)
+            sd = x64.std(axis=0)
+            self.scale = np.where(sd > 1e-12, sd, 1.0).astype(np.float32)
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        z = (x.astype(np.float32) - self.mean) / self.scale
+        if self.normalize:
+            z /= np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+        return np.ascontiguousarray(z, dtype=np.float32)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"mean": self.mean, "scale": self.scale}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        for key in ("mean", "scale"):
+            if key not in state or state[key].shape != self.mean.shape:
+                raise BundleError(f"float encoder state: {key} missing or of wrong shape")
+        self.mean = state["mean"].astype(np.float32)
+        self.scale = state["scale"].astype(np.float32)
+
+
+@register_encoder("float")
+def _create_float(**params: object) -> FloatEncoder:
+    return FloatEncoder(**params)  # type: ignore[arg-type]
