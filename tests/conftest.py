@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from cbir.sample import sample_image, write_pyramidal_tiff
 
@@ -44,3 +45,18 @@ def tree_digest(root: Path) -> str:
             digest.update(str(p.relative_to(root)).encode())
             digest.update(p.read_bytes())
     return digest.hexdigest()
+
+
+def write_two_classes(root: Path, n: int = 8, size: int = 64) -> Path:
+    """Class "pink": smooth pink noise; class "dark": dark purple stripes."""
+    rng = np.random.default_rng(0)
+    for cls in ("pink", "dark"):
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            if cls == "pink":
+                img = rng.normal((225, 160, 200), 8, (size, size, 3))
+            else:
+                stripes = np.arange(size)[:, None, None] // 3 % 2 * 60
+                img = rng.normal((90, 40, 110), 8, (size, size, 3)) + stripes
+            Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / cls / f"{i}.png")
+    return root

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 import cbir
 from cbir.bundle import WEIGHTS_FILE, read_manifest
@@ -15,24 +14,9 @@ from cbir.errors import BundleError, RecipeError
 from cbir.eval import evaluate_tiles
 from cbir.nn.train_cnn import CnnTrainConfig, stratified_split, train_cnn
 from cbir.nn.weights import WeightsError, load_weights, save_weights
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, write_two_classes
 
 CRC9 = SHARED_DATA / "tiles-crc9"
-
-
-def write_two_classes(root: Path, n: int = 8, size: int = 64) -> Path:
-    """Class "pink": smooth pink noise; class "dark": dark purple stripes."""
-    rng = np.random.default_rng(0)
-    for cls in ("pink", "dark"):
-        (root / cls).mkdir(parents=True)
-        for i in range(n):
-            if cls == "pink":
-                img = rng.normal((225, 160, 200), 8, (size, size, 3))
-            else:
-                stripes = np.arange(size)[:, None, None] // 3 % 2 * 60
-                img = rng.normal((90, 40, 110), 8, (size, size, 3)) + stripes
-            Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / cls / f"{i}.png")
-    return root
 
 
 @pytest.fixture(scope="module")

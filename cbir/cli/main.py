@@ -302,8 +302,9 @@ def train_cnn_cmd(
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
 ) -> None:
-    """Train seed 000's AlexNet-like trunk as a tissue classifier (flips, 90-degree
-    rotations, colour jitter); the weights give the `cnn` descriptor."""
+    """Train seed 000's AlexNet-like trunk as a tissue classifier; weights for `cnn`.
+
+    Augmentation: flips, 90-degree rotations, colour jitter."""
     from cbir.cli.render import RichProgress, stdout
     from cbir.nn.train_cnn import CnnTrainConfig, train_cnn
 
@@ -318,6 +319,50 @@ def train_cnn_cmd(
             f"wrote {report.weights} ({report.train_tiles} training tiles, "
             f"{len(report.classes)} classes, loss {report.first_epoch_loss:.3f} -> "
             f"{report.last_epoch_loss:.3f}, held-out accuracy {acc}, "
+            f"{report.seconds:.1f} s on {report.device})"
+        )
+
+
+@train_app.command("vae")
+@cli_errors
+def train_vae_cmd(
+    tiles: Annotated[
+        Path,
+        typer.Option(
+            "--tiles",
+            help="Tiles: any folder of images (labels, if present, only stratify the split).",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Weights file to write.")],
+    latent: Annotated[int, typer.Option(min=32, max=512, help="Latent size.")] = 128,
+    labels: Annotated[Path | None, typer.Option(help="CSV path,label.")] = None,
+    epochs: Annotated[int, typer.Option(min=1)] = 40,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
+    lr: Annotated[float, typer.Option(min=0.0)] = 1e-3,
+    holdout: Annotated[
+        float, typer.Option(min=0.0, max=0.9, help="Fraction of tiles held out.")
+    ] = 0.5,
+    seed: int = 0,
+    device: DeviceOpt = "auto",
+    json_out: JsonOpt = False,
+) -> None:
+    """Train seed 000's tile VAE; its posterior mean mu is the `vae` descriptor."""
+    from cbir.cli.render import RichProgress, stdout
+    from cbir.nn.train_vae import VaeTrainConfig, train_vae
+
+    cfg = VaeTrainConfig(
+        latent=latent, epochs=epochs, batch_size=batch_size, lr=lr, holdout=holdout, seed=seed
+    )
+    with RichProgress() as progress:
+        report = train_vae(tiles, out, cfg, labels, device, progress)
+    if json_out:
+        typer.echo(report.model_dump_json())
+    else:
+        mse = report.holdout_reconstruction_mse
+        stdout.print(
+            f"wrote {report.weights} ({report.train_tiles} training tiles, loss "
+            f"{report.first_epoch_loss:.1f} -> {report.last_epoch_loss:.1f}, held-out "
+            f"reconstruction MSE {'n/a' if mse is None else f'{mse:.4f}'}, "
             f"{report.seconds:.1f} s on {report.device})"
         )
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import csv
 import time
 from collections import defaultdict
 from pathlib import Path
 
-import cv2
 import numpy as np
 from pydantic import BaseModel
 
@@ -21,52 +19,7 @@ from cbir.eval.metrics import (
 from cbir.pipeline import TilePipeline
 from cbir.recipes import Recipe, load_recipe
 from cbir.search.hamming import hamming_matrix
-from cbir.slides.open import decode_image
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
-
-
-class LabelledTiles(BaseModel):
-    paths: list[str]
-    labels: list[str]
-
-
-def load_labelled_tiles(root: Path, labels_csv: Path | None = None) -> LabelledTiles:
-    """Tiles and their classes: from a CSV with columns path,label (paths relative to
-    the CSV's folder), else `root/labels.csv` if present, else one sub-folder per class."""
-    root = Path(root)
-    if not root.is_dir():
-        raise CbirError(f"{root}: not a folder of labelled tiles")
-    csv_path = labels_csv or (root / "labels.csv" if (root / "labels.csv").is_file() else None)
-    paths, labels = [], []
-    if csv_path is not None:
-        try:
-            with open(csv_path, newline="") as fh:
-                for row in csv.DictReader(fh):
-                    paths.append(str((csv_path.parent / row["path"]).resolve()))
-                    labels.append(row["label"])
-        except (OSError, KeyError, csv.Error) as exc:
-            raise CbirError(f"{csv_path}: expected a CSV with columns path,label ({exc})") from exc
-    else:
-        for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-            for f in sorted(folder.iterdir()):
-                if f.suffix.lower() in IMAGE_SUFFIXES:
-                    paths.append(str(f.resolve()))
-                    labels.append(folder.name)
-    if len(set(labels)) < 2:
-        raise CbirError(f"{root}: found {len(paths)} tiles in {len(set(labels))} classes; need 2+")
-    return LabelledTiles(paths=paths, labels=labels)
-
-
-def read_tiles(paths: list[str], tile_size: int) -> np.ndarray:
-    """Decode tiles -> (n, t, t, 3) uint8, resized (INTER_AREA) where not t x t already."""
-    out = np.empty((len(paths), tile_size, tile_size, 3), dtype=np.uint8)
-    for i, p in enumerate(paths):
-        image = decode_image(Path(p))
-        if image.shape[:2] != (tile_size, tile_size):
-            image = cv2.resize(image, (tile_size, tile_size), interpolation=cv2.INTER_AREA)
-        out[i] = image
-    return out
+from cbir.tileset import LabelledTiles, load_labelled_tiles, read_tiles
 
 
 class MetricSet(BaseModel):

@@ -11,12 +11,12 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from cbir.eval.harness import load_labelled_tiles, read_tiles
 from cbir.nn.augment import augment
 from cbir.nn.cnn import AlexNetTrunk, TissueClassifier, to_tensor
 from cbir.nn.device import resolve_device
 from cbir.nn.weights import save_weights
 from cbir.progress import NoProgress, Progress
+from cbir.tileset import load_labelled_tiles, read_tiles
 
 
 class CnnTrainConfig(BaseModel):

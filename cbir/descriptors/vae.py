@@ -1,0 +1,76 @@
+"""`vae` (seed 000): the mean mu of the tile VAE's posterior (compare by squared L2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cbir.checksum import sha256_file
+from cbir.descriptors.base import register_descriptor
+from cbir.nn.device import resolve_device
+from cbir.nn.vae import TileVAE, to_unit
+from cbir.nn.weights import WeightsError, load_weights
+from cbir.specs import DescriptorSpec
+
+RANDOM_INIT_SEED = 0
+
+
+class VaeDescriptor:
+    """Tiles -> mu (n, latent). `weights`: a file from `cbir train vae`; without one the
+    VAE is randomly initialised from RANDOM_INIT_SEED (deterministic, untrained)."""
+
+    def __init__(
+        self,
+        tile_size: int = 224,
+        weights: str | None = None,
+        latent: int = 128,
+        batch_size: int = 64,
+        device: str | None = "auto",
+        width: int = 32,
+        depth: int = 5,
+    ) -> None:
+        if weights is not None:
+            spec, state = load_weights(weights, "vae")
+            latent, width, depth = int(spec["latent"]), int(spec["width"]), int(spec["depth"])
+            if int(spec["tile_size"]) != tile_size:
+                raise WeightsError(
+                    f"{weights}: VAE trained on {spec['tile_size']} px tiles, "
+                    f"the recipe uses {tile_size}"
+                )
+            weights_id = sha256_file(Path(weights))
+        else:
+            torch.manual_seed(RANDOM_INIT_SEED)
+            weights_id = f"random-init-seed-{RANDOM_INIT_SEED}"
+        self.model = TileVAE(tile_size, latent, width, depth)
+        if weights is not None:
+            try:
+                self.model.load_state_dict(state)
+            except RuntimeError as exc:
+                raise WeightsError(f"{weights}: weights do not fit the VAE ({exc})") from exc
+        self.device = resolve_device(device)
+        self.model.to(self.device).eval()
+        self.batch_size = batch_size
+        self.spec = DescriptorSpec(
+            name="vae",
+            dim=latent,
+            tile_size=tile_size,
+            params={"width": width, "depth": depth, "weights_sha256": weights_id},
+        )
+
+    def describe(self, tiles: np.ndarray) -> np.ndarray:
+        """(n, t, t, 3) uint8 -> (n, latent) float32 posterior means."""
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(tiles), self.batch_size):
+                x = to_unit(tiles[start : start + self.batch_size]).to(self.device)
+                out.append(self.model.encode(x)[0].float().cpu().numpy())
+        if not out:
+            return np.zeros((0, self.spec.dim), np.float32)
+        return np.concatenate(out).astype(np.float32)
+
+
+@register_descriptor("vae")
+def _create_vae(**params: object) -> VaeDescriptor:
+    return VaeDescriptor(**params)  # type: ignore[arg-type]

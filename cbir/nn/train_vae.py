@@ -1,0 +1,118 @@
+"""`cbir train vae`: fit the tile VAE (unsupervised) on a folder of tiles."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel
+
+from cbir.nn.augment import augment
+from cbir.nn.device import resolve_device
+from cbir.nn.train_cnn import stratified_split
+from cbir.nn.vae import TileVAE, to_unit, vae_loss
+from cbir.nn.weights import save_weights
+from cbir.progress import NoProgress, Progress
+from cbir.tileset import load_tiles, read_tiles
+
+
+class VaeTrainConfig(BaseModel):
+    latent: int = 128
+    epochs: int = 40
+    batch_size: int = 32
+    lr: float = 1e-3
+    width: int = 32
+    depth: int = 5
+    beta: float = 1.0
+    holdout: float = 0.5  # fraction held out (per class when the folder is labelled)
+    seed: int = 0
+    tile_size: int = 224
+
+
+class VaeTrainReport(BaseModel):
+    weights: str
+    sha256: str
+    train_tiles: int
+    holdout_tiles: int
+    epochs: int
+    first_epoch_loss: float
+    last_epoch_loss: float
+    holdout_reconstruction_mse: float | None  # per pixel and channel, [0, 1] units
+    device: str
+    seconds: float
+
+
+def train_vae(
+    tiles_root: Path,
+    out: str | os.PathLike[str],
+    config: VaeTrainConfig | None = None,
+    labels_csv: Path | None = None,
+    device: str | None = "auto",
+    progress: Progress | None = None,
+) -> VaeTrainReport:
+    """Train on a split (labels, if any, only stratify it); save weights whose spec lists
+    the training tiles."""
+    start = time.perf_counter()
+    cfg = config or VaeTrainConfig()
+    if not 32 <= cfg.latent <= 512:
+        raise ValueError(f"latent must be in 32..512 (DESIGN.md), got {cfg.latent}")
+    progress = progress or NoProgress()
+    torch.manual_seed(cfg.seed)
+    dev = resolve_device(device)
+    data = load_tiles(tiles_root, labels_csv)
+    x_all = to_unit(read_tiles(data.paths, cfg.tile_size))
+    train_idx, held_idx = stratified_split(data.labels, cfg.holdout, cfg.seed)
+    model = TileVAE(cfg.tile_size, cfg.latent, cfg.width, cfg.depth).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    progress.start("train vae", cfg.epochs)
+    losses = []
+    for _ in range(cfg.epochs):
+        model.train()
+        order = torch.tensor(train_idx)[torch.randperm(len(train_idx), generator=gen)]
+        total, count = 0.0, 0
+        for batch in order.split(cfg.batch_size):
+            xb = augment(x_all[batch], gen, jitter=0.0).clamp(0, 1).to(dev)  # flips, rotations
+            recon, mu, logvar = model(xb)
+            loss, _, _ = vae_loss(recon, xb, mu, logvar, cfg.beta)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(batch)
+            count += len(batch)
+        losses.append(total / count)
+        progress.advance(1)
+    mse = None
+    if held_idx:
+        model.eval()
+        with torch.no_grad():
+            errs = []
+            for b in torch.tensor(held_idx).split(64):
+                xb = x_all[b].to(dev)
+                mu, _ = model.encode(xb)
+                errs.append(((model.decode(mu) - xb) ** 2).mean(dim=(1, 2, 3)).cpu())
+            mse = float(torch.cat(errs).mean())
+    spec = {
+        "tile_size": cfg.tile_size,
+        "latent": cfg.latent,
+        "width": cfg.width,
+        "depth": cfg.depth,
+        "train_paths": [data.paths[i] for i in train_idx],
+        "holdout_paths": [data.paths[i] for i in held_idx],
+        "config": cfg.model_dump(),
+    }
+    sha = save_weights(out, "vae", spec, model.state_dict())
+    return VaeTrainReport(
+        weights=str(out),
+        sha256=sha,
+        train_tiles=len(train_idx),
+        holdout_tiles=len(held_idx),
+        epochs=cfg.epochs,
+        first_epoch_loss=losses[0],
+        last_epoch_loss=losses[-1],
+        holdout_reconstruction_mse=mse,
+        device=str(dev),
+        seconds=round(time.perf_counter() - start, 2),
+    )
