@@ -21,6 +21,7 @@ from cbir.search.region import (
     squared_l2_matrix,
     suppress_overlaps,
 )
+from cbir.search.scales import ScaleSelector
 from cbir.slides.open import decode_image
 
 Query = np.ndarray | str | os.PathLike[str] | Region
@@ -61,12 +62,14 @@ class Index:
     """An opened bundle. `search` takes an image array, an image file, a `Region` or a
     region string `slide.svs:x,y,w,h@20x`."""
 
-    def __init__(self, bundle: Bundle) -> None:
+    def __init__(self, bundle: Bundle, device: str | None = "auto") -> None:
         self.bundle = bundle
+        self.device = device
         self.recipe = bundle.recipe
         self.slides: dict[int, SlideRecord] = {r.slide_id: r for r in bundle.meta.slide_list()}
         self._by_path = {r.info.path: r for r in self.slides.values()}
         self.grids = GridCache(bundle.meta)
+        self.scale_selector = ScaleSelector(self)
 
     def close(self) -> None:
         self.bundle.close()
@@ -94,57 +97,98 @@ class Index:
     def query_codes(self, image: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
         """(h, w, 3) uint8 -> descriptors (m, n, d) float32 and codes (m, n, e) of its tile
         grid (e = bits / 8 uint8 for binary recipes, dim float32 for float ones)."""
-        t = self.recipe.tiling.tile_size
-        tiles = query_tiles(image, t, name)
-        m, n = tiles.shape[:2]
+        return self.tile_codes(query_tiles(image, self.recipe.tiling.tile_size, name))
+
+    def tile_codes(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(m, n, t, t, 3) uint8 tiles -> descriptors (m, n, d), codes (m, n, e)."""
+        m, n, t = tiles.shape[:3]
         x = self.bundle.pipeline.describe(tiles.reshape(m * n, t, t, 3))
         codes = self.bundle.pipeline.encode(x)
         return x.reshape(m, n, -1), codes.reshape(m, n, -1)
 
     # -- search -----------------------------------------------------------------------
-    def search(self, query: Query, k: int | None = None) -> SearchResult:
-        """Top-k tiles (one-tile query) or regions (larger query) over every slide and
-        magnification in the bundle."""
+    @property
+    def magnifications(self) -> list[float]:
+        """Every magnification indexed in the bundle, ascending."""
+        return sorted({g for r in self.slides.values() for g in r.magnifications})
+
+    def search(self, query: Query, k: int | None = None, scale: str = "all") -> SearchResult:
+        """Top-k tiles (one-tile query) or regions (larger query) over every slide.
+
+        scale: "all" searches every indexed magnification; "20x" one of them; "auto" those
+        the bundle's scale comparator finds most like the query, with their neighbours.
+        """
         start = time.perf_counter()
         k = self.recipe.search.k if k is None else k
         if k < 1:
             raise QueryError(f"k must be >= 1, got {k}")
         image, name = self.query_image(query)
-        x, codes = self.query_codes(image, name)
+        tiles = query_tiles(image, self.recipe.tiling.tile_size, name)
+        allowed, probabilities = self.scale_selector.select(scale, tiles)
+        x, codes = self.tile_codes(tiles)
         m, n = codes.shape[:2]
-        hits = self.search_codes(codes, k, x)
-        mags = sorted({g for r in self.slides.values() for g in r.magnifications})
+        hits = self.search_codes(codes, k, x, allowed)
         return SearchResult(
             query=name,
             query_rows=m,
             query_cols=n,
-            magnifications=mags,
+            magnifications=self.magnifications,
+            scale=scale,
+            searched_magnifications=sorted(allowed) if allowed else self.magnifications,
+            scale_probabilities=probabilities,
             hits=hits,
             seconds=round(time.perf_counter() - start, 6),
         )
 
-    def search_codes(self, codes: np.ndarray, k: int, x: np.ndarray | None = None) -> list[Hit]:
+    def search_codes(
+        self,
+        codes: np.ndarray,
+        k: int,
+        x: np.ndarray | None = None,
+        allowed: set[float] | None = None,
+    ) -> list[Hit]:
         """Hits for query codes (m, n, e): tile search when m = n = 1. `x` (m, n, d): the
-        query descriptors, needed by the rerank step of two-step recipes."""
+        query descriptors, needed by the rerank step of two-step recipes; `allowed`: the
+        magnifications to search (None: all)."""
         m, n = codes.shape[:2]
         if m * n == 1:
-            return self.tile_hits(codes.reshape(1, -1), k, None if x is None else x.reshape(1, -1))
-        return self.region_hits(codes, k)
+            x1 = None if x is None else x.reshape(1, -1)
+            return self.tile_hits(codes.reshape(1, -1), k, x1, allowed)
+        return self.region_hits(codes, k, allowed)
 
-    def tile_hits(self, xq: np.ndarray, k: int, x: np.ndarray | None = None) -> list[Hit]:
-        """Top-k tiles for one query code (1, e), ties by tile id: by Hamming (binary), by
-        squared L2 (float), or coarse top-`rerank` by Hamming then squared L2 between the
-        descriptor `x` (1, d) and the stored descriptors (two-step recipes)."""
-        if self.bundle.index.ntotal == 0:
-            return []
+    def _ranked_tiles(
+        self, xq: np.ndarray, k: int, x: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         rerank = self.recipe.search.rerank
         if rerank and self.bundle.pipeline.binary and x is not None:
-            D, I = self.rerank(xq, x, k, rerank)
-        else:
-            D, I = self.bundle.index.search_tie_ordered(xq, k)
+            return self.rerank(xq, x, k, max(rerank, k))
+        return self.bundle.index.search_tie_ordered(xq, k)
+
+    def tile_hits(
+        self, xq: np.ndarray, k: int, x: np.ndarray | None = None, allowed: set[float] | None = None
+    ) -> list[Hit]:
+        """Top-k tiles for one query code (1, e), ties by tile id: by Hamming (binary), by
+        squared L2 (float), or coarse top-`rerank` by Hamming then squared L2 between the
+        descriptor `x` (1, d) and the stored descriptors (two-step recipes). With `allowed`
+        magnifications the search widens until k of theirs are found."""
+        ntotal = self.bundle.index.ntotal
+        if ntotal == 0:
+            return []
+        share = len(allowed) / max(1, len(self.magnifications)) if allowed else 1.0
+        want = k if allowed is None else int(np.ceil(2 * k / share))
+        while True:
+            D, I = self._ranked_tiles(xq, want, x)
+            records = self.bundle.meta.tiles_of(I)
+            if allowed is None:
+                break
+            keep = [i for i, r in enumerate(records) if r.magnification in allowed]
+            if len(keep) >= k or want >= ntotal or len(I) < want:
+                D, I, records = D[keep], I[keep], [records[i] for i in keep]
+                break
+            want *= 4
         hits = []
         for rank, (dist, rec, tid) in enumerate(
-            zip(D.tolist(), self.bundle.meta.tiles_of(I), I.tolist(), strict=True), 1
+            zip(D[:k].tolist(), records[:k], I[:k].tolist(), strict=True), 1
         ):
             slide = self.slides[rec.slide_id]
             hits.append(
@@ -181,7 +225,9 @@ class Index:
         order = np.lexsort((I, D))[:k]
         return D[order], I[order]
 
-    def region_hits(self, codes: np.ndarray, k: int) -> list[Hit]:
+    def region_hits(
+        self, codes: np.ndarray, k: int, allowed: set[float] | None = None
+    ) -> list[Hit]:
         """Top-k non-overlapping m x n sub-grids by D = d_near(Q, B') + d_near(B', Q)."""
         m, n = codes.shape[:2]
         cfg = self.recipe.search
@@ -195,6 +241,7 @@ class Index:
             cfg.region_max_seeds,
             decode=self.bundle.pipeline.codes_from_bytes,
             pairwise=hamming_matrix if self.bundle.pipeline.binary else squared_l2_matrix,
+            allowed=allowed,
         )
         hits = []
         for rank, c in enumerate(suppress_overlaps(cands, m, n, k), 1):
@@ -258,4 +305,4 @@ class Index:
 
 def open_index(path: str | os.PathLike[str], device: str | None = "auto") -> Index:
     """Open an index bundle for searching (read-only); `device` runs a learned descriptor."""
-    return Index(Bundle.open(path, device=device))
+    return Index(Bundle.open(path, device=device), device)

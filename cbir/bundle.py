@@ -5,6 +5,7 @@
     idx/gen-000007/meta.lmdb/   LMDB: tiles, slides, paths, grids
     idx/gen-000007/pipeline.npz encoder state (standardisation, hyperplanes)
     idx/gen-000007/weights.pt   model weights of a learned descriptor (checksum in manifest)
+    idx/gen-000007/scale.pt     scale comparator weights for `--scale auto` (optional)
 
 A change is made in a fresh directory and published by atomically replacing
 manifest.json; the old generation is then deleted. A run that dies before the
@@ -39,6 +40,7 @@ INDEX_FILE = "tiles.fbin"
 META_DIR = "meta.lmdb"
 STATE_FILE = "pipeline.npz"
 WEIGHTS_FILE = "weights.pt"
+SCALE_FILE = "scale.pt"
 
 
 class Counts(BaseModel):
@@ -60,6 +62,7 @@ class Manifest(BaseModel):
     counts: Counts
     pipeline_sha256: str
     weights_sha256: str | None = None
+    scale_weights_sha256: str | None = None
     created: str
     updated: str
 
@@ -106,12 +109,14 @@ class Bundle:
         index: TileIndex,
         meta: MetadataStore,
         pipeline: TilePipeline,
+        scale_weights: Path | None = None,
     ) -> None:
         self.root = root
         self.manifest = manifest
         self.index = index
         self.meta = meta
         self.pipeline = pipeline
+        self.scale_weights = scale_weights  # comparator for --scale auto, if the bundle has one
 
     @property
     def recipe(self) -> Recipe:
@@ -141,6 +146,13 @@ class Bundle:
             if sha256_file(weights) != manifest.weights_sha256:
                 raise BundleError(f"{root}: {gen.name}/{WEIGHTS_FILE} does not match its checksum")
         pipeline = TilePipeline(manifest.recipe, weights=weights, device=device)
+        scale_weights = None
+        if manifest.scale_weights_sha256 is not None:
+            scale_weights = gen / SCALE_FILE
+            if not scale_weights.is_file() or (
+                sha256_file(scale_weights) != manifest.scale_weights_sha256
+            ):
+                raise BundleError(f"{root}: {gen.name}/{SCALE_FILE} is missing or changed")
         if (
             pipeline.descriptor_spec != manifest.descriptor
             or pipeline.encoder_spec != manifest.encoder
@@ -167,7 +179,7 @@ class Bundle:
                 f"{root}: inconsistent bundle (Faiss {index.ntotal} tiles, LMDB {n_meta}, "
                 f"manifest {manifest.counts.tiles})"
             )
-        return cls(root, manifest, index, meta, pipeline)
+        return cls(root, manifest, index, meta, pipeline, scale_weights)
 
     def close(self) -> None:
         self.meta.close()
@@ -222,6 +234,7 @@ class BundleWriter:
         self.index: TileIndex | None = None
         self.meta: MetadataStore | None = None
         self.pipeline: TilePipeline | None = None
+        self.scale_weights: Path | None = None
         self.committed = False
 
     def commit(self, recipe: Recipe, counts: Counts) -> Manifest:
@@ -234,6 +247,12 @@ class BundleWriter:
             if self.pipeline.weights.resolve() != staged.resolve():
                 shutil.copyfile(self.pipeline.weights, staged)
             weights_sha = sha256_file(staged)
+        scale_sha = None
+        if self.scale_weights is not None:
+            staged = self.stage / SCALE_FILE
+            if self.scale_weights.resolve() != staged.resolve():
+                shutil.copyfile(self.scale_weights, staged)
+            scale_sha = sha256_file(staged)
         self.meta.env.sync(True)
         self.meta.close()
         self.meta = None
@@ -250,6 +269,7 @@ class BundleWriter:
             counts=counts,
             pipeline_sha256=sha256_file(self.stage / STATE_FILE),
             weights_sha256=weights_sha,
+            scale_weights_sha256=scale_sha,
             created=self.previous.created if self.previous and not self.fresh else now(),
             updated=now(),
         )
@@ -324,6 +344,7 @@ def transaction(
                     live.meta.copy_to(stage / META_DIR)
                     writer.index = live.index
                     writer.pipeline = live.pipeline
+                    writer.scale_weights = live.scale_weights
                     live.close()
                     live = None
                 (stage / META_DIR).mkdir(exist_ok=True)

@@ -35,6 +35,9 @@ class SearchResult(BaseModel):
     query: str
     query_rows: int
     query_cols: int
-    magnifications: list[float]
+    magnifications: list[float]  # indexed in the bundle
+    scale: str = "all"  # "all", "auto" or one magnification ("20x")
+    searched_magnifications: list[float] = []
+    scale_probabilities: dict[str, float] | None = None  # --scale auto: P(same scale) per mag
     hits: list[Hit]
     seconds: float

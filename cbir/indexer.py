@@ -7,7 +7,7 @@ import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ from cbir.metadata import CodeGrid, MetadataStore, SlideRecord
 from cbir.pipeline import TilePipeline
 from cbir.progress import NoProgress, Progress
 from cbir.recipes import Recipe, load_recipe
-from cbir.slides import SlideInfo, open_slide
+from cbir.slides import Slide, SlideInfo, open_slide
 from cbir.slides.open import file_checksum
 from cbir.tile_index import TileIndex, build_tile_index
 from cbir.tiling import (
@@ -38,6 +38,9 @@ from cbir.tiling import (
 from cbir.timing import StageTimer
 
 log = logging.getLogger("cbir")
+
+#: Sample tiles kept per magnification for scale detection.
+REFERENCES_PER_MAGNIFICATION = 8
 
 #: Threads reading and describing super-blocks.
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
@@ -58,6 +61,7 @@ class DescribedSlide:
     checksum: str
     min_tissue_fraction: float
     scales: list[DescribedScale]
+    references: dict[float, np.ndarray] = field(default_factory=dict)  # {mag: (r,t,t,3)}
 
     @property
     def n_tiles(self) -> int:
@@ -198,7 +202,32 @@ def describe_plan(
                     fulls[run.scale][rows, cols][keeps[run.scale][rows, cols]] = x
                     progress.advance(len(x))
         scales = [DescribedScale(g, k, f[k]) for g, k, f in zip(grids, keeps, fulls, strict=True)]
-    return DescribedSlide(plan.info, plan.checksum, plan.min_tissue_fraction, scales)
+        with timer("references"):
+            refs = reference_tiles(slide, grids, keeps)
+    return DescribedSlide(plan.info, plan.checksum, plan.min_tissue_fraction, scales, refs)
+
+
+def reference_tiles(
+    slide: Slide,
+    grids: list[GridGeometry],
+    keeps: list[np.ndarray],
+    per_grid: int = REFERENCES_PER_MAGNIFICATION,
+) -> dict[float, np.ndarray]:
+    """Up to `per_grid` tissue tiles per magnification, evenly spread over the kept cells:
+    {mag: (r, t, t, 3) uint8}. Scale detection compares queries with them."""
+    out = {}
+    for grid, keep in zip(grids, keeps, strict=True):
+        rr, cc = np.nonzero(keep)
+        if not len(rr):
+            continue
+        pick = np.unique(np.linspace(0, len(rr) - 1, min(per_grid, len(rr))).round().astype(int))
+        tiles = []
+        for i in pick.tolist():
+            x, y, w, h = grid.rect(int(rr[i]), int(cc[i]))
+            t = grid.tile_size
+            tiles.append(slide.read_resized(x, y, w, h, t, t))
+        out[grid.magnification] = np.stack(tiles)
+    return out
 
 
 def describe_slides(
@@ -282,6 +311,8 @@ def _store_slides(
             )
             with timer("metadata"):
                 meta.put_slide(txn, record, grids)
+                for mag, tiles in d.references.items():
+                    meta.add_reference_tiles(txn, mag, tiles, REFERENCES_PER_MAGNIFICATION)
                 if pipeline.recipe.search.rerank and pipeline.binary:
                     meta.put_vectors(txn, i, np.concatenate([sc.descriptors for sc in d.scales]))
             summaries.append(_summary(sid, d))
@@ -314,9 +345,11 @@ def build_index(
     progress: Progress | None = None,
     weights: str | os.PathLike[str] | None = None,
     device: str | None = "auto",
+    scale_weights: str | os.PathLike[str] | None = None,
 ) -> IndexReport:
     """Index `slides` into a new bundle at `out` (atomic: on any error nothing is written).
-    `weights`: model file of a learned descriptor, copied into the bundle."""
+    `weights`: model file of a learned descriptor, copied into the bundle;
+    `scale_weights`: a scale comparator (`cbir train scale`) for `--scale auto`."""
     start = time.perf_counter()
     recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
     paths = _unique_paths(slides)
@@ -324,7 +357,12 @@ def build_index(
         raise CbirError("no slides given")
     timer = StageTimer()
     pipeline = TilePipeline(recipe, weights=weights, device=device)
+    if scale_weights is not None:
+        from cbir.nn.weights import load_weights
+
+        load_weights(scale_weights, "scale")  # refuse a wrong file before any work
     with transaction(out, create=True, overwrite=overwrite) as writer:
+        writer.scale_weights = Path(scale_weights) if scale_weights is not None else None
         described = describe_slides(
             paths, pipeline, recipe, base_magnification, min_tissue_fraction, progress, timer
         )

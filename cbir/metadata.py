@@ -23,6 +23,8 @@ _GRID_KEY = struct.Struct(">If")  # slide_id, magnification
 _GRID_HEAD = struct.Struct("<IIdII")  # rows, cols, step, tile_size, code_bytes
 _SLIDE_KEY = struct.Struct(">I")
 _TILE_KEY = struct.Struct(">q")
+_REF_KEY = struct.Struct(">f")  # magnification
+_REF_HEAD = struct.Struct("<II")  # count, tile size
 
 
 class TileRecord(NamedTuple):
@@ -92,6 +94,7 @@ class MetadataStore:
         self.paths = self.env.open_db(b"paths", create=not readonly)
         self.grids = self.env.open_db(b"grids", create=not readonly)
         self.vectors = self.env.open_db(b"vectors", create=not readonly)
+        self.refs = self.env.open_db(b"refs", create=not readonly)
 
     def close(self) -> None:
         self.env.close()
@@ -164,6 +167,30 @@ class MetadataStore:
             for t, row in zip(tile_ids.tolist(), x, strict=True)
         ]
         txn.cursor(db=self.vectors).putmulti(items, dupdata=False, overwrite=True)
+
+    def reference_tiles(self) -> dict[float, np.ndarray]:
+        """Sample tissue tiles per magnification: {mag: (r, t, t, 3) uint8} (scale detection)."""
+        out = {}
+        with self.env.begin() as txn:
+            for key, raw in txn.cursor(db=self.refs):
+                (mag,) = _REF_KEY.unpack(key)
+                count, t = _REF_HEAD.unpack_from(raw)
+                tiles = np.frombuffer(raw, np.uint8, offset=_REF_HEAD.size)
+                out[mag] = tiles.reshape(count, t, t, 3)
+        return out
+
+    def add_reference_tiles(
+        self, txn: lmdb.Transaction, magnification: float, tiles: np.ndarray, limit: int
+    ) -> None:
+        """Append (n, t, t, 3) uint8 tiles to a magnification's references, up to `limit`."""
+        key = _REF_KEY.pack(magnification)
+        raw = txn.get(key, db=self.refs)
+        if raw is not None:
+            count, t = _REF_HEAD.unpack_from(raw)
+            old = np.frombuffer(raw, np.uint8, offset=_REF_HEAD.size).reshape(count, t, t, 3)
+            tiles = np.concatenate([old, tiles])
+        tiles = np.ascontiguousarray(tiles[:limit])
+        txn.put(key, _REF_HEAD.pack(len(tiles), tiles.shape[1]) + tiles.tobytes(), db=self.refs)
 
     def next_slide_id(self) -> int:
         with self.env.begin() as txn:

@@ -107,6 +107,12 @@ def build_index_cmd(
         bool, typer.Option("--overwrite/--no-overwrite", help="Replace an existing bundle.")
     ] = False,
     weights: WeightsOpt = None,
+    scale_weights: Annotated[
+        Path | None,
+        typer.Option(
+            "--scale-weights", help="Scale comparator (cbir train scale) for --scale auto."
+        ),
+    ] = None,
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
 ) -> None:
@@ -125,6 +131,7 @@ def build_index_cmd(
             progress=progress,
             weights=weights,
             device=device,
+            scale_weights=scale_weights,
         )
     typer.echo(report.model_dump_json()) if json_out else show_report(report)
 
@@ -189,6 +196,13 @@ def search_cmd(
         str | None, typer.Option(help="Region of a slide: SLIDE:x,y,w,h@MAGx, level-0 pixels.")
     ] = None,
     k: KOpt = None,
+    scale: Annotated[
+        str,
+        typer.Option(
+            help="Magnifications to search: all, auto (the bundle's scale comparator picks), "
+            "or one such as 20x."
+        ),
+    ] = "all",
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
 ) -> None:
@@ -201,7 +215,7 @@ def search_cmd(
     if (query is None) == (region is None):
         raise QueryError("give either a query image or --region, not both or neither")
     with open_index(index, device=device) as ix:
-        result = ix.search(Region.parse(region) if region else query, k=k)
+        result = ix.search(Region.parse(region) if region else query, k=k, scale=scale)
     typer.echo(result.model_dump_json()) if json_out else show_hits(result)
 
 
@@ -363,6 +377,55 @@ def train_vae_cmd(
             f"wrote {report.weights} ({report.train_tiles} training tiles, loss "
             f"{report.first_epoch_loss:.1f} -> {report.last_epoch_loss:.1f}, held-out "
             f"reconstruction MSE {'n/a' if mse is None else f'{mse:.4f}'}, "
+            f"{report.seconds:.1f} s on {report.device})"
+        )
+
+
+@train_app.command("scale")
+@cli_errors
+def train_scale_cmd(
+    slides: Annotated[
+        list[Path],
+        typer.Option("--slides", help="Slides or folders of them (repeat the option for several)."),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Weights file to write.")],
+    magnifications: Annotated[
+        str, typer.Option(help="Comma-separated magnifications to tell apart.")
+    ] = "5,10,15,20,25,30,35,40",
+    tiles_per_magnification: Annotated[int, typer.Option(min=2)] = 64,
+    train_pairs: Annotated[int, typer.Option(min=10)] = 2000,
+    epochs: Annotated[int, typer.Option(min=1)] = 8,
+    holdout: Annotated[
+        float, typer.Option(min=0.05, max=0.9, help="Bottom fraction of each slide held out.")
+    ] = 0.3,
+    base_magnification: BaseMagOpt = None,
+    seed: int = 0,
+    device: DeviceOpt = "auto",
+    json_out: JsonOpt = False,
+) -> None:
+    """Train seed 000's scale comparator on same/different-magnification tile pairs cut
+    from your slides; reports accuracy on pairs from held-out slide parts."""
+    from cbir.cli.render import RichProgress, stdout
+    from cbir.nn.train_scale import ScaleTrainConfig, train_scale
+
+    mags = tuple(float(m.strip().rstrip("x")) for m in magnifications.split(","))
+    cfg = ScaleTrainConfig(
+        magnifications=mags,
+        tiles_per_magnification=tiles_per_magnification,
+        train_pairs=train_pairs,
+        epochs=epochs,
+        holdout=holdout,
+        seed=seed,
+    )
+    with RichProgress() as progress:
+        report = train_scale(expand_slides(slides), out, cfg, device, base_magnification, progress)
+    if json_out:
+        typer.echo(report.model_dump_json())
+    else:
+        stdout.print(
+            f"wrote {report.weights}: {report.train_pairs} training pairs over "
+            f"{', '.join(f'{m:g}x' for m in report.magnifications)}; held-out pair "
+            f"accuracy {report.held_accuracy:.3f} ({report.held_pairs} pairs, "
             f"{report.seconds:.1f} s on {report.device})"
         )
 

@@ -80,6 +80,16 @@ def show_hits(result: SearchResult) -> None:
         if result.query_rows * result.query_cols == 1
         else (f"{result.query_rows} x {result.query_cols} tile region")
     )
+    if result.scale != "all":
+        searched = ", ".join(f"{m:g}x" for m in result.searched_magnifications)
+        probs = ""
+        if result.scale_probabilities:
+            probs = (
+                " (P(same scale): "
+                + ", ".join(f"{m} {p:.2f}" for m, p in result.scale_probabilities.items())
+                + ")"
+            )
+        stdout.print(f"--scale {result.scale}: searched {searched}{probs}")
     table = Table(title=f"{result.query} ({kind} query, {result.seconds * 1e3:.1f} ms)")
     for col in ("rank", "slide", "mag", "x", "y", "w", "h", "distance"):
         table.add_column(col, justify="left" if col == "slide" else "right")

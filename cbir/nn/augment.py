@@ -20,6 +20,6 @@ def augment(x: torch.Tensor, generator: torch.Generator, jitter: float = 0.1) ->
         if sel.any():
             out[sel] = torch.rot90(out[sel], k, dims=(2, 3))
     gain = 1 + jitter * (2 * torch.rand(n, 1, 1, 1, generator=generator) - 1)
-    shift = jitter * (2 * torch.rand(n, 3, 1, 1, generator=generator) - 1)
+    shift = jitter * (2 * torch.rand(n, x.shape[1], 1, 1, generator=generator) - 1)
     mean = out.mean(dim=(1, 2, 3), keepdim=True)
     return (out - mean) * gain + mean + shift

@@ -93,6 +93,7 @@ def region_candidates(
     max_seeds: int | None = None,
     decode: Decode = _identity,
     pairwise: Pairwise = hamming_matrix,
+    allowed: set[float] | None = None,
 ) -> list[RegionCandidate]:
     """All scored candidate sub-grids for query codes q (m, n, nb), sorted by D then place.
 
@@ -100,7 +101,7 @@ def region_candidates(
     them, up to `max_seeds`: short codes repeat across a large collection, and a cut-off
     inside a tie would drop the true region at random. `decode` turns stored grid bytes
     into codes (identity for packed bits, a float32 view for vectors); `pairwise` compares
-    them (Hamming or squared L2).
+    them (Hamming or squared L2). `allowed`: magnifications to consider (None: all).
     """
     m, n, e = q.shape
     flat_q = q.reshape(m * n, e)
@@ -110,7 +111,7 @@ def region_candidates(
     records = meta.tiles_of(I[query_pos, col])
     origins: dict[tuple[int, float], set[tuple[int, int]]] = defaultdict(set)
     for pos, rec in zip(query_pos.tolist(), records, strict=True):
-        if rec is None:
+        if rec is None or (allowed is not None and rec.magnification not in allowed):
             continue
         qi, qj = divmod(pos, n)
         origins[(rec.slide_id, rec.magnification)].add((rec.row - qi, rec.col - qj))

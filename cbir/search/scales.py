@@ -1,0 +1,107 @@
+"""Which magnifications a query searches: all, one, or the comparator's choice (seed 000)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from cbir.errors import QueryError
+
+if TYPE_CHECKING:
+    from cbir.api import Index
+
+#: Query tiles compared with each magnification's reference tiles.
+QUERY_TILES = 4
+
+
+class ScaleSelector:
+    """Resolves `--scale` for an opened index; loads the comparator on first use."""
+
+    def __init__(self, index: Index) -> None:
+        self.index = index
+        self._model = None
+        self._refs: dict[float, np.ndarray] | None = None
+
+    def select(
+        self, scale: str, tiles: np.ndarray
+    ) -> tuple[set[float] | None, dict[str, float] | None]:
+        """(magnifications to search or None for all, P(same scale) per magnification)."""
+        mags = self.index.magnifications
+        text = scale.strip().lower()
+        if text == "all":
+            return None, None
+        if text == "auto":
+            return self.auto(tiles)
+        try:
+            wanted = float(text.rstrip("x"))
+        except ValueError:
+            raise QueryError(
+                f"--scale {scale!r}: expected all, auto or a magnification like 20x"
+            ) from None
+        if wanted not in mags:
+            listed = ", ".join(f"{m:g}x" for m in mags)
+            raise QueryError(f"--scale {scale}: not indexed in this bundle ({listed})")
+        return {wanted}, None
+
+    def auto(self, tiles: np.ndarray) -> tuple[set[float], dict[str, float]]:
+        """Compare up to QUERY_TILES query tiles (m, n, t, t, 3) with the reference tiles of
+        every magnification; search the most probable one and its neighbours."""
+        probs = self.probabilities(tiles)
+        mags = self.index.magnifications
+        best = max(probs, key=lambda m: (probs[m], -m))
+        i = mags.index(best)
+        chosen = set(mags[max(0, i - 1) : i + 2])
+        return chosen, {f"{m:g}x": round(p, 4) for m, p in sorted(probs.items())}
+
+    def probabilities(self, tiles: np.ndarray) -> dict[float, float]:
+        """Mean P(same scale) of the query tiles against each magnification's references."""
+        import torch
+
+        from cbir.nn.scale import pair_tensor
+
+        model, device = self._comparator()
+        refs = self._references()
+        t = tiles.shape[2]
+        flat = tiles.reshape(-1, t, t, 3)
+        pick = np.unique(np.linspace(0, len(flat) - 1, min(QUERY_TILES, len(flat))).astype(int))
+        q = flat[pick]
+        out = {}
+        with torch.inference_mode():
+            for mag, ref in refs.items():
+                a = np.repeat(q, len(ref), axis=0)
+                b = np.tile(ref, (len(q), 1, 1, 1))
+                logits = model(pair_tensor(a, b, model.input_size).to(device))
+                out[mag] = float(torch.sigmoid(logits).mean())
+        return out
+
+    def _references(self) -> dict[float, np.ndarray]:
+        if self._refs is None:
+            indexed = set(self.index.magnifications)
+            refs = self.index.bundle.meta.reference_tiles()
+            self._refs = {m: r for m, r in refs.items() if m in indexed}
+            if not self._refs:
+                raise QueryError(
+                    f"{self.index.bundle.root}: bundle keeps no reference tiles "
+                    "for --scale auto (rebuild it with this cbir)"
+                )
+        return self._refs
+
+    def _comparator(self):  # type: ignore[no-untyped-def]
+        if self._model is None:
+            path = self.index.bundle.scale_weights
+            if path is None:
+                raise QueryError(
+                    f"{self.index.bundle.root}: no scale comparator in this bundle "
+                    "(build it with --scale-weights from cbir train scale)"
+                )
+            from cbir.nn.device import resolve_device
+            from cbir.nn.scale import ScaleComparator
+            from cbir.nn.weights import load_weights
+
+            spec, state = load_weights(path, "scale")
+            model = ScaleComparator(int(spec["width"]), input_size=int(spec["input_size"]))
+            model.load_state_dict(state)
+            device = resolve_device(self.index.device)
+            self._model = (model.to(device).eval(), device)
+        return self._model
