@@ -15,13 +15,19 @@ from cbir.nn.scale_pairs import make_pairs, sample_scale_tiles
 from cbir.nn.train_scale import ScaleTrainConfig, train_scale
 
 
-def test_comparator_shapes() -> None:
-    a = np.zeros((3, 64, 64, 3), np.uint8)
-    x = pair_tensor(a, a, 32)
+@pytest.mark.parametrize("arch", ["siamese", "stacked"])
+def test_comparator_shapes(arch: str) -> None:
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 255, (3, 64, 64, 3)).astype(np.uint8)
+    b = rng.integers(0, 255, (3, 64, 64, 3)).astype(np.uint8)
+    x = pair_tensor(a, b, 32)
     assert x.shape == (3, 6, 32, 32)
-    model = ScaleComparator(width=8, input_size=32).eval()
+    model = ScaleComparator(width=8, input_size=32, arch=arch).eval()
     with torch.no_grad():
         assert model(x).shape == (3,)
+        if arch == "siamese":  # symmetric in its two tiles
+            swapped = torch.cat([x[:, 3:], x[:, :3]], dim=1)
+            torch.testing.assert_close(model(x), model(swapped))
 
 
 def test_pairs_are_balanced_and_labelled() -> None:

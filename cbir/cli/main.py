@@ -394,10 +394,13 @@ def train_scale_cmd(
     ] = "5,10,15,20,25,30,35,40",
     tiles_per_magnification: Annotated[int, typer.Option(min=2)] = 64,
     train_pairs: Annotated[int, typer.Option(min=10)] = 2000,
-    epochs: Annotated[int, typer.Option(min=1)] = 8,
+    epochs: Annotated[int, typer.Option(min=1)] = 12,
     holdout: Annotated[
         float, typer.Option(min=0.05, max=0.9, help="Bottom fraction of each slide held out.")
     ] = 0.3,
+    arch: Annotated[
+        str, typer.Option(help="siamese, or stacked (seed 000's 6-channel convolutions)")
+    ] = "siamese",
     base_magnification: BaseMagOpt = None,
     seed: int = 0,
     device: DeviceOpt = "auto",
@@ -416,6 +419,7 @@ def train_scale_cmd(
         epochs=epochs,
         holdout=holdout,
         seed=seed,
+        arch=arch,
     )
     with RichProgress() as progress:
         report = train_scale(expand_slides(slides), out, cfg, device, base_magnification, progress)

@@ -26,11 +26,12 @@ class ScaleTrainConfig(BaseModel):
     train_pairs: int = 2000
     held_pairs: int = 600
     holdout: float = 0.3
-    epochs: int = 8
+    epochs: int = 12
     batch_size: int = 32
     lr: float = 1e-3
     width: int = 24
-    input_size: int = 224
+    input_size: int = 112
+    arch: str = "siamese"
     seed: int = 0
 
 
@@ -75,7 +76,7 @@ def train_scale(
     ha, hb, hy = make_pairs(sampled.tiles["held"], cfg.held_pairs, rng)
     x = pair_tensor(a, b, cfg.input_size)
     hx = pair_tensor(ha, hb, cfg.input_size)
-    model = ScaleComparator(cfg.width, input_size=cfg.input_size).to(dev)
+    model = ScaleComparator(cfg.width, input_size=cfg.input_size, arch=cfg.arch).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     loss_fn = nn.BCEWithLogitsLoss()
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -102,6 +103,7 @@ def train_scale(
     spec = {
         "width": cfg.width,
         "input_size": cfg.input_size,
+        "arch": cfg.arch,
         "magnifications": mags,
         "config": cfg.model_dump(),
         "held_accuracy": accuracy,

@@ -100,7 +100,11 @@ class ScaleSelector:
             from cbir.nn.weights import load_weights
 
             spec, state = load_weights(path, "scale")
-            model = ScaleComparator(int(spec["width"]), input_size=int(spec["input_size"]))
+            model = ScaleComparator(
+                int(spec["width"]),
+                input_size=int(spec["input_size"]),
+                arch=str(spec.get("arch", "stacked")),
+            )
             model.load_state_dict(state)
             device = resolve_device(self.index.device)
             self._model = (model.to(device).eval(), device)
