@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -35,6 +36,8 @@ from cbir.specs import DescriptorSpec, EncoderSpec
 from cbir.tile_index import TileIndex, load_tile_index
 
 FORMAT_VERSION = 1
+#: Opens retried when a concurrent writer replaced the generation being opened.
+OPEN_RETRIES = 3
 MANIFEST = "manifest.json"
 INDEX_FILE = "tiles.fbin"
 META_DIR = "meta.lmdb"
@@ -81,14 +84,15 @@ def read_manifest(root: Path) -> Manifest:
         raise BundleError(f"{root}: not an index bundle (no {MANIFEST})")
     try:
         raw = path.read_text()
-    except OSError as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         raise BundleError(f"{path}: unreadable ({exc})") from exc
     try:
-        import json
-
-        version = json.loads(raw).get("format_version")
+        data = json.loads(raw)
     except ValueError as exc:
         raise BundleError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise BundleError(f"{path}: not a manifest (a JSON object is expected)")
+    version = data.get("format_version")
     if version != FORMAT_VERSION:
         raise BundleMismatchError(
             f"{root}: bundle format version {version}, this cbir reads {FORMAT_VERSION}"
@@ -127,9 +131,20 @@ class Bundle:
         cls, root: str | os.PathLike[str], readonly: bool = True, device: str | None = "auto"
     ) -> Bundle:
         root = Path(root)
-        manifest = read_manifest(root)
-        gen = _gen_dir(root, manifest.generation)
-        return cls.open_generation(root, manifest, gen, readonly, device)
+        for attempt in range(OPEN_RETRIES):
+            manifest = read_manifest(root)
+            gen = _gen_dir(root, manifest.generation)
+            try:
+                return cls.open_generation(root, manifest, gen, readonly, device)
+            except (BundleError, OSError):
+                # A writer may have published a new generation and swept this one
+                # between our reading the manifest and opening its files: read again.
+                if (
+                    attempt + 1 == OPEN_RETRIES
+                    or read_manifest(root).generation == manifest.generation
+                ):
+                    raise
+        raise AssertionError("unreachable")
 
     @classmethod
     def open_generation(
@@ -239,6 +254,12 @@ class BundleWriter:
 
     def commit(self, recipe: Recipe, counts: Counts) -> Manifest:
         assert self.index is not None and self.meta is not None and self.pipeline is not None
+        n_meta = self.meta.tile_count()
+        if not (self.index.ntotal == n_meta == counts.tiles):
+            raise BundleError(
+                f"{self.root}: refusing to publish an inconsistent bundle (Faiss "
+                f"{self.index.ntotal} tiles, LMDB {n_meta}, counted {counts.tiles})"
+            )
         self.index.save(self.stage / INDEX_FILE)
         self.pipeline.save_state(self.stage / STATE_FILE)
         weights_sha = None
@@ -288,6 +309,7 @@ class BundleWriter:
             tmp_manifest.unlink(missing_ok=True)
             shutil.rmtree(final, ignore_errors=True)
             raise
+        self.committed = True  # published: nothing below may undo it
         dir_fd = os.open(self.root, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
@@ -296,6 +318,19 @@ class BundleWriter:
         self.committed = True
         _sweep(self.root, keep=generation)
         return manifest
+
+
+def _previous_manifest(root: Path, tolerate_broken: bool) -> Manifest | None:
+    """The live manifest, None if there is none; a broken one is an error unless it is
+    about to be overwritten (then it counts as none)."""
+    if not (root / MANIFEST).exists():
+        return None
+    try:
+        return read_manifest(root)
+    except BundleError:
+        if tolerate_broken:
+            return None
+        raise
 
 
 @contextlib.contextmanager
@@ -325,14 +360,14 @@ def transaction(
             raise BundleError(f"{root}: directory is not empty and is not an index bundle")
         if not overwrite:
             raise BundleError(f"{root}: an index bundle exists already (use --overwrite)")
-    previous = read_manifest(root) if (root / MANIFEST).exists() else None
+    previous = _previous_manifest(root, tolerate_broken=create and overwrite)
     if not create and previous is None:
         raise BundleError(f"{root}: not an index bundle (no {MANIFEST})")
     committed = False
     try:
         with _locked(root):
             # Read again under the lock: another writer may have published meanwhile.
-            previous = read_manifest(root) if (root / MANIFEST).exists() else None
+            previous = _previous_manifest(root, tolerate_broken=create and overwrite)
             live = Bundle.open(root) if not create else None
             _sweep(root, keep=previous.generation if previous else None)
             stage = root / f".tmp-gen-{os.getpid()}"

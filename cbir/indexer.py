@@ -416,9 +416,14 @@ def _check_recipe(bundle_recipe: Recipe, recipe: str | Recipe | None, out: objec
     if recipe is None:
         return
     wanted = load_recipe(recipe) if isinstance(recipe, str) else recipe
-    if wanted != bundle_recipe:
+    if wanted.name != bundle_recipe.name:
         raise BundleMismatchError(
             f"{out}: bundle was built with recipe {bundle_recipe.name!r}, not {wanted.name!r}"
+        )
+    if (wanted.descriptor, wanted.encoder) != (bundle_recipe.descriptor, bundle_recipe.encoder):
+        raise BundleMismatchError(
+            f"{out}: bundle's {bundle_recipe.name!r} has other descriptor or encoder "
+            f"parameters than the recipe file {wanted.name!r}"
         )
 
 

@@ -11,6 +11,9 @@ from cbir.errors import QueryError
 from cbir.slides import open_slide
 from cbir.tiling import split_tiles
 
+#: Largest region query, in tiles (20 x 20): its cost grows with the square of this.
+MAX_QUERY_TILES = 400
+
 _REGION = re.compile(
     r"^(?P<slide>.+):(?P<x>\d+),(?P<y>\d+),(?P<w>\d+),(?P<h>\d+)@(?P<mag>\d+(?:\.\d+)?)x?$"
 )
@@ -86,5 +89,11 @@ def query_tiles(image: np.ndarray, tile_size: int, name: str) -> np.ndarray:
     if h < tile_size or w < tile_size:
         raise QueryError(
             f"{name}: query is {w} x {h} px, smaller than one {tile_size} x {tile_size} tile"
+        )
+    rows, cols = h // tile_size, w // tile_size
+    if rows * cols > MAX_QUERY_TILES:
+        raise QueryError(
+            f"{name}: query is {rows} x {cols} tiles; a region query takes at most "
+            f"{MAX_QUERY_TILES} tiles (crop it, or query at a lower magnification)"
         )
     return split_tiles(image, tile_size)

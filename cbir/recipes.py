@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cbir.errors import RecipeError
 
@@ -24,6 +26,18 @@ class TilingConfig(_Frozen):
     magnifications: tuple[float, ...] = DEFAULT_MAGNIFICATIONS
     #: A tile is indexed when at least this fraction of it is tissue (0 indexes every tile).
     min_tissue_fraction: float = Field(0.5, ge=0.0, le=1.0)
+
+    @field_validator("magnifications")
+    @classmethod
+    def _magnifications(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        """Finite, positive, sorted, unique, and exactly representable in float32 (LMDB
+        keys and tile records store them so; a stored value must compare equal)."""
+        if not value:
+            raise ValueError("at least one magnification is needed")
+        for m in value:
+            if not math.isfinite(m) or m <= 0:
+                raise ValueError(f"magnification {m} must be a finite number > 0")
+        return tuple(sorted({float(np.float32(m)) for m in value}))
 
 
 class ComponentConfig(_Frozen):

@@ -37,7 +37,7 @@ class Registry(Generic[T]):
             ) from None
         try:
             return factory(**params)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise UnknownComponentError(f"bad parameters for {self.kind} {name!r}: {exc}") from exc
 
     def names(self) -> list[str]:

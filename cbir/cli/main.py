@@ -52,6 +52,8 @@ def cli_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import lmdb
+
         from cbir.cli.render import setup_logging
         from cbir.errors import CbirError
 
@@ -59,6 +61,9 @@ def cli_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except CbirError as exc:
+            typer.echo(f"cbir: error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except (OSError, lmdb.Error) as exc:  # disk full, permissions, a path that is a file
             typer.echo(f"cbir: error: {exc}", err=True)
             raise typer.Exit(2) from None
 
@@ -78,7 +83,7 @@ def expand_slides(paths: list[Path]) -> list[Path]:
 
 def _recipe_with(recipe: str, magnifications: str | None):  # type: ignore[no-untyped-def]
     from cbir.errors import RecipeError
-    from cbir.recipes import load_recipe
+    from cbir.recipes import TilingConfig, load_recipe
 
     base = load_recipe(recipe)
     if not magnifications:
@@ -87,7 +92,10 @@ def _recipe_with(recipe: str, magnifications: str | None):  # type: ignore[no-un
         mags = tuple(sorted(float(m.strip().rstrip("x")) for m in magnifications.split(",")))
     except ValueError:
         raise RecipeError(f"--magnifications {magnifications!r}: expected e.g. 5,10,20") from None
-    tiling = base.tiling.model_copy(update={"magnifications": mags})
+    try:
+        tiling = TilingConfig(**{**base.tiling.model_dump(), "magnifications": mags})
+    except ValueError as exc:
+        raise RecipeError(f"--magnifications {magnifications!r}: {exc}") from None
     return base.model_copy(update={"tiling": tiling})
 
 

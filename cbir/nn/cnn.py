@@ -14,7 +14,12 @@ TILE_STD = (0.18, 0.22, 0.17)
 
 def to_tensor(tiles: np.ndarray) -> torch.Tensor:
     """(n, h, w, 3) uint8 -> (n, 3, h, w) float32, normalised with TILE_MEAN / TILE_STD."""
-    x = torch.from_numpy(np.ascontiguousarray(tiles)).permute(0, 3, 1, 2).float() / 255.0
+    x = (
+        torch.from_numpy(np.array(tiles, copy=not tiles.flags.writeable, order="C"))
+        .permute(0, 3, 1, 2)
+        .float()
+        / 255.0
+    )
     mean = torch.tensor(TILE_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(TILE_STD).view(1, 3, 1, 1)
     return (x - mean) / std

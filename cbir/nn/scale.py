@@ -54,7 +54,14 @@ class ScaleComparator(nn.Module):
         """(n, 6, s, s) -> (n,) logits of P(same scale)."""
         if self.arch == "stacked":
             return self.head(self.features(pairs)).squeeze(1)
-        fa, fb = self.features(pairs[:, :3]), self.features(pairs[:, 3:])
+        return self.compare(self.embed(pairs[:, :3]), self.embed(pairs[:, 3:]))
+
+    def embed(self, tiles: torch.Tensor) -> torch.Tensor:
+        """Siamese only: (n, 3, s, s) -> (n, c) features of single tiles (cacheable)."""
+        return self.features(tiles)
+
+    def compare(self, fa: torch.Tensor, fb: torch.Tensor) -> torch.Tensor:
+        """Siamese only: features (n, c), (n, c) -> (n,) logits of P(same scale)."""
         return self.head(torch.cat([fa + fb, fa * fb, (fa - fb).abs()], dim=1)).squeeze(1)
 
 

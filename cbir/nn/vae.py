@@ -17,7 +17,12 @@ LOGVAR_LIMIT = 10.0
 
 def to_unit(tiles: np.ndarray) -> torch.Tensor:
     """(n, h, w, 3) uint8 -> (n, 3, h, w) float32 in [0, 1] (what the decoder reproduces)."""
-    return torch.from_numpy(np.ascontiguousarray(tiles)).permute(0, 3, 1, 2).float() / 255.0
+    return (
+        torch.from_numpy(np.array(tiles, copy=not tiles.flags.writeable, order="C"))
+        .permute(0, 3, 1, 2)
+        .float()
+        / 255.0
+    )
 
 
 class TileVAE(nn.Module):

@@ -52,6 +52,9 @@ def region_distance(
 
 
 Pairwise = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+#: Elements of the largest intermediate array of one chunk of candidates (~64 MB).
+CHUNK_ELEMENTS = 1 << 24
 Decode = Callable[[np.ndarray], np.ndarray]
 
 
@@ -134,7 +137,17 @@ def region_candidates(
         enough = sub_valid.sum(axis=1) >= need
         if not enough.any():
             continue
-        D = region_distance(flat_q, sub_codes[enough], sub_valid[enough], pairwise)
+        # Chunks bound the (c, k, k, e) intermediate arrays to ~CHUNK_ELEMENTS elements.
+        step = max(1, CHUNK_ELEMENTS // (len(flat_q) ** 2 * e))
+        cand_codes, cand_valid = sub_codes[enough], sub_valid[enough]
+        D = np.concatenate(
+            [
+                region_distance(
+                    flat_q, cand_codes[i : i + step], cand_valid[i : i + step], pairwise
+                )
+                for i in range(0, len(cand_codes), step)
+            ]
+        )
         for (r0, c0), dist, nvalid in zip(
             rc[enough].tolist(), D.tolist(), sub_valid[enough].sum(axis=1).tolist(), strict=True
         ):

@@ -22,6 +22,7 @@ class ScaleSelector:
         self.index = index
         self._model = None
         self._refs: dict[float, np.ndarray] | None = None
+        self._ref_features = None
 
     def select(
         self, scale: str, tiles: np.ndarray
@@ -34,7 +35,7 @@ class ScaleSelector:
         if text == "auto":
             return self.auto(tiles)
         try:
-            wanted = float(text.rstrip("x"))
+            wanted = float(np.float32(float(text.rstrip("x"))))  # as stored (float32)
         except ValueError:
             raise QueryError(
                 f"--scale {scale!r}: expected all, auto or a magnification like 20x"
@@ -68,12 +69,30 @@ class ScaleSelector:
         q = flat[pick]
         out = {}
         with torch.inference_mode():
+            if model.arch == "siamese":  # reference features are computed once per index
+                fq = model.embed(pair_tensor(q, q, model.input_size)[:, :3].to(device))
+                for mag, fr in self._reference_features(model, device).items():
+                    fa = fq.repeat_interleave(len(fr), dim=0)
+                    fb = fr.repeat(len(fq), 1)
+                    out[mag] = float(torch.sigmoid(model.compare(fa, fb)).mean())
+                return out
             for mag, ref in refs.items():
                 a = np.repeat(q, len(ref), axis=0)
                 b = np.tile(ref, (len(q), 1, 1, 1))
                 logits = model(pair_tensor(a, b, model.input_size).to(device))
                 out[mag] = float(torch.sigmoid(logits).mean())
         return out
+
+    def _reference_features(self, model, device):  # type: ignore[no-untyped-def]
+        """{mag: (r, c) features} of the reference tiles, computed on first use."""
+        if self._ref_features is None:
+            from cbir.nn.scale import pair_tensor
+
+            self._ref_features = {
+                mag: model.embed(pair_tensor(ref, ref, model.input_size)[:, :3].to(device))
+                for mag, ref in self._references().items()
+            }
+        return self._ref_features
 
     def _references(self) -> dict[float, np.ndarray]:
         if self._refs is None:

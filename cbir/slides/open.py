@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import warnings
 from pathlib import Path
@@ -18,6 +19,10 @@ from cbir.slides.openslide_slide import OpenSlideSlide
 
 #: Base magnification assumed for a slide that states neither objective power nor mpp.
 DEFAULT_BASE_MAGNIFICATION = 20.0
+#: Objective powers that mpp-derived magnifications snap to.
+STANDARD_OBJECTIVES = (1.25, 2.5, 5.0, 10.0, 20.0, 40.0, 60.0, 63.0, 100.0)
+#: mpp giving a magnification outside this range is not a microscope's (ignored).
+MIN_PLAUSIBLE_MAGNIFICATION, MAX_PLAUSIBLE_MAGNIFICATION = 1.0, 150.0
 
 Image.MAX_IMAGE_PIXELS = None  # plain images can be large scans; we read them on purpose
 
@@ -50,9 +55,19 @@ def _base_magnification(
         except ValueError:
             pass
     if mpp and mpp > 0:
-        return magnification_from_mpp(mpp), "mpp", mpp
+        mag = snap_magnification(magnification_from_mpp(mpp))
+        if MIN_PLAUSIBLE_MAGNIFICATION <= mag <= MAX_PLAUSIBLE_MAGNIFICATION:
+            return mag, "mpp", mpp
+        # e.g. a print resolution (72 dpi) in the TIFF tags: not a microscope's
     base = fallback if fallback is not None else DEFAULT_BASE_MAGNIFICATION
     return base, "default" if fallback is None else "given", None
+
+
+def snap_magnification(mag: float, tolerance: float = 0.1) -> float:
+    """The nearest standard objective power when within `tolerance` (relative), else
+    `mag`: 0.2527 um/px gives 39.57x, which is a 40x scan."""
+    nearest = min(STANDARD_OBJECTIVES, key=lambda s: abs(s - mag))
+    return nearest if abs(nearest - mag) <= tolerance * nearest else mag
 
 
 def _is_tiff(path: Path) -> bool:
@@ -65,6 +80,8 @@ def decode_image(path: Path) -> np.ndarray:
 
     Raises `SlideReadError` naming the file (truncated TIFFs are called so).
     """
+    if path.is_dir():
+        raise SlideReadError(f"{path}: is a directory, not an image")
     if not path.is_file():
         raise SlideReadError(f"{path}: no such file")
     try:
@@ -73,11 +90,27 @@ def decode_image(path: Path) -> np.ndarray:
             im = Image.open(path)
         with im:
             im.load()
-            return np.asarray(im.convert("RGB"))
+            return _to_rgb8(im)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         if _is_tiff(path):
             raise SlideReadError(f"{path}: truncated or corrupt TIFF/slide file ({exc})") from exc
         raise SlideReadError(f"{path}: unsupported or unreadable image ({exc})") from exc
+
+
+def _to_rgb8(im: Image.Image) -> np.ndarray:
+    """A PIL image of any mode -> (h, w, 3) uint8 RGB. High bit depths are scaled by their
+    maximum (not clipped); transparency is composited onto white, as OpenSlide does."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        values = np.asarray(im, dtype=np.float64)
+        top = float(values.max()) if values.size else 0.0
+        scale = 255.0 / (65535.0 if im.mode.startswith("I;16") else max(top, 1e-12))
+        grey = np.clip(values * scale, 0, 255).round().astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = np.asarray(im.convert("RGBA"), dtype=np.float32)
+        alpha = rgba[..., 3:4] / 255.0
+        return (rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)).round().astype(np.uint8)
+    return np.asarray(im.convert("RGB"))
 
 
 def _open_with_pil(path: Path, fallback: float | None) -> ArraySlide:
@@ -107,6 +140,12 @@ def open_slide(path: str | os.PathLike[str], base_magnification: float | None = 
     Raises `SlideReadError` naming the file when it cannot be read.
     """
     p = Path(path)
+    if base_magnification is not None and not (
+        math.isfinite(base_magnification) and base_magnification > 0
+    ):
+        raise SlideReadError(f"{p}: base magnification {base_magnification} must be > 0")
+    if p.is_dir():
+        raise SlideReadError(f"{p}: is a directory, not a slide")
     if not p.is_file():
         raise SlideReadError(f"{p}: no such file")
     if p.stat().st_size == 0:
