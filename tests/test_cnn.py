@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import cbir
 from cbir.bundle import WEIGHTS_FILE, read_manifest
@@ -101,3 +102,44 @@ def test_trained_cnn_beats_stats_on_crc9(tmp_path: Path) -> None:
     stats = evaluate_tiles(CRC9, "stats-lsh32", split_from=weights)
     assert cnn.tiles == stats.tiles == 70
     assert cnn.mean.seed_map_at_10 > stats.mean.seed_map_at_10
+
+
+def test_torchvision_alexnet_backbone_loads_a_local_state_dict(tmp_path: Path) -> None:
+    from cbir.nn.cnn import TorchvisionAlexNetTrunk
+
+    ref = TorchvisionAlexNetTrunk()
+    fake = {f"features.{k}": torch.randn_like(v) for k, v in ref.features.state_dict().items()}
+    fake["classifier.1.weight"] = torch.randn(4096, 9216)  # ignored like torchvision's head
+    path = tmp_path / "alexnet-local.pth"
+    torch.save(fake, path)
+    trunk = TorchvisionAlexNetTrunk()
+    trunk.load_torchvision(str(path))
+    torch.testing.assert_close(trunk.features[0].weight, fake["features.0.weight"])
+    torch.testing.assert_close(trunk.features[10].bias, fake["features.10.bias"])
+    torch.save({"features.0.weight": torch.zeros(3)}, tmp_path / "wrong.pth")
+    with pytest.raises(WeightsError, match="not torchvision AlexNet"):
+        TorchvisionAlexNetTrunk().load_torchvision(str(tmp_path / "wrong.pth"))
+
+
+def test_cnn_trained_from_a_torchvision_backbone(tmp_path: Path) -> None:
+    from cbir.nn.cnn import TorchvisionAlexNetTrunk
+
+    path = tmp_path / "alexnet.pth"
+    torch.save(
+        {f"features.{k}": v for k, v in TorchvisionAlexNetTrunk().features.state_dict().items()},
+        path,
+    )
+    root = write_two_classes(tmp_path / "tiles", size=96)
+    cfg = CnnTrainConfig(
+        epochs=2,
+        batch_size=8,
+        tile_size=96,
+        holdout=0.25,
+        backbone="alexnet",
+        backbone_weights=str(path),
+    )
+    report = train_cnn(root, tmp_path / "cnn.pt", cfg, device="cpu")
+    d = CnnDescriptor(weights=str(tmp_path / "cnn.pt"), device="cpu")
+    assert d.spec.params["backbone"] == "alexnet" and d.normalization == "imagenet"
+    assert d.describe(np.zeros((2, 224, 224, 3), np.uint8)).shape == (2, 64)
+    assert report.train_tiles == 12

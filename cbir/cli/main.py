@@ -320,6 +320,20 @@ def train_cnn_cmd(
     holdout: Annotated[
         float, typer.Option(min=0.0, max=0.9, help="Fraction of each class held out of training.")
     ] = 0.5,
+    backbone: Annotated[
+        str,
+        typer.Option(
+            help="alexnet-like (seed 000's narrow tower) or alexnet (torchvision's layout)"
+        ),
+    ] = "alexnet-like",
+    backbone_weights: Annotated[
+        Path | None,
+        typer.Option(
+            "--backbone-weights",
+            help="torchvision AlexNet state_dict (.pth) to start from; "
+            "read locally, nothing is downloaded",
+        ),
+    ] = None,
     seed: int = 0,
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
@@ -330,7 +344,15 @@ def train_cnn_cmd(
     from cbir.cli.render import RichProgress, stdout
     from cbir.nn.train_cnn import CnnTrainConfig, train_cnn
 
-    cfg = CnnTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, holdout=holdout, seed=seed)
+    cfg = CnnTrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        holdout=holdout,
+        seed=seed,
+        backbone=backbone,
+        backbone_weights=str(backbone_weights) if backbone_weights else None,
+    )
     with RichProgress() as progress:
         report = train_cnn(tiles, out, cfg, labels, device, progress)
     if json_out:

@@ -9,7 +9,7 @@ import torch
 
 from cbir.checksum import sha256_file
 from cbir.descriptors.base import register_descriptor
-from cbir.nn.cnn import AlexNetTrunk, to_tensor
+from cbir.nn.cnn import build_trunk, normalization_for, to_tensor
 from cbir.nn.device import resolve_device
 from cbir.nn.weights import WeightsError, load_weights
 from cbir.specs import DescriptorSpec
@@ -31,14 +31,17 @@ class CnnDescriptor:
         width: int = 48,
         out_dim: int = 64,
     ) -> None:
+        backbone = "alexnet-like"
         if weights is not None:
             spec, state = load_weights(weights, "cnn")
             width, out_dim = int(spec["width"]), int(spec["out_dim"])
+            backbone = str(spec.get("arch", "alexnet-like"))
             weights_id = sha256_file(Path(weights))
         else:
             torch.manual_seed(RANDOM_INIT_SEED)
             weights_id = f"random-init-seed-{RANDOM_INIT_SEED}"
-        self.trunk = AlexNetTrunk(width, out_dim)
+        self.trunk = build_trunk(backbone, width, out_dim)
+        self.normalization = normalization_for(backbone)
         if weights is not None:
             try:
                 self.trunk.load_state_dict(state)
@@ -52,7 +55,7 @@ class CnnDescriptor:
             name="cnn",
             dim=out_dim,
             tile_size=tile_size,
-            params={"width": width, "weights_sha256": weights_id},
+            params={"backbone": backbone, "width": width, "weights_sha256": weights_id},
         )
 
     def describe(self, tiles: np.ndarray) -> np.ndarray:
@@ -60,7 +63,8 @@ class CnnDescriptor:
         out = []
         with torch.inference_mode():
             for start in range(0, len(tiles), self.batch_size):
-                x = to_tensor(tiles[start : start + self.batch_size]).to(self.device)
+                x = to_tensor(tiles[start : start + self.batch_size], self.normalization)
+                x = x.to(self.device)
                 out.append(self.trunk(x).float().cpu().numpy())
         if not out:
             return np.zeros((0, self.spec.dim), np.float32)

@@ -7,22 +7,25 @@ import numpy as np
 import torch
 from torch import nn
 
+from cbir.nn.weights import WeightsError
+
 #: Per-channel mean and std of H&E tiles (RGB, 0..1) used to normalise the input.
 TILE_MEAN = (0.70, 0.55, 0.70)
 TILE_STD = (0.18, 0.22, 0.17)
 
 
-def to_tensor(tiles: np.ndarray) -> torch.Tensor:
-    """(n, h, w, 3) uint8 -> (n, 3, h, w) float32, normalised with TILE_MEAN / TILE_STD."""
-    x = (
-        torch.from_numpy(np.array(tiles, copy=not tiles.flags.writeable, order="C"))
-        .permute(0, 3, 1, 2)
-        .float()
-        / 255.0
-    )
-    mean = torch.tensor(TILE_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(TILE_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
+#: ImageNet statistics, for torchvision-pretrained backbones.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def to_tensor(tiles: np.ndarray, normalization: str = "tiles") -> torch.Tensor:
+    """(n, h, w, 3) uint8 -> (n, 3, h, w) float32, normalised with TILE_MEAN / TILE_STD
+    ("tiles") or the ImageNet statistics ("imagenet", pretrained torchvision weights)."""
+    x = torch.from_numpy(np.array(tiles, copy=not tiles.flags.writeable, order="C"))
+    x = x.permute(0, 3, 1, 2).float() / 255.0
+    m, sd = (IMAGENET_MEAN, IMAGENET_STD) if normalization == "imagenet" else (TILE_MEAN, TILE_STD)
+    return (x - torch.tensor(m).view(1, 3, 1, 1)) / torch.tensor(sd).view(1, 3, 1, 1)
 
 
 class AlexNetTrunk(nn.Module):
@@ -58,10 +61,85 @@ class AlexNetTrunk(nn.Module):
         return self.pool(self.features(x)).flatten(1)
 
 
+class TorchvisionAlexNetTrunk(nn.Module):
+    """torchvision's AlexNet `features` (same layers and state_dict keys, so a user's
+    pretrained `alexnet-*.pth` loads), a 1x1 conv + batch norm + ReLU to `out_dim`, and
+    global average pooling -> (n, out_dim)."""
+
+    def __init__(self, out_dim: int = 64) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 64, 11, 4, 2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2),
+            nn.Conv2d(64, 192, 5, padding=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2),
+            nn.Conv2d(192, 384, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(384, 256, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(256, 256, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2),
+        )
+        self.reduce = nn.Sequential(
+            nn.Conv2d(256, out_dim, 1, bias=False), nn.BatchNorm2d(out_dim), nn.ReLU(inplace=True)
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.out_dim = out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, 3, h, w) -> (n, out_dim)."""
+        return self.pool(self.reduce(self.features(x))).flatten(1)
+
+    def load_torchvision(self, path: str) -> None:
+        """Copy `features.*` from a torchvision AlexNet state_dict file (weights_only load;
+        the classifier keys are ignored)."""
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many types for bad files
+            raise WeightsError(f"{path}: not a readable state_dict ({type(exc).__name__})") from exc
+        if isinstance(state, dict) and "state_dict" in state:
+            state = state["state_dict"]
+        wanted = self.features.state_dict()
+        found = {
+            k[len("features.") :]: v
+            for k, v in state.items()
+            if isinstance(k, str) and k.startswith("features.")
+        }
+        missing = sorted(set(wanted) - set(found))
+        bad = sorted(k for k in wanted if k in found and found[k].shape != wanted[k].shape)
+        if missing or bad:
+            raise WeightsError(
+                f"{path}: not torchvision AlexNet weights (missing "
+                f"{missing[:3]}, wrong shape {bad[:3]})"
+            )
+        self.features.load_state_dict({k: found[k] for k in wanted})
+
+
+#: Trunks by name: the seed's narrow AlexNet-like tower, or torchvision's AlexNet layout.
+BACKBONES = ("alexnet-like", "alexnet")
+
+
+def build_trunk(backbone: str, width: int = 48, out_dim: int = 64) -> nn.Module:
+    """A trunk (n, 3, h, w) -> (n, out_dim) by backbone name."""
+    if backbone == "alexnet-like":
+        return AlexNetTrunk(width, out_dim)
+    if backbone == "alexnet":
+        return TorchvisionAlexNetTrunk(out_dim)
+    raise WeightsError(f"unknown backbone {backbone!r}; valid: {', '.join(BACKBONES)}")
+
+
+def normalization_for(backbone: str) -> str:
+    """Input normalisation a backbone expects ("imagenet" for torchvision layouts)."""
+    return "imagenet" if backbone == "alexnet" else "tiles"
+
+
 class TissueClassifier(nn.Module):
     """Trunk + dropout + linear classifier (the part cut off for retrieval)."""
 
-    def __init__(self, trunk: AlexNetTrunk, n_classes: int, dropout: float = 0.3) -> None:
+    def __init__(self, trunk: nn.Module, n_classes: int, dropout: float = 0.3) -> None:
         super().__init__()
         self.trunk = trunk
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(trunk.out_dim, n_classes))

@@ -12,9 +12,15 @@ from pydantic import BaseModel
 from torch import nn
 
 from cbir.nn.augment import augment
-from cbir.nn.cnn import AlexNetTrunk, TissueClassifier, to_tensor
+from cbir.nn.cnn import (
+    TissueClassifier,
+    TorchvisionAlexNetTrunk,
+    build_trunk,
+    normalization_for,
+    to_tensor,
+)
 from cbir.nn.device import resolve_device
-from cbir.nn.weights import save_weights
+from cbir.nn.weights import WeightsError, save_weights
 from cbir.progress import NoProgress, Progress
 from cbir.tileset import load_labelled_tiles, read_tiles
 
@@ -26,6 +32,8 @@ class CnnTrainConfig(BaseModel):
     weight_decay: float = 1e-4
     width: int = 48
     out_dim: int = 64
+    backbone: str = "alexnet-like"  # or "alexnet" (torchvision layout)
+    backbone_weights: str | None = None  # torchvision AlexNet .pth to start from
     holdout: float = 0.5  # fraction of each class held out (not trained on)
     seed: int = 0
     tile_size: int = 224
@@ -76,9 +84,14 @@ def train_cnn(
     data = load_labelled_tiles(tiles_root, labels_csv)
     classes = sorted(set(data.labels))
     y_all = torch.tensor([classes.index(label) for label in data.labels])
-    x_all = to_tensor(read_tiles(data.paths, cfg.tile_size))
+    x_all = to_tensor(read_tiles(data.paths, cfg.tile_size), normalization_for(cfg.backbone))
     train_idx, held_idx = stratified_split(data.labels, cfg.holdout, cfg.seed)
-    model = TissueClassifier(AlexNetTrunk(cfg.width, cfg.out_dim), len(classes)).to(dev)
+    trunk = build_trunk(cfg.backbone, cfg.width, cfg.out_dim)
+    if cfg.backbone_weights is not None:
+        if not isinstance(trunk, TorchvisionAlexNetTrunk):
+            raise WeightsError(f"--backbone-weights needs --backbone alexnet, not {cfg.backbone}")
+        trunk.load_torchvision(cfg.backbone_weights)
+    model = TissueClassifier(trunk, len(classes)).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, -(-len(train_idx) // cfg.batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -112,7 +125,7 @@ def train_cnn(
             )
         accuracy = float((pred == y_all[held_idx]).float().mean())
     spec = {
-        "arch": "alexnet-like",
+        "arch": cfg.backbone,
         "width": cfg.width,
         "out_dim": cfg.out_dim,
         "tile_size": cfg.tile_size,
