@@ -26,6 +26,9 @@ from cbir.slides.open import decode_image
 
 Query = np.ndarray | str | os.PathLike[str] | Region
 
+#: The coarse step of a two-step search keeps codes tied with its K-th, up to K times this.
+RERANK_TIE_WIDEN = 8
+
 
 class SlideEntry(BaseModel):
     slide_id: int
@@ -215,10 +218,16 @@ class Index:
     def rerank(
         self, xq: np.ndarray, x: np.ndarray, k: int, coarse_k: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Coarse top-`coarse_k` by Hamming, fine order by squared L2 on stored descriptors.
+        """Coarse top-`coarse_k` by Hamming (plus codes tied with the last, up to
+        RERANK_TIE_WIDEN x), fine order by squared L2 on the stored descriptors.
         Returns D (m,) float64 squared L2, I (m,) int64, m <= k, ties by id."""
-        _, I = self.bundle.index.search(xq, coarse_k)
-        I = I[0][I[0] >= 0]
+        ntotal = self.bundle.index.ntotal
+        D, I = self.bundle.index.search(xq, coarse_k)
+        D, I = D[0][I[0] >= 0], I[0][I[0] >= 0]
+        if len(I) == coarse_k < ntotal:  # keep every code tied with the K-th (short codes tie)
+            D2, I2 = self.bundle.index.search(xq, min(ntotal, coarse_k * RERANK_TIE_WIDEN))
+            keep = (D2[0] <= D[-1]) & (I2[0] >= 0)
+            I = I2[0][keep]
         stored = self.bundle.meta.vectors_of(I, x.shape[1])
         D = ((stored.astype(np.float64) - x.astype(np.float64)) ** 2).sum(axis=1)
         D = np.where(np.isnan(D), np.inf, D)  # a tile without a stored vector goes last

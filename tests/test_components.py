@@ -12,6 +12,7 @@ from cbir.encoders.lsh import LshEncoder
 from cbir.errors import UnknownComponentError
 from cbir.registry import Registry
 from cbir.sample import sample_image
+from conftest import write_two_classes
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def tiles() -> np.ndarray:
 
 
 def test_unknown_name_lists_valid_names() -> None:
-    with pytest.raises(UnknownComponentError, match="valid names: cnn, stats"):
+    with pytest.raises(UnknownComponentError, match="valid names: cnn, deephash, stats, vae"):
         create_descriptor("nope")
 
 
@@ -44,9 +45,21 @@ def test_bad_parameters_are_reported() -> None:
         DESCRIPTORS.create("stats", nonsense=3)
 
 
+@pytest.fixture(scope="module")
+def descriptor_params(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    """Extra parameters per descriptor: deephash needs trained weights (a tiny model)."""
+    from cbir.nn.train_deephash import DeepHashTrainConfig, train_deephash
+
+    root = write_two_classes(tmp_path_factory.mktemp("dh"), n=6, size=64)
+    weights = root / "dh.pt"
+    cfg = DeepHashTrainConfig(bits=12, epochs=5, tile_size=64, holdout=0.0)
+    train_deephash(root, weights, cfg, device="cpu")
+    return {"deephash": {"weights": str(weights), "device": "cpu"}}
+
+
 @pytest.mark.parametrize("name", list_descriptors())
-def test_every_descriptor(name: str, tiles: np.ndarray) -> None:
-    d = create_descriptor(name, tile_size=224)
+def test_every_descriptor(name: str, tiles: np.ndarray, descriptor_params: dict) -> None:
+    d = create_descriptor(name, tile_size=224, **descriptor_params.get(name, {}))
     x = d.describe(tiles)
     assert x.shape == (len(tiles), d.spec.dim)
     assert x.dtype == np.float32
@@ -58,12 +71,12 @@ def test_every_descriptor(name: str, tiles: np.ndarray) -> None:
 def test_every_encoder(name: str) -> None:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((100, 12)).astype(np.float32)
-    params = {"bits": 32} if name == "lsh" else {"standardize": True}
+    params = {"lsh": {"bits": 32}, "float": {"standardize": True}}.get(name, {})
     enc = create_encoder(name, input_dim=12, **params)
     enc.fit(x)
     codes = enc.encode(x)
     if enc.spec.kind == "binary":
-        assert codes.shape == (100, 4) and codes.dtype == np.uint8
+        assert codes.shape == (100, enc.spec.bits // 8) and codes.dtype == np.uint8
     else:
         assert codes.shape == (100, 12) and codes.dtype == np.float32
         assert np.isfinite(codes).all()

@@ -411,6 +411,61 @@ def train_vae_cmd(
         )
 
 
+@train_app.command("deephash")
+@cli_errors
+def train_deephash_cmd(
+    tiles: Annotated[
+        Path,
+        typer.Option(
+            "--tiles",
+            help="Labelled tiles: class sub-folders, or a labels.csv with columns path,label.",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Weights file to write.")],
+    bits: Annotated[int, typer.Option(min=8, max=256, help="Hash bits q.")] = 48,
+    backbone: Annotated[str, typer.Option(help="small, vgg16, vgg19 or resnet50")] = "small",
+    backbone_weights: Annotated[
+        Path | None,
+        typer.Option(
+            "--backbone-weights",
+            help="torchvision state_dict (.pth) of the backbone, read "
+            "locally; without it the backbone is a seeded random initialisation",
+        ),
+    ] = None,
+    labels: Annotated[Path | None, typer.Option(help="CSV path,label.")] = None,
+    epochs: Annotated[int, typer.Option(min=1)] = 300,
+    holdout: Annotated[float, typer.Option(min=0.0, max=0.9)] = 0.5,
+    seed: int = 0,
+    device: DeviceOpt = "auto",
+    json_out: JsonOpt = False,
+) -> None:
+    """Train seed 001's deep hashing (tied autoencoder + classifier on frozen backbone
+    features); weights for the deephash<q>-ivf recipes."""
+    from cbir.cli.render import RichProgress, stdout
+    from cbir.nn.train_deephash import DeepHashTrainConfig, train_deephash
+
+    cfg = DeepHashTrainConfig(
+        backbone=backbone,
+        bits=bits,
+        epochs=epochs,
+        holdout=holdout,
+        seed=seed,
+        backbone_weights=str(backbone_weights) if backbone_weights else None,
+    )
+    with RichProgress() as progress:
+        report = train_deephash(tiles, out, cfg, labels, device, progress)
+    if json_out:
+        typer.echo(report.model_dump_json())
+    else:
+        st = report.bit_statistics
+        stdout.print(
+            f"wrote {report.weights} ({report.bits} bits on {report.backbone}; loss "
+            f"{report.first_loss:.2f} -> {report.last_loss:.2f}; bit balance "
+            f"{st['bit_balance']:.3f}, mean |bit correlation| "
+            f"{st['bit_correlation']:.3f}; {report.seconds:.1f} s on {report.device})"
+        )
+
+
 @train_app.command("scale")
 @cli_errors
 def train_scale_cmd(

@@ -1,0 +1,147 @@
+"""`cbir train deephash`: seed 001's hashing autoencoder on frozen backbone features."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+from torch import nn
+
+from cbir.nn.backbones import BACKBONES, create_backbone, load_torchvision_weights
+from cbir.nn.cnn import to_tensor
+from cbir.nn.deephash import TiedHashAutoencoder, bit_statistics, deephash_loss
+from cbir.nn.device import resolve_device
+from cbir.nn.train_cnn import stratified_split
+from cbir.nn.weights import save_weights
+from cbir.progress import NoProgress, Progress
+from cbir.tileset import load_labelled_tiles, read_tiles
+
+
+class DeepHashTrainConfig(BaseModel):
+    backbone: str = "small"
+    backbone_weights: str | None = None  # a torchvision .pth for vgg16 / vgg19 / resnet50
+    bits: int = 48
+    epochs: int = 300
+    lr: float = 1e-2
+    weight_decay: float = 1e-4  # lambda on ||Theta||^2
+    holdout: float = 0.5
+    seed: int = 0
+    tile_size: int = 224
+
+
+class DeepHashTrainReport(BaseModel):
+    weights: str
+    sha256: str
+    backbone: str
+    bits: int
+    train_tiles: int
+    holdout_tiles: int
+    first_loss: float
+    last_loss: float
+    holdout_accuracy: float | None
+    bit_statistics: dict[str, float]  # on the held-out tiles (all tiles if none held out)
+    device: str
+    seconds: float
+
+
+def backbone_features(
+    backbone: nn.Module,
+    tiles: np.ndarray,
+    normalization: str,
+    device: torch.device,
+    batch_size: int = 32,
+) -> torch.Tensor:
+    """(n, t, t, 3) uint8 -> (n, dim) float32 features on the CPU (no gradients)."""
+    out = []
+    backbone.eval()
+    with torch.inference_mode():
+        for i in range(0, len(tiles), batch_size):
+            x = to_tensor(tiles[i : i + batch_size], normalization).to(device)
+            out.append(backbone(x).float().cpu())
+    return torch.cat(out)
+
+
+def train_deephash(
+    tiles_root: Path,
+    out: str | os.PathLike[str],
+    config: DeepHashTrainConfig | None = None,
+    labels_csv: Path | None = None,
+    device: str | None = "auto",
+    progress: Progress | None = None,
+) -> DeepHashTrainReport:
+    """Backbone frozen (from `backbone_weights`, or seeded random init); the autoencoder and
+    classifier train full-batch on its features of the training split."""
+    start = time.perf_counter()
+    cfg = config or DeepHashTrainConfig()
+    progress = progress or NoProgress()
+    torch.manual_seed(cfg.seed)
+    dev = resolve_device(device)
+    data = load_labelled_tiles(tiles_root, labels_csv)
+    classes = sorted(set(data.labels))
+    y = torch.tensor([classes.index(label) for label in data.labels])
+    backbone = create_backbone(cfg.backbone)
+    if cfg.backbone_weights is not None:
+        load_torchvision_weights(backbone, cfg.backbone_weights)
+    backbone.to(dev)
+    info = BACKBONES[cfg.backbone]
+    feats = backbone_features(
+        backbone, read_tiles(data.paths, cfg.tile_size), info.normalization, dev
+    )
+    train_idx, held_idx = stratified_split(data.labels, cfg.holdout, cfg.seed)
+    model = TiedHashAutoencoder(feats.shape[1], cfg.bits, len(classes))
+    model.feature_scale.copy_(feats[train_idx].amax(dim=0).clamp_min(1e-6))
+    model.to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    xf, yf = feats[train_idx].to(dev), y[train_idx].to(dev)
+    progress.start("train deephash", cfg.epochs)
+    losses = []
+    for _ in range(cfg.epochs):
+        model.train()
+        loss, _ = deephash_loss(model, xf, yf, cfg.weight_decay)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+        progress.advance(1)
+    model.eval()
+    eval_idx = held_idx or train_idx
+    with torch.no_grad():
+        h = model.hash(feats[eval_idx].to(dev)).cpu()
+        acc = None
+        if held_idx:
+            acc = float((model.classifier(h.to(dev)).argmax(1).cpu() == y[held_idx]).float().mean())
+    stats = bit_statistics((h > 0.5).numpy())
+    state = {
+        **{f"backbone.{k}": v for k, v in backbone.state_dict().items()},
+        **{f"hash.{k}": v for k, v in model.state_dict().items()},
+    }
+    spec = {
+        "backbone": cfg.backbone,
+        "bits": cfg.bits,
+        "in_dim": int(feats.shape[1]),
+        "tile_size": cfg.tile_size,
+        "classes": classes,
+        "train_paths": [data.paths[i] for i in train_idx],
+        "holdout_paths": [data.paths[i] for i in held_idx],
+        "config": cfg.model_dump(),
+        "bit_statistics": stats,
+    }
+    sha = save_weights(out, "deephash", spec, state)
+    return DeepHashTrainReport(
+        weights=str(out),
+        sha256=sha,
+        backbone=cfg.backbone,
+        bits=cfg.bits,
+        train_tiles=len(train_idx),
+        holdout_tiles=len(held_idx),
+        first_loss=losses[0],
+        last_loss=losses[-1],
+        holdout_accuracy=acc,
+        bit_statistics=stats,
+        device=str(dev),
+        seconds=round(time.perf_counter() - start, 2),
+    )

@@ -1,0 +1,119 @@
+"""Seed 001 deep hashing: tied autoencoder, loss, bits, packing, bundles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import cbir
+from cbir.encoders.threshold import ThresholdEncoder
+from cbir.eval.harness import ranking
+from cbir.eval.metrics import average_precision_at_k
+from cbir.nn.deephash import TiedHashAutoencoder, bit_statistics, deephash_loss
+from cbir.nn.train_deephash import DeepHashTrainConfig, train_deephash
+from conftest import SHARED_DATA, write_two_classes
+
+CRC9 = SHARED_DATA / "tiles-crc9"
+
+
+def test_decoder_is_tied_to_the_encoder() -> None:
+    model = TiedHashAutoencoder(in_dim=6, bits=3, n_classes=2)
+    names = {n for n, _ in model.named_parameters()}
+    assert names == {"theta", "b", "b_dec", "classifier.weight", "classifier.bias"}
+    x = torch.rand(4, 6)
+    _, h, recon, _ = model(x)
+    expected = torch.sigmoid(h @ model.theta + model.b_dec)  # Theta' = Theta^T
+    torch.testing.assert_close(recon, expected)
+    loss, parts = deephash_loss(model, x, torch.tensor([0, 1, 0, 1]), weight_decay=0.1)
+    assert parts["l2"] == pytest.approx(0.1 * float(model.theta.pow(2).sum()))
+    assert float(loss) == pytest.approx(sum(parts.values()), rel=1e-5)
+
+
+def test_threshold_codes_bits_and_packing() -> None:
+    enc = ThresholdEncoder(input_dim=12)
+    assert enc.spec.bits == 16 and enc.spec.code_bytes == 2
+    x = np.zeros((1, 12), np.float32)
+    x[0, [0, 3, 11]] = 0.9
+    x[0, 5] = 0.5  # not above the threshold
+    code = enc.encode(x)
+    bits = np.unpackbits(code, axis=1, bitorder="little")[0]
+    assert np.flatnonzero(bits).tolist() == [0, 3, 11]  # padding bits 12..15 stay 0
+
+
+def test_bit_statistics_by_hand() -> None:
+    bits = np.array([[1, 0, 1], [0, 1, 1], [1, 0, 1], [0, 1, 1]], bool)
+    st = bit_statistics(bits)
+    assert st["bit_balance"] == pytest.approx((0 + 0 + 0.5) / 3)
+    assert st["bit_correlation"] == pytest.approx(1.0)  # bits 0 and 1 are complements
+    assert st["constant_bits"] == 1
+
+
+@pytest.fixture(scope="module")
+def tiny_deephash(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = write_two_classes(tmp_path_factory.mktemp("dh-tiles"), n=8, size=64)
+    out = root.parent / "dh12.pt"
+    cfg = DeepHashTrainConfig(bits=12, epochs=40, tile_size=64, holdout=0.25)
+    report = train_deephash(root, out, cfg, device="cpu")
+    assert report.last_loss < report.first_loss
+    assert report.bits == 12 and 0 <= report.bit_statistics["bit_balance"] <= 0.5
+    return out
+
+
+def test_deephash_bundle_end_to_end(
+    tmp_path: Path, tiny_deephash: Path, generated_slide: Path
+) -> None:
+    out = tmp_path / "idx"
+    report = cbir.build_index(
+        [generated_slide], out, "deephash12-ivf", weights=tiny_deephash, device="cpu"
+    )
+    assert report.index_kind == "flat"
+    with cbir.open_index(out, device="cpu") as index:
+        assert index.bundle.pipeline.encoder_spec.bits == 16
+        hits = index.search(f"{generated_slide}:448,224,224,224@40x", k=3).hits
+    assert (hits[0].x, hits[0].y, hits[0].distance) == (448, 224, 0.0)
+
+
+def _map10(codes: np.ndarray, labels: np.ndarray) -> float:
+    order, _ = ranking(codes)
+    aps = [
+        average_precision_at_k(
+            labels[order[q]] == labels[q], 10, int((labels == labels[q]).sum()) - 1
+        )
+        for q in range(len(labels))
+    ]
+    return float(np.mean(aps))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CRC9.is_dir(), reason=f"{CRC9} not found (no ../shared/data)")
+def test_deephash_beats_lsh_of_equal_length_on_crc9(tmp_path: Path) -> None:
+    """Same frozen backbone features, 32 bits each, on the held-out half of tiles-crc9."""
+    from cbir.descriptors.deephash import DeepHashDescriptor
+    from cbir.encoders.lsh import LshEncoder
+    from cbir.nn.train_deephash import backbone_features
+    from cbir.nn.weights import load_weights
+    from cbir.tileset import read_tiles
+
+    weights = tmp_path / "dh32.pt"
+    train_deephash(CRC9, weights, DeepHashTrainConfig(bits=32, epochs=300), device="cpu")
+    spec, _ = load_weights(weights, "deephash")
+    held = spec["holdout_paths"]
+    labels_by_path = dict(zip(*_labels(CRC9), strict=True))
+    labels = np.array([labels_by_path[p] for p in held])
+    tiles = read_tiles(held, 224)
+    d = DeepHashDescriptor(weights=str(weights), device="cpu")
+    dh_codes = ThresholdEncoder(32).encode(d.describe(tiles))
+    feats = backbone_features(d.backbone, tiles, d.normalization, d.device).numpy()
+    lsh = LshEncoder(input_dim=feats.shape[1], bits=32, seed=0)
+    lsh.fit(feats)
+    assert _map10(dh_codes, labels) > _map10(lsh.encode(feats), labels)
+
+
+def _labels(root: Path) -> tuple[list[str], list[str]]:
+    from cbir.tileset import load_labelled_tiles
+
+    data = load_labelled_tiles(root)
+    return data.paths, data.labels
