@@ -52,7 +52,12 @@ def deephash_loss(
     rec = ((x - recon) ** 2).sum(dim=1).mean()
     l2 = weight_decay * model.theta.pow(2).sum()
     total = nll + rec + l2
-    return total, {"nll": float(nll), "reconstruction": float(rec), "l2": float(l2)}
+    parts = {
+        "nll": float(nll.detach()),
+        "reconstruction": float(rec.detach()),
+        "l2": float(l2.detach()),
+    }
+    return total, parts
 
 
 def bit_statistics(bits: np.ndarray) -> dict[str, float]:
