@@ -29,7 +29,9 @@ def tiles() -> np.ndarray:
 
 
 def test_unknown_name_lists_valid_names() -> None:
-    with pytest.raises(UnknownComponentError, match="valid names: cnn, deephash, stats, vae"):
+    with pytest.raises(
+        UnknownComponentError, match="valid names: cnn, deephash, metric, stats, vae"
+    ):
         create_descriptor("nope")
 
 
@@ -49,12 +51,23 @@ def test_bad_parameters_are_reported() -> None:
 def descriptor_params(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     """Extra parameters per descriptor: deephash needs trained weights (a tiny model)."""
     from cbir.nn.train_deephash import DeepHashTrainConfig, train_deephash
+    from cbir.nn.train_metric import MetricTrainConfig, train_metric
 
     root = write_two_classes(tmp_path_factory.mktemp("dh"), n=6, size=64)
     weights = root / "dh.pt"
     cfg = DeepHashTrainConfig(bits=12, epochs=5, tile_size=64, holdout=0.0)
     train_deephash(root, weights, cfg, device="cpu")
-    return {"deephash": {"weights": str(weights), "device": "cpu"}}
+    metric = root / "metric.pt"
+    train_metric(
+        root,
+        metric,
+        MetricTrainConfig(steps=3, tile_size=64, holdout=0.0, augmentations=1),
+        device="cpu",
+    )
+    return {
+        "deephash": {"weights": str(weights), "device": "cpu"},
+        "metric": {"weights": str(metric), "device": "cpu"},
+    }
 
 
 @pytest.mark.parametrize("name", list_descriptors())

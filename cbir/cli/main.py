@@ -466,6 +466,65 @@ def train_deephash_cmd(
         )
 
 
+@train_app.command("metric")
+@cli_errors
+def train_metric_cmd(
+    tiles: Annotated[
+        Path,
+        typer.Option(
+            "--tiles",
+            help="Labelled tiles: class sub-folders, or a labels.csv with columns path,label.",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Weights file to write.")],
+    loss: Annotated[
+        str, typer.Option(help="triplet (semi-hard, online mining) or crossentropy")
+    ] = "triplet",
+    backbone: Annotated[str, typer.Option(help="small, vgg16, vgg19 or resnet50")] = "small",
+    backbone_weights: Annotated[
+        Path | None,
+        typer.Option(
+            "--backbone-weights", help="torchvision state_dict (.pth) of the backbone, read locally"
+        ),
+    ] = None,
+    labels: Annotated[Path | None, typer.Option(help="CSV path,label.")] = None,
+    steps: Annotated[int, typer.Option(min=1)] = 400,
+    margin: Annotated[float, typer.Option(min=0.0)] = 0.2,
+    holdout: Annotated[float, typer.Option(min=0.0, max=0.9)] = 0.5,
+    seed: int = 0,
+    device: DeviceOpt = "auto",
+    json_out: JsonOpt = False,
+) -> None:
+    """Train seed 002's 512-d embedding (shift/zoom/rotation/flip augmentation, frozen
+    backbone); weights for the metric-flat / metric-hnsw recipes."""
+    from cbir.cli.render import RichProgress, stdout
+    from cbir.errors import CbirError
+    from cbir.nn.train_metric import MetricTrainConfig, train_metric
+
+    if loss not in ("triplet", "crossentropy"):
+        raise CbirError(f"--loss {loss!r}: expected triplet or crossentropy")
+    cfg = MetricTrainConfig(
+        loss=loss,
+        backbone=backbone,
+        steps=steps,
+        margin=margin,
+        holdout=holdout,
+        seed=seed,
+        backbone_weights=str(backbone_weights) if backbone_weights else None,
+    )
+    with RichProgress() as progress:
+        report = train_metric(tiles, out, cfg, labels, device, progress)
+    if json_out:
+        typer.echo(report.model_dump_json())
+    else:
+        knn = report.holdout_knn_accuracy
+        stdout.print(
+            f"wrote {report.weights} ({report.loss} loss {report.first_loss:.3f} -> "
+            f"{report.last_loss:.3f}; held-out 1-NN accuracy "
+            f"{'n/a' if knn is None else f'{knn:.3f}'}; {report.seconds:.1f} s)"
+        )
+
+
 @train_app.command("scale")
 @cli_errors
 def train_scale_cmd(

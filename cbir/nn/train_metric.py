@@ -1,0 +1,158 @@
+"""`cbir train metric`: seed 002's embedding head on frozen backbone features of
+augmented tiles, with the semi-hard triplet loss or cross-entropy."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+from torch.nn import functional as F
+
+from cbir.nn.backbones import BACKBONES, create_backbone, load_torchvision_weights
+from cbir.nn.device import resolve_device
+from cbir.nn.metric import MetricHead, augment_image, semi_hard_triplet_loss
+from cbir.nn.train_cnn import stratified_split
+from cbir.nn.train_deephash import backbone_features
+from cbir.nn.weights import save_weights
+from cbir.progress import NoProgress, Progress
+from cbir.tileset import load_labelled_tiles, read_tiles
+
+
+class MetricTrainConfig(BaseModel):
+    loss: Literal["triplet", "crossentropy"] = "triplet"
+    backbone: str = "small"
+    backbone_weights: str | None = None
+    dim: int = 512
+    margin: float = 0.2
+    augmentations: int = 8  # augmented copies per training tile (features precomputed)
+    steps: int = 400
+    classes_per_batch: int = 8  # P x K batches for online mining
+    tiles_per_class: int = 8
+    lr: float = 1e-3
+    holdout: float = 0.5
+    seed: int = 0
+    tile_size: int = 224
+
+
+class MetricTrainReport(BaseModel):
+    weights: str
+    sha256: str
+    loss: str
+    backbone: str
+    train_tiles: int
+    holdout_tiles: int
+    first_loss: float
+    last_loss: float
+    mean_triplets_per_batch: float | None
+    holdout_knn_accuracy: float | None  # 1-NN among held-out tiles, leave-one-out
+    device: str
+    seconds: float
+
+
+def knn_accuracy(emb: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
+    """Leave-one-out k-NN (majority, ties to the nearest) accuracy by Euclidean distance."""
+    d = ((emb[:, None, :] - emb[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    nearest = np.argsort(d, axis=1, kind="stable")[:, :k]
+    correct = 0
+    for i, row in enumerate(nearest):
+        votes = list(labels[row])
+        winner = max(votes, key=lambda c: (votes.count(c), -votes.index(c)))
+        correct += winner == labels[i]
+    return correct / len(labels)
+
+
+def train_metric(
+    tiles_root: Path,
+    out: str | os.PathLike[str],
+    config: MetricTrainConfig | None = None,
+    labels_csv: Path | None = None,
+    device: str | None = "auto",
+    progress: Progress | None = None,
+) -> MetricTrainReport:
+    start = time.perf_counter()
+    cfg = config or MetricTrainConfig()
+    progress = progress or NoProgress()
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    dev = resolve_device(device)
+    data = load_labelled_tiles(tiles_root, labels_csv)
+    classes = sorted(set(data.labels))
+    y_all = np.array([classes.index(label) for label in data.labels])
+    backbone = create_backbone(cfg.backbone)
+    if cfg.backbone_weights is not None:
+        load_torchvision_weights(backbone, cfg.backbone_weights)
+    backbone.to(dev)
+    norm = BACKBONES[cfg.backbone].normalization
+    tiles = read_tiles(data.paths, cfg.tile_size)
+    train_idx, held_idx = stratified_split(data.labels, cfg.holdout, cfg.seed)
+    copies = np.stack(
+        [augment_image(tiles[i], rng) for i in train_idx for _ in range(cfg.augmentations)]
+    )
+    x_train = backbone_features(backbone, copies, norm, dev)
+    y_train = torch.from_numpy(np.repeat(y_all[train_idx], cfg.augmentations))
+    head = MetricHead(
+        x_train.shape[1], cfg.dim, len(classes) if cfg.loss == "crossentropy" else 0
+    ).to(dev)
+    opt = torch.optim.Adam(head.parameters(), lr=cfg.lr)
+    by_class = {c: np.flatnonzero(y_train.numpy() == c) for c in range(len(classes))}
+    progress.start(f"train metric ({cfg.loss})", cfg.steps)
+    losses, counts = [], []
+    for _ in range(cfg.steps):
+        head.train()
+        chosen = rng.choice(len(classes), min(cfg.classes_per_batch, len(classes)), replace=False)
+        batch = np.concatenate([rng.choice(by_class[c], cfg.tiles_per_class) for c in chosen])
+        xb, yb = x_train[batch].to(dev), y_train[batch].to(dev)
+        emb = head(xb)
+        if cfg.loss == "triplet":
+            loss, count = semi_hard_triplet_loss(emb, yb, cfg.margin)
+            counts.append(count)
+        else:
+            loss = F.cross_entropy(head.classifier(emb), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+        progress.advance(1)
+    accuracy = None
+    if len(held_idx) > 1:
+        head.eval()
+        with torch.no_grad():
+            emb = head(backbone_features(backbone, tiles[held_idx], norm, dev).to(dev)).cpu()
+        accuracy = knn_accuracy(emb.numpy(), y_all[held_idx])
+    state = {
+        **{f"backbone.{k}": v for k, v in backbone.state_dict().items()},
+        **{f"head.{k}": v for k, v in head.state_dict().items() if not k.startswith("classifier")},
+    }
+    spec = {
+        "backbone": cfg.backbone,
+        "dim": cfg.dim,
+        "in_dim": int(x_train.shape[1]),
+        "loss": cfg.loss,
+        "tile_size": cfg.tile_size,
+        "classes": classes,
+        "train_paths": [data.paths[i] for i in train_idx],
+        "holdout_paths": [data.paths[i] for i in held_idx],
+        "config": cfg.model_dump(),
+    }
+    sha = save_weights(out, "metric", spec, state)
+    window = max(1, len(losses) // 10)
+    return MetricTrainReport(
+        weights=str(out),
+        sha256=sha,
+        loss=cfg.loss,
+        backbone=cfg.backbone,
+        train_tiles=len(train_idx),
+        holdout_tiles=len(held_idx),
+        first_loss=float(np.mean(losses[:window])),
+        last_loss=float(np.mean(losses[-window:])),
+        mean_triplets_per_batch=float(np.mean(counts)) if counts else None,
+        holdout_knn_accuracy=accuracy,
+        device=str(dev),
+        seconds=round(time.perf_counter() - start, 2),
+    )
