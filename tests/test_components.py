@@ -30,7 +30,7 @@ def tiles() -> np.ndarray:
 
 def test_unknown_name_lists_valid_names() -> None:
     with pytest.raises(
-        UnknownComponentError, match="valid names: cnn, deephash, metric, stats, vae"
+        UnknownComponentError, match="valid names: cnn, deephash, metric, ssdh, stats, vae"
     ):
         create_descriptor("nope")
 
@@ -49,9 +49,10 @@ def test_bad_parameters_are_reported() -> None:
 
 @pytest.fixture(scope="module")
 def descriptor_params(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
-    """Extra parameters per descriptor: deephash needs trained weights (a tiny model)."""
+    """Extra parameters per descriptor: those that need trained weights get a tiny model."""
     from cbir.nn.train_deephash import DeepHashTrainConfig, train_deephash
     from cbir.nn.train_metric import MetricTrainConfig, train_metric
+    from cbir.nn.train_ssdh import SSDHTrainConfig, train_ssdh
 
     root = write_two_classes(tmp_path_factory.mktemp("dh"), n=6, size=64)
     weights = root / "dh.pt"
@@ -64,9 +65,14 @@ def descriptor_params(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dic
         MetricTrainConfig(steps=3, tile_size=64, holdout=0.0, augmentations=1),
         device="cpu",
     )
+    ssdh = root / "ssdh.pt"
+    train_ssdh(
+        root, ssdh, SSDHTrainConfig(bits=12, epochs=3, tile_size=64, holdout=0.0), device="cpu"
+    )
     return {
         "deephash": {"weights": str(weights), "device": "cpu"},
         "metric": {"weights": str(metric), "device": "cpu"},
+        "ssdh": {"weights": str(ssdh), "device": "cpu"},
     }
 
 

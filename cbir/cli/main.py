@@ -525,6 +525,73 @@ def train_metric_cmd(
         )
 
 
+@train_app.command("ssdh")
+@cli_errors
+def train_ssdh_cmd(
+    tiles: Annotated[
+        Path,
+        typer.Option(
+            "--tiles",
+            help="Labelled tiles: class sub-folders, or a labels.csv with columns path,label.",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Weights file to write.")],
+    bits: Annotated[int, typer.Option(min=8, max=256, help="Latent bits q.")] = 24,
+    rol: Annotated[
+        bool,
+        typer.Option(
+            "--rol/--no-rol",
+            help="Reliability Object Layer; needs --masks. Without masks "
+            "there is nothing to train the segmentation head on, so plain SSDH is trained.",
+        ),
+    ] = False,
+    masks: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder of label images (class id per pixel, 0 = background), same relative "
+            "names as the tiles."
+        ),
+    ] = None,
+    backbone: Annotated[str, typer.Option(help="small, vgg16, vgg19 or resnet50")] = "small",
+    backbone_weights: Annotated[
+        Path | None,
+        typer.Option("--backbone-weights", help="torchvision state_dict (.pth), read locally"),
+    ] = None,
+    labels: Annotated[Path | None, typer.Option(help="CSV path,label.")] = None,
+    epochs: Annotated[int, typer.Option(min=1)] = 300,
+    holdout: Annotated[float, typer.Option(min=0.0, max=0.9)] = 0.5,
+    seed: int = 0,
+    device: DeviceOpt = "auto",
+    json_out: JsonOpt = False,
+) -> None:
+    """Train seed 004's SSDH (latent sigmoid layer before the classifier), optionally with
+    the ROL; weights for the ssdh<q>-ivf recipes."""
+    from cbir.cli.render import RichProgress, stdout
+    from cbir.nn.train_ssdh import SSDHTrainConfig, train_ssdh
+
+    cfg = SSDHTrainConfig(
+        backbone=backbone,
+        bits=bits,
+        rol=rol,
+        masks=str(masks) if masks else None,
+        epochs=epochs,
+        holdout=holdout,
+        seed=seed,
+        backbone_weights=str(backbone_weights) if backbone_weights else None,
+    )
+    with RichProgress() as progress:
+        report = train_ssdh(tiles, out, cfg, labels, device, progress)
+    if json_out:
+        typer.echo(report.model_dump_json())
+    else:
+        st = report.bit_statistics
+        stdout.print(
+            f"wrote {report.weights} ({report.bits} bits{' + ROL' if report.rol else ''}"
+            f"; loss {report.first_loss:.2f} -> {report.last_loss:.2f}; bit balance "
+            f"{st['bit_balance']:.3f}; {report.seconds:.1f} s)"
+        )
+
+
 @train_app.command("scale")
 @cli_errors
 def train_scale_cmd(

@@ -3,6 +3,7 @@
 from cbir.descriptors import cnn as _cnn  # noqa: F401  (registers "cnn")
 from cbir.descriptors import deephash as _deephash  # noqa: F401  (registers "deephash")
 from cbir.descriptors import metric as _metric  # noqa: F401  (registers "metric")
+from cbir.descriptors import ssdh as _ssdh  # noqa: F401  (registers "ssdh")
 from cbir.descriptors import stats as _stats  # noqa: F401  (registers "stats")
 from cbir.descriptors import vae as _vae  # noqa: F401  (registers "vae")
 from cbir.descriptors.base import DESCRIPTORS, Descriptor, create_descriptor, list_descriptors

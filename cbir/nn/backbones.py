@@ -169,6 +169,23 @@ BACKBONES: dict[str, BackboneInfo] = {
 }
 
 
+def feature_map(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The last convolutional feature map (n, c, h, w) of a backbone, before pooling."""
+    if isinstance(backbone, VGGFeatures):
+        return backbone.features(x)
+    if isinstance(backbone, ResNet50Features):
+        x = backbone.maxpool(backbone.relu(backbone.bn1(backbone.conv1(x))))
+        x = backbone.layer3(backbone.layer2(backbone.layer1(x)))
+        return backbone.layer4(x) if backbone.layer4 is not None else x
+    if isinstance(backbone, AlexNetTrunk):
+        return backbone.features(x)
+    raise WeightsError(f"no feature map for {type(backbone).__name__}")
+
+
+#: Channels of each backbone's last convolutional feature map.
+MAP_CHANNELS = {"vgg16": 512, "vgg19": 512, "resnet50": 2048, "small": 128}
+
+
 def create_backbone(name: str) -> nn.Module:
     try:
         return BACKBONES[name].factory()

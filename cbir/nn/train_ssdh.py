@@ -1,0 +1,167 @@
+"""`cbir train ssdh [--rol --masks DIR]`: seed 004's hashing head on a frozen backbone."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from pydantic import BaseModel
+from torch.nn import functional as F
+
+from cbir.errors import CbirError
+from cbir.nn.backbones import (
+    BACKBONES,
+    MAP_CHANNELS,
+    create_backbone,
+    feature_map,
+    load_torchvision_weights,
+)
+from cbir.nn.cnn import to_tensor
+from cbir.nn.deephash import bit_statistics
+from cbir.nn.device import resolve_device
+from cbir.nn.ssdh import SSDHHead, ssdh_loss
+from cbir.nn.train_cnn import stratified_split
+from cbir.nn.weights import save_weights
+from cbir.progress import NoProgress, Progress
+from cbir.tileset import load_labelled_tiles, read_tiles
+
+
+class SSDHTrainConfig(BaseModel):
+    backbone: str = "small"
+    backbone_weights: str | None = None
+    bits: int = 24
+    rol: bool = False
+    masks: str | None = None  # folder of label images, same relative names as the tiles
+    epochs: int = 300
+    lr: float = 3e-3
+    alpha: float = 1.0
+    beta: float = 1.0
+    holdout: float = 0.5
+    seed: int = 0
+    tile_size: int = 224
+
+
+class SSDHTrainReport(BaseModel):
+    weights: str
+    sha256: str
+    bits: int
+    rol: bool
+    train_tiles: int
+    holdout_tiles: int
+    first_loss: float
+    last_loss: float
+    holdout_accuracy: float | None
+    bit_statistics: dict[str, float]
+    seconds: float
+
+
+def load_masks(
+    mask_root: Path, tile_paths: list[str], tiles_root: Path, size: tuple[int, int]
+) -> torch.Tensor:
+    """Label images (class id per pixel, 0 = background) for each tile, found under
+    `mask_root` by the tile's path relative to `tiles_root` (any image suffix), resized
+    (nearest) to the feature map -> (n, h, w) int64."""
+    out = []
+    for p in tile_paths:
+        rel = Path(p).relative_to(tiles_root.resolve()).with_suffix("")
+        found = sorted((mask_root / rel.parent).glob(rel.name + ".*"))
+        if not found:
+            raise CbirError(f"{mask_root}: no mask for tile {rel} (needed by --rol)")
+        mask = cv2.imread(str(found[0]), cv2.IMREAD_GRAYSCALE)
+        if mask is None:
+            raise CbirError(f"{found[0]}: unreadable mask image")
+        out.append(cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_NEAREST))
+    return torch.from_numpy(np.stack(out).astype(np.int64))
+
+
+def train_ssdh(
+    tiles_root: Path,
+    out: str | os.PathLike[str],
+    config: SSDHTrainConfig | None = None,
+    labels_csv: Path | None = None,
+    device: str | None = "auto",
+    progress: Progress | None = None,
+) -> SSDHTrainReport:
+    start = time.perf_counter()
+    cfg = config or SSDHTrainConfig()
+    if cfg.rol and cfg.masks is None:
+        raise CbirError("--rol needs --masks (label images); without masks train plain SSDH")
+    progress = progress or NoProgress()
+    torch.manual_seed(cfg.seed)
+    dev = resolve_device(device)
+    data = load_labelled_tiles(tiles_root, labels_csv)
+    classes = sorted(set(data.labels))
+    y = torch.tensor([classes.index(label) for label in data.labels])
+    backbone = create_backbone(cfg.backbone)
+    if cfg.backbone_weights is not None:
+        load_torchvision_weights(backbone, cfg.backbone_weights)
+    backbone.to(dev).eval()
+    norm = BACKBONES[cfg.backbone].normalization
+    tiles = read_tiles(data.paths, cfg.tile_size)
+    with torch.inference_mode():
+        maps = torch.cat(
+            [
+                feature_map(backbone, to_tensor(tiles[i : i + 32], norm).to(dev)).cpu()
+                for i in range(0, len(tiles), 32)
+            ]
+        )
+    masks, n_seg = None, 0
+    if cfg.rol:
+        masks = load_masks(Path(cfg.masks), data.paths, Path(tiles_root), tuple(maps.shape[-2:]))
+        n_seg = int(masks.max()) + 1
+    train_idx, held_idx = stratified_split(data.labels, cfg.holdout, cfg.seed)
+    head = SSDHHead(MAP_CHANNELS[cfg.backbone], cfg.bits, len(classes), n_seg).to(dev)
+    opt = torch.optim.Adam(head.parameters(), lr=cfg.lr)
+    xm, ym = maps[train_idx].to(dev), y[train_idx].to(dev)
+    progress.start("train ssdh" + (" + rol" if cfg.rol else ""), cfg.epochs)
+    losses = []
+    for _ in range(cfg.epochs):
+        head.train()
+        h, logits, seg = head(xm)
+        loss = ssdh_loss(h, logits, ym, cfg.alpha, cfg.beta)
+        if seg is not None and masks is not None:
+            loss = loss + F.cross_entropy(seg, masks[train_idx].to(dev))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+        progress.advance(1)
+    head.eval()
+    eval_idx = held_idx or train_idx
+    with torch.no_grad():
+        h, logits, _ = head(maps[eval_idx].to(dev))
+    acc = float((logits.argmax(1).cpu() == y[eval_idx]).float().mean()) if held_idx else None
+    stats = bit_statistics((h.cpu() > 0.5).numpy())
+    state = {
+        **{f"backbone.{k}": v for k, v in backbone.state_dict().items()},
+        **{f"head.{k}": v for k, v in head.state_dict().items()},
+    }
+    spec = {
+        "backbone": cfg.backbone,
+        "bits": cfg.bits,
+        "rol": cfg.rol,
+        "n_seg_classes": n_seg,
+        "classes": classes,
+        "tile_size": cfg.tile_size,
+        "train_paths": [data.paths[i] for i in train_idx],
+        "holdout_paths": [data.paths[i] for i in held_idx],
+        "config": cfg.model_dump(),
+    }
+    sha = save_weights(out, "ssdh", spec, state)
+    return SSDHTrainReport(
+        weights=str(out),
+        sha256=sha,
+        bits=cfg.bits,
+        rol=cfg.rol,
+        train_tiles=len(train_idx),
+        holdout_tiles=len(held_idx),
+        first_loss=losses[0],
+        last_loss=losses[-1],
+        holdout_accuracy=acc,
+        bit_statistics=stats,
+        seconds=round(time.perf_counter() - start, 2),
+    )
