@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""LSH vs seed 001's deep hashing at several code lengths, on tiles-crc9.
+"""LSH vs deep hashing (seed 001) vs SSDH (seed 004) at several code lengths, tiles-crc9.
 
     python tools/eval_hash_bits.py --json [--bits 12,24,32,48,64,128] [--backbone small]
 
@@ -22,11 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from cbir.descriptors.deephash import DeepHashDescriptor
+from cbir.descriptors.ssdh import SSDHDescriptor
 from cbir.encoders.base import pack_bits
 from cbir.encoders.threshold import ThresholdEncoder
 from cbir.eval.harness import ranking
 from cbir.eval.metrics import average_precision_at_k, precision_at_k, seed_map_at_k
 from cbir.nn.train_deephash import DeepHashTrainConfig, backbone_features, train_deephash
+from cbir.nn.train_ssdh import SSDHTrainConfig, train_ssdh
 from cbir.nn.weights import load_weights
 from cbir.tileset import load_labelled_tiles, read_tiles
 
@@ -86,11 +88,21 @@ def main() -> None:
             tiles = read_tiles(held, 224)
             d = DeepHashDescriptor(weights=str(weights), device=args.device)
             feats = backbone_features(d.backbone, tiles, d.normalization, d.device).numpy()
+            ssdh_w = Path(tmp) / f"ssdh{q}.pt"
+            ssdh_cfg = SSDHTrainConfig(
+                backbone=args.backbone, backbone_weights=args.backbone_weights, bits=q
+            )
+            ssdh_report = train_ssdh(args.data, ssdh_w, ssdh_cfg, device=args.device)
+            ssdh = SSDHDescriptor(weights=str(ssdh_w), device=args.device)
             rows[str(q)] = {
                 "lsh": class_mean_metrics(lsh_codes(feats, q), labels),
                 "deephash": class_mean_metrics(
                     ThresholdEncoder(q).encode(d.describe(tiles)), labels
                 ),
+                "ssdh": class_mean_metrics(
+                    ThresholdEncoder(q).encode(ssdh.describe(tiles)), labels
+                ),
+                "ssdh_bit_statistics": ssdh_report.bit_statistics,
                 "deephash_bit_statistics": report.bit_statistics,
                 "deephash_holdout_accuracy": report.holdout_accuracy,
             }
