@@ -283,6 +283,15 @@ def evaluate_cmd(
             "the same held-out tiles)."
         ),
     ] = None,
+    bits_sweep: Annotated[
+        str | None,
+        typer.Option(
+            "--bits-sweep",
+            help="e.g. 12,24,32,48,64,128: train and compare LSH, deephash and "
+            "ssdh at each code length on the same frozen backbone (see --backbone)",
+        ),
+    ] = None,
+    backbone: Annotated[str, typer.Option(help="backbone of --bits-sweep")] = "small",
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
 ) -> None:
@@ -292,6 +301,14 @@ def evaluate_cmd(
     from cbir.cli.render import show_eval
     from cbir.eval import evaluate_tiles
 
+    if bits_sweep:
+        import json
+
+        from cbir.eval.bits_sweep import bits_sweep as sweep
+
+        result = sweep(tiles, [int(b) for b in bits_sweep.split(",")], backbone, None, device)
+        typer.echo(json.dumps(result) if json_out else json.dumps(result, indent=2))
+        return
     report = evaluate_tiles(
         tiles, recipe, labels, weights=weights, space=space, device=device, split_from=split_from
     )
