@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from cbir.bundle import Bundle
 from cbir.errors import QueryError
+from cbir.eval.bits import bit_statistics
 from cbir.hits import Hit, SearchResult
 from cbir.metadata import SlideRecord
 from cbir.query import Region, as_rgb, query_tiles, read_region_image
@@ -57,6 +58,7 @@ class IndexInfo(BaseModel):
     slides: list[SlideEntry]
     tiles: int
     bytes_on_disk: int
+    bit_statistics: dict[str, float] | None = None  # binary recipes: over the indexed codes
     created: str
     updated: str
 
@@ -281,6 +283,12 @@ class Index:
         man = self.bundle.manifest
         root = self.bundle.root
         size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+        stats = None
+        if self.bundle.pipeline.binary and man.counts.tiles:
+            codes = np.concatenate([g.codes[g.valid] for g in self.bundle.meta.all_grids()])
+            q = int(man.encoder.params.get("q", man.encoder.bits))  # without byte padding
+            bits = np.unpackbits(codes, axis=1, bitorder="little")[:, :q].astype(bool)
+            stats = bit_statistics(bits)
         return IndexInfo(
             path=str(root),
             format_version=man.format_version,
@@ -294,6 +302,7 @@ class Index:
             generation=man.generation,
             tiles=man.counts.tiles,
             bytes_on_disk=size,
+            bit_statistics=stats,
             created=man.created,
             updated=man.updated,
             slides=[

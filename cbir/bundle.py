@@ -35,7 +35,7 @@ from cbir.recipes import Recipe
 from cbir.specs import DescriptorSpec, EncoderSpec
 from cbir.tile_index import TileIndex, load_tile_index
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: LMDB vectors and refs databases, float indexes, weights
 #: Opens retried when a concurrent writer replaced the generation being opened.
 OPEN_RETRIES = 3
 MANIFEST = "manifest.json"

@@ -10,9 +10,10 @@ import torch
 
 import cbir
 from cbir.encoders.threshold import ThresholdEncoder
+from cbir.eval.bits import bit_statistics
 from cbir.eval.harness import ranking
 from cbir.eval.metrics import average_precision_at_k
-from cbir.nn.deephash import TiedHashAutoencoder, bit_statistics, deephash_loss
+from cbir.nn.deephash import TiedHashAutoencoder, deephash_loss
 from cbir.nn.train_deephash import DeepHashTrainConfig, train_deephash
 from conftest import SHARED_DATA, write_two_classes
 

@@ -117,6 +117,13 @@ def show_info(info: IndexInfo) -> None:
         + f", {len(info.slides)} slides, {info.tiles} tiles, "
         f"{info.bytes_on_disk / 1e6:.2f} MB, generation {info.generation}"
     )
+    if info.bit_statistics:
+        st = info.bit_statistics
+        stdout.print(
+            f"codes: bit balance {st['bit_balance']:.3f} (0 is ideal), mean |bit "
+            f"correlation| {st['bit_correlation']:.3f}, constant bits "
+            f"{int(st['constant_bits'])}"
+        )
     table = Table()
     for col in ("id", "slide", "base", "magnifications", "tiles", "path"):
         table.add_column(col)

@@ -11,9 +11,10 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
+from cbir.eval.bits import bit_statistics
 from cbir.nn.backbones import BACKBONES, create_backbone, load_torchvision_weights
 from cbir.nn.cnn import to_tensor
-from cbir.nn.deephash import TiedHashAutoencoder, bit_statistics, deephash_loss
+from cbir.nn.deephash import TiedHashAutoencoder, deephash_loss
 from cbir.nn.device import resolve_device
 from cbir.nn.train_cnn import stratified_split
 from cbir.nn.weights import save_weights

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from torch.nn import functional as F
 
 from cbir.errors import CbirError
+from cbir.eval.bits import bit_statistics
 from cbir.nn.backbones import (
     BACKBONES,
     MAP_CHANNELS,
@@ -21,7 +22,6 @@ from cbir.nn.backbones import (
     load_torchvision_weights,
 )
 from cbir.nn.cnn import to_tensor
-from cbir.nn.deephash import bit_statistics
 from cbir.nn.device import resolve_device
 from cbir.nn.ssdh import SSDHHead, ssdh_loss
 from cbir.nn.train_cnn import stratified_split
