@@ -118,3 +118,26 @@ def _labels(root: Path) -> tuple[list[str], list[str]]:
 
     data = load_labelled_tiles(root)
     return data.paths, data.labels
+
+
+def test_fine_tuning_changes_the_backbone_but_not_its_batchnorm_statistics(tmp_path: Path) -> None:
+    from cbir.nn.weights import load_weights
+
+    root = write_two_classes(tmp_path / "tiles", n=6, size=64)
+    frozen, tuned = tmp_path / "frozen.pt", tmp_path / "tuned.pt"
+    base = DeepHashTrainConfig(bits=12, epochs=5, tile_size=64, holdout=0.0)
+    train_deephash(root, frozen, base, device="cpu")
+    report = train_deephash(
+        root,
+        tuned,
+        base.model_copy(update={"fine_tune_steps": 3, "fine_tune_batch": 4}),
+        device="cpu",
+    )
+    assert np.isfinite(report.last_loss)
+    spec_f, a = load_weights(frozen, "deephash")
+    spec_t, b = load_weights(tuned, "deephash")
+    assert not spec_f["fine_tuned"] and spec_t["fine_tuned"]
+    conv = "backbone.features.0.weight"
+    assert not torch.equal(a[conv], b[conv])  # the backbone trained
+    stats = [k for k in a if k.endswith("running_mean") and k.startswith("backbone.")]
+    assert stats and all(torch.equal(a[k], b[k]) for k in stats)  # BN statistics kept

@@ -452,6 +452,15 @@ def train_deephash_cmd(
     labels: Annotated[Path | None, typer.Option(help="CSV path,label.")] = None,
     epochs: Annotated[int, typer.Option(min=1)] = 300,
     holdout: Annotated[float, typer.Option(min=0.0, max=0.9)] = 0.5,
+    fine_tune_steps: Annotated[
+        int,
+        typer.Option(
+            "--fine-tune-steps",
+            min=0,
+            help="After training on frozen features, train the "
+            "backbone too for this many batches (0: backbone frozen)",
+        ),
+    ] = 0,
     seed: int = 0,
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
@@ -462,6 +471,7 @@ def train_deephash_cmd(
     from cbir.nn.train_deephash import DeepHashTrainConfig, train_deephash
 
     cfg = DeepHashTrainConfig(
+        fine_tune_steps=fine_tune_steps,
         backbone=backbone,
         bits=bits,
         epochs=epochs,
@@ -508,6 +518,15 @@ def train_metric_cmd(
     steps: Annotated[int, typer.Option(min=1)] = 400,
     margin: Annotated[float, typer.Option(min=0.0)] = 0.2,
     holdout: Annotated[float, typer.Option(min=0.0, max=0.9)] = 0.5,
+    fine_tune_steps: Annotated[
+        int,
+        typer.Option(
+            "--fine-tune-steps",
+            min=0,
+            help="After training on frozen features, train the "
+            "backbone too for this many batches (0: backbone frozen)",
+        ),
+    ] = 0,
     seed: int = 0,
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
@@ -521,6 +540,7 @@ def train_metric_cmd(
     if loss not in ("triplet", "crossentropy"):
         raise CbirError(f"--loss {loss!r}: expected triplet or crossentropy")
     cfg = MetricTrainConfig(
+        fine_tune_steps=fine_tune_steps,
         loss=loss,
         backbone=backbone,
         steps=steps,
@@ -577,6 +597,15 @@ def train_ssdh_cmd(
     labels: Annotated[Path | None, typer.Option(help="CSV path,label.")] = None,
     epochs: Annotated[int, typer.Option(min=1)] = 300,
     holdout: Annotated[float, typer.Option(min=0.0, max=0.9)] = 0.5,
+    fine_tune_steps: Annotated[
+        int,
+        typer.Option(
+            "--fine-tune-steps",
+            min=0,
+            help="After training on frozen features, train the "
+            "backbone too for this many batches (0: backbone frozen)",
+        ),
+    ] = 0,
     seed: int = 0,
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
@@ -587,6 +616,7 @@ def train_ssdh_cmd(
     from cbir.nn.train_ssdh import SSDHTrainConfig, train_ssdh
 
     cfg = SSDHTrainConfig(
+        fine_tune_steps=fine_tune_steps,
         backbone=backbone,
         bits=bits,
         rol=rol,

@@ -16,6 +16,7 @@ from cbir.nn.backbones import BACKBONES, create_backbone, load_torchvision_weigh
 from cbir.nn.cnn import to_tensor
 from cbir.nn.deephash import TiedHashAutoencoder, deephash_loss
 from cbir.nn.device import resolve_device
+from cbir.nn.finetune import fine_tune
 from cbir.nn.train_cnn import stratified_split
 from cbir.nn.weights import save_weights
 from cbir.progress import NoProgress, Progress
@@ -32,6 +33,8 @@ class DeepHashTrainConfig(BaseModel):
     holdout: float = 0.5
     seed: int = 0
     tile_size: int = 224
+    fine_tune_steps: int = 0  # > 0: then train backbone + autoencoder jointly on images
+    fine_tune_batch: int = 32
 
 
 class DeepHashTrainReport(BaseModel):
@@ -89,9 +92,8 @@ def train_deephash(
         load_torchvision_weights(backbone, cfg.backbone_weights)
     backbone.to(dev)
     info = BACKBONES[cfg.backbone]
-    feats = backbone_features(
-        backbone, read_tiles(data.paths, cfg.tile_size), info.normalization, dev
-    )
+    tiles = read_tiles(data.paths, cfg.tile_size)
+    feats = backbone_features(backbone, tiles, info.normalization, dev)
     train_idx, held_idx = stratified_split(data.labels, cfg.holdout, cfg.seed)
     model = TiedHashAutoencoder(feats.shape[1], cfg.bits, len(classes))
     model.feature_scale.copy_(feats[train_idx].amax(dim=0).clamp_min(1e-6))
@@ -108,6 +110,32 @@ def train_deephash(
         opt.step()
         losses.append(float(loss.detach()))
         progress.advance(1)
+    if cfg.fine_tune_steps:
+        rng = np.random.default_rng(cfg.seed)
+        y_dev = y.to(dev)
+
+        def batch_loss(xb: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+            labels = y_dev[torch.from_numpy(idx).to(dev)]
+            return deephash_loss(model, backbone(xb), labels, cfg.weight_decay)[0]
+
+        def sample() -> np.ndarray:
+            return rng.choice(train_idx, min(cfg.fine_tune_batch, len(train_idx)), replace=False)
+
+        model.train()
+        losses += fine_tune(
+            backbone,
+            model.parameters(),
+            batch_loss,
+            tiles,
+            info.normalization,
+            sample,
+            cfg.fine_tune_steps,
+            cfg.lr * 0.1,
+            dev,
+            torch.Generator().manual_seed(cfg.seed),
+            progress,
+        )
+        feats = backbone_features(backbone, tiles, info.normalization, dev)
     model.eval()
     eval_idx = held_idx or train_idx
     with torch.no_grad():
@@ -121,6 +149,7 @@ def train_deephash(
         **{f"hash.{k}": v for k, v in model.state_dict().items()},
     }
     spec = {
+        "fine_tuned": bool(cfg.fine_tune_steps),
         "backbone": cfg.backbone,
         "bits": cfg.bits,
         "in_dim": int(feats.shape[1]),

@@ -15,6 +15,7 @@ from torch.nn import functional as F
 
 from cbir.nn.backbones import BACKBONES, create_backbone, load_torchvision_weights
 from cbir.nn.device import resolve_device
+from cbir.nn.finetune import fine_tune
 from cbir.nn.metric import MetricHead, augment_image, semi_hard_triplet_loss
 from cbir.nn.train_cnn import stratified_split
 from cbir.nn.train_deephash import backbone_features
@@ -37,6 +38,7 @@ class MetricTrainConfig(BaseModel):
     holdout: float = 0.5
     seed: int = 0
     tile_size: int = 224
+    fine_tune_steps: int = 0  # > 0: then train backbone + head jointly on images
 
 
 class MetricTrainReport(BaseModel):
@@ -119,6 +121,45 @@ def train_metric(
         opt.step()
         losses.append(float(loss.detach()))
         progress.advance(1)
+    if cfg.fine_tune_steps:
+        y_tiles = torch.from_numpy(y_all).to(dev)
+        tile_class = {
+            c: np.array([i for i in train_idx if y_all[i] == c]) for c in range(len(classes))
+        }
+
+        def sample() -> np.ndarray:  # P classes x K tiles, as for the frozen phase
+            chosen = rng.choice(
+                len(classes), min(cfg.classes_per_batch, len(classes)), replace=False
+            )
+            return np.concatenate(
+                [
+                    rng.choice(tile_class[c], cfg.tiles_per_class)
+                    for c in chosen
+                    if len(tile_class[c])
+                ]
+            )
+
+        def batch_loss(xb: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+            emb = head(backbone(xb))
+            yb = y_tiles[torch.from_numpy(idx).to(dev)]
+            if cfg.loss == "triplet":
+                return semi_hard_triplet_loss(emb, yb, cfg.margin)[0]
+            return F.cross_entropy(head.classifier(emb), yb)
+
+        head.train()
+        losses += fine_tune(
+            backbone,
+            head.parameters(),
+            batch_loss,
+            tiles,
+            norm,
+            sample,
+            cfg.fine_tune_steps,
+            cfg.lr * 0.1,
+            dev,
+            torch.Generator().manual_seed(cfg.seed),
+            progress,
+        )
     accuracy = None
     if len(held_idx) > 1:
         head.eval()
@@ -130,6 +171,7 @@ def train_metric(
         **{f"head.{k}": v for k, v in head.state_dict().items() if not k.startswith("classifier")},
     }
     spec = {
+        "fine_tuned": bool(cfg.fine_tune_steps),
         "backbone": cfg.backbone,
         "dim": cfg.dim,
         "in_dim": int(x_train.shape[1]),

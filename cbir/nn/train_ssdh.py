@@ -23,6 +23,7 @@ from cbir.nn.backbones import (
 )
 from cbir.nn.cnn import to_tensor
 from cbir.nn.device import resolve_device
+from cbir.nn.finetune import fine_tune
 from cbir.nn.ssdh import SSDHHead, ssdh_loss
 from cbir.nn.train_cnn import stratified_split
 from cbir.nn.weights import save_weights
@@ -43,6 +44,8 @@ class SSDHTrainConfig(BaseModel):
     holdout: float = 0.5
     seed: int = 0
     tile_size: int = 224
+    fine_tune_steps: int = 0  # > 0: then train backbone + head jointly on images
+    fine_tune_batch: int = 32
 
 
 class SSDHTrainReport(BaseModel):
@@ -130,6 +133,44 @@ def train_ssdh(
         opt.step()
         losses.append(float(loss.detach()))
         progress.advance(1)
+    if cfg.fine_tune_steps:
+        rng = np.random.default_rng(cfg.seed)
+        y_dev = y.to(dev)
+
+        def sample() -> np.ndarray:
+            return rng.choice(train_idx, min(cfg.fine_tune_batch, len(train_idx)), replace=False)
+
+        def batch_loss(xb: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+            # geometric augmentation would misalign the masks: ROL fine-tunes without it
+            h, logits, seg = head(feature_map(backbone, xb))
+            sel = torch.from_numpy(idx).to(dev)
+            loss = ssdh_loss(h, logits, y_dev[sel], cfg.alpha, cfg.beta)
+            if seg is not None and masks is not None:
+                loss = loss + F.cross_entropy(seg, masks.to(dev)[sel])
+            return loss
+
+        head.train()
+        losses += fine_tune(
+            backbone,
+            head.parameters(),
+            batch_loss,
+            tiles,
+            norm,
+            sample,
+            cfg.fine_tune_steps,
+            cfg.lr * 0.1,
+            dev,
+            torch.Generator().manual_seed(cfg.seed),
+            progress,
+            geometric=not cfg.rol,
+        )
+        with torch.inference_mode():
+            maps = torch.cat(
+                [
+                    feature_map(backbone, to_tensor(tiles[i : i + 32], norm).to(dev)).cpu()
+                    for i in range(0, len(tiles), 32)
+                ]
+            )
     head.eval()
     eval_idx = held_idx or train_idx
     with torch.no_grad():
@@ -141,6 +182,7 @@ def train_ssdh(
         **{f"head.{k}": v for k, v in head.state_dict().items()},
     }
     spec = {
+        "fine_tuned": bool(cfg.fine_tune_steps),
         "backbone": cfg.backbone,
         "bits": cfg.bits,
         "rol": cfg.rol,
