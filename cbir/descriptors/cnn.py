@@ -9,6 +9,7 @@ import torch
 
 from cbir.checksum import sha256_file
 from cbir.descriptors.base import register_descriptor
+from cbir.descriptors.network import run_batched
 from cbir.nn.cnn import build_trunk, normalization_for, to_tensor
 from cbir.nn.device import resolve_device
 from cbir.nn.weights import WeightsError, load_weights
@@ -60,15 +61,12 @@ class CnnDescriptor:
 
     def describe(self, tiles: np.ndarray) -> np.ndarray:
         """(n, t, t, 3) uint8 -> (n, out_dim) float32."""
-        out = []
-        with torch.inference_mode():
-            for start in range(0, len(tiles), self.batch_size):
-                x = to_tensor(tiles[start : start + self.batch_size], self.normalization)
-                x = x.to(self.device)
-                out.append(self.trunk(x).float().cpu().numpy())
-        if not out:
-            return np.zeros((0, self.spec.dim), np.float32)
-        return np.concatenate(out).astype(np.float32)
+        return run_batched(
+            tiles,
+            self.batch_size,
+            self.spec.dim,
+            lambda b: self.trunk(to_tensor(b, self.normalization).to(self.device)),
+        )
 
 
 @register_descriptor("cnn")

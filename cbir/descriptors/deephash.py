@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from cbir.checksum import sha256_file
 from cbir.descriptors.base import register_descriptor
+from cbir.descriptors.network import load_parts, run_batched
 from cbir.nn.backbones import BACKBONES, create_backbone
 from cbir.nn.cnn import to_tensor
 from cbir.nn.deephash import TiedHashAutoencoder
@@ -32,20 +32,13 @@ class DeepHashDescriptor:
         if weights is None:
             raise WeightsError("the deephash descriptor needs --weights (cbir train deephash)")
         spec, state = load_weights(weights, "deephash")
-        self.backbone = create_backbone(str(spec["backbone"]))
+        name = str(spec["backbone"])
+        self.backbone = create_backbone(name)
         self.hasher = TiedHashAutoencoder(
             int(spec["in_dim"]), int(spec["bits"]), len(spec["classes"])
         )
-        try:
-            self.backbone.load_state_dict(
-                {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
-            )
-            self.hasher.load_state_dict(
-                {k[len("hash.") :]: v for k, v in state.items() if k.startswith("hash.")}
-            )
-        except RuntimeError as exc:
-            raise WeightsError(f"{weights}: weights do not fit ({exc})") from exc
-        self.normalization = BACKBONES[str(spec["backbone"])].normalization
+        load_parts(weights, state, {"backbone": self.backbone, "hash": self.hasher})
+        self.normalization = BACKBONES[name].normalization
         self.device = resolve_device(device)
         self.backbone.to(self.device).eval()
         self.hasher.to(self.device).eval()
@@ -54,19 +47,19 @@ class DeepHashDescriptor:
             name="deephash",
             dim=int(spec["bits"]),
             tile_size=tile_size,
-            params={"backbone": spec["backbone"], "weights_sha256": sha256_file(Path(weights))},
+            params={"backbone": name, "weights_sha256": sha256_file(Path(weights))},
         )
 
     def describe(self, tiles: np.ndarray) -> np.ndarray:
         """(n, t, t, 3) uint8 -> (n, q) float32 hash activations."""
-        out = []
-        with torch.inference_mode():
-            for i in range(0, len(tiles), self.batch_size):
-                x = to_tensor(tiles[i : i + self.batch_size], self.normalization).to(self.device)
-                out.append(self.hasher.hash(self.backbone(x)).float().cpu().numpy())
-        if not out:
-            return np.zeros((0, self.spec.dim), np.float32)
-        return np.concatenate(out).astype(np.float32)
+        return run_batched(
+            tiles,
+            self.batch_size,
+            self.spec.dim,
+            lambda b: self.hasher.hash(
+                self.backbone(to_tensor(b, self.normalization).to(self.device))
+            ),
+        )
 
 
 @register_descriptor("deephash")

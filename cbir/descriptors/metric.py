@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from cbir.checksum import sha256_file
 from cbir.descriptors.base import register_descriptor
+from cbir.descriptors.network import load_parts, run_batched
 from cbir.nn.backbones import BACKBONES, create_backbone
 from cbir.nn.cnn import to_tensor
 from cbir.nn.device import resolve_device
@@ -31,18 +31,11 @@ class MetricDescriptor:
         if weights is None:
             raise WeightsError("the metric descriptor needs --weights (cbir train metric)")
         spec, state = load_weights(weights, "metric")
-        self.backbone = create_backbone(str(spec["backbone"]))
+        name = str(spec["backbone"])
+        self.backbone = create_backbone(name)
         self.head = MetricHead(int(spec["in_dim"]), int(spec["dim"]))
-        try:
-            self.backbone.load_state_dict(
-                {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
-            )
-            self.head.load_state_dict(
-                {k[len("head.") :]: v for k, v in state.items() if k.startswith("head.")}
-            )
-        except RuntimeError as exc:
-            raise WeightsError(f"{weights}: weights do not fit ({exc})") from exc
-        self.normalization = BACKBONES[str(spec["backbone"])].normalization
+        load_parts(weights, state, {"backbone": self.backbone, "head": self.head})
+        self.normalization = BACKBONES[name].normalization
         self.device = resolve_device(device)
         self.backbone.to(self.device).eval()
         self.head.to(self.device).eval()
@@ -52,7 +45,7 @@ class MetricDescriptor:
             dim=int(spec["dim"]),
             tile_size=tile_size,
             params={
-                "backbone": spec["backbone"],
+                "backbone": name,
                 "loss": spec["loss"],
                 "weights_sha256": sha256_file(Path(weights)),
             },
@@ -60,14 +53,12 @@ class MetricDescriptor:
 
     def describe(self, tiles: np.ndarray) -> np.ndarray:
         """(n, t, t, 3) uint8 -> (n, 512) float32 unit vectors."""
-        out = []
-        with torch.inference_mode():
-            for i in range(0, len(tiles), self.batch_size):
-                x = to_tensor(tiles[i : i + self.batch_size], self.normalization).to(self.device)
-                out.append(self.head(self.backbone(x)).float().cpu().numpy())
-        if not out:
-            return np.zeros((0, self.spec.dim), np.float32)
-        return np.concatenate(out).astype(np.float32)
+        return run_batched(
+            tiles,
+            self.batch_size,
+            self.spec.dim,
+            lambda b: self.head(self.backbone(to_tensor(b, self.normalization).to(self.device))),
+        )
 
 
 @register_descriptor("metric")

@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from cbir.checksum import sha256_file
 from cbir.descriptors.base import register_descriptor
+from cbir.descriptors.network import load_parts, run_batched
 from cbir.nn.backbones import BACKBONES, MAP_CHANNELS, create_backbone, feature_map
 from cbir.nn.cnn import to_tensor
 from cbir.nn.device import resolve_device
@@ -36,15 +36,7 @@ class SSDHDescriptor:
         self.head = SSDHHead(
             MAP_CHANNELS[name], int(spec["bits"]), len(spec["classes"]), int(spec["n_seg_classes"])
         )
-        try:
-            self.backbone.load_state_dict(
-                {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
-            )
-            self.head.load_state_dict(
-                {k[len("head.") :]: v for k, v in state.items() if k.startswith("head.")}
-            )
-        except RuntimeError as exc:
-            raise WeightsError(f"{weights}: weights do not fit ({exc})") from exc
+        load_parts(weights, state, {"backbone": self.backbone, "head": self.head})
         self.normalization = BACKBONES[name].normalization
         self.device = resolve_device(device)
         self.backbone.to(self.device).eval()
@@ -63,14 +55,14 @@ class SSDHDescriptor:
 
     def describe(self, tiles: np.ndarray) -> np.ndarray:
         """(n, t, t, 3) uint8 -> (n, q) float32 latent activations."""
-        out = []
-        with torch.inference_mode():
-            for i in range(0, len(tiles), self.batch_size):
-                x = to_tensor(tiles[i : i + self.batch_size], self.normalization).to(self.device)
-                out.append(self.head(feature_map(self.backbone, x))[0].float().cpu().numpy())
-        if not out:
-            return np.zeros((0, self.spec.dim), np.float32)
-        return np.concatenate(out).astype(np.float32)
+        return run_batched(
+            tiles,
+            self.batch_size,
+            self.spec.dim,
+            lambda b: self.head(
+                feature_map(self.backbone, to_tensor(b, self.normalization).to(self.device))
+            )[0],
+        )
 
 
 @register_descriptor("ssdh")

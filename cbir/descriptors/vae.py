@@ -9,6 +9,7 @@ import torch
 
 from cbir.checksum import sha256_file
 from cbir.descriptors.base import register_descriptor
+from cbir.descriptors.network import run_batched
 from cbir.nn.device import resolve_device
 from cbir.nn.vae import TileVAE, to_unit
 from cbir.nn.weights import WeightsError, load_weights
@@ -61,14 +62,12 @@ class VaeDescriptor:
 
     def describe(self, tiles: np.ndarray) -> np.ndarray:
         """(n, t, t, 3) uint8 -> (n, latent) float32 posterior means."""
-        out = []
-        with torch.inference_mode():
-            for start in range(0, len(tiles), self.batch_size):
-                x = to_unit(tiles[start : start + self.batch_size]).to(self.device)
-                out.append(self.model.encode(x)[0].float().cpu().numpy())
-        if not out:
-            return np.zeros((0, self.spec.dim), np.float32)
-        return np.concatenate(out).astype(np.float32)
+        return run_batched(
+            tiles,
+            self.batch_size,
+            self.spec.dim,
+            lambda b: self.model.encode(to_unit(b).to(self.device))[0],
+        )
 
 
 @register_descriptor("vae")

@@ -210,3 +210,11 @@ def load_torchvision_weights(model: nn.Module, path: str) -> None:
             f"{path}: does not fit the backbone (missing {missing[:3]}, wrong shape {bad[:3]})"
         )
     model.load_state_dict({k: state[k] for k in wanted})
+
+
+def loaded_backbone(name: str, weights: str | None, device: torch.device) -> nn.Module:
+    """A backbone by name, from a local torchvision file when given, on `device`."""
+    backbone = create_backbone(name)
+    if weights is not None:
+        load_torchvision_weights(backbone, weights)
+    return backbone.to(device)

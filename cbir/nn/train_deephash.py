@@ -12,13 +12,13 @@ from pydantic import BaseModel
 from torch import nn
 
 from cbir.eval.bits import bit_statistics
-from cbir.nn.backbones import BACKBONES, create_backbone, load_torchvision_weights
+from cbir.nn.backbones import BACKBONES, loaded_backbone
 from cbir.nn.cnn import to_tensor
 from cbir.nn.deephash import TiedHashAutoencoder, deephash_loss
 from cbir.nn.device import resolve_device
 from cbir.nn.finetune import fine_tune
 from cbir.nn.train_cnn import stratified_split
-from cbir.nn.weights import save_weights
+from cbir.nn.weights import prefixed_state, save_weights
 from cbir.progress import NoProgress, Progress
 from cbir.tileset import load_labelled_tiles, read_tiles
 
@@ -87,10 +87,7 @@ def train_deephash(
     data = load_labelled_tiles(tiles_root, labels_csv)
     classes = sorted(set(data.labels))
     y = torch.tensor([classes.index(label) for label in data.labels])
-    backbone = create_backbone(cfg.backbone)
-    if cfg.backbone_weights is not None:
-        load_torchvision_weights(backbone, cfg.backbone_weights)
-    backbone.to(dev)
+    backbone = loaded_backbone(cfg.backbone, cfg.backbone_weights, dev)
     info = BACKBONES[cfg.backbone]
     tiles = read_tiles(data.paths, cfg.tile_size)
     feats = backbone_features(backbone, tiles, info.normalization, dev)
@@ -144,10 +141,7 @@ def train_deephash(
         if held_idx:
             acc = float((model.classifier(h.to(dev)).argmax(1).cpu() == y[held_idx]).float().mean())
     stats = bit_statistics((h > 0.5).numpy())
-    state = {
-        **{f"backbone.{k}": v for k, v in backbone.state_dict().items()},
-        **{f"hash.{k}": v for k, v in model.state_dict().items()},
-    }
+    state = prefixed_state(backbone=backbone.state_dict(), hash=model.state_dict())
     spec = {
         "fine_tuned": bool(cfg.fine_tune_steps),
         "backbone": cfg.backbone,

@@ -13,13 +13,13 @@ import torch
 from pydantic import BaseModel
 from torch.nn import functional as F
 
-from cbir.nn.backbones import BACKBONES, create_backbone, load_torchvision_weights
+from cbir.nn.backbones import BACKBONES, loaded_backbone
 from cbir.nn.device import resolve_device
 from cbir.nn.finetune import fine_tune
 from cbir.nn.metric import MetricHead, augment_image, semi_hard_triplet_loss
 from cbir.nn.train_cnn import stratified_split
 from cbir.nn.train_deephash import backbone_features
-from cbir.nn.weights import save_weights
+from cbir.nn.weights import prefixed_state, save_weights
 from cbir.progress import NoProgress, Progress
 from cbir.tileset import load_labelled_tiles, read_tiles
 
@@ -86,10 +86,7 @@ def train_metric(
     data = load_labelled_tiles(tiles_root, labels_csv)
     classes = sorted(set(data.labels))
     y_all = np.array([classes.index(label) for label in data.labels])
-    backbone = create_backbone(cfg.backbone)
-    if cfg.backbone_weights is not None:
-        load_torchvision_weights(backbone, cfg.backbone_weights)
-    backbone.to(dev)
+    backbone = loaded_backbone(cfg.backbone, cfg.backbone_weights, dev)
     norm = BACKBONES[cfg.backbone].normalization
     tiles = read_tiles(data.paths, cfg.tile_size)
     train_idx, held_idx = stratified_split(data.labels, cfg.holdout, cfg.seed)
@@ -166,10 +163,8 @@ def train_metric(
         with torch.no_grad():
             emb = head(backbone_features(backbone, tiles[held_idx], norm, dev).to(dev)).cpu()
         accuracy = knn_accuracy(emb.numpy(), y_all[held_idx])
-    state = {
-        **{f"backbone.{k}": v for k, v in backbone.state_dict().items()},
-        **{f"head.{k}": v for k, v in head.state_dict().items() if not k.startswith("classifier")},
-    }
+    head_state = {k: v for k, v in head.state_dict().items() if not k.startswith("classifier")}
+    state = prefixed_state(backbone=backbone.state_dict(), head=head_state)
     spec = {
         "fine_tuned": bool(cfg.fine_tune_steps),
         "backbone": cfg.backbone,

@@ -17,16 +17,15 @@ from cbir.eval.bits import bit_statistics
 from cbir.nn.backbones import (
     BACKBONES,
     MAP_CHANNELS,
-    create_backbone,
     feature_map,
-    load_torchvision_weights,
+    loaded_backbone,
 )
 from cbir.nn.cnn import to_tensor
 from cbir.nn.device import resolve_device
 from cbir.nn.finetune import fine_tune
 from cbir.nn.ssdh import SSDHHead, ssdh_loss
 from cbir.nn.train_cnn import stratified_split
-from cbir.nn.weights import save_weights
+from cbir.nn.weights import prefixed_state, save_weights
 from cbir.progress import NoProgress, Progress
 from cbir.tileset import load_labelled_tiles, read_tiles
 
@@ -99,10 +98,7 @@ def train_ssdh(
     data = load_labelled_tiles(tiles_root, labels_csv)
     classes = sorted(set(data.labels))
     y = torch.tensor([classes.index(label) for label in data.labels])
-    backbone = create_backbone(cfg.backbone)
-    if cfg.backbone_weights is not None:
-        load_torchvision_weights(backbone, cfg.backbone_weights)
-    backbone.to(dev).eval()
+    backbone = loaded_backbone(cfg.backbone, cfg.backbone_weights, dev).eval()
     norm = BACKBONES[cfg.backbone].normalization
     tiles = read_tiles(data.paths, cfg.tile_size)
     with torch.inference_mode():
@@ -177,10 +173,7 @@ def train_ssdh(
         h, logits, _ = head(maps[eval_idx].to(dev))
     acc = float((logits.argmax(1).cpu() == y[eval_idx]).float().mean()) if held_idx else None
     stats = bit_statistics((h.cpu() > 0.5).numpy())
-    state = {
-        **{f"backbone.{k}": v for k, v in backbone.state_dict().items()},
-        **{f"head.{k}": v for k, v in head.state_dict().items()},
-    }
+    state = prefixed_state(backbone=backbone.state_dict(), head=head.state_dict())
     spec = {
         "fine_tuned": bool(cfg.fine_tune_steps),
         "backbone": cfg.backbone,

@@ -53,3 +53,9 @@ def load_weights(
     if data.get("model") != model:
         raise WeightsError(f"{path}: weights of model {data.get('model')!r}, not {model!r}")
     return data["spec"], data["state_dict"]
+
+
+def prefixed_state(**parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Merge state_dicts under prefixes: prefixed_state(backbone=a, head=b) ->
+    {"backbone.<key>": ..., "head.<key>": ...} (what `load_parts` splits again)."""
+    return {f"{prefix}.{k}": v for prefix, state in parts.items() for k, v in state.items()}
