@@ -154,8 +154,10 @@ def describe_plan(
     progress: Progress | None = None,
     timer: StageTimer | None = None,
     workers: int = DEFAULT_WORKERS,
+    references: bool = False,
 ) -> DescribedSlide:
-    """Read and describe the tissue tiles of a planned slide.
+    """Read and describe the tissue tiles of a planned slide (and, with `references`,
+    keep sample tiles per magnification for scale detection).
 
     Each level-0 super-block is read once and cut into the tiles of every magnification;
     super-blocks run on `workers` threads (decoding and resizing release the GIL).
@@ -202,8 +204,10 @@ def describe_plan(
                     fulls[run.scale][rows, cols][keeps[run.scale][rows, cols]] = x
                     progress.advance(len(x))
         scales = [DescribedScale(g, k, f[k]) for g, k, f in zip(grids, keeps, fulls, strict=True)]
-        with timer("references"):
-            refs = reference_tiles(slide, grids, keeps)
+        refs = {}
+        if references:
+            with timer("references"):
+                refs = reference_tiles(slide, grids, keeps)
     return DescribedSlide(plan.info, plan.checksum, plan.min_tissue_fraction, scales, refs)
 
 
@@ -238,8 +242,10 @@ def describe_slides(
     min_tissue_fraction: float | None,
     progress: Progress | None,
     timer: StageTimer,
+    references: bool = False,
 ) -> list[DescribedSlide]:
-    """Plan every slide first (so bad input fails before any long work), then describe."""
+    """Plan every slide first (so bad input fails before any long work), then describe.
+    `references`: keep sample tiles for `--scale auto` (bundles with a scale comparator)."""
     with ThreadPoolExecutor(max_workers=DEFAULT_WORKERS) as pool:  # thumbnails decode in C
         plans = list(
             pool.map(
@@ -247,7 +253,7 @@ def describe_slides(
                 paths,
             )
         )
-    return [describe_plan(plan, pipeline, progress, timer) for plan in plans]
+    return [describe_plan(plan, pipeline, progress, timer, references=references) for plan in plans]
 
 
 def _code_grids(
@@ -364,7 +370,14 @@ def build_index(
     with transaction(out, create=True, overwrite=overwrite) as writer:
         writer.scale_weights = Path(scale_weights) if scale_weights is not None else None
         described = describe_slides(
-            paths, pipeline, recipe, base_magnification, min_tissue_fraction, progress, timer
+            paths,
+            pipeline,
+            recipe,
+            base_magnification,
+            min_tissue_fraction,
+            progress,
+            timer,
+            references=writer.scale_weights is not None,
         )
         summaries, manifest = write_new_bundle(writer, recipe, pipeline, described, timer)
     return _report(out, manifest, summaries, [], [], start, timer)
@@ -466,7 +479,14 @@ def add_slides(
                     )
                 replaced.append(str(p))
         described = describe_slides(
-            paths, pipeline, bundle_recipe, base_magnification, min_tissue_fraction, progress, timer
+            paths,
+            pipeline,
+            bundle_recipe,
+            base_magnification,
+            min_tissue_fraction,
+            progress,
+            timer,
+            references=writer.scale_weights is not None,
         )
         index = writer.index
         with timer("remove"):

@@ -90,5 +90,7 @@ def test_scale_modes(tmp_path: Path, generated_slide: Path, tiny_scale: Path) ->
             index.search(tile, scale="7x")
     plain = tmp_path / "plain"
     cbir.build_index([generated_slide], plain, "stats-lsh32")
-    with cbir.open_index(plain) as index, pytest.raises(QueryError, match="no scale comparator"):
-        index.search(tile, scale="auto")
+    with cbir.open_index(plain) as index:
+        assert index.bundle.meta.reference_tiles() == {}  # only kept for --scale auto
+        with pytest.raises(QueryError, match="no scale comparator"):
+            index.search(tile, scale="auto")
