@@ -1,0 +1,1 @@
+"""DELF (seed 003) geometry: receptive fields, box NMS, RANSAC verification."""
