@@ -25,8 +25,7 @@ def box_nms(
         xywh.tolist(),
         shifted.tolist(),
         score_threshold=0.0,
-        nms_threshold=iou_threshold,
-        top_k=max_keep,
+        nms_threshold=iou_threshold,  # no top_k: OpenCV applies it before suppression
     )
     keep = np.asarray(keep, dtype=np.int64).ravel()
     order = np.argsort(-scores[keep], kind="stable")
