@@ -86,37 +86,6 @@ def tissue_cells(grid: GridGeometry, tissue: TissueFractions, min_fraction: floa
     return frac >= min_fraction
 
 
-@dataclass(frozen=True)
-class TileBlock:
-    """A rectangular block of grid cells read in one go."""
-
-    r0: int
-    c0: int
-    nrows: int
-    ncols: int
-
-
-def blocks(grid: GridGeometry, keep: np.ndarray, block: int = 8) -> Iterator[TileBlock]:
-    """Blocks of up to block x block cells, only those with at least one kept cell."""
-    for r0 in range(0, grid.rows, block):
-        for c0 in range(0, grid.cols, block):
-            nrows, ncols = min(block, grid.rows - r0), min(block, grid.cols - c0)
-            if keep[r0 : r0 + nrows, c0 : c0 + ncols].any():
-                yield TileBlock(r0, c0, nrows, ncols)
-
-
-def read_block_tiles(slide: Slide, grid: GridGeometry, blk: TileBlock) -> np.ndarray:
-    """Read a block of cells -> (nrows, ncols, tile, tile, 3) uint8 tiles at grid magnification.
-
-    The whole block is read from the best pyramid level and resized at once, so a tile is
-    (base / magnification) level-0 pixels per output pixel, up to rounding of the grid.
-    """
-    t = grid.tile_size
-    x, y, w, h = grid.rect(blk.r0, blk.c0, blk.nrows, blk.ncols)
-    image = slide.read_resized(x, y, w, h, blk.ncols * t, blk.nrows * t)
-    return image.reshape(blk.nrows, t, blk.ncols, t, 3).swapaxes(1, 2)
-
-
 def split_tiles(image: np.ndarray, tile_size: int) -> np.ndarray:
     """(H, W, 3) image -> (H // t, W // t, t, t, 3) tiles from the top-left corner."""
     rows, cols = image.shape[0] // tile_size, image.shape[1] // tile_size
