@@ -10,12 +10,14 @@ import numpy as np
 from pydantic import BaseModel
 
 from cbir.bundle import Bundle
+from cbir.delf.extract import LocalFeatures
 from cbir.errors import QueryError
 from cbir.eval.bits import bit_statistics
 from cbir.hits import Hit, SearchResult
 from cbir.metadata import SlideRecord
 from cbir.query import Region, as_rgb, query_tiles, read_region_image
 from cbir.search.hamming import hamming_matrix
+from cbir.search.local import VerifiedGroup, verify_tiles, vote_and_verify
 from cbir.search.region import (
     GridCache,
     region_candidates,
@@ -117,22 +119,44 @@ class Index:
         """Every magnification indexed in the bundle, ascending."""
         return sorted({g for r in self.slides.values() for g in r.magnifications})
 
-    def search(self, query: Query, k: int | None = None, scale: str = "all") -> SearchResult:
+    def search(
+        self, query: Query, k: int | None = None, scale: str = "all", verify: bool | None = None
+    ) -> SearchResult:
         """Top-k tiles (one-tile query) or regions (larger query) over every slide.
 
         scale: "all" searches every indexed magnification; "20x" one of them; "auto" those
         the bundle's scale comparator finds most like the query, with their neighbours.
+        verify: rank by local-feature RANSAC inliers (None: the recipe's default). Needs a
+        bundle with local features; candidates come from local-feature votes or from this
+        search's own top hits, as the recipe's [local] section says.
         """
         start = time.perf_counter()
         k = self.recipe.search.k if k is None else k
         if k < 1:
             raise QueryError(f"k must be >= 1, got {k}")
+        verify = self.recipe.search.verify if verify is None else verify
+        local = self.recipe.local
+        if verify and (local is None or self.bundle.local is None):
+            raise QueryError(
+                f"{self.bundle.root}: bundle has no local features for --verify (build it "
+                "with --local-weights, or with recipe delf-hnsw)"
+            )
         image, name = self.query_image(query)
+        if verify and local is not None and local.candidates_from == "votes":
+            return self._local_search(image, name, k, scale, start)
         tiles = query_tiles(image, self.recipe.tiling.tile_size, name)
         allowed, probabilities = self.scale_selector.select(scale, tiles)
         x, codes = self.tile_codes(tiles)
         m, n = codes.shape[:2]
-        hits = self.search_codes(codes, k, x, allowed)
+        query_features = None
+        if verify:
+            assert local is not None
+            hits = self.search_codes(codes, max(k, local.candidates), x, allowed)
+            features = self._query_features(image)
+            hits = self.verify_hits(features, hits, k)
+            query_features = len(features)
+        else:
+            hits = self.search_codes(codes, k, x, allowed)
         return SearchResult(
             query=name,
             query_rows=m,
@@ -141,8 +165,125 @@ class Index:
             scale=scale,
             searched_magnifications=sorted(allowed) if allowed else self.magnifications,
             scale_probabilities=probabilities,
+            verified=verify,
+            query_features=query_features,
             hits=hits,
             seconds=round(time.perf_counter() - start, 6),
+        )
+
+    # -- local features (--verify) ----------------------------------------------------
+    def _query_features(self, image: np.ndarray) -> LocalFeatures:
+        assert self.bundle.local is not None
+        return self.bundle.local.query(image)
+
+    def _level0_per_px(self, slide_id: int, magnification: float) -> float:
+        return self.slides[slide_id].info.base_magnification / magnification
+
+    def verify_hits(self, features: LocalFeatures, hits: list[Hit], k: int) -> list[Hit]:
+        """Verify coarse hits against the query's local features; rank them by inliers
+        (ties keep the coarse order); the top k, with their inliers and transforms."""
+        local = self.recipe.local
+        assert local is not None
+        scored = []
+        for h in hits:
+            if h.tile_id is not None:
+                ids = np.array([h.tile_id], np.int64)
+            else:
+                g = self.grids.get(h.slide_id, h.magnification)
+                block = g.ids[h.row : h.row + h.rows, h.col : h.col + h.cols]
+                ids = block[block >= 0]
+            v, affine = verify_tiles(
+                features,
+                self.bundle.meta,
+                ids,
+                self._level0_per_px(h.slide_id, h.magnification),
+                local,
+            )
+            scored.append((h, v, affine))
+        scored.sort(key=lambda s: -s[1].inliers)  # stable: coarse order among equals
+        return [
+            h.model_copy(
+                update={
+                    "rank": rank,
+                    "inliers": v.inliers,
+                    "matches": v.matches,
+                    "affine": None if a is None else np.round(a, 6).tolist(),
+                }
+            )
+            for rank, (h, v, a) in enumerate(scored[:k], 1)
+        ]
+
+    def _local_search(
+        self, image: np.ndarray, name: str, k: int, scale: str, start: float
+    ) -> SearchResult:
+        """Local-feature votes -> RANSAC per (slide, magnification) -> rank by inliers.
+        Each hit is the query's footprint mapped into the slide by the fitted transform."""
+        local = self.recipe.local
+        assert local is not None and self.bundle.local_index is not None
+        t = self.recipe.tiling.tile_size
+        h_px, w_px = image.shape[:2]
+        allowed, probabilities = None, None
+        if scale != "all":
+            allowed, probabilities = self.scale_selector.select(scale, query_tiles(image, t, name))
+        features = self._query_features(image)
+        groups = vote_and_verify(
+            features,
+            self.bundle.local_index,
+            self.bundle.meta,
+            local,
+            {sid: r.info.base_magnification for sid, r in self.slides.items()},
+            allowed,
+        )
+        hits = []
+        for g in groups:
+            if g.inliers < local.min_inliers or g.affine_level0 is None:
+                continue
+            hits.append(self._footprint_hit(len(hits) + 1, g, w_px, h_px))
+            if len(hits) == k:
+                break
+        return SearchResult(
+            query=name,
+            query_rows=max(1, h_px // t),
+            query_cols=max(1, w_px // t),
+            magnifications=self.magnifications,
+            scale=scale,
+            searched_magnifications=sorted(allowed) if allowed else self.magnifications,
+            scale_probabilities=probabilities,
+            verified=True,
+            query_features=len(features),
+            hits=hits,
+            seconds=round(time.perf_counter() - start, 6),
+        )
+
+    def _footprint_hit(self, rank: int, g: VerifiedGroup, w_px: int, h_px: int) -> Hit:
+        """A hit covering the query's corners mapped by the group's transform (level-0
+        bounding box, clipped to the slide)."""
+        assert g.affine_level0 is not None
+        slide = self.slides[g.slide_id]
+        corners = np.array([[0, 0, 1], [w_px, 0, 1], [0, h_px, 1], [w_px, h_px, 1]], float)
+        mapped = corners @ g.affine_level0.T
+        x0, y0 = np.clip(mapped.min(axis=0), 0, [slide.info.width, slide.info.height])
+        x1, y1 = np.clip(mapped.max(axis=0), 0, [slide.info.width, slide.info.height])
+        geometry = self.grids.get(g.slide_id, g.magnification).geometry
+        row, col = int(y0 // geometry.step), int(x0 // geometry.step)
+        return Hit(
+            rank=rank,
+            slide=slide.info.name,
+            slide_path=slide.info.path,
+            slide_id=g.slide_id,
+            magnification=g.magnification,
+            x=int(round(x0)),
+            y=int(round(y0)),
+            w=max(1, int(round(x1 - x0))),
+            h=max(1, int(round(y1 - y0))),
+            row=row,
+            col=col,
+            rows=max(1, int(np.ceil(y1 / geometry.step)) - row),
+            cols=max(1, int(np.ceil(x1 / geometry.step)) - col),
+            distance=-float(g.inliers),
+            inliers=g.inliers,
+            matches=g.verification.matches,
+            affine=np.round(g.affine_level0, 6).tolist(),
         )
 
     def search_codes(

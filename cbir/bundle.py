@@ -6,6 +6,9 @@
     idx/gen-000007/pipeline.npz encoder state (standardisation, hyperplanes)
     idx/gen-000007/weights.pt   model weights of a learned descriptor (checksum in manifest)
     idx/gen-000007/scale.pt     scale comparator weights for `--scale auto` (optional)
+    idx/gen-000007/locals.faiss local descriptors of every tile, ids (tile id << 10) | row
+    idx/gen-000007/local.npz    the local descriptors' PCA (fitted on the collection)
+    idx/gen-000007/local.pt     local extractor weights, when not the same as weights.pt
 
 A change is made in a fresh directory and published by atomically replacing
 manifest.json; the old generation is then deleted. A run that dies before the
@@ -22,18 +25,22 @@ import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
 from cbir import __version__
 from cbir.checksum import sha256_file
 from cbir.errors import BundleError, BundleMismatchError
+from cbir.float_index import FloatTileIndex
 from cbir.metadata import MetadataStore
 from cbir.pipeline import TilePipeline
 from cbir.recipes import Recipe
 from cbir.specs import DescriptorSpec, EncoderSpec
 from cbir.tile_index import TileIndex, load_tile_index
+
+if TYPE_CHECKING:
+    from cbir.delf.stage import LocalStage
 
 FORMAT_VERSION = 2  # 2: LMDB vectors and refs databases, float indexes, weights
 #: Opens retried when a concurrent writer replaced the generation being opened.
@@ -44,11 +51,24 @@ META_DIR = "meta.lmdb"
 STATE_FILE = "pipeline.npz"
 WEIGHTS_FILE = "weights.pt"
 SCALE_FILE = "scale.pt"
+LOCAL_INDEX_FILE = "locals.faiss"
+LOCAL_STATE_FILE = "local.npz"
+LOCAL_WEIGHTS_FILE = "local.pt"
 
 
 class Counts(BaseModel):
     slides: int
     tiles: int
+
+
+class LocalManifest(BaseModel):
+    """The local features of a bundle (`--verify`)."""
+
+    spec: dict[str, Any]  # extractor, PCA dim, weights checksum
+    features: int  # rows in the local index
+    state_sha256: str
+    weights_file: str | None  # WEIGHTS_FILE (shared with the descriptor) or LOCAL_WEIGHTS_FILE
+    weights_sha256: str | None
 
 
 class Manifest(BaseModel):
@@ -66,6 +86,7 @@ class Manifest(BaseModel):
     pipeline_sha256: str
     weights_sha256: str | None = None
     scale_weights_sha256: str | None = None
+    local: LocalManifest | None = None
     created: str
     updated: str
 
@@ -114,8 +135,12 @@ class Bundle:
         meta: MetadataStore,
         pipeline: TilePipeline,
         scale_weights: Path | None = None,
+        local: LocalStage | None = None,
+        local_index: FloatTileIndex | None = None,
     ) -> None:
         self.root = root
+        self.local = local  # local features for --verify, if the bundle has them
+        self.local_index = local_index
         self.manifest = manifest
         self.index = index
         self.meta = meta
@@ -194,7 +219,14 @@ class Bundle:
                 f"{root}: inconsistent bundle (Faiss {index.ntotal} tiles, LMDB {n_meta}, "
                 f"manifest {manifest.counts.tiles})"
             )
-        return cls(root, manifest, index, meta, pipeline, scale_weights)
+        local, local_index = None, None
+        if manifest.local is not None:
+            try:
+                local, local_index = _open_local(root, manifest, gen, device, meta)
+            except BaseException:
+                meta.close()
+                raise
+        return cls(root, manifest, index, meta, pipeline, scale_weights, local, local_index)
 
     def close(self) -> None:
         self.meta.close()
@@ -204,6 +236,43 @@ class Bundle:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _open_local(
+    root: Path, manifest: Manifest, gen: Path, device: str | None, meta: MetadataStore
+) -> tuple[LocalStage, FloatTileIndex]:
+    """Load and check a bundle's local features: weights, PCA state, index, counts."""
+    from cbir.delf.stage import LocalStage
+
+    lm, cfg = manifest.local, manifest.recipe.local
+    assert lm is not None
+    if cfg is None:
+        raise BundleError(f"{root}: manifest lists local features but its recipe has none")
+    weights = None
+    if lm.weights_file is not None:
+        weights = gen / lm.weights_file
+        if not weights.is_file() or sha256_file(weights) != lm.weights_sha256:
+            raise BundleError(f"{root}: {gen.name}/{lm.weights_file} is missing or changed")
+    for name in (LOCAL_INDEX_FILE, LOCAL_STATE_FILE):
+        if not (gen / name).exists():
+            raise BundleError(f"{root}: bundle is incomplete ({gen.name}/{name} missing)")
+    if sha256_file(gen / LOCAL_STATE_FILE) != lm.state_sha256:
+        raise BundleError(f"{root}: {gen.name}/{LOCAL_STATE_FILE} does not match its checksum")
+    stage = LocalStage(cfg, weights, device)
+    if stage.spec != lm.spec:
+        raise BundleMismatchError(
+            f"{root}: local features of the bundle differ from those its recipe builds here"
+        )
+    stage.load_state(gen / LOCAL_STATE_FILE)
+    try:
+        index = FloatTileIndex.load(gen / LOCAL_INDEX_FILE, cfg.index_config())
+    except (RuntimeError, ValueError) as exc:
+        raise BundleError(f"{root}: unreadable local Faiss index ({exc})") from exc
+    if index.ntotal != lm.features:
+        raise BundleError(
+            f"{root}: inconsistent bundle (local index {index.ntotal} rows, manifest {lm.features})"
+        )
+    return stage, index
 
 
 @contextlib.contextmanager
@@ -250,6 +319,8 @@ class BundleWriter:
         self.meta: MetadataStore | None = None
         self.pipeline: TilePipeline | None = None
         self.scale_weights: Path | None = None
+        self.local: LocalStage | None = None
+        self.local_index: FloatTileIndex | None = None
         self.committed = False
 
     def commit(self, recipe: Recipe, counts: Counts) -> Manifest:
@@ -274,6 +345,7 @@ class BundleWriter:
             if self.scale_weights.resolve() != staged.resolve():
                 shutil.copyfile(self.scale_weights, staged)
             scale_sha = sha256_file(staged)
+        local = _write_local(self, weights_sha)
         self.meta.env.sync(True)
         self.meta.close()
         self.meta = None
@@ -291,6 +363,7 @@ class BundleWriter:
             pipeline_sha256=sha256_file(self.stage / STATE_FILE),
             weights_sha256=weights_sha,
             scale_weights_sha256=scale_sha,
+            local=local,
             created=self.previous.created if self.previous and not self.fresh else now(),
             updated=now(),
         )
@@ -318,6 +391,40 @@ class BundleWriter:
         self.committed = True
         _sweep(self.root, keep=generation)
         return manifest
+
+
+def _write_local(writer: BundleWriter, weights_sha: str | None) -> LocalManifest | None:
+    """Stage a writer's local index, PCA state and extractor weights (shared with the
+    descriptor's weights.pt when they are the same file); check the counts agree."""
+    if writer.local is None:
+        return None
+    assert writer.local_index is not None and writer.meta is not None
+    n_meta = writer.meta.local_feature_count()
+    if writer.local_index.ntotal != n_meta:
+        raise BundleError(
+            f"{writer.root}: refusing to publish an inconsistent bundle (local index "
+            f"{writer.local_index.ntotal} rows, LMDB {n_meta})"
+        )
+    writer.local_index.save(writer.stage / LOCAL_INDEX_FILE)
+    writer.local.save_state(writer.stage / LOCAL_STATE_FILE)
+    source = writer.local.weights
+    weights_file, sha = None, None
+    if source is not None:
+        descriptor_weights = writer.pipeline.weights if writer.pipeline else None
+        if descriptor_weights is not None and source.resolve() == descriptor_weights.resolve():
+            weights_file, sha = WEIGHTS_FILE, weights_sha
+        else:
+            staged = writer.stage / LOCAL_WEIGHTS_FILE
+            if source.resolve() != staged.resolve():
+                shutil.copyfile(source, staged)
+            weights_file, sha = LOCAL_WEIGHTS_FILE, sha256_file(staged)
+    return LocalManifest(
+        spec=writer.local.spec,
+        features=writer.local_index.ntotal,
+        state_sha256=sha256_file(writer.stage / LOCAL_STATE_FILE),
+        weights_file=weights_file,
+        weights_sha256=sha,
+    )
 
 
 def _previous_manifest(root: Path, tolerate_broken: bool) -> Manifest | None:
@@ -380,6 +487,8 @@ def transaction(
                     writer.index = live.index
                     writer.pipeline = live.pipeline
                     writer.scale_weights = live.scale_weights
+                    writer.local = live.local
+                    writer.local_index = live.local_index
                     live.close()
                     live = None
                 (stage / META_DIR).mkdir(exist_ok=True)

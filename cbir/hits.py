@@ -25,8 +25,15 @@ class Hit(BaseModel):
     col: int
     rows: int  # tiles in the hit (1 x 1 for a tile query)
     cols: int
-    distance: float  # Hamming for a tile; D = d_near(Q, B') + d_near(B', Q) for a region
+    distance: float  # Hamming for a tile; D = d_near(Q, B') + d_near(B', Q) for a region;
+    # the coarse distance for hits verified from a global search; -inliers for hits found by
+    # local-feature votes (smaller is better in every case)
     tile_id: int | None = None
+    #: Local-feature verification (--verify): RANSAC inliers, tentative matches, and the
+    #: affine transform (2 x 3) mapping query pixels (x, y) to level-0 slide pixels.
+    inliers: int | None = None
+    matches: int | None = None
+    affine: list[list[float]] | None = None
 
 
 class SearchResult(BaseModel):
@@ -39,5 +46,7 @@ class SearchResult(BaseModel):
     scale: str = "all"  # "all", "auto" or one magnification ("20x")
     searched_magnifications: list[float] = []
     scale_probabilities: dict[str, float] | None = None  # --scale auto: P(same scale) per mag
+    verified: bool = False  # ranked by local-feature RANSAC inliers
+    query_features: int | None = None  # local features of the query (--verify)
     hits: list[Hit]
     seconds: float

@@ -14,11 +14,14 @@ import numpy as np
 from pydantic import BaseModel
 
 from cbir.bundle import BundleWriter, Counts, Manifest, transaction
+from cbir.delf.extract import LocalFeatures
+from cbir.delf.stage import LocalStage, local_ids
 from cbir.errors import BundleMismatchError, CbirError, DuplicateSlideError, EmptyTissueError
+from cbir.float_index import FloatTileIndex
 from cbir.metadata import CodeGrid, MetadataStore, SlideRecord
 from cbir.pipeline import TilePipeline
 from cbir.progress import NoProgress, Progress
-from cbir.recipes import Recipe, load_recipe
+from cbir.recipes import LocalConfig, Recipe, load_recipe
 from cbir.slides import Slide, SlideInfo, open_slide
 from cbir.slides.open import file_checksum
 from cbir.tile_index import TileIndex, build_tile_index
@@ -53,6 +56,8 @@ class DescribedScale:
     geometry: GridGeometry
     keep: np.ndarray  # (rows, cols) bool
     descriptors: np.ndarray  # (keep.sum(), d) float32
+    #: Local features per kept cell (same order), keypoints in tile pixels; None without.
+    locals: list[LocalFeatures] | None = None
 
 
 @dataclass
@@ -155,9 +160,11 @@ def describe_plan(
     timer: StageTimer | None = None,
     workers: int = DEFAULT_WORKERS,
     references: bool = False,
+    local: LocalStage | None = None,
 ) -> DescribedSlide:
     """Read and describe the tissue tiles of a planned slide (and, with `references`,
-    keep sample tiles per magnification for scale detection).
+    keep sample tiles per magnification for scale detection; with `local`, extract each
+    tile's local features too).
 
     Each level-0 super-block is read once and cut into the tiles of every magnification;
     super-blocks run on `workers` threads (decoding and resizing release the GIL).
@@ -179,8 +186,9 @@ def describe_plan(
         progress.start(plan.info.name, plan.n_tiles)
         dim = pipeline.descriptor_spec.dim
         fulls = [np.zeros((g.rows, g.cols, dim), dtype=np.float32) for g in grids]
+        local_grids = [np.empty((g.rows, g.cols), dtype=object) for g in grids]
 
-        def work(sb: SuperBlock) -> list[tuple[CellRun, np.ndarray]]:
+        def work(sb: SuperBlock) -> list[tuple[CellRun, np.ndarray, list[LocalFeatures]]]:
             """Read one super-block and describe its kept cells (runs in a worker thread)."""
             with timer("read"):
                 block, ds = read_superblock(slide, sb)
@@ -193,17 +201,29 @@ def describe_plan(
                     with timer("resize"):
                         tiles = cut_run_tiles(block, ds, sb, grids[run.scale], run)[sub_keep]
                     with timer("describe"):
-                        done.append((run, pipeline.describe(tiles)))
+                        x = pipeline.describe(tiles)
+                    feats: list[LocalFeatures] = []
+                    if local is not None:
+                        with timer("local"):
+                            feats = local.extract_tiles(tiles)
+                    done.append((run, x, feats))
             return done
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for done in pool.map(work, superblocks(grids, keeps, superblock_side(grids))):
-                for run, x in done:
+                for run, x, feats in done:
                     rows = slice(run.r0, run.r0 + run.nrows)
                     cols = slice(run.c0, run.c0 + run.ncols)
                     fulls[run.scale][rows, cols][keeps[run.scale][rows, cols]] = x
+                    if local is not None:
+                        rr, cc = np.nonzero(keeps[run.scale][rows, cols])
+                        for r, c, f in zip(rr.tolist(), cc.tolist(), feats, strict=True):
+                            local_grids[run.scale][run.r0 + r, run.c0 + c] = f
                     progress.advance(len(x))
-        scales = [DescribedScale(g, k, f[k]) for g, k, f in zip(grids, keeps, fulls, strict=True)]
+        scales = [
+            DescribedScale(g, k, f[k], list(lg[k]) if local is not None else None)
+            for g, k, f, lg in zip(grids, keeps, fulls, local_grids, strict=True)
+        ]
         refs = {}
         if references:
             with timer("references"):
@@ -243,6 +263,7 @@ def describe_slides(
     progress: Progress | None,
     timer: StageTimer,
     references: bool = False,
+    local: LocalStage | None = None,
 ) -> list[DescribedSlide]:
     """Plan every slide first (so bad input fails before any long work), then describe.
     `references`: keep sample tiles for `--scale auto` (bundles with a scale comparator)."""
@@ -253,7 +274,10 @@ def describe_slides(
                 paths,
             )
         )
-    return [describe_plan(plan, pipeline, progress, timer, references=references) for plan in plans]
+    return [
+        describe_plan(plan, pipeline, progress, timer, references=references, local=local)
+        for plan in plans
+    ]
 
 
 def _code_grids(
@@ -292,14 +316,59 @@ def _summary(slide_id: int, d: DescribedSlide) -> SlideSummary:
     )
 
 
+@dataclass
+class LocalRows:
+    """Projected local descriptors (n, dim) float32 with their Faiss ids (n,) int64."""
+
+    vectors: list[np.ndarray] = field(default_factory=list)
+    ids: list[np.ndarray] = field(default_factory=list)
+
+    def arrays(self, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        if not self.ids:
+            return np.zeros((0, dim), np.float32), np.zeros(0, np.int64)
+        return np.concatenate(self.vectors), np.concatenate(self.ids)
+
+
+def _store_locals(
+    txn: object,
+    meta: MetadataStore,
+    local: LocalStage,
+    scale: DescribedScale,
+    tile_ids: np.ndarray,
+    rows: LocalRows,
+) -> None:
+    """Project a grid's local features, store their level-0 keypoints in LMDB and collect
+    their rows for the local index."""
+    assert scale.locals is not None
+    g = scale.geometry
+    rr, cc = np.nonzero(scale.keep)
+    xs, ys = g.origin(rr, cc)
+    per_px = g.step / g.tile_size  # level-0 pixels per tile pixel
+    counts = []
+    for tid, x0, y0, f in zip(
+        tile_ids.tolist(), xs.tolist(), ys.tolist(), scale.locals, strict=True
+    ):
+        f = local.project(f)
+        points = np.column_stack(
+            [x0 + f.xy[:, 0] * per_px, y0 + f.xy[:, 1] * per_px, f.scales, f.attention]
+        ).astype(np.float32)
+        meta.put_locals(txn, tid, points, f.descriptors)  # type: ignore[arg-type]
+        rows.vectors.append(f.descriptors)
+        counts.append(len(f))
+    rows.ids.append(local_ids(tile_ids, np.asarray(counts, np.int64)))
+
+
 def _store_slides(
     meta: MetadataStore,
     pipeline: TilePipeline,
     described: list[DescribedSlide],
     first_id: int,
     timer: StageTimer,
+    local: LocalStage | None = None,
+    local_rows: LocalRows | None = None,
 ) -> tuple[list[SlideSummary], np.ndarray, np.ndarray]:
-    """Encode and write slides into LMDB; returns summaries, (n, bytes) codes, (n,) ids."""
+    """Encode and write slides into LMDB; returns summaries, (n, bytes) codes, (n,) ids.
+    With `local`, projected local rows are appended to `local_rows`."""
     summaries, codes, ids = [], [], []
     with meta.env.begin(write=True) as txn:
         for offset, d in enumerate(described):
@@ -321,6 +390,10 @@ def _store_slides(
                     meta.add_reference_tiles(txn, mag, tiles, REFERENCES_PER_MAGNIFICATION)
                 if pipeline.recipe.search.rerank and pipeline.binary:
                     meta.put_vectors(txn, i, np.concatenate([sc.descriptors for sc in d.scales]))
+            if local is not None and local_rows is not None:
+                with timer("local"):
+                    for sc, grid in zip(d.scales, grids, strict=True):
+                        _store_locals(txn, meta, local, sc, grid.ids[sc.keep], local_rows)
             summaries.append(_summary(sid, d))
             codes.append(c)
             ids.append(i)
@@ -352,10 +425,13 @@ def build_index(
     weights: str | os.PathLike[str] | None = None,
     device: str | None = "auto",
     scale_weights: str | os.PathLike[str] | None = None,
+    local_weights: str | os.PathLike[str] | None = None,
 ) -> IndexReport:
     """Index `slides` into a new bundle at `out` (atomic: on any error nothing is written).
     `weights`: model file of a learned descriptor, copied into the bundle;
-    `scale_weights`: a scale comparator (`cbir train scale`) for `--scale auto`."""
+    `scale_weights`: a scale comparator (`cbir train scale`) for `--scale auto`;
+    `local_weights`: DELF weights (`cbir train delf`): store local features for `--verify`
+    (recipes with a [local] section have them anyway)."""
     start = time.perf_counter()
     recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
     paths = _unique_paths(slides)
@@ -363,6 +439,7 @@ def build_index(
         raise CbirError("no slides given")
     timer = StageTimer()
     pipeline = TilePipeline(recipe, weights=weights, device=device)
+    recipe, local = local_stage_for(recipe, weights, local_weights, device)
     if scale_weights is not None:
         from cbir.nn.weights import load_weights
 
@@ -378,9 +455,29 @@ def build_index(
             progress,
             timer,
             references=writer.scale_weights is not None,
+            local=local,
         )
-        summaries, manifest = write_new_bundle(writer, recipe, pipeline, described, timer)
+        summaries, manifest = write_new_bundle(writer, recipe, pipeline, described, timer, local)
     return _report(out, manifest, summaries, [], [], start, timer)
+
+
+def local_stage_for(
+    recipe: Recipe,
+    weights: str | os.PathLike[str] | None,
+    local_weights: str | os.PathLike[str] | None,
+    device: str | None,
+) -> tuple[Recipe, LocalStage | None]:
+    """The recipe as the bundle records it and its local stage (None without local
+    features). `local_weights` adds the default [local] section to a recipe without one;
+    a recipe whose descriptor is `delf` shares the descriptor's weights by default."""
+    if local_weights is not None and recipe.local is None:
+        recipe = recipe.model_copy(update={"local": LocalConfig()})
+    if recipe.local is None:
+        return recipe, None
+    if local_weights is None and recipe.descriptor.name == "delf":
+        local_weights = weights
+    path = Path(local_weights) if local_weights is not None else None
+    return recipe, LocalStage(recipe.local, path, device)
 
 
 def write_new_bundle(
@@ -389,14 +486,26 @@ def write_new_bundle(
     pipeline: TilePipeline,
     described: list[DescribedSlide],
     timer: StageTimer,
+    local: LocalStage | None = None,
 ) -> tuple[list[SlideSummary], Manifest]:
-    """Fit the encoder on described slides, encode, store and commit a fresh bundle."""
+    """Fit the encoder (and the local PCA) on described slides, encode, store and commit
+    a fresh bundle."""
     with timer("fit"):
         pipeline.encoder.fit(np.concatenate([s.descriptors for d in described for s in d.scales]))
+        if local is not None:
+            local.fit([f for d in described for s in d.scales for f in s.locals or []])
     writer.pipeline = pipeline
-    summaries, xb, ids = _store_slides(writer.meta, pipeline, described, 1, timer)
+    rows = LocalRows()
+    summaries, xb, ids = _store_slides(writer.meta, pipeline, described, 1, timer, local, rows)
     with timer("add"):
         writer.index = build_tile_index(pipeline.encoder_spec, recipe.index, xb, ids)
+        if local is not None:
+            assert recipe.local is not None
+            lx, lids = rows.arrays(recipe.local.pca_dim)
+            writer.local = local
+            writer.local_index = FloatTileIndex.for_collection(
+                recipe.local.pca_dim, recipe.local.index_config(), lx, lids
+            )
     with timer("commit"):
         manifest = writer.commit(recipe, Counts(slides=len(described), tiles=len(ids)))
     return summaries, manifest
@@ -487,15 +596,21 @@ def add_slides(
             progress,
             timer,
             references=writer.scale_weights is not None,
+            local=writer.local,
         )
         index = writer.index
         with timer("remove"):
             for p in replaced:
-                index.remove(_delete_slide(meta, p))
-        summaries, xb, ids = _store_slides(meta, pipeline, described, meta.next_slide_id(), timer)
+                _remove_slide(writer, p)
+        rows = LocalRows()
+        summaries, xb, ids = _store_slides(
+            meta, pipeline, described, meta.next_slide_id(), timer, writer.local, rows
+        )
         with timer("add"):
             index.add(xb, ids)
             writer.index = _rebuild_if_needed(index, meta, pipeline)
+            if writer.local is not None and writer.local_index is not None:
+                writer.local_index.add(*rows.arrays(writer.local_index.dim))
         n_slides = len(meta.slide_list())
         with timer("commit"):
             manifest = writer.commit(
@@ -504,11 +619,21 @@ def add_slides(
     return _report(index_path, manifest, summaries, replaced, [], start, timer)
 
 
-def _delete_slide(meta: MetadataStore, path: str) -> np.ndarray:
+def _remove_slide(writer: BundleWriter, path: str) -> None:
+    """Delete a slide from the writer's LMDB, tile index and local index."""
+    meta = writer.meta
+    assert meta is not None and writer.index is not None
     sid = meta.slide_id_for_path(path)
     record = next(r for r in meta.slide_list() if r.slide_id == sid)
+    tile_ids = np.concatenate(
+        [g.ids[g.valid] for g in meta.grids_of(record.slide_id)] or [np.zeros(0, np.int64)]
+    )
+    rows = local_ids(tile_ids, meta.local_counts(tile_ids))
     with meta.env.begin(write=True) as txn:
-        return meta.delete_slide(txn, record)
+        removed = meta.delete_slide(txn, record)
+    writer.index.remove(removed)
+    if writer.local_index is not None:
+        writer.local_index.remove(rows)
 
 
 def resolve_slide(meta: MetadataStore, name_or_path: str, bundle: object) -> str:
@@ -537,7 +662,7 @@ def remove_slides(index_path: str | os.PathLike[str], slides: Sequence[str]) -> 
         stored = [resolve_slide(meta, s, index_path) for s in slides]
         with timer("remove"):
             for path in dict.fromkeys(stored):
-                writer.index.remove(_delete_slide(meta, path))
+                _remove_slide(writer, path)
         n_slides = len(meta.slide_list())
         manifest = writer.commit(
             writer.previous.recipe, Counts(slides=n_slides, tiles=meta.tile_count())

@@ -25,6 +25,7 @@ _SLIDE_KEY = struct.Struct(">I")
 _TILE_KEY = struct.Struct(">q")
 _REF_KEY = struct.Struct(">f")  # magnification
 _REF_HEAD = struct.Struct("<II")  # count, tile size
+_LOCAL_HEAD = struct.Struct("<II")  # features, descriptor dim
 
 
 class TileRecord(NamedTuple):
@@ -95,6 +96,7 @@ class MetadataStore:
         self.grids = self.env.open_db(b"grids", create=not readonly)
         self.vectors = self.env.open_db(b"vectors", create=not readonly)
         self.refs = self.env.open_db(b"refs", create=not readonly)
+        self.locals = self.env.open_db(b"locals", create=not readonly)
 
     def close(self) -> None:
         self.env.close()
@@ -168,6 +170,51 @@ class MetadataStore:
         ]
         txn.cursor(db=self.vectors).putmulti(items, dupdata=False, overwrite=True)
 
+    def put_locals(
+        self, txn: lmdb.Transaction, tile_id: int, points: np.ndarray, descriptors: np.ndarray
+    ) -> None:
+        """Store a tile's local features: points (n, 4) [level-0 x, y, pyramid scale,
+        attention] and (n, d) descriptors (kept as float16). Row j is Faiss local id
+        (tile_id << LOCAL_ID_BITS) | j."""
+        head = _LOCAL_HEAD.pack(len(points), descriptors.shape[1])
+        blob = points.astype("<f4").tobytes() + descriptors.astype("<f2").tobytes()
+        txn.put(tile_key(tile_id), head + blob, db=self.locals)
+
+    def locals_of(
+        self, tile_ids: np.ndarray, with_descriptors: bool = True
+    ) -> dict[int, tuple[np.ndarray, np.ndarray | None]]:
+        """{tile id: (points (n, 4) float32, descriptors (n, d) float32 or None)} for the
+        tiles that have local features."""
+        out: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+        with self.env.begin() as txn:
+            for tid in tile_ids.tolist():
+                raw = txn.get(tile_key(tid), db=self.locals)
+                if raw is None:
+                    continue
+                n, d = _LOCAL_HEAD.unpack_from(raw)
+                off = _LOCAL_HEAD.size
+                points = np.frombuffer(raw, "<f4", count=4 * n, offset=off).reshape(n, 4)
+                desc = None
+                if with_descriptors:
+                    desc = np.frombuffer(raw, "<f2", count=n * d, offset=off + 16 * n)
+                    desc = desc.reshape(n, d).astype(np.float32)
+                out[int(tid)] = (points, desc)
+        return out
+
+    def local_counts(self, tile_ids: np.ndarray) -> np.ndarray:
+        """(n,) int64 local features stored per tile (0 where none)."""
+        counts = np.zeros(len(tile_ids), np.int64)
+        with self.env.begin() as txn:
+            for i, tid in enumerate(tile_ids.tolist()):
+                raw = txn.get(tile_key(tid), db=self.locals)
+                if raw is not None:
+                    counts[i] = _LOCAL_HEAD.unpack_from(raw)[0]
+        return counts
+
+    def local_feature_count(self) -> int:
+        with self.env.begin() as txn:
+            return sum(_LOCAL_HEAD.unpack_from(v)[0] for _, v in txn.cursor(db=self.locals))
+
     def reference_tiles(self) -> dict[float, np.ndarray]:
         """Sample tissue tiles per magnification: {mag: (r, t, t, 3) uint8} (scale detection)."""
         out = {}
@@ -233,6 +280,7 @@ class MetadataStore:
         for tid in ids.tolist():
             txn.delete(tile_key(tid), db=self.tiles)
             txn.delete(tile_key(tid), db=self.vectors)
+            txn.delete(tile_key(tid), db=self.locals)
         for g in grids:
             txn.delete(_GRID_KEY.pack(sid, g.geometry.magnification), db=self.grids)
         txn.delete(_SLIDE_KEY.pack(sid), db=self.slides)

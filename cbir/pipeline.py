@@ -14,7 +14,7 @@ from cbir.recipes import Recipe
 from cbir.specs import DescriptorSpec, EncoderSpec
 
 #: Descriptors that are networks: they take `weights` and `device`.
-LEARNED_DESCRIPTORS = frozenset({"cnn", "deephash", "metric", "ssdh", "vae"})
+LEARNED_DESCRIPTORS = frozenset({"cnn", "deephash", "delf", "metric", "ssdh", "vae"})
 
 
 class TilePipeline:

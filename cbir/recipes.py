@@ -6,7 +6,7 @@ import math
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -70,6 +70,41 @@ class SearchConfig(_Frozen):
     #: Two-step search of binary recipes: the top `rerank` by Hamming are reranked by
     #: squared L2 on the stored descriptors (Lin et al. 2015); None searches codes only.
     rerank: int | None = Field(None, ge=1)
+    #: Verify (and rank) hits by local-feature RANSAC by default (needs `local`).
+    verify: bool = False
+
+
+class LocalConfig(_Frozen):
+    """Local features with geometric verification (seed 003, DELF)."""
+
+    #: Local feature extractor (registry `cbir.delf.stage.LOCAL_EXTRACTORS`).
+    name: str = "delf"
+    #: Extractor parameters: trunk (without weights), scales, iou, max_features, batch_size.
+    params: dict[str, Any] = {}
+    #: PCA dimension of the stored descriptors (fitted on the collection; then L2 norm).
+    pca_dim: int = Field(40, ge=1)
+    #: Faiss factory string of the index over all local descriptors.
+    float_factory: str = "HNSW32,Flat"
+    ef_search: int = Field(64, ge=1)
+    nprobe: int = Field(16, ge=1)
+    #: Nearest indexed descriptors looked up per query descriptor.
+    neighbours: int = Field(10, ge=1)
+    #: A match needs L2 distance <= this between unit descriptors (DELF: 0.8).
+    max_distance: float = Field(0.8, gt=0.0)
+    #: Candidates verified per query: tiles with the most votes, or coarse hits.
+    candidates: int = Field(50, ge=1)
+    #: "votes": candidates come from the local index; "global": from the recipe's own search.
+    candidates_from: Literal["votes", "global"] = "global"
+    #: RANSAC (affine, 3-point samples): inlier threshold in candidate pixels, trials.
+    residual_px: float = Field(20.0, gt=0.0)
+    max_trials: int = Field(1000, ge=1)
+    #: A verified hit needs at least this many inliers.
+    min_inliers: int = Field(5, ge=3)
+
+    def index_config(self) -> IndexConfig:
+        return IndexConfig(
+            float_factory=self.float_factory, ef_search=self.ef_search, nprobe=self.nprobe
+        )
 
 
 class Recipe(_Frozen):
@@ -80,6 +115,8 @@ class Recipe(_Frozen):
     encoder: ComponentConfig
     index: IndexConfig = IndexConfig()
     search: SearchConfig = SearchConfig()
+    #: Local features for `--verify` (None: the bundle has none unless built with them).
+    local: LocalConfig | None = None
 
 
 def recipe_dirs() -> list[Path]:

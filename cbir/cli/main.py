@@ -121,6 +121,13 @@ def build_index_cmd(
             "--scale-weights", help="Scale comparator (cbir train scale) for --scale auto."
         ),
     ] = None,
+    local_weights: Annotated[
+        Path | None,
+        typer.Option(
+            "--local-weights",
+            help="DELF weights (cbir train delf): also store local features, for --verify.",
+        ),
+    ] = None,
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
 ) -> None:
@@ -140,6 +147,7 @@ def build_index_cmd(
             weights=weights,
             device=device,
             scale_weights=scale_weights,
+            local_weights=local_weights,
         )
     typer.echo(report.model_dump_json()) if json_out else show_report(report)
 
@@ -211,6 +219,14 @@ def search_cmd(
             "or one such as 20x."
         ),
     ] = "all",
+    verify: Annotated[
+        bool | None,
+        typer.Option(
+            "--verify/--no-verify",
+            help="Rank by local-feature RANSAC inliers (bundles with local features; "
+            "default: the recipe's).",
+        ),
+    ] = None,
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
 ) -> None:
@@ -223,7 +239,9 @@ def search_cmd(
     if (query is None) == (region is None):
         raise QueryError("give either a query image or --region, not both or neither")
     with open_index(index, device=device) as ix:
-        result = ix.search(Region.parse(region) if region else query, k=k, scale=scale)
+        result = ix.search(
+            Region.parse(region) if region else query, k=k, scale=scale, verify=verify
+        )
     typer.echo(result.model_dump_json()) if json_out else show_hits(result)
 
 
@@ -559,6 +577,68 @@ def train_metric_cmd(
             f"wrote {report.weights} ({report.loss} loss {report.first_loss:.3f} -> "
             f"{report.last_loss:.3f}; held-out 1-NN accuracy "
             f"{'n/a' if knn is None else f'{knn:.3f}'}; {report.seconds:.1f} s)"
+        )
+
+
+@train_app.command("delf")
+@cli_errors
+def train_delf_cmd(
+    tiles: Annotated[
+        Path,
+        typer.Option(
+            "--tiles",
+            help="Labelled tiles or images: class sub-folders, or a labels.csv (path,label).",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Weights file to write.")],
+    trunk: Annotated[str, typer.Option(help="resnet50 (conv4_x, 1024-d) or small-dense")] = (
+        "resnet50"
+    ),
+    backbone_weights: Annotated[
+        Path | None,
+        typer.Option(
+            "--backbone-weights", help="torchvision ResNet-50 state_dict (.pth), read locally"
+        ),
+    ] = None,
+    labels: Annotated[Path | None, typer.Option(help="CSV path,label.")] = None,
+    trunk_epochs: Annotated[int, typer.Option("--trunk-epochs", min=0)] = 20,
+    attention_epochs: Annotated[int, typer.Option("--attention-epochs", min=1)] = 20,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
+    lr: Annotated[float, typer.Option(min=0.0)] = 1e-3,
+    holdout: Annotated[float, typer.Option(min=0.0, max=0.9)] = 0.5,
+    seed: int = 0,
+    device: DeviceOpt = "auto",
+    json_out: JsonOpt = False,
+) -> None:
+    """Train seed 003's DELF network in two phases: the trunk as a classifier, then the
+    attention head (trunk frozen, random rescales); weights for delf-hnsw and
+    --local-weights."""
+    from cbir.cli.render import RichProgress, stdout
+    from cbir.nn.train_delf import DelfTrainConfig, train_delf
+
+    cfg = DelfTrainConfig(
+        trunk=trunk,
+        backbone_weights=str(backbone_weights) if backbone_weights else None,
+        trunk_epochs=trunk_epochs,
+        attention_epochs=attention_epochs,
+        batch_size=batch_size,
+        lr=lr,
+        holdout=holdout,
+        seed=seed,
+    )
+    with RichProgress() as progress:
+        report = train_delf(tiles, out, cfg, labels, device, progress)
+    if json_out:
+        typer.echo(report.model_dump_json())
+    else:
+
+        def acc(a: float | None) -> str:
+            return "n/a" if a is None else f"{a:.3f}"
+
+        stdout.print(
+            f"wrote {report.weights} ({report.trunk}; held-out accuracy: trunk "
+            f"{acc(report.holdout_accuracy_trunk)}, attention "
+            f"{acc(report.holdout_accuracy_attention)}; {report.seconds:.1f} s)"
         )
 
 

@@ -90,11 +90,13 @@ def show_hits(result: SearchResult) -> None:
                 + ")"
             )
         stdout.print(f"--scale {result.scale}: searched {searched}{probs}")
-    table = Table(title=f"{result.query} ({kind} query, {result.seconds * 1e3:.1f} ms)")
-    for col in ("rank", "slide", "mag", "x", "y", "w", "h", "distance"):
+    verified = " verified," if result.verified else ""
+    table = Table(title=f"{result.query} ({kind} query,{verified} {result.seconds * 1e3:.1f} ms)")
+    cols = ["rank", "slide", "mag", "x", "y", "w", "h", "distance"]
+    for col in cols + (["inliers"] if result.verified else []):
         table.add_column(col, justify="left" if col == "slide" else "right")
     for h in result.hits:
-        table.add_row(
+        row = [
             str(h.rank),
             h.slide,
             f"{h.magnification:g}x",
@@ -103,7 +105,8 @@ def show_hits(result: SearchResult) -> None:
             str(h.w),
             str(h.h),
             f"{h.distance:g}",
-        )
+        ]
+        table.add_row(*row, *([str(h.inliers)] if result.verified else []))
     stdout.print(table)
     if not result.hits:
         stdout.print("no hits")

@@ -22,7 +22,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 def to_tensor(tiles: np.ndarray, normalization: str = "tiles") -> torch.Tensor:
     """(n, h, w, 3) uint8 -> (n, 3, h, w) float32, normalised with TILE_MEAN / TILE_STD
     ("tiles") or the ImageNet statistics ("imagenet", pretrained torchvision weights)."""
-    x = torch.from_numpy(np.array(tiles, copy=not tiles.flags.writeable, order="C"))
+    arr = np.ascontiguousarray(tiles) if tiles.flags.writeable else np.array(tiles, order="C")
+    x = torch.from_numpy(arr)
     x = x.permute(0, 3, 1, 2).float() / 255.0
     m, sd = (IMAGENET_MEAN, IMAGENET_STD) if normalization == "imagenet" else (TILE_MEAN, TILE_STD)
     return (x - torch.tensor(m).view(1, 3, 1, 1)) / torch.tensor(sd).view(1, 3, 1, 1)

@@ -1,0 +1,122 @@
+"""The local-feature stage of a bundle: extractor (registered by name) + collection PCA.
+
+Tiles -> raw local features (extractor) -> PCA + L2 (fitted on the first build) ->
+stored rows: one Faiss float index over every descriptor, and per tile in LMDB the
+keypoints (level-0 x, y), pyramid scale and attention of each row.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from cbir.delf.extract import LOCAL_ID_BITS, DelfExtractor, LocalFeatures
+from cbir.delf.pca import FIT_SAMPLE, LocalPCA
+from cbir.errors import BundleError, CbirError
+from cbir.recipes import LocalConfig
+from cbir.registry import Registry
+
+
+class LocalExtractor(Protocol):
+    dim: int
+    spec: dict[str, object]
+
+    def extract(self, image: np.ndarray) -> LocalFeatures:
+        """(h, w, 3) uint8 -> local features, keypoints in its pixels."""
+        ...
+
+    def extract_batch(self, images: np.ndarray) -> list[LocalFeatures]:
+        """(b, h, w, 3) uint8 -> local features of each."""
+        ...
+
+
+LOCAL_EXTRACTORS: Registry[LocalExtractor] = Registry("local feature extractor")
+
+
+@LOCAL_EXTRACTORS.register("delf")
+def _create_delf(**params: object) -> DelfExtractor:
+    return DelfExtractor(**params)  # type: ignore[arg-type]
+
+
+def local_ids(tile_ids: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Faiss ids of the local rows of tiles: (tile id << LOCAL_ID_BITS) | row, tile by tile.
+    tile_ids, counts: (n,) -> (counts.sum(),) int64."""
+    if not len(tile_ids):
+        return np.zeros(0, np.int64)
+    rows = np.concatenate([np.arange(c, dtype=np.int64) for c in counts.tolist()])
+    return (np.repeat(tile_ids.astype(np.int64), counts) << LOCAL_ID_BITS) | rows
+
+
+def split_local_ids(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n,) local ids -> tile ids (n,), rows (n,)."""
+    return ids >> LOCAL_ID_BITS, ids & ((1 << LOCAL_ID_BITS) - 1)
+
+
+class LocalStage:
+    """A recipe's local features: extraction, projection, and the fitted PCA's state."""
+
+    def __init__(
+        self, cfg: LocalConfig, weights: Path | None = None, device: str | None = "auto"
+    ) -> None:
+        self.cfg = cfg
+        self.weights = weights
+        self.extractor = LOCAL_EXTRACTORS.create(
+            cfg.name, **{**cfg.params, "weights": weights, "device": device}
+        )
+        self.pca = LocalPCA(cfg.pca_dim)
+
+    @property
+    def spec(self) -> dict[str, object]:
+        return {**self.extractor.spec, "pca_dim": self.cfg.pca_dim}
+
+    @property
+    def fitted(self) -> bool:
+        return self.pca.mean is not None
+
+    def extract_tiles(self, tiles: np.ndarray) -> list[LocalFeatures]:
+        """(n, t, t, 3) uint8 -> raw features per tile (descriptors float16 to save memory
+        until the PCA is fitted; projected at once when it is)."""
+        feats = self.extractor.extract_batch(tiles)
+        if self.fitted:
+            return [self.project(f) for f in feats]
+        for f in feats:
+            f.descriptors = f.descriptors.astype(np.float16)
+        return feats
+
+    def query(self, image: np.ndarray) -> LocalFeatures:
+        """(h, w, 3) uint8 -> projected local features of a query image."""
+        return self.project(self.extractor.extract(image))
+
+    def project(self, f: LocalFeatures) -> LocalFeatures:
+        """Raw (n, c) descriptors -> PCA (n, pca_dim) unit vectors (already projected ones
+        pass through)."""
+        if f.descriptors.shape[1] == self.cfg.pca_dim:
+            return f
+        return LocalFeatures(self.pca.transform(f.descriptors), f.xy, f.scales, f.attention)
+
+    def fit(self, raw: list[LocalFeatures], seed: int = 0) -> None:
+        """Fit the PCA on a seeded sample (about FIT_SAMPLE rows) of raw descriptors."""
+        total = sum(len(f) for f in raw)
+        if total == 0:
+            raise CbirError("no local features were found in the indexed tiles")
+        keep = min(1.0, FIT_SAMPLE / total)
+        rng = np.random.default_rng(seed)
+        parts = [
+            f.descriptors[rng.random(len(f)) < keep] if keep < 1 else f.descriptors for f in raw
+        ]
+        self.pca.fit(np.concatenate(parts).astype(np.float32), seed)
+
+    def save_state(self, path: Path) -> None:
+        buf = io.BytesIO()
+        np.savez(buf, **self.pca.state())
+        path.write_bytes(buf.getvalue())
+
+    def load_state(self, path: Path) -> None:
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                self.pca.load_state({k: npz[k] for k in npz.files})
+        except (OSError, ValueError, KeyError) as exc:
+            raise BundleError(f"{path}: unreadable local-feature state ({exc})") from exc

@@ -1,0 +1,111 @@
+"""Local-feature search (seed 003): match query descriptors to the indexed ones, vote
+per tile, group candidate tiles by slide and magnification, verify each group by RANSAC
+(affine) and rank by inliers. Also verification of a coarse hit list (global retrieval
++ local verification)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cbir.delf.extract import LocalFeatures
+from cbir.delf.stage import split_local_ids
+from cbir.delf.verify import Verification, mutual_nearest, verify_matches
+from cbir.float_index import FloatTileIndex
+from cbir.metadata import MetadataStore
+from cbir.recipes import LocalConfig
+
+
+@dataclass
+class VerifiedGroup:
+    """A candidate (slide, magnification) with its verification; affine maps query
+    pixels to level-0 pixels of the slide."""
+
+    slide_id: int
+    magnification: float
+    votes: int
+    verification: Verification
+    affine_level0: np.ndarray | None  # (2, 3)
+
+    @property
+    def inliers(self) -> int:
+        return self.verification.inliers
+
+
+def verify_level0(
+    q_xy: np.ndarray, cand_xy_level0: np.ndarray, level0_per_px: float, cfg: LocalConfig
+) -> tuple[Verification, np.ndarray | None]:
+    """RANSAC on matched keypoints: query (m, 2) pixels -> candidate (m, 2) level-0 pixels.
+    The fit runs in the candidate's own pixels (level-0 / `level0_per_px`) so the residual
+    threshold means the same at every magnification. Returns the verification and the
+    (2, 3) affine query -> level-0 (None when it failed)."""
+    v = verify_matches(q_xy, cand_xy_level0 / level0_per_px, cfg.residual_px, cfg.max_trials)
+    if v.affine is None:
+        return v, None
+    return v, np.asarray(v.affine, np.float64) * level0_per_px
+
+
+def vote_and_verify(
+    query: LocalFeatures,
+    index: FloatTileIndex,
+    meta: MetadataStore,
+    cfg: LocalConfig,
+    base_magnification: dict[int, float],
+    allowed: set[float] | None = None,
+) -> list[VerifiedGroup]:
+    """Verified candidate groups, most inliers first (ties: votes, slide id, magnification).
+    `base_magnification`: {slide id: its base magnification}; `allowed`: magnifications to
+    keep (None: all)."""
+    if len(query) == 0 or index.ntotal == 0:
+        return []
+    D, I = index.search(query.descriptors, cfg.neighbours)
+    ok = (I >= 0) & (D <= cfg.max_distance**2)
+    q_idx = np.nonzero(ok)[0]
+    tile, row = split_local_ids(I[ok])
+    dist = D[ok]
+    # One vote per (query feature, tile): its nearest row in that tile.
+    order = np.lexsort((dist, q_idx, tile))
+    tile, row, q_idx, dist = tile[order], row[order], q_idx[order], dist[order]
+    first = np.ones(len(tile), bool)
+    first[1:] = (tile[1:] != tile[:-1]) | (q_idx[1:] != q_idx[:-1])
+    tile, row, q_idx, dist = tile[first], row[first], q_idx[first], dist[first]
+    tiles, votes = np.unique(tile, return_counts=True)
+    top = tiles[np.lexsort((tiles, -votes))][: cfg.candidates]
+    records = dict(zip(top.tolist(), meta.tiles_of(top), strict=True))
+    groups: dict[tuple[int, float], list[int]] = {}
+    for tid, rec in records.items():
+        if rec is not None and (allowed is None or rec.magnification in allowed):
+            groups.setdefault((rec.slide_id, rec.magnification), []).append(tid)
+    points = meta.locals_of(np.asarray(list(records), np.int64), with_descriptors=False)
+    out = []
+    for (sid, mag), tids in groups.items():
+        sel = np.isin(tile, tids)
+        t, r, qi, d = tile[sel], row[sel], q_idx[sel], dist[sel]
+        o = np.lexsort((d, qi))  # one match per query feature: the nearest in the group
+        keep = o[np.r_[True, qi[o][1:] != qi[o][:-1]]] if len(o) else o
+        cand = np.stack(
+            [points[int(a)][0][int(b), :2] for a, b in zip(t[keep], r[keep], strict=True)]
+        )
+        v, affine = verify_level0(query.xy[qi[keep]], cand, base_magnification[sid] / mag, cfg)
+        out.append(VerifiedGroup(sid, mag, int(len(np.unique(qi))), v, affine))
+    out.sort(key=lambda g: (-g.inliers, -g.votes, g.slide_id, g.magnification))
+    return out
+
+
+def verify_tiles(
+    query: LocalFeatures,
+    meta: MetadataStore,
+    tile_ids: np.ndarray,
+    level0_per_px: float,
+    cfg: LocalConfig,
+) -> tuple[Verification, np.ndarray | None]:
+    """Verify a query against the stored local features of some tiles (one hit):
+    mutual nearest neighbours within cfg.max_distance, then RANSAC."""
+    stored = meta.locals_of(tile_ids)
+    if not stored or len(query) == 0:
+        return Verification(inliers=0, matches=0, affine=None), None
+    pts = np.concatenate([p for p, _ in stored.values()])
+    desc = np.concatenate([d for _, d in stored.values() if d is not None])
+    qi, di = mutual_nearest(query.descriptors, desc, cfg.max_distance)
+    return verify_level0(query.xy[qi], pts[di, :2], level0_per_px, cfg)
