@@ -416,7 +416,7 @@ def _unique_paths(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
 def build_index(
     slides: Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str],
-    recipe: str | Recipe = "stats-lsh32",
+    recipe: str | os.PathLike[str] | Recipe = "stats-lsh32",
     *,
     base_magnification: float | None = None,
     min_tissue_fraction: float | None = None,
@@ -433,7 +433,7 @@ def build_index(
     `local_weights`: DELF weights (`cbir train delf`): store local features for `--verify`
     (recipes with a [local] section have them anyway)."""
     start = time.perf_counter()
-    recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
+    recipe = recipe if isinstance(recipe, Recipe) else load_recipe(str(recipe))
     paths = _unique_paths(slides)
     if not paths:
         raise CbirError("no slides given")
