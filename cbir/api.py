@@ -61,6 +61,7 @@ class IndexInfo(BaseModel):
     tiles: int
     bytes_on_disk: int
     bit_statistics: dict[str, float] | None = None  # binary recipes: over the indexed codes
+    local_features: int | None = None  # rows of the local-feature index (--verify)
     created: str
     updated: str
 
@@ -444,6 +445,7 @@ class Index:
             tiles=man.counts.tiles,
             bytes_on_disk=size,
             bit_statistics=stats,
+            local_features=man.local.features if man.local else None,
             created=man.created,
             updated=man.updated,
             slides=[

@@ -118,7 +118,8 @@ def show_info(info: IndexInfo) -> None:
         f"{info.bits} bits), {info.index_kind} index"
         + (f" nlist {info.nlist} nprobe {info.nprobe}" if info.nlist else "")
         + f", {len(info.slides)} slides, {info.tiles} tiles, "
-        f"{info.bytes_on_disk / 1e6:.2f} MB, generation {info.generation}"
+        + (f"{info.local_features} local features, " if info.local_features is not None else "")
+        + f"{info.bytes_on_disk / 1e6:.2f} MB, generation {info.generation}"
     )
     if info.bit_statistics:
         st = info.bit_statistics

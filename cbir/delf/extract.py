@@ -38,6 +38,7 @@ class LocalFeatures:
     xy: np.ndarray  # (n, 2) float32 keypoints (box centres), image pixels
     scales: np.ndarray  # (n,) float32 pyramid scale each feature came from
     attention: np.ndarray  # (n,) float32
+    projected: bool = False  # descriptors already PCA-projected (LocalStage.project)
 
     def __len__(self) -> int:
         return len(self.xy)
@@ -49,7 +50,11 @@ class LocalFeatures:
 
     def take(self, idx: np.ndarray) -> LocalFeatures:
         return LocalFeatures(
-            self.descriptors[idx], self.xy[idx], self.scales[idx], self.attention[idx]
+            self.descriptors[idx],
+            self.xy[idx],
+            self.scales[idx],
+            self.attention[idx],
+            self.projected,
         )
 
 

@@ -93,9 +93,11 @@ class LocalStage:
     def project(self, f: LocalFeatures) -> LocalFeatures:
         """Raw (n, c) descriptors -> PCA (n, pca_dim) unit vectors (already projected ones
         pass through)."""
-        if f.descriptors.shape[1] == self.cfg.pca_dim:
+        if f.projected:
             return f
-        return LocalFeatures(self.pca.transform(f.descriptors), f.xy, f.scales, f.attention)
+        return LocalFeatures(
+            self.pca.transform(f.descriptors), f.xy, f.scales, f.attention, projected=True
+        )
 
     def fit(self, raw: list[LocalFeatures], seed: int = 0) -> None:
         """Fit the PCA on a seeded sample (about FIT_SAMPLE rows) of raw descriptors."""
