@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 
 from cbir.descriptors import create_descriptor
 from cbir.encoders import create_encoder
-from cbir.errors import BundleError, RecipeError
+from cbir.errors import RecipeError
+from cbir.npz import load_npz, save_npz
 from cbir.recipes import Recipe
 from cbir.specs import DescriptorSpec, EncoderSpec
 
@@ -89,14 +89,7 @@ class TilePipeline:
         return self.encode(self.describe(tiles))
 
     def save_state(self, path: Path) -> None:
-        buf = io.BytesIO()
-        np.savez(buf, **self.encoder.state())
-        path.write_bytes(buf.getvalue())
+        save_npz(path, self.encoder.state())
 
     def load_state(self, path: Path) -> None:
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                state = {k: npz[k] for k in npz.files}
-        except (OSError, ValueError) as exc:
-            raise BundleError(f"{path}: unreadable pipeline state ({exc})") from exc
-        self.encoder.load_state(state)
+        self.encoder.load_state(load_npz(path, "pipeline state"))

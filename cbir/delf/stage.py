@@ -7,7 +7,6 @@ keypoints (level-0 x, y), pyramid scale and attention of each row.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Protocol
 
@@ -16,6 +15,7 @@ import numpy as np
 from cbir.delf.extract import LOCAL_ID_BITS, DelfExtractor, LocalFeatures
 from cbir.delf.pca import FIT_SAMPLE, LocalPCA
 from cbir.errors import BundleError, CbirError
+from cbir.npz import load_npz, save_npz
 from cbir.recipes import LocalConfig
 from cbir.registry import Registry
 
@@ -112,13 +112,11 @@ class LocalStage:
         self.pca.fit(np.concatenate(parts).astype(np.float32), seed)
 
     def save_state(self, path: Path) -> None:
-        buf = io.BytesIO()
-        np.savez(buf, **self.pca.state())
-        path.write_bytes(buf.getvalue())
+        save_npz(path, self.pca.state())
 
     def load_state(self, path: Path) -> None:
+        state = load_npz(path, "local-feature state")
         try:
-            with np.load(path, allow_pickle=False) as npz:
-                self.pca.load_state({k: npz[k] for k in npz.files})
-        except (OSError, ValueError, KeyError) as exc:
+            self.pca.load_state(state)
+        except (ValueError, KeyError) as exc:
             raise BundleError(f"{path}: unreadable local-feature state ({exc})") from exc
