@@ -216,6 +216,7 @@ def describe_plan(
                     cols = slice(run.c0, run.c0 + run.ncols)
                     fulls[run.scale][rows, cols][keeps[run.scale][rows, cols]] = x
                     if local is not None:
+                        local.observe(feats)
                         rr, cc = np.nonzero(keeps[run.scale][rows, cols])
                         for r, c, f in zip(rr.tolist(), cc.tolist(), feats, strict=True):
                             local_grids[run.scale][run.r0 + r, run.c0 + c] = f
@@ -493,7 +494,7 @@ def write_new_bundle(
     with timer("fit"):
         pipeline.encoder.fit(np.concatenate([s.descriptors for d in described for s in d.scales]))
         if local is not None:
-            local.fit([f for d in described for s in d.scales for f in s.locals or []])
+            local.finish_fit()
     writer.pipeline = pipeline
     rows = LocalRows()
     summaries, xb, ids = _store_slides(writer.meta, pipeline, described, 1, timer, local, rows)

@@ -304,3 +304,50 @@ def test_rotated_rescaled_crop_of_a_real_slide_is_found_at_its_place(
     got_angle, got_scale = angle_and_scale(np.array(top.affine)[:, :2])
     want_angle, want_scale = angle_and_scale(np.linalg.inv(m[:, :2]))
     assert abs(got_angle - want_angle) < 5 and abs(got_scale / want_scale - 1) < 0.1
+
+
+def test_pca_is_fitted_early_and_later_tiles_projected_at_once(
+    tmp_path: Path, generated_slide: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cbir.delf.stage as stage
+
+    monkeypatch.setattr(stage, "FIT_SAMPLE", 500)  # fit after the first two tiles
+    seen: list[tuple[bool, int]] = []
+    original = stage.LocalStage.observe
+
+    def spy(self: stage.LocalStage, feats: list) -> None:
+        original(self, feats)
+        seen.append((self.fitted, len(self._pending)))
+
+    monkeypatch.setattr(stage.LocalStage, "observe", spy)
+    build_index([generated_slide], tmp_path / "idx", delf_recipe(tmp_path), device="cpu")
+    assert seen[0][0] is False and seen[-1] == (True, 0)  # nothing waits once fitted
+    with open_index(tmp_path / "idx") as ix:
+        assert ix.bundle.local_index.ntotal == ix.bundle.meta.local_feature_count()
+        with open_slide(generated_slide) as slide:
+            crop = slide.read_region(600, 800, 896, 896, 20.0)
+        assert ix.search(crop, k=1).hits[0].magnification == 20.0
+
+
+def test_train_delf_starts_from_a_local_resnet50_file(tmp_path: Path) -> None:
+    import torch
+
+    from cbir.nn.backbones import ResNet50Features
+    from cbir.nn.weights import load_weights
+
+    full = ResNet50Features()  # torchvision layout, with layer4 (ignored by DELF)
+    state = {**full.state_dict(), "fc.weight": torch.zeros(1000, 2048)}
+    torch.save(state, tmp_path / "resnet50.pth")
+    tiles = write_two_classes(tmp_path / "tiles", n=3, size=64)
+    cfg = DelfTrainConfig(
+        trunk="resnet50",
+        backbone_weights=str(tmp_path / "resnet50.pth"),
+        trunk_epochs=0,  # phase 2 only: the trunk must stay the file's
+        attention_epochs=1,
+        tile_size=64,
+        holdout=0.0,
+    )
+    train_delf(tiles, tmp_path / "delf.pt", cfg, device="cpu")
+    _, saved = load_weights(tmp_path / "delf.pt", "delf")
+    assert torch.equal(saved["trunk.layer3.5.conv3.weight"], state["layer3.5.conv3.weight"])
+    assert not any(k.startswith("trunk.layer4") for k in saved)

@@ -67,6 +67,8 @@ class LocalStage:
             cfg.name, **{**cfg.params, "weights": weights, "device": device}
         )
         self.pca = LocalPCA(cfg.pca_dim)
+        self._pending: list[LocalFeatures] = []  # raw features waiting for the PCA fit
+        self._pending_rows = 0
 
     @property
     def spec(self) -> dict[str, object]:
@@ -99,17 +101,37 @@ class LocalStage:
             self.pca.transform(f.descriptors), f.xy, f.scales, f.attention, projected=True
         )
 
-    def fit(self, raw: list[LocalFeatures], seed: int = 0) -> None:
-        """Fit the PCA on a seeded sample (about FIT_SAMPLE rows) of raw descriptors."""
-        total = sum(len(f) for f in raw)
-        if total == 0:
-            raise CbirError("no local features were found in the indexed tiles")
-        keep = min(1.0, FIT_SAMPLE / total)
-        rng = np.random.default_rng(seed)
-        parts = [
-            f.descriptors[rng.random(len(f)) < keep] if keep < 1 else f.descriptors for f in raw
-        ]
-        self.pca.fit(np.concatenate(parts).astype(np.float32), seed)
+    def observe(self, feats: list[LocalFeatures]) -> None:
+        """Take newly extracted features (indexing, one thread). Until the PCA is fitted
+        they wait here raw; once FIT_SAMPLE rows have come it is fitted on them and every
+        waiting feature is projected in place, so a first build holds at most about
+        FIT_SAMPLE raw descriptors (plus those of tiles in flight)."""
+        if self.fitted:
+            for f in feats:
+                self._project_in_place(f)
+            return
+        self._pending += feats
+        self._pending_rows += sum(len(f) for f in feats)
+        if self._pending_rows >= FIT_SAMPLE:
+            self.finish_fit()
+
+    def finish_fit(self, seed: int = 0) -> None:
+        """Fit the PCA on the waiting raw descriptors if it is not fitted yet (a seeded
+        sample of at most FIT_SAMPLE rows), then project them all in place."""
+        if not self.fitted:
+            if self._pending_rows == 0:
+                raise CbirError("no local features were found in the indexed tiles")
+            raw = np.concatenate([f.descriptors for f in self._pending if len(f)])
+            # fit a new object and swap it in: worker threads may be projecting
+            self.pca = LocalPCA(self.cfg.pca_dim).fit(raw.astype(np.float32), seed)
+        for f in self._pending:
+            self._project_in_place(f)
+        self._pending, self._pending_rows = [], 0
+
+    def _project_in_place(self, f: LocalFeatures) -> None:
+        if not f.projected:
+            f.descriptors = self.pca.transform(f.descriptors)
+            f.projected = True
 
     def save_state(self, path: Path) -> None:
         save_npz(path, self.pca.state())
