@@ -223,9 +223,9 @@ class Index:
         assert local is not None and self.bundle.local_index is not None
         t = self.recipe.tiling.tile_size
         h_px, w_px = image.shape[:2]
-        allowed, probabilities = None, None
-        if scale != "all":
-            allowed, probabilities = self.scale_selector.select(scale, query_tiles(image, t, name))
+        allowed, probabilities = self.scale_selector.select(
+            scale, lambda: query_tiles(image, t, name)
+        )
         features = self._query_features(image)
         groups = vote_and_verify(
             features,

@@ -96,7 +96,11 @@ class MetadataStore:
         self.grids = self.env.open_db(b"grids", create=not readonly)
         self.vectors = self.env.open_db(b"vectors", create=not readonly)
         self.refs = self.env.open_db(b"refs", create=not readonly)
-        self.locals = self.env.open_db(b"locals", create=not readonly)
+        self.locals: object | None = None  # bundles written before local features lack it
+        try:
+            self.locals = self.env.open_db(b"locals", create=not readonly)
+        except lmdb.NotFoundError:
+            pass
 
     def close(self) -> None:
         self.env.close()
@@ -186,6 +190,8 @@ class MetadataStore:
         """{tile id: (points (n, 4) float32, descriptors (n, d) float32 or None)} for the
         tiles that have local features."""
         out: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+        if self.locals is None:
+            return out
         with self.env.begin() as txn:
             for tid in tile_ids.tolist():
                 raw = txn.get(tile_key(tid), db=self.locals)
@@ -204,6 +210,8 @@ class MetadataStore:
     def local_counts(self, tile_ids: np.ndarray) -> np.ndarray:
         """(n,) int64 local features stored per tile (0 where none)."""
         counts = np.zeros(len(tile_ids), np.int64)
+        if self.locals is None:
+            return counts
         with self.env.begin() as txn:
             for i, tid in enumerate(tile_ids.tolist()):
                 raw = txn.get(tile_key(tid), db=self.locals)
@@ -212,6 +220,8 @@ class MetadataStore:
         return counts
 
     def local_feature_count(self) -> int:
+        if self.locals is None:
+            return 0
         with self.env.begin() as txn:
             return sum(_LOCAL_HEAD.unpack_from(v)[0] for _, v in txn.cursor(db=self.locals))
 
@@ -280,7 +290,8 @@ class MetadataStore:
         for tid in ids.tolist():
             txn.delete(tile_key(tid), db=self.tiles)
             txn.delete(tile_key(tid), db=self.vectors)
-            txn.delete(tile_key(tid), db=self.locals)
+            if self.locals is not None:
+                txn.delete(tile_key(tid), db=self.locals)
         for g in grids:
             txn.delete(_GRID_KEY.pack(sid, g.geometry.magnification), db=self.grids)
         txn.delete(_SLIDE_KEY.pack(sid), db=self.slides)

@@ -311,7 +311,7 @@ def test_pca_is_fitted_early_and_later_tiles_projected_at_once(
 ) -> None:
     import cbir.delf.stage as stage
 
-    monkeypatch.setattr(stage, "FIT_SAMPLE", 500)  # fit after the first two tiles
+    monkeypatch.setattr(stage, "FIT_POOL", 500)  # fit after the first two tiles
     seen: list[tuple[bool, int]] = []
     original = stage.LocalStage.observe
 
@@ -351,3 +351,42 @@ def test_train_delf_starts_from_a_local_resnet50_file(tmp_path: Path) -> None:
     _, saved = load_weights(tmp_path / "delf.pt", "delf")
     assert torch.equal(saved["trunk.layer3.5.conv3.weight"], state["layer3.5.conv3.weight"])
     assert not any(k.startswith("trunk.layer4") for k in saved)
+
+
+def test_bundle_written_before_local_features_still_opens(
+    tmp_path: Path, generated_slide: Path, second_slide: Path
+) -> None:
+    import lmdb
+
+    out = tmp_path / "idx"
+    build_index([generated_slide], out, "stats-lsh32")
+    meta_dir = next(out.glob("gen-*")) / "meta.lmdb"
+    env = lmdb.open(str(meta_dir), max_dbs=8)
+    with env.begin(write=True) as txn:  # as a bundle of the previous cbir: no locals db
+        txn.drop(env.open_db(b"locals", txn=txn), delete=True)
+    env.close()
+    with open_index(out) as ix:
+        assert ix.bundle.meta.locals is None
+        assert ix.search(f"{generated_slide}:896,1344,448,448@20x", k=1).hits
+    add_slides(out, [second_slide])
+    remove_slides(out, ["generated.tif"])
+    with open_index(out) as ix:
+        assert len(ix.slides) == 1
+
+
+def test_votes_search_at_one_magnification_takes_a_query_smaller_than_a_tile(
+    delf_bundle: Path, generated_slide: Path
+) -> None:
+    with open_slide(generated_slide) as slide:
+        crop = slide.read_region(600, 800, 600, 600, 20.0)  # 300 px < the 448 px tiles
+    with open_index(delf_bundle) as ix:
+        result = ix.search(crop, k=2, scale="20x")
+    assert result.searched_magnifications == [20.0]
+    assert all(h.magnification == 20.0 for h in result.hits)
+
+
+def test_an_image_larger_than_max_side_is_shrunk_to_it() -> None:
+    ex = DelfExtractor(trunk="small-dense", scales=[1.0, 2.0], max_side=112)
+    f = ex.extract(sample_image()[:224, :224])
+    assert len(f) and np.allclose(f.scales, 0.5)
+    assert f.xy.max() < 224

@@ -131,7 +131,10 @@ class DelfExtractor:
         per_image: list[list[tuple[np.ndarray, ...]]] = [[] for _ in range(b)]
         x_all = to_tensor(images, self.net.info.normalization)
         rf = self.net.info.receptive_field
-        usable = [s for s in self.scales if max(h, w) * s <= self.max_side] or [self.scales[0]]
+        # scales whose image fits max_side; none fits: one scale shrinking it to max_side
+        usable = [s for s in self.scales if max(h, w) * s <= self.max_side] or [
+            self.max_side / max(h, w)
+        ]
         with torch.inference_mode():
             for s in usable:
                 hh, ww = max(16, round(h * s)), max(16, round(w * s))

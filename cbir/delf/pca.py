@@ -8,6 +8,10 @@ from sklearn.decomposition import PCA
 
 #: Descriptors sampled (seeded) to fit the PCA; more add time, not accuracy.
 FIT_SAMPLE = 100_000
+#: A first build fits the PCA once this many raw descriptors have come (about 1 GB as
+#: float16 at 1024-d, ~500 tiles of 1000 features), sampling FIT_SAMPLE of them; smaller
+#: collections are fitted on all of theirs at the end.
+FIT_POOL = 500_000
 
 
 class LocalPCA:

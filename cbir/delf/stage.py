@@ -13,7 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from cbir.delf.extract import LOCAL_ID_BITS, DelfExtractor, LocalFeatures
-from cbir.delf.pca import FIT_SAMPLE, LocalPCA
+from cbir.delf.pca import FIT_POOL, FIT_SAMPLE, LocalPCA
 from cbir.errors import BundleError, CbirError
 from cbir.npz import load_npz, save_npz
 from cbir.recipes import LocalConfig
@@ -103,16 +103,17 @@ class LocalStage:
 
     def observe(self, feats: list[LocalFeatures]) -> None:
         """Take newly extracted features (indexing, one thread). Until the PCA is fitted
-        they wait here raw; once FIT_SAMPLE rows have come it is fitted on them and every
-        waiting feature is projected in place, so a first build holds at most about
-        FIT_SAMPLE raw descriptors (plus those of tiles in flight)."""
+        they wait here raw; once FIT_POOL rows have come it is fitted on a sample of
+        FIT_SAMPLE of them and every waiting feature is projected in place, so a first
+        build holds at most about FIT_POOL raw descriptors (plus those of tiles in flight).
+        The PCA then comes from the first tiles read (slides in the order given)."""
         if self.fitted:
             for f in feats:
                 self._project_in_place(f)
             return
         self._pending += feats
         self._pending_rows += sum(len(f) for f in feats)
-        if self._pending_rows >= FIT_SAMPLE:
+        if self._pending_rows >= FIT_POOL:
             self.finish_fit()
 
     def finish_fit(self, seed: int = 0) -> None:
@@ -121,7 +122,11 @@ class LocalStage:
         if not self.fitted:
             if self._pending_rows == 0:
                 raise CbirError("no local features were found in the indexed tiles")
-            raw = np.concatenate([f.descriptors for f in self._pending if len(f)])
+            keep = min(1.0, FIT_SAMPLE / self._pending_rows)
+            rng = np.random.default_rng(seed)
+            raw = np.concatenate(  # a per-tile sample: no full copy of the pool
+                [f.descriptors[rng.random(len(f)) < keep] for f in self._pending if len(f)]
+            )
             # fit a new object and swap it in: worker threads may be projecting
             self.pca = LocalPCA(self.cfg.pca_dim).fit(raw.astype(np.float32), seed)
         for f in self._pending:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,15 +26,17 @@ class ScaleSelector:
         self._ref_features = None
 
     def select(
-        self, scale: str, tiles: np.ndarray
+        self, scale: str, tiles: np.ndarray | Callable[[], np.ndarray]
     ) -> tuple[set[float] | None, dict[str, float] | None]:
-        """(magnifications to search or None for all, P(same scale) per magnification)."""
+        """(magnifications to search or None for all, P(same scale) per magnification).
+        `tiles`: the query's (m, n, t, t, 3) tiles, or a function making them (called only
+        for "auto", the one choice that looks at them)."""
         mags = self.index.magnifications
         text = scale.strip().lower()
         if text == "all":
             return None, None
         if text == "auto":
-            return self.auto(tiles)
+            return self.auto(tiles() if callable(tiles) else tiles)
         try:
             wanted = float(np.float32(float(text.rstrip("x"))))  # as stored (float32)
         except ValueError:
