@@ -8,6 +8,7 @@ import pytest
 from cbir.delf.nms import box_nms
 from cbir.delf.receptive import box_centres, receptive_boxes
 from cbir.delf.verify import mutual_nearest, verify_matches
+from cbir.search.local import one_to_one
 
 
 @pytest.mark.parametrize("scale", [0.25, 0.7071, 1.0, 2.0])
@@ -75,3 +76,31 @@ def test_mutual_nearest_by_hand() -> None:
     qi, di = mutual_nearest(q, db, max_distance=0.5)
     pairs = sorted(zip(qi.tolist(), di.tolist(), strict=True))
     assert pairs == [(0, 1), (1, 0)]  # q[2] is nobody's nearest
+
+
+def test_one_to_one_by_hand() -> None:
+    a = np.array([0, 1, 2, 2, 3])  # query features
+    b = np.array([7, 7, 8, 9, 9])  # stored keypoints
+    dist = np.array([0.3, 0.1, 0.5, 0.2, 0.4])
+    keep = one_to_one(a, b, dist)
+    # b=7: a=1 is nearer; b=9: a=2 (0.2) beats a=3; then a=2 keeps its nearest (b=9)
+    assert sorted(zip(a[keep].tolist(), b[keep].tolist(), strict=True)) == [(1, 7), (2, 9)]
+
+
+def test_many_query_features_on_few_keypoints_do_not_win_ransac() -> None:
+    """60 query features matched to 3 stored keypoints a few px apart (a bland spot that
+    attracts matches) outvote 30 true matches unless the matches are made one-to-one."""
+    rng = np.random.default_rng(0)
+    q = rng.uniform(0, 400, (90, 2))
+    affine = np.array([[0.9, -0.3, 50.0], [0.3, 0.9, 20.0]])
+    c = q @ affine[:, :2].T + affine[:, 2]
+    stored_row = np.r_[np.arange(30), 30 + np.arange(60) % 3]
+    spot = np.array([[200.0, 200.0], [203.0, 198.0], [199.0, 204.0]])
+    c[30:] = spot[stored_row[30:] - 30]
+    collapsed = verify_matches(q, c)
+    assert abs(np.linalg.det(np.array(collapsed.affine)[:, :2])) < 0.01  # the squeeze
+    keep = one_to_one(np.arange(90), stored_row, rng.random(90))
+    assert len(keep) == 33
+    result = verify_matches(q[keep], c[keep])
+    assert result.inliers >= 30
+    np.testing.assert_allclose(np.array(result.affine), affine, atol=1e-3)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cbir.delf.extract import LocalFeatures
+from cbir.delf.extract import LOCAL_ID_BITS, LocalFeatures
 from cbir.delf.stage import split_local_ids
 from cbir.delf.verify import Verification, mutual_nearest, verify_matches
 from cbir.float_index import FloatTileIndex
@@ -44,6 +44,16 @@ def verify_level0(
     if v.affine is None:
         return v, None
     return v, np.asarray(v.affine, np.float64) * level0_per_px
+
+
+def one_to_one(a: np.ndarray, b: np.ndarray, dist: np.ndarray) -> np.ndarray:
+    """Indices into matches (a[i], b[i]) at distance dist[i], all (m,), that use every a
+    and every b at most once: the nearest match of each b, then the nearest of each a
+    among those."""
+    o = np.lexsort((dist, b))
+    o = o[np.r_[True, b[o][1:] != b[o][:-1]]] if len(o) else o
+    o = o[np.lexsort((dist[o], a[o]))]
+    return o[np.r_[True, a[o][1:] != a[o][:-1]]] if len(o) else o
 
 
 def vote_and_verify(
@@ -82,8 +92,9 @@ def vote_and_verify(
     for (sid, mag), tids in groups.items():
         sel = np.isin(tile, tids)
         t, r, qi, d = tile[sel], row[sel], q_idx[sel], dist[sel]
-        o = np.lexsort((d, qi))  # one match per query feature: the nearest in the group
-        keep = o[np.r_[True, qi[o][1:] != qi[o][:-1]]] if len(o) else o
+        # One-to-one: many query features on one stored keypoint let RANSAC fit a
+        # transform that squeezes the query onto it.
+        keep = one_to_one(qi, t * (1 << LOCAL_ID_BITS) + r, d)
         cand = np.stack(
             [points[int(a)][0][int(b), :2] for a, b in zip(t[keep], r[keep], strict=True)]
         )
