@@ -30,7 +30,7 @@ def test_decoder_is_tied_to_the_encoder() -> None:
     torch.testing.assert_close(recon, expected)
     loss, parts = deephash_loss(model, x, torch.tensor([0, 1, 0, 1]), weight_decay=0.1)
     assert parts["l2"] == pytest.approx(0.1 * float(model.theta.detach().pow(2).sum()))
-    assert float(loss) == pytest.approx(sum(parts.values()), rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(sum(parts.values()), rel=1e-5)
 
 
 def test_threshold_codes_bits_and_packing() -> None:
