@@ -629,9 +629,7 @@ def _remove_slides(writer: BundleWriter, paths: Sequence[str]) -> None:
     records = {r.slide_id: r for r in meta.slide_list()}
     for path in dict.fromkeys(paths):
         record = records[meta.slide_id_for_path(path)]
-        tile_ids = np.concatenate(
-            [g.ids[g.valid] for g in meta.grids_of(record.slide_id)] or [np.zeros(0, np.int64)]
-        )
+        tile_ids = meta.tile_ids_of(record.slide_id)
         rows.append(local_ids(tile_ids, meta.local_counts(tile_ids)))
         with meta.env.begin(write=True) as txn:
             removed.append(meta.delete_slide(txn, record))

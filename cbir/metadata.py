@@ -282,11 +282,15 @@ class MetadataStore:
             ]
             txn.cursor(db=self.tiles).putmulti(items, dupdata=False, overwrite=True)
 
+    def tile_ids_of(self, slide_id: int) -> np.ndarray:
+        """(n,) int64 ids of a slide's tiles, grid by grid."""
+        return _tile_ids(list(self.grids_of(slide_id)))
+
     def delete_slide(self, txn: lmdb.Transaction, record: SlideRecord) -> np.ndarray:
         """Delete a slide, its grids and tile records; returns its (n,) int64 tile ids."""
         sid = record.slide_id
         grids = list(self.grids_of(sid))
-        ids = np.concatenate([g.ids[g.valid] for g in grids]) if grids else np.empty(0, np.int64)
+        ids = _tile_ids(grids)
         for tid in ids.tolist():
             txn.delete(tile_key(tid), db=self.tiles)
             txn.delete(tile_key(tid), db=self.vectors)
@@ -296,7 +300,7 @@ class MetadataStore:
             txn.delete(_GRID_KEY.pack(sid, g.geometry.magnification), db=self.grids)
         txn.delete(_SLIDE_KEY.pack(sid), db=self.slides)
         txn.delete(record.info.path.encode(), db=self.paths)
-        return ids.astype(np.int64)
+        return ids
 
 
 def _decode_grid(slide_id: int, magnification: float, raw: bytes) -> CodeGrid:
@@ -307,3 +311,10 @@ def _decode_grid(slide_id: int, magnification: float, raw: bytes) -> CodeGrid:
     codes = np.frombuffer(raw, dtype=np.uint8, count=n * nbytes, offset=off + 8 * n)
     geometry = GridGeometry(magnification, rows, cols, step, tile_size)
     return CodeGrid(slide_id, geometry, ids, codes.reshape(rows, cols, nbytes))
+
+
+def _tile_ids(grids: list[CodeGrid]) -> np.ndarray:
+    """(n,) int64 ids of the valid cells of grids, grid by grid."""
+    if not grids:
+        return np.empty(0, np.int64)
+    return np.concatenate([g.ids[g.valid] for g in grids]).astype(np.int64)

@@ -46,14 +46,19 @@ def verify_level0(
     return v, np.asarray(v.affine, np.float64) * level0_per_px
 
 
+def nearest_per_key(key: np.ndarray, dist: np.ndarray) -> np.ndarray:
+    """Indices of the nearest entry (smallest dist; ties: the first) of each distinct key,
+    in key order. key, dist: (m,) -> (distinct keys,) int64."""
+    o = np.lexsort((dist, key))
+    return o[np.r_[True, key[o][1:] != key[o][:-1]]] if len(o) else o
+
+
 def one_to_one(a: np.ndarray, b: np.ndarray, dist: np.ndarray) -> np.ndarray:
     """Indices into matches (a[i], b[i]) at distance dist[i], all (m,), that use every a
     and every b at most once: the nearest match of each b, then the nearest of each a
     among those."""
-    o = np.lexsort((dist, b))
-    o = o[np.r_[True, b[o][1:] != b[o][:-1]]] if len(o) else o
-    o = o[np.lexsort((dist[o], a[o]))]
-    return o[np.r_[True, a[o][1:] != a[o][:-1]]] if len(o) else o
+    o = nearest_per_key(b, dist)
+    return o[nearest_per_key(a[o], dist[o])]
 
 
 def vote_and_verify(
@@ -75,10 +80,7 @@ def vote_and_verify(
     tile, row = split_local_ids(I[ok])
     dist = D[ok]
     # One vote per (query feature, tile): its nearest row in that tile.
-    order = np.lexsort((dist, q_idx, tile))
-    tile, row, q_idx, dist = tile[order], row[order], q_idx[order], dist[order]
-    first = np.ones(len(tile), bool)
-    first[1:] = (tile[1:] != tile[:-1]) | (q_idx[1:] != q_idx[:-1])
+    first = nearest_per_key(tile * len(query) + q_idx, dist)
     tile, row, q_idx, dist = tile[first], row[first], q_idx[first], dist[first]
     tiles, votes = np.unique(tile, return_counts=True)
     top = tiles[np.lexsort((tiles, -votes))][: cfg.candidates]
