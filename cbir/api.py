@@ -15,7 +15,7 @@ from cbir.errors import QueryError
 from cbir.eval.bits import bit_statistics
 from cbir.hits import Hit, SearchResult
 from cbir.metadata import SlideRecord
-from cbir.query import Region, as_rgb, query_tiles, read_region_image
+from cbir.query import Region, as_rgb, check_tissue, query_tiles, read_region_image
 from cbir.search.hamming import hamming_matrix
 from cbir.search.local import VerifiedGroup, verify_tiles, vote_and_verify
 from cbir.search.region import (
@@ -25,6 +25,7 @@ from cbir.search.region import (
     suppress_overlaps,
 )
 from cbir.search.scales import ScaleSelector
+from cbir.search.similarity import INLIERS, code_scale, vector_scale
 from cbir.slides.open import decode_image
 
 Query = np.ndarray | str | os.PathLike[str] | Region
@@ -78,6 +79,18 @@ class Index:
         self._by_path = {r.info.path: r for r in self.slides.values()}
         self.grids = GridCache(bundle.meta)
         self.scale_selector = ScaleSelector(self)
+        pipe = bundle.pipeline
+        enc, unit = pipe.encoder_spec, bool(pipe.descriptor_spec.params.get("unit_norm"))
+        bits = int(enc.params.get("q", enc.bits))
+        self.code_similarity = code_scale(
+            pipe.binary, bits, enc.dim, unit or bool(enc.params.get("normalize"))
+        )
+        self.vector_similarity = vector_scale(pipe.descriptor_spec.dim, unit)
+        #: A query needs one tile with this much tissue (the loosest threshold indexed).
+        self.min_tissue = min(
+            (r.min_tissue_fraction for r in self.slides.values()),
+            default=self.recipe.tiling.min_tissue_fraction,
+        )
 
     def close(self) -> None:
         self.bundle.close()
@@ -121,7 +134,13 @@ class Index:
         return sorted({g for r in self.slides.values() for g in r.magnifications})
 
     def search(
-        self, query: Query, k: int | None = None, scale: str = "all", verify: bool | None = None
+        self,
+        query: Query,
+        k: int | None = None,
+        scale: str = "all",
+        verify: bool | None = None,
+        allow_background: bool = False,
+        min_similarity: float | None = None,
     ) -> SearchResult:
         """Top-k tiles (one-tile query) or regions (larger query) over every slide.
 
@@ -130,6 +149,10 @@ class Index:
         verify: rank by local-feature RANSAC inliers (None: the recipe's default). Needs a
         bundle with local features; candidates come from local-feature votes or from this
         search's own top hits, as the recipe's [local] section says.
+        allow_background: search a query without tissue (refused by default: none of its
+        tiles has the tissue fraction the bundle's tiles were indexed with).
+        min_similarity: drop hits whose similarity in [0, 1] is below it (fewer than k
+        hits may come back; `below_min_similarity` counts the dropped ones).
         """
         start = time.perf_counter()
         k = self.recipe.search.k if k is None else k
@@ -143,9 +166,15 @@ class Index:
                 "with --local-weights, or with recipe delf-hnsw)"
             )
         image, name = self.query_image(query)
+        t = self.recipe.tiling.tile_size
         if verify and local is not None and local.candidates_from == "votes":
-            return self._local_search(image, name, k, scale, start)
-        tiles = query_tiles(image, self.recipe.tiling.tile_size, name)
+            if not allow_background:
+                check_tissue(image, t, self.min_tissue, name)
+            result = self._local_search(image, name, k, scale, start)
+            return self._filtered(result, k, min_similarity)
+        tiles = query_tiles(image, t, name)
+        if not allow_background:
+            check_tissue(image, t, self.min_tissue, name)
         allowed, probabilities = self.scale_selector.select(scale, tiles)
         x, codes = self.tile_codes(tiles)
         m, n = codes.shape[:2]
@@ -158,7 +187,7 @@ class Index:
             query_features = len(features)
         else:
             hits = self.search_codes(codes, k, x, allowed)
-        return SearchResult(
+        result = SearchResult(
             query=name,
             query_rows=m,
             query_cols=n,
@@ -170,6 +199,23 @@ class Index:
             query_features=query_features,
             hits=hits,
             seconds=round(time.perf_counter() - start, 6),
+        )
+        return self._filtered(result, k, min_similarity)
+
+    @staticmethod
+    def _filtered(result: SearchResult, k: int, min_similarity: float | None) -> SearchResult:
+        """Drop hits below `min_similarity` (ranks renumbered); record k and what fell."""
+        hits = result.hits
+        if min_similarity is not None:
+            hits = [h for h in hits if (h.similarity or 0.0) >= min_similarity]
+            hits = [h.model_copy(update={"rank": i}) for i, h in enumerate(hits, 1)]
+        return result.model_copy(
+            update={
+                "hits": hits,
+                "k": k,
+                "min_similarity": min_similarity,
+                "below_min_similarity": len(result.hits) - len(hits),
+            }
         )
 
     # -- local features (--verify) ----------------------------------------------------
@@ -208,6 +254,7 @@ class Index:
                     "rank": rank,
                     "inliers": v.inliers,
                     "matches": v.matches,
+                    "similarity": INLIERS(v.inliers),
                     "affine": None if a is None else np.round(a, 6).tolist(),
                 }
             )
@@ -282,6 +329,7 @@ class Index:
             rows=max(1, int(np.ceil(y1 / geometry.step)) - row),
             cols=max(1, int(np.ceil(x1 / geometry.step)) - col),
             distance=-float(g.inliers),
+            similarity=INLIERS(g.inliers),
             inliers=g.inliers,
             matches=g.verification.matches,
             affine=np.round(g.affine_level0, 6).tolist(),
@@ -303,12 +351,16 @@ class Index:
             return self.tile_hits(codes.reshape(1, -1), k, x1, allowed)
         return self.region_hits(codes, k, allowed)
 
+    def _reranks(self, x: np.ndarray | None) -> bool:
+        """Whether a tile search is two-step (Hamming, then L2 on stored descriptors)."""
+        return bool(self.recipe.search.rerank and self.bundle.pipeline.binary and x is not None)
+
     def _ranked_tiles(
         self, xq: np.ndarray, k: int, x: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        rerank = self.recipe.search.rerank
-        if rerank and self.bundle.pipeline.binary and x is not None:
-            return self.rerank(xq, x, k, max(rerank, k))
+        if self._reranks(x):
+            assert x is not None and self.recipe.search.rerank
+            return self.rerank(xq, x, k, max(self.recipe.search.rerank, k))
         return self.bundle.index.search_tie_ordered(xq, k)
 
     def tile_hits(
@@ -333,6 +385,7 @@ class Index:
                 D, I, records = D[keep], I[keep], [records[i] for i in keep]
                 break
             want *= 4
+        similarity = self.vector_similarity if self._reranks(x) else self.code_similarity
         hits = []
         for rank, (dist, rec, tid) in enumerate(
             zip(D[:k].tolist(), records[:k], I[:k].tolist(), strict=True), 1
@@ -354,6 +407,7 @@ class Index:
                     rows=1,
                     cols=1,
                     distance=round(float(dist), 6),
+                    similarity=similarity(float(dist)),
                     tile_id=tid,
                 )
             )
@@ -417,6 +471,7 @@ class Index:
                     rows=m,
                     cols=n,
                     distance=round(c.distance, 6),
+                    similarity=self.code_similarity(c.distance, region=True),
                 )
             )
         return hits

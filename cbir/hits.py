@@ -28,6 +28,9 @@ class Hit(BaseModel):
     distance: float  # Hamming for a tile; D = d_near(Q, B') + d_near(B', Q) for a region;
     # the coarse distance for hits verified from a global search; -inliers for hits found by
     # local-feature votes (smaller is better in every case)
+    #: In [0, 1], 1 = identical; comparable across queries of one bundle (see
+    #: cbir.search.similarity for how each kind of distance maps to it).
+    similarity: float | None = None
     tile_id: int | None = None
     #: Local-feature verification (--verify): RANSAC inliers, tentative matches, and the
     #: affine transform (2 x 3) mapping query pixels (x, y) to level-0 slide pixels.
@@ -50,3 +53,6 @@ class SearchResult(BaseModel):
     query_features: int | None = None  # local features of the query (--verify)
     hits: list[Hit]
     seconds: float
+    k: int | None = None  # hits asked for
+    min_similarity: float | None = None
+    below_min_similarity: int = 0  # hits dropped by min_similarity

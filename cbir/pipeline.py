@@ -13,8 +13,9 @@ from cbir.npz import load_npz, save_npz
 from cbir.recipes import Recipe
 from cbir.specs import DescriptorSpec, EncoderSpec
 
-#: Descriptors that are networks: they take `weights` and `device`.
-LEARNED_DESCRIPTORS = frozenset({"cnn", "deephash", "delf", "metric", "ssdh", "vae"})
+#: Descriptors that are networks: they take `weights` and `device` (`backbone`: a
+#: checkpoint of its backbone, else its packaged weights).
+LEARNED_DESCRIPTORS = frozenset({"backbone", "cnn", "deephash", "delf", "metric", "ssdh", "vae"})
 
 
 class TilePipeline:

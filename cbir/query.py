@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict
 from cbir.errors import QueryError
 from cbir.slides import open_slide
 from cbir.tiling import split_tiles
+from cbir.tissue import tissue_mask
 
 #: Largest region query, in tiles (20 x 20): its cost grows with the square of this.
 MAX_QUERY_TILES = 400
@@ -97,3 +98,32 @@ def query_tiles(image: np.ndarray, tile_size: int, name: str) -> np.ndarray:
             f"{MAX_QUERY_TILES} tiles (crop it, or query at a lower magnification)"
         )
     return split_tiles(image, tile_size)
+
+
+def tissue_fractions(image: np.ndarray, tile_size: int) -> np.ndarray:
+    """(h, w, 3) uint8 -> (m, n) tissue fraction of each query tile (the tissue mask of
+    indexing, computed on the whole query)."""
+    mask = tissue_mask(image).astype(np.float32)
+    rows, cols = max(1, image.shape[0] // tile_size), max(1, image.shape[1] // tile_size)
+    cropped = mask[: rows * tile_size, : cols * tile_size]
+    return cropped.reshape(rows, cropped.shape[0] // rows, cols, -1).mean(axis=(1, 3))
+
+
+#: A query's most tissued tile needs this much tissue (or the bundle's indexing
+#: threshold, when lower): a crop across a tissue border still searches; glass, a blank
+#: or an all-white image does not.
+QUERY_MIN_TISSUE = 0.25
+
+
+def check_tissue(image: np.ndarray, tile_size: int, min_fraction: float, name: str) -> float:
+    """Refuse a query without tissue: the most tissue in one of its tiles (the mask that
+    indexing uses) must reach min(min_fraction, QUERY_MIN_TISSUE), min_fraction being the
+    bundle's indexing threshold. Returns that largest fraction."""
+    best = float(tissue_fractions(image, tile_size).max())
+    need = min(min_fraction, QUERY_MIN_TISSUE)
+    if best < need:
+        raise QueryError(
+            f"{name}: no tissue in the query (best tile {best:.0%} tissue, {need:.0%} needed); "
+            "--allow-background searches it anyway"
+        )
+    return best

@@ -227,6 +227,22 @@ def search_cmd(
             "default: the recipe's).",
         ),
     ] = None,
+    allow_background: Annotated[
+        bool,
+        typer.Option(
+            "--allow-background/--no-allow-background",
+            help="Search a query without tissue (refused by default).",
+        ),
+    ] = False,
+    min_similarity: Annotated[
+        float | None,
+        typer.Option(
+            "--min-similarity",
+            min=0.0,
+            max=1.0,
+            help="Drop hits with a similarity (0..1) below this; fewer than k may remain.",
+        ),
+    ] = None,
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
 ) -> None:
@@ -240,7 +256,12 @@ def search_cmd(
         raise QueryError("give either a query image or --region, not both or neither")
     with open_index(index, device=device) as ix:
         result = ix.search(
-            Region.parse(region) if region else query, k=k, scale=scale, verify=verify
+            Region.parse(region) if region else query,
+            k=k,
+            scale=scale,
+            verify=verify,
+            allow_background=allow_background,
+            min_similarity=min_similarity,
         )
     typer.echo(result.model_dump_json()) if json_out else show_hits(result)
 

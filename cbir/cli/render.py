@@ -92,7 +92,7 @@ def show_hits(result: SearchResult) -> None:
         stdout.print(f"--scale {result.scale}: searched {searched}{probs}")
     verified = " verified," if result.verified else ""
     table = Table(title=f"{result.query} ({kind} query,{verified} {result.seconds * 1e3:.1f} ms)")
-    cols = ["rank", "slide", "mag", "x", "y", "w", "h", "distance"]
+    cols = ["rank", "slide", "mag", "x", "y", "w", "h", "distance", "similarity"]
     for col in cols + (["inliers"] if result.verified else []):
         table.add_column(col, justify="left" if col == "slide" else "right")
     for h in result.hits:
@@ -105,11 +105,19 @@ def show_hits(result: SearchResult) -> None:
             str(h.w),
             str(h.h),
             f"{h.distance:g}",
+            "" if h.similarity is None else f"{h.similarity:.3f}",
         ]
         table.add_row(*row, *([str(h.inliers)] if result.verified else []))
     stdout.print(table)
-    if not result.hits:
+    if result.below_min_similarity:
+        stdout.print(
+            f"{len(result.hits)} of {result.k} hits: {result.below_min_similarity} below "
+            f"--min-similarity {result.min_similarity:g}"
+        )
+    elif not result.hits:
         stdout.print("no hits")
+    elif result.k is not None and len(result.hits) < result.k:
+        stdout.print(f"{len(result.hits)} of {result.k} hits: the bundle has no more")
 
 
 def show_info(info: IndexInfo) -> None:

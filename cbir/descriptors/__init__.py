@@ -1,5 +1,6 @@
 """Tile descriptors. Import each implementation module here so it registers."""
 
+from cbir.descriptors import backbone as _backbone  # noqa: F401  (registers "backbone")
 from cbir.descriptors import cnn as _cnn  # noqa: F401  (registers "cnn")
 from cbir.descriptors import deephash as _deephash  # noqa: F401  (registers "deephash")
 from cbir.descriptors import delf as _delf  # noqa: F401  (registers "delf")

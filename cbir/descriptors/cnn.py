@@ -10,7 +10,8 @@ import torch
 from cbir.checksum import sha256_file
 from cbir.descriptors.base import register_descriptor
 from cbir.descriptors.network import run_batched
-from cbir.nn.cnn import build_trunk, normalization_for, to_tensor
+from cbir.nn.backbones import backbone_entry, create_backbone
+from cbir.nn.cnn import to_tensor
 from cbir.nn.device import resolve_device
 from cbir.nn.weights import WeightsError, load_weights
 from cbir.specs import DescriptorSpec
@@ -41,8 +42,8 @@ class CnnDescriptor:
         else:
             torch.manual_seed(RANDOM_INIT_SEED)
             weights_id = f"random-init-seed-{RANDOM_INIT_SEED}"
-        self.trunk = build_trunk(backbone, width, out_dim)
-        self.normalization = normalization_for(backbone)
+        self.trunk = create_backbone(backbone, width=width, out_dim=out_dim)
+        self.normalization = backbone_entry(backbone).normalization
         if weights is not None:
             try:
                 self.trunk.load_state_dict(state)

@@ -10,7 +10,7 @@ import numpy as np
 from cbir.checksum import sha256_file
 from cbir.descriptors.base import register_descriptor
 from cbir.descriptors.network import load_parts, run_batched
-from cbir.nn.backbones import BACKBONES, create_backbone
+from cbir.nn.backbones import backbone_entry, create_backbone
 from cbir.nn.cnn import to_tensor
 from cbir.nn.deephash import TiedHashAutoencoder
 from cbir.nn.device import resolve_device
@@ -38,7 +38,7 @@ class DeepHashDescriptor:
             int(spec["in_dim"]), int(spec["bits"]), len(spec["classes"])
         )
         load_parts(weights, state, {"backbone": self.backbone, "hash": self.hasher})
-        self.normalization = BACKBONES[name].normalization
+        self.normalization = backbone_entry(name).normalization
         self.device = resolve_device(device)
         self.backbone.to(self.device).eval()
         self.hasher.to(self.device).eval()

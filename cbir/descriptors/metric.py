@@ -10,7 +10,7 @@ import numpy as np
 from cbir.checksum import sha256_file
 from cbir.descriptors.base import register_descriptor
 from cbir.descriptors.network import load_parts, run_batched
-from cbir.nn.backbones import BACKBONES, create_backbone
+from cbir.nn.backbones import backbone_entry, create_backbone
 from cbir.nn.cnn import to_tensor
 from cbir.nn.device import resolve_device
 from cbir.nn.metric import MetricHead
@@ -35,7 +35,7 @@ class MetricDescriptor:
         self.backbone = create_backbone(name)
         self.head = MetricHead(int(spec["in_dim"]), int(spec["dim"]))
         load_parts(weights, state, {"backbone": self.backbone, "head": self.head})
-        self.normalization = BACKBONES[name].normalization
+        self.normalization = backbone_entry(name).normalization
         self.device = resolve_device(device)
         self.backbone.to(self.device).eval()
         self.head.to(self.device).eval()

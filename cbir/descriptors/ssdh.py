@@ -10,7 +10,7 @@ import numpy as np
 from cbir.checksum import sha256_file
 from cbir.descriptors.base import register_descriptor
 from cbir.descriptors.network import load_parts, run_batched
-from cbir.nn.backbones import BACKBONES, MAP_CHANNELS, create_backbone, feature_map
+from cbir.nn.backbones import backbone_entry, create_backbone
 from cbir.nn.cnn import to_tensor
 from cbir.nn.device import resolve_device
 from cbir.nn.ssdh import SSDHHead
@@ -34,10 +34,10 @@ class SSDHDescriptor:
         name = str(spec["backbone"])
         self.backbone = create_backbone(name)
         self.head = SSDHHead(
-            MAP_CHANNELS[name], int(spec["bits"]), len(spec["classes"]), int(spec["n_seg_classes"])
+            self.backbone.map_channels, int(spec["bits"]), len(spec["classes"]), int(spec["n_seg_classes"])
         )
         load_parts(weights, state, {"backbone": self.backbone, "head": self.head})
-        self.normalization = BACKBONES[name].normalization
+        self.normalization = backbone_entry(name).normalization
         self.device = resolve_device(device)
         self.backbone.to(self.device).eval()
         self.head.to(self.device).eval()
@@ -60,7 +60,7 @@ class SSDHDescriptor:
             self.batch_size,
             self.spec.dim,
             lambda b: self.head(
-                feature_map(self.backbone, to_tensor(b, self.normalization).to(self.device))
+                self.backbone.feature_map(to_tensor(b, self.normalization).to(self.device))
             )[0],
         )
 

@@ -127,10 +127,17 @@ def evaluate_tiles(
     if space == "float":
         order, _ = l2_ranking(x)
         protocol += f"; squared L2 on {x.shape[1]}-d {recipe.descriptor.name} descriptors"
-    elif space == "code":
+    elif space == "code" and pipeline.binary:
         pipeline.encoder.fit(x)
         order, _ = ranking(pipeline.encode(x))
         protocol += f"; Hamming on {pipeline.encoder_spec.bits}-bit codes fitted on these tiles"
+    elif space == "code":  # a float recipe's codes are vectors: squared L2, as its index
+        pipeline.encoder.fit(x)
+        order, _ = l2_ranking(pipeline.encode(x))
+        protocol += (
+            f"; squared L2 on the recipe's {pipeline.encoder_spec.dim}-d float vectors "
+            "(encoder fitted on these tiles)"
+        )
     else:
         raise CbirError(f"space must be 'code' or 'float', not {space!r}")
     labels = np.array(data.labels)

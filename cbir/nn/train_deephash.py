@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from torch import nn
 
 from cbir.eval.bits import bit_statistics
-from cbir.nn.backbones import BACKBONES, loaded_backbone
+from cbir.nn.backbones import backbone_entry, loaded_backbone
 from cbir.nn.cnn import to_tensor
 from cbir.nn.deephash import TiedHashAutoencoder, deephash_loss
 from cbir.nn.device import resolve_device
@@ -88,7 +88,7 @@ def train_deephash(
     classes = sorted(set(data.labels))
     y = torch.tensor([classes.index(label) for label in data.labels])
     backbone = loaded_backbone(cfg.backbone, cfg.backbone_weights, dev)
-    info = BACKBONES[cfg.backbone]
+    info = backbone_entry(cfg.backbone)
     tiles = read_tiles(data.paths, cfg.tile_size)
     feats = backbone_features(backbone, tiles, info.normalization, dev)
     train_idx, held_idx = stratified_split(data.labels, cfg.holdout, cfg.seed)

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from cbir.nn.augment import augment
-from cbir.nn.backbones import load_torchvision_weights
+from cbir.nn.weights import load_strict
 from cbir.nn.cnn import to_tensor
 from cbir.nn.delf import DelfNet, attention_pool, dense_features
 from cbir.nn.device import resolve_device
@@ -126,7 +126,7 @@ def train_delf(
     if pretrained:
         if cfg.trunk != "resnet50":
             raise WeightsError(f"--backbone-weights needs --trunk resnet50, not {cfg.trunk}")
-        load_torchvision_weights(net.trunk, cfg.backbone_weights)
+        load_strict(net.trunk, cfg.backbone_weights)
     x_all = to_tensor(read_tiles(data.paths, cfg.tile_size), net.info.normalization)
     train_idx, held_idx = stratified_split(data.labels, cfg.holdout, cfg.seed)
     net.to(dev)

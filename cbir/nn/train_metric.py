@@ -13,7 +13,7 @@ import torch
 from pydantic import BaseModel
 from torch.nn import functional as F
 
-from cbir.nn.backbones import BACKBONES, loaded_backbone
+from cbir.nn.backbones import backbone_entry, loaded_backbone
 from cbir.nn.device import resolve_device
 from cbir.nn.finetune import fine_tune
 from cbir.nn.metric import MetricHead, augment_image, semi_hard_triplet_loss
@@ -87,7 +87,7 @@ def train_metric(
     classes = sorted(set(data.labels))
     y_all = np.array([classes.index(label) for label in data.labels])
     backbone = loaded_backbone(cfg.backbone, cfg.backbone_weights, dev)
-    norm = BACKBONES[cfg.backbone].normalization
+    norm = backbone_entry(cfg.backbone).normalization
     tiles = read_tiles(data.paths, cfg.tile_size)
     train_idx, held_idx = stratified_split(data.labels, cfg.holdout, cfg.seed)
     copies = np.stack(

@@ -14,12 +14,7 @@ from torch.nn import functional as F
 
 from cbir.errors import CbirError
 from cbir.eval.bits import bit_statistics
-from cbir.nn.backbones import (
-    BACKBONES,
-    MAP_CHANNELS,
-    feature_map,
-    loaded_backbone,
-)
+from cbir.nn.backbones import backbone_entry, loaded_backbone
 from cbir.nn.cnn import to_tensor
 from cbir.nn.device import resolve_device
 from cbir.nn.finetune import fine_tune
@@ -99,12 +94,12 @@ def train_ssdh(
     classes = sorted(set(data.labels))
     y = torch.tensor([classes.index(label) for label in data.labels])
     backbone = loaded_backbone(cfg.backbone, cfg.backbone_weights, dev).eval()
-    norm = BACKBONES[cfg.backbone].normalization
+    norm = backbone_entry(cfg.backbone).normalization
     tiles = read_tiles(data.paths, cfg.tile_size)
     with torch.inference_mode():
         maps = torch.cat(
             [
-                feature_map(backbone, to_tensor(tiles[i : i + 32], norm).to(dev)).cpu()
+                backbone.feature_map(to_tensor(tiles[i : i + 32], norm).to(dev)).cpu()
                 for i in range(0, len(tiles), 32)
             ]
         )
@@ -113,7 +108,7 @@ def train_ssdh(
         masks = load_masks(Path(cfg.masks), data.paths, Path(tiles_root), tuple(maps.shape[-2:]))
         n_seg = int(masks.max()) + 1
     train_idx, held_idx = stratified_split(data.labels, cfg.holdout, cfg.seed)
-    head = SSDHHead(MAP_CHANNELS[cfg.backbone], cfg.bits, len(classes), n_seg).to(dev)
+    head = SSDHHead(backbone.map_channels, cfg.bits, len(classes), n_seg).to(dev)
     opt = torch.optim.Adam(head.parameters(), lr=cfg.lr)
     xm, ym = maps[train_idx].to(dev), y[train_idx].to(dev)
     progress.start("train ssdh" + (" + rol" if cfg.rol else ""), cfg.epochs)
@@ -138,7 +133,7 @@ def train_ssdh(
 
         def batch_loss(xb: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
             # geometric augmentation would misalign the masks: ROL fine-tunes without it
-            h, logits, seg = head(feature_map(backbone, xb))
+            h, logits, seg = head(backbone.feature_map(xb))
             sel = torch.from_numpy(idx).to(dev)
             loss = ssdh_loss(h, logits, y_dev[sel], cfg.alpha, cfg.beta)
             if seg is not None and masks is not None:
@@ -163,7 +158,7 @@ def train_ssdh(
         with torch.inference_mode():
             maps = torch.cat(
                 [
-                    feature_map(backbone, to_tensor(tiles[i : i + 32], norm).to(dev)).cpu()
+                    backbone.feature_map(to_tensor(tiles[i : i + 32], norm).to(dev)).cpu()
                     for i in range(0, len(tiles), 32)
                 ]
             )

@@ -55,6 +55,36 @@ def load_weights(
     return data["spec"], data["state_dict"]
 
 
+def read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """A plain state_dict file, e.g. torchvision's or timm's (weights_only load; a
+    {"state_dict": ...} or {"model": ...} wrapper is unwrapped)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for bad files
+        raise WeightsError(f"{path}: not a readable state_dict ({type(exc).__name__})") from exc
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path}: not a state_dict")
+    return state
+
+
+def load_strict(model: torch.nn.Module, path: str) -> None:
+    """Load every key of `model` from a file of the same key layout; keys the model lacks
+    (a classifier: VGG's classifier.6, ResNet's fc) are ignored, a missing or wrongly
+    shaped key is an error."""
+    state = read_state_dict(path)
+    wanted = model.state_dict()
+    missing = sorted(k for k in wanted if k not in state)
+    bad = sorted(k for k in wanted if k in state and state[k].shape != wanted[k].shape)
+    if missing or bad:
+        raise WeightsError(
+            f"{path}: does not fit the backbone (missing {missing[:3]}, wrong shape {bad[:3]})"
+        )
+    model.load_state_dict({k: state[k] for k in wanted})
+
+
 def prefixed_state(**parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Merge state_dicts under prefixes: prefixed_state(backbone=a, head=b) ->
     {"backbone.<key>": ..., "head.<key>": ...} (what `load_parts` splits again)."""
