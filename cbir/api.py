@@ -79,6 +79,9 @@ class Index:
         self._by_path = {r.info.path: r for r in self.slides.values()}
         self.grids = GridCache(bundle.meta)
         self.scale_selector = ScaleSelector(self)
+        tiling = self.recipe.tiling
+        #: Grid cells per tile side (tile / stride; 1 without overlapping tiles).
+        self.per_tile = tiling.tile_size // (tiling.stride or tiling.tile_size)
         pipe = bundle.pipeline
         enc, unit = pipe.encoder_spec, bool(pipe.descriptor_spec.params.get("unit_norm"))
         bits = int(enc.params.get("q", enc.bits))
@@ -237,7 +240,8 @@ class Index:
                 ids = np.array([h.tile_id], np.int64)
             else:
                 g = self.grids.get(h.slide_id, h.magnification)
-                block = g.ids[h.row : h.row + h.rows, h.col : h.col + h.cols]
+                f = g.geometry.per_tile
+                block = g.ids[h.row : h.row + (h.rows - 1) * f + 1, h.col : h.col + (h.cols - 1) * f + 1]
                 ids = block[block >= 0]
             v, affine = verify_tiles(
                 features,
@@ -449,12 +453,13 @@ class Index:
             decode=self.bundle.pipeline.codes_from_bytes,
             pairwise=hamming_matrix if self.bundle.pipeline.binary else squared_l2_matrix,
             allowed=allowed,
+            per_tile=self.per_tile,
         )
         hits = []
-        for rank, c in enumerate(suppress_overlaps(cands, m, n, k), 1):
+        for rank, c in enumerate(suppress_overlaps(cands, m, n, k, self.per_tile), 1):
             slide = self.slides[c.slide_id]
             geometry = self.grids.get(c.slide_id, c.magnification).geometry
-            x, y, w, h = geometry.rect(c.r0, c.c0, m, n)
+            x, y, w, h = geometry.tiles_rect(c.r0, c.c0, m, n)
             hits.append(
                 Hit(
                     rank=rank,

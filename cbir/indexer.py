@@ -140,7 +140,7 @@ def plan_slide(
                 f"indexed magnification ({', '.join(f'{m:g}x' for m in tiling.magnifications)})"
             )
         with timer("tissue"):
-            grids = [grid_for(slide, m, tiling.tile_size) for m in mags]
+            grids = [grid_for(slide, m, tiling.tile_size, tiling.stride) for m in mags]
             tissue = slide_tissue(slide, smallest_tile=min(g.step for g in grids))
             keeps = [tissue_cells(g, tissue, min_tissue) for g in grids]
     plan = SlidePlan(Path(path), slide.info, checksum, base_magnification, min_tissue, grids, keeps)
@@ -344,7 +344,7 @@ def _store_locals(
     g = scale.geometry
     rr, cc = np.nonzero(scale.keep)
     xs, ys = g.origin(rr, cc)
-    per_px = g.step / g.tile_size  # level-0 pixels per tile pixel
+    per_px = g.level0_per_px  # level-0 pixels per tile pixel
     counts = []
     for tid, x0, y0, f in zip(
         tile_ids.tolist(), xs.tolist(), ys.tolist(), scale.locals, strict=True

@@ -20,7 +20,9 @@ MAP_SIZE = 1 << 40
 
 _TILE = struct.Struct("<IfIIqqqq")  # slide_id, magnification, row, col, x, y, w, h
 _GRID_KEY = struct.Struct(">If")  # slide_id, magnification
-_GRID_HEAD = struct.Struct("<IIdII")  # rows, cols, step, tile_size, code_bytes
+# rows, cols, step, tile_size, stride (0: tile_size; format-2 bundles wrote tile_size as
+# a uint32 whose high half is 0), code_bytes
+_GRID_HEAD = struct.Struct("<IIdHHI")
 _SLIDE_KEY = struct.Struct(">I")
 _TILE_KEY = struct.Struct(">q")
 _REF_KEY = struct.Struct(">f")  # magnification
@@ -265,7 +267,9 @@ class MetadataStore:
         for grid in grids:
             g = grid.geometry
             key = _GRID_KEY.pack(sid, g.magnification)
-            head = _GRID_HEAD.pack(g.rows, g.cols, g.step, g.tile_size, grid.codes.shape[-1])
+            head = _GRID_HEAD.pack(
+                g.rows, g.cols, g.step, g.tile_size, g.stride, grid.codes.shape[-1]
+            )
             txn.put(
                 key, head + grid.ids.astype("<i8").tobytes() + grid.codes.tobytes(), db=self.grids
             )
@@ -304,12 +308,12 @@ class MetadataStore:
 
 
 def _decode_grid(slide_id: int, magnification: float, raw: bytes) -> CodeGrid:
-    rows, cols, step, tile_size, nbytes = _GRID_HEAD.unpack_from(raw)
+    rows, cols, step, tile_size, stride, nbytes = _GRID_HEAD.unpack_from(raw)
     off = _GRID_HEAD.size
     n = rows * cols
     ids = np.frombuffer(raw, dtype="<i8", count=n, offset=off).reshape(rows, cols)
     codes = np.frombuffer(raw, dtype=np.uint8, count=n * nbytes, offset=off + 8 * n)
-    geometry = GridGeometry(magnification, rows, cols, step, tile_size)
+    geometry = GridGeometry(magnification, rows, cols, step, tile_size, stride)
     return CodeGrid(slide_id, geometry, ids, codes.reshape(rows, cols, nbytes))
 
 

@@ -41,9 +41,13 @@ class TilePipeline:
             **recipe.descriptor.params,
             **extra,
         )
-        self.encoder = create_encoder(
-            recipe.encoder.name, input_dim=self.descriptor.spec.dim, **recipe.encoder.params
-        )
+        try:
+            self.encoder = create_encoder(
+                recipe.encoder.name, input_dim=self.descriptor.spec.dim, **recipe.encoder.params
+            )
+        except RecipeError as exc:
+            source = f" with {self.weights}" if self.weights else ""
+            raise RecipeError(f"recipe {recipe.name!r}{source}: {exc}") from None
 
     @property
     def learned(self) -> bool:

@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from cbir.errors import RecipeError
 
@@ -26,6 +33,18 @@ class TilingConfig(_Frozen):
     magnifications: tuple[float, ...] = DEFAULT_MAGNIFICATIONS
     #: A tile is indexed when at least this fraction of it is tissue (0 indexes every tile).
     min_tissue_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    #: Output pixels between tile origins; below tile_size tiles overlap, so a crop at
+    #: any offset has an indexed tile within stride / 2 px (None: tile_size). Must divide
+    #: tile_size: (tile_size / stride)^2 times the tiles, index size and build time.
+    stride: int | None = Field(None, ge=8)
+
+    @field_validator("stride")
+    @classmethod
+    def _stride(cls, value: int | None, info: ValidationInfo) -> int | None:
+        tile = info.data.get("tile_size", 224)
+        if value is not None and (value > tile or tile % value):
+            raise ValueError(f"stride {value} must divide the tile size {tile}")
+        return None if value == tile else value
 
     @field_validator("magnifications")
     @classmethod

@@ -20,18 +20,35 @@ class GridGeometry:
     """A grid of square tiles at one magnification, in level-0 pixels.
 
     Cell (r, c) covers level-0 x in [round(c * step), round(c * step) + size), same for y.
+    With a stride below the tile size, tiles overlap: a tile spans `per_tile` cells.
     """
 
     magnification: float
     rows: int
     cols: int
-    step: float  # level-0 pixels between tile origins = tile_size * base / magnification
+    step: float  # level-0 pixels between tile origins = stride * base / magnification
     tile_size: int  # output pixels per tile side
+    stride: int = 0  # output pixels between tile origins; 0: tile_size (no overlap)
+
+    @property
+    def stride_px(self) -> int:
+        """Output pixels between tile origins."""
+        return self.stride or self.tile_size
+
+    @property
+    def per_tile(self) -> int:
+        """Cells per tile side: tile_size / stride (1 without overlap)."""
+        return self.tile_size // self.stride_px
+
+    @property
+    def level0_per_px(self) -> float:
+        """Level-0 pixels per output pixel (base / magnification)."""
+        return self.step / self.stride_px
 
     @property
     def size(self) -> int:
         """Tile side in level-0 pixels."""
-        return round(self.step)
+        return round(self.step * self.per_tile)
 
     def origin(self, r: np.ndarray | int, c: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
         """Level-0 (x, y) of cell (r, c)."""
@@ -45,22 +62,39 @@ class GridGeometry:
         x1, y1 = (int(v) for v in self.origin(r + nrows - 1, c + ncols - 1))
         return x, y, x1 + self.size - x, y1 + self.size - y
 
+    def tiles_rect(self, r: int, c: int, m: int, n: int) -> tuple[int, int, int, int]:
+        """Level-0 (x, y, w, h) of m x n adjacent tiles from cell (r, c) (a region of
+        m x n query tiles: its tiles lie `per_tile` cells apart)."""
+        f = self.per_tile
+        return self.rect(r, c, (m - 1) * f + 1, (n - 1) * f + 1)
+
 
 def slide_magnifications(base: float, wanted: Sequence[float]) -> list[float]:
     """The wanted magnifications a slide of base magnification `base` has without upsampling."""
     return sorted(m for m in wanted if m <= base * (1 + 1e-6))
 
 
-def grid_for(slide: Slide, magnification: float, tile_size: int) -> GridGeometry:
-    """The complete-tile grid of `slide` at `magnification` (partial edge tiles are dropped)."""
-    step = tile_size * slide.info.base_magnification / magnification
+def grid_for(
+    slide: Slide, magnification: float, tile_size: int, stride: int | None = None
+) -> GridGeometry:
+    """The complete-tile grid of `slide` at `magnification` (partial edge tiles are
+    dropped); `stride` output px between tiles (None: tile_size, no overlap)."""
+    stride = stride or tile_size
+    per_px = slide.info.base_magnification / magnification
     width, height = slide.dimensions
+    step, size = stride * per_px, tile_size * per_px
+    if stride == tile_size:
+        rows, cols = int(height // step), int(width // step)
+    else:
+        rows = int((height - size) // step) + 1 if height >= size else 0
+        cols = int((width - size) // step) + 1 if width >= size else 0
     return GridGeometry(
         magnification=magnification,
-        rows=int(height // step),
-        cols=int(width // step),
+        rows=rows,
+        cols=cols,
         step=step,
         tile_size=tile_size,
+        stride=0 if stride == tile_size else stride,
     )
 
 
@@ -129,8 +163,8 @@ def superblocks(
     grids: Sequence[GridGeometry], keeps: Sequence[np.ndarray], side: int
 ) -> Iterator[SuperBlock]:
     """Super-blocks of `side` level-0 px holding at least one kept cell, in raster order."""
-    width = max(round(g.cols * g.step) for g in grids)
-    height = max(round(g.rows * g.step) for g in grids)
+    width = max(g.rect(0, 0, g.rows, g.cols)[2] for g in grids if g.rows and g.cols)
+    height = max(g.rect(0, 0, g.rows, g.cols)[3] for g in grids if g.rows and g.cols)
     origins = [
         (g.origin(np.arange(g.rows), 0)[1], g.origin(0, np.arange(g.cols))[0]) for g in grids
     ]
@@ -165,14 +199,18 @@ def read_superblock(slide: Slide, sb: SuperBlock) -> tuple[np.ndarray, float]:
 def cut_run_tiles(
     block: np.ndarray, ds: float, sb: SuperBlock, grid: GridGeometry, run: CellRun
 ) -> np.ndarray:
-    """Tiles of `run` cut from a super-block image -> (nrows, ncols, t, t, 3) uint8."""
-    t = grid.tile_size
+    """Tiles of `run` cut from a super-block image -> (nrows, ncols, t, t, 3) uint8
+    (overlapping windows `stride` px apart when the grid has a stride)."""
+    t, s = grid.tile_size, grid.stride_px
     x, y, w, h = grid.rect(run.r0, run.c0, run.nrows, run.ncols)
     bx, by = round(sb.x / ds), round(sb.y / ds)
     cx, cy = round(x / ds) - bx, round(y / ds) - by
     cw, ch = max(1, round(w / ds)), max(1, round(h / ds))
     crop = block[cy : cy + ch, cx : cx + cw]
-    out_w, out_h = run.ncols * t, run.nrows * t
+    out_w, out_h = (run.ncols - 1) * s + t, (run.nrows - 1) * s + t
     if crop.shape[:2] != (out_h, out_w):
         crop = cv2.resize(crop, (out_w, out_h), interpolation=cv2.INTER_AREA)
-    return crop.reshape(run.nrows, t, run.ncols, t, 3).swapaxes(1, 2)
+    if s == t:
+        return crop.reshape(run.nrows, t, run.ncols, t, 3).swapaxes(1, 2)
+    windows = np.lib.stride_tricks.sliding_window_view(crop, (t, t), axis=(0, 1))
+    return windows[::s, ::s].transpose(0, 1, 3, 4, 2)

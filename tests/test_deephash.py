@@ -77,6 +77,25 @@ def test_deephash_bundle_end_to_end(
     assert (hits[0].x, hits[0].y, hits[0].distance) == (448, 224, 0.0)
 
 
+def test_a_recipe_of_another_bit_count_is_refused_in_one_line(
+    tmp_path: Path, tiny_deephash: Path, generated_slide: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from cbir.cli.main import app
+
+    out = tmp_path / "idx"
+    res = CliRunner().invoke(
+        app,
+        ["build-index", str(generated_slide), "--out", str(out), "--recipe", "deephash24-ivf",
+         "--weights", str(tiny_deephash)],
+    )
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.exit_code == 2 and len(lines) == 1, res.stderr
+    assert "24 bits but the weights give 12-bit" in lines[0] and str(tiny_deephash) in lines[0]
+    assert not out.exists()
+
+
 def _map10(codes: np.ndarray, labels: np.ndarray) -> float:
     order, _ = ranking(codes)
     aps = [

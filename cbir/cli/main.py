@@ -81,21 +81,34 @@ def expand_slides(paths: list[Path]) -> list[Path]:
     return out
 
 
-def _recipe_with(recipe: str, magnifications: str | None):  # type: ignore[no-untyped-def]
+def _recipe_with(  # type: ignore[no-untyped-def]
+    recipe: str, magnifications: str | None, stride: int | None = None
+):
+    from pydantic import ValidationError
+
     from cbir.errors import RecipeError
     from cbir.recipes import TilingConfig, load_recipe
 
     base = load_recipe(recipe)
-    if not magnifications:
+    update: dict[str, Any] = {}
+    if magnifications:
+        try:
+            update["magnifications"] = tuple(
+                sorted(float(m.strip().rstrip("x")) for m in magnifications.split(","))
+            )
+        except ValueError:
+            raise RecipeError(
+                f"--magnifications {magnifications!r}: expected e.g. 5,10,20"
+            ) from None
+    if stride is not None:
+        update["stride"] = stride
+    if not update:
         return base
     try:
-        mags = tuple(sorted(float(m.strip().rstrip("x")) for m in magnifications.split(",")))
-    except ValueError:
-        raise RecipeError(f"--magnifications {magnifications!r}: expected e.g. 5,10,20") from None
-    try:
-        tiling = TilingConfig(**{**base.tiling.model_dump(), "magnifications": mags})
-    except ValueError as exc:
-        raise RecipeError(f"--magnifications {magnifications!r}: {exc}") from None
+        tiling = TilingConfig(**{**base.tiling.model_dump(), **update})
+    except ValidationError as exc:
+        msg = exc.errors()[0]["msg"]
+        raise RecipeError(f"--magnifications/--stride: {msg}") from None
     return base.model_copy(update={"tiling": tiling})
 
 
@@ -108,6 +121,14 @@ def build_index_cmd(
     magnifications: Annotated[
         str | None,
         typer.Option(help="Comma-separated magnifications, e.g. 5,10,20 (default: the recipe's)."),
+    ] = None,
+    stride: Annotated[
+        int | None,
+        typer.Option(
+            help="Output px between tile origins (default: the recipe's, else the tile size); "
+            "e.g. 112 overlaps 224 px tiles by half, so off-grid crops are found at their "
+            "place, for 4x the tiles.",
+        ),
     ] = None,
     base_magnification: BaseMagOpt = None,
     min_tissue: MinTissueOpt = None,
@@ -139,7 +160,7 @@ def build_index_cmd(
         report = build_index(
             expand_slides(slides),
             out,
-            _recipe_with(recipe, magnifications),
+            _recipe_with(recipe, magnifications, stride),
             base_magnification=base_magnification,
             min_tissue_fraction=min_tissue,
             overwrite=overwrite,

@@ -3,10 +3,12 @@ with no training: e.g. ImageNet EfficientNet-Lite0 from its packaged weights."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from cbir.checksum import sha256_file
 from cbir.descriptors.base import register_descriptor
@@ -37,12 +39,16 @@ def dihedral(x: torch.Tensor) -> list[torch.Tensor]:
 
 
 class BackboneDescriptor:
-    """Tiles -> pooled feature map of a frozen backbone, (n, dim) float32.
+    """Tiles -> pooled feature maps of a frozen backbone, (n, dim) float32.
 
     weights: a checkpoint in the backbone's layout (`--weights`); None takes the packaged
-    pretrained file (EfficientNet-Lite0) or the seeded random initialisation. tta "d4"
-    averages the features of the 8 flips/rotations of each tile (histology has no
-    up or down)."""
+    pretrained file (EfficientNet-Lite0) or the seeded random initialisation.
+    layers: names of sub-modules (e.g. "_blocks.7") whose outputs are pooled too, finest
+    first; the last feature map comes last unless `final` is False. Each pooled block is
+    L2-normalised and the concatenation divided by sqrt(blocks), so descriptors are unit
+    vectors (spec params "blocks": the dims, "unit_norm": True).
+    tta "d4": the mean over the 8 flips/rotations of each tile (histology has no up or
+    down), 8x the cost."""
 
     def __init__(
         self,
@@ -51,6 +57,8 @@ class BackboneDescriptor:
         weights: str | None = None,
         pooling: str = "avg",
         tta: str = "none",
+        layers: tuple[str, ...] | list[str] = (),
+        final: bool = True,
         batch_size: int = 32,
         device: str | None = "auto",
     ) -> None:
@@ -64,23 +72,59 @@ class BackboneDescriptor:
         self.net = loaded_backbone(backbone, path, self.device).eval()
         self.normalization = backbone_entry(backbone).normalization
         self.pooling, self.tta, self.batch_size = pooling, tta, batch_size
-        c = int(self.net.map_channels)
+        self.layers, self.final = list(layers), final
+        if not self.layers and not final:
+            raise ValueError("nothing to describe: no layers and final = false")
+        self._local = threading.local()  # hooks fill a dict per thread: the indexer
+        # describes batches from several threads with one descriptor
+        modules = dict(self.net.named_modules())
+        for name in self.layers:
+            if name not in modules:
+                raise ValueError(f"backbone {backbone!r} has no layer {name!r}")
+            modules[name].register_forward_hook(self._capture(name))
+        blocks = self._block_dims(tile_size)
         self.spec = DescriptorSpec(
             name="backbone",
-            dim=2 * c if pooling == "avg+max" else c,
+            dim=sum(blocks),
             tile_size=tile_size,
             params={
                 "backbone": backbone,
                 "pooling": pooling,
                 "tta": tta,
+                "layers": self.layers,
+                "final": final,
+                "blocks": blocks,
+                "unit_norm": True,
                 "weights_sha256": sha256_file(Path(path)) if path else "random-init-seed-0",
             },
         )
 
+    def _capture(self, name: str):  # type: ignore[no-untyped-def]
+        def hook(module: torch.nn.Module, args: object, out: torch.Tensor) -> None:
+            self._local.captured[name] = out
+
+        return hook
+
+    def _block_dims(self, tile_size: int) -> list[int]:
+        with torch.inference_mode():
+            probe = torch.zeros(1, 3, tile_size, tile_size, device=self.device)
+            return [int(p.shape[1]) for p in self._pooled(probe)]
+
+    def _pooled(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """(n, 3, h, w) -> each block's pooled features, L2-normalised."""
+        self._local.captured = captured = {}
+        final = self.net.feature_map(x)
+        maps = [captured[name] for name in self.layers] + ([final] if self.final else [])
+        return [F.normalize(pool(m, self.pooling), dim=1) for m in maps]
+
     def _features(self, b: np.ndarray) -> torch.Tensor:
         x = to_tensor(b, self.normalization).to(self.device)
         views = dihedral(x) if self.tta == "d4" else [x]
-        return torch.stack([pool(self.net.feature_map(v), self.pooling) for v in views]).mean(0)
+        blocks = [
+            F.normalize(torch.stack(parts).mean(0), dim=1)
+            for parts in zip(*(self._pooled(v) for v in views), strict=True)
+        ]
+        return torch.cat(blocks, dim=1) / len(blocks) ** 0.5
 
     def describe(self, tiles: np.ndarray) -> np.ndarray:
         """(n, t, t, 3) uint8 -> (n, dim) float32."""

@@ -11,10 +11,23 @@ from cbir.specs import EncoderSpec
 
 
 class FloatEncoder:
-    """(n, d) float32 -> (n, d) float32: (x - mean) / scale when `standardize`, then
+    """(n, d) float32 -> (n, d) float32: (x - mean) / scale when `standardize`; with
+    `blocks` (dims summing to d, e.g. a multi-layer descriptor's layers) each block is then
+    L2-normalised and divided by sqrt(len(blocks)), so no layer outweighs the others; then
     divided by its L2 norm when `normalize`."""
 
-    def __init__(self, input_dim: int, standardize: bool = False, normalize: bool = False):
+    def __init__(
+        self,
+        input_dim: int,
+        standardize: bool = False,
+        normalize: bool = False,
+        blocks: list[int] | None = None,
+    ):
+        if blocks is not None and (sum(blocks) != input_dim or min(blocks) < 1):
+            raise ValueError(f"blocks {blocks} do not add up to the descriptor's {input_dim} dims")
+        params: dict[str, object] = {"normalize": normalize}
+        if blocks is not None:
+            params["blocks"] = list(blocks)
         self.spec = EncoderSpec(
             name="float",
             kind="float",
@@ -22,9 +35,10 @@ class FloatEncoder:
             bits=0,
             dim=input_dim,
             standardize=standardize,
-            params={"normalize": normalize},
+            params=params,
         )
         self.normalize = normalize
+        self.bounds = np.cumsum([0, *blocks]) if blocks else None
         self.mean = np.zeros(input_dim, dtype=np.float32)
         self.scale = np.ones(input_dim, dtype=np.float32)
 
@@ -37,6 +51,10 @@ class FloatEncoder:
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         z = (x.astype(np.float32) - self.mean) / self.scale
+        if self.bounds is not None:
+            for a, b in zip(self.bounds[:-1], self.bounds[1:], strict=True):
+                z[:, a:b] /= np.maximum(np.linalg.norm(z[:, a:b], axis=1, keepdims=True), 1e-12)
+            z /= np.sqrt(len(self.bounds) - 1)
         if self.normalize:
             z /= np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
         return np.ascontiguousarray(z, dtype=np.float32)

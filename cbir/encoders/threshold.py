@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from cbir.encoders.base import pack_bits, register_encoder
+from cbir.errors import RecipeError
 from cbir.specs import EncoderSpec
 
 
@@ -13,7 +14,13 @@ class ThresholdEncoder:
     """(n, q) float32 -> (n, ceil(q / 8)) uint8; bit i = x_i > threshold. q not a multiple
     of 8 is padded with zero bits (constant, so Hamming distances are unchanged)."""
 
-    def __init__(self, input_dim: int, threshold: float = 0.5) -> None:
+    def __init__(self, input_dim: int, threshold: float = 0.5, bits: int | None = None) -> None:
+        """`bits`: the code length the recipe promises; weights giving another is an error."""
+        if bits is not None and bits != input_dim:
+            raise RecipeError(
+                f"the recipe's codes are {bits} bits but the weights give {input_dim}-bit "
+                f"activations (use the {input_dim}-bit recipe, or train with --bits {bits})"
+            )
         self.q = input_dim
         self.threshold = threshold
         padded = -(-input_dim // 8) * 8

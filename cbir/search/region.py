@@ -97,6 +97,7 @@ def region_candidates(
     decode: Decode = _identity,
     pairwise: Pairwise = hamming_matrix,
     allowed: set[float] | None = None,
+    per_tile: int = 1,
 ) -> list[RegionCandidate]:
     """All scored candidate sub-grids for query codes q (m, n, nb), sorted by D then place.
 
@@ -105,8 +106,11 @@ def region_candidates(
     inside a tie would drop the true region at random. `decode` turns stored grid bytes
     into codes (identity for packed bits, a float32 view for vectors); `pairwise` compares
     them (Hamming or squared L2). `allowed`: magnifications to consider (None: all).
+    `per_tile`: grid cells per tile side (tile / stride): query tile (i, j) of a candidate
+    at cell (r0, c0) is cell (r0 + per_tile * i, c0 + per_tile * j).
     """
     m, n, e = q.shape
+    f = per_tile
     flat_q = q.reshape(m * n, e)
     D, I = index.search(flat_q, max(seeds, max_seeds or seeds))
     within = (D <= D[:, min(seeds, D.shape[1]) - 1 : min(seeds, D.shape[1])]) & (I >= 0)
@@ -117,7 +121,7 @@ def region_candidates(
         if rec is None or (allowed is not None and rec.magnification not in allowed):
             continue
         qi, qj = divmod(pos, n)
-        origins[(rec.slide_id, rec.magnification)].add((rec.row - qi, rec.col - qj))
+        origins[(rec.slide_id, rec.magnification)].add((rec.row - f * qi, rec.col - f * qj))
     out: list[RegionCandidate] = []
     need = max(1, int(np.ceil(min_valid * m * n)))
     for (sid, mag), starts in origins.items():
@@ -126,12 +130,13 @@ def region_candidates(
             continue
         g = grid.geometry
         rc = np.array(sorted(starts), dtype=np.int64).reshape(-1, 2)
-        ok = (rc[:, 0] >= 0) & (rc[:, 1] >= 0) & (rc[:, 0] <= g.rows - m) & (rc[:, 1] <= g.cols - n)
+        last_r, last_c = g.rows - (m - 1) * f - 1, g.cols - (n - 1) * f - 1
+        ok = (rc[:, 0] >= 0) & (rc[:, 1] >= 0) & (rc[:, 0] <= last_r) & (rc[:, 1] <= last_c)
         rc = rc[ok]
         if not len(rc):
             continue
-        rr = rc[:, 0, None, None] + np.arange(m)[None, :, None]
-        cc = rc[:, 1, None, None] + np.arange(n)[None, None, :]
+        rr = rc[:, 0, None, None] + f * np.arange(m)[None, :, None]
+        cc = rc[:, 1, None, None] + f * np.arange(n)[None, None, :]
         sub_valid = grid.valid[rr, cc].reshape(len(rc), m * n)
         sub_codes = decode(grid.codes[rr, cc]).reshape(len(rc), m * n, e)
         enough = sub_valid.sum(axis=1) >= need
@@ -157,10 +162,11 @@ def region_candidates(
 
 
 def suppress_overlaps(
-    cands: list[RegionCandidate], m: int, n: int, k: int
+    cands: list[RegionCandidate], m: int, n: int, k: int, per_tile: int = 1
 ) -> list[RegionCandidate]:
     """Greedy: keep the best candidate, drop those overlapping a kept one on the same slide
-    and magnification; stop at k."""
+    and magnification (an m x n tile region spans m * per_tile cells); stop at k."""
+    m, n = m * per_tile, n * per_tile
     kept: list[RegionCandidate] = []
     for c in cands:
         if any(
