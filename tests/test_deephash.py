@@ -90,7 +90,7 @@ def test_a_recipe_of_another_bit_count_is_refused_in_one_line(
         ["build-index", str(generated_slide), "--out", str(out), "--recipe", "deephash24-ivf",
          "--weights", str(tiny_deephash)],
     )
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    lines = [line for line in res.stderr.splitlines() if line.startswith("cbir: error")]
     assert res.exit_code == 2 and len(lines) == 1, res.stderr
     assert "24 bits but the weights give 12-bit" in lines[0] and str(tiny_deephash) in lines[0]
     assert not out.exists()

@@ -3,6 +3,10 @@
 
     python tools/bench_encode.py --json
     python tools/bench_encode.py --descriptors cnn,vae --tiles 256 --batch-size 64 --json
+    python tools/bench_encode.py --descriptors recipe:effnet-flat,backbone --json
+
+`recipe:NAME` is the descriptor of recipe NAME with its parameters; `backbone` alone is
+the frozen EfficientNet-Lite0 (packaged ImageNet weights), final layer pooled.
 
 Tiles are random 224 x 224 RGB (the networks' cost does not depend on content). The
 first batch is a warm-up and is not timed. Weights do not change the cost either, so
@@ -19,11 +23,17 @@ import numpy as np
 import torch
 
 from cbir.descriptors import create_descriptor
+from cbir.recipes import load_recipe
 
 
 def throughput(name: str, device: str, tiles: np.ndarray, batch_size: int) -> dict[str, float]:
     """Tiles/s of descriptor `name` on `device` over `tiles` (n, 224, 224, 3) uint8."""
-    d = create_descriptor(name, tile_size=224, batch_size=batch_size, device=device)
+    params: dict[str, object] = {}
+    if name.startswith("recipe:"):
+        cfg = load_recipe(name.split(":", 1)[1]).descriptor
+        name, params = cfg.name, {**cfg.params}
+    params.update(tile_size=224, batch_size=batch_size, device=device)
+    d = create_descriptor(name, **params)
     d.describe(tiles[:batch_size])  # warm-up
     if device.startswith("cuda"):
         torch.cuda.synchronize()

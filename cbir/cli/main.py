@@ -30,6 +30,11 @@ app = typer.Typer(
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+BACKBONE_HELP = (
+    "a registered backbone (cbir backbones): small, vgg16, vgg19, resnet50, "
+    "efficientnet_lite0 (ImageNet, packaged), ViTs (uni, ...), or timm:<model>"
+)
+
 SLIDE_SUFFIXES = {
     ".svs",
     ".tif",
@@ -299,6 +304,39 @@ def info_cmd(index: IndexArg, json_out: JsonOpt = False) -> None:
     typer.echo(info.model_dump_json()) if json_out else show_info(info)
 
 
+@app.command("backbones")
+@cli_errors
+def backbones_cmd(json_out: JsonOpt = False) -> None:
+    """List the registered backbones: dims, input normalisation, checkpoint layout."""
+    import json
+
+    from cbir.nn.backbones import backbone_entry, list_backbones
+
+    rows = []
+    for name in list_backbones():
+        e = backbone_entry(name)
+        packaged = e.default_weights()
+        rows.append(
+            {
+                "name": name,
+                "dim": e.dim,
+                "map_channels": e.map_channels,
+                "input_size": e.input_size,
+                "normalization": e.normalization,
+                "layout": e.layout,
+                "pretrained": "packaged" if packaged else ("needed" if e.requires_weights else "-"),
+            }
+        )
+    if json_out:
+        typer.echo(json.dumps(rows))
+        return
+    for r in rows:
+        typer.echo(
+            f"{r['name']}: {r['dim']}-d, map {r['map_channels']} ch, {r['input_size']} px, "
+            f"{r['normalization']} normalisation, {r['layout']} keys, weights {r['pretrained']}"
+        )
+
+
 @app.command("recipes")
 @cli_errors
 def recipes_cmd(json_out: JsonOpt = False) -> None:
@@ -351,7 +389,9 @@ def evaluate_cmd(
             "ssdh at each code length on the same frozen backbone (see --backbone)",
         ),
     ] = None,
-    backbone: Annotated[str, typer.Option(help="backbone of --bits-sweep")] = "small",
+    backbone: Annotated[
+        str, typer.Option(help="backbone of --bits-sweep (cbir backbones)")
+    ] = "small",
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
 ) -> None:
@@ -418,7 +458,7 @@ def train_cnn_cmd(
     """Train seed 000's AlexNet-like trunk as a tissue classifier; weights for `cnn`.
 
     Augmentation: flips, 90-degree rotations, colour jitter."""
-    from cbir.cli.render import RichProgress, stdout
+    from cbir.cli.render import RichProgress, show_verdict, stdout
     from cbir.nn.train_cnn import CnnTrainConfig, train_cnn
 
     cfg = CnnTrainConfig(
@@ -432,6 +472,7 @@ def train_cnn_cmd(
     )
     with RichProgress() as progress:
         report = train_cnn(tiles, out, cfg, labels, device, progress)
+    show_verdict(report.verdict)
     if json_out:
         typer.echo(report.model_dump_json())
     else:
@@ -468,7 +509,7 @@ def train_vae_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Train seed 000's tile VAE; its posterior mean mu is the `vae` descriptor."""
-    from cbir.cli.render import RichProgress, stdout
+    from cbir.cli.render import RichProgress, show_verdict, stdout
     from cbir.nn.train_vae import VaeTrainConfig, train_vae
 
     cfg = VaeTrainConfig(
@@ -476,6 +517,7 @@ def train_vae_cmd(
     )
     with RichProgress() as progress:
         report = train_vae(tiles, out, cfg, labels, device, progress)
+    show_verdict(report.verdict)
     if json_out:
         typer.echo(report.model_dump_json())
     else:
@@ -500,13 +542,13 @@ def train_deephash_cmd(
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Weights file to write.")],
     bits: Annotated[int, typer.Option(min=8, max=256, help="Hash bits q.")] = 48,
-    backbone: Annotated[str, typer.Option(help="small, vgg16, vgg19 or resnet50")] = "small",
+    backbone: Annotated[str, typer.Option(help=BACKBONE_HELP)] = "small",
     backbone_weights: Annotated[
         Path | None,
         typer.Option(
             "--backbone-weights",
-            help="torchvision state_dict (.pth) of the backbone, read "
-            "locally; without it the backbone is a seeded random initialisation",
+            help="checkpoint of the backbone in its layout (cbir backbones), read locally; "
+            "without it: the packaged weights (efficientnet_lite0) or a seeded random init",
         ),
     ] = None,
     labels: Annotated[Path | None, typer.Option(help="CSV path,label.")] = None,
@@ -527,7 +569,7 @@ def train_deephash_cmd(
 ) -> None:
     """Train seed 001's deep hashing (tied autoencoder + classifier on frozen backbone
     features); weights for the deephash<q>-ivf recipes."""
-    from cbir.cli.render import RichProgress, stdout
+    from cbir.cli.render import RichProgress, show_verdict, stdout
     from cbir.nn.train_deephash import DeepHashTrainConfig, train_deephash
 
     cfg = DeepHashTrainConfig(
@@ -541,6 +583,7 @@ def train_deephash_cmd(
     )
     with RichProgress() as progress:
         report = train_deephash(tiles, out, cfg, labels, device, progress)
+    show_verdict(report.verdict)
     if json_out:
         typer.echo(report.model_dump_json())
     else:
@@ -567,11 +610,12 @@ def train_metric_cmd(
     loss: Annotated[
         str, typer.Option(help="triplet (semi-hard, online mining) or crossentropy")
     ] = "triplet",
-    backbone: Annotated[str, typer.Option(help="small, vgg16, vgg19 or resnet50")] = "small",
+    backbone: Annotated[str, typer.Option(help=BACKBONE_HELP)] = "small",
     backbone_weights: Annotated[
         Path | None,
         typer.Option(
-            "--backbone-weights", help="torchvision state_dict (.pth) of the backbone, read locally"
+            "--backbone-weights",
+            help="checkpoint of the backbone in its layout (cbir backbones), read locally",
         ),
     ] = None,
     labels: Annotated[Path | None, typer.Option(help="CSV path,label.")] = None,
@@ -593,7 +637,7 @@ def train_metric_cmd(
 ) -> None:
     """Train seed 002's 512-d embedding (shift/zoom/rotation/flip augmentation, frozen
     backbone); weights for the metric-flat / metric-hnsw recipes."""
-    from cbir.cli.render import RichProgress, stdout
+    from cbir.cli.render import RichProgress, show_verdict, stdout
     from cbir.errors import CbirError
     from cbir.nn.train_metric import MetricTrainConfig, train_metric
 
@@ -611,6 +655,7 @@ def train_metric_cmd(
     )
     with RichProgress() as progress:
         report = train_metric(tiles, out, cfg, labels, device, progress)
+    show_verdict(report.verdict)
     if json_out:
         typer.echo(report.model_dump_json())
     else:
@@ -655,7 +700,7 @@ def train_delf_cmd(
     """Train seed 003's DELF network in two phases: the trunk as a classifier, then the
     attention head (trunk frozen, random rescales); weights for delf-hnsw and
     --local-weights."""
-    from cbir.cli.render import RichProgress, stdout
+    from cbir.cli.render import RichProgress, show_verdict, stdout
     from cbir.nn.train_delf import DelfTrainConfig, train_delf
 
     cfg = DelfTrainConfig(
@@ -670,6 +715,7 @@ def train_delf_cmd(
     )
     with RichProgress() as progress:
         report = train_delf(tiles, out, cfg, labels, device, progress)
+    show_verdict(report.verdict)
     if json_out:
         typer.echo(report.model_dump_json())
     else:
@@ -711,10 +757,13 @@ def train_ssdh_cmd(
             "names as the tiles."
         ),
     ] = None,
-    backbone: Annotated[str, typer.Option(help="small, vgg16, vgg19 or resnet50")] = "small",
+    backbone: Annotated[str, typer.Option(help=BACKBONE_HELP)] = "small",
     backbone_weights: Annotated[
         Path | None,
-        typer.Option("--backbone-weights", help="torchvision state_dict (.pth), read locally"),
+        typer.Option(
+            "--backbone-weights",
+            help="checkpoint of the backbone in its layout (cbir backbones), read locally",
+        ),
     ] = None,
     labels: Annotated[Path | None, typer.Option(help="CSV path,label.")] = None,
     epochs: Annotated[int, typer.Option(min=1)] = 300,
@@ -734,7 +783,7 @@ def train_ssdh_cmd(
 ) -> None:
     """Train seed 004's SSDH (latent sigmoid layer before the classifier), optionally with
     the ROL; weights for the ssdh<q>-ivf recipes."""
-    from cbir.cli.render import RichProgress, stdout
+    from cbir.cli.render import RichProgress, show_verdict, stdout
     from cbir.nn.train_ssdh import SSDHTrainConfig, train_ssdh
 
     cfg = SSDHTrainConfig(
@@ -750,6 +799,7 @@ def train_ssdh_cmd(
     )
     with RichProgress() as progress:
         report = train_ssdh(tiles, out, cfg, labels, device, progress)
+    show_verdict(report.verdict)
     if json_out:
         typer.echo(report.model_dump_json())
     else:
@@ -788,7 +838,7 @@ def train_scale_cmd(
 ) -> None:
     """Train seed 000's scale comparator on same/different-magnification tile pairs cut
     from your slides; reports accuracy on pairs from held-out slide parts."""
-    from cbir.cli.render import RichProgress, stdout
+    from cbir.cli.render import RichProgress, show_verdict, stdout
     from cbir.nn.train_scale import ScaleTrainConfig, train_scale
 
     mags = tuple(float(m.strip().rstrip("x")) for m in magnifications.split(","))
@@ -803,6 +853,7 @@ def train_scale_cmd(
     )
     with RichProgress() as progress:
         report = train_scale(expand_slides(slides), out, cfg, device, base_magnification, progress)
+    show_verdict(report.verdict)
     if json_out:
         typer.echo(report.model_dump_json())
     else:

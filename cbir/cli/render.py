@@ -12,6 +12,7 @@ from cbir.api import IndexInfo
 from cbir.eval import EvalReport
 from cbir.hits import SearchResult
 from cbir.indexer import IndexReport
+from cbir.nn.verdict import Verdict
 
 stdout = Console()
 stderr = Console(stderr=True)
@@ -178,3 +179,12 @@ def show_eval(report: EvalReport) -> None:
     table.add_row(*row("mean (classes)", report.mean))
     table.add_row(*row("mean (queries)", report.micro))
     stdout.print(table)
+
+
+def show_verdict(verdict: Verdict) -> None:
+    """The training verdict on stderr (stdout stays for --json): a warning when the run
+    did not learn."""
+    if verdict.learned:
+        stderr.print("training verdict: learned")
+    else:
+        stderr.print(f"warning: training verdict: {verdict.line}", style="bold yellow")

@@ -39,6 +39,7 @@ class BackboneEntry:
     input_size: int = 224
     default_weights: Callable[[], str | None] = field(default=lambda: None)
     requires_weights: str | None = None  # what to install/give when weights are required
+    params: tuple[str, ...] = ()  # `build` parameters it takes (e.g. width, out_dim)
 
 
 _BACKBONES: dict[str, BackboneEntry] = {}
@@ -71,8 +72,10 @@ def backbone_entry(name: str) -> BackboneEntry:
 
 def create_backbone(name: str, **params: Any) -> nn.Module:
     """A backbone by name, randomly initialised from torch's global RNG (seed it first);
-    weights come from a trained cbir file, or from `loaded_backbone`."""
-    return backbone_entry(name).build(**params)
+    weights come from a trained cbir file, or from `loaded_backbone`. `params` the entry
+    does not take (a cnn trunk's width for a pretrained network) are dropped."""
+    entry = backbone_entry(name)
+    return entry.build(**{k: v for k, v in params.items() if k in entry.params})
 
 
 def backbone_weights_file(name: str, weights: str | None) -> str | None:
@@ -122,15 +125,17 @@ for _entry in (
         64,
         "tiles",
         "cbir",
+        params=("width", "out_dim"),
     ),
     BackboneEntry(
         "alexnet",
-        lambda width=48, out_dim=64: TorchvisionAlexNetTrunk(out_dim),
+        lambda out_dim=64: TorchvisionAlexNetTrunk(out_dim),
         64,
         64,
         "imagenet",
         "torchvision (features.*)",
         load=_load_alexnet,
+        params=("out_dim",),
     ),
     BackboneEntry(
         "vgg16", lambda: VGGFeatures("vgg16"), 4096, 512, "imagenet", "torchvision",
@@ -164,6 +169,8 @@ for _entry in (
             "timm VisionTransformer",
             load=_load_vit,
             input_size=cfg.img_size,
+            requires_weights="give --backbone-weights: a local checkpoint in timm's layout "
+            "(an untrained ViT describes nothing; nothing is downloaded)",
         )
         for name, cfg in VIT_CONFIGS.items()
     ),

@@ -12,9 +12,10 @@ from pydantic import BaseModel
 from torch import nn
 
 from cbir.nn.augment import augment
-from cbir.nn.backbones import backbone_entry, create_backbone
-from cbir.nn.cnn import TissueClassifier, TorchvisionAlexNetTrunk, to_tensor
+from cbir.nn.backbones import backbone_entry, backbone_weights_file, create_backbone
+from cbir.nn.cnn import TissueClassifier, to_tensor
 from cbir.nn.device import resolve_device
+from cbir.nn.verdict import Verdict, judge
 from cbir.nn.weights import WeightsError, save_weights
 from cbir.progress import NoProgress, Progress
 from cbir.tileset import load_labelled_tiles, read_tiles
@@ -44,6 +45,7 @@ class CnnTrainReport(BaseModel):
     first_epoch_loss: float
     last_epoch_loss: float
     holdout_accuracy: float | None
+    verdict: Verdict
     device: str
     seconds: float
 
@@ -81,11 +83,16 @@ def train_cnn(
     y_all = torch.tensor([classes.index(label) for label in data.labels])
     x_all = to_tensor(read_tiles(data.paths, cfg.tile_size), backbone_entry(cfg.backbone).normalization)
     train_idx, held_idx = stratified_split(data.labels, cfg.holdout, cfg.seed)
+    entry = backbone_entry(cfg.backbone)
+    if cfg.backbone_weights is not None and entry.layout == "cbir":
+        raise WeightsError(
+            f"--backbone-weights: backbone {cfg.backbone} has no pretrained checkpoint layout "
+            "(use alexnet, efficientnet_lite0, resnet50, ...)"
+        )
     trunk = create_backbone(cfg.backbone, width=cfg.width, out_dim=cfg.out_dim)
-    if cfg.backbone_weights is not None:
-        if not isinstance(trunk, TorchvisionAlexNetTrunk):
-            raise WeightsError(f"--backbone-weights needs --backbone alexnet, not {cfg.backbone}")
-        trunk.load_torchvision(cfg.backbone_weights)
+    start_from = backbone_weights_file(cfg.backbone, cfg.backbone_weights)
+    if start_from is not None:  # a local file, or the packaged ImageNet weights
+        entry.load(trunk, start_from)
     model = TissueClassifier(trunk, len(classes)).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, -(-len(train_idx) // cfg.batch_size))
@@ -122,7 +129,7 @@ def train_cnn(
     spec = {
         "arch": cfg.backbone,
         "width": cfg.width,
-        "out_dim": cfg.out_dim,
+        "out_dim": int(trunk.out_dim),
         "tile_size": cfg.tile_size,
         "classes": classes,
         "train_paths": [data.paths[i] for i in train_idx],
@@ -130,6 +137,8 @@ def train_cnn(
         "config": cfg.model_dump(),
         "holdout_accuracy": accuracy,
     }
+    verdict = judge(epoch_losses[0], epoch_losses[-1], accuracy, 1 / len(classes))
+    spec["verdict"] = verdict.model_dump()
     sha = save_weights(out, "cnn", spec, model.trunk.state_dict())
     return CnnTrainReport(
         weights=str(out),
@@ -141,6 +150,7 @@ def train_cnn(
         first_epoch_loss=epoch_losses[0],
         last_epoch_loss=epoch_losses[-1],
         holdout_accuracy=accuracy,
+        verdict=verdict,
         device=str(dev),
         seconds=round(time.perf_counter() - start, 2),
     )

@@ -18,6 +18,7 @@ from cbir.nn.deephash import TiedHashAutoencoder, deephash_loss
 from cbir.nn.device import resolve_device
 from cbir.nn.finetune import fine_tune
 from cbir.nn.train_cnn import stratified_split
+from cbir.nn.verdict import Verdict, judge
 from cbir.nn.weights import prefixed_state, save_weights
 from cbir.progress import NoProgress, Progress
 from cbir.tileset import load_labelled_tiles, read_tiles
@@ -48,6 +49,7 @@ class DeepHashTrainReport(BaseModel):
     last_loss: float
     holdout_accuracy: float | None
     bit_statistics: dict[str, float]  # on the held-out tiles (all tiles if none held out)
+    verdict: Verdict
     device: str
     seconds: float
 
@@ -154,6 +156,8 @@ def train_deephash(
         "config": cfg.model_dump(),
         "bit_statistics": stats,
     }
+    verdict = judge(losses[0], losses[-1], acc, 1 / len(classes), stats, cfg.bits)
+    spec["verdict"] = verdict.model_dump()
     sha = save_weights(out, "deephash", spec, state)
     return DeepHashTrainReport(
         weights=str(out),
@@ -166,6 +170,7 @@ def train_deephash(
         last_loss=losses[-1],
         holdout_accuracy=acc,
         bit_statistics=stats,
+        verdict=verdict,
         device=str(dev),
         seconds=round(time.perf_counter() - start, 2),
     )

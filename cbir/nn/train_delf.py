@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from cbir.nn.augment import augment
+from cbir.nn.verdict import Verdict, judge
 from cbir.nn.weights import load_strict
 from cbir.nn.cnn import to_tensor
 from cbir.nn.delf import DelfNet, attention_pool, dense_features
@@ -58,6 +59,7 @@ class DelfTrainReport(BaseModel):
     attention_losses: tuple[float, float]
     holdout_accuracy_trunk: float | None  # phase 1 classifier (global average pooling)
     holdout_accuracy_attention: float | None  # phase 2 classifier (attention pooling)
+    verdict: Verdict
     device: str
     seconds: float
 
@@ -219,6 +221,10 @@ def train_delf(
         **{f"trunk_classifier.{k}": v for k, v in trunk_classifier.state_dict().items()},
         **{f"attention_classifier.{k}": v for k, v in attention_classifier.state_dict().items()},
     }
+    verdict = judge(  # the attention phase: what local features are ranked by
+        attention_losses[0], attention_losses[-1], acc_attention, 1 / len(classes)
+    )
+    spec["verdict"] = verdict.model_dump()
     sha = save_weights(out, "delf", spec, state)
     return DelfTrainReport(
         weights=str(out),
@@ -231,6 +237,7 @@ def train_delf(
         attention_losses=(attention_losses[0], attention_losses[-1]),
         holdout_accuracy_trunk=acc_trunk,
         holdout_accuracy_attention=acc_attention,
+        verdict=verdict,
         device=str(dev),
         seconds=round(time.perf_counter() - start, 2),
     )

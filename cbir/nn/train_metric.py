@@ -19,6 +19,7 @@ from cbir.nn.finetune import fine_tune
 from cbir.nn.metric import MetricHead, augment_image, semi_hard_triplet_loss
 from cbir.nn.train_cnn import stratified_split
 from cbir.nn.train_deephash import backbone_features
+from cbir.nn.verdict import Verdict, judge
 from cbir.nn.weights import prefixed_state, save_weights
 from cbir.progress import NoProgress, Progress
 from cbir.tileset import load_labelled_tiles, read_tiles
@@ -52,6 +53,7 @@ class MetricTrainReport(BaseModel):
     last_loss: float
     mean_triplets_per_batch: float | None
     holdout_knn_accuracy: float | None  # 1-NN among held-out tiles, leave-one-out
+    verdict: Verdict
     device: str
     seconds: float
 
@@ -177,8 +179,11 @@ def train_metric(
         "holdout_paths": [data.paths[i] for i in held_idx],
         "config": cfg.model_dump(),
     }
-    sha = save_weights(out, "metric", spec, state)
     window = max(1, len(losses) // 10)
+    first, last = float(np.mean(losses[:window])), float(np.mean(losses[-window:]))
+    verdict = judge(first, last, accuracy, 1 / len(classes))
+    spec["verdict"] = verdict.model_dump()
+    sha = save_weights(out, "metric", spec, state)
     return MetricTrainReport(
         weights=str(out),
         sha256=sha,
@@ -186,10 +191,11 @@ def train_metric(
         backbone=cfg.backbone,
         train_tiles=len(train_idx),
         holdout_tiles=len(held_idx),
-        first_loss=float(np.mean(losses[:window])),
-        last_loss=float(np.mean(losses[-window:])),
+        first_loss=first,
+        last_loss=last,
         mean_triplets_per_batch=float(np.mean(counts)) if counts else None,
         holdout_knn_accuracy=accuracy,
+        verdict=verdict,
         device=str(dev),
         seconds=round(time.perf_counter() - start, 2),
     )

@@ -15,6 +15,7 @@ from cbir.nn.augment import augment
 from cbir.nn.device import resolve_device
 from cbir.nn.scale import ScaleComparator, pair_tensor
 from cbir.nn.scale_pairs import make_pairs, sample_scale_tiles
+from cbir.nn.verdict import Verdict, judge
 from cbir.nn.weights import save_weights
 from cbir.progress import NoProgress, Progress
 from cbir.recipes import DEFAULT_MAGNIFICATIONS
@@ -44,6 +45,7 @@ class ScaleTrainReport(BaseModel):
     first_epoch_loss: float
     last_epoch_loss: float
     held_accuracy: float
+    verdict: Verdict
     device: str
     seconds: float
 
@@ -109,6 +111,8 @@ def train_scale(
         "held_accuracy": accuracy,
         "slides": [str(p) for p in slides],
     }
+    verdict = judge(losses[0], losses[-1], accuracy, 0.5)  # pairs are balanced
+    spec["verdict"] = verdict.model_dump()
     sha = save_weights(out, "scale", spec, model.state_dict())
     return ScaleTrainReport(
         weights=str(out),
@@ -119,6 +123,7 @@ def train_scale(
         first_epoch_loss=losses[0],
         last_epoch_loss=losses[-1],
         held_accuracy=accuracy,
+        verdict=verdict,
         device=str(dev),
         seconds=round(time.perf_counter() - start, 2),
     )

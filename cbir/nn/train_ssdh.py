@@ -20,6 +20,7 @@ from cbir.nn.device import resolve_device
 from cbir.nn.finetune import fine_tune
 from cbir.nn.ssdh import SSDHHead, ssdh_loss
 from cbir.nn.train_cnn import stratified_split
+from cbir.nn.verdict import Verdict, judge
 from cbir.nn.weights import prefixed_state, save_weights
 from cbir.progress import NoProgress, Progress
 from cbir.tileset import load_labelled_tiles, read_tiles
@@ -53,6 +54,7 @@ class SSDHTrainReport(BaseModel):
     last_loss: float
     holdout_accuracy: float | None
     bit_statistics: dict[str, float]
+    verdict: Verdict
     seconds: float
 
 
@@ -181,6 +183,8 @@ def train_ssdh(
         "holdout_paths": [data.paths[i] for i in held_idx],
         "config": cfg.model_dump(),
     }
+    verdict = judge(losses[0], losses[-1], acc, 1 / len(classes), stats, cfg.bits)
+    spec["verdict"] = verdict.model_dump()
     sha = save_weights(out, "ssdh", spec, state)
     return SSDHTrainReport(
         weights=str(out),
@@ -193,5 +197,6 @@ def train_ssdh(
         last_loss=losses[-1],
         holdout_accuracy=acc,
         bit_statistics=stats,
+        verdict=verdict,
         seconds=round(time.perf_counter() - start, 2),
     )

@@ -13,6 +13,7 @@ from cbir.nn.augment import augment
 from cbir.nn.device import resolve_device
 from cbir.nn.train_cnn import stratified_split
 from cbir.nn.vae import TileVAE, to_unit, vae_loss
+from cbir.nn.verdict import Verdict, judge
 from cbir.nn.weights import save_weights
 from cbir.progress import NoProgress, Progress
 from cbir.tileset import load_tiles, read_tiles
@@ -40,6 +41,7 @@ class VaeTrainReport(BaseModel):
     first_epoch_loss: float
     last_epoch_loss: float
     holdout_reconstruction_mse: float | None  # per pixel and channel, [0, 1] units
+    verdict: Verdict
     device: str
     seconds: float
 
@@ -103,6 +105,8 @@ def train_vae(
         "holdout_paths": [data.paths[i] for i in held_idx],
         "config": cfg.model_dump(),
     }
+    verdict = judge(losses[0], losses[-1])  # no labels: the loss alone
+    spec["verdict"] = verdict.model_dump()
     sha = save_weights(out, "vae", spec, model.state_dict())
     return VaeTrainReport(
         weights=str(out),
@@ -113,6 +117,7 @@ def train_vae(
         first_epoch_loss=losses[0],
         last_epoch_loss=losses[-1],
         holdout_reconstruction_mse=mse,
+        verdict=verdict,
         device=str(dev),
         seconds=round(time.perf_counter() - start, 2),
     )

@@ -52,6 +52,9 @@ def load_weights(
         raise WeightsError(f"{path}: not a cbir weights file (format {WEIGHTS_FORMAT})")
     if data.get("model") != model:
         raise WeightsError(f"{path}: weights of model {data.get('model')!r}, not {model!r}")
+    from cbir.nn.verdict import warn_if_not_learned
+
+    warn_if_not_learned(str(path), data["spec"])
     return data["spec"], data["state_dict"]
 
 
