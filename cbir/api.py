@@ -240,8 +240,9 @@ class Index:
                 ids = np.array([h.tile_id], np.int64)
             else:
                 g = self.grids.get(h.slide_id, h.magnification)
-                f = g.geometry.per_tile
-                block = g.ids[h.row : h.row + (h.rows - 1) * f + 1, h.col : h.col + (h.cols - 1) * f + 1]
+                f = g.geometry.per_tile  # a region of rows x cols tiles spans this many cells
+                rows, cols = (h.rows - 1) * f + 1, (h.cols - 1) * f + 1
+                block = g.ids[h.row : h.row + rows, h.col : h.col + cols]
                 ids = block[block >= 0]
             v, affine = verify_tiles(
                 features,

@@ -45,7 +45,10 @@ def test_torchvision_key_names(name: str) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    [pytest.param(n, marks=pytest.mark.slow) if n in NO_ROUND_TRIP else n for n in list_backbones()],
+    [
+        pytest.param(n, marks=pytest.mark.slow) if n in NO_ROUND_TRIP else n
+        for n in list_backbones()
+    ],
 )
 def test_every_backbone_shapes_dtype_finite(name: str) -> None:
     entry = backbone_entry(name)

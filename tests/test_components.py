@@ -30,7 +30,8 @@ def tiles() -> np.ndarray:
 
 def test_unknown_name_lists_valid_names() -> None:
     with pytest.raises(
-        UnknownComponentError, match="valid names: backbone, cnn, deephash, delf, metric, ssdh, stats, vae"
+        UnknownComponentError,
+        match="valid names: backbone, cnn, deephash, delf, metric, ssdh, stats, vae",
     ):
         create_descriptor("nope")
 

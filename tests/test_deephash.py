@@ -87,8 +87,16 @@ def test_a_recipe_of_another_bit_count_is_refused_in_one_line(
     out = tmp_path / "idx"
     res = CliRunner().invoke(
         app,
-        ["build-index", str(generated_slide), "--out", str(out), "--recipe", "deephash24-ivf",
-         "--weights", str(tiny_deephash)],
+        [
+            "build-index",
+            str(generated_slide),
+            "--out",
+            str(out),
+            "--recipe",
+            "deephash24-ivf",
+            "--weights",
+            str(tiny_deephash),
+        ],
     )
     lines = [line for line in res.stderr.splitlines() if line.startswith("cbir: error")]
     assert res.exit_code == 2 and len(lines) == 1, res.stderr

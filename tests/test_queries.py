@@ -106,8 +106,14 @@ def test_min_similarity_drops_hits_and_says_how_many(
     assert 0 < kept.below_min_similarity
     res = runner.invoke(
         app,
-        ["search", str(stats_index), "--region",
-         f"{generated_slide}:{x},{y},896,896@20x", "--min-similarity", "0.99"],
+        [
+            "search",
+            str(stats_index),
+            "--region",
+            f"{generated_slide}:{x},{y},896,896@20x",
+            "--min-similarity",
+            "0.99",
+        ],
     )
     assert res.exit_code == 0, res.stderr
     assert "below --min-similarity 0.99" in " ".join(res.stdout.split())
@@ -115,9 +121,7 @@ def test_min_similarity_drops_hits_and_says_how_many(
 
 def test_evaluate_a_float_recipe_in_code_space_works(tmp_path: Path) -> None:
     tiles = write_two_classes(tmp_path / "tiles", n=6, size=224)
-    res = runner.invoke(
-        app, ["evaluate", "--tiles", str(tiles), "--recipe", "cnn-flat", "--json"]
-    )
+    res = runner.invoke(app, ["evaluate", "--tiles", str(tiles), "--recipe", "cnn-flat", "--json"])
     assert res.exit_code == 0, res.stderr
     report = json.loads(res.stdout)
     assert "float vectors" in report["protocol"]

@@ -41,8 +41,19 @@ def test_train_reports_its_verdict(tmp_path: Path) -> None:
     tiles = write_two_classes(tmp_path / "tiles", n=6, size=64)
     res = CliRunner().invoke(
         app,
-        ["train", "cnn", "--tiles", str(tiles), "--out", str(tmp_path / "c.pt"),
-         "--epochs", "1", "--lr", "0", "--json"],
+        [
+            "train",
+            "cnn",
+            "--tiles",
+            str(tiles),
+            "--out",
+            str(tmp_path / "c.pt"),
+            "--epochs",
+            "1",
+            "--lr",
+            "0",
+            "--json",
+        ],
     )
     assert res.exit_code == 0, res.stderr
     report = json.loads(res.stdout)

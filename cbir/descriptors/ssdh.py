@@ -34,7 +34,10 @@ class SSDHDescriptor:
         name = str(spec["backbone"])
         self.backbone = create_backbone(name)
         self.head = SSDHHead(
-            self.backbone.map_channels, int(spec["bits"]), len(spec["classes"]), int(spec["n_seg_classes"])
+            self.backbone.map_channels,
+            int(spec["bits"]),
+            len(spec["classes"]),
+            int(spec["n_seg_classes"]),
         )
         load_parts(weights, state, {"backbone": self.backbone, "head": self.head})
         self.normalization = backbone_entry(name).normalization

@@ -5,8 +5,8 @@ module has `forward` (n, 3, h, w) -> (n, out_dim) and `feature_map` -> (n, c, h'
 
 Weights: a local file (`--backbone-weights`) in the entry's layout, else the entry's
 packaged pretrained file (EfficientNet-Lite0, extra `cbir[pretrained]`), else a seeded
-random initialisation (torch.manual_seed first); entries that are useless untrained (`requires_weights`) refuse to
-start without weights. Nothing is ever downloaded.
+random initialisation (torch.manual_seed first); entries that are useless untrained
+(`requires_weights`) refuse to start without weights. Nothing is ever downloaded.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from cbir.nn.efficientnet import EfficientNetLite0, packaged_lite0_weights
 from cbir.nn.torchvision_nets import ResNet50Features, VGGFeatures
 from cbir.nn.vit import VIT_CONFIGS, VisionTransformer, load_timm_state
 from cbir.nn.weights import WeightsError, load_strict, read_state_dict
+
 
 @dataclass(frozen=True)
 class BackboneEntry:
@@ -115,9 +116,7 @@ _LITE_INSTALL = (
 )
 
 for _entry in (
-    BackboneEntry(
-        "small", lambda: AlexNetTrunk(width=32, out_dim=128), 128, 128, "tiles", "cbir"
-    ),
+    BackboneEntry("small", lambda: AlexNetTrunk(width=32, out_dim=128), 128, 128, "tiles", "cbir"),
     BackboneEntry(
         "alexnet-like",
         lambda width=48, out_dim=64: AlexNetTrunk(width, out_dim),
@@ -138,15 +137,30 @@ for _entry in (
         params=("out_dim",),
     ),
     BackboneEntry(
-        "vgg16", lambda: VGGFeatures("vgg16"), 4096, 512, "imagenet", "torchvision",
+        "vgg16",
+        lambda: VGGFeatures("vgg16"),
+        4096,
+        512,
+        "imagenet",
+        "torchvision",
         load=load_strict,
     ),
     BackboneEntry(
-        "vgg19", lambda: VGGFeatures("vgg19"), 4096, 512, "imagenet", "torchvision",
+        "vgg19",
+        lambda: VGGFeatures("vgg19"),
+        4096,
+        512,
+        "imagenet",
+        "torchvision",
         load=load_strict,
     ),
     BackboneEntry(
-        "resnet50", ResNet50Features, 2048, 2048, "imagenet", "torchvision",
+        "resnet50",
+        ResNet50Features,
+        2048,
+        2048,
+        "imagenet",
+        "torchvision",
         load=load_strict,
     ),
     BackboneEntry(

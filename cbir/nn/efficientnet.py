@@ -80,7 +80,9 @@ class EfficientNetLite0(nn.Module):
         blocks: list[nn.Module] = []
         for repeats, kernel, stride, expand, cin, cout in LITE0_STAGES:
             for i in range(repeats):
-                blocks.append(MBConv(cin if i == 0 else cout, cout, kernel, stride if i == 0 else 1, expand))
+                blocks.append(
+                    MBConv(cin if i == 0 else cout, cout, kernel, stride if i == 0 else 1, expand)
+                )
         self._blocks = nn.Sequential(*blocks)
         self._conv_head = SameConv2d(320, HEAD_CHANNELS, 1, bias=False)
         self._bn1 = nn.BatchNorm2d(HEAD_CHANNELS, eps=BN_EPS)

@@ -42,7 +42,9 @@ def _load_timm(model: nn.Module, path: str) -> None:
     state = {k: v for k, v in read_state_dict(path).items() if not k.startswith("head.")}
     result = model.model.load_state_dict(state, strict=False)
     if result.missing_keys:
-        raise WeightsError(f"{path}: does not fit the timm model (missing {result.missing_keys[:3]})")
+        raise WeightsError(
+            f"{path}: does not fit the timm model (missing {result.missing_keys[:3]})"
+        )
 
 
 def timm_entry(name: str) -> Any:

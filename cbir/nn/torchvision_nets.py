@@ -9,7 +9,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
 _VGG_CFG = {
     "vgg16": [
         64,

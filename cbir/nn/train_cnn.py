@@ -81,7 +81,9 @@ def train_cnn(
     data = load_labelled_tiles(tiles_root, labels_csv)
     classes = sorted(set(data.labels))
     y_all = torch.tensor([classes.index(label) for label in data.labels])
-    x_all = to_tensor(read_tiles(data.paths, cfg.tile_size), backbone_entry(cfg.backbone).normalization)
+    x_all = to_tensor(
+        read_tiles(data.paths, cfg.tile_size), backbone_entry(cfg.backbone).normalization
+    )
     train_idx, held_idx = stratified_split(data.labels, cfg.holdout, cfg.seed)
     entry = backbone_entry(cfg.backbone)
     if cfg.backbone_weights is not None and entry.layout == "cbir":

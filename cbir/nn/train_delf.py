@@ -21,13 +21,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from cbir.nn.augment import augment
-from cbir.nn.verdict import Verdict, judge
-from cbir.nn.weights import load_strict
 from cbir.nn.cnn import to_tensor
 from cbir.nn.delf import DelfNet, attention_pool, dense_features
 from cbir.nn.device import resolve_device
 from cbir.nn.train_cnn import stratified_split
-from cbir.nn.weights import WeightsError, save_weights
+from cbir.nn.verdict import Verdict, judge
+from cbir.nn.weights import WeightsError, load_strict, save_weights
 from cbir.progress import NoProgress, Progress
 from cbir.tileset import load_labelled_tiles, read_tiles
 
