@@ -21,6 +21,7 @@ from cbir.encoders.base import pack_bits
 from cbir.encoders.threshold import ThresholdEncoder
 from cbir.eval.harness import ranking
 from cbir.eval.metrics import average_precision_at_k, precision_at_k, seed_map_at_k
+from cbir.nn.backbones import backbone_weights_file
 from cbir.nn.train_deephash import DeepHashTrainConfig, backbone_features, train_deephash
 from cbir.nn.train_ssdh import SSDHTrainConfig, train_ssdh
 from cbir.nn.weights import load_weights
@@ -94,10 +95,11 @@ def bits_sweep(
                 "ssdh_bit_statistics": ssdh_report.bit_statistics,
                 "deephash_holdout_accuracy": report.holdout_accuracy,
             }
-    note = f"weights {backbone_weights}" if backbone_weights else "seeded random init, frozen"
+    start_from = backbone_weights_file(backbone, backbone_weights)
+    note = f"weights {Path(start_from).name}" if start_from else "seeded random init"
     return {
         "protocol": "train on half of each class, leave-one-out on the other half "
-        f"({n_tiles} tiles), class-averaged; backbone {backbone} ({note})",
+        f"({n_tiles} tiles), class-averaged; backbone {backbone} ({note}, frozen)",
         "results": rows,
         "seconds": round(time.perf_counter() - start, 1),
     }
