@@ -85,9 +85,12 @@ class Index:
         pipe = bundle.pipeline
         enc, unit = pipe.encoder_spec, bool(pipe.descriptor_spec.params.get("unit_norm"))
         bits = int(enc.params.get("q", enc.bits))
-        self.code_similarity = code_scale(
-            pipe.binary, bits, enc.dim, unit or bool(enc.params.get("normalize"))
-        )
+        unit_codes = bool(
+            enc.params.get("normalize")
+            or enc.params.get("blocks")
+            or (unit and not enc.standardize)
+        )  # float codes are unit vectors
+        self.code_similarity = code_scale(pipe.binary, bits, enc.dim, unit_codes)
         self.vector_similarity = vector_scale(pipe.descriptor_spec.dim, unit)
         #: A query needs one tile with this much tissue (the loosest threshold indexed).
         self.min_tissue = min(

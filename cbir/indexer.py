@@ -21,7 +21,7 @@ from cbir.float_index import FloatTileIndex
 from cbir.metadata import CodeGrid, MetadataStore, SlideRecord
 from cbir.pipeline import TilePipeline
 from cbir.progress import NoProgress, Progress
-from cbir.recipes import LocalConfig, Recipe, load_recipe
+from cbir.recipes import ComponentConfig, LocalConfig, Recipe, load_recipe
 from cbir.slides import Slide, SlideInfo, open_slide
 from cbir.slides.open import file_checksum
 from cbir.tile_index import TileIndex, build_tile_index
@@ -141,7 +141,7 @@ def plan_slide(
             )
         with timer("tissue"):
             grids = [grid_for(slide, m, tiling.tile_size, tiling.stride) for m in mags]
-            tissue = slide_tissue(slide, smallest_tile=min(g.step for g in grids))
+            tissue = slide_tissue(slide, smallest_tile=min(g.size for g in grids))
             keeps = [tissue_cells(g, tissue, min_tissue) for g in grids]
     plan = SlidePlan(Path(path), slide.info, checksum, base_magnification, min_tissue, grids, keeps)
     if plan.n_tiles == 0:
@@ -535,6 +535,15 @@ def _report(
     )
 
 
+def _code_params(encoder: ComponentConfig) -> tuple[str, dict[str, object]]:
+    """An encoder's name and the parameters that shape its codes: a threshold recipe's
+    `bits` only checks the weights (bundles built before it was stated lack it)."""
+    params = dict(encoder.params)
+    if encoder.name == "threshold":
+        params.pop("bits", None)
+    return encoder.name, params
+
+
 def _check_recipe(bundle_recipe: Recipe, recipe: str | Recipe | None, out: object) -> None:
     if recipe is None:
         return
@@ -543,7 +552,10 @@ def _check_recipe(bundle_recipe: Recipe, recipe: str | Recipe | None, out: objec
         raise BundleMismatchError(
             f"{out}: bundle was built with recipe {bundle_recipe.name!r}, not {wanted.name!r}"
         )
-    if (wanted.descriptor, wanted.encoder) != (bundle_recipe.descriptor, bundle_recipe.encoder):
+    if (wanted.descriptor, _code_params(wanted.encoder)) != (
+        bundle_recipe.descriptor,
+        _code_params(bundle_recipe.encoder),
+    ):
         raise BundleMismatchError(
             f"{out}: bundle's {bundle_recipe.name!r} has other descriptor or encoder "
             f"parameters than the recipe file {wanted.name!r}"

@@ -48,6 +48,12 @@ class TilePipeline:
         except RecipeError as exc:
             source = f" with {self.weights}" if self.weights else ""
             raise RecipeError(f"recipe {recipe.name!r}{source}: {exc}") from None
+        blocks = recipe.encoder.params.get("blocks")
+        if blocks is not None and blocks != self.descriptor.spec.params.get("blocks", blocks):
+            raise RecipeError(
+                f"recipe {recipe.name!r}: encoder blocks {blocks} are not the descriptor's "
+                f"{self.descriptor.spec.params['blocks']}"
+            )
 
     @property
     def learned(self) -> bool:

@@ -28,7 +28,7 @@ class _Frozen(BaseModel):
 
 
 class TilingConfig(_Frozen):
-    tile_size: int = Field(224, ge=16)
+    tile_size: int = Field(224, ge=16, le=65535)  # the LMDB grid header stores it in 16 bits
     #: Magnifications to tile at; a slide gets those it has without upsampling.
     magnifications: tuple[float, ...] = DEFAULT_MAGNIFICATIONS
     #: A tile is indexed when at least this fraction of it is tissue (0 indexes every tile).

