@@ -11,12 +11,19 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from cbir.cli.options import (
+    BackboneOpt,
+    BackboneWeightsOpt,
     BaseMagOpt,
     DeviceOpt,
+    FineTuneOpt,
+    HoldoutOpt,
     IndexArg,
     JsonOpt,
     KOpt,
+    LabelledTilesOpt,
+    LabelsOpt,
     MinTissueOpt,
+    OutWeightsOpt,
     RecipeOpt,
     WeightsOpt,
 )
@@ -30,10 +37,6 @@ app = typer.Typer(
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-BACKBONE_HELP = (
-    "a registered backbone (cbir backbones): small, vgg16, vgg19, resnet50, "
-    "efficientnet_lite0 (ImageNet, packaged), ViTs (uni, ...), or timm:<model>"
-)
 
 SLIDE_SUFFIXES = {
     ".svs",
@@ -389,9 +392,7 @@ def evaluate_cmd(
             "ssdh at each code length on the same frozen backbone (see --backbone)",
         ),
     ] = None,
-    backbone: Annotated[
-        str, typer.Option(help="backbone of --bits-sweep (cbir backbones)")
-    ] = "small",
+    backbone: BackboneOpt = "small",
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
 ) -> None:
@@ -422,35 +423,21 @@ app.add_typer(train_app, name="train")
 @train_app.command("cnn")
 @cli_errors
 def train_cnn_cmd(
-    tiles: Annotated[
-        Path,
-        typer.Option(
-            "--tiles",
-            help="Labelled tiles: class sub-folders, or a labels.csv with columns path,label.",
-        ),
-    ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Weights file to write.")],
-    labels: Annotated[Path | None, typer.Option(help="CSV path,label.")] = None,
+    tiles: LabelledTilesOpt,
+    out: OutWeightsOpt,
+    labels: LabelsOpt = None,
     epochs: Annotated[int, typer.Option(min=1)] = 60,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
     lr: Annotated[float, typer.Option(min=0.0)] = 3e-3,
-    holdout: Annotated[
-        float, typer.Option(min=0.0, max=0.9, help="Fraction of each class held out of training.")
-    ] = 0.5,
+    holdout: HoldoutOpt = 0.5,
     backbone: Annotated[
         str,
         typer.Option(
-            help="alexnet-like (seed 000's narrow tower) or alexnet (torchvision's layout)"
+            help="alexnet-like (seed 000's narrow tower), alexnet (torchvision's layout), or "
+            "any registered backbone (cbir backbones), e.g. efficientnet_lite0"
         ),
     ] = "alexnet-like",
-    backbone_weights: Annotated[
-        Path | None,
-        typer.Option(
-            "--backbone-weights",
-            help="torchvision AlexNet state_dict (.pth) to start from; "
-            "read locally, nothing is downloaded",
-        ),
-    ] = None,
+    backbone_weights: BackboneWeightsOpt = None,
     seed: int = 0,
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
@@ -495,9 +482,9 @@ def train_vae_cmd(
             help="Tiles: any folder of images (labels, if present, only stratify the split).",
         ),
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Weights file to write.")],
+    out: OutWeightsOpt,
     latent: Annotated[int, typer.Option(min=32, max=512, help="Latent size.")] = 128,
-    labels: Annotated[Path | None, typer.Option(help="CSV path,label.")] = None,
+    labels: LabelsOpt = None,
     epochs: Annotated[int, typer.Option(min=1)] = 40,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
     lr: Annotated[float, typer.Option(min=0.0)] = 1e-3,
@@ -533,36 +520,15 @@ def train_vae_cmd(
 @train_app.command("deephash")
 @cli_errors
 def train_deephash_cmd(
-    tiles: Annotated[
-        Path,
-        typer.Option(
-            "--tiles",
-            help="Labelled tiles: class sub-folders, or a labels.csv with columns path,label.",
-        ),
-    ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Weights file to write.")],
+    tiles: LabelledTilesOpt,
+    out: OutWeightsOpt,
     bits: Annotated[int, typer.Option(min=8, max=256, help="Hash bits q.")] = 48,
-    backbone: Annotated[str, typer.Option(help=BACKBONE_HELP)] = "small",
-    backbone_weights: Annotated[
-        Path | None,
-        typer.Option(
-            "--backbone-weights",
-            help="checkpoint of the backbone in its layout (cbir backbones), read locally; "
-            "without it: the packaged weights (efficientnet_lite0) or a seeded random init",
-        ),
-    ] = None,
-    labels: Annotated[Path | None, typer.Option(help="CSV path,label.")] = None,
+    backbone: BackboneOpt = "small",
+    backbone_weights: BackboneWeightsOpt = None,
+    labels: LabelsOpt = None,
     epochs: Annotated[int, typer.Option(min=1)] = 300,
-    holdout: Annotated[float, typer.Option(min=0.0, max=0.9)] = 0.5,
-    fine_tune_steps: Annotated[
-        int,
-        typer.Option(
-            "--fine-tune-steps",
-            min=0,
-            help="After training on frozen features, train the "
-            "backbone too for this many batches (0: backbone frozen)",
-        ),
-    ] = 0,
+    holdout: HoldoutOpt = 0.5,
+    fine_tune_steps: FineTuneOpt = 0,
     seed: int = 0,
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
@@ -599,38 +565,18 @@ def train_deephash_cmd(
 @train_app.command("metric")
 @cli_errors
 def train_metric_cmd(
-    tiles: Annotated[
-        Path,
-        typer.Option(
-            "--tiles",
-            help="Labelled tiles: class sub-folders, or a labels.csv with columns path,label.",
-        ),
-    ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Weights file to write.")],
+    tiles: LabelledTilesOpt,
+    out: OutWeightsOpt,
     loss: Annotated[
         str, typer.Option(help="triplet (semi-hard, online mining) or crossentropy")
     ] = "triplet",
-    backbone: Annotated[str, typer.Option(help=BACKBONE_HELP)] = "small",
-    backbone_weights: Annotated[
-        Path | None,
-        typer.Option(
-            "--backbone-weights",
-            help="checkpoint of the backbone in its layout (cbir backbones), read locally",
-        ),
-    ] = None,
-    labels: Annotated[Path | None, typer.Option(help="CSV path,label.")] = None,
+    backbone: BackboneOpt = "small",
+    backbone_weights: BackboneWeightsOpt = None,
+    labels: LabelsOpt = None,
     steps: Annotated[int, typer.Option(min=1)] = 400,
     margin: Annotated[float, typer.Option(min=0.0)] = 0.2,
-    holdout: Annotated[float, typer.Option(min=0.0, max=0.9)] = 0.5,
-    fine_tune_steps: Annotated[
-        int,
-        typer.Option(
-            "--fine-tune-steps",
-            min=0,
-            help="After training on frozen features, train the "
-            "backbone too for this many batches (0: backbone frozen)",
-        ),
-    ] = 0,
+    holdout: HoldoutOpt = 0.5,
+    fine_tune_steps: FineTuneOpt = 0,
     seed: int = 0,
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
@@ -677,7 +623,7 @@ def train_delf_cmd(
             help="Labelled tiles or images: class sub-folders, or a labels.csv (path,label).",
         ),
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Weights file to write.")],
+    out: OutWeightsOpt,
     trunk: Annotated[str, typer.Option(help="resnet50 (conv4_x, 1024-d) or small-dense")] = (
         "resnet50"
     ),
@@ -687,12 +633,12 @@ def train_delf_cmd(
             "--backbone-weights", help="torchvision ResNet-50 state_dict (.pth), read locally"
         ),
     ] = None,
-    labels: Annotated[Path | None, typer.Option(help="CSV path,label.")] = None,
+    labels: LabelsOpt = None,
     trunk_epochs: Annotated[int, typer.Option("--trunk-epochs", min=0)] = 20,
     attention_epochs: Annotated[int, typer.Option("--attention-epochs", min=1)] = 20,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
     lr: Annotated[float, typer.Option(min=0.0)] = 1e-3,
-    holdout: Annotated[float, typer.Option(min=0.0, max=0.9)] = 0.5,
+    holdout: HoldoutOpt = 0.5,
     seed: int = 0,
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
@@ -733,14 +679,8 @@ def train_delf_cmd(
 @train_app.command("ssdh")
 @cli_errors
 def train_ssdh_cmd(
-    tiles: Annotated[
-        Path,
-        typer.Option(
-            "--tiles",
-            help="Labelled tiles: class sub-folders, or a labels.csv with columns path,label.",
-        ),
-    ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Weights file to write.")],
+    tiles: LabelledTilesOpt,
+    out: OutWeightsOpt,
     bits: Annotated[int, typer.Option(min=8, max=256, help="Latent bits q.")] = 24,
     rol: Annotated[
         bool,
@@ -757,26 +697,12 @@ def train_ssdh_cmd(
             "names as the tiles."
         ),
     ] = None,
-    backbone: Annotated[str, typer.Option(help=BACKBONE_HELP)] = "small",
-    backbone_weights: Annotated[
-        Path | None,
-        typer.Option(
-            "--backbone-weights",
-            help="checkpoint of the backbone in its layout (cbir backbones), read locally",
-        ),
-    ] = None,
-    labels: Annotated[Path | None, typer.Option(help="CSV path,label.")] = None,
+    backbone: BackboneOpt = "small",
+    backbone_weights: BackboneWeightsOpt = None,
+    labels: LabelsOpt = None,
     epochs: Annotated[int, typer.Option(min=1)] = 300,
-    holdout: Annotated[float, typer.Option(min=0.0, max=0.9)] = 0.5,
-    fine_tune_steps: Annotated[
-        int,
-        typer.Option(
-            "--fine-tune-steps",
-            min=0,
-            help="After training on frozen features, train the "
-            "backbone too for this many batches (0: backbone frozen)",
-        ),
-    ] = 0,
+    holdout: HoldoutOpt = 0.5,
+    fine_tune_steps: FineTuneOpt = 0,
     seed: int = 0,
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
@@ -818,7 +744,7 @@ def train_scale_cmd(
         list[Path],
         typer.Option("--slides", help="Slides or folders of them (repeat the option for several)."),
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Weights file to write.")],
+    out: OutWeightsOpt,
     magnifications: Annotated[
         str, typer.Option(help="Comma-separated magnifications to tell apart.")
     ] = "5,10,15,20,25,30,35,40",

@@ -35,3 +35,39 @@ WeightsOpt = Annotated[
     Path | None,
     typer.Option("--weights", help="Model weights of a learned descriptor (cbir train ...)."),
 ]
+
+# -- training -----------------------------------------------------------------------------
+BACKBONE_HELP = (
+    "a registered backbone (cbir backbones): small, vgg16, vgg19, resnet50, "
+    "efficientnet_lite0 (ImageNet, packaged), ViTs (uni, ...), or timm:<model>"
+)
+LabelledTilesOpt = Annotated[
+    Path,
+    typer.Option(
+        "--tiles",
+        help="Labelled tiles: class sub-folders, or a labels.csv with columns path,label.",
+    ),
+]
+OutWeightsOpt = Annotated[Path, typer.Option("--out", "-o", help="Weights file to write.")]
+LabelsOpt = Annotated[Path | None, typer.Option(help="CSV path,label.")]
+HoldoutOpt = Annotated[
+    float, typer.Option(min=0.0, max=0.9, help="Fraction of each class held out of training.")
+]
+BackboneOpt = Annotated[str, typer.Option(help=BACKBONE_HELP)]
+BackboneWeightsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--backbone-weights",
+        help="checkpoint of the backbone in its layout (cbir backbones), read locally; "
+        "without it: the packaged weights (efficientnet_lite0) or a seeded random init",
+    ),
+]
+FineTuneOpt = Annotated[
+    int,
+    typer.Option(
+        "--fine-tune-steps",
+        min=0,
+        help="After training on frozen features, train the backbone too for this many "
+        "batches (0: backbone frozen)",
+    ),
+]
