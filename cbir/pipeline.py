@@ -15,7 +15,9 @@ from cbir.specs import DescriptorSpec, EncoderSpec
 
 #: Descriptors that are networks: they take `weights` and `device` (`backbone`: a
 #: checkpoint of its backbone, else its packaged weights).
-LEARNED_DESCRIPTORS = frozenset({"backbone", "cnn", "deephash", "delf", "metric", "ssdh", "vae"})
+LEARNED_DESCRIPTORS = frozenset(
+    {"backbone", "cnn", "deephash", "delf", "lda", "metric", "ssdh", "vae"}
+)
 
 
 class TilePipeline:

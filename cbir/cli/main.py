@@ -737,6 +737,44 @@ def train_ssdh_cmd(
         )
 
 
+@train_app.command("lda")
+@cli_errors
+def train_lda_cmd(
+    tiles: LabelledTilesOpt,
+    out: OutWeightsOpt,
+    base_recipe: Annotated[
+        str,
+        typer.Option(
+            "--base-recipe", help="Recipe whose (frozen) descriptor the projection is fitted on."
+        ),
+    ] = "effnet-d4-flat",
+    shrinkage: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Within-class covariance shrinkage.")
+    ] = 0.5,
+    labels: LabelsOpt = None,
+    holdout: HoldoutOpt = 0.5,
+    seed: int = 0,
+    device: DeviceOpt = "auto",
+    json_out: JsonOpt = False,
+) -> None:
+    """Fit a Fisher discriminant (shrinkage LDA) on a frozen descriptor of labelled tiles;
+    weights for the effnet-lda-flat recipe."""
+    from cbir.cli.render import show_verdict, stdout
+    from cbir.nn.train_lda import LdaTrainConfig, train_lda
+
+    cfg = LdaTrainConfig(base_recipe=base_recipe, shrinkage=shrinkage, holdout=holdout, seed=seed)
+    report = train_lda(tiles, out, cfg, labels, device)
+    show_verdict(report.verdict)
+    if json_out:
+        typer.echo(report.model_dump_json())
+    else:
+        acc = "n/a" if report.holdout_accuracy is None else f"{report.holdout_accuracy:.3f}"
+        stdout.print(
+            f"wrote {report.weights} ({report.dim}-d projection of {report.base_recipe}; "
+            f"accuracy train {report.train_accuracy:.3f}, held-out {acc}; {report.seconds:.1f} s)"
+        )
+
+
 @train_app.command("scale")
 @cli_errors
 def train_scale_cmd(

@@ -1,0 +1,66 @@
+"""`lda`: a frozen base descriptor projected by a trained Fisher discriminant
+(`cbir train lda`): ((x - mean) / scale) @ W -> (n, classes - 1) float32."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cbir.checksum import sha256_file
+from cbir.descriptors.base import create_descriptor, register_descriptor
+from cbir.nn.weights import WeightsError, load_weights
+from cbir.specs import DescriptorSpec
+
+
+class LdaDescriptor:
+    """Needs `weights` from `cbir train lda`; the base descriptor is rebuilt from the
+    config stored in them."""
+
+    def __init__(
+        self,
+        tile_size: int = 224,
+        weights: str | None = None,
+        device: str | None = "auto",
+        batch_size: int | None = None,
+    ) -> None:
+        if weights is None:
+            raise WeightsError("the lda descriptor needs --weights (cbir train lda)")
+        spec, state = load_weights(weights, "lda")
+        if int(spec["tile_size"]) != tile_size:
+            raise WeightsError(
+                f"{weights}: LDA fitted on {spec['tile_size']} px tiles, not {tile_size}"
+            )
+        from cbir.pipeline import LEARNED_DESCRIPTORS  # (cbir.pipeline imports descriptors)
+
+        base = spec["base_descriptor"]
+        params = dict(base.get("params", {}))
+        if base["name"] in LEARNED_DESCRIPTORS:
+            params["device"] = device
+            if batch_size is not None:
+                params["batch_size"] = batch_size
+        self.base = create_descriptor(base["name"], tile_size=tile_size, **params)
+        self.mean = state["mean"].numpy()
+        self.scale = state["scale"].numpy()
+        self.projection = state["projection"].numpy()
+        if self.mean.shape != (self.base.spec.dim,) or len(self.projection) != len(self.mean):
+            raise WeightsError(f"{weights}: projection does not fit its base descriptor")
+        self.spec = DescriptorSpec(
+            name="lda",
+            dim=int(self.projection.shape[1]),
+            tile_size=tile_size,
+            params={
+                "base": self.base.spec.model_dump(),
+                "weights_sha256": sha256_file(Path(weights)),
+            },
+        )
+
+    def describe(self, tiles: np.ndarray) -> np.ndarray:
+        """(n, t, t, 3) uint8 -> (n, classes - 1) float32."""
+        x = self.base.describe(tiles)
+        return np.ascontiguousarray(((x - self.mean) / self.scale) @ self.projection, np.float32)
+
+
+@register_descriptor("lda")
+def _create_lda(**params: object) -> LdaDescriptor:
+    return LdaDescriptor(**params)  # type: ignore[arg-type]
