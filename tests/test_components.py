@@ -31,7 +31,7 @@ def tiles() -> np.ndarray:
 def test_unknown_name_lists_valid_names() -> None:
     with pytest.raises(
         UnknownComponentError,
-        match="valid names: backbone, cnn, deephash, delf, metric, ssdh, stats, vae",
+        match="valid names: backbone, cnn, deephash, delf, lda, metric, ssdh, stats, vae",
     ):
         create_descriptor("nope")
 
@@ -52,6 +52,7 @@ def test_bad_parameters_are_reported() -> None:
 def descriptor_params(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     """Extra parameters per descriptor: those that need trained weights get a tiny model."""
     from cbir.nn.train_deephash import DeepHashTrainConfig, train_deephash
+    from cbir.nn.train_lda import LdaTrainConfig, train_lda
     from cbir.nn.train_metric import MetricTrainConfig, train_metric
     from cbir.nn.train_ssdh import SSDHTrainConfig, train_ssdh
 
@@ -70,7 +71,10 @@ def descriptor_params(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dic
     train_ssdh(
         root, ssdh, SSDHTrainConfig(bits=12, epochs=3, tile_size=64, holdout=0.0), device="cpu"
     )
+    lda = root / "lda.pt"
+    train_lda(root, lda, LdaTrainConfig(base_recipe="stats-lsh32", holdout=0.0), device="cpu")
     return {
+        "lda": {"weights": str(lda), "device": "cpu"},
         "deephash": {"weights": str(weights), "device": "cpu"},
         "metric": {"weights": str(metric), "device": "cpu"},
         "ssdh": {"weights": str(ssdh), "device": "cpu"},

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from pydantic import BaseModel
 from torch import nn
@@ -14,11 +12,13 @@ from torch import nn
 from cbir.nn.augment import augment
 from cbir.nn.backbones import backbone_entry, backbone_weights_file, create_backbone
 from cbir.nn.cnn import TissueClassifier, to_tensor
-from cbir.nn.device import resolve_device
+from cbir.nn.training import TrainingRun, stratified_split
 from cbir.nn.verdict import Verdict, judge
-from cbir.nn.weights import WeightsError, save_weights
-from cbir.progress import NoProgress, Progress
-from cbir.tileset import load_labelled_tiles, read_tiles
+from cbir.nn.weights import WeightsError
+from cbir.progress import Progress
+from cbir.tileset import read_tiles
+
+__all__ = ["CnnTrainConfig", "CnnTrainReport", "stratified_split", "train_cnn"]
 
 
 class CnnTrainConfig(BaseModel):
@@ -50,19 +50,6 @@ class CnnTrainReport(BaseModel):
     seconds: float
 
 
-def stratified_split(labels: list[str], holdout: float, seed: int) -> tuple[list[int], list[int]]:
-    """(train, holdout) indices: `holdout` of each class, at least one per side per class."""
-    rng = np.random.default_rng(seed)
-    train, held = [], []
-    for cls in sorted(set(labels)):
-        idx = np.array([i for i, label in enumerate(labels) if label == cls])
-        rng.shuffle(idx)
-        n_held = min(len(idx) - 1, max(1, round(holdout * len(idx)))) if holdout > 0 else 0
-        held += idx[:n_held].tolist()
-        train += idx[n_held:].tolist()
-    return sorted(train), sorted(held)
-
-
 def train_cnn(
     tiles_root: Path,
     out: str | os.PathLike[str],
@@ -73,18 +60,14 @@ def train_cnn(
 ) -> CnnTrainReport:
     """Train, evaluate classification accuracy on the held-out split, save weights whose
     spec records the class names and which tiles were trained on."""
-    start = time.perf_counter()
     cfg = config or CnnTrainConfig()
-    progress = progress or NoProgress()
-    torch.manual_seed(cfg.seed)
-    dev = resolve_device(device)
-    data = load_labelled_tiles(tiles_root, labels_csv)
-    classes = sorted(set(data.labels))
-    y_all = torch.tensor([classes.index(label) for label in data.labels])
+    run = TrainingRun.begin(tiles_root, labels_csv, cfg.holdout, cfg.seed, device, progress)
+    dev, progress, classes = run.device, run.progress, run.classes
+    train_idx, held_idx = run.train_idx, run.held_idx
+    y_all = torch.from_numpy(run.y)
     x_all = to_tensor(
-        read_tiles(data.paths, cfg.tile_size), backbone_entry(cfg.backbone).normalization
+        read_tiles(run.data.paths, cfg.tile_size), backbone_entry(cfg.backbone).normalization
     )
-    train_idx, held_idx = stratified_split(data.labels, cfg.holdout, cfg.seed)
     entry = backbone_entry(cfg.backbone)
     if cfg.backbone_weights is not None and entry.layout == "cbir":
         raise WeightsError(
@@ -128,20 +111,16 @@ def train_cnn(
                 [model(x_all[b].to(dev)).argmax(1).cpu() for b in torch.tensor(held_idx).split(64)]
             )
         accuracy = float((pred == y_all[held_idx]).float().mean())
-    spec = {
-        "arch": cfg.backbone,
-        "width": cfg.width,
-        "out_dim": int(trunk.out_dim),
-        "tile_size": cfg.tile_size,
-        "classes": classes,
-        "train_paths": [data.paths[i] for i in train_idx],
-        "holdout_paths": [data.paths[i] for i in held_idx],
-        "config": cfg.model_dump(),
-        "holdout_accuracy": accuracy,
-    }
-    verdict = judge(epoch_losses[0], epoch_losses[-1], accuracy, 1 / len(classes))
-    spec["verdict"] = verdict.model_dump()
-    sha = save_weights(out, "cnn", spec, model.trunk.state_dict())
+    spec = run.spec(
+        cfg,
+        arch=cfg.backbone,
+        width=cfg.width,
+        out_dim=int(trunk.out_dim),
+        tile_size=cfg.tile_size,
+        holdout_accuracy=accuracy,
+    )
+    verdict = judge(epoch_losses[0], epoch_losses[-1], accuracy, run.chance)
+    sha = run.save(out, "cnn", spec, model.trunk.state_dict(), verdict)
     return CnnTrainReport(
         weights=str(out),
         sha256=sha,
@@ -154,5 +133,5 @@ def train_cnn(
         holdout_accuracy=accuracy,
         verdict=verdict,
         device=str(dev),
-        seconds=round(time.perf_counter() - start, 2),
+        seconds=run.seconds,
     )

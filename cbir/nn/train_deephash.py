@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +14,12 @@ from cbir.eval.bits import bit_statistics
 from cbir.nn.backbones import backbone_entry, loaded_backbone
 from cbir.nn.cnn import to_tensor
 from cbir.nn.deephash import TiedHashAutoencoder, deephash_loss
-from cbir.nn.device import resolve_device
 from cbir.nn.finetune import fine_tune
-from cbir.nn.train_cnn import stratified_split
+from cbir.nn.training import TrainingRun
 from cbir.nn.verdict import Verdict, judge
-from cbir.nn.weights import prefixed_state, save_weights
-from cbir.progress import NoProgress, Progress
-from cbir.tileset import load_labelled_tiles, read_tiles
+from cbir.nn.weights import prefixed_state
+from cbir.progress import Progress
+from cbir.tileset import read_tiles
 
 
 class DeepHashTrainConfig(BaseModel):
@@ -81,19 +79,15 @@ def train_deephash(
 ) -> DeepHashTrainReport:
     """Backbone frozen (from `backbone_weights`, or seeded random init); the autoencoder and
     classifier train full-batch on its features of the training split."""
-    start = time.perf_counter()
     cfg = config or DeepHashTrainConfig()
-    progress = progress or NoProgress()
-    torch.manual_seed(cfg.seed)
-    dev = resolve_device(device)
-    data = load_labelled_tiles(tiles_root, labels_csv)
-    classes = sorted(set(data.labels))
-    y = torch.tensor([classes.index(label) for label in data.labels])
+    run = TrainingRun.begin(tiles_root, labels_csv, cfg.holdout, cfg.seed, device, progress)
+    dev, progress, classes = run.device, run.progress, run.classes
+    train_idx, held_idx = run.train_idx, run.held_idx
+    y = torch.from_numpy(run.y)
     backbone = loaded_backbone(cfg.backbone, cfg.backbone_weights, dev)
     info = backbone_entry(cfg.backbone)
-    tiles = read_tiles(data.paths, cfg.tile_size)
+    tiles = read_tiles(run.data.paths, cfg.tile_size)
     feats = backbone_features(backbone, tiles, info.normalization, dev)
-    train_idx, held_idx = stratified_split(data.labels, cfg.holdout, cfg.seed)
     model = TiedHashAutoencoder(feats.shape[1], cfg.bits, len(classes))
     model.feature_scale.copy_(feats[train_idx].amax(dim=0).clamp_min(1e-6))
     model.to(dev)
@@ -144,21 +138,17 @@ def train_deephash(
             acc = float((model.classifier(h.to(dev)).argmax(1).cpu() == y[held_idx]).float().mean())
     stats = bit_statistics((h > 0.5).numpy())
     state = prefixed_state(backbone=backbone.state_dict(), hash=model.state_dict())
-    spec = {
-        "fine_tuned": bool(cfg.fine_tune_steps),
-        "backbone": cfg.backbone,
-        "bits": cfg.bits,
-        "in_dim": int(feats.shape[1]),
-        "tile_size": cfg.tile_size,
-        "classes": classes,
-        "train_paths": [data.paths[i] for i in train_idx],
-        "holdout_paths": [data.paths[i] for i in held_idx],
-        "config": cfg.model_dump(),
-        "bit_statistics": stats,
-    }
-    verdict = judge(losses[0], losses[-1], acc, 1 / len(classes), stats, cfg.bits, len(eval_idx))
-    spec["verdict"] = verdict.model_dump()
-    sha = save_weights(out, "deephash", spec, state)
+    spec = run.spec(
+        cfg,
+        fine_tuned=bool(cfg.fine_tune_steps),
+        backbone=cfg.backbone,
+        bits=cfg.bits,
+        in_dim=int(feats.shape[1]),
+        tile_size=cfg.tile_size,
+        bit_statistics=stats,
+    )
+    verdict = judge(losses[0], losses[-1], acc, run.chance, stats, cfg.bits, len(eval_idx))
+    sha = run.save(out, "deephash", spec, state, verdict)
     return DeepHashTrainReport(
         weights=str(out),
         sha256=sha,
@@ -172,5 +162,5 @@ def train_deephash(
         bit_statistics=stats,
         verdict=verdict,
         device=str(dev),
-        seconds=round(time.perf_counter() - start, 2),
+        seconds=run.seconds,
     )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,12 +22,11 @@ from torch.nn import functional as F
 from cbir.nn.augment import augment
 from cbir.nn.cnn import to_tensor
 from cbir.nn.delf import DelfNet, attention_pool, dense_features
-from cbir.nn.device import resolve_device
-from cbir.nn.train_cnn import stratified_split
+from cbir.nn.training import TrainingRun
 from cbir.nn.verdict import Verdict, judge
-from cbir.nn.weights import WeightsError, load_strict, save_weights
-from cbir.progress import NoProgress, Progress
-from cbir.tileset import load_labelled_tiles, read_tiles
+from cbir.nn.weights import WeightsError, load_strict
+from cbir.progress import Progress
+from cbir.tileset import read_tiles
 
 
 class DelfTrainConfig(BaseModel):
@@ -114,22 +112,18 @@ def train_delf(
 ) -> DelfTrainReport:
     """Train both phases, report held-out classification accuracy of each, save weights
     (trunk + attention head + both classifiers) with the classes and the split."""
-    start = time.perf_counter()
     cfg = config or DelfTrainConfig()
-    progress = progress or NoProgress()
-    torch.manual_seed(cfg.seed)
-    dev = resolve_device(device)
-    data = load_labelled_tiles(tiles_root, labels_csv)
-    classes = sorted(set(data.labels))
-    y_all = torch.tensor([classes.index(label) for label in data.labels])
+    run = TrainingRun.begin(tiles_root, labels_csv, cfg.holdout, cfg.seed, device, progress)
+    dev, progress, classes = run.device, run.progress, run.classes
+    train_idx, held_idx = run.train_idx, run.held_idx
+    y_all = torch.from_numpy(run.y)
     net = DelfNet(cfg.trunk, cfg.hidden)
     pretrained = cfg.backbone_weights is not None
     if pretrained:
         if cfg.trunk != "resnet50":
             raise WeightsError(f"--backbone-weights needs --trunk resnet50, not {cfg.trunk}")
         load_strict(net.trunk, cfg.backbone_weights)
-    x_all = to_tensor(read_tiles(data.paths, cfg.tile_size), net.info.normalization)
-    train_idx, held_idx = stratified_split(data.labels, cfg.holdout, cfg.seed)
+    x_all = to_tensor(read_tiles(run.data.paths, cfg.tile_size), net.info.normalization)
     net.to(dev)
     channels = net.info.channels
     trunk_classifier = nn.Linear(channels, len(classes)).to(dev)
@@ -204,27 +198,22 @@ def train_delf(
         return float((pred == y_all[held_idx]).float().mean())
 
     acc_trunk, acc_attention = accuracy(trunk_logits), accuracy(attention_logits)
-    spec = {
-        "trunk": cfg.trunk,
-        "hidden": cfg.hidden,
-        "classes": classes,
-        "tile_size": cfg.tile_size,
-        "train_paths": [data.paths[i] for i in train_idx],
-        "holdout_paths": [data.paths[i] for i in held_idx],
-        "config": cfg.model_dump(),
-        "holdout_accuracy_trunk": acc_trunk,
-        "holdout_accuracy_attention": acc_attention,
-    }
+    spec = run.spec(
+        cfg,
+        trunk=cfg.trunk,
+        hidden=cfg.hidden,
+        tile_size=cfg.tile_size,
+        holdout_accuracy_trunk=acc_trunk,
+        holdout_accuracy_attention=acc_attention,
+    )
     state = {
         **net.state_dict(),
         **{f"trunk_classifier.{k}": v for k, v in trunk_classifier.state_dict().items()},
         **{f"attention_classifier.{k}": v for k, v in attention_classifier.state_dict().items()},
     }
-    verdict = judge(  # the attention phase: what local features are ranked by
-        attention_losses[0], attention_losses[-1], acc_attention, 1 / len(classes)
-    )
-    spec["verdict"] = verdict.model_dump()
-    sha = save_weights(out, "delf", spec, state)
+    # the attention phase: what local features are ranked by
+    verdict = judge(attention_losses[0], attention_losses[-1], acc_attention, run.chance)
+    sha = run.save(out, "delf", spec, state, verdict)
     return DelfTrainReport(
         weights=str(out),
         sha256=sha,
@@ -238,5 +227,5 @@ def train_delf(
         holdout_accuracy_attention=acc_attention,
         verdict=verdict,
         device=str(dev),
-        seconds=round(time.perf_counter() - start, 2),
+        seconds=run.seconds,
     )

@@ -5,19 +5,17 @@ trained on a frozen descriptor of labelled tiles: the `lda` descriptor is
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from pydantic import BaseModel
 
-from cbir.nn.train_cnn import stratified_split
+from cbir.nn.training import TrainingRun
 from cbir.nn.verdict import Verdict, judge
-from cbir.nn.weights import save_weights
 from cbir.pipeline import TilePipeline
 from cbir.recipes import load_recipe
-from cbir.tileset import load_labelled_tiles, read_tiles
+from cbir.tileset import read_tiles
 
 
 class LdaTrainConfig(BaseModel):
@@ -54,15 +52,12 @@ def train_lda(
     split, fit LDA there; save the projection with the base descriptor's config."""
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
-    start = time.perf_counter()
     cfg = config or LdaTrainConfig()
     base = load_recipe(cfg.base_recipe)
-    data = load_labelled_tiles(tiles_root, labels_csv)
-    classes = sorted(set(data.labels))  # load_labelled_tiles ensures 2 or more
-    y = np.array([classes.index(label) for label in data.labels])
+    run = TrainingRun.begin(tiles_root, labels_csv, cfg.holdout, cfg.seed, device)
+    classes, y, train_idx, held_idx = run.classes, run.y, run.train_idx, run.held_idx
     descriptor = TilePipeline(base, device=device).descriptor  # frozen: no weights
-    x = descriptor.describe(read_tiles(data.paths, base.tiling.tile_size)).astype(np.float64)
-    train_idx, held_idx = stratified_split(data.labels, cfg.holdout, cfg.seed)
+    x = descriptor.describe(read_tiles(run.data.paths, base.tiling.tile_size)).astype(np.float64)
     mean = x[train_idx].mean(axis=0)
     sd = x[train_idx].std(axis=0)
     scale = np.where(sd > 1e-12, sd, 1.0)
@@ -74,24 +69,20 @@ def train_lda(
     train_acc = float((lda.predict(z[train_idx]) == y[train_idx]).mean())
     held_acc = float((lda.predict(z[held_idx]) == y[held_idx]).mean()) if held_idx else None
     # No loss: judge the fit by accuracy, with the training error as "loss" (1 -> 1 - acc).
-    verdict = judge(1.0, 1.0 - train_acc, held_acc, 1 / len(classes))
-    spec = {
-        "base_recipe": base.name,
-        "base_descriptor": base.descriptor.model_dump(),
-        "tile_size": base.tiling.tile_size,
-        "dim": dim,
-        "classes": classes,
-        "train_paths": [data.paths[i] for i in train_idx],
-        "holdout_paths": [data.paths[i] for i in held_idx],
-        "config": cfg.model_dump(),
-        "verdict": verdict.model_dump(),
-    }
+    verdict = judge(1.0, 1.0 - train_acc, held_acc, run.chance)
+    spec = run.spec(
+        cfg,
+        base_recipe=base.name,
+        base_descriptor=base.descriptor.model_dump(),
+        tile_size=base.tiling.tile_size,
+        dim=dim,
+    )
     state = {
         "mean": torch.from_numpy(mean.astype(np.float32)),
         "scale": torch.from_numpy(scale.astype(np.float32)),
         "projection": torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)),
     }
-    sha = save_weights(out, "lda", spec, state)
+    sha = run.save(out, "lda", spec, state, verdict)
     return LdaTrainReport(
         weights=str(out),
         sha256=sha,
@@ -103,5 +94,5 @@ def train_lda(
         train_accuracy=train_acc,
         holdout_accuracy=held_acc,
         verdict=verdict,
-        seconds=round(time.perf_counter() - start, 2),
+        seconds=run.seconds,
     )

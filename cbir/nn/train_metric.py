@@ -4,7 +4,6 @@ augmented tiles, with the semi-hard triplet loss or cross-entropy."""
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Literal
 
@@ -14,15 +13,14 @@ from pydantic import BaseModel
 from torch.nn import functional as F
 
 from cbir.nn.backbones import backbone_entry, loaded_backbone
-from cbir.nn.device import resolve_device
 from cbir.nn.finetune import fine_tune
 from cbir.nn.metric import MetricHead, augment_image, semi_hard_triplet_loss
-from cbir.nn.train_cnn import stratified_split
 from cbir.nn.train_deephash import backbone_features
+from cbir.nn.training import TrainingRun
 from cbir.nn.verdict import Verdict, judge
-from cbir.nn.weights import prefixed_state, save_weights
-from cbir.progress import NoProgress, Progress
-from cbir.tileset import load_labelled_tiles, read_tiles
+from cbir.nn.weights import prefixed_state
+from cbir.progress import Progress
+from cbir.tileset import read_tiles
 
 
 class MetricTrainConfig(BaseModel):
@@ -79,19 +77,14 @@ def train_metric(
     device: str | None = "auto",
     progress: Progress | None = None,
 ) -> MetricTrainReport:
-    start = time.perf_counter()
     cfg = config or MetricTrainConfig()
-    progress = progress or NoProgress()
-    torch.manual_seed(cfg.seed)
+    run = TrainingRun.begin(tiles_root, labels_csv, cfg.holdout, cfg.seed, device, progress)
+    dev, progress, classes, y_all = run.device, run.progress, run.classes, run.y
+    train_idx, held_idx = run.train_idx, run.held_idx
     rng = np.random.default_rng(cfg.seed)
-    dev = resolve_device(device)
-    data = load_labelled_tiles(tiles_root, labels_csv)
-    classes = sorted(set(data.labels))
-    y_all = np.array([classes.index(label) for label in data.labels])
     backbone = loaded_backbone(cfg.backbone, cfg.backbone_weights, dev)
     norm = backbone_entry(cfg.backbone).normalization
-    tiles = read_tiles(data.paths, cfg.tile_size)
-    train_idx, held_idx = stratified_split(data.labels, cfg.holdout, cfg.seed)
+    tiles = read_tiles(run.data.paths, cfg.tile_size)
     copies = np.stack(
         [augment_image(tiles[i], rng) for i in train_idx for _ in range(cfg.augmentations)]
     )
@@ -167,23 +160,19 @@ def train_metric(
         accuracy = knn_accuracy(emb.numpy(), y_all[held_idx])
     head_state = {k: v for k, v in head.state_dict().items() if not k.startswith("classifier")}
     state = prefixed_state(backbone=backbone.state_dict(), head=head_state)
-    spec = {
-        "fine_tuned": bool(cfg.fine_tune_steps),
-        "backbone": cfg.backbone,
-        "dim": cfg.dim,
-        "in_dim": int(x_train.shape[1]),
-        "loss": cfg.loss,
-        "tile_size": cfg.tile_size,
-        "classes": classes,
-        "train_paths": [data.paths[i] for i in train_idx],
-        "holdout_paths": [data.paths[i] for i in held_idx],
-        "config": cfg.model_dump(),
-    }
+    spec = run.spec(
+        cfg,
+        fine_tuned=bool(cfg.fine_tune_steps),
+        backbone=cfg.backbone,
+        dim=cfg.dim,
+        in_dim=int(x_train.shape[1]),
+        loss=cfg.loss,
+        tile_size=cfg.tile_size,
+    )
     window = max(1, len(losses) // 10)
     first, last = float(np.mean(losses[:window])), float(np.mean(losses[-window:]))
-    verdict = judge(first, last, accuracy, 1 / len(classes))
-    spec["verdict"] = verdict.model_dump()
-    sha = save_weights(out, "metric", spec, state)
+    verdict = judge(first, last, accuracy, run.chance)
+    sha = run.save(out, "metric", spec, state, verdict)
     return MetricTrainReport(
         weights=str(out),
         sha256=sha,
@@ -197,5 +186,5 @@ def train_metric(
         holdout_knn_accuracy=accuracy,
         verdict=verdict,
         device=str(dev),
-        seconds=round(time.perf_counter() - start, 2),
+        seconds=run.seconds,
     )

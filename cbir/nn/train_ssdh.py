@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import cv2
@@ -16,14 +15,13 @@ from cbir.errors import CbirError
 from cbir.eval.bits import bit_statistics
 from cbir.nn.backbones import backbone_entry, loaded_backbone
 from cbir.nn.cnn import to_tensor
-from cbir.nn.device import resolve_device
 from cbir.nn.finetune import fine_tune
 from cbir.nn.ssdh import SSDHHead, ssdh_loss
-from cbir.nn.train_cnn import stratified_split
+from cbir.nn.training import TrainingRun
 from cbir.nn.verdict import Verdict, judge
-from cbir.nn.weights import prefixed_state, save_weights
-from cbir.progress import NoProgress, Progress
-from cbir.tileset import load_labelled_tiles, read_tiles
+from cbir.nn.weights import prefixed_state
+from cbir.progress import Progress
+from cbir.tileset import read_tiles
 
 
 class SSDHTrainConfig(BaseModel):
@@ -85,16 +83,13 @@ def train_ssdh(
     device: str | None = "auto",
     progress: Progress | None = None,
 ) -> SSDHTrainReport:
-    start = time.perf_counter()
     cfg = config or SSDHTrainConfig()
     if cfg.rol and cfg.masks is None:
         raise CbirError("--rol needs --masks (label images); without masks train plain SSDH")
-    progress = progress or NoProgress()
-    torch.manual_seed(cfg.seed)
-    dev = resolve_device(device)
-    data = load_labelled_tiles(tiles_root, labels_csv)
-    classes = sorted(set(data.labels))
-    y = torch.tensor([classes.index(label) for label in data.labels])
+    run = TrainingRun.begin(tiles_root, labels_csv, cfg.holdout, cfg.seed, device, progress)
+    dev, progress, classes, data = run.device, run.progress, run.classes, run.data
+    train_idx, held_idx = run.train_idx, run.held_idx
+    y = torch.from_numpy(run.y)
     backbone = loaded_backbone(cfg.backbone, cfg.backbone_weights, dev).eval()
     norm = backbone_entry(cfg.backbone).normalization
     tiles = read_tiles(data.paths, cfg.tile_size)
@@ -109,7 +104,6 @@ def train_ssdh(
     if cfg.rol:
         masks = load_masks(Path(cfg.masks), data.paths, Path(tiles_root), tuple(maps.shape[-2:]))
         n_seg = int(masks.max()) + 1
-    train_idx, held_idx = stratified_split(data.labels, cfg.holdout, cfg.seed)
     head = SSDHHead(backbone.map_channels, cfg.bits, len(classes), n_seg).to(dev)
     opt = torch.optim.Adam(head.parameters(), lr=cfg.lr)
     xm, ym = maps[train_idx].to(dev), y[train_idx].to(dev)
@@ -171,21 +165,17 @@ def train_ssdh(
     acc = float((logits.argmax(1).cpu() == y[eval_idx]).float().mean()) if held_idx else None
     stats = bit_statistics((h.cpu() > 0.5).numpy())
     state = prefixed_state(backbone=backbone.state_dict(), head=head.state_dict())
-    spec = {
-        "fine_tuned": bool(cfg.fine_tune_steps),
-        "backbone": cfg.backbone,
-        "bits": cfg.bits,
-        "rol": cfg.rol,
-        "n_seg_classes": n_seg,
-        "classes": classes,
-        "tile_size": cfg.tile_size,
-        "train_paths": [data.paths[i] for i in train_idx],
-        "holdout_paths": [data.paths[i] for i in held_idx],
-        "config": cfg.model_dump(),
-    }
-    verdict = judge(losses[0], losses[-1], acc, 1 / len(classes), stats, cfg.bits, len(eval_idx))
-    spec["verdict"] = verdict.model_dump()
-    sha = save_weights(out, "ssdh", spec, state)
+    spec = run.spec(
+        cfg,
+        fine_tuned=bool(cfg.fine_tune_steps),
+        backbone=cfg.backbone,
+        bits=cfg.bits,
+        rol=cfg.rol,
+        n_seg_classes=n_seg,
+        tile_size=cfg.tile_size,
+    )
+    verdict = judge(losses[0], losses[-1], acc, run.chance, stats, cfg.bits, len(eval_idx))
+    sha = run.save(out, "ssdh", spec, state, verdict)
     return SSDHTrainReport(
         weights=str(out),
         sha256=sha,
@@ -198,5 +188,5 @@ def train_ssdh(
         holdout_accuracy=acc,
         bit_statistics=stats,
         verdict=verdict,
-        seconds=round(time.perf_counter() - start, 2),
+        seconds=run.seconds,
     )

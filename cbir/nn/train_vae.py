@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import torch
 from pydantic import BaseModel
 
 from cbir.nn.augment import augment
-from cbir.nn.device import resolve_device
-from cbir.nn.train_cnn import stratified_split
+from cbir.nn.training import TrainingRun
 from cbir.nn.vae import TileVAE, to_unit, vae_loss
 from cbir.nn.verdict import Verdict, judge
-from cbir.nn.weights import save_weights
-from cbir.progress import NoProgress, Progress
-from cbir.tileset import load_tiles, read_tiles
+from cbir.progress import Progress
+from cbir.tileset import read_tiles
 
 
 class VaeTrainConfig(BaseModel):
@@ -56,16 +53,15 @@ def train_vae(
 ) -> VaeTrainReport:
     """Train on a split (labels, if any, only stratify it); save weights whose spec lists
     the training tiles."""
-    start = time.perf_counter()
     cfg = config or VaeTrainConfig()
     if not 32 <= cfg.latent <= 512:
         raise ValueError(f"latent must be in 32..512 (DESIGN.md), got {cfg.latent}")
-    progress = progress or NoProgress()
-    torch.manual_seed(cfg.seed)
-    dev = resolve_device(device)
-    data = load_tiles(tiles_root, labels_csv)
-    x_all = to_unit(read_tiles(data.paths, cfg.tile_size))
-    train_idx, held_idx = stratified_split(data.labels, cfg.holdout, cfg.seed)
+    run = TrainingRun.begin(
+        tiles_root, labels_csv, cfg.holdout, cfg.seed, device, progress, labelled=False
+    )
+    dev, progress = run.device, run.progress
+    train_idx, held_idx = run.train_idx, run.held_idx
+    x_all = to_unit(read_tiles(run.data.paths, cfg.tile_size))
     model = TileVAE(cfg.tile_size, cfg.latent, cfg.width, cfg.depth).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -96,18 +92,11 @@ def train_vae(
                 mu, _ = model.encode(xb)
                 errs.append(((model.decode(mu) - xb) ** 2).mean(dim=(1, 2, 3)).cpu())
             mse = float(torch.cat(errs).mean())
-    spec = {
-        "tile_size": cfg.tile_size,
-        "latent": cfg.latent,
-        "width": cfg.width,
-        "depth": cfg.depth,
-        "train_paths": [data.paths[i] for i in train_idx],
-        "holdout_paths": [data.paths[i] for i in held_idx],
-        "config": cfg.model_dump(),
-    }
+    spec = run.spec(
+        cfg, tile_size=cfg.tile_size, latent=cfg.latent, width=cfg.width, depth=cfg.depth
+    )
     verdict = judge(losses[0], losses[-1])  # no labels: the loss alone
-    spec["verdict"] = verdict.model_dump()
-    sha = save_weights(out, "vae", spec, model.state_dict())
+    sha = run.save(out, "vae", spec, model.state_dict(), verdict)
     return VaeTrainReport(
         weights=str(out),
         sha256=sha,
@@ -119,5 +108,5 @@ def train_vae(
         holdout_reconstruction_mse=mse,
         verdict=verdict,
         device=str(dev),
-        seconds=round(time.perf_counter() - start, 2),
+        seconds=run.seconds,
     )
