@@ -58,12 +58,12 @@ def tiny_scale(tmp_path_factory: pytest.TempPathFactory, generated_slide: Path) 
         tiles_per_magnification=12,
         train_pairs=96,
         held_pairs=32,
-        epochs=5,
+        epochs=12,
         width=8,
         input_size=64,
     )
     report = train_scale([generated_slide], out, cfg, device="cpu")
-    assert report.last_epoch_loss < report.first_epoch_loss
+    assert report.last_epoch_loss < report.first_epoch_loss and report.verdict.learned
     assert 0.0 <= report.held_accuracy <= 1.0 and report.held_pairs == 32
     return out
 
@@ -94,3 +94,25 @@ def test_scale_modes(tmp_path: Path, generated_slide: Path, tiny_scale: Path) ->
         assert index.bundle.meta.reference_tiles() == {}  # only kept for --scale auto
         with pytest.raises(QueryError, match="no scale comparator"):
             index.search(tile, scale="auto")
+
+
+def test_auto_searches_every_magnification_when_the_comparator_did_not_learn(
+    tmp_path: Path, generated_slide: Path
+) -> None:
+    cfg = ScaleTrainConfig(
+        magnifications=(10.0, 20.0, 40.0),
+        tiles_per_magnification=12,
+        train_pairs=96,
+        held_pairs=32,
+        epochs=1,
+        width=8,
+        input_size=64,
+    )
+    report = train_scale([generated_slide], tmp_path / "s.pt", cfg, device="cpu")
+    assert not report.verdict.learned  # one epoch: the loss barely moves
+    out = tmp_path / "idx"
+    cbir.build_index([generated_slide], out, "stats-lsh32", scale_weights=tmp_path / "s.pt")
+    with cbir.open_index(out) as index:
+        auto = index.search(f"{generated_slide}:448,224,224,224@40x", k=5, scale="auto")
+        assert auto.searched_magnifications == index.magnifications
+        assert auto.scale_probabilities is None

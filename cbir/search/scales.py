@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,9 @@ if TYPE_CHECKING:
 QUERY_TILES = 4
 
 
+log = logging.getLogger("cbir")
+
+
 class ScaleSelector:
     """Resolves `--scale` for an opened index; loads the comparator on first use."""
 
@@ -24,6 +28,7 @@ class ScaleSelector:
         self._model = None
         self._refs: dict[float, np.ndarray] | None = None
         self._ref_features = None
+        self._learned = True  # the comparator's training verdict
 
     def select(
         self, scale: str, tiles: np.ndarray | Callable[[], np.ndarray]
@@ -36,6 +41,14 @@ class ScaleSelector:
         if text == "all":
             return None, None
         if text == "auto":
+            self._comparator()
+            if not self._learned:  # a comparator at chance would drop the true scale
+                log.warning(
+                    "%s: the scale comparator did not learn; --scale auto searches every "
+                    "magnification",
+                    self.index.bundle.root,
+                )
+                return None, None
             return self.auto(tiles() if callable(tiles) else tiles)
         try:
             wanted = float(np.float32(float(text.rstrip("x"))))  # as stored (float32)
@@ -122,6 +135,7 @@ class ScaleSelector:
             from cbir.nn.weights import load_weights
 
             spec, state = load_weights(path, "scale")
+            self._learned = spec.get("verdict", {}).get("learned", True) is not False
             model = ScaleComparator(
                 int(spec["width"]),
                 input_size=int(spec["input_size"]),
