@@ -16,6 +16,7 @@ from cbir.eval.bits import bit_statistics
 from cbir.hits import Hit, SearchResult
 from cbir.metadata import SlideRecord
 from cbir.query import Region, as_rgb, check_tissue, query_tiles, read_region_image
+from cbir.search.expansion import expand_query
 from cbir.search.hamming import hamming_matrix
 from cbir.search.local import VerifiedGroup, verify_tiles, vote_and_verify
 from cbir.search.region import (
@@ -147,6 +148,7 @@ class Index:
         verify: bool | None = None,
         allow_background: bool = False,
         min_similarity: float | None = None,
+        expand: int | None = None,
     ) -> SearchResult:
         """Top-k tiles (one-tile query) or regions (larger query) over every slide.
 
@@ -159,9 +161,11 @@ class Index:
         tiles has the tissue fraction the bundle's tiles were indexed with).
         min_similarity: drop hits whose similarity in [0, 1] is below it (fewer than k
         hits may come back; `below_min_similarity` counts the dropped ones).
+        expand: query expansion of tile queries (None: the recipe's; 0: off).
         """
         start = time.perf_counter()
         k = self.recipe.search.k if k is None else k
+        expand = self.recipe.search.expand if expand is None else expand
         if k < 1:
             raise QueryError(f"k must be >= 1, got {k}")
         verify = self.recipe.search.verify if verify is None else verify
@@ -187,12 +191,12 @@ class Index:
         query_features = None
         if verify:
             assert local is not None
-            hits = self.search_codes(codes, max(k, local.candidates), x, allowed)
+            hits = self.search_codes(codes, max(k, local.candidates), x, allowed, expand)
             features = self._query_features(image)
             hits = self.verify_hits(features, hits, k)
             query_features = len(features)
         else:
-            hits = self.search_codes(codes, k, x, allowed)
+            hits = self.search_codes(codes, k, x, allowed, expand)
         result = SearchResult(
             query=name,
             query_rows=m,
@@ -349,14 +353,15 @@ class Index:
         k: int,
         x: np.ndarray | None = None,
         allowed: set[float] | None = None,
+        expand: int = 0,
     ) -> list[Hit]:
         """Hits for query codes (m, n, e): tile search when m = n = 1. `x` (m, n, d): the
         query descriptors, needed by the rerank step of two-step recipes; `allowed`: the
-        magnifications to search (None: all)."""
+        magnifications to search (None: all); `expand`: query expansion of a tile query."""
         m, n = codes.shape[:2]
         if m * n == 1:
             x1 = None if x is None else x.reshape(1, -1)
-            return self.tile_hits(codes.reshape(1, -1), k, x1, allowed)
+            return self.tile_hits(codes.reshape(1, -1), k, x1, allowed, expand)
         return self.region_hits(codes, k, allowed)
 
     def _reranks(self, x: np.ndarray | None) -> bool:
@@ -372,7 +377,12 @@ class Index:
         return self.bundle.index.search_tie_ordered(xq, k)
 
     def tile_hits(
-        self, xq: np.ndarray, k: int, x: np.ndarray | None = None, allowed: set[float] | None = None
+        self,
+        xq: np.ndarray,
+        k: int,
+        x: np.ndarray | None = None,
+        allowed: set[float] | None = None,
+        expand: int = 0,
     ) -> list[Hit]:
         """Top-k tiles for one query code (1, e), ties by tile id: by Hamming (binary), by
         squared L2 (float), or coarse top-`rerank` by Hamming then squared L2 between the
@@ -381,6 +391,8 @@ class Index:
         ntotal = self.bundle.index.ntotal
         if ntotal == 0:
             return []
+        if expand and not self.bundle.pipeline.binary:
+            xq = self._expanded(xq, expand)
         share = len(allowed) / max(1, len(self.magnifications)) if allowed else 1.0
         want = k if allowed is None else int(np.ceil(2 * k / share))
         while True:
@@ -420,6 +432,22 @@ class Index:
                 )
             )
         return hits
+
+    def _expanded(self, xq: np.ndarray, expand: int) -> np.ndarray:
+        """alpha-QE of a float query (1, d) with its `expand` nearest stored vectors."""
+        if self.code_similarity.kind != "unit_l2":
+            raise QueryError(
+                f"{self.bundle.root}: query expansion needs unit float vectors "
+                f"(recipe {self.recipe.name!r} does not normalise them)"
+            )
+        _, I = self.bundle.index.search_tie_ordered(xq, expand)
+        vectors = []
+        for rec in self.bundle.meta.tiles_of(I):
+            grid = self.grids.get(rec.slide_id, rec.magnification)
+            vectors.append(self.bundle.pipeline.codes_from_bytes(grid.codes[rec.row, rec.col]))
+        if not vectors:
+            return xq
+        return expand_query(xq[0], np.stack(vectors), self.recipe.search.expand_alpha)[None]
 
     def rerank(
         self, xq: np.ndarray, x: np.ndarray, k: int, coarse_k: int

@@ -91,6 +91,10 @@ class SearchConfig(_Frozen):
     rerank: int | None = Field(None, ge=1)
     #: Verify (and rank) hits by local-feature RANSAC by default (needs `local`).
     verify: bool = False
+    #: Query expansion of tile queries (recipes of unit float vectors): search again with
+    #: the query plus its `expand` nearest tiles weighted by cosine^expand_alpha (0: off).
+    expand: int = Field(0, ge=0)
+    expand_alpha: float = Field(3.0, ge=0.0)
 
 
 class LocalConfig(_Frozen):

@@ -126,3 +126,50 @@ def test_evaluate_a_float_recipe_in_code_space_works(tmp_path: Path) -> None:
     report = json.loads(res.stdout)
     assert "float vectors" in report["protocol"]
     assert 0.0 <= report["mean"]["seed_map_at_10"] <= 1.0
+
+
+def test_expand_query_by_hand() -> None:
+    from cbir.search.expansion import expand_query, expanded_leave_one_out
+
+    q = np.array([1.0, 0.0, 0.0], np.float32)
+    nn = np.array([[0.0, 1.0, 0.0], [0.6, 0.8, 0.0]], np.float32)  # cos 0 and 0.6
+    out = expand_query(q, nn, alpha=1.0)
+    want = np.array([1.36, 0.48, 0.0]) / np.linalg.norm([1.36, 0.48, 0.0])
+    np.testing.assert_allclose(out, want, rtol=1e-6)
+    z = np.eye(4, dtype=np.float32)[[0, 0, 1, 1]]  # two pairs of identical vectors
+    order = expanded_leave_one_out(z, 1, 3.0)
+    assert order[0, 0] == 1 and order[2, 0] == 3 and order.shape == (4, 3)
+
+
+def test_query_expansion_needs_unit_vectors_and_searches(
+    tmp_path: Path, generated_slide: Path
+) -> None:
+    from cbir.recipes import ComponentConfig, SearchConfig, load_recipe
+
+    base = load_recipe("stats-lsh32")
+    unit = base.model_copy(
+        update={
+            "name": "stats-cosine",
+            "encoder": ComponentConfig(
+                name="float", params={"standardize": True, "normalize": True}
+            ),
+            "index": base.index.model_copy(update={"float_factory": "Flat"}),
+            "search": SearchConfig(expand=3),
+        }
+    )
+    cbir.build_index([generated_slide], tmp_path / "u", unit)
+    with cbir.open_index(tmp_path / "u") as ix:
+        x, y = _tissue_origin(ix, 20.0)
+        query = _crop(generated_slide, x, y, 224, 20.0)
+        plain, expanded = ix.search(query, k=5, expand=0), ix.search(query, k=5)
+        assert len(expanded.hits) == 5 and all(0 <= h.similarity <= 1 for h in expanded.hits)
+        assert [h.similarity for h in expanded.hits] == sorted(
+            (h.similarity for h in expanded.hits), reverse=True
+        )
+        assert plain.hits[0].tile_id in {h.tile_id for h in expanded.hits}
+    plain_recipe = unit.model_copy(
+        update={"encoder": ComponentConfig(name="float", params={"standardize": True})}
+    )
+    cbir.build_index([generated_slide], tmp_path / "p", plain_recipe)
+    with cbir.open_index(tmp_path / "p") as ix, pytest.raises(QueryError, match="unit"):
+        ix.search(query, k=5)

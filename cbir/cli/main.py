@@ -272,6 +272,15 @@ def search_cmd(
             help="Drop hits with a similarity (0..1) below this; fewer than k may remain.",
         ),
     ] = None,
+    expand: Annotated[
+        int | None,
+        typer.Option(
+            "--expand",
+            min=0,
+            help="Query expansion of tile queries: search again with the query plus its N "
+            "nearest tiles (unit-vector recipes; default: the recipe's; 0: off).",
+        ),
+    ] = None,
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
 ) -> None:
@@ -291,6 +300,7 @@ def search_cmd(
             verify=verify,
             allow_background=allow_background,
             min_similarity=min_similarity,
+            expand=expand,
         )
     typer.echo(result.model_dump_json()) if json_out else show_hits(result)
 

@@ -18,6 +18,7 @@ from cbir.eval.metrics import (
 )
 from cbir.pipeline import TilePipeline
 from cbir.recipes import Recipe, load_recipe
+from cbir.search.expansion import expanded_leave_one_out
 from cbir.search.hamming import hamming_matrix
 from cbir.tileset import LabelledTiles, load_labelled_tiles, read_tiles
 
@@ -133,10 +134,15 @@ def evaluate_tiles(
         protocol += f"; Hamming on {pipeline.encoder_spec.bits}-bit codes fitted on these tiles"
     elif space == "code":  # a float recipe's codes are vectors: squared L2, as its index
         pipeline.encoder.fit(x)
-        order, _ = l2_ranking(pipeline.encode(x))
+        expand = recipe.search.expand
+        if expand:
+            order = expanded_leave_one_out(pipeline.encode(x), expand, recipe.search.expand_alpha)
+        else:
+            order, _ = l2_ranking(pipeline.encode(x))
         protocol += (
             f"; squared L2 on the recipe's {pipeline.encoder_spec.dim}-d float vectors "
             "(encoder fitted on these tiles)"
+            + (f", queries expanded with their {expand} nearest" if expand else "")
         )
     else:
         raise CbirError(f"space must be 'code' or 'float', not {space!r}")
