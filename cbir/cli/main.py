@@ -403,6 +403,10 @@ def evaluate_cmd(
         ),
     ] = None,
     backbone: BackboneOpt = "small",
+    expand: Annotated[
+        int | None,
+        typer.Option("--expand", min=0, help="Query expansion (default: the recipe's; 0: off)."),
+    ] = None,
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
 ) -> None:
@@ -421,7 +425,14 @@ def evaluate_cmd(
         typer.echo(json.dumps(result) if json_out else json.dumps(result, indent=2))
         return
     report = evaluate_tiles(
-        tiles, recipe, labels, weights=weights, space=space, device=device, split_from=split_from
+        tiles,
+        recipe,
+        labels,
+        weights=weights,
+        space=space,
+        device=device,
+        split_from=split_from,
+        expand=expand,
     )
     typer.echo(report.model_dump_json()) if json_out else show_eval(report)
 

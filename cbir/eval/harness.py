@@ -101,6 +101,7 @@ def evaluate_tiles(
     device: str | None = "auto",
     include_training_tiles: bool = False,
     split_from: str | Path | None = None,
+    expand: int | None = None,
 ) -> EvalReport:
     """Leave-one-out: every tile queries all the others, ranked by Hamming distance of
     the recipe's codes (`space="code"`) or squared L2 of its descriptors (`"float"`).
@@ -109,6 +110,7 @@ def evaluate_tiles(
     `weights` whose spec lists training tiles, those are left out of the evaluation
     (queries and database) unless `include_training_tiles`. `split_from`: a weights file
     whose training tiles are left out, to compare any recipe on the same held-out tiles.
+    `expand`: query expansion of a float recipe's codes (None: the recipe's; 0: off).
     """
     start = time.perf_counter()
     recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
@@ -134,7 +136,7 @@ def evaluate_tiles(
         protocol += f"; Hamming on {pipeline.encoder_spec.bits}-bit codes fitted on these tiles"
     elif space == "code":  # a float recipe's codes are vectors: squared L2, as its index
         pipeline.encoder.fit(x)
-        expand = recipe.search.expand
+        expand = recipe.search.expand if expand is None else expand
         if expand:
             order = expanded_leave_one_out(pipeline.encode(x), expand, recipe.search.expand_alpha)
         else:
