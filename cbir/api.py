@@ -338,8 +338,9 @@ class Index:
             h=max(1, int(round(y1 - y0))),
             row=row,
             col=col,
-            rows=max(1, int(np.ceil(y1 / geometry.step)) - row),
-            cols=max(1, int(np.ceil(x1 / geometry.step)) - col),
+            # tiles, not cells: with a stride a tile spans per_tile cells
+            rows=max(1, -(-(int(np.ceil(y1 / geometry.step)) - row) // geometry.per_tile)),
+            cols=max(1, -(-(int(np.ceil(x1 / geometry.step)) - col) // geometry.per_tile)),
             distance=-float(g.inliers),
             similarity=INLIERS(g.inliers),
             inliers=g.inliers,
