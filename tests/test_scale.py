@@ -50,18 +50,23 @@ def test_held_out_tiles_come_from_the_bottom_of_the_slide(generated_slide: Path)
     assert tiles.tiles["train"][40.0].shape[1:] == (224, 224, 3)
 
 
-@pytest.fixture(scope="module")
-def tiny_scale(tmp_path_factory: pytest.TempPathFactory, generated_slide: Path) -> Path:
-    out = tmp_path_factory.mktemp("scale") / "scale.pt"
-    cfg = ScaleTrainConfig(
+def tiny_config(epochs: int) -> ScaleTrainConfig:
+    """A comparator small enough to train in about a second on the generated slide."""
+    return ScaleTrainConfig(
         magnifications=(10.0, 20.0, 40.0),
         tiles_per_magnification=12,
         train_pairs=96,
         held_pairs=32,
-        epochs=12,
+        epochs=epochs,
         width=8,
         input_size=64,
     )
+
+
+@pytest.fixture(scope="module")
+def tiny_scale(tmp_path_factory: pytest.TempPathFactory, generated_slide: Path) -> Path:
+    out = tmp_path_factory.mktemp("scale") / "scale.pt"
+    cfg = tiny_config(epochs=12)
     report = train_scale([generated_slide], out, cfg, device="cpu")
     assert report.last_epoch_loss < report.first_epoch_loss and report.verdict.learned
     assert 0.0 <= report.held_accuracy <= 1.0 and report.held_pairs == 32
@@ -99,15 +104,7 @@ def test_scale_modes(tmp_path: Path, generated_slide: Path, tiny_scale: Path) ->
 def test_auto_searches_every_magnification_when_the_comparator_did_not_learn(
     tmp_path: Path, generated_slide: Path
 ) -> None:
-    cfg = ScaleTrainConfig(
-        magnifications=(10.0, 20.0, 40.0),
-        tiles_per_magnification=12,
-        train_pairs=96,
-        held_pairs=32,
-        epochs=1,
-        width=8,
-        input_size=64,
-    )
+    cfg = tiny_config(epochs=1)
     report = train_scale([generated_slide], tmp_path / "s.pt", cfg, device="cpu")
     assert not report.verdict.learned  # one epoch: the loss barely moves
     out = tmp_path / "idx"
