@@ -11,7 +11,8 @@ from torch import nn
 
 from cbir.nn.augment import augment
 from cbir.nn.cnn import to_tensor
-from cbir.progress import NoProgress, Progress
+from cbir.nn.loop import fit, sampled
+from cbir.progress import Progress
 
 #: Backbone learning rate relative to the head's.
 BACKBONE_LR_FACTOR = 0.1
@@ -38,7 +39,6 @@ def fine_tune(
     `geometric=False` skips the flips and rotations (when labels are per pixel).
     Returns the loss of every step.
     """
-    progress = progress or NoProgress()
     x_all = to_tensor(tiles, normalization)
     opt = torch.optim.Adam(
         [
@@ -50,17 +50,11 @@ def fine_tune(
     for m in backbone.modules():  # batch-norm statistics stay those the head was fitted on
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.eval()
-    progress.start("fine-tune backbone", steps)
-    losses = []
-    for _ in range(steps):
-        idx = sample_batch()
+
+    def step_loss(idx: np.ndarray) -> torch.Tensor:
         xb = x_all[torch.from_numpy(idx)]
-        xb = (augment(xb, generator) if geometric else xb).to(device)
-        loss = batch_loss(xb, idx)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-        progress.advance(1)
+        return batch_loss((augment(xb, generator) if geometric else xb).to(device), idx)
+
+    losses = fit(opt, steps, sampled(sample_batch), step_loss, progress, "fine-tune backbone")
     backbone.eval()
     return losses

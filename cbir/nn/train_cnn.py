@@ -12,6 +12,8 @@ from torch import nn
 from cbir.nn.augment import augment
 from cbir.nn.backbones import backbone_entry, backbone_weights_file, create_backbone
 from cbir.nn.cnn import TissueClassifier, to_tensor
+from cbir.nn.loop import accuracy as held_out_accuracy
+from cbir.nn.loop import fit, one_cycle, shuffled
 from cbir.nn.training import TrainingRun, stratified_split
 from cbir.nn.verdict import Verdict, judge
 from cbir.nn.weights import WeightsError
@@ -80,37 +82,24 @@ def train_cnn(
         entry.load(trunk, start_from)
     model = TissueClassifier(trunk, len(classes)).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = max(1, -(-len(train_idx) // cfg.batch_size))
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, cfg.lr, total_steps=cfg.epochs * steps_per_epoch
-    )
-    loss_fn = nn.CrossEntropyLoss()
     gen = torch.Generator().manual_seed(cfg.seed)
-    progress.start("train cnn", cfg.epochs)
-    epoch_losses = []
-    for _ in range(cfg.epochs):
-        model.train()
-        order = torch.tensor(train_idx)[torch.randperm(len(train_idx), generator=gen)]
-        total, count = 0.0, 0
-        for batch in order.split(cfg.batch_size):
-            xb = augment(x_all[batch], gen).to(dev)
-            loss = loss_fn(model(xb), y_all[batch].to(dev))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(batch)
-            count += len(batch)
-        epoch_losses.append(total / count)
-        progress.advance(1)
-    accuracy = None
-    if held_idx:
-        model.eval()
-        with torch.no_grad():
-            pred = torch.cat(
-                [model(x_all[b].to(dev)).argmax(1).cpu() for b in torch.tensor(held_idx).split(64)]
-            )
-        accuracy = float((pred == y_all[held_idx]).float().mean())
+    loss_fn = nn.CrossEntropyLoss()
+
+    def batch_loss(batch: torch.Tensor) -> torch.Tensor:
+        return loss_fn(model(augment(x_all[batch], gen).to(dev)), y_all[batch].to(dev))
+
+    epoch_losses = fit(
+        opt,
+        cfg.epochs,
+        shuffled(train_idx, cfg.batch_size, gen),
+        batch_loss,
+        progress,
+        "train cnn",
+        one_cycle(opt, cfg.lr, cfg.epochs, len(train_idx), cfg.batch_size),
+        before_round=model.train,
+    )
+    model.eval()
+    accuracy = held_out_accuracy(model, x_all, y_all, held_idx, dev)
     spec = run.spec(
         cfg,
         arch=cfg.backbone,

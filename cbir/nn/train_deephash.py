@@ -15,6 +15,7 @@ from cbir.nn.backbones import backbone_entry, loaded_backbone
 from cbir.nn.cnn import to_tensor
 from cbir.nn.deephash import TiedHashAutoencoder, deephash_loss
 from cbir.nn.finetune import fine_tune
+from cbir.nn.loop import fit, whole
 from cbir.nn.training import TrainingRun
 from cbir.nn.verdict import Verdict, judge
 from cbir.nn.weights import prefixed_state
@@ -93,16 +94,15 @@ def train_deephash(
     model.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     xf, yf = feats[train_idx].to(dev), y[train_idx].to(dev)
-    progress.start("train deephash", cfg.epochs)
-    losses = []
-    for _ in range(cfg.epochs):
-        model.train()
-        loss, _ = deephash_loss(model, xf, yf, cfg.weight_decay)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-        progress.advance(1)
+    losses = fit(
+        opt,
+        cfg.epochs,
+        whole((xf, yf), len(train_idx)),
+        lambda b: deephash_loss(model, b[0], b[1], cfg.weight_decay)[0],
+        progress,
+        "train deephash",
+        before_round=model.train,
+    )
     if cfg.fine_tune_steps:
         rng = np.random.default_rng(cfg.seed)
         y_dev = y.to(dev)

@@ -22,6 +22,8 @@ from torch.nn import functional as F
 from cbir.nn.augment import augment
 from cbir.nn.cnn import to_tensor
 from cbir.nn.delf import DelfNet, attention_pool, dense_features
+from cbir.nn.loop import accuracy as held_out_accuracy
+from cbir.nn.loop import fit, one_cycle, shuffled
 from cbir.nn.training import TrainingRun
 from cbir.nn.verdict import Verdict, judge
 from cbir.nn.weights import WeightsError, load_strict
@@ -82,23 +84,9 @@ def _run_epochs(
 ) -> list[float]:
     """AdamW + one-cycle over `epochs`; step(batch indices) -> loss. Mean loss per epoch."""
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    per_epoch = max(1, -(-len(train_idx) // batch_size))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=max(1, epochs) * per_epoch)
-    progress.start(label, epochs)
-    losses = []
-    for _ in range(epochs):
-        before_epoch()
-        order = torch.tensor(train_idx)[torch.randperm(len(train_idx), generator=gen)]
-        total = 0.0
-        for batch in order.split(batch_size):
-            loss = step(batch)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(batch)
-        losses.append(total / len(train_idx))
-        progress.advance(1)
+    sched = one_cycle(opt, cfg.lr, epochs, len(train_idx), batch_size)
+    batches = shuffled(train_idx, batch_size, gen)
+    losses = fit(opt, epochs, batches, step, progress, label, sched, before_epoch)
     return losses or [math.nan]
 
 
@@ -189,13 +177,7 @@ def train_delf(
     net.eval()
 
     def accuracy(logits: Callable[[torch.Tensor], torch.Tensor]) -> float | None:
-        if not held_idx:
-            return None
-        with torch.no_grad():
-            pred = torch.cat(
-                [logits(x_all[b].to(dev)).argmax(1).cpu() for b in torch.tensor(held_idx).split(32)]
-            )
-        return float((pred == y_all[held_idx]).float().mean())
+        return held_out_accuracy(logits, x_all, y_all, held_idx, dev, batch_size=32)
 
     acc_trunk, acc_attention = accuracy(trunk_logits), accuracy(attention_logits)
     spec = run.spec(

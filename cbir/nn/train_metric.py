@@ -14,6 +14,7 @@ from torch.nn import functional as F
 
 from cbir.nn.backbones import backbone_entry, loaded_backbone
 from cbir.nn.finetune import fine_tune
+from cbir.nn.loop import fit, sampled, window_losses
 from cbir.nn.metric import MetricHead, augment_image, semi_hard_triplet_loss
 from cbir.nn.train_deephash import backbone_features
 from cbir.nn.training import TrainingRun
@@ -95,24 +96,30 @@ def train_metric(
     ).to(dev)
     opt = torch.optim.Adam(head.parameters(), lr=cfg.lr)
     by_class = {c: np.flatnonzero(y_train.numpy() == c) for c in range(len(classes))}
-    progress.start(f"train metric ({cfg.loss})", cfg.steps)
-    losses, counts = [], []
-    for _ in range(cfg.steps):
-        head.train()
+    counts: list[int] = []
+
+    def draw() -> np.ndarray:  # P classes x K tiles, for online mining
         chosen = rng.choice(len(classes), min(cfg.classes_per_batch, len(classes)), replace=False)
-        batch = np.concatenate([rng.choice(by_class[c], cfg.tiles_per_class) for c in chosen])
-        xb, yb = x_train[batch].to(dev), y_train[batch].to(dev)
-        emb = head(xb)
+        return np.concatenate([rng.choice(by_class[c], cfg.tiles_per_class) for c in chosen])
+
+    def step_loss(batch: np.ndarray) -> torch.Tensor:
+        emb = head(x_train[batch].to(dev))
+        yb = y_train[batch].to(dev)
         if cfg.loss == "triplet":
             loss, count = semi_hard_triplet_loss(emb, yb, cfg.margin)
             counts.append(count)
-        else:
-            loss = F.cross_entropy(head.classifier(emb), yb)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-        progress.advance(1)
+            return loss
+        return F.cross_entropy(head.classifier(emb), yb)
+
+    losses = fit(
+        opt,
+        cfg.steps,
+        sampled(draw),
+        step_loss,
+        progress,
+        f"train metric ({cfg.loss})",
+        before_round=head.train,
+    )
     if cfg.fine_tune_steps:
         y_tiles = torch.from_numpy(y_all).to(dev)
         tile_class = {
@@ -169,8 +176,7 @@ def train_metric(
         loss=cfg.loss,
         tile_size=cfg.tile_size,
     )
-    window = max(1, len(losses) // 10)
-    first, last = float(np.mean(losses[:window])), float(np.mean(losses[-window:]))
+    first, last = window_losses(losses)
     verdict = judge(first, last, accuracy, run.chance)
     sha = run.save(out, "metric", spec, state, verdict)
     return MetricTrainReport(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +11,12 @@ from pydantic import BaseModel
 from torch import nn
 
 from cbir.nn.augment import augment
-from cbir.nn.device import resolve_device
+from cbir.nn.loop import fit, predict, shuffled
 from cbir.nn.scale import ScaleComparator, pair_tensor
 from cbir.nn.scale_pairs import make_pairs, sample_scale_tiles
+from cbir.nn.training import Run
 from cbir.nn.verdict import Verdict, judge
-from cbir.nn.weights import save_weights
-from cbir.progress import NoProgress, Progress
+from cbir.progress import Progress
 from cbir.recipes import DEFAULT_MAGNIFICATIONS
 
 
@@ -60,12 +59,10 @@ def train_scale(
 ) -> ScaleTrainReport:
     """Train on pairs from the top of each slide; report accuracy on pairs from the
     bottom `holdout` fraction (tiles never seen in training)."""
-    start = time.perf_counter()
     cfg = config or ScaleTrainConfig()
-    progress = progress or NoProgress()
-    torch.manual_seed(cfg.seed)
+    run = Run.start(cfg.seed, device, progress)
+    dev = run.device
     rng = np.random.default_rng(cfg.seed)
-    dev = resolve_device(device)
     sampled = sample_scale_tiles(
         slides,
         cfg.magnifications,
@@ -83,23 +80,17 @@ def train_scale(
     loss_fn = nn.BCEWithLogitsLoss()
     gen = torch.Generator().manual_seed(cfg.seed)
     yt = torch.from_numpy(y)
-    losses = []
-    progress.start("train scale", cfg.epochs)
-    for _ in range(cfg.epochs):
-        model.train()
-        total = 0.0
-        for batch in torch.randperm(len(x), generator=gen).split(cfg.batch_size):
-            xb = augment(x[batch], gen, jitter=0.05).to(dev)  # same flip/turn for both tiles
-            loss = loss_fn(model(xb), yt[batch].to(dev))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(batch)
-        losses.append(total / len(x))
-        progress.advance(1)
+
+    def batch_loss(batch: torch.Tensor) -> torch.Tensor:
+        xb = augment(x[batch], gen, jitter=0.05).to(dev)  # same flip/turn for both tiles
+        return loss_fn(model(xb), yt[batch].to(dev))
+
+    batches = shuffled(range(len(x)), cfg.batch_size, gen)
+    losses = fit(
+        opt, cfg.epochs, batches, batch_loss, run.progress, "train scale", None, model.train
+    )
     model.eval()
-    with torch.no_grad():
-        logits = torch.cat([model(hx[i : i + 128].to(dev)).cpu() for i in range(0, len(hx), 128)])
+    logits = predict(model, hx, range(len(hx)), dev, batch_size=128)
     accuracy = float(((logits > 0).float().numpy() == hy).mean())
     mags = sorted(sampled.tiles["train"])
     spec = {
@@ -112,8 +103,7 @@ def train_scale(
         "slides": [str(p) for p in slides],
     }
     verdict = judge(losses[0], losses[-1], accuracy, 0.5)  # pairs are balanced
-    spec["verdict"] = verdict.model_dump()
-    sha = save_weights(out, "scale", spec, model.state_dict())
+    sha = run.save(out, "scale", spec, model.state_dict(), verdict)
     return ScaleTrainReport(
         weights=str(out),
         sha256=sha,
@@ -125,5 +115,5 @@ def train_scale(
         held_accuracy=accuracy,
         verdict=verdict,
         device=str(dev),
-        seconds=round(time.perf_counter() - start, 2),
+        seconds=run.seconds,
     )

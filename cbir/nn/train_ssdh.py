@@ -16,6 +16,7 @@ from cbir.eval.bits import bit_statistics
 from cbir.nn.backbones import backbone_entry, loaded_backbone
 from cbir.nn.cnn import to_tensor
 from cbir.nn.finetune import fine_tune
+from cbir.nn.loop import fit, whole
 from cbir.nn.ssdh import SSDHHead, ssdh_loss
 from cbir.nn.training import TrainingRun
 from cbir.nn.verdict import Verdict, judge
@@ -107,19 +108,23 @@ def train_ssdh(
     head = SSDHHead(backbone.map_channels, cfg.bits, len(classes), n_seg).to(dev)
     opt = torch.optim.Adam(head.parameters(), lr=cfg.lr)
     xm, ym = maps[train_idx].to(dev), y[train_idx].to(dev)
-    progress.start("train ssdh" + (" + rol" if cfg.rol else ""), cfg.epochs)
-    losses = []
-    for _ in range(cfg.epochs):
-        head.train()
-        h, logits, seg = head(xm)
-        loss = ssdh_loss(h, logits, ym, cfg.alpha, cfg.beta)
+
+    def full_batch_loss(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        h, logits, seg = head(batch[0])
+        loss = ssdh_loss(h, logits, batch[1], cfg.alpha, cfg.beta)
         if seg is not None and masks is not None:
             loss = loss + F.cross_entropy(seg, masks[train_idx].to(dev))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-        progress.advance(1)
+        return loss
+
+    losses = fit(
+        opt,
+        cfg.epochs,
+        whole((xm, ym), len(train_idx)),
+        full_batch_loss,
+        progress,
+        "train ssdh" + (" + rol" if cfg.rol else ""),
+        before_round=head.train,
+    )
     if cfg.fine_tune_steps:
         rng = np.random.default_rng(cfg.seed)
         y_dev = y.to(dev)

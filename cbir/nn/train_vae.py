@@ -9,6 +9,7 @@ import torch
 from pydantic import BaseModel
 
 from cbir.nn.augment import augment
+from cbir.nn.loop import fit, shuffled
 from cbir.nn.training import TrainingRun
 from cbir.nn.vae import TileVAE, to_unit, vae_loss
 from cbir.nn.verdict import Verdict, judge
@@ -65,23 +66,21 @@ def train_vae(
     model = TileVAE(cfg.tile_size, cfg.latent, cfg.width, cfg.depth).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
-    progress.start("train vae", cfg.epochs)
-    losses = []
-    for _ in range(cfg.epochs):
-        model.train()
-        order = torch.tensor(train_idx)[torch.randperm(len(train_idx), generator=gen)]
-        total, count = 0.0, 0
-        for batch in order.split(cfg.batch_size):
-            xb = augment(x_all[batch], gen, jitter=0.0).clamp(0, 1).to(dev)  # flips, rotations
-            recon, mu, logvar = model(xb)
-            loss, _, _ = vae_loss(recon, xb, mu, logvar, cfg.beta)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(batch)
-            count += len(batch)
-        losses.append(total / count)
-        progress.advance(1)
+
+    def batch_loss(batch: torch.Tensor) -> torch.Tensor:
+        xb = augment(x_all[batch], gen, jitter=0.0).clamp(0, 1).to(dev)  # flips, rotations
+        recon, mu, logvar = model(xb)
+        return vae_loss(recon, xb, mu, logvar, cfg.beta)[0]
+
+    losses = fit(
+        opt,
+        cfg.epochs,
+        shuffled(train_idx, cfg.batch_size, gen),
+        batch_loss,
+        progress,
+        "train vae",
+        before_round=model.train,
+    )
     mse = None
     if held_idx:
         model.eval()

@@ -1,6 +1,7 @@
-"""What every `cbir train` on labelled tiles shares: the seeded RNG, the device, the
-tiles and their stratified split, and the end (verdict in the spec, atomic weights file,
-elapsed time). Each method keeps its own model, loss and loop."""
+"""What every `cbir train` shares: the seeded RNG, the device, the progress bar and the
+end (verdict in the spec, atomic weights file, elapsed time) (`Run`); for training on
+labelled tiles also the tiles and their stratified split (`TrainingRun`). Each method
+keeps its own model and loss; the loop is cbir.nn.loop.fit."""
 
 from __future__ import annotations
 
@@ -34,56 +35,21 @@ def stratified_split(labels: list[str], holdout: float, seed: int) -> tuple[list
     return sorted(train), sorted(held)
 
 
-@dataclass
-class TrainingRun:
-    """One training run. `y` (n,) int64 class index of each tile (sorted class names);
-    `train_idx` / `held_idx` the stratified split."""
+@dataclass(kw_only=True)
+class Run:
+    """Seeded torch, the device and progress of one training run, and its end."""
 
-    data: LabelledTiles
-    classes: list[str]
-    y: np.ndarray
-    train_idx: list[int]
-    held_idx: list[int]
     device: torch.device
     progress: Progress
     started: float = field(default_factory=time.perf_counter)
 
     @classmethod
-    def begin(
-        cls,
-        tiles_root: Path,
-        labels_csv: Path | None,
-        holdout: float,
-        seed: int,
-        device: str | None,
-        progress: Progress | None = None,
-        labelled: bool = True,
-    ) -> TrainingRun:
-        """Seed torch, pick the device, read the tile list (labels required unless
-        `labelled` is False: then they only stratify the split) and split it."""
+    def start(cls, seed: int, device: str | None, progress: Progress | None = None) -> Run:
+        """Seed torch and pick the device."""
         started = time.perf_counter()
         torch.manual_seed(seed)
         dev = resolve_device(device)
-        data = (load_labelled_tiles if labelled else load_tiles)(tiles_root, labels_csv)
-        classes = sorted(set(data.labels))
-        y = np.array([classes.index(label) for label in data.labels], dtype=np.int64)
-        train_idx, held_idx = stratified_split(data.labels, holdout, seed)
-        return cls(data, classes, y, train_idx, held_idx, dev, progress or NoProgress(), started)
-
-    @property
-    def chance(self) -> float:
-        """Accuracy of a guess: 1 / classes."""
-        return 1.0 / max(1, len(self.classes))
-
-    def spec(self, config: BaseModel, **extra: Any) -> dict[str, Any]:
-        """The spec fields every weights file has (classes, split, config) plus `extra`."""
-        return {
-            **extra,
-            "classes": self.classes,
-            "train_paths": [self.data.paths[i] for i in self.train_idx],
-            "holdout_paths": [self.data.paths[i] for i in self.held_idx],
-            "config": config.model_dump(),
-        }
+        return cls(device=dev, progress=progress or NoProgress(), started=started)
 
     def save(
         self,
@@ -99,3 +65,59 @@ class TrainingRun:
     @property
     def seconds(self) -> float:
         return round(time.perf_counter() - self.started, 2)
+
+
+@dataclass(kw_only=True)
+class TrainingRun(Run):
+    """One training run on labelled tiles. `y` (n,) int64 class index of each tile
+    (sorted class names); `train_idx` / `held_idx` the stratified split."""
+
+    data: LabelledTiles
+    classes: list[str]
+    y: np.ndarray
+    train_idx: list[int]
+    held_idx: list[int]
+
+    @classmethod
+    def begin(
+        cls,
+        tiles_root: Path,
+        labels_csv: Path | None,
+        holdout: float,
+        seed: int,
+        device: str | None,
+        progress: Progress | None = None,
+        labelled: bool = True,
+    ) -> TrainingRun:
+        """Seed torch, pick the device, read the tile list (labels required unless
+        `labelled` is False: then they only stratify the split) and split it."""
+        run = Run.start(seed, device, progress)
+        data = (load_labelled_tiles if labelled else load_tiles)(tiles_root, labels_csv)
+        classes = sorted(set(data.labels))
+        y = np.array([classes.index(label) for label in data.labels], dtype=np.int64)
+        train_idx, held_idx = stratified_split(data.labels, holdout, seed)
+        return cls(
+            device=run.device,
+            progress=run.progress,
+            started=run.started,
+            data=data,
+            classes=classes,
+            y=y,
+            train_idx=train_idx,
+            held_idx=held_idx,
+        )
+
+    @property
+    def chance(self) -> float:
+        """Accuracy of a guess: 1 / classes."""
+        return 1.0 / max(1, len(self.classes))
+
+    def spec(self, config: BaseModel, **extra: Any) -> dict[str, Any]:
+        """The spec fields every weights file has (classes, split, config) plus `extra`."""
+        return {
+            **extra,
+            "classes": self.classes,
+            "train_paths": [self.data.paths[i] for i in self.train_idx],
+            "holdout_paths": [self.data.paths[i] for i in self.held_idx],
+            "config": config.model_dump(),
+        }
