@@ -136,7 +136,6 @@ def test_deephash_beats_lsh_of_equal_length_on_crc9(tmp_path: Path) -> None:
     """Same frozen backbone features, 32 bits each, on the held-out half of tiles-crc9."""
     from cbir.descriptors.deephash import DeepHashDescriptor
     from cbir.encoders.lsh import LshEncoder
-    from cbir.nn.train_deephash import backbone_features
     from cbir.nn.weights import load_weights
     from cbir.tileset import read_tiles
 
@@ -149,7 +148,7 @@ def test_deephash_beats_lsh_of_equal_length_on_crc9(tmp_path: Path) -> None:
     tiles = read_tiles(held, 224)
     d = DeepHashDescriptor(weights=str(weights), device="cpu")
     dh_codes = ThresholdEncoder(32).encode(d.describe(tiles))
-    feats = backbone_features(d.backbone, tiles, d.normalization, d.device).numpy()
+    feats = d.input.raw(tiles).cpu().numpy()
     lsh = LshEncoder(input_dim=feats.shape[1], bits=32, seed=0)
     lsh.fit(feats)
     assert _map10(dh_codes, labels) > _map10(lsh.encode(feats), labels)

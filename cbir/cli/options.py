@@ -71,3 +71,11 @@ FineTuneOpt = Annotated[
         "batches (0: backbone frozen)",
     ),
 ]
+HeadBaseOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--base-recipe",
+        help="Train the head on this recipe's frozen descriptor (e.g. effnet-d4-flat: "
+        "multi-block ImageNet features) instead of --backbone; no fine-tuning then.",
+    ),
+]

@@ -18,6 +18,7 @@ from cbir.cli.options import (
     BaseMagOpt,
     DeviceOpt,
     FineTuneOpt,
+    HeadBaseOpt,
     HoldoutOpt,
     JsonOpt,
     LabelledTilesOpt,
@@ -208,6 +209,14 @@ def train_deephash_cmd(
     bits: Annotated[int, typer.Option(min=8, max=256, help="Hash bits q.")] = 48,
     backbone: BackboneOpt = "small",
     backbone_weights: BackboneWeightsOpt = None,
+    base_recipe: HeadBaseOpt = None,
+    reconstruction: Annotated[
+        str,
+        typer.Option(
+            help="Reconstruction term: mean (over input dims) or sum (the seed's ||x - x^||^2, "
+            "which swamps the class term on wide features)"
+        ),
+    ] = "mean",
     labels: LabelsOpt = None,
     epochs: Annotated[int, typer.Option(min=1)] = 300,
     holdout: HoldoutOpt = 0.5,
@@ -216,13 +225,18 @@ def train_deephash_cmd(
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
 ) -> Job:
-    """Train seed 001's deep hashing (tied autoencoder + classifier on frozen backbone
-    features); weights for the deephash<q>-ivf recipes."""
+    """Train seed 001's deep hashing (tied autoencoder + classifier on frozen backbone or
+    --base-recipe features); weights for the deephash<q>-ivf recipes."""
+    from cbir.errors import CbirError
     from cbir.nn.train_deephash import DeepHashTrainConfig, train_deephash
 
+    if reconstruction not in ("mean", "sum"):
+        raise CbirError(f"--reconstruction {reconstruction!r}: expected mean or sum")
     cfg = DeepHashTrainConfig(
         fine_tune_steps=fine_tune_steps,
         backbone=backbone,
+        base_recipe=base_recipe,
+        reconstruction=reconstruction,
         bits=bits,
         epochs=epochs,
         holdout=holdout,
@@ -241,6 +255,8 @@ def train_metric_cmd(
     ] = "triplet",
     backbone: BackboneOpt = "small",
     backbone_weights: BackboneWeightsOpt = None,
+    base_recipe: HeadBaseOpt = None,
+    dim: Annotated[int, typer.Option(min=2, help="Embedding size (the seed's 512).")] = 512,
     labels: LabelsOpt = None,
     steps: Annotated[int, typer.Option(min=1)] = 400,
     margin: Annotated[float, typer.Option(min=0.0)] = 0.2,
@@ -250,8 +266,9 @@ def train_metric_cmd(
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
 ) -> Job:
-    """Train seed 002's 512-d embedding (shift/zoom/rotation/flip augmentation, frozen
-    backbone); weights for the metric-flat / metric-hnsw recipes."""
+    """Train seed 002's embedding (shift/zoom/rotation/flip augmentation, on a frozen
+    backbone or --base-recipe descriptor); weights for the metric-flat / metric-hnsw
+    recipes."""
     from cbir.errors import CbirError
     from cbir.nn.train_metric import MetricTrainConfig, train_metric
 
@@ -261,6 +278,8 @@ def train_metric_cmd(
         fine_tune_steps=fine_tune_steps,
         loss=loss,
         backbone=backbone,
+        base_recipe=base_recipe,
+        dim=dim,
         steps=steps,
         margin=margin,
         holdout=holdout,

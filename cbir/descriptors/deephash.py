@@ -1,5 +1,6 @@
 """`deephash` (seed 001): hash-layer activations (n, q) in (0, 1) of a trained
-backbone + tied autoencoder; the `threshold` encoder turns them into bits."""
+tied autoencoder on a backbone (or a frozen recipe's descriptor); the `threshold`
+encoder turns them into bits."""
 
 from __future__ import annotations
 
@@ -9,11 +10,9 @@ import numpy as np
 
 from cbir.checksum import sha256_file
 from cbir.descriptors.base import register_descriptor
+from cbir.descriptors.head_input import HeadInput
 from cbir.descriptors.network import load_parts, run_batched
-from cbir.nn.backbones import backbone_entry, create_backbone
-from cbir.nn.cnn import to_tensor
 from cbir.nn.deephash import TiedHashAutoencoder
-from cbir.nn.device import resolve_device
 from cbir.nn.weights import WeightsError, load_weights
 from cbir.specs import DescriptorSpec
 
@@ -32,22 +31,18 @@ class DeepHashDescriptor:
         if weights is None:
             raise WeightsError("the deephash descriptor needs --weights (cbir train deephash)")
         spec, state = load_weights(weights, "deephash")
-        name = str(spec["backbone"])
-        self.backbone = create_backbone(name)
+        self.input = HeadInput.from_weights(weights, spec, state, tile_size, device, batch_size)
         self.hasher = TiedHashAutoencoder(
             int(spec["in_dim"]), int(spec["bits"]), len(spec["classes"])
         )
-        load_parts(weights, state, {"backbone": self.backbone, "hash": self.hasher})
-        self.normalization = backbone_entry(name).normalization
-        self.device = resolve_device(device)
-        self.backbone.to(self.device).eval()
-        self.hasher.to(self.device).eval()
+        load_parts(weights, state, {"hash": self.hasher})
+        self.hasher.to(self.input.device).eval()
         self.batch_size = batch_size
         self.spec = DescriptorSpec(
             name="deephash",
             dim=int(spec["bits"]),
             tile_size=tile_size,
-            params={"backbone": name, "weights_sha256": sha256_file(Path(weights))},
+            params={**self.input.describe_params(), "weights_sha256": sha256_file(Path(weights))},
         )
 
     def describe(self, tiles: np.ndarray) -> np.ndarray:
@@ -56,9 +51,7 @@ class DeepHashDescriptor:
             tiles,
             self.batch_size,
             self.spec.dim,
-            lambda b: self.hasher.hash(
-                self.backbone(to_tensor(b, self.normalization).to(self.device))
-            ),
+            lambda b: self.hasher.hash(self.input.features(b)),
         )
 
 

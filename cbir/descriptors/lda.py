@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from cbir.checksum import sha256_file
-from cbir.descriptors.base import create_descriptor, register_descriptor
+from cbir.descriptors.base import register_descriptor
+from cbir.descriptors.head_input import base_descriptor
 from cbir.nn.weights import WeightsError, load_weights
 from cbir.specs import DescriptorSpec
 
@@ -31,15 +32,7 @@ class LdaDescriptor:
             raise WeightsError(
                 f"{weights}: LDA fitted on {spec['tile_size']} px tiles, not {tile_size}"
             )
-        from cbir.pipeline import LEARNED_DESCRIPTORS  # (cbir.pipeline imports descriptors)
-
-        base = spec["base_descriptor"]
-        params = dict(base.get("params", {}))
-        if base["name"] in LEARNED_DESCRIPTORS:
-            params["device"] = device
-            if batch_size is not None:
-                params["batch_size"] = batch_size
-        self.base = create_descriptor(base["name"], tile_size=tile_size, **params)
+        self.base = base_descriptor(spec["base_descriptor"], tile_size, device, batch_size)
         self.mean = state["mean"].numpy()
         self.scale = state["scale"].numpy()
         self.projection = state["projection"].numpy()

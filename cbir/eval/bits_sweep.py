@@ -22,7 +22,7 @@ from cbir.encoders.threshold import ThresholdEncoder
 from cbir.eval.harness import ranking
 from cbir.eval.metrics import average_precision_at_k, precision_at_k, seed_map_at_k
 from cbir.nn.backbones import backbone_weights_file
-from cbir.nn.train_deephash import DeepHashTrainConfig, backbone_features, train_deephash
+from cbir.nn.train_deephash import DeepHashTrainConfig, train_deephash
 from cbir.nn.train_ssdh import SSDHTrainConfig, train_ssdh
 from cbir.nn.weights import load_weights
 from cbir.tileset import load_labelled_tiles, read_tiles
@@ -78,7 +78,7 @@ def bits_sweep(
             n_tiles = len(labels)
             tiles = read_tiles(held, 224)
             d = DeepHashDescriptor(weights=str(weights), device=device)
-            feats = backbone_features(d.backbone, tiles, d.normalization, d.device).numpy()
+            feats = d.input.raw(tiles).cpu().numpy()
             ssdh_w = Path(tmp) / f"ssdh{q}.pt"
             ssdh_cfg = SSDHTrainConfig(backbone=backbone, backbone_weights=backbone_weights, bits=q)
             ssdh_report = train_ssdh(root, ssdh_w, ssdh_cfg, device=device)

@@ -43,12 +43,18 @@ class TiedHashAutoencoder(nn.Module):
 
 
 def deephash_loss(
-    model: TiedHashAutoencoder, features: torch.Tensor, labels: torch.Tensor, weight_decay: float
+    model: TiedHashAutoencoder,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    weight_decay: float,
+    reconstruction: str = "sum",
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """NLL + reconstruction (sum over d, mean over n) + weight_decay * ||Theta||^2."""
+    """NLL + reconstruction (squared error summed over the d dims, or their mean with
+    reconstruction="mean"; mean over n) + weight_decay * ||Theta||^2."""
     x, _, recon, logits = model(features)
     nll = F.cross_entropy(logits, labels)
-    rec = ((x - recon) ** 2).sum(dim=1).mean()
+    err = (x - recon) ** 2
+    rec = (err.sum(dim=1) if reconstruction == "sum" else err.mean(dim=1)).mean()
     l2 = weight_decay * model.theta.pow(2).sum()
     total = nll + rec + l2
     parts = {

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel
-from torch import nn
 
+from cbir.descriptors.head_input import HeadInput
+from cbir.errors import CbirError
 from cbir.eval.bits import bit_statistics
-from cbir.nn.backbones import backbone_entry, loaded_backbone
-from cbir.nn.cnn import to_tensor
 from cbir.nn.deephash import TiedHashAutoencoder, deephash_loss
 from cbir.nn.finetune import fine_tune
 from cbir.nn.loop import fit, whole
@@ -26,7 +26,12 @@ from cbir.tileset import read_tiles
 class DeepHashTrainConfig(BaseModel):
     backbone: str = "small"
     backbone_weights: str | None = None  # a torchvision .pth for vgg16 / vgg19 / resnet50
+    #: Train on this recipe's frozen descriptor (e.g. effnet-d4-flat) instead of a backbone.
+    base_recipe: str | None = None
     bits: int = 48
+    #: The reconstruction term: "sum" over the d input dims (the seed's ||x - x^||^2),
+    #: or their "mean", which keeps it from swamping the NLL on wide inputs (1280-d).
+    reconstruction: Literal["sum", "mean"] = "mean"
     epochs: int = 300
     lr: float = 1e-2
     weight_decay: float = 1e-4  # lambda on ||Theta||^2
@@ -53,23 +58,6 @@ class DeepHashTrainReport(BaseModel):
     seconds: float
 
 
-def backbone_features(
-    backbone: nn.Module,
-    tiles: np.ndarray,
-    normalization: str,
-    device: torch.device,
-    batch_size: int = 32,
-) -> torch.Tensor:
-    """(n, t, t, 3) uint8 -> (n, dim) float32 features on the CPU (no gradients)."""
-    out = []
-    backbone.eval()
-    with torch.inference_mode():
-        for i in range(0, len(tiles), batch_size):
-            x = to_tensor(tiles[i : i + batch_size], normalization).to(device)
-            out.append(backbone(x).float().cpu())
-    return torch.cat(out)
-
-
 def train_deephash(
     tiles_root: Path,
     out: str | os.PathLike[str],
@@ -81,16 +69,21 @@ def train_deephash(
     """Backbone frozen (from `backbone_weights`, or seeded random init); the autoencoder and
     classifier train full-batch on its features of the training split."""
     cfg = config or DeepHashTrainConfig()
+    if cfg.base_recipe is not None and cfg.fine_tune_steps:
+        raise CbirError("--fine-tune-steps trains a backbone; a --base-recipe descriptor is frozen")
     run = TrainingRun.begin(tiles_root, labels_csv, cfg.holdout, cfg.seed, device, progress)
     dev, progress, classes = run.device, run.progress, run.classes
     train_idx, held_idx = run.train_idx, run.held_idx
     y = torch.from_numpy(run.y)
-    backbone = loaded_backbone(cfg.backbone, cfg.backbone_weights, dev)
-    info = backbone_entry(cfg.backbone)
-    tiles = read_tiles(run.data.paths, cfg.tile_size)
-    feats = backbone_features(backbone, tiles, info.normalization, dev)
+    source = HeadInput.for_training(cfg.backbone, cfg.backbone_weights, cfg.base_recipe, dev)
+    tile_size = source.tile_size or cfg.tile_size
+    tiles = read_tiles(run.data.paths, tile_size)
+    raw = source.raw(tiles)
+    source.fit_scaling(raw[train_idx], "minmax")  # a base descriptor's features -> [0, 1]
+    feats = source.scaled(raw)
     model = TiedHashAutoencoder(feats.shape[1], cfg.bits, len(classes))
-    model.feature_scale.copy_(feats[train_idx].amax(dim=0).clamp_min(1e-6))
+    if source.base is None:  # a backbone's non-negative features, scaled by their maximum
+        model.feature_scale.copy_(feats[train_idx].amax(dim=0).clamp_min(1e-6))
     model.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     xf, yf = feats[train_idx].to(dev), y[train_idx].to(dev)
@@ -98,7 +91,7 @@ def train_deephash(
         opt,
         cfg.epochs,
         whole((xf, yf), len(train_idx)),
-        lambda b: deephash_loss(model, b[0], b[1], cfg.weight_decay)[0],
+        lambda b: deephash_loss(model, b[0], b[1], cfg.weight_decay, cfg.reconstruction)[0],
         progress,
         "train deephash",
         before_round=model.train,
@@ -109,18 +102,22 @@ def train_deephash(
 
         def batch_loss(xb: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
             labels = y_dev[torch.from_numpy(idx).to(dev)]
-            return deephash_loss(model, backbone(xb), labels, cfg.weight_decay)[0]
+            return deephash_loss(model, backbone(xb), labels, cfg.weight_decay, cfg.reconstruction)[
+                0
+            ]
 
         def sample() -> np.ndarray:
             return rng.choice(train_idx, min(cfg.fine_tune_batch, len(train_idx)), replace=False)
 
+        backbone = source.net
+        assert backbone is not None
         model.train()
         losses += fine_tune(
             backbone,
             model.parameters(),
             batch_loss,
             tiles,
-            info.normalization,
+            source.normalization,
             sample,
             cfg.fine_tune_steps,
             cfg.lr * 0.1,
@@ -128,7 +125,7 @@ def train_deephash(
             torch.Generator().manual_seed(cfg.seed),
             progress,
         )
-        feats = backbone_features(backbone, tiles, info.normalization, dev)
+        feats = source.features(tiles)
     model.eval()
     eval_idx = held_idx or train_idx
     with torch.no_grad():
@@ -137,14 +134,14 @@ def train_deephash(
         if held_idx:
             acc = float((model.classifier(h.to(dev)).argmax(1).cpu() == y[held_idx]).float().mean())
     stats = bit_statistics((h > 0.5).numpy())
-    state = prefixed_state(backbone=backbone.state_dict(), hash=model.state_dict())
+    state = {**source.state(), **prefixed_state(hash=model.state_dict())}
     spec = run.spec(
         cfg,
+        **source.spec(),
         fine_tuned=bool(cfg.fine_tune_steps),
-        backbone=cfg.backbone,
         bits=cfg.bits,
         in_dim=int(feats.shape[1]),
-        tile_size=cfg.tile_size,
+        tile_size=tile_size,
         bit_statistics=stats,
     )
     verdict = judge(losses[0], losses[-1], acc, run.chance, stats, cfg.bits, len(eval_idx))
@@ -152,7 +149,7 @@ def train_deephash(
     return DeepHashTrainReport(
         weights=str(out),
         sha256=sha,
-        backbone=cfg.backbone,
+        backbone=cfg.base_recipe or cfg.backbone,
         bits=cfg.bits,
         train_tiles=len(train_idx),
         holdout_tiles=len(held_idx),

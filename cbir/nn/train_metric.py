@@ -12,11 +12,11 @@ import torch
 from pydantic import BaseModel
 from torch.nn import functional as F
 
-from cbir.nn.backbones import backbone_entry, loaded_backbone
+from cbir.descriptors.head_input import HeadInput
+from cbir.errors import CbirError
 from cbir.nn.finetune import fine_tune
 from cbir.nn.loop import fit, sampled, window_losses
 from cbir.nn.metric import MetricHead, augment_image, semi_hard_triplet_loss
-from cbir.nn.train_deephash import backbone_features
 from cbir.nn.training import TrainingRun
 from cbir.nn.verdict import Verdict, judge
 from cbir.nn.weights import prefixed_state
@@ -28,6 +28,8 @@ class MetricTrainConfig(BaseModel):
     loss: Literal["triplet", "crossentropy"] = "triplet"
     backbone: str = "small"
     backbone_weights: str | None = None
+    #: Train on this recipe's frozen descriptor (e.g. effnet-d4-flat) instead of a backbone.
+    base_recipe: str | None = None
     dim: int = 512
     margin: float = 0.2
     augmentations: int = 8  # augmented copies per training tile (features precomputed)
@@ -79,17 +81,21 @@ def train_metric(
     progress: Progress | None = None,
 ) -> MetricTrainReport:
     cfg = config or MetricTrainConfig()
+    if cfg.base_recipe is not None and cfg.fine_tune_steps:
+        raise CbirError("--fine-tune-steps trains a backbone; a --base-recipe descriptor is frozen")
     run = TrainingRun.begin(tiles_root, labels_csv, cfg.holdout, cfg.seed, device, progress)
     dev, progress, classes, y_all = run.device, run.progress, run.classes, run.y
     train_idx, held_idx = run.train_idx, run.held_idx
     rng = np.random.default_rng(cfg.seed)
-    backbone = loaded_backbone(cfg.backbone, cfg.backbone_weights, dev)
-    norm = backbone_entry(cfg.backbone).normalization
-    tiles = read_tiles(run.data.paths, cfg.tile_size)
+    source = HeadInput.for_training(cfg.backbone, cfg.backbone_weights, cfg.base_recipe, dev)
+    tile_size = source.tile_size or cfg.tile_size
+    tiles = read_tiles(run.data.paths, tile_size)
     copies = np.stack(
         [augment_image(tiles[i], rng) for i in train_idx for _ in range(cfg.augmentations)]
     )
-    x_train = backbone_features(backbone, copies, norm, dev)
+    raw = source.raw(copies)
+    source.fit_scaling(raw, "standard")
+    x_train = source.scaled(raw)
     y_train = torch.from_numpy(np.repeat(y_all[train_idx], cfg.augmentations))
     head = MetricHead(
         x_train.shape[1], cfg.dim, len(classes) if cfg.loss == "crossentropy" else 0
@@ -138,6 +144,9 @@ def train_metric(
                 ]
             )
 
+        backbone = source.net
+        assert backbone is not None
+
         def batch_loss(xb: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
             emb = head(backbone(xb))
             yb = y_tiles[torch.from_numpy(idx).to(dev)]
@@ -151,7 +160,7 @@ def train_metric(
             head.parameters(),
             batch_loss,
             tiles,
-            norm,
+            source.normalization,
             sample,
             cfg.fine_tune_steps,
             cfg.lr * 0.1,
@@ -163,18 +172,18 @@ def train_metric(
     if len(held_idx) > 1:
         head.eval()
         with torch.no_grad():
-            emb = head(backbone_features(backbone, tiles[held_idx], norm, dev).to(dev)).cpu()
+            emb = head(source.features(tiles[held_idx])).cpu()
         accuracy = knn_accuracy(emb.numpy(), y_all[held_idx])
     head_state = {k: v for k, v in head.state_dict().items() if not k.startswith("classifier")}
-    state = prefixed_state(backbone=backbone.state_dict(), head=head_state)
+    state = {**source.state(), **prefixed_state(head=head_state)}
     spec = run.spec(
         cfg,
+        **source.spec(),
         fine_tuned=bool(cfg.fine_tune_steps),
-        backbone=cfg.backbone,
         dim=cfg.dim,
         in_dim=int(x_train.shape[1]),
         loss=cfg.loss,
-        tile_size=cfg.tile_size,
+        tile_size=tile_size,
     )
     first, last = window_losses(losses)
     verdict = judge(first, last, accuracy, run.chance)
@@ -183,7 +192,7 @@ def train_metric(
         weights=str(out),
         sha256=sha,
         loss=cfg.loss,
-        backbone=cfg.backbone,
+        backbone=cfg.base_recipe or cfg.backbone,
         train_tiles=len(train_idx),
         holdout_tiles=len(held_idx),
         first_loss=first,
