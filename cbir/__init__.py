@@ -27,6 +27,9 @@ _EXPORTS = {
     "build_index": "cbir.indexer",
     "remove_slides": "cbir.indexer",
     "Region": "cbir.query",
+    "label_slide": "cbir.labels",
+    "Slide": "cbir.slides",
+    "open_slide": "cbir.slides",
 }
 __all__ = [*sorted(_EXPORTS), "__version__"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,6 @@ from pydantic import BaseModel
 from cbir.bundle import Bundle
 from cbir.delf.extract import LocalFeatures
 from cbir.errors import QueryError
-from cbir.eval.bits import bit_statistics
 from cbir.hits import Hit, SearchResult
 from cbir.metadata import SlideRecord
 from cbir.query import Region, as_rgb, check_tissue, query_tiles, read_region_image
@@ -44,6 +44,7 @@ class SlideEntry(BaseModel):
     magnifications: list[float]
     tiles: int
     added: str
+    labels: dict[str, str] = {}
 
 
 class IndexInfo(BaseModel):
@@ -113,8 +114,7 @@ class Index:
         """Resolve a query to its (h, w, 3) uint8 pixels and a display name."""
         if isinstance(query, np.ndarray):
             return as_rgb(query, "<array>"), "<array>"
-        if isinstance(query, str) and not Path(query).exists() and "@" in query:
-            query = Region.parse(query)
+        query = as_region(query) or query
         if isinstance(query, Region):
             stored = self._by_path.get(str(Path(query.slide).resolve()))
             base = stored.info.base_magnification if stored else None
@@ -149,6 +149,10 @@ class Index:
         allow_background: bool = False,
         min_similarity: float | None = None,
         expand: int | None = None,
+        *,
+        slides: Sequence[str] | None = None,
+        exclude_query_slide: bool = False,
+        vote: str | None = None,
     ) -> SearchResult:
         """Top-k tiles (one-tile query) or regions (larger query) over every slide.
 
@@ -162,6 +166,11 @@ class Index:
         min_similarity: drop hits whose similarity in [0, 1] is below it (fewer than k
         hits may come back; `below_min_similarity` counts the dropped ones).
         expand: query expansion of tile queries (None: the recipe's; 0: off).
+        slides: search only these slides (paths or file names; an unknown one is an error).
+        exclude_query_slide: drop hits on a region query's own slide (the same file, by
+        path or checksum). Filters apply before the top k, so k hits come back when the
+        kept slides have them.
+        vote: a label key: `result.vote` is the majority vote of the hits' values (mMV@k).
         """
         start = time.perf_counter()
         k = self.recipe.search.k if k is None else k
@@ -175,13 +184,14 @@ class Index:
                 f"{self.bundle.root}: bundle has no local features for --verify (build it "
                 "with --local-weights, or with recipe delf-hnsw)"
             )
+        keep = self.slide_filter(query, slides, exclude_query_slide)
         image, name = self.query_image(query)
         t = self.recipe.tiling.tile_size
         if verify and local is not None and local.candidates_from == "votes":
             if not allow_background:
                 check_tissue(image, t, self.min_tissue, name)
-            result = self._local_search(image, name, k, scale, start)
-            return self._filtered(result, k, min_similarity)
+            result = self._local_search(image, name, k, scale, start, keep)
+            return self._finished(result, k, min_similarity, keep, exclude_query_slide, vote)
         tiles = query_tiles(image, t, name)
         if not allow_background:
             check_tissue(image, t, self.min_tissue, name)
@@ -191,12 +201,14 @@ class Index:
         query_features = None
         if verify:
             assert local is not None
-            hits = self.search_codes(codes, max(k, local.candidates), x, allowed, expand)
+            hits = self.search_codes(
+                codes, max(k, local.candidates), x, allowed, expand, slide_ids=keep
+            )
             features = self._query_features(image)
             hits = self.verify_hits(features, hits, k)
             query_features = len(features)
         else:
-            hits = self.search_codes(codes, k, x, allowed, expand)
+            hits = self.search_codes(codes, k, x, allowed, expand, slide_ids=keep)
         result = SearchResult(
             query=name,
             query_rows=m,
@@ -209,8 +221,85 @@ class Index:
             query_features=query_features,
             hits=hits,
             seconds=round(time.perf_counter() - start, 6),
+            distance_kind=(
+                self.vector_similarity if m * n == 1 and self._reranks(x) else self.code_similarity
+            ).kind,
         )
-        return self._filtered(result, k, min_similarity)
+        return self._finished(result, k, min_similarity, keep, exclude_query_slide, vote)
+
+    # -- filters and labels -----------------------------------------------------------
+    def slide_filter(
+        self, query: Query, slides: Sequence[str] | None, exclude_query_slide: bool
+    ) -> set[int] | None:
+        """Slide ids a search may return (None: every slide): `slides` by path or file
+        name, less a region query's own slide with `exclude_query_slide`."""
+        from cbir.labels import find_slide
+
+        if slides is None and not exclude_query_slide:
+            return None
+        records = list(self.slides.values())
+        keep = (
+            {find_slide(records, s, self.bundle.root).slide_id for s in slides}
+            if slides is not None
+            else set(self.slides)
+        )
+        if exclude_query_slide:
+            region = as_region(query)
+            if region is None:
+                raise QueryError(
+                    "--exclude-query-slide needs a region query (SLIDE:x,y,w,h@MAGx); "
+                    f"{query if not isinstance(query, np.ndarray) else '<array>'} is an image"
+                )
+            keep -= self._own_slide_ids(region.slide)
+            if not keep:
+                raise QueryError(
+                    f"{region}: nothing to search: the only slides left are the query's own"
+                )
+        return keep
+
+    def _own_slide_ids(self, path: str) -> set[int]:
+        """Ids of the indexed slides that are the file `path`: same path or same checksum."""
+        from cbir.slides.open import file_checksum
+
+        p = Path(path)
+        ids = {r.slide_id for r in self.slides.values() if r.info.path == str(p.resolve())}
+        if not ids and p.is_file():
+            checksum = file_checksum(p)
+            ids = {r.slide_id for r in self.slides.values() if r.checksum == checksum}
+        return ids
+
+    def _finished(
+        self,
+        result: SearchResult,
+        k: int,
+        min_similarity: float | None,
+        keep: set[int] | None,
+        exclude_query_slide: bool,
+        vote: str | None,
+    ) -> SearchResult:
+        """Drop weak hits; attach the slides' labels, the filters and the vote."""
+        from cbir.labels import check_key, majority_vote
+
+        result = self._filtered(result, k, min_similarity)
+        hits = result.hits
+        if any(r.labels for r in self.slides.values()):
+            hits = [h.model_copy(update={"labels": self.slides[h.slide_id].labels}) for h in hits]
+        update: dict[str, object] = {"hits": hits, "exclude_query_slide": exclude_query_slide}
+        if keep is not None:
+            update["slides"] = sorted(self.slides[s].info.name for s in keep)
+        if vote is not None:
+            update["vote"] = majority_vote(hits, check_key(vote))
+        if len(hits) < k:  # say why: how many tiles there were to find
+            update["searched_tiles"] = self.tiles_at(result.searched_magnifications, keep)
+        return result.model_copy(update=update)
+
+    def tiles_at(self, magnifications: Sequence[float], slide_ids: set[int] | None) -> int:
+        """Indexed tiles at these magnifications of these slides (None: every slide)."""
+        ids = self.slides if slide_ids is None else slide_ids
+        if set(magnifications) >= set(self.magnifications):
+            return sum(self.slides[s].tiles for s in ids)
+        grids = (self.grids.get(s, m) for s in ids for m in magnifications)
+        return sum(int(g.valid.sum()) for g in grids if g is not None)
 
     @staticmethod
     def _filtered(result: SearchResult, k: int, min_similarity: float | None) -> SearchResult:
@@ -274,7 +363,13 @@ class Index:
         ]
 
     def _local_search(
-        self, image: np.ndarray, name: str, k: int, scale: str, start: float
+        self,
+        image: np.ndarray,
+        name: str,
+        k: int,
+        scale: str,
+        start: float,
+        slide_ids: set[int] | None = None,
     ) -> SearchResult:
         """Local-feature votes -> RANSAC per (slide, magnification) -> rank by inliers.
         Each hit is the query's footprint mapped into the slide by the fitted transform."""
@@ -293,6 +388,7 @@ class Index:
             local,
             {sid: r.info.base_magnification for sid, r in self.slides.items()},
             allowed,
+            slide_ids=slide_ids,
         )
         hits = []
         for g in groups:
@@ -313,6 +409,7 @@ class Index:
             query_features=len(features),
             hits=hits,
             seconds=round(time.perf_counter() - start, 6),
+            distance_kind="inliers",
         )
 
     def _footprint_hit(self, rank: int, g: VerifiedGroup, w_px: int, h_px: int) -> Hit:
@@ -355,15 +452,17 @@ class Index:
         x: np.ndarray | None = None,
         allowed: set[float] | None = None,
         expand: int = 0,
+        slide_ids: set[int] | None = None,
     ) -> list[Hit]:
         """Hits for query codes (m, n, e): tile search when m = n = 1. `x` (m, n, d): the
         query descriptors, needed by the rerank step of two-step recipes; `allowed`: the
-        magnifications to search (None: all); `expand`: query expansion of a tile query."""
+        magnifications to search (None: all); `expand`: query expansion of a tile query;
+        `slide_ids`: the slides to search (None: all)."""
         m, n = codes.shape[:2]
         if m * n == 1:
             x1 = None if x is None else x.reshape(1, -1)
-            return self.tile_hits(codes.reshape(1, -1), k, x1, allowed, expand)
-        return self.region_hits(codes, k, allowed)
+            return self.tile_hits(codes.reshape(1, -1), k, x1, allowed, expand, slide_ids)
+        return self.region_hits(codes, k, allowed, slide_ids)
 
     def _reranks(self, x: np.ndarray | None) -> bool:
         """Whether a tile search is two-step (Hamming, then L2 on stored descriptors)."""
@@ -384,24 +483,33 @@ class Index:
         x: np.ndarray | None = None,
         allowed: set[float] | None = None,
         expand: int = 0,
+        slide_ids: set[int] | None = None,
     ) -> list[Hit]:
         """Top-k tiles for one query code (1, e), ties by tile id: by Hamming (binary), by
         squared L2 (float), or coarse top-`rerank` by Hamming then squared L2 between the
         descriptor `x` (1, d) and the stored descriptors (two-step recipes). With `allowed`
-        magnifications the search widens until k of theirs are found."""
+        magnifications or `slide_ids` the search widens until k of theirs are found."""
         ntotal = self.bundle.index.ntotal
         if ntotal == 0:
             return []
         if expand and not self.bundle.pipeline.binary:
             xq = self._expanded(xq, expand)
         share = len(allowed) / max(1, len(self.magnifications)) if allowed else 1.0
-        want = k if allowed is None else int(np.ceil(2 * k / share))
+        if slide_ids is not None:
+            share *= sum(self.slides[s].tiles for s in slide_ids) / max(1, ntotal)
+        filtered = allowed is not None or slide_ids is not None
+        want = k if not filtered else int(np.ceil(2 * k / max(share, 1e-9)))
         while True:
             D, I = self._ranked_tiles(xq, want, x)
             records = self.bundle.meta.tiles_of(I)
-            if allowed is None:
+            if not filtered:
                 break
-            keep = [i for i, r in enumerate(records) if r.magnification in allowed]
+            keep = [
+                i
+                for i, r in enumerate(records)
+                if (allowed is None or r.magnification in allowed)
+                and (slide_ids is None or r.slide_id in slide_ids)
+            ]
             if len(keep) >= k or want >= ntotal or len(I) < want:
                 D, I, records = D[keep], I[keep], [records[i] for i in keep]
                 break
@@ -470,26 +578,40 @@ class Index:
         return D[order], I[order]
 
     def region_hits(
-        self, codes: np.ndarray, k: int, allowed: set[float] | None = None
+        self,
+        codes: np.ndarray,
+        k: int,
+        allowed: set[float] | None = None,
+        slide_ids: set[int] | None = None,
     ) -> list[Hit]:
-        """Top-k non-overlapping m x n sub-grids by D = d_near(Q, B') + d_near(B', Q)."""
+        """Top-k non-overlapping m x n sub-grids by D = d_near(Q, B') + d_near(B', Q).
+        With `slide_ids`, candidates on other slides are dropped and the query tiles'
+        seeds widen (x4) until k regions remain or every tile seeds."""
         m, n = codes.shape[:2]
         cfg = self.recipe.search
-        cands = region_candidates(
-            codes,
-            self.bundle.index,
-            self.bundle.meta,
-            self.grids,
-            cfg.region_seeds,
-            cfg.region_min_valid,
-            cfg.region_max_seeds,
-            decode=self.bundle.pipeline.codes_from_bytes,
-            pairwise=hamming_matrix if self.bundle.pipeline.binary else squared_l2_matrix,
-            allowed=allowed,
-            per_tile=self.per_tile,
-        )
+        seeds, max_seeds = cfg.region_seeds, cfg.region_max_seeds
+        while True:
+            cands = region_candidates(
+                codes,
+                self.bundle.index,
+                self.bundle.meta,
+                self.grids,
+                seeds,
+                cfg.region_min_valid,
+                max_seeds,
+                decode=self.bundle.pipeline.codes_from_bytes,
+                pairwise=hamming_matrix if self.bundle.pipeline.binary else squared_l2_matrix,
+                allowed=allowed,
+                per_tile=self.per_tile,
+            )
+            if slide_ids is not None:
+                cands = [c for c in cands if c.slide_id in slide_ids]
+            kept = suppress_overlaps(cands, m, n, k, self.per_tile)
+            if slide_ids is None or len(kept) >= k or seeds >= self.bundle.index.ntotal:
+                break
+            seeds, max_seeds = seeds * 4, None if max_seeds is None else max_seeds * 4
         hits = []
-        for rank, c in enumerate(suppress_overlaps(cands, m, n, k, self.per_tile), 1):
+        for rank, c in enumerate(kept, 1):
             slide = self.slides[c.slide_id]
             geometry = self.grids.get(c.slide_id, c.magnification).geometry
             x, y, w, h = geometry.tiles_rect(c.r0, c.c0, m, n)
@@ -515,6 +637,8 @@ class Index:
         return hits
 
     def info(self) -> IndexInfo:
+        from cbir.eval.bits import bit_statistics  # (cbir.eval imports the eval harness)
+
         man = self.bundle.manifest
         root = self.bundle.root
         size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
@@ -551,10 +675,20 @@ class Index:
                     magnifications=r.magnifications,
                     tiles=r.tiles,
                     added=r.added,
+                    labels=r.labels,
                 )
                 for r in self.slides.values()
             ],
         )
+
+
+def as_region(query: Query) -> Region | None:
+    """The region a query names (a `Region` or a `SLIDE:x,y,w,h@MAGx` string), else None."""
+    if isinstance(query, Region):
+        return query
+    if isinstance(query, str) and not Path(query).exists() and "@" in query:
+        return Region.parse(query)
+    return None
 
 
 def open_index(path: str | os.PathLike[str], device: str | None = "auto") -> Index:

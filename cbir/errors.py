@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class CbirError(Exception):
     """Base of every error cbir raises on purpose (bad input, bad bundle, bad name)."""
@@ -37,3 +43,18 @@ class BundleMismatchError(BundleError):
 
 class DuplicateSlideError(CbirError):
     """A slide is already in the bundle and replacement was not asked for."""
+
+
+def validation_line(exc: ValidationError, names: Mapping[str, str] | None = None) -> str:
+    """A pydantic ValidationError as one line, `where: problem; ...` (no URL, no input
+    dump). `names` maps a field to what the user typed for it (e.g. {"stride":
+    "--stride"}); other fields are named by their dotted location."""
+    parts = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        where = ".".join(loc) or "value"
+        if names and loc and loc[0] in names:
+            where = " ".join([names[loc[0]], *loc[1:]])
+        problem = str(err["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where}: {problem}")
+    return "; ".join(parts)

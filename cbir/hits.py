@@ -9,7 +9,8 @@ class Hit(BaseModel):
     """One ranked result: a tile or a region of an indexed slide.
 
     x, y, w, h are level-0 pixels of the slide, so the hit can be cut with
-    `open_slide(path).read_region(x, y, w, h, magnification)`.
+    `cbir.open_slide(slide_path).read_region(x, y, w, h, magnification)`: a tile or region
+    hit reads back as (rows * tile, cols * tile, 3) pixels at its magnification.
     """
 
     rank: int  # 1-based
@@ -37,6 +38,20 @@ class Hit(BaseModel):
     inliers: int | None = None
     matches: int | None = None
     affine: list[list[float]] | None = None
+    #: The slide's labels (`cbir label`), e.g. {"diagnosis": "LUAD"}.
+    labels: dict[str, str] = {}
+
+
+class Vote(BaseModel):
+    """Majority vote of the top-k hits' values of one slide label (mMV@k): the value most
+    hits carry; a tie goes to the value whose best hit ranks higher."""
+
+    key: str
+    value: str | None  # None: no hit carries the label
+    count: int  # hits with that value
+    hits: int  # hits that voted (carry the label)
+    of: int  # hits in the result (k, or fewer when fewer were found)
+    counts: dict[str, int]  # hits per value, most first
 
 
 class SearchResult(BaseModel):
@@ -56,3 +71,12 @@ class SearchResult(BaseModel):
     k: int | None = None  # hits asked for
     min_similarity: float | None = None
     below_min_similarity: int = 0  # hits dropped by min_similarity
+    #: What Hit.distance counts: "hamming" (bits), "unit_l2" / "l2" (squared L2 between
+    #: unit / other vectors), "inliers" (distance = -inliers); a region's is D (both ways).
+    distance_kind: str | None = None
+    #: Tiles at the searched magnifications of the searched slides (set with fewer than k
+    #: hits, to say why).
+    searched_tiles: int | None = None
+    slides: list[str] | None = None  # names of the slides searched (None: every slide)
+    exclude_query_slide: bool = False  # hits on a region query's own slide were dropped
+    vote: Vote | None = None  # majority vote of a label over the hits (--vote KEY)

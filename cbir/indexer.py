@@ -612,12 +612,14 @@ def add_slides(
             local=writer.local,
         )
         index = writer.index
+        labels = {r.info.path: r.labels for r in meta.slide_list() if r.info.path in replaced}
         with timer("remove"):
             _remove_slides(writer, replaced)
         rows = LocalRows()
         summaries, xb, ids = _store_slides(
             meta, pipeline, described, meta.next_slide_id(), timer, writer.local, rows
         )
+        _keep_labels(meta, labels)  # a re-indexed slide keeps its labels (`cbir label`)
         with timer("add"):
             index.add(xb, ids)
             writer.index = _rebuild_if_needed(index, meta, pipeline)
@@ -648,6 +650,14 @@ def _remove_slides(writer: BundleWriter, paths: Sequence[str]) -> None:
     writer.index.remove(np.concatenate(removed))
     if writer.local_index is not None:
         writer.local_index.remove(np.concatenate(rows))
+
+
+def _keep_labels(meta: MetadataStore, labels: dict[str, dict[str, str]]) -> None:
+    """Give re-indexed slides (by path) the labels their previous records had."""
+    records = [r for r in meta.slide_list() if labels.get(r.info.path)]
+    with meta.env.begin(write=True) as txn:
+        for r in records:
+            meta.put_slide_record(txn, r.model_copy(update={"labels": labels[r.info.path]}))
 
 
 def resolve_slide(meta: MetadataStore, name_or_path: str, bundle: object) -> str:

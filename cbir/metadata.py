@@ -53,6 +53,7 @@ class SlideRecord(BaseModel):
     min_tissue_fraction: float
     magnifications: list[float]
     tiles: int
+    labels: dict[str, str] = {}  # user labels (`cbir label`), e.g. {"diagnosis": "LUAD"}
 
 
 @dataclass
@@ -285,6 +286,13 @@ class MetadataStore:
                 )
             ]
             txn.cursor(db=self.tiles).putmulti(items, dupdata=False, overwrite=True)
+
+    def put_slide_record(self, txn: lmdb.Transaction, record: SlideRecord) -> None:
+        """Replace a stored slide's record (its labels, say); grids and tiles unchanged."""
+        key = _SLIDE_KEY.pack(record.slide_id)
+        if txn.get(key, db=self.slides) is None:
+            raise KeyError(f"slide id {record.slide_id} is not stored")
+        txn.put(key, record.model_dump_json().encode(), db=self.slides)
 
     def tile_ids_of(self, slide_id: int) -> np.ndarray:
         """(n,) int64 ids of a slide's tiles, grid by grid."""

@@ -18,7 +18,7 @@ from pydantic import (
     field_validator,
 )
 
-from cbir.errors import RecipeError
+from cbir.errors import RecipeError, validation_line
 
 DEFAULT_MAGNIFICATIONS = (5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0)
 
@@ -171,4 +171,6 @@ def load_recipe(name_or_path: str) -> Recipe:
         return Recipe.model_validate(data)
     except (OSError, tomllib.TOMLDecodeError, ValidationError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, ValidationError):
+            first = validation_line(exc)
         raise RecipeError(f"{path}: invalid recipe ({first})") from exc

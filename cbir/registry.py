@@ -1,7 +1,15 @@
-"""Strict named registries: one per stage (descriptor, encoder)."""
+"""Strict named registries: one per stage (descriptor, encoder).
+
+A stage's package declares every name with the module that implements it
+(`DESCRIPTORS.declare("stats", "cbir.descriptors.stats")`); the module registers its
+factory with the decorator (`@register_descriptor("stats")`) when it is imported, which
+happens on the first `create` of one of its names. So listing names imports nothing, and
+a stats pipeline never imports torch.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -12,33 +20,68 @@ T = TypeVar("T")
 
 class Registry(Generic[T]):
     """Maps a name to a factory. Registering a name twice is an error; an unknown
-    name raises `UnknownComponentError` listing the valid ones."""
+    name raises `UnknownComponentError` listing the valid ones.
+
+    Names are either declared (`declare(name, module)`: the module is imported on first
+    use and must register that name, and only declared names may be registered) or, in a
+    registry without declarations, registered directly."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._factories: dict[str, Callable[..., T]] = {}
+        self._modules: dict[str, str] = {}  # declared name -> module that registers it
+
+    def declare(self, name: str, module: str) -> None:
+        """Declare `name`, implemented in `module` (imported on the first create)."""
+        if name in self._modules or name in self._factories:
+            raise ValueError(f"{self.kind} {name!r} is registered twice")
+        self._modules[name] = module
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         def decorate(factory: Callable[..., T]) -> Callable[..., T]:
             if name in self._factories:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
+            declared = self._modules.get(name)
+            if self._modules and declared is None:
+                raise ValueError(
+                    f"{self.kind} {name!r} (in {factory.__module__}) is not declared; "
+                    f"declare it with its module where the other {self.kind}s are"
+                )
+            if declared is not None and factory.__module__ != declared:
+                raise ValueError(
+                    f"{self.kind} {name!r} is declared in {declared}, "
+                    f"registered in {factory.__module__}"
+                )
             self._factories[name] = factory
             return factory
 
         return decorate
 
+    def factory(self, name: str) -> Callable[..., T]:
+        """The factory of `name`, importing its module first if it is declared."""
+        found = self._factories.get(name)
+        if found is not None:
+            return found
+        module = self._modules.get(name)
+        if module is None:
+            valid = ", ".join(self.names()) or "(none)"
+            raise UnknownComponentError(f"unknown {self.kind} {name!r}; valid names: {valid}")
+        importlib.import_module(module)
+        found = self._factories.get(name)
+        if found is None:
+            raise ValueError(f"{module} does not register {self.kind} {name!r}")
+        return found
+
     def create(self, name: str, **params: object) -> T:
-        try:
-            factory = self._factories[name]
-        except KeyError:
-            valid = ", ".join(sorted(self._factories)) or "(none)"
-            raise UnknownComponentError(
-                f"unknown {self.kind} {name!r}; valid names: {valid}"
-            ) from None
+        factory = self.factory(name)
         try:
             return factory(**params)
         except (TypeError, ValueError) as exc:
             raise UnknownComponentError(f"bad parameters for {self.kind} {name!r}: {exc}") from exc
 
+    def loaded(self, name: str) -> bool:
+        """Whether `name`'s factory is registered yet (its module has been imported)."""
+        return name in self._factories
+
     def names(self) -> list[str]:
-        return sorted(self._factories)
+        return sorted(self._modules.keys() | self._factories.keys())

@@ -64,9 +64,14 @@ class GridGeometry:
 
     def tiles_rect(self, r: int, c: int, m: int, n: int) -> tuple[int, int, int, int]:
         """Level-0 (x, y, w, h) of m x n adjacent tiles from cell (r, c) (a region of
-        m x n query tiles: its tiles lie `per_tile` cells apart)."""
-        f = self.per_tile
-        return self.rect(r, c, (m - 1) * f + 1, (n - 1) * f + 1)
+        m x n query tiles: its tiles lie `per_tile` cells apart). w, h are the region's
+        n x m tiles of output px scaled to level 0 and rounded once, so that reading the
+        rectangle at this magnification gives exactly n * tile_size x m * tile_size px
+        (the difference of two rounded origins could be 1 px off: 897 px at 15x of 20x
+        read back as 673 px, not 672)."""
+        x, y = (int(v) for v in self.origin(r, c))
+        per_px = self.level0_per_px
+        return x, y, round(n * self.tile_size * per_px), round(m * self.tile_size * per_px)
 
 
 def slide_magnifications(base: float, wanted: Sequence[float]) -> list[float]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from skimage.filters import threshold_otsu
 
 #: Saturation (0..1) below which a pixel is background whatever Otsu says: glass and
 #: white balance noise sit below it, the faintest stained tissue above it.
@@ -20,6 +19,8 @@ def tissue_mask(rgb: np.ndarray) -> np.ndarray:
     Threshold = Otsu on the saturation when its lower class is glass (mean saturation
     below MAX_BACKGROUND_SATURATION), else MIN_TISSUE_SATURATION; never below the latter.
     """
+    from skimage.filters import threshold_otsu  # scipy.ndimage: only when a mask is made
+
     sat = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)[..., 1].astype(np.float32) / 255.0
     sat = cv2.GaussianBlur(sat, (5, 5), 0)
     threshold = MIN_TISSUE_SATURATION

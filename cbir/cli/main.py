@@ -8,23 +8,25 @@ from typing import Annotated, Any
 
 import typer
 
-from cbir.cli.errors import cli_errors
+from cbir.cli.errors import OneLineErrors, cli_errors
+from cbir.cli.labels import register as register_label
 from cbir.cli.options import (
     BackboneOpt,
     BaseMagOpt,
     DeviceOpt,
     IndexArg,
     JsonOpt,
-    KOpt,
     MinTissueOpt,
     RecipeOpt,
     WeightsOpt,
 )
 from cbir.cli.paths import expand_slides
+from cbir.cli.search import register as register_search
 from cbir.cli.train import train_app
 
 app = typer.Typer(
     name="cbir",
+    cls=OneLineErrors,  # usage errors are one line on stderr, exit code 2
     no_args_is_help=True,
     add_completion=False,
     help="Content-based image retrieval for whole-slide histology images.",
@@ -36,7 +38,7 @@ def _recipe_with(  # type: ignore[no-untyped-def]
 ):
     from pydantic import ValidationError
 
-    from cbir.errors import RecipeError
+    from cbir.errors import RecipeError, validation_line
     from cbir.recipes import TilingConfig, load_recipe
 
     base = load_recipe(recipe)
@@ -57,8 +59,10 @@ def _recipe_with(  # type: ignore[no-untyped-def]
     try:
         tiling = TilingConfig(**{**base.tiling.model_dump(), **update})
     except ValidationError as exc:
-        msg = exc.errors()[0]["msg"]
-        raise RecipeError(f"--magnifications/--stride: {msg}") from None
+        options = {"magnifications": f"--magnifications {magnifications}", "stride": "--stride"}
+        if stride is not None:
+            options["stride"] = f"--stride {stride}"
+        raise RecipeError(validation_line(exc, options)) from None
     return base.model_copy(update={"tiling": tiling})
 
 
@@ -171,80 +175,8 @@ def remove_cmd(
     typer.echo(report.model_dump_json()) if json_out else show_report(report)
 
 
-@app.command("search")
-@cli_errors
-def search_cmd(
-    index: IndexArg,
-    query: Annotated[
-        Path | None,
-        typer.Argument(help="Query image (one tile or larger: larger is a region query)."),
-    ] = None,
-    region: Annotated[
-        str | None, typer.Option(help="Region of a slide: SLIDE:x,y,w,h@MAGx, level-0 pixels.")
-    ] = None,
-    k: KOpt = None,
-    scale: Annotated[
-        str,
-        typer.Option(
-            help="Magnifications to search: all, auto (the bundle's scale comparator picks), "
-            "or one such as 20x."
-        ),
-    ] = "all",
-    verify: Annotated[
-        bool | None,
-        typer.Option(
-            "--verify/--no-verify",
-            help="Rank by local-feature RANSAC inliers (bundles with local features; "
-            "default: the recipe's).",
-        ),
-    ] = None,
-    allow_background: Annotated[
-        bool,
-        typer.Option(
-            "--allow-background/--no-allow-background",
-            help="Search a query without tissue (refused by default).",
-        ),
-    ] = False,
-    min_similarity: Annotated[
-        float | None,
-        typer.Option(
-            "--min-similarity",
-            min=0.0,
-            max=1.0,
-            help="Drop hits with a similarity (0..1) below this; fewer than k may remain.",
-        ),
-    ] = None,
-    expand: Annotated[
-        int | None,
-        typer.Option(
-            "--expand",
-            min=0,
-            help="Query expansion of tile queries: search again with the query plus its N "
-            "nearest tiles (unit-vector recipes; default: the recipe's; 0: off).",
-        ),
-    ] = None,
-    device: DeviceOpt = "auto",
-    json_out: JsonOpt = False,
-) -> None:
-    """Search a bundle with an image or a slide region."""
-    from cbir.api import open_index
-    from cbir.cli.render import show_hits
-    from cbir.errors import QueryError
-    from cbir.query import Region
-
-    if (query is None) == (region is None):
-        raise QueryError("give either a query image or --region, not both or neither")
-    with open_index(index, device=device) as ix:
-        result = ix.search(
-            Region.parse(region) if region else query,
-            k=k,
-            scale=scale,
-            verify=verify,
-            allow_background=allow_background,
-            min_similarity=min_similarity,
-            expand=expand,
-        )
-    typer.echo(result.model_dump_json()) if json_out else show_hits(result)
+register_search(app)  # cbir/cli/search.py: one query or a batch, filters, exports
+register_label(app)  # cbir/cli/labels.py: cbir label BUNDLE SLIDE key=value ...
 
 
 @app.command("info")
@@ -256,7 +188,13 @@ def info_cmd(index: IndexArg, json_out: JsonOpt = False) -> None:
 
     with open_index(index) as ix:
         info = ix.info()
-    typer.echo(info.model_dump_json()) if json_out else show_info(info)
+    if json_out:
+        typer.echo(info.model_dump_json())
+    else:
+        from cbir.cli.labels import show_labels
+
+        show_info(info)
+        show_labels(info)
 
 
 @app.command("backbones")

@@ -33,7 +33,12 @@ DeviceOpt = Annotated[
 ]
 WeightsOpt = Annotated[
     Path | None,
-    typer.Option("--weights", help="Model weights of a learned descriptor (cbir train ...)."),
+    typer.Option(
+        "--weights",
+        exists=True,  # checked before any network code is imported
+        dir_okay=False,
+        help="Model weights of a learned descriptor (cbir train ...).",
+    ),
 ]
 
 # -- training -----------------------------------------------------------------------------
@@ -45,11 +50,15 @@ LabelledTilesOpt = Annotated[
     Path,
     typer.Option(
         "--tiles",
+        exists=True,  # checked before any network code is imported
+        file_okay=False,
         help="Labelled tiles: class sub-folders, or a labels.csv with columns path,label.",
     ),
 ]
 OutWeightsOpt = Annotated[Path, typer.Option("--out", "-o", help="Weights file to write.")]
-LabelsOpt = Annotated[Path | None, typer.Option(help="CSV path,label.")]
+LabelsOpt = Annotated[
+    Path | None, typer.Option(exists=True, dir_okay=False, help="CSV path,label.")
+]
 HoldoutOpt = Annotated[
     float, typer.Option(min=0.0, max=0.9, help="Fraction of each class held out of training.")
 ]
@@ -58,6 +67,8 @@ BackboneWeightsOpt = Annotated[
     Path | None,
     typer.Option(
         "--backbone-weights",
+        exists=True,
+        dir_okay=False,
         help="checkpoint of the backbone in its layout (cbir backbones), read locally; "
         "without it: the packaged weights (efficientnet_lite0) or a seeded random init",
     ),

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
-from cbir.api import IndexInfo
-from cbir.eval import EvalReport
-from cbir.hits import SearchResult
-from cbir.indexer import IndexReport
-from cbir.nn.verdict import Verdict
+if TYPE_CHECKING:  # light at run time: `cbir info` and errors import no model code
+    from cbir.api import IndexInfo
+    from cbir.eval import EvalReport
+    from cbir.hits import SearchResult
+    from cbir.indexer import IndexReport
+    from cbir.nn.verdict import Verdict
 
 stdout = Console()
 stderr = Console(stderr=True)
@@ -61,26 +64,53 @@ class RichProgress:
 def show_report(report: IndexReport) -> None:
     for s in report.added:
         per_mag = ", ".join(f"{m} {n}" for m, n in s.tiles_per_magnification.items())
-        stdout.print(
+        line(
             f"indexed {s.name}: {s.tiles} tiles at base {s.base_magnification:g}x "
             f"({s.magnification_source}) [{per_mag}]"
         )
     for p in report.replaced:
-        stdout.print(f"replaced {p} (it was already in the bundle; re-indexed)")
+        line(f"replaced {p} (it was already in the bundle; re-indexed)")
     for p in report.removed:
-        stdout.print(f"removed {p}")
-    stdout.print(
+        line(f"removed {p}")
+    line(
         f"{report.bundle}: {report.slides_total} slides, {report.tiles_total} tiles, "
         f"{report.index_kind} index, recipe {report.recipe} ({report.seconds:.2f} s)"
     )
 
 
+#: Table header of Hit.distance per SearchResult.distance_kind: its unit.
+DISTANCE_UNITS = {
+    "hamming": "Hamming bits",
+    "unit_l2": "squared L2",
+    "l2": "squared L2",
+}
+
+
+def table(title: str | None = None) -> Table:
+    """A table that folds long cells (slide names, paths) to the terminal's width rather
+    than cutting them. Cells and titles given as `Text` are shown as they are (no markup)."""
+    return Table(title=None if title is None else Text(title), title_justify="left")
+
+
+def add_text_column(t: Table, name: str) -> None:
+    """A column of names or paths: folded anywhere (paths have no spaces to wrap at)."""
+    t.add_column(name, justify="left", overflow="fold", min_width=8)
+
+
+def add_number_column(t: Table, name: str) -> None:
+    """A column of numbers (they are single words: the header wraps, they do not)."""
+    t.add_column(name, justify="right")
+
+
+def line(text: str, console: Console | None = None) -> None:
+    """One line as it is: no markup, and long names left whole for the terminal to wrap."""
+    (console or stdout).print(text, markup=False, highlight=False, soft_wrap=True)
+
+
 def show_hits(result: SearchResult) -> None:
-    kind = (
-        "tile"
-        if result.query_rows * result.query_cols == 1
-        else (f"{result.query_rows} x {result.query_cols} tile region")
-    )
+    """The hits as a table on stdout, then why there are fewer than k, if there are."""
+    region = result.query_rows * result.query_cols > 1
+    kind = f"{result.query_rows} x {result.query_cols} tile region" if region else "tile"
     if result.scale != "all":
         searched = ", ".join(f"{m:g}x" for m in result.searched_magnifications)
         probs = ""
@@ -90,39 +120,88 @@ def show_hits(result: SearchResult) -> None:
                 + ", ".join(f"{m} {p:.2f}" for m, p in result.scale_probabilities.items())
                 + ")"
             )
-        stdout.print(f"--scale {result.scale}: searched {searched}{probs}")
+        line(f"--scale {result.scale}: searched {searched}{probs}")
     verified = " verified," if result.verified else ""
-    table = Table(title=f"{result.query} ({kind} query,{verified} {result.seconds * 1e3:.1f} ms)")
-    cols = ["rank", "slide", "mag", "x", "y", "w", "h", "distance", "similarity"]
-    for col in cols + (["inliers"] if result.verified else []):
-        table.add_column(col, justify="left" if col == "slide" else "right")
+    t = table(f"{result.query} ({kind} query,{verified} {result.seconds * 1e3:.1f} ms)")
+    add_number_column(t, "rank")
+    add_text_column(t, "slide")
+    for col in ("mag", "x", "y", "w", "h"):
+        add_number_column(t, col)
+    if result.verified:  # ranked by inliers: those are the score, not a distance
+        add_number_column(t, "inliers")
+        add_number_column(t, "matches")
+    else:
+        add_number_column(t, distance_header(result))
+    add_number_column(t, "similarity")
     for h in result.hits:
-        row = [
+        score = (
+            [str(h.inliers), "" if h.matches is None else str(h.matches)]
+            if result.verified
+            else [f"{h.distance:.6g}"]
+        )
+        t.add_row(
             str(h.rank),
-            h.slide,
+            Text(h.slide),
             f"{h.magnification:g}x",
             str(h.x),
             str(h.y),
             str(h.w),
             str(h.h),
-            f"{h.distance:g}",
+            *score,
             "" if h.similarity is None else f"{h.similarity:.3f}",
-        ]
-        table.add_row(*row, *([str(h.inliers)] if result.verified else []))
-    stdout.print(table)
-    if result.below_min_similarity:
-        stdout.print(
-            f"{len(result.hits)} of {result.k} hits: {result.below_min_similarity} below "
-            f"--min-similarity {result.min_similarity:g}"
         )
-    elif not result.hits:
-        stdout.print("no hits")
-    elif result.k is not None and len(result.hits) < result.k:
-        stdout.print(f"{len(result.hits)} of {result.k} hits: the bundle has no more")
+    stdout.print(t)
+    why = short_reason(result)
+    if why:
+        line(why)
+
+
+def distance_header(result: SearchResult) -> str:
+    """`distance (Hamming bits)`, `distance (squared L2)`, ...; a region's distance is D,
+    the sum of both directions' per-tile distances."""
+    unit = DISTANCE_UNITS.get(result.distance_kind or "")
+    if unit is None:
+        return "distance"
+    if result.query_rows * result.query_cols > 1:
+        return f"D ({unit})"
+    return f"distance ({unit})"
+
+
+def short_reason(result: SearchResult) -> str | None:
+    """Why a result holds fewer than k hits (None when it holds k), e.g. `3 of k=10 hits:
+    the bundle has 3 tiles at the searched magnifications (20x)`."""
+    k, n = result.k, len(result.hits)
+    if k is None or n >= k:
+        return None
+    reasons = []
+    if result.below_min_similarity:
+        reasons.append(
+            f"{result.below_min_similarity} below --min-similarity {result.min_similarity:g}"
+        )
+    found = n + result.below_min_similarity
+    if found < k:
+        mags = ", ".join(f"{m:g}x" for m in result.searched_magnifications)
+        where = f"at the searched magnifications ({mags})"
+        if result.slides is not None:
+            where += f" of the {len(result.slides)} searched slides"
+        tiles = result.searched_tiles
+        if result.distance_kind == "inliers":
+            places = "place" if found == 1 else "places"
+            reasons.append(f"only {found} {places} had enough local-feature inliers {where}")
+        elif tiles is not None and tiles < k and result.query_rows * result.query_cols == 1:
+            reasons.append(f"the bundle has {tiles} tiles {where}")
+        elif result.query_rows * result.query_cols > 1:
+            shape = f"{result.query_rows} x {result.query_cols} tile region" + "s" * (found != 1)
+            held = f" in {tiles} tiles" if tiles is not None else ""
+            reasons.append(f"only {found} non-overlapping {shape} were found{held} {where}")
+        else:
+            held = f" ({tiles} tiles {where})" if tiles is not None else ""
+            reasons.append(f"the index returned no more{held}")
+    return f"{n} of k={k} hits: " + "; ".join(reasons)
 
 
 def show_info(info: IndexInfo) -> None:
-    stdout.print(
+    line(
         f"{info.path}: recipe {info.recipe} ({info.descriptor} -> {info.encoder} "
         f"{info.bits} bits), {info.index_kind} index"
         + (f" nlist {info.nlist} nprobe {info.nprobe}" if info.nlist else "")
@@ -132,29 +211,33 @@ def show_info(info: IndexInfo) -> None:
     )
     if info.bit_statistics:
         st = info.bit_statistics
-        stdout.print(
+        line(
             f"codes: bit balance {st['bit_balance']:.3f} (0 is ideal), mean |bit "
             f"correlation| {st['bit_correlation']:.3f}, constant bits "
             f"{int(st['constant_bits'])}"
         )
-    table = Table()
-    for col in ("id", "slide", "base", "magnifications", "tiles", "path"):
-        table.add_column(col)
+    t = table()
+    add_number_column(t, "id")
+    add_text_column(t, "slide")
+    add_text_column(t, "base")
+    add_text_column(t, "magnifications")
+    add_number_column(t, "tiles")
+    add_text_column(t, "path")
     for s in info.slides:
-        table.add_row(
+        t.add_row(
             str(s.slide_id),
-            s.name,
+            Text(s.name),
             f"{s.base_magnification:g}x ({s.magnification_source})",
             ", ".join(f"{m:g}" for m in s.magnifications),
             str(s.tiles),
-            s.path,
+            Text(s.path),
         )
-    stdout.print(table)
+    stdout.print(t)
 
 
 def show_eval(report: EvalReport) -> None:
-    table = Table(
-        title=f"{report.recipe}: {report.tiles} tiles, {report.classes} classes ({report.protocol})"
+    t = table(
+        f"{report.recipe}: {report.tiles} tiles, {report.classes} classes ({report.protocol})"
     )
     cols = (
         "seed_map_at_10",
@@ -164,9 +247,9 @@ def show_eval(report: EvalReport) -> None:
         "majority_vote_at_5",
         "queries",
     )
-    table.add_column("class")
+    add_text_column(t, "class")
     for c in cols:
-        table.add_column(c.replace("_at_", "@"), justify="right")
+        add_number_column(t, c.replace("_at_", "@").replace("_", " "))
 
     def row(name: str, m: object) -> list[str]:
         return [name] + [
@@ -175,10 +258,10 @@ def show_eval(report: EvalReport) -> None:
         ]
 
     for name, m in report.per_class.items():
-        table.add_row(*row(name, m))
-    table.add_row(*row("mean (classes)", report.mean))
-    table.add_row(*row("mean (queries)", report.micro))
-    stdout.print(table)
+        t.add_row(Text(name), *row(name, m)[1:])
+    t.add_row(*row("mean (classes)", report.mean))
+    t.add_row(*row("mean (queries)", report.micro))
+    stdout.print(t)
 
 
 def show_verdict(verdict: Verdict) -> None:

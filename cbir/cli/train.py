@@ -415,7 +415,11 @@ def train_lda_cmd(
 def train_scale_cmd(
     slides: Annotated[
         list[Path],
-        typer.Option("--slides", help="Slides or folders of them (repeat the option for several)."),
+        typer.Option(
+            "--slides",
+            exists=True,  # checked before torch is imported
+            help="Slides or folders of them (repeat the option for several).",
+        ),
     ],
     out: OutWeightsOpt,
     magnifications: Annotated[

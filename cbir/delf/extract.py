@@ -10,18 +10,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch.nn import functional as F
 
 from cbir.checksum import sha256_file
 from cbir.delf.nms import box_nms
 from cbir.delf.receptive import box_centres, receptive_boxes
-from cbir.nn.cnn import to_tensor
-from cbir.nn.delf import DelfNet, seeded_delf
-from cbir.nn.device import resolve_device
-from cbir.nn.weights import WeightsError, load_weights
+
+if TYPE_CHECKING:  # torch is imported by the functions that run the network
+    from cbir.nn.delf import DelfNet
 
 #: The DELF pyramid: scales sqrt(2) apart from 1/4 to 2.
 DEFAULT_SCALES = (0.25, 0.3536, 0.5, 0.7071, 1.0, 1.4142, 2.0)
@@ -61,6 +59,9 @@ class LocalFeatures:
 def load_delf(weights: str | Path | None, trunk: str = "resnet50") -> tuple[DelfNet, str | None]:
     """The network of a `cbir train delf` file, or seeded random weights for `trunk`;
     returns it with the file's sha256 (None without a file)."""
+    from cbir.nn.delf import DelfNet, seeded_delf
+    from cbir.nn.weights import WeightsError, load_weights
+
     if weights is None:
         return seeded_delf(trunk), None
     spec, state = load_weights(weights, "delf")
@@ -94,6 +95,8 @@ class DelfExtractor:
             raise ValueError(f"scales must be finite numbers > 0, got {list(scales)}")
         if not 0 < iou <= 1:
             raise ValueError(f"iou must be in (0, 1], got {iou}")
+        from cbir.nn.device import resolve_device
+
         self.net, self.weights_sha256 = load_delf(weights, trunk)
         self.device = resolve_device(device)
         self.net.to(self.device).eval()
@@ -125,6 +128,11 @@ class DelfExtractor:
 
     def extract_batch(self, images: np.ndarray) -> list[LocalFeatures]:
         """(b, h, w, 3) uint8 images of one size -> local features of each."""
+        import torch
+        from torch.nn import functional as F
+
+        from cbir.nn.cnn import to_tensor
+
         b, h, w = images.shape[:3]
         if b == 0:
             return []

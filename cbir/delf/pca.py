@@ -4,7 +4,6 @@ normalisation: (n, c) -> (n, dim) unit vectors (DELF: 1024 -> 40)."""
 from __future__ import annotations
 
 import numpy as np
-from sklearn.decomposition import PCA
 
 #: Descriptors sampled (seeded) to fit the PCA; more add time, not accuracy.
 FIT_SAMPLE = 100_000
@@ -24,6 +23,8 @@ class LocalPCA:
 
     def fit(self, x: np.ndarray, seed: int = 0) -> LocalPCA:
         """Fit on (n, c) descriptors (a seeded sample of at most FIT_SAMPLE rows)."""
+        from sklearn.decomposition import PCA  # only a first build with local features fits
+
         if len(x) > FIT_SAMPLE:
             x = x[np.random.default_rng(seed).choice(len(x), FIT_SAMPLE, replace=False)]
         n_comp = min(self.dim, len(x), x.shape[1])

@@ -1,14 +1,20 @@
-"""Tile descriptors. Import each implementation module here so it registers."""
+"""Tile descriptors. Every name is declared here with the module that implements it; the
+module is imported (and registers its factory) on the first `create_descriptor` of the
+name, so a stats pipeline never imports torch."""
 
-from cbir.descriptors import backbone as _backbone  # noqa: F401  (registers "backbone")
-from cbir.descriptors import cnn as _cnn  # noqa: F401  (registers "cnn")
-from cbir.descriptors import deephash as _deephash  # noqa: F401  (registers "deephash")
-from cbir.descriptors import delf as _delf  # noqa: F401  (registers "delf")
-from cbir.descriptors import lda as _lda  # noqa: F401  (registers "lda")
-from cbir.descriptors import metric as _metric  # noqa: F401  (registers "metric")
-from cbir.descriptors import ssdh as _ssdh  # noqa: F401  (registers "ssdh")
-from cbir.descriptors import stats as _stats  # noqa: F401  (registers "stats")
-from cbir.descriptors import vae as _vae  # noqa: F401  (registers "vae")
 from cbir.descriptors.base import DESCRIPTORS, Descriptor, create_descriptor, list_descriptors
+
+for _name, _module in {
+    "backbone": "cbir.descriptors.backbone",
+    "cnn": "cbir.descriptors.cnn",
+    "deephash": "cbir.descriptors.deephash",
+    "delf": "cbir.descriptors.delf",
+    "lda": "cbir.descriptors.lda",
+    "metric": "cbir.descriptors.metric",
+    "ssdh": "cbir.descriptors.ssdh",
+    "stats": "cbir.descriptors.stats",
+    "vae": "cbir.descriptors.vae",
+}.items():
+    DESCRIPTORS.declare(_name, _module)
 
 __all__ = ["DESCRIPTORS", "Descriptor", "create_descriptor", "list_descriptors"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from skimage.feature import graycomatrix, graycoprops
 
 from cbir.descriptors.base import register_descriptor
 from cbir.specs import DescriptorSpec
@@ -72,6 +71,8 @@ class StatsDescriptor:
         return np.array([mean, sd, sd / mean if mean > 1e-12 else 0.0, skew, kurt, entropy])
 
     def _glcm_features(self, grey8: np.ndarray) -> np.ndarray:
+        from skimage.feature import graycomatrix, graycoprops  # (scipy): on first use
+
         quantised = (grey8.astype(np.uint16) * self.glcm_levels // 256).astype(np.uint8)
         glcm = graycomatrix(
             quantised, [self.glcm_distance], [0.0], levels=self.glcm_levels, normed=True

@@ -68,10 +68,12 @@ def vote_and_verify(
     cfg: LocalConfig,
     base_magnification: dict[int, float],
     allowed: set[float] | None = None,
+    slide_ids: set[int] | None = None,
 ) -> list[VerifiedGroup]:
     """Verified candidate groups, most inliers first (ties: votes, slide id, magnification).
     `base_magnification`: {slide id: its base magnification}; `allowed`: magnifications to
-    keep (None: all)."""
+    keep (None: all); `slide_ids`: slides to keep (None: all), applied to the voted tiles
+    before the top `cfg.candidates` are taken."""
     if len(query) == 0 or index.ntotal == 0:
         return []
     D, I = index.search(query.descriptors, cfg.neighbours)
@@ -83,6 +85,9 @@ def vote_and_verify(
     first = nearest_per_key(tile * len(query) + q_idx, dist)
     tile, row, q_idx, dist = tile[first], row[first], q_idx[first], dist[first]
     tiles, votes = np.unique(tile, return_counts=True)
+    if slide_ids is not None:
+        on = [r is not None and r.slide_id in slide_ids for r in meta.tiles_of(tiles)]
+        tiles, votes = tiles[np.asarray(on, bool)], votes[np.asarray(on, bool)]
     top = tiles[np.lexsort((tiles, -votes))][: cfg.candidates]
     records = dict(zip(top.tolist(), meta.tiles_of(top), strict=True))
     groups: dict[tuple[int, float], list[int]] = {}

@@ -1,0 +1,488 @@
+"""`cbir search`: one query, or a batch (a folder of images, a CSV of slide regions), with
+filters, a label vote and exports. Heavy imports happen inside the command."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from cbir.cli.errors import cli_errors
+from cbir.cli.options import DeviceOpt, IndexArg, KOpt
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from cbir.api import Index
+    from cbir.hits import SearchResult
+    from cbir.query import Region
+    from cbir.slides import SlideInfo
+
+#: Files of a query folder that are searched (other files are left alone).
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
+#: Columns a CSV of region queries must have (level-0 pixels; magnification 20 or 20x).
+CSV_COLUMNS = ("slide", "x", "y", "w", "h", "magnification")
+
+
+@dataclass
+class BatchItem:
+    """One query of a batch: what to search (None when the row was unreadable), where it
+    came from (`q.png`, `regions.csv line 4`) and why it could not be read."""
+
+    source: str
+    query: Path | Region | None
+    error: str | None = None
+
+
+def folder_queries(folder: Path) -> list[BatchItem]:
+    """Every image of a folder (not its sub-folders), sorted by name."""
+    from cbir.errors import QueryError
+
+    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+        raise QueryError(f"{folder}: no query images in this folder ({suffixes})")
+    return [BatchItem(str(p), p) for p in images]
+
+
+def csv_queries(path: Path) -> list[BatchItem]:
+    """Regions of a CSV with a header naming slide,x,y,w,h,magnification (any order, other
+    columns ignored). Slide paths are relative to the CSV's folder. A bad row becomes an
+    item with its error; a bad header raises."""
+    from cbir.errors import QueryError
+    from cbir.query import Region
+
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise QueryError(f"{path}: unreadable CSV ({exc})") from None
+    reader = csv.DictReader(text.splitlines())
+    fields = [f.strip().lower() for f in reader.fieldnames or []]
+    missing = [c for c in CSV_COLUMNS if c not in fields]
+    if missing:
+        raise QueryError(
+            f"{path}: the header must name {','.join(CSV_COLUMNS)} (missing {', '.join(missing)})"
+        )
+    reader.fieldnames = fields
+    items = []
+    for row in reader:
+        source = f"{path} line {reader.line_num}"
+        values = {c: (row.get(c) or "").strip() for c in CSV_COLUMNS}
+        if not any(values.values()):
+            continue  # a blank line
+        try:
+            items.append(BatchItem(source, _region(values, path.parent, Region)))
+        except ValueError as exc:
+            items.append(BatchItem(source, None, str(exc)))
+    if not items:
+        raise QueryError(f"{path}: no regions (only a header)")
+    return items
+
+
+def _region(values: dict[str, str], folder: Path, region_type: type[Region]) -> Region:
+    """A CSV row -> Region; ValueError saying which column is wrong."""
+    if not values["slide"]:
+        raise ValueError("no slide")
+    numbers = {}
+    for c in ("x", "y", "w", "h"):
+        try:
+            numbers[c] = int(values[c])
+        except ValueError:
+            raise ValueError(f"{c} {values[c]!r} is not a whole number of level-0 px") from None
+        if numbers[c] < 0:
+            raise ValueError(f"{c} {numbers[c]} is negative")
+    mag_text = values["magnification"].lower().removesuffix("x")
+    try:
+        mag = float(mag_text)
+    except ValueError:
+        raise ValueError(
+            f"magnification {values['magnification']!r} is not a number (e.g. 20 or 20x)"
+        ) from None
+    if not mag > 0:
+        raise ValueError(f"magnification {values['magnification']!r} must be > 0")
+    slide = Path(values["slide"])
+    if not slide.is_absolute() and (folder / slide).exists():
+        slide = folder / slide
+    return region_type(slide=str(slide), magnification=mag, **numbers)
+
+
+def _split_slides(slides: str | None) -> list[str] | None:
+    from cbir.errors import QueryError
+
+    if slides is None:
+        return None
+    names = [s.strip() for s in slides.split(",") if s.strip()]
+    if not names:
+        raise QueryError("--slides: give slide names or paths, e.g. a.svs,b.svs")
+    return names
+
+
+def _message(source: str, exc: Exception) -> str:
+    """An error line naming the query (once)."""
+    text = str(exc)
+    return text if text.startswith(source) else f"{source}: {text}"
+
+
+def plain(console: Console, text: str) -> None:
+    """One line as given: no markup, colour guesses or wrapping at the console's width."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def show_extras(result: SearchResult) -> None:
+    """Lines under the hits table: the slide filter and the label vote."""
+    from cbir.cli.render import stdout
+
+    if result.slides is not None or result.exclude_query_slide:
+        searched = ", ".join(result.slides or [])
+        own = " (the query's own slide excluded)" if result.exclude_query_slide else ""
+        plain(stdout, f"searched slides: {searched}{own}")
+    v = result.vote
+    if v is not None:
+        if v.value is None:
+            line = f"vote {v.key}: no hit has this label"
+        else:
+            others = ", ".join(f"{k} {n}" for k, n in v.counts.items() if k != v.value)
+            line = f"vote {v.key} (top {v.of}): {v.value}, {v.count} of {v.hits} labelled hits" + (
+                f"; {others}" if others else ""
+            )
+        plain(stdout, line)
+
+
+class _Progress:
+    """A transient rich bar of queries on stderr (stdout stays for results)."""
+
+    def __init__(self, total: int, json_out: bool) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        from cbir.cli.render import stderr
+
+        tty = sys.stdout.isatty() and not json_out  # tables print above the bar
+        self.bar = Progress(
+            TextColumn("searching"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("queries {task.fields[failed]}"),
+            console=stderr,
+            transient=True,
+            redirect_stdout=tty,
+            redirect_stderr=False,
+        )
+        self.task = self.bar.add_task("search", total=total, failed="")
+        self.failed = 0
+
+    def __enter__(self) -> _Progress:
+        if self.bar.console.is_terminal:  # nothing to draw into a pipe or a file
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar.live.is_started:
+            self.bar.stop()
+
+    def error(self, line: str) -> None:
+        self.failed += 1
+        plain(self.bar.console, f"cbir: error: {line}")
+        self.bar.update(self.task, failed=f"({self.failed} failed)")
+
+    def advance(self) -> None:
+        self.bar.advance(self.task)
+
+
+def search_cmd(
+    index: IndexArg,
+    query: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Query image (one tile or larger: larger is a region query), a folder of "
+            "query images, or a CSV of regions with a header slide,x,y,w,h,magnification.",
+            show_default=False,
+        ),
+    ] = None,
+    region: Annotated[
+        str | None, typer.Option(help="Region of a slide: SLIDE:x,y,w,h@MAGx, level-0 pixels.")
+    ] = None,
+    k: KOpt = None,
+    scale: Annotated[
+        str,
+        typer.Option(
+            help="Magnifications to search: all, auto (the bundle's scale comparator picks), "
+            "or one such as 20x."
+        ),
+    ] = "all",
+    verify: Annotated[
+        bool | None,
+        typer.Option(
+            "--verify/--no-verify",
+            help="Rank by local-feature RANSAC inliers (bundles with local features; "
+            "default: the recipe's).",
+        ),
+    ] = None,
+    allow_background: Annotated[
+        bool,
+        typer.Option(
+            "--allow-background/--no-allow-background",
+            help="Search a query without tissue (refused by default).",
+        ),
+    ] = False,
+    min_similarity: Annotated[
+        float | None,
+        typer.Option(
+            "--min-similarity",
+            min=0.0,
+            max=1.0,
+            help="Drop hits with a similarity (0..1) below this; fewer than k may remain.",
+        ),
+    ] = None,
+    expand: Annotated[
+        int | None,
+        typer.Option(
+            "--expand",
+            min=0,
+            help="Query expansion of tile queries: search again with the query plus its N "
+            "nearest tiles (unit-vector recipes; default: the recipe's; 0: off).",
+        ),
+    ] = None,
+    slides: Annotated[
+        str | None,
+        typer.Option(
+            "--slides",
+            help="Search only these slides: comma-separated file names or paths "
+            "(cbir info lists them).",
+        ),
+    ] = None,
+    exclude_query_slide: Annotated[
+        bool,
+        typer.Option(
+            "--exclude-query-slide/--no-exclude-query-slide",
+            help="Region queries: drop hits on the query's own slide (k hits still come "
+            "back when other slides have them).",
+        ),
+    ] = False,
+    vote: Annotated[
+        str | None,
+        typer.Option(
+            "--vote",
+            metavar="KEY",
+            help="Add the majority vote of the hits' values of this slide label (cbir label), "
+            "the mMV@k decision.",
+        ),
+    ] = None,
+    export: Annotated[
+        Path | None,
+        typer.Option(
+            "--export",
+            metavar="DIR",
+            help="Write the query and hit crops (PNG), a montage, an HTML report and QuPath "
+            "GeoJSON per slide into DIR (absent, empty, or a previous export).",
+        ),
+    ] = None,
+    device: DeviceOpt = "auto",
+    json_out: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print one JSON object on stdout; a batch prints one per query (JSON Lines).",
+        ),
+    ] = False,
+) -> None:
+    """Search a bundle with an image, a slide region, a folder of images or a CSV of regions.
+
+    A batch shows a progress bar on stderr and ends with a summary; a query that
+    fails gets one line on stderr, the others still run, and the exit code is then 1."""
+    from cbir.api import open_index
+    from cbir.errors import QueryError
+    from cbir.export.staging import check_target
+    from cbir.labels import check_key
+    from cbir.query import Region
+
+    if (query is None) == (region is None):
+        raise QueryError("give either a query (image, folder or CSV) or --region, not both")
+    names = _split_slides(slides)
+    if vote is not None:
+        check_key(vote)
+    if export is not None:
+        check_target(export)
+    batch: list[BatchItem] | None = None
+    if query is not None and query.is_dir():
+        if exclude_query_slide:
+            raise QueryError(
+                f"{query}: --exclude-query-slide needs region queries (a CSV of regions), "
+                "not a folder of images"
+            )
+        batch = folder_queries(query)
+    elif query is not None and query.suffix.lower() == ".csv" and query.is_file():
+        batch = csv_queries(query)
+    options = {
+        "k": k,
+        "scale": scale,
+        "verify": verify,
+        "allow_background": allow_background,
+        "min_similarity": min_similarity,
+        "expand": expand,
+        "slides": names,
+        "exclude_query_slide": exclude_query_slide,
+        "vote": vote,
+    }
+    with open_index(index, device=device) as ix:
+        if names is not None:
+            ix.slide_filter(None, names, False)  # unknown names: one line, before any search
+        if batch is None:
+            single = Region.parse(region) if region else query
+            assert single is not None
+            result = ix.search(single, **options)  # type: ignore[arg-type]
+            _print_result(result, json_out)
+            if export is not None:
+                _export_one(ix, single, result, export, json_out)
+            return
+        failed = _run_batch(ix, batch, options, export, json_out)
+    _summary(len(batch), failed, json_out)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _print_result(result: SearchResult, json_out: bool) -> None:
+    from cbir.cli.render import show_hits
+
+    if json_out:
+        typer.echo(result.model_dump_json())
+    else:
+        show_hits(result)
+        show_extras(result)
+
+
+def _export_one(
+    ix: Index, query: Path | Region | str, result: SearchResult, out: Path, json_out: bool
+) -> None:
+    from cbir.export import export_result
+
+    image, _ = ix.query_image(query)
+    report = export_result(result, image, out, _infos(ix), _region_of(query))
+    _export_lines(report.missing, f"exported to {out}", json_out)
+
+
+def _export_lines(missing: list[str], done: str, json_out: bool) -> None:
+    from cbir.cli.render import stderr, stdout
+
+    for line in missing:
+        plain(stderr, f"cbir: warning: crop not written: {line}")
+    plain(stderr if json_out else stdout, done)
+
+
+def _infos(ix: Index) -> dict[int, SlideInfo]:
+    """{slide id: SlideInfo} of a bundle's slides (base magnifications for crops)."""
+    return {sid: r.info for sid, r in ix.slides.items()}
+
+
+def _region_of(query: Path | Region | str) -> Region | None:
+    from cbir.api import as_region
+
+    return as_region(query)
+
+
+def _run_batch(
+    ix: Index,
+    batch: list[BatchItem],
+    options: dict[str, object],
+    export: Path | None,
+    json_out: bool,
+) -> list[str]:
+    """Search every item; print each result (a JSON line, or a table); export each into
+    DIR/<nnn>-<name>/ with a front page DIR/index.html. Returns the failed sources."""
+    import contextlib
+    import json
+
+    from cbir.errors import CbirError
+
+    failed: list[str] = []
+    entries: list[tuple[str, str, str]] = []
+    width = max(3, len(str(len(batch))))
+    with contextlib.ExitStack() as stack:
+        stage = None
+        if export is not None:
+            from cbir.export import staged_dir
+
+            stage = stack.enter_context(staged_dir(export))
+        progress = stack.enter_context(_Progress(len(batch), json_out))
+        for i, item in enumerate(batch, 1):
+            try:
+                if item.query is None:
+                    raise CbirError(item.error or "unreadable row")
+                result = ix.search(item.query, **options)  # type: ignore[arg-type]
+            except (CbirError, OSError) as exc:
+                line = _message(item.source, exc)
+                progress.error(line)
+                failed.append(item.source)
+                entries.append((item.source, "", f"failed: {exc}"))
+                if json_out:
+                    typer.echo(json.dumps({"query": item.source, "error": line}))
+                progress.advance()
+                continue
+            _print_result(result, json_out)
+            if stage is not None:
+                entries.append(_export_item(ix, item, result, stage, i, width))
+            progress.advance()
+        if stage is not None:
+            _write_batch_index(stage, entries, failed)
+    if export is not None:
+        _export_lines([], f"exported {len(batch) - len(failed)} results to {export}", json_out)
+    return failed
+
+
+def _export_item(
+    ix: Index, item: BatchItem, result: SearchResult, stage: Path, i: int, width: int
+) -> tuple[str, str, str]:
+    from cbir.cli.render import stderr
+    from cbir.export import write_export
+    from cbir.export.crops import safe_stem
+
+    assert item.query is not None
+    source = item.query if isinstance(item.query, Path) else Path(item.query.slide)
+    name = f"{i:0{width}d}-{safe_stem(source.name)}"
+    image, _ = ix.query_image(item.query)
+    report = write_export(result, image, stage / name, _infos(ix), _region_of(item.query))
+    for line in report.missing:
+        plain(stderr, f"cbir: warning: {item.source}: crop not written: {line}")
+    top = result.hits[0] if result.hits else None
+    outcome = (
+        f"hit 1: {top.slide} {top.magnification:g}x, similarity {top.similarity:.3f}"
+        if top is not None and top.similarity is not None
+        else ("no hits" if top is None else f"hit 1: {top.slide}")
+    )
+    if result.vote is not None and result.vote.value is not None:
+        outcome += f"; vote {result.vote.key}: {result.vote.value}"
+    return item.source, f"{name}/report.html", outcome
+
+
+def _write_batch_index(stage: Path, entries: list[tuple[str, str, str]], failed: list[str]) -> None:
+    import json
+
+    from cbir.export.report import index_html
+    from cbir.export.staging import MARKER, MARKER_KEY
+
+    (stage / "index.html").write_text(index_html(entries, f"cbir search: {len(entries)} queries"))
+    marker = {
+        MARKER_KEY: 1,
+        "kind": "batch",
+        "queries": [{"query": q, "report": r or None, "result": o} for q, r, o in entries],
+        "failed": failed,
+    }
+    (stage / MARKER).write_text(json.dumps(marker, indent=1))
+
+
+def _summary(total: int, failed: list[str], json_out: bool) -> None:
+    from cbir.cli.render import stderr, stdout
+
+    line = f"searched {total} queries: {total - len(failed)} ok, {len(failed)} failed"
+    if failed:
+        shown = ", ".join(failed[:10]) + (", ..." if len(failed) > 10 else "")
+        line += f" ({shown})"
+    plain(stderr if json_out else stdout, line)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `cbir search` to the CLI."""
+    app.command("search")(cli_errors(search_cmd))
