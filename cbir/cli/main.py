@@ -22,6 +22,7 @@ from cbir.cli.options import (
 )
 from cbir.cli.paths import expand_slides
 from cbir.cli.search import register as register_search
+from cbir.cli.serve import serve_cmd
 from cbir.cli.train import train_app
 
 app = typer.Typer(
@@ -318,6 +319,7 @@ def evaluate_cmd(
 
 
 app.add_typer(train_app, name="train")
+app.command("serve")(serve_cmd)
 
 
 @app.command("demo")

@@ -1,0 +1,59 @@
+"""Request and response bodies of the HTTP API (validated by pydantic, documented on
+FastAPI's OpenAPI page)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SearchOptions(BaseModel):
+    """What every search takes besides its query (form fields of a multipart upload, or
+    fields of the JSON body of a region search)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    k: int | None = Field(None, ge=1, le=1000, description="Hits (the recipe's k if unset).")
+    scale: str = Field("all", description='"all", "auto" or one magnification such as "20x".')
+    verify: bool | None = Field(None, description="Rank by local-feature RANSAC inliers.")
+    allow_background: bool = Field(False, description="Search a query without tissue.")
+    min_similarity: float | None = Field(None, ge=0.0, le=1.0)
+    expand: int | None = Field(None, ge=0, le=100, description="Query expansion (tile queries).")
+    slides: list[int] | None = Field(None, description="Search only these slide ids.")
+    exclude_query_slide: bool = Field(
+        False, description="Region queries: drop hits on the query's own slide."
+    )
+    vote: str | None = Field(
+        None, description="A slide label (cbir label): majority vote of the hits' values."
+    )
+
+
+class RegionSearch(SearchOptions):
+    """A region of an indexed slide as the query: level-0 pixels, read at `magnification`
+    (unset: the highest indexed magnification at which it covers a whole tile)."""
+
+    slide: int = Field(description="Slide id (GET /slides).")
+    x: int = Field(ge=0)
+    y: int = Field(ge=0)
+    w: int = Field(gt=0)
+    h: int = Field(gt=0)
+    magnification: float | None = Field(None, gt=0)
+
+
+class SlideView(BaseModel):
+    """An indexed slide as the web page needs it."""
+
+    slide_id: int
+    name: str
+    width: int  # level-0 pixels
+    height: int
+    base_magnification: float
+    magnifications: list[float]
+    tiles: int
+    dzi: str  # URL of its Deep Zoom descriptor
+
+
+class Health(BaseModel):
+    status: str
+    generation: int
+    recipe: str
+    slides: int

@@ -1,0 +1,252 @@
+// cbir web page: search by an uploaded image or a region drawn on a slide, list the
+// ranked hits, open a hit's slide in OpenSeadragon with the hit's rectangle drawn over it.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+
+// Page state; exposed as window.cbir for tests and the console.
+const state = {
+  slides: [],         // GET /slides
+  viewer: null,       // OpenSeadragon.Viewer
+  slideId: null,      // slide shown in the viewer
+  overlay: null,      // {x, y, w, h} level-0 px of the drawn hit rectangle
+  overlayReady: false,
+  hits: [],           // hits of the last search
+  drawing: false,
+};
+window.cbir = state;
+
+function setStatus(text, error = false) {
+  const el = $("status");
+  el.textContent = text;
+  el.classList.toggle("error", error);
+}
+
+async function getJSON(url, options) {
+  const response = await fetch(url, options);
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+    throw new Error(detail || `${response.status} ${response.statusText}`);
+  }
+  return body;
+}
+
+function slideName(id) {
+  const slide = state.slides.find((s) => s.slide_id === id);
+  return slide ? slide.name : `slide ${id}`;
+}
+
+function regionURL(hit, maxSide) {
+  const q = new URLSearchParams({
+    x: hit.x, y: hit.y, w: hit.w, h: hit.h, magnification: hit.magnification,
+  });
+  if (maxSide) q.set("max_side", maxSide);
+  return `/slides/${hit.slide_id}/region.png?${q}`;
+}
+
+// -- viewer ---------------------------------------------------------------------------
+function openSlide(slideId, rect) {
+  state.overlayReady = false;
+  state.overlay = rect || null;
+  const show = () => {
+    state.viewer.clearOverlays();
+    if (rect) {
+      const r = state.viewer.viewport.imageToViewportRectangle(rect.x, rect.y, rect.w, rect.h);
+      const el = document.createElement("div");
+      el.className = "hit-overlay";
+      el.id = "hit-overlay";
+      state.viewer.addOverlay({ element: el, location: r });
+      const margin = Math.max(r.width, r.height) * 1.5;
+      state.viewer.viewport.fitBounds(
+        new OpenSeadragon.Rect(r.x - margin, r.y - margin, r.width + 2 * margin,
+                               r.height + 2 * margin), true);
+      state.overlayReady = true;
+    }
+  };
+  if (state.slideId === slideId && state.viewer.world.getItemCount() > 0) {
+    show();
+  } else {
+    state.slideId = slideId;
+    state.viewer.addOnceHandler("open", show);
+    state.viewer.open(`/slides/${slideId}.dzi`);
+  }
+  $("slide-select").value = String(slideId);
+  $("viewer").dataset.slideId = String(slideId);
+  $("viewer-caption").textContent = rect
+    ? `${slideName(slideId)}: ${rect.w} x ${rect.h} px at (${rect.x}, ${rect.y})`
+    : slideName(slideId);
+}
+
+function setupViewer() {
+  state.viewer = OpenSeadragon({
+    id: "viewer",
+    prefixUrl: "/static/openseadragon/images/",
+    showNavigator: true,
+    maxZoomPixelRatio: 2,
+    gestureSettingsMouse: { clickToZoom: false },
+  });
+  // Region drawing: drag on the slide while "Draw a region" is on.
+  let start = null;
+  let box = null;
+  const toImage = (pos) => state.viewer.viewport.viewerElementToImageCoordinates(pos);
+  const rectOf = (a, b) => ({
+    x: Math.round(Math.min(a.x, b.x)), y: Math.round(Math.min(a.y, b.y)),
+    w: Math.round(Math.abs(a.x - b.x)), h: Math.round(Math.abs(a.y - b.y)),
+  });
+  state.viewer.addHandler("canvas-press", (e) => {
+    if (!state.drawing) return;
+    e.preventDefaultAction = true;
+    start = toImage(e.position);
+  });
+  state.viewer.addHandler("canvas-drag", (e) => {
+    if (!state.drawing || !start) return;
+    e.preventDefaultAction = true;
+    const r = rectOf(start, toImage(e.position));
+    const vr = state.viewer.viewport.imageToViewportRectangle(r.x, r.y, r.w, r.h);
+    if (!box) {
+      box = document.createElement("div");
+      box.className = "draw-overlay";
+      state.viewer.addOverlay({ element: box, location: vr });
+    } else {
+      state.viewer.updateOverlay(box, vr);
+    }
+  });
+  state.viewer.addHandler("canvas-release", (e) => {
+    if (!state.drawing || !start) return;
+    e.preventDefaultAction = true;
+    const r = rectOf(start, toImage(e.position));
+    if (box) state.viewer.removeOverlay(box);
+    start = null;
+    box = null;
+    setDrawing(false);
+    if (r.w > 8 && r.h > 8) searchRegion(r);
+  });
+}
+
+function setDrawing(on) {
+  state.drawing = on;
+  $("viewer").classList.toggle("drawing", on);
+  $("draw-toggle").textContent = on ? "Drag on the slide..." : "Draw a region";
+  state.viewer.setMouseNavEnabled(true);
+}
+
+// -- search ---------------------------------------------------------------------------
+function options() {
+  return { k: Number($("opt-k").value) || 10, scale: $("opt-scale").value };
+}
+
+async function searchImage(file) {
+  const preview = $("query-preview");
+  preview.src = URL.createObjectURL(file);
+  const form = new FormData();
+  form.append("image", file, file.name);
+  for (const [key, value] of Object.entries(options())) form.append(key, String(value));
+  await runSearch(`${file.name}`, { method: "POST", body: form });
+}
+
+async function searchRegion(r) {
+  const body = { ...options(), slide: state.slideId, ...r };
+  if ($("opt-exclude").checked) body.exclude_query_slide = true;
+  const slide = state.slides.find((s) => s.slide_id === state.slideId);
+  $("query-preview").src = regionURL(
+    { ...r, slide_id: state.slideId, magnification: slide.base_magnification }, 320);
+  await runSearch(`${slideName(state.slideId)} region`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+}
+
+async function runSearch(label, request) {
+  setStatus(`searching ${label}...`);
+  $("hits").replaceChildren();
+  const started = performance.now();
+  try {
+    const result = await getJSON("/search", request);
+    state.hits = result.hits;
+    renderHits(result);
+    const ms = Math.round(performance.now() - started);
+    const few = result.hits.length < (result.k || 0) ? ` (${result.hits.length} of k=${result.k})` : "";
+    setStatus(`${result.hits.length} hits${few} for ${result.query}, ${ms} ms`);
+  } catch (err) {
+    state.hits = [];
+    setStatus(err.message, true);
+  }
+}
+
+function renderHits(result) {
+  const list = $("hits");
+  for (const hit of result.hits) {
+    const li = document.createElement("li");
+    li.className = "hit";
+    li.dataset.rank = hit.rank;
+    li.tabIndex = 0;
+    const img = document.createElement("img");
+    img.src = regionURL(hit, 192);
+    img.alt = `hit ${hit.rank}`;
+    img.loading = "lazy";
+    const cap = document.createElement("div");
+    cap.className = "caption";
+    const sim = hit.similarity == null ? "" : `similarity ${hit.similarity.toFixed(3)}`;
+    const dist = hit.inliers != null ? `${hit.inliers} inliers` : `distance ${hit.distance.toFixed(3)}`;
+    cap.innerHTML = "";
+    const lines = [
+      [`#${hit.rank} `, ""], [hit.slide, "slide"],
+      [`${hit.magnification}x  (${hit.x}, ${hit.y})  ${hit.w} x ${hit.h} px`, ""],
+      [`${sim}  ${dist}`, "sim"],
+    ];
+    const labels = Object.entries(hit.labels || {}).map(([k, v]) => `${k}=${v}`).join(", ");
+    if (labels) lines.push([labels, "labels"]);
+    for (const [text, cls] of lines) {
+      const span = document.createElement(cls === "slide" ? "span" : "div");
+      if (cls) span.className = cls;
+      span.textContent = text;
+      cap.appendChild(span);
+    }
+    li.append(img, cap);
+    const open = () => {
+      for (const el of list.querySelectorAll(".hit.selected")) el.classList.remove("selected");
+      li.classList.add("selected");
+      openSlide(hit.slide_id, { x: hit.x, y: hit.y, w: hit.w, h: hit.h });
+    };
+    li.addEventListener("click", open);
+    li.addEventListener("keydown", (e) => { if (e.key === "Enter") open(); });
+    list.appendChild(li);
+  }
+}
+
+// -- setup ----------------------------------------------------------------------------
+async function init() {
+  setupViewer();
+  const zone = $("drop-zone");
+  $("query-file").addEventListener("change", (e) => {
+    if (e.target.files.length) searchImage(e.target.files[0]);
+  });
+  zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (e) => {
+    e.preventDefault();
+    zone.classList.remove("over");
+    if (e.dataTransfer.files.length) searchImage(e.dataTransfer.files[0]);
+  });
+  $("draw-toggle").addEventListener("click", () => setDrawing(!state.drawing));
+  $("slide-select").addEventListener("change", (e) => openSlide(Number(e.target.value)));
+  try {
+    const [health, slides] = await Promise.all([getJSON("/healthz"), getJSON("/slides")]);
+    state.slides = slides;
+    $("bundle-info").textContent =
+      `${health.recipe}, ${health.slides} slides, generation ${health.generation}`;
+    const mags = [...new Set(slides.flatMap((s) => s.magnifications))].sort((a, b) => a - b);
+    for (const value of ["auto", ...mags.map((m) => `${m}x`)]) {
+      $("opt-scale").append(new Option(value, value));
+    }
+    for (const s of slides) $("slide-select").append(new Option(s.name, String(s.slide_id)));
+    if (slides.length) openSlide(slides[0].slide_id);
+    document.body.dataset.ready = "1";
+  } catch (err) {
+    setStatus(err.message, true);
+  }
+}
+
+init();

@@ -1,0 +1,157 @@
+"""The web page in a real browser: Debian's chromium driven by playwright (never
+`playwright install`). `cbir serve` runs as a subprocess on 127.0.0.1; the test uploads a
+crop of a real slide, waits for the hits, opens hit 1 and checks the viewer shows that
+slide with the hit's rectangle drawn at the hit's place; then draws a region on the slide
+and checks its search. Screenshots go to the test's tmp dir (printed)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import cbir
+from cbir.slides.open import open_slide
+from conftest import CMU, needs_shared_data
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+playwright_api = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
+)
+pytest.importorskip("fastapi", reason="cbir[serve] is not installed")
+pytestmark = [
+    needs_shared_data,
+    pytest.mark.skipif(CHROMIUM is None, reason="no chromium (apt-get install chromium)"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("browser") / "idx"
+    cbir.build_index([CMU], root, "stats-lsh32")
+    port = free_port()
+    cmd = [sys.executable, "-c", "from cbir.cli.main import app; app()", "serve", str(root)]
+    proc = subprocess.Popen(
+        [*cmd, "--port", str(port), "--device", "cpu"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if proc.poll() is not None:
+                    out = proc.stdout.read().decode() if proc.stdout else ""
+                    pytest.fail(f"cbir serve exited: {out}")
+                time.sleep(0.1)
+        else:
+            pytest.fail("cbir serve did not answer /healthz in 30 s")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_upload_a_crop_and_open_the_hit(server: str, tmp_path: Path) -> None:
+    # a 224 px crop at 20x (the slide's base) where an indexed tile lies
+    with open_slide(CMU) as slide:
+        Image.fromarray(slide.read_region(896, 1120, 224, 224, 20)).save(tmp_path / "q.png")
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(server + "/")
+            page.wait_for_selector("body[data-ready='1']")
+            page.set_input_files("#query-file", str(tmp_path / "q.png"))
+            page.wait_for_selector("#hits .hit")
+            assert "hits for q.png" in page.inner_text("#status")
+            hit = page.evaluate("window.cbir.hits[0]")
+            assert hit["slide"] == CMU.name and hit["magnification"] == 20
+            assert (hit["x"], hit["y"], hit["w"], hit["h"]) == (896, 1120, 224, 224)
+            # the thumbnail is the hit's crop, served by the API
+            page.wait_for_function(
+                "document.querySelector('#hits .hit img').naturalWidth > 0", timeout=10_000
+            )
+            page.click("#hits .hit >> nth=0")
+            page.wait_for_function("window.cbir.overlayReady === true", timeout=20_000)
+            page.wait_for_function(
+                "window.cbir.viewer.world.getItemAt(0).getFullyLoaded()", timeout=20_000
+            )
+            shown = page.evaluate(
+                """() => {
+                  const v = window.cbir.viewer;
+                  const o = v.currentOverlays[0];
+                  const r = v.viewport.viewportToImageRectangle(o.getBounds(v.viewport));
+                  const box = document.getElementById('hit-overlay').getBoundingClientRect();
+                  return {slide: window.cbir.slideId, url: v.world.getItemAt(0).source.tilesUrl,
+                          x: r.x, y: r.y, w: r.width, h: r.height,
+                          visible: box.width > 4 && box.height > 4};
+                }"""
+            )
+            assert shown["slide"] == hit["slide_id"]
+            assert shown["url"].endswith(f"/slides/{hit['slide_id']}_files/")
+            for key in ("x", "y", "w", "h"):
+                assert shown[key] == pytest.approx(hit[key], abs=1.0)
+            assert shown["visible"]
+            page.screenshot(path=str(tmp_path / "hit.png"))
+            print(f"screenshot: {tmp_path / 'hit.png'}")
+
+            # draw a region on the slide: it is searched and found at its place
+            page.click("#draw-toggle")
+            corner = page.evaluate(
+                """([x, y]) => {
+                  const v = window.cbir.viewer;
+                  const p = v.viewport.imageToViewerElementCoordinates(
+                      new OpenSeadragon.Point(x, y));
+                  const r = v.element.getBoundingClientRect();
+                  return [p.x + r.left, p.y + r.top];
+                }""",
+                [hit["x"], hit["y"]],
+            )
+            end = page.evaluate(
+                """([x, y]) => {
+                  const v = window.cbir.viewer;
+                  const p = v.viewport.imageToViewerElementCoordinates(
+                      new OpenSeadragon.Point(x, y));
+                  const r = v.element.getBoundingClientRect();
+                  return [p.x + r.left, p.y + r.top];
+                }""",
+                [hit["x"] + hit["w"], hit["y"] + hit["h"]],
+            )
+            page.mouse.move(*corner)
+            page.mouse.down()
+            page.mouse.move((corner[0] + end[0]) / 2, (corner[1] + end[1]) / 2, steps=5)
+            page.mouse.move(*end, steps=5)
+            page.mouse.up()
+            page.wait_for_function(
+                "document.getElementById('status').textContent.includes('region')",
+                timeout=20_000,
+            )
+            page.wait_for_selector("#hits .hit")
+            region_hit = page.evaluate("window.cbir.hits[0]")
+            assert region_hit["slide_id"] == hit["slide_id"]
+            assert abs(region_hit["x"] - hit["x"]) <= 8 and abs(region_hit["y"] - hit["y"]) <= 8
+            page.screenshot(path=str(tmp_path / "region.png"))
+            assert errors == []
+        finally:
+            browser.close()

@@ -1,0 +1,166 @@
+#!/usr/bin/env python
+"""HTTP latency of `cbir serve`: search p50/p99 on a warm server and Deep Zoom tile time.
+
+    python tools/bench_serve.py --json [--n 1000000] [--queries 200]
+
+Search: a stats-lsh32 bundle of `--n` synthetic tiles (tools/bench_search.py's
+collection, written through the real bundle code path) is served by `cbir serve` in a
+subprocess on 127.0.0.1; one HTTP client (keep-alive) posts a 224 px PNG tissue tile
+(cut from cbir's sample image) as multipart `/search` with k = 10, `--warmup` times, then
+`--queries` times: wall time of each request as the client sees it (upload, decode,
+tissue check, describe, encode, Faiss, LMDB, JSON).
+Deep Zoom: a bundle of the generated sample slide (a 3-level pyramidal TIFF) is served
+the same way; every tile of its pyramid's three highest levels is fetched once cold and
+once warm; p50/p99 per tile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from bench_search import build_bundle  # same folder
+from benchutil import log
+from PIL import Image
+
+import cbir
+from cbir.sample import sample_image, write_pyramidal_tiff
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def serve(bundle: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `cbir serve bundle` and wait for /healthz."""
+    port = free_port()
+    cmd = [sys.executable, "-c", "from cbir.cli.main import app; app()", "serve", str(bundle)]
+    proc = subprocess.Popen([*cmd, "--port", str(port), "--device", "cpu"])
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("bench_serve: the server did not start")
+
+
+def ms(seconds: list[float]) -> dict[str, float]:
+    a = np.array(seconds) * 1000
+    return {
+        "p50_ms": round(float(np.percentile(a, 50)), 2),
+        "p99_ms": round(float(np.percentile(a, 99)), 2),
+        "n": len(a),
+    }
+
+
+def query_png() -> bytes:
+    image = sample_image()
+    h, w = image.shape[:2]
+    tile = image[h // 2 - 112 : h // 2 + 112, w // 2 - 112 : w // 2 + 112]
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(tile)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def bench_search(bundle: Path, queries: int, warmup: int) -> dict[str, object]:
+    proc, url = serve(bundle)
+    try:
+        png = query_png()
+        times = []
+        with httpx.Client(base_url=url, timeout=60) as client:
+            for i in range(warmup + queries):
+                t0 = time.perf_counter()
+                r = client.post(
+                    "/search", files={"image": ("q.png", png, "image/png")}, data={"k": "10"}
+                )
+                elapsed = time.perf_counter() - t0
+                r.raise_for_status()
+                if i >= warmup:
+                    times.append(elapsed)
+            server_seconds = r.json()["seconds"]
+        return {**ms(times), "last_server_side_ms": round(server_seconds * 1000, 3)}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def bench_deep_zoom(tmp: Path) -> dict[str, object]:
+    slide = write_pyramidal_tiff(tmp / "sample.tif", sample_image(), mpp=0.25)
+    bundle = tmp / "dz-idx"
+    cbir.build_index([slide], bundle, "stats-lsh32")
+    proc, url = serve(bundle)
+    try:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            client.get("/slides/1.dzi").raise_for_status()
+            top = 0
+            while client.get(f"/slides/1_files/{top + 1}/0_0.jpeg").status_code == 200:
+                top += 1
+            addresses, cold = [], []
+
+            def fetch(level: int, col: int, row: int) -> bool:
+                t0 = time.perf_counter()
+                ok = client.get(f"/slides/1_files/{level}/{col}_{row}.jpeg").status_code == 200
+                if ok:
+                    cold.append(time.perf_counter() - t0)
+                    addresses.append((level, col, row))
+                return ok
+
+            for level in range(max(0, top - 2), top + 1):
+                col = 0
+                while fetch(level, col, 0):
+                    row = 1
+                    while fetch(level, col, row):
+                        row += 1
+                    col += 1
+            warm = []
+            for level, col, row in addresses:
+                t0 = time.perf_counter()
+                client.get(f"/slides/1_files/{level}/{col}_{row}.jpeg").raise_for_status()
+                warm.append(time.perf_counter() - t0)
+        return {"tiles": len(addresses), "first_fetch": ms(cold), "second_fetch": ms(warm)}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = Path(tmp) / "idx"
+        log("bench_serve", f"building a stats-lsh32 bundle of {args.n} synthetic tiles")
+        build = build_bundle(bundle, "stats-lsh32", args.n, seed=0)
+        log("bench_serve", "timing /search")
+        search = bench_search(bundle, args.queries, args.warmup)
+        log("bench_serve", "timing Deep Zoom tiles")
+        zoom = bench_deep_zoom(Path(tmp))
+    out = {
+        "tiles": args.n,
+        "build_seconds": build["build_seconds"],
+        "search": search,
+        "deep_zoom_tile": zoom,
+        "protocol": "one keep-alive HTTP client on 127.0.0.1; multipart 224 px PNG, k=10",
+    }
+    print(json.dumps(out, indent=None if args.json else 2))
+
+
+if __name__ == "__main__":
+    main()
