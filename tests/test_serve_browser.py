@@ -70,6 +70,19 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc.wait(timeout=30)
 
 
+def screen_point(page: playwright_api.Page, x: float, y: float) -> list[float]:
+    """Page coordinates of level-0 slide pixel (x, y) in the viewer."""
+    return page.evaluate(
+        """([x, y]) => {
+          const v = window.cbir.viewer;
+          const p = v.viewport.imageToViewerElementCoordinates(new OpenSeadragon.Point(x, y));
+          const r = v.element.getBoundingClientRect();
+          return [p.x + r.left, p.y + r.top];
+        }""",
+        [x, y],
+    )
+
+
 def test_upload_a_crop_and_open_the_hit(server: str, tmp_path: Path) -> None:
     # a 224 px crop at 20x (the slide's base) where an indexed tile lies
     with open_slide(CMU) as slide:
@@ -118,26 +131,8 @@ def test_upload_a_crop_and_open_the_hit(server: str, tmp_path: Path) -> None:
 
             # draw a region on the slide: it is searched and found at its place
             page.click("#draw-toggle")
-            corner = page.evaluate(
-                """([x, y]) => {
-                  const v = window.cbir.viewer;
-                  const p = v.viewport.imageToViewerElementCoordinates(
-                      new OpenSeadragon.Point(x, y));
-                  const r = v.element.getBoundingClientRect();
-                  return [p.x + r.left, p.y + r.top];
-                }""",
-                [hit["x"], hit["y"]],
-            )
-            end = page.evaluate(
-                """([x, y]) => {
-                  const v = window.cbir.viewer;
-                  const p = v.viewport.imageToViewerElementCoordinates(
-                      new OpenSeadragon.Point(x, y));
-                  const r = v.element.getBoundingClientRect();
-                  return [p.x + r.left, p.y + r.top];
-                }""",
-                [hit["x"] + hit["w"], hit["y"] + hit["h"]],
-            )
+            corner = screen_point(page, hit["x"], hit["y"])
+            end = screen_point(page, hit["x"] + hit["w"], hit["y"] + hit["h"])
             page.mouse.move(*corner)
             page.mouse.down()
             page.mouse.move((corner[0] + end[0]) / 2, (corner[1] + end[1]) / 2, steps=5)
