@@ -18,15 +18,18 @@ replace leaves the previous bundle as it was (its leftovers are swept next time)
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import lmdb
 from pydantic import BaseModel, ValidationError
 
 from cbir import __version__
@@ -295,6 +298,41 @@ def _fsync_tree(path: Path) -> None:
             os.close(fd)
 
 
+_GENERATION = re.compile(r"gen-\d{6}")
+
+
+#: Below this much free space, a failed write says the disk is probably full.
+LOW_SPACE_BYTES = 64 << 20
+#: OSErrors of a failed write (not of a bad input file).
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
+
+
+def write_failed(root: Path, exc: BaseException) -> BundleError:
+    """The error for a write that failed while staging or publishing a generation: names
+    the bundle, the cause and the device's free space; the live bundle is unchanged."""
+    try:
+        free = shutil.disk_usage(root).free
+        space = f"{free / 1e6:.0f} MB free on its device"
+        if free < LOW_SPACE_BYTES:
+            space += ": the disk is full or nearly"
+    except OSError:
+        space = "free space unknown"
+    return BundleError(
+        f"{root}: could not write the new generation ({exc}; {space}); the bundle is unchanged"
+    )
+
+
+def _first_build_debris(p: Path) -> bool:
+    """What a failed or killed first build can leave in a directory with no manifest:
+    the lock file, a stage, an unpublished generation, the manifest's temp file."""
+    name = p.name
+    return (
+        name in (".lock", f".{MANIFEST}.tmp")
+        or name.startswith(".tmp-gen-")
+        or (p.is_dir() and _GENERATION.fullmatch(name) is not None)
+    )
+
+
 def _sweep(root: Path, keep: int | None) -> None:
     """Delete generation and temp directories other than generation `keep`."""
     for p in root.iterdir():
@@ -324,6 +362,17 @@ class BundleWriter:
         self.committed = False
 
     def commit(self, recipe: Recipe, counts: Counts) -> Manifest:
+        """Write the staged generation's files and publish it (one atomic manifest
+        replace); a failed write (disk full, I/O error) is a BundleError naming the bundle
+        and its free space, and publishes nothing."""
+        try:
+            return self._commit(recipe, counts)
+        except (OSError, lmdb.Error) as exc:
+            if self.committed:
+                raise
+            raise write_failed(self.root, exc) from None
+
+    def _commit(self, recipe: Recipe, counts: Counts) -> Manifest:
         assert self.index is not None and self.meta is not None and self.pipeline is not None
         n_meta = self.meta.tile_count()
         if not (self.index.ntotal == n_meta == counts.tiles):
@@ -455,14 +504,7 @@ def transaction(
     if root.exists() and not root.is_dir():
         raise BundleError(f"{root}: exists and is not a directory")
     made_root = not root.exists()
-    leftovers = {".lock"}  # what a failed or interrupted first build can leave
-    if (
-        create
-        and root.exists()
-        and any(
-            p.name not in leftovers and not p.name.startswith(".tmp-gen-") for p in root.iterdir()
-        )
-    ):
+    if create and root.exists() and any(not _first_build_debris(p) for p in root.iterdir()):
         if not (root / MANIFEST).exists():
             raise BundleError(f"{root}: directory is not empty and is not an index bundle")
         if not overwrite:
@@ -477,13 +519,18 @@ def transaction(
             previous = _previous_manifest(root, tolerate_broken=create and overwrite)
             live = Bundle.open(root) if not create else None
             _sweep(root, keep=previous.generation if previous else None)
+            if previous is None:
+                (root / f".{MANIFEST}.tmp").unlink(missing_ok=True)
             stage = root / f".tmp-gen-{os.getpid()}"
             stage.mkdir()
             writer = BundleWriter(root, previous, stage, fresh=create)
             try:
                 if live is not None:
                     (stage / META_DIR).mkdir()
-                    live.meta.copy_to(stage / META_DIR)
+                    try:
+                        live.meta.copy_to(stage / META_DIR)
+                    except (OSError, lmdb.Error) as exc:
+                        raise write_failed(root, exc) from None
                     writer.index = live.index
                     writer.pipeline = live.pipeline
                     writer.scale_weights = live.scale_weights
@@ -493,7 +540,14 @@ def transaction(
                     live = None
                 (stage / META_DIR).mkdir(exist_ok=True)
                 writer.meta = MetadataStore(stage / META_DIR, readonly=False)
-                yield writer
+                try:
+                    yield writer
+                except lmdb.Error as exc:  # writing the staged LMDB (disk full, I/O error)
+                    raise write_failed(root, exc) from None
+                except OSError as exc:
+                    if exc.errno in WRITE_ERRNOS:
+                        raise write_failed(root, exc) from None
+                    raise
                 committed = writer.committed
             finally:
                 if live is not None:

@@ -16,7 +16,13 @@ from pydantic import BaseModel
 from cbir.bundle import BundleWriter, Counts, Manifest, transaction
 from cbir.delf.extract import LocalFeatures
 from cbir.delf.stage import LocalStage, local_ids
-from cbir.errors import BundleMismatchError, CbirError, DuplicateSlideError, EmptyTissueError
+from cbir.errors import (
+    BundleMismatchError,
+    CbirError,
+    DuplicateSlideError,
+    EmptyTissueError,
+    SlideReadError,
+)
 from cbir.float_index import FloatTileIndex
 from cbir.metadata import CodeGrid, MetadataStore, SlideRecord
 from cbir.pipeline import TilePipeline
@@ -96,6 +102,18 @@ class IndexReport(BaseModel):
     index_kind: str
     seconds: float
     stage_seconds: dict[str, float]
+    skipped: list[SkippedSlide] = []  # --skip-errors: slides left out, with why
+
+
+class SkippedSlide(BaseModel):
+    """A slide `--skip-errors` left out: unreadable, or no tissue."""
+
+    path: str
+    reason: str
+
+
+#: What `--skip-errors` skips: a slide that cannot be read or has no tissue tile.
+SKIPPABLE = (SlideReadError, EmptyTissueError)
 
 
 @dataclass
@@ -265,20 +283,36 @@ def describe_slides(
     timer: StageTimer,
     references: bool = False,
     local: LocalStage | None = None,
+    skipped: list[SkippedSlide] | None = None,
 ) -> list[DescribedSlide]:
     """Plan every slide first (so bad input fails before any long work), then describe.
-    `references`: keep sample tiles for `--scale auto` (bundles with a scale comparator)."""
+    `references`: keep sample tiles for `--scale auto` (bundles with a scale comparator).
+    `skipped`: when given, a slide that cannot be read or has no tissue is listed there
+    and left out instead of failing the whole call."""
+
+    def plan(p: Path) -> SlidePlan | Exception:
+        try:
+            return plan_slide(p, recipe, base_magnification, min_tissue_fraction, timer)
+        except SKIPPABLE as exc:
+            if skipped is None:
+                raise
+            return exc
+
     with ThreadPoolExecutor(max_workers=DEFAULT_WORKERS) as pool:  # thumbnails decode in C
-        plans = list(
-            pool.map(
-                lambda p: plan_slide(p, recipe, base_magnification, min_tissue_fraction, timer),
-                paths,
+        planned = list(pool.map(plan, paths))
+    described = []
+    for path, result in zip(paths, planned, strict=True):
+        try:
+            if isinstance(result, Exception):
+                raise result
+            described.append(
+                describe_plan(result, pipeline, progress, timer, references=references, local=local)
             )
-        )
-    return [
-        describe_plan(plan, pipeline, progress, timer, references=references, local=local)
-        for plan in plans
-    ]
+        except SKIPPABLE as exc:
+            if skipped is None:
+                raise
+            skipped.append(SkippedSlide(path=str(path), reason=str(exc)))
+    return described
 
 
 def _code_grids(
@@ -407,11 +441,27 @@ def _now() -> str:
     return now()
 
 
-def _unique_paths(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
+def _unique_paths(
+    paths: Sequence[str | os.PathLike[str]], skipped: list[SkippedSlide] | None = None
+) -> list[Path]:
+    """Absolute paths, duplicates dropped (first kept); SlideReadError naming a path that
+    cannot be resolved (a symlink loop), or an entry in `skipped` when it is given."""
     seen: dict[Path, None] = {}
     for p in paths:
-        seen.setdefault(Path(p).resolve(), None)
+        try:
+            seen.setdefault(Path(p).resolve(), None)
+        except (RuntimeError, OSError) as exc:  # RuntimeError: a symlink loop (Python 3.11)
+            error = f"{p}: cannot resolve the path ({exc})"
+            if skipped is None:
+                raise SlideReadError(error) from None
+            skipped.append(SkippedSlide(path=str(p), reason=error))
     return list(seen)
+
+
+def _nothing_left(skipped: list[SkippedSlide]) -> CbirError:
+    return CbirError(
+        f"no slide could be indexed: all {len(skipped)} were skipped (first: {skipped[0].reason})"
+    )
 
 
 def build_index(
@@ -427,17 +477,21 @@ def build_index(
     device: str | None = "auto",
     scale_weights: str | os.PathLike[str] | None = None,
     local_weights: str | os.PathLike[str] | None = None,
+    skip_errors: bool = False,
 ) -> IndexReport:
     """Index `slides` into a new bundle at `out` (atomic: on any error nothing is written).
+    `skip_errors`: leave out slides that cannot be read or have no tissue (listed in the
+    report's `skipped`) instead of failing; it fails when none is left.
     `weights`: model file of a learned descriptor, copied into the bundle;
     `scale_weights`: a scale comparator (`cbir train scale`) for `--scale auto`;
     `local_weights`: DELF weights (`cbir train delf`): store local features for `--verify`
     (recipes with a [local] section have them anyway)."""
     start = time.perf_counter()
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(str(recipe))
-    paths = _unique_paths(slides)
+    skipped: list[SkippedSlide] | None = [] if skip_errors else None
+    paths = _unique_paths(slides, skipped)
     if not paths:
-        raise CbirError("no slides given")
+        raise _nothing_left(skipped) if skipped else CbirError("no slides given")
     timer = StageTimer()
     pipeline = TilePipeline(recipe, weights=weights, device=device)
     recipe, local = local_stage_for(recipe, weights, local_weights, device)
@@ -457,9 +511,13 @@ def build_index(
             timer,
             references=writer.scale_weights is not None,
             local=local,
+            skipped=skipped,
         )
+        if not described:
+            assert skipped
+            raise _nothing_left(skipped)
         summaries, manifest = write_new_bundle(writer, recipe, pipeline, described, timer, local)
-    return _report(out, manifest, summaries, [], [], start, timer)
+    return _report(out, manifest, summaries, [], [], start, timer, skipped)
 
 
 def local_stage_for(
@@ -520,6 +578,7 @@ def _report(
     removed: list[str],
     start: float,
     timer: StageTimer,
+    skipped: list[SkippedSlide] | None = None,
 ) -> IndexReport:
     return IndexReport(
         bundle=str(out),
@@ -532,6 +591,7 @@ def _report(
         index_kind=manifest.index_kind,
         seconds=round(time.perf_counter() - start, 4),
         stage_seconds=timer.as_dict(),
+        skipped=skipped or [],
     )
 
 
@@ -582,12 +642,17 @@ def add_slides(
     base_magnification: float | None = None,
     min_tissue_fraction: float | None = None,
     progress: Progress | None = None,
+    skip_errors: bool = False,
 ) -> IndexReport:
     """Add slides to a bundle with its stored pipeline (no refit). A slide already present
-    raises `DuplicateSlideError` unless `replace`, which re-indexes it."""
+    raises `DuplicateSlideError` unless `replace`, which re-indexes it. `skip_errors`: as
+    for `build_index` (a skipped slide that was to be replaced stays as it was)."""
     start = time.perf_counter()
     timer = StageTimer()
-    paths = _unique_paths(slides)
+    skipped: list[SkippedSlide] | None = [] if skip_errors else None
+    paths = _unique_paths(slides, skipped)
+    if not paths:
+        raise _nothing_left(skipped) if skipped else CbirError("no slides given")
     with transaction(index_path, create=False) as writer:
         bundle_recipe = writer.previous.recipe
         _check_recipe(bundle_recipe, recipe, index_path)
@@ -610,7 +675,13 @@ def add_slides(
             timer,
             references=writer.scale_weights is not None,
             local=writer.local,
+            skipped=skipped,
         )
+        if not described:
+            assert skipped
+            raise _nothing_left(skipped)
+        left_out = {s.path for s in skipped or []}
+        replaced = [p for p in replaced if p not in left_out]
         index = writer.index
         labels = {r.info.path: r.labels for r in meta.slide_list() if r.info.path in replaced}
         with timer("remove"):
@@ -630,7 +701,7 @@ def add_slides(
             manifest = writer.commit(
                 bundle_recipe, Counts(slides=n_slides, tiles=meta.tile_count())
             )
-    return _report(index_path, manifest, summaries, replaced, [], start, timer)
+    return _report(index_path, manifest, summaries, replaced, [], start, timer, skipped)
 
 
 def _remove_slides(writer: BundleWriter, paths: Sequence[str]) -> None:

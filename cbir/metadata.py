@@ -12,6 +12,7 @@ import lmdb
 import numpy as np
 from pydantic import BaseModel
 
+from cbir.lmdb_file import check_lmdb_file
 from cbir.slides.base import SlideInfo
 from cbir.tiling import GridGeometry
 
@@ -83,6 +84,7 @@ class MetadataStore:
 
     def __init__(self, path: Path, readonly: bool) -> None:
         self.path = path
+        check_lmdb_file(path)  # a truncated file would be SIGBUS on first read
         self.env = lmdb.open(
             str(path),
             map_size=MAP_SIZE,

@@ -16,7 +16,8 @@ from cbir.tissue import tissue_mask
 MAX_QUERY_TILES = 400
 
 _REGION = re.compile(
-    r"^(?P<slide>.+):(?P<x>\d+),(?P<y>\d+),(?P<w>\d+),(?P<h>\d+)@(?P<mag>\d+(?:\.\d+)?)x?$"
+    r"^(?P<slide>.+):(?P<x>-?\d+),(?P<y>-?\d+),(?P<w>-?\d+),(?P<h>-?\d+)"
+    r"@(?P<mag>\d+(?:\.\d+)?)x?$"
 )
 
 
@@ -57,13 +58,13 @@ def read_region_image(region: Region, base_magnification: float | None) -> np.nd
     with open_slide(region.slide, base_magnification) as slide:
         width, height = slide.dimensions
         if region.w <= 0 or region.h <= 0:
-            raise QueryError(f"{region}: empty region")
-        if (
-            region.x < 0
-            or region.y < 0
-            or region.x + region.w > width
-            or region.y + region.h > height
-        ):
+            raise QueryError(f"{region}: width and height must be > 0 (an empty region)")
+        if region.x < 0 or region.y < 0:
+            raise QueryError(
+                f"{region}: negative coordinates; x and y are level-0 px from the slide's "
+                f"top-left corner (0..{width - 1}, 0..{height - 1})"
+            )
+        if region.x + region.w > width or region.y + region.h > height:
             raise QueryError(f"{region}: region lies outside the slide ({width} x {height} px)")
         base = slide.info.base_magnification
         if region.magnification > base * (1 + 1e-6):

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 import cbir
 from cbir.cli.main import app
+from cbir.errors import BundleError
 from conftest import CMU, needs_shared_data, tree_digest
 
 runner = CliRunner()
@@ -218,7 +219,7 @@ def test_failure_while_publishing_leaves_bundle_equal(
         raise OSError("power cut")
 
     monkeypatch.setattr(cbir.bundle.os, "replace", failing_replace)
-    with pytest.raises(OSError, match="power cut"):
+    with pytest.raises(BundleError, match=r"could not write the new generation \(power cut"):
         cbir.add_slides(fresh_bundle, [second_slide])
     assert tree_digest(fresh_bundle) == before
 

@@ -18,6 +18,7 @@ from cbir.cli.options import (
     JsonOpt,
     MinTissueOpt,
     RecipeOpt,
+    SkipErrorsOpt,
     WeightsOpt,
 )
 from cbir.cli.paths import expand_slides
@@ -105,10 +106,11 @@ def build_index_cmd(
         ),
     ] = None,
     device: DeviceOpt = "auto",
+    skip_errors: SkipErrorsOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Index slides into a new bundle."""
-    from cbir.cli.render import RichProgress, show_report
+    from cbir.cli.render import RichProgress
     from cbir.indexer import build_index
 
     with RichProgress() as progress:
@@ -124,8 +126,21 @@ def build_index_cmd(
             device=device,
             scale_weights=scale_weights,
             local_weights=local_weights,
+            skip_errors=skip_errors,
         )
+    _finish(report, json_out)
+
+
+def _finish(report: Any, json_out: bool) -> None:
+    """Print an index report; name each skipped slide on stderr; exit 3 if any was."""
+    from cbir.cli.render import show_report
+
     typer.echo(report.model_dump_json()) if json_out else show_report(report)
+    for skipped in report.skipped:
+        typer.echo(f"cbir: skipped: {skipped.reason}", err=True)
+    if report.skipped:
+        typer.echo(f"cbir: {len(report.skipped)} slide(s) skipped (--skip-errors)", err=True)
+        raise typer.Exit(3)
 
 
 @app.command("add")
@@ -142,10 +157,11 @@ def add_cmd(
     ] = None,
     base_magnification: BaseMagOpt = None,
     min_tissue: MinTissueOpt = None,
+    skip_errors: SkipErrorsOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Add slides to a bundle (its stored standardisation and hyperplanes are reused)."""
-    from cbir.cli.render import RichProgress, show_report
+    from cbir.cli.render import RichProgress
     from cbir.indexer import add_slides
 
     with RichProgress() as progress:
@@ -157,8 +173,9 @@ def add_cmd(
             base_magnification=base_magnification,
             min_tissue_fraction=min_tissue,
             progress=progress,
+            skip_errors=skip_errors,
         )
-    typer.echo(report.model_dump_json()) if json_out else show_report(report)
+    _finish(report, json_out)
 
 
 @app.command("remove")

@@ -90,3 +90,11 @@ HeadBaseOpt = Annotated[
         "multi-block ImageNet features) instead of --backbone; no fine-tuning then.",
     ),
 ]
+SkipErrorsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--skip-errors",
+        help="Leave out slides that cannot be read or have no tissue (one line each on "
+        "stderr, `skipped` in --json) and index the rest; exit code 3 when any was skipped.",
+    ),
+]
