@@ -40,6 +40,7 @@ from cbir.nn.train_delf import DelfTrainConfig, train_delf
 from cbir.nn.weights import load_weights
 from cbir.query import query_tiles
 from cbir.recipes import Recipe
+from cbir.search.verified import verify_hits
 from cbir.slides import open_slide
 from cbir.slides.open import decode_image
 
@@ -125,9 +126,9 @@ def crc9(weights: Path, trunk: str, holdout: list[str], tmp: Path) -> dict[str, 
             found["votes_ransac"] += first_other(r.hits) == label[qpath]
             x, codes = ix.tile_codes(query_tiles(img, 224, q))
             coarse = ix.search_codes(codes, 101, x)
-            feats = ix._query_features(img)
+            feats = ix.bundle.local.query(img)
             t = time.perf_counter()
-            hits = ix.verify_hits(feats, coarse, 101)
+            hits = verify_hits(ix.collection, feats, coarse, 101)
             verify_ms.append(1e3 * (time.perf_counter() - t))
             found["global_top100_ransac"] += first_other(hits) == label[qpath]
     size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())

@@ -298,6 +298,7 @@ def search_cmd(
     from cbir.export.staging import check_target
     from cbir.labels import check_key
     from cbir.query import Region
+    from cbir.search.filters import slide_filter
 
     if (query is None) == (region is None):
         raise QueryError("give either a query (image, folder or CSV) or --region, not both")
@@ -329,7 +330,7 @@ def search_cmd(
     }
     with open_index(index, device=device) as ix:
         if names is not None:
-            ix.slide_filter(None, names, False)  # unknown names: one line, before any search
+            slide_filter(ix.collection, None, names, False)  # unknown: one line, first
         if batch is None:
             single = Region.parse(region) if region else query
             assert single is not None

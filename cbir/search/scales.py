@@ -11,7 +11,7 @@ import numpy as np
 from cbir.errors import QueryError
 
 if TYPE_CHECKING:
-    from cbir.api import Index
+    from cbir.search.collection import Collection
 
 #: Query tiles compared with each magnification's reference tiles.
 QUERY_TILES = 4
@@ -21,10 +21,12 @@ log = logging.getLogger("cbir")
 
 
 class ScaleSelector:
-    """Resolves `--scale` for an opened index; loads the comparator on first use."""
+    """Resolves `--scale` for an opened bundle; loads the comparator on first use (on
+    `device`)."""
 
-    def __init__(self, index: Index) -> None:
-        self.index = index
+    def __init__(self, col: Collection, device: str | None = "auto") -> None:
+        self.col = col
+        self.device = device
         self._model = None
         self._refs: dict[float, np.ndarray] | None = None
         self._ref_features = None
@@ -36,7 +38,7 @@ class ScaleSelector:
         """(magnifications to search or None for all, P(same scale) per magnification).
         `tiles`: the query's (m, n, t, t, 3) tiles, or a function making them (called only
         for "auto", the one choice that looks at them)."""
-        mags = self.index.magnifications
+        mags = self.col.magnifications
         text = scale.strip().lower()
         if text == "all":
             return None, None
@@ -46,7 +48,7 @@ class ScaleSelector:
                 log.warning(
                     "%s: the scale comparator did not learn; --scale auto searches every "
                     "magnification",
-                    self.index.bundle.root,
+                    self.col.bundle.root,
                 )
                 return None, None
             return self.auto(tiles() if callable(tiles) else tiles)
@@ -65,7 +67,7 @@ class ScaleSelector:
         """Compare up to QUERY_TILES query tiles (m, n, t, t, 3) with the reference tiles of
         every magnification; search the most probable one and its neighbours."""
         probs = self.probabilities(tiles)
-        mags = self.index.magnifications
+        mags = self.col.magnifications
         best = max(probs, key=lambda m: (probs[m], -m))
         i = mags.index(best)
         chosen = set(mags[max(0, i - 1) : i + 2])
@@ -112,22 +114,22 @@ class ScaleSelector:
 
     def _references(self) -> dict[float, np.ndarray]:
         if self._refs is None:
-            indexed = set(self.index.magnifications)
-            refs = self.index.bundle.meta.reference_tiles()
+            indexed = set(self.col.magnifications)
+            refs = self.col.bundle.meta.reference_tiles()
             self._refs = {m: r for m, r in refs.items() if m in indexed}
             if not self._refs:
                 raise QueryError(
-                    f"{self.index.bundle.root}: bundle keeps no reference tiles "
+                    f"{self.col.bundle.root}: bundle keeps no reference tiles "
                     "for --scale auto (rebuild it with this cbir)"
                 )
         return self._refs
 
     def _comparator(self):  # type: ignore[no-untyped-def]
         if self._model is None:
-            path = self.index.bundle.scale_weights
+            path = self.col.bundle.scale_weights
             if path is None:
                 raise QueryError(
-                    f"{self.index.bundle.root}: no scale comparator in this bundle "
+                    f"{self.col.bundle.root}: no scale comparator in this bundle "
                     "(build it with --scale-weights from cbir train scale)"
                 )
             from cbir.nn.device import resolve_device
@@ -142,6 +144,6 @@ class ScaleSelector:
                 arch=str(spec.get("arch", "stacked")),
             )
             model.load_state_dict(state)
-            device = resolve_device(self.index.device)
+            device = resolve_device(self.device)
             self._model = (model.to(device).eval(), device)
         return self._model

@@ -1,0 +1,89 @@
+"""What `cbir info` shows of an opened bundle."""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel
+
+from cbir.search.collection import Collection
+
+
+class SlideEntry(BaseModel):
+    slide_id: int
+    name: str
+    path: str
+    base_magnification: float
+    magnification_source: str
+    magnifications: list[float]
+    tiles: int
+    added: str
+    labels: dict[str, str] = {}
+
+
+class IndexInfo(BaseModel):
+    """What `cbir info` shows."""
+
+    path: str
+    format_version: int
+    recipe: str
+    descriptor: str
+    encoder: str
+    bits: int
+    index_kind: str
+    nlist: int | None
+    nprobe: int
+    generation: int
+    slides: list[SlideEntry]
+    tiles: int
+    bytes_on_disk: int
+    bit_statistics: dict[str, float] | None = None  # binary recipes: over the indexed codes
+    local_features: int | None = None  # rows of the local-feature index (--verify)
+    created: str
+    updated: str
+
+
+def bundle_info(col: Collection) -> IndexInfo:
+    """Counts, components, size on disk and (binary recipes) bit statistics."""
+    from cbir.eval.bits import bit_statistics  # (cbir.eval imports the eval harness)
+
+    bundle = col.bundle
+    man, root = bundle.manifest, bundle.root
+    size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+    stats = None
+    if bundle.pipeline.binary and man.counts.tiles:
+        codes = np.concatenate([g.codes[g.valid] for g in bundle.meta.all_grids()])
+        q = int(man.encoder.params.get("q", man.encoder.bits))  # without byte padding
+        bits = np.unpackbits(codes, axis=1, bitorder="little")[:, :q].astype(bool)
+        stats = bit_statistics(bits)
+    return IndexInfo(
+        path=str(root),
+        format_version=man.format_version,
+        recipe=man.recipe.name,
+        descriptor=man.descriptor.name,
+        encoder=man.encoder.name,
+        bits=man.encoder.bits,
+        index_kind=man.index_kind,
+        nlist=man.nlist,
+        nprobe=bundle.index.nprobe,
+        generation=man.generation,
+        tiles=man.counts.tiles,
+        bytes_on_disk=size,
+        bit_statistics=stats,
+        local_features=man.local.features if man.local else None,
+        created=man.created,
+        updated=man.updated,
+        slides=[
+            SlideEntry(
+                slide_id=r.slide_id,
+                name=r.info.name,
+                path=r.info.path,
+                base_magnification=r.info.base_magnification,
+                magnification_source=r.info.magnification_source,
+                magnifications=r.magnifications,
+                tiles=r.tiles,
+                added=r.added,
+                labels=r.labels,
+            )
+            for r in col.slides.values()
+        ],
+    )

@@ -1,0 +1,124 @@
+"""Tile queries: the top k stored tiles for one query code, by the index's distance or
+in two steps (Hamming, then squared L2 on stored descriptors), with query expansion and
+magnification / slide filters applied before the top k."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cbir.errors import QueryError
+from cbir.hits import Hit
+from cbir.search.collection import Collection
+from cbir.search.expansion import expand_query
+
+#: The coarse step of a two-step search keeps codes tied with its K-th, up to K times this.
+RERANK_TIE_WIDEN = 8
+
+
+def reranks(col: Collection, x: np.ndarray | None) -> bool:
+    """Whether a tile search is two-step (Hamming, then L2 on stored descriptors)."""
+    return bool(col.recipe.search.rerank and col.bundle.pipeline.binary and x is not None)
+
+
+def rerank(
+    col: Collection, xq: np.ndarray, x: np.ndarray, k: int, coarse_k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Coarse top-`coarse_k` by Hamming (plus codes tied with the last, up to
+    RERANK_TIE_WIDEN x), fine order by squared L2 on the stored descriptors.
+    Returns D (m,) float64 squared L2, I (m,) int64, m <= k, ties by id."""
+    index = col.bundle.index
+    ntotal = index.ntotal
+    D, I = index.search(xq, coarse_k)
+    D, I = D[0][I[0] >= 0], I[0][I[0] >= 0]
+    if len(I) == coarse_k < ntotal:  # keep every code tied with the K-th (short codes tie)
+        D2, I2 = index.search(xq, min(ntotal, coarse_k * RERANK_TIE_WIDEN))
+        keep = (D2[0] <= D[-1]) & (I2[0] >= 0)
+        I = I2[0][keep]
+    stored = col.bundle.meta.vectors_of(I, x.shape[1])
+    D = ((stored.astype(np.float64) - x.astype(np.float64)) ** 2).sum(axis=1)
+    D = np.where(np.isnan(D), np.inf, D)  # a tile without a stored vector goes last
+    order = np.lexsort((I, D))[:k]
+    return D[order], I[order]
+
+
+def expanded(col: Collection, xq: np.ndarray, expand: int) -> np.ndarray:
+    """alpha-QE of a float query (1, d) with its `expand` nearest stored vectors."""
+    if col.code_similarity.kind != "unit_l2":
+        raise QueryError(
+            f"{col.bundle.root}: query expansion needs unit float vectors "
+            f"(recipe {col.recipe.name!r} does not normalise them)"
+        )
+    _, I = col.bundle.index.search_tie_ordered(xq, expand)
+    vectors = []
+    for rec in col.bundle.meta.tiles_of(I):
+        grid = col.grids.get(rec.slide_id, rec.magnification)
+        vectors.append(col.bundle.pipeline.codes_from_bytes(grid.codes[rec.row, rec.col]))
+    if not vectors:
+        return xq
+    return expand_query(xq[0], np.stack(vectors), col.recipe.search.expand_alpha)[None]
+
+
+def _ranked(
+    col: Collection, xq: np.ndarray, k: int, x: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    if reranks(col, x):
+        assert x is not None and col.recipe.search.rerank
+        return rerank(col, xq, x, k, max(col.recipe.search.rerank, k))
+    return col.bundle.index.search_tie_ordered(xq, k)
+
+
+def tile_hits(
+    col: Collection,
+    xq: np.ndarray,
+    k: int,
+    x: np.ndarray | None = None,
+    allowed: set[float] | None = None,
+    expand: int = 0,
+    slide_ids: set[int] | None = None,
+) -> list[Hit]:
+    """Top-k tiles for one query code (1, e), ties by tile id: by Hamming (binary), by
+    squared L2 (float), or coarse top-`rerank` by Hamming then squared L2 between the
+    descriptor `x` (1, d) and the stored descriptors (two-step recipes). With `allowed`
+    magnifications or `slide_ids` the search widens until k of theirs are found."""
+    ntotal = col.bundle.index.ntotal
+    if ntotal == 0:
+        return []
+    if expand and not col.bundle.pipeline.binary:
+        xq = expanded(col, xq, expand)
+    share = len(allowed) / max(1, len(col.magnifications)) if allowed else 1.0
+    if slide_ids is not None:
+        share *= sum(col.slides[s].tiles for s in slide_ids) / max(1, ntotal)
+    filtered = allowed is not None or slide_ids is not None
+    want = k if not filtered else int(np.ceil(2 * k / max(share, 1e-9)))
+    while True:
+        D, I = _ranked(col, xq, want, x)
+        records = col.bundle.meta.tiles_of(I)
+        if not filtered:
+            break
+        keep = [
+            i
+            for i, r in enumerate(records)
+            if (allowed is None or r.magnification in allowed)
+            and (slide_ids is None or r.slide_id in slide_ids)
+        ]
+        if len(keep) >= k or want >= ntotal or len(I) < want:
+            D, I, records = D[keep], I[keep], [records[i] for i in keep]
+            break
+        want *= 4
+    similarity = col.vector_similarity if reranks(col, x) else col.code_similarity
+    return [
+        col.hit(
+            rank,
+            rec.slide_id,
+            rec.magnification,
+            (rec.x, rec.y, rec.w, rec.h),
+            (rec.row, rec.col),
+            (1, 1),
+            round(float(dist), 6),
+            similarity(float(dist)),
+            tile_id=tid,
+        )
+        for rank, (dist, rec, tid) in enumerate(
+            zip(D[:k].tolist(), records[:k], I[:k].tolist(), strict=True), 1
+        )
+    ]
