@@ -45,7 +45,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "wsi"
 STAGE_NOTE = (
     "stage_seconds are summed StageTimer seconds; read/resize/describe run on "
-    "super-block worker threads (cbir.indexer.DEFAULT_WORKERS) and are thread-seconds, "
+    "super-block worker threads (cbir.describe.DEFAULT_WORKERS) and are thread-seconds, "
     "so stages can add up to more than the wall time"
 )
 

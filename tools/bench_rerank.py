@@ -22,9 +22,9 @@ from bench_search import synthetic_slides  # same folder
 
 import cbir
 from cbir.bundle import transaction
-from cbir.indexer import write_new_bundle
 from cbir.pipeline import TilePipeline
 from cbir.recipes import load_recipe
+from cbir.store import write_new_bundle
 from cbir.timing import StageTimer
 
 

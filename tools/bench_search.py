@@ -3,7 +3,7 @@
 
 What it measures
     A synthetic collection of `--n` tiles (default 1,000,000) is written through the
-    real bundle code path (`cbir.indexer.write_new_bundle`: LSH fit + encode, LMDB
+    real bundle code path (`cbir.store.write_new_bundle`: LSH fit + encode, LMDB
     metadata, Faiss binary index -- an IndexBinaryIVF from 100,000 tiles on -- and the
     atomic commit), opened with `cbir.open_index`, and queried:
 
@@ -60,11 +60,12 @@ import numpy as np
 import cbir
 from cbir.api import Index
 from cbir.bundle import transaction
-from cbir.indexer import DescribedScale, DescribedSlide, write_new_bundle
+from cbir.describe import DescribedScale, DescribedSlide
 from cbir.pipeline import TilePipeline
 from cbir.recipes import load_recipe
 from cbir.search.region import region_candidates, region_distance
 from cbir.slides.base import SlideInfo
+from cbir.store import write_new_bundle
 from cbir.tiling import GridGeometry
 from cbir.timing import StageTimer
 

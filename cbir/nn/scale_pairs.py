@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cbir.indexer import plan_slide
+from cbir.describe import plan_slide
 from cbir.recipes import Recipe, TilingConfig, load_recipe
 from cbir.slides import open_slide
 
