@@ -11,7 +11,6 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from cbir.bundle import Counts, Manifest, transaction
 from cbir.delf.stage import LocalStage
 from cbir.describe import SkippedSlide, describe_slides
 from cbir.errors import (
@@ -20,6 +19,7 @@ from cbir.errors import (
     DuplicateSlideError,
     SlideReadError,
 )
+from cbir.manifest import Counts, Manifest
 from cbir.metadata import MetadataStore
 from cbir.pipeline import TilePipeline
 from cbir.progress import Progress
@@ -34,6 +34,7 @@ from cbir.store import (
     write_new_bundle,
 )
 from cbir.timing import StageTimer
+from cbir.writer import transaction
 
 
 class IndexReport(BaseModel):

@@ -73,7 +73,8 @@ def label_slide(
     """Set (and `unset`) labels of one slide of a bundle, atomically: like add and remove,
     the change is written to a new generation and published by replacing the manifest.
     Returns the slide's record as published."""
-    from cbir.bundle import Counts, transaction
+    from cbir.manifest import Counts
+    from cbir.writer import transaction
 
     labels = {check_key(k): str(v) for k, v in labels.items()}
     for key in unset:

@@ -9,15 +9,16 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydantic import BaseModel
 
-from cbir.bundle import BundleWriter, Counts, Manifest
 from cbir.delf.stage import LocalStage, local_ids
 from cbir.describe import REFERENCES_PER_MAGNIFICATION, DescribedScale, DescribedSlide
 from cbir.float_index import FloatTileIndex
+from cbir.manifest import Counts, Manifest
 from cbir.metadata import CodeGrid, MetadataStore, SlideRecord
 from cbir.pipeline import TilePipeline
 from cbir.recipes import Recipe
 from cbir.tile_index import TileIndex, build_tile_index
 from cbir.timing import StageTimer
+from cbir.writer import BundleWriter
 
 
 class SlideSummary(BaseModel):
@@ -220,6 +221,6 @@ def restore_labels(meta: MetadataStore, labels: dict[str, dict[str, str]]) -> No
 
 
 def _now() -> str:
-    from cbir.bundle import now
+    from cbir.manifest import now
 
     return now()

@@ -211,14 +211,14 @@ def test_failure_injected_mid_add_leaves_bundle_equal(
 def test_failure_while_publishing_leaves_bundle_equal(
     fresh_bundle: Path, second_slide: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import cbir.bundle
+    import cbir.writer
 
     before = tree_digest(fresh_bundle)
 
     def failing_replace(src: object, dst: object) -> None:
         raise OSError("power cut")
 
-    monkeypatch.setattr(cbir.bundle.os, "replace", failing_replace)
+    monkeypatch.setattr(cbir.writer.os, "replace", failing_replace)
     with pytest.raises(BundleError, match=r"could not write the new generation \(power cut"):
         cbir.add_slides(fresh_bundle, [second_slide])
     assert tree_digest(fresh_bundle) == before
@@ -230,7 +230,7 @@ def test_process_killed_mid_add_leaves_last_good_bundle(
     """A hard kill (os._exit) after LMDB is written, before the publish."""
     manifest_before = (fresh_bundle / "manifest.json").read_bytes()
     script = (
-        "import os, cbir.bundle as b\n"
+        "import os, cbir.writer as b\n"
         "orig = b.BundleWriter.commit\n"
         "def dying(self, *a, **k):\n"
         "    self.index.save(self.stage / b.INDEX_FILE)\n"

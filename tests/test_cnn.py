@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import cbir
-from cbir.bundle import WEIGHTS_FILE, read_manifest
 from cbir.descriptors.cnn import CnnDescriptor
 from cbir.errors import BundleError, RecipeError
 from cbir.eval import evaluate_tiles
+from cbir.manifest import WEIGHTS_FILE, read_manifest
 from cbir.nn.train_cnn import CnnTrainConfig, stratified_split, train_cnn
 from cbir.nn.weights import WeightsError, load_weights, save_weights
 from conftest import SHARED_DATA, write_two_classes

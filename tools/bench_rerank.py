@@ -21,11 +21,11 @@ import numpy as np
 from bench_search import synthetic_slides  # same folder
 
 import cbir
-from cbir.bundle import transaction
 from cbir.pipeline import TilePipeline
 from cbir.recipes import load_recipe
 from cbir.store import write_new_bundle
 from cbir.timing import StageTimer
+from cbir.writer import transaction
 
 
 def main() -> None:

@@ -59,7 +59,6 @@ import numpy as np
 
 import cbir
 from cbir.api import Index
-from cbir.bundle import transaction
 from cbir.describe import DescribedScale, DescribedSlide
 from cbir.pipeline import TilePipeline
 from cbir.recipes import load_recipe
@@ -68,6 +67,7 @@ from cbir.slides.base import SlideInfo
 from cbir.store import write_new_bundle
 from cbir.tiling import GridGeometry
 from cbir.timing import StageTimer
+from cbir.writer import transaction
 
 MAGNIFICATION = 20.0
 TILE = 224

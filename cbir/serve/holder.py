@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cbir.bundle import MANIFEST, read_manifest
+from cbir.manifest import MANIFEST, read_manifest
 
 if TYPE_CHECKING:
     from cbir.api import Index
