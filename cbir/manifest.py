@@ -6,17 +6,13 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
 from cbir.errors import BundleError, BundleMismatchError
 from cbir.recipes import Recipe
 from cbir.specs import DescriptorSpec, EncoderSpec
-
-if TYPE_CHECKING:
-    pass
-
 
 FORMAT_VERSION = 2  # 2: LMDB vectors and refs databases, float indexes, weights
 

@@ -17,17 +17,10 @@ from typing import TYPE_CHECKING
 import lmdb
 
 from cbir import __version__
+from cbir.bundle import Bundle
 from cbir.checksum import sha256_file
 from cbir.errors import BundleError
 from cbir.float_index import FloatTileIndex
-from cbir.metadata import MetadataStore
-from cbir.pipeline import TilePipeline
-from cbir.recipes import Recipe
-from cbir.tile_index import TileIndex
-
-if TYPE_CHECKING:
-    from cbir.delf.stage import LocalStage
-from cbir.bundle import Bundle
 from cbir.manifest import (
     FORMAT_VERSION,
     INDEX_FILE,
@@ -46,6 +39,13 @@ from cbir.manifest import (
     now,
     read_manifest,
 )
+from cbir.metadata import MetadataStore
+from cbir.pipeline import TilePipeline
+from cbir.recipes import Recipe
+from cbir.tile_index import TileIndex
+
+if TYPE_CHECKING:
+    from cbir.delf.stage import LocalStage
 
 
 @contextlib.contextmanager
