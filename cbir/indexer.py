@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from cbir.delf.stage import LocalStage
-from cbir.describe import SkippedSlide, describe_slides
+from cbir.describe import DescribedSlide, SkippedSlide, describe_slides
 from cbir.errors import (
     BundleMismatchError,
     CbirError,
@@ -76,6 +76,58 @@ def _nothing_left(skipped: list[SkippedSlide]) -> CbirError:
     )
 
 
+def _describe(
+    ray: str | None,
+    paths: Sequence[Path],
+    pipeline: TilePipeline,
+    recipe: Recipe,
+    base_magnification: float | None,
+    min_tissue_fraction: float | None,
+    progress: Progress | None,
+    timer: StageTimer,
+    references: bool,
+    local: LocalStage | None,
+    skipped: list[SkippedSlide] | None,
+    device: str | None,
+    workers: int | None = None,
+) -> list[DescribedSlide]:
+    """Describe the slides in this process, or on the Ray cluster at `ray`."""
+    if ray is None:
+        return describe_slides(
+            paths,
+            pipeline,
+            recipe,
+            base_magnification,
+            min_tissue_fraction,
+            progress,
+            timer,
+            references=references,
+            local=local,
+            skipped=skipped,
+        )
+    if local is not None:
+        raise CbirError(
+            "--ray: bundles with local features (--local-weights, delf recipes) are "
+            "described in one process for now; leave out --ray"
+        )
+    from cbir.ray_describe import describe_slides_ray
+
+    with timer("describe (ray)"):
+        return describe_slides_ray(
+            ray,
+            paths,
+            recipe,
+            pipeline.weights,
+            device,
+            base_magnification,
+            min_tissue_fraction,
+            progress,
+            references=references,
+            skipped=skipped,
+            actors=workers,
+        )
+
+
 def build_index(
     slides: Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str],
@@ -90,10 +142,14 @@ def build_index(
     scale_weights: str | os.PathLike[str] | None = None,
     local_weights: str | os.PathLike[str] | None = None,
     skip_errors: bool = False,
+    ray: str | None = None,
+    ray_workers: int | None = None,
 ) -> IndexReport:
     """Index `slides` into a new bundle at `out` (atomic: on any error nothing is written).
     `skip_errors`: leave out slides that cannot be read or have no tissue (listed in the
-    report's `skipped`) instead of failing; it fails when none is left.
+    report's `skipped`) instead of failing; it fails when none is left. `ray`: describe
+    the slides on the Ray cluster at this address ("auto": join or start one); the
+    bundle is the same as without; `ray_workers` describers (default: one per 2 CPUs).
     `weights`: model file of a learned descriptor, copied into the bundle;
     `scale_weights`: a scale comparator (`cbir train scale`) for `--scale auto`;
     `local_weights`: DELF weights (`cbir train delf`): store local features for `--verify`
@@ -113,7 +169,8 @@ def build_index(
         load_weights(scale_weights, "scale")  # refuse a wrong file before any work
     with transaction(out, create=True, overwrite=overwrite) as writer:
         writer.scale_weights = Path(scale_weights) if scale_weights is not None else None
-        described = describe_slides(
+        described = _describe(
+            ray,
             paths,
             pipeline,
             recipe,
@@ -124,6 +181,8 @@ def build_index(
             references=writer.scale_weights is not None,
             local=local,
             skipped=skipped,
+            device=device,
+            workers=ray_workers,
         )
         if not described:
             assert skipped
@@ -213,10 +272,13 @@ def add_slides(
     min_tissue_fraction: float | None = None,
     progress: Progress | None = None,
     skip_errors: bool = False,
+    ray: str | None = None,
+    device: str | None = "auto",
 ) -> IndexReport:
     """Add slides to a bundle with its stored pipeline (no refit). A slide already present
     raises `DuplicateSlideError` unless `replace`, which re-indexes it. `skip_errors`: as
-    for `build_index` (a skipped slide that was to be replaced stays as it was)."""
+    for `build_index` (a skipped slide that was to be replaced stays as it was); `ray`
+    as for `build_index`."""
     start = time.perf_counter()
     timer = StageTimer()
     skipped: list[SkippedSlide] | None = [] if skip_errors else None
@@ -235,7 +297,8 @@ def add_slides(
                         f"{p}: already in {index_path} (use --replace to re-index it)"
                     )
                 replaced.append(str(p))
-        described = describe_slides(
+        described = _describe(
+            ray,
             paths,
             pipeline,
             bundle_recipe,
@@ -246,6 +309,7 @@ def add_slides(
             references=writer.scale_weights is not None,
             local=writer.local,
             skipped=skipped,
+            device=device,
         )
         if not described:
             assert skipped

@@ -17,6 +17,7 @@ from cbir.cli.options import (
     IndexArg,
     JsonOpt,
     MinTissueOpt,
+    RayOpt,
     RecipeOpt,
     SkipErrorsOpt,
     WeightsOpt,
@@ -107,6 +108,7 @@ def build_index_cmd(
     ] = None,
     device: DeviceOpt = "auto",
     skip_errors: SkipErrorsOpt = False,
+    ray: RayOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Index slides into a new bundle."""
@@ -127,6 +129,7 @@ def build_index_cmd(
             scale_weights=scale_weights,
             local_weights=local_weights,
             skip_errors=skip_errors,
+            ray=ray,
         )
     _finish(report, json_out)
 
@@ -158,6 +161,7 @@ def add_cmd(
     base_magnification: BaseMagOpt = None,
     min_tissue: MinTissueOpt = None,
     skip_errors: SkipErrorsOpt = False,
+    ray: RayOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Add slides to a bundle (its stored standardisation and hyperplanes are reused)."""
@@ -174,6 +178,7 @@ def add_cmd(
             min_tissue_fraction=min_tissue,
             progress=progress,
             skip_errors=skip_errors,
+            ray=ray,
         )
     _finish(report, json_out)
 

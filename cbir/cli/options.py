@@ -98,3 +98,13 @@ SkipErrorsOpt = Annotated[
         "stderr, `skipped` in --json) and index the rest; exit code 3 when any was skipped.",
     ),
 ]
+RayOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        metavar="auto|ADDRESS",
+        help="Describe the slides on a Ray cluster (cbir's `ray` extra): auto joins RAY_ADDRESS "
+        "or starts one on this machine; or a cluster address. Slide files (and weights) "
+        "must be readable at the same paths on every node.",
+    ),
+]
