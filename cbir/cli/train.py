@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from cbir.cli import train_summaries as summaries
 from cbir.cli.errors import cli_errors
 from cbir.cli.options import (
     BackboneOpt,
@@ -56,84 +57,7 @@ def train_command(
     return decorate
 
 
-def _summary_cnn(report: Any) -> str:
-    acc = "n/a" if report.holdout_accuracy is None else f"{report.holdout_accuracy:.3f}"
-    return (
-        f"wrote {report.weights} ({report.train_tiles} training tiles, "
-        f"{len(report.classes)} classes, loss {report.first_epoch_loss:.3f} -> "
-        f"{report.last_epoch_loss:.3f}, held-out accuracy {acc}, "
-        f"{report.seconds:.1f} s on {report.device})"
-    )
-
-
-def _summary_vae(report: Any) -> str:
-    mse = report.holdout_reconstruction_mse
-    return (
-        f"wrote {report.weights} ({report.train_tiles} training tiles, loss "
-        f"{report.first_epoch_loss:.1f} -> {report.last_epoch_loss:.1f}, held-out "
-        f"reconstruction MSE {'n/a' if mse is None else f'{mse:.4f}'}, "
-        f"{report.seconds:.1f} s on {report.device})"
-    )
-
-
-def _summary_deephash(report: Any) -> str:
-    st = report.bit_statistics
-    return (
-        f"wrote {report.weights} ({report.bits} bits on {report.backbone}; loss "
-        f"{report.first_loss:.2f} -> {report.last_loss:.2f}; bit balance "
-        f"{st['bit_balance']:.3f}, mean |bit correlation| "
-        f"{st['bit_correlation']:.3f}; {report.seconds:.1f} s on {report.device})"
-    )
-
-
-def _summary_metric(report: Any) -> str:
-    knn = report.holdout_knn_accuracy
-    return (
-        f"wrote {report.weights} ({report.loss} loss {report.first_loss:.3f} -> "
-        f"{report.last_loss:.3f}; held-out 1-NN accuracy "
-        f"{'n/a' if knn is None else f'{knn:.3f}'}; {report.seconds:.1f} s)"
-    )
-
-
-def _summary_delf(report: Any) -> str:
-
-    def acc(a: float | None) -> str:
-        return "n/a" if a is None else f"{a:.3f}"
-
-    return (
-        f"wrote {report.weights} ({report.trunk}; held-out accuracy: trunk "
-        f"{acc(report.holdout_accuracy_trunk)}, attention "
-        f"{acc(report.holdout_accuracy_attention)}; {report.seconds:.1f} s)"
-    )
-
-
-def _summary_ssdh(report: Any) -> str:
-    st = report.bit_statistics
-    return (
-        f"wrote {report.weights} ({report.bits} bits{' + ROL' if report.rol else ''}"
-        f"; loss {report.first_loss:.2f} -> {report.last_loss:.2f}; bit balance "
-        f"{st['bit_balance']:.3f}; {report.seconds:.1f} s)"
-    )
-
-
-def _summary_lda(report: Any) -> str:
-    acc = "n/a" if report.holdout_accuracy is None else f"{report.holdout_accuracy:.3f}"
-    return (
-        f"wrote {report.weights} ({report.dim}-d projection of {report.base_recipe}; "
-        f"accuracy train {report.train_accuracy:.3f}, held-out {acc}; {report.seconds:.1f} s)"
-    )
-
-
-def _summary_scale(report: Any) -> str:
-    return (
-        f"wrote {report.weights}: {report.train_pairs} training pairs over "
-        f"{', '.join(f'{m:g}x' for m in report.magnifications)}; held-out pair "
-        f"accuracy {report.held_accuracy:.3f} ({report.held_pairs} pairs, "
-        f"{report.seconds:.1f} s on {report.device})"
-    )
-
-
-@train_command("cnn", _summary_cnn)
+@train_command("cnn", summaries.cnn)
 def train_cnn_cmd(
     tiles: LabelledTilesOpt,
     out: OutWeightsOpt,
@@ -171,7 +95,7 @@ def train_cnn_cmd(
     return lambda progress: train_cnn(tiles, out, cfg, labels, device, progress)
 
 
-@train_command("vae", _summary_vae)
+@train_command("vae", summaries.vae)
 def train_vae_cmd(
     tiles: Annotated[
         Path,
@@ -202,7 +126,7 @@ def train_vae_cmd(
     return lambda progress: train_vae(tiles, out, cfg, labels, device, progress)
 
 
-@train_command("deephash", _summary_deephash)
+@train_command("deephash", summaries.deephash)
 def train_deephash_cmd(
     tiles: LabelledTilesOpt,
     out: OutWeightsOpt,
@@ -246,7 +170,7 @@ def train_deephash_cmd(
     return lambda progress: train_deephash(tiles, out, cfg, labels, device, progress)
 
 
-@train_command("metric", _summary_metric)
+@train_command("metric", summaries.metric)
 def train_metric_cmd(
     tiles: LabelledTilesOpt,
     out: OutWeightsOpt,
@@ -289,7 +213,7 @@ def train_metric_cmd(
     return lambda progress: train_metric(tiles, out, cfg, labels, device, progress)
 
 
-@train_command("delf", _summary_delf)
+@train_command("delf", summaries.delf)
 def train_delf_cmd(
     tiles: Annotated[
         Path,
@@ -336,7 +260,7 @@ def train_delf_cmd(
     return lambda progress: train_delf(tiles, out, cfg, labels, device, progress)
 
 
-@train_command("ssdh", _summary_ssdh)
+@train_command("ssdh", summaries.ssdh)
 def train_ssdh_cmd(
     tiles: LabelledTilesOpt,
     out: OutWeightsOpt,
@@ -384,7 +308,7 @@ def train_ssdh_cmd(
     return lambda progress: train_ssdh(tiles, out, cfg, labels, device, progress)
 
 
-@train_command("lda", _summary_lda)
+@train_command("lda", summaries.lda)
 def train_lda_cmd(
     tiles: LabelledTilesOpt,
     out: OutWeightsOpt,
@@ -411,7 +335,7 @@ def train_lda_cmd(
     return lambda progress: train_lda(tiles, out, cfg, labels, device)  # no per-step progress
 
 
-@train_command("scale", _summary_scale)
+@train_command("scale", summaries.scale)
 def train_scale_cmd(
     slides: Annotated[
         list[Path],
