@@ -86,6 +86,20 @@ class BinaryTileIndex:
         index.add(xb, ids)
         return index
 
+    @classmethod
+    def template(cls, bits: int, cfg: IndexConfig, xt: np.ndarray) -> BinaryTileIndex:
+        """The empty index every segment of a collection starts from: an IVF trained on
+        the collection's codes `xt` (n, bits / 8) when it is large, else exact."""
+        if len(xt) >= cfg.ivf_threshold:
+            return cls.trained_ivf(bits, cfg, xt, len(xt))
+        return cls.empty_exact(bits, cfg)
+
+    def emptied(self) -> BinaryTileIndex:
+        """A copy without rows (same IVF quantizer)."""
+        index = faiss.deserialize_index_binary(faiss.serialize_index_binary(self.index))
+        index.reset()
+        return BinaryTileIndex(index, self.kind, self.nprobe)
+
     def add(self, xb: np.ndarray, ids: np.ndarray) -> None:
         if len(xb):
             self.index.add_with_ids(np.ascontiguousarray(xb), ids.astype(np.int64))

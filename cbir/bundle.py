@@ -1,19 +1,6 @@
-"""Index bundles on disk: a manifest naming one complete generation of files.
-
-    idx/manifest.json           Manifest; its `generation` names the live directory
-    idx/gen-000007/tiles.fbin   Faiss binary index (tile codes, tile ids)
-    idx/gen-000007/meta.lmdb/   LMDB: tiles, slides, paths, grids
-    idx/gen-000007/pipeline.npz encoder state (standardisation, hyperplanes)
-    idx/gen-000007/weights.pt   model weights of a learned descriptor (checksum in manifest)
-    idx/gen-000007/scale.pt     scale comparator weights for `--scale auto` (optional)
-    idx/gen-000007/locals.faiss local descriptors of every tile, ids (tile id << 10) | row
-    idx/gen-000007/local.npz    the local descriptors' PCA (fitted on the collection)
-    idx/gen-000007/local.pt     local extractor weights, when not the same as weights.pt
-
-A change is made in a fresh directory and published by atomically replacing
-manifest.json; the old generation is then deleted. A run that dies before the
-replace leaves the previous bundle as it was (its leftovers are swept next time).
-"""
+"""Opening a bundle for reading: its manifest, collection state and segments (format 3,
+see cbir.manifest), or the one generation of a format-2 bundle (read-only). Writing is
+cbir.writer."""
 
 from __future__ import annotations
 
@@ -24,14 +11,8 @@ from typing import TYPE_CHECKING
 from cbir.checksum import sha256_file
 from cbir.errors import BundleError, BundleMismatchError
 from cbir.float_index import FloatTileIndex
-from cbir.metadata import MetadataStore
-from cbir.pipeline import TilePipeline
-from cbir.recipes import Recipe
-from cbir.tile_index import TileIndex, load_tile_index
-
-if TYPE_CHECKING:
-    from cbir.delf.stage import LocalStage
 from cbir.manifest import (
+    EMPTY_INDEX_FILE,
     INDEX_FILE,
     LOCAL_INDEX_FILE,
     LOCAL_STATE_FILE,
@@ -41,37 +22,104 @@ from cbir.manifest import (
     STATE_FILE,
     WEIGHTS_FILE,
     Manifest,
+    SegmentEntry,
     gen_dir,
     read_manifest,
 )
+from cbir.metadata import MetadataStore
+from cbir.pipeline import TilePipeline
+from cbir.recipes import Recipe
+from cbir.segment_index import Part, SegmentedIndex
+from cbir.segment_meta import SegmentedMeta
+from cbir.tile_index import TileIndex, load_tile_index
+
+if TYPE_CHECKING:
+    from cbir.delf.stage import LocalStage
+
+#: Reference tiles kept per magnification for scale detection (as cbir.describe stores).
+REFERENCE_LIMIT = 8
+
+
+class Segment:
+    """One opened segment: its LMDB store, tile index and local index (or None)."""
+
+    def __init__(
+        self,
+        entry: SegmentEntry,
+        path: Path,
+        store: MetadataStore,
+        index: TileIndex,
+        local_index: FloatTileIndex | None,
+    ) -> None:
+        self.entry = entry
+        self.path = path
+        self.store = store
+        self.index = index
+        self.local_index = local_index
+
+    @property
+    def dead(self) -> frozenset[int]:
+        return frozenset(self.entry.dead_slides)
 
 
 class Bundle:
-    """A bundle opened for reading: manifest, Faiss index, LMDB store, fitted pipeline."""
+    """A bundle opened for reading: manifest, fitted pipeline, and its segments searched
+    and read as one (`index`, `meta`, `local_index`)."""
 
     def __init__(
         self,
         root: Path,
         manifest: Manifest,
-        index: TileIndex,
-        meta: MetadataStore,
+        state: Path,
+        segments: list[Segment],
         pipeline: TilePipeline,
         scale_weights: Path | None = None,
         local: LocalStage | None = None,
-        local_index: FloatTileIndex | None = None,
     ) -> None:
         self.root = root
-        self.local = local  # local features for --verify, if the bundle has them
-        self.local_index = local_index
         self.manifest = manifest
-        self.index = index
-        self.meta = meta
+        self.state = state  # directory of the collection state files
+        self.segments = segments
         self.pipeline = pipeline
         self.scale_weights = scale_weights  # comparator for --scale auto, if the bundle has one
+        self.local = local  # local features for --verify, if the bundle has them
+        first = segments[0].index if segments else None
+        self.index = SegmentedIndex(
+            [Part(s.index, s.dead, s.entry.dead_tiles) for s in segments],
+            manifest.index_kind,
+            manifest.recipe.index.nprobe,
+            manifest.nlist,
+            manifest.encoder.dim if manifest.encoder.kind == "float" else manifest.encoder.bits,
+        )
+        if first is not None:
+            self.index.nprobe = first.nprobe
+        self.meta = SegmentedMeta(
+            [s.store for s in segments],
+            [s.dead for s in segments],
+            manifest.labels,
+            REFERENCE_LIMIT,
+        )
+        self.local_index: SegmentedIndex | None = None
+        if local is not None:
+            self.local_index = SegmentedIndex(
+                [
+                    Part(s.local_index, s.dead, s.entry.dead_local_features, shift=42)
+                    for s in segments
+                    if s.local_index is not None
+                ],
+                "float",
+                0,
+                None,
+                manifest.recipe.local.pca_dim if manifest.recipe.local else 0,
+            )
 
     @property
     def recipe(self) -> Recipe:
         return self.manifest.recipe
+
+    @property
+    def readonly(self) -> bool:
+        return self.manifest.readonly
 
     @classmethod
     def open(
@@ -80,12 +128,11 @@ class Bundle:
         root = Path(root)
         for attempt in range(OPEN_RETRIES):
             manifest = read_manifest(root)
-            gen = gen_dir(root, manifest.generation)
             try:
-                return cls.open_generation(root, manifest, gen, readonly, device)
+                return cls.open_manifest(root, manifest, device)
             except (BundleError, OSError):
-                # A writer may have published a new generation and swept this one
-                # between our reading the manifest and opening its files: read again.
+                # A writer may have published and swept the files of this manifest
+                # between our reading it and opening them: read it again.
                 if (
                     attempt + 1 == OPEN_RETRIES
                     or read_manifest(root).generation == manifest.generation
@@ -94,61 +141,35 @@ class Bundle:
         raise AssertionError("unreachable")
 
     @classmethod
-    def open_generation(
-        cls, root: Path, manifest: Manifest, gen: Path, readonly: bool, device: str | None = "auto"
-    ) -> Bundle:
-        for name in (INDEX_FILE, META_DIR, STATE_FILE):
-            if not (gen / name).exists():
-                raise BundleError(f"{root}: bundle is incomplete ({gen.name}/{name} missing)")
-        weights = None
-        if manifest.weights_sha256 is not None:
-            weights = gen / WEIGHTS_FILE
-            if not weights.is_file():
-                raise BundleError(f"{root}: model weights missing ({gen.name}/{WEIGHTS_FILE})")
-            if sha256_file(weights) != manifest.weights_sha256:
-                raise BundleError(f"{root}: {gen.name}/{WEIGHTS_FILE} does not match its checksum")
-        pipeline = TilePipeline(manifest.recipe, weights=weights, device=device)
-        scale_weights = None
-        if manifest.scale_weights_sha256 is not None:
-            scale_weights = gen / SCALE_FILE
-            if not scale_weights.is_file() or (
-                sha256_file(scale_weights) != manifest.scale_weights_sha256
-            ):
-                raise BundleError(f"{root}: {gen.name}/{SCALE_FILE} is missing or changed")
-        if (
-            pipeline.descriptor_spec != manifest.descriptor
-            or pipeline.encoder_spec != manifest.encoder
-        ):
-            raise BundleMismatchError(
-                f"{root}: component specs of the bundle differ from those its recipe "
-                f"{manifest.recipe.name!r} builds in this cbir"
-            )
-        if sha256_file(gen / STATE_FILE) != manifest.pipeline_sha256:
-            raise BundleError(f"{root}: {gen.name}/{STATE_FILE} does not match its checksum")
-        pipeline.load_state(gen / STATE_FILE)
+    def open_manifest(cls, root: Path, manifest: Manifest, device: str | None = "auto") -> Bundle:
+        if manifest.format_version == 2:
+            state = gen_dir(root, manifest.generation)
+            entries = [_format2_segment(manifest)]
+            dirs = [state]
+        else:
+            state = root / manifest.state
+            entries = manifest.segments
+            dirs = [root / e.name for e in entries]
+        pipeline, scale_weights = _open_state(root, manifest, state, device)
+        layout = 2 if manifest.format_version == 2 else 3
+        segments: list[Segment] = []
         try:
-            index = load_tile_index(gen / INDEX_FILE, manifest.index_kind, manifest.recipe.index)
-        except (RuntimeError, ValueError) as exc:
-            raise BundleError(f"{root}: unreadable Faiss index ({exc})") from exc
-        try:
-            meta = MetadataStore(gen / META_DIR, readonly=readonly)
-        except Exception as exc:  # lmdb.Error has no common base with OSError
-            raise BundleError(f"{root}: unreadable LMDB store ({exc})") from exc
-        n_meta = meta.tile_count()
-        if not (index.ntotal == n_meta == manifest.counts.tiles):
-            meta.close()
+            local = _open_local_stage(root, manifest, state, device)
+            for entry, path in zip(entries, dirs, strict=True):
+                segments.append(_open_segment(root, manifest, entry, path, layout, local))
+        except BaseException:
+            for s in segments:
+                s.store.close()
+            raise
+        bundle = cls(root, manifest, state, segments, pipeline, scale_weights, local)
+        n_meta = bundle.meta.tile_count()
+        if not (bundle.index.ntotal == n_meta == manifest.counts.tiles):
+            bundle.close()
             raise BundleError(
-                f"{root}: inconsistent bundle (Faiss {index.ntotal} tiles, LMDB {n_meta}, "
-                f"manifest {manifest.counts.tiles})"
+                f"{root}: inconsistent bundle (Faiss {bundle.index.ntotal} tiles, LMDB "
+                f"{n_meta}, manifest {manifest.counts.tiles})"
             )
-        local, local_index = None, None
-        if manifest.local is not None:
-            try:
-                local, local_index = _open_local(root, manifest, gen, device, meta)
-            except BaseException:
-                meta.close()
-                raise
-        return cls(root, manifest, index, meta, pipeline, scale_weights, local, local_index)
+        return bundle
 
     def close(self) -> None:
         self.meta.close()
@@ -160,38 +181,139 @@ class Bundle:
         self.close()
 
 
-def _open_local(
-    root: Path, manifest: Manifest, gen: Path, device: str | None, meta: MetadataStore
-) -> tuple[LocalStage, FloatTileIndex]:
-    """Load and check a bundle's local features: weights, PCA state, index, counts."""
+def _format2_segment(manifest: Manifest) -> SegmentEntry:
+    """A format-2 generation seen as one segment without tombstones."""
+    return SegmentEntry(
+        name=gen_dir(Path(), manifest.generation).name,
+        slides=manifest.counts.slides,
+        tiles=manifest.counts.tiles,
+        local_features=manifest.local.features if manifest.local else 0,
+        bytes=0,
+        sha256={},
+    )
+
+
+def _checked(root: Path, path: Path, sha: str | None, what: str) -> Path:
+    name = f"{path.parent.name}/{path.name}"
+    if not path.is_file():
+        raise BundleError(f"{root}: {what} missing ({name})")
+    if sha is not None and sha256_file(path) != sha:
+        raise BundleError(f"{root}: {name} ({what}) does not match its checksum")
+    return path
+
+
+def _open_state(
+    root: Path, manifest: Manifest, state: Path, device: str | None
+) -> tuple[TilePipeline, Path | None]:
+    """The fitted pipeline and scale comparator of a bundle, checked against the manifest."""
+    weights = None
+    if manifest.weights_sha256 is not None:
+        weights = _checked(root, state / WEIGHTS_FILE, manifest.weights_sha256, "model weights")
+    pipeline = TilePipeline(manifest.recipe, weights=weights, device=device)
+    scale_weights = None
+    if manifest.scale_weights_sha256 is not None:
+        scale_weights = _checked(
+            root, state / SCALE_FILE, manifest.scale_weights_sha256, "scale comparator"
+        )
+    if pipeline.descriptor_spec != manifest.descriptor or pipeline.encoder_spec != manifest.encoder:
+        raise BundleMismatchError(
+            f"{root}: component specs of the bundle differ from those its recipe "
+            f"{manifest.recipe.name!r} builds in this cbir"
+        )
+    if not (state / STATE_FILE).is_file():
+        raise BundleError(f"{root}: bundle is incomplete ({state.name}/{STATE_FILE} missing)")
+    if sha256_file(state / STATE_FILE) != manifest.pipeline_sha256:
+        raise BundleError(f"{root}: {state.name}/{STATE_FILE} does not match its checksum")
+    if manifest.format_version > 2 and not (state / EMPTY_INDEX_FILE).is_file():
+        raise BundleError(f"{root}: bundle is incomplete ({state.name}/{EMPTY_INDEX_FILE} missing)")
+    pipeline.load_state(state / STATE_FILE)
+    return pipeline, scale_weights
+
+
+def _open_segment(
+    root: Path,
+    manifest: Manifest,
+    entry: SegmentEntry,
+    path: Path,
+    layout: int,
+    local: LocalStage | None,
+) -> Segment:
+    """Open one segment's index, LMDB and local index; check files and counts."""
+    for name in (INDEX_FILE, META_DIR):
+        if not (path / name).exists():
+            raise BundleError(f"{root}: bundle is incomplete ({path.name}/{name} missing)")
+    try:
+        index = load_tile_index(path / INDEX_FILE, manifest.index_kind, manifest.recipe.index)
+    except (RuntimeError, ValueError) as exc:
+        raise BundleError(f"{root}: unreadable Faiss index in {path.name} ({exc})") from exc
+    if index.ntotal != entry.tiles:
+        raise BundleError(
+            f"{root}: inconsistent segment {path.name} (Faiss {index.ntotal} tiles, "
+            f"manifest {entry.tiles})"
+        )
+    try:
+        store = MetadataStore.open_shared(path / META_DIR, layout)
+    except Exception as exc:  # lmdb.Error has no common base with OSError
+        raise BundleError(f"{root}: unreadable LMDB store in {path.name} ({exc})") from exc
+    if entry.sha256:
+        size = sum((path / f).stat().st_size for f in entry.sha256 if (path / f).is_file())
+        if size != entry.bytes:
+            store.close()
+            raise BundleError(
+                f"{root}: segment {path.name} has {size} bytes, its manifest says {entry.bytes}"
+            )
+    local_index = None
+    if local is not None:
+        try:
+            local_index = _open_local_index(root, manifest, entry, path)
+        except BaseException:
+            store.close()
+            raise
+    return Segment(entry, path, store, index, local_index)
+
+
+def _open_local_stage(
+    root: Path, manifest: Manifest, state: Path, device: str | None
+) -> LocalStage | None:
+    """A bundle's local-feature extractor with its fitted PCA (None without local
+    features), checked against the manifest."""
+    if manifest.local is None:
+        return None
     from cbir.delf.stage import LocalStage
 
     lm, cfg = manifest.local, manifest.recipe.local
-    assert lm is not None
     if cfg is None:
         raise BundleError(f"{root}: manifest lists local features but its recipe has none")
     weights = None
     if lm.weights_file is not None:
-        weights = gen / lm.weights_file
-        if not weights.is_file() or sha256_file(weights) != lm.weights_sha256:
-            raise BundleError(f"{root}: {gen.name}/{lm.weights_file} is missing or changed")
-    for name in (LOCAL_INDEX_FILE, LOCAL_STATE_FILE):
-        if not (gen / name).exists():
-            raise BundleError(f"{root}: bundle is incomplete ({gen.name}/{name} missing)")
-    if sha256_file(gen / LOCAL_STATE_FILE) != lm.state_sha256:
-        raise BundleError(f"{root}: {gen.name}/{LOCAL_STATE_FILE} does not match its checksum")
+        weights = _checked(root, state / lm.weights_file, lm.weights_sha256, "local weights")
+    if not (state / LOCAL_STATE_FILE).is_file():
+        raise BundleError(f"{root}: bundle is incomplete ({state.name}/{LOCAL_STATE_FILE} missing)")
+    if sha256_file(state / LOCAL_STATE_FILE) != lm.state_sha256:
+        raise BundleError(f"{root}: {state.name}/{LOCAL_STATE_FILE} does not match its checksum")
     stage = LocalStage(cfg, weights, device)
     if stage.spec != lm.spec:
         raise BundleMismatchError(
             f"{root}: local features of the bundle differ from those its recipe builds here"
         )
-    stage.load_state(gen / LOCAL_STATE_FILE)
+    stage.load_state(state / LOCAL_STATE_FILE)
+    return stage
+
+
+def _open_local_index(
+    root: Path, manifest: Manifest, entry: SegmentEntry, path: Path
+) -> FloatTileIndex:
+    cfg = manifest.recipe.local
+    assert cfg is not None
+    if not (path / LOCAL_INDEX_FILE).is_file():
+        raise BundleError(f"{root}: bundle is incomplete ({path.name}/{LOCAL_INDEX_FILE} missing)")
     try:
-        index = FloatTileIndex.load(gen / LOCAL_INDEX_FILE, cfg.index_config())
+        index = FloatTileIndex.load(path / LOCAL_INDEX_FILE, cfg.index_config())
     except (RuntimeError, ValueError) as exc:
         raise BundleError(f"{root}: unreadable local Faiss index ({exc})") from exc
-    if index.ntotal != lm.features:
+    if index.ntotal != entry.local_features:
         raise BundleError(
-            f"{root}: inconsistent bundle (local index {index.ntotal} rows, manifest {lm.features})"
+            f"{root}: inconsistent bundle (local index {index.ntotal} rows in {path.name}, "
+            f"manifest {entry.local_features})"
         )
-    return stage, index
+    return index

@@ -39,6 +39,10 @@ class FloatTileIndex:
     def nprobe(self) -> int:
         return self.cfg.nprobe
 
+    def set_nprobe(self, nprobe: int) -> None:
+        self.cfg = self.cfg.model_copy(update={"nprobe": nprobe})
+        self.set_search_params(self.cfg)
+
     def set_search_params(self, cfg: IndexConfig) -> None:
         inner = faiss.downcast_index(self.index.index)
         if isinstance(inner, faiss.IndexHNSW):
@@ -58,6 +62,28 @@ class FloatTileIndex:
         index.add(xb, ids)
         return index
 
+    @classmethod
+    def template(cls, dim: int, cfg: IndexConfig, xt: np.ndarray) -> FloatTileIndex:
+        """The empty index every segment starts from, trained on (n, dim) `xt` if the
+        factory needs training (IVF)."""
+        inner = faiss.index_factory(dim, cfg.float_factory, faiss.METRIC_L2)
+        if not inner.is_trained:
+            inner.train(np.ascontiguousarray(xt, dtype=np.float32))
+        return cls(faiss.IndexIDMap2(inner), cfg)
+
+    def emptied(self) -> FloatTileIndex:
+        """A copy without rows (same training)."""
+        index = faiss.deserialize_index(faiss.serialize_index(self.index))
+        index.reset()
+        return FloatTileIndex(index, self.cfg)
+
+    def rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every stored vector (n, dim) float32 with its id (n,) int64."""
+        ids = faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        if not len(ids):
+            return np.zeros((0, self.dim), np.float32), ids
+        return self.index.index.reconstruct_n(0, self.ntotal), ids
+
     def add(self, xb: np.ndarray, ids: np.ndarray) -> None:
         if len(xb):
             self.index.add_with_ids(
@@ -70,8 +96,7 @@ class FloatTileIndex:
         try:
             return int(self.index.remove_ids(faiss.IDSelectorBatch(ids.astype(np.int64))))
         except RuntimeError:  # HNSW cannot remove: rebuild without them
-            all_ids = faiss.vector_to_array(self.index.id_map).astype(np.int64)
-            vectors = self.index.index.reconstruct_n(0, self.ntotal)
+            vectors, all_ids = self.rows()
             keep = ~np.isin(all_ids, ids)
             rebuilt = FloatTileIndex.for_collection(
                 self.dim, self.cfg, vectors[keep], all_ids[keep]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from cbir.compact import auto_compact
 from cbir.delf.stage import LocalStage
 from cbir.describe import DescribedSlide, SkippedSlide, describe_slides
 from cbir.errors import (
@@ -19,22 +20,14 @@ from cbir.errors import (
     DuplicateSlideError,
     SlideReadError,
 )
-from cbir.manifest import Counts, Manifest
-from cbir.metadata import MetadataStore
+from cbir.manifest import Manifest
 from cbir.pipeline import TilePipeline
 from cbir.progress import Progress
 from cbir.recipes import ComponentConfig, LocalConfig, Recipe, load_recipe
-from cbir.store import (
-    LocalRows,
-    SlideSummary,
-    drop_slides,
-    rebuild_if_needed,
-    restore_labels,
-    store_slides,
-    write_new_bundle,
-)
+from cbir.segment_meta import SegmentedMeta
+from cbir.store import SlideSummary, store_slides, write_new_bundle
 from cbir.timing import StageTimer
-from cbir.writer import transaction
+from cbir.writer import BundleWriter, transaction
 
 
 class IndexReport(BaseModel):
@@ -144,6 +137,7 @@ def build_index(
     skip_errors: bool = False,
     ray: str | None = None,
     ray_workers: int | None = None,
+    labels: dict[str, dict[str, str]] | None = None,
 ) -> IndexReport:
     """Index `slides` into a new bundle at `out` (atomic: on any error nothing is written).
     `skip_errors`: leave out slides that cannot be read or have no tissue (listed in the
@@ -153,7 +147,7 @@ def build_index(
     `weights`: model file of a learned descriptor, copied into the bundle;
     `scale_weights`: a scale comparator (`cbir train scale`) for `--scale auto`;
     `local_weights`: DELF weights (`cbir train delf`): store local features for `--verify`
-    (recipes with a [local] section have them anyway)."""
+    (recipes with a [local] section have them anyway). `labels`: by slide path."""
     start = time.perf_counter()
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(str(recipe))
     skipped: list[SkippedSlide] | None = [] if skip_errors else None
@@ -168,7 +162,6 @@ def build_index(
 
         load_weights(scale_weights, "scale")  # refuse a wrong file before any work
     with transaction(out, create=True, overwrite=overwrite) as writer:
-        writer.scale_weights = Path(scale_weights) if scale_weights is not None else None
         described = _describe(
             ray,
             paths,
@@ -178,7 +171,7 @@ def build_index(
             min_tissue_fraction,
             progress,
             timer,
-            references=writer.scale_weights is not None,
+            references=scale_weights is not None,
             local=local,
             skipped=skipped,
             device=device,
@@ -187,7 +180,16 @@ def build_index(
         if not described:
             assert skipped
             raise _nothing_left(skipped)
-        summaries, manifest = write_new_bundle(writer, recipe, pipeline, described, timer, local)
+        summaries, manifest = write_new_bundle(
+            writer,
+            recipe,
+            pipeline,
+            described,
+            timer,
+            local,
+            Path(scale_weights) if scale_weights is not None else None,
+            labels,
+        )
     return _report(out, manifest, summaries, [], [], start, timer, skipped)
 
 
@@ -286,12 +288,13 @@ def add_slides(
     if not paths:
         raise _nothing_left(skipped) if skipped else CbirError("no slides given")
     with transaction(index_path, create=False) as writer:
+        assert writer.previous is not None
         bundle_recipe = writer.previous.recipe
         _check_recipe(bundle_recipe, recipe, index_path)
-        meta, pipeline = writer.meta, writer.pipeline
+        pipeline = writer.pipeline
         replaced = []
         for p in paths:
-            if meta.slide_id_for_path(str(p)) is not None:
+            if writer.slide_id_for_path(str(p)) is not None:
                 if not replace:
                     raise DuplicateSlideError(
                         f"{p}: already in {index_path} (use --replace to re-index it)"
@@ -316,29 +319,39 @@ def add_slides(
             raise _nothing_left(skipped)
         left_out = {s.path for s in skipped or []}
         replaced = [p for p in replaced if p not in left_out]
-        index = writer.index
-        labels = {r.info.path: r.labels for r in meta.slide_list() if r.info.path in replaced}
-        with timer("remove"):
-            drop_slides(writer, replaced)
-        rows = LocalRows()
-        summaries, xb, ids = store_slides(
-            meta, pipeline, described, meta.next_slide_id(), timer, writer.local, rows
-        )
-        restore_labels(meta, labels)  # a re-indexed slide keeps its labels (`cbir label`)
-        with timer("add"):
-            index.add(xb, ids)
-            writer.index = rebuild_if_needed(index, meta, pipeline)
-            if writer.local is not None and writer.local_index is not None:
-                writer.local_index.add(*rows.arrays(writer.local_index.dim))
-        n_slides = len(meta.slide_list())
+        summaries = add_described(writer, described, timer, replaced)
         with timer("commit"):
-            manifest = writer.commit(
-                bundle_recipe, Counts(slides=n_slides, tiles=meta.tile_count())
-            )
+            manifest = writer.commit(bundle_recipe)
     return _report(index_path, manifest, summaries, replaced, [], start, timer, skipped)
 
 
-def resolve_slide(meta: MetadataStore, name_or_path: str, bundle: object) -> str:
+def add_described(
+    writer: BundleWriter,
+    described: list[DescribedSlide],
+    timer: StageTimer,
+    replaced: Sequence[str] = (),
+    compact: bool = True,
+) -> list[SlideSummary]:
+    """In an open write transaction: tombstone the slides at `replaced` paths, store the
+    described slides in a new segment (a re-indexed slide keeps its labels), then merge
+    segments as the recipe's limits ask (`compact`)."""
+    old = {p: writer.slide_id_for_path(p) for p in replaced}
+    labels = {p: writer.labels[sid] for p, sid in old.items() if sid in writer.labels}
+    with timer("remove"):
+        writer.tombstone({sid for sid in old.values() if sid is not None})
+    seg = writer.new_segment()
+    first = writer.take_slide_ids(len(described))
+    summaries = store_slides(seg, writer.pipeline, described, first, timer, writer.local)
+    for summary in summaries:
+        if summary.path in labels:
+            writer.labels[summary.slide_id] = labels[summary.path]
+    if compact:
+        with timer("compact"):
+            auto_compact(writer)
+    return summaries
+
+
+def resolve_slide(meta: SegmentedMeta, name_or_path: str, bundle: object) -> str:
     """The stored path of a slide given by path or by file name (which must be unique)."""
     resolved = str(Path(name_or_path).resolve())
     records = meta.slide_list()
@@ -360,12 +373,11 @@ def remove_slides(index_path: str | os.PathLike[str], slides: Sequence[str]) -> 
     start = time.perf_counter()
     timer = StageTimer()
     with transaction(index_path, create=False) as writer:
-        meta = writer.meta
-        stored = [resolve_slide(meta, s, index_path) for s in slides]
+        assert writer.live is not None and writer.previous is not None
+        stored = [resolve_slide(writer.live.meta, s, index_path) for s in slides]
         with timer("remove"):
-            drop_slides(writer, stored)
-        n_slides = len(meta.slide_list())
-        manifest = writer.commit(
-            writer.previous.recipe, Counts(slides=n_slides, tiles=meta.tile_count())
-        )
+            writer.tombstone({writer.live.meta.slide_id_for_path(p) for p in stored} - {None})
+        with timer("compact"):
+            auto_compact(writer)
+        manifest = writer.commit(writer.previous.recipe)
     return _report(index_path, manifest, [], [], list(dict.fromkeys(stored)), start, timer)

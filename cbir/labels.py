@@ -71,24 +71,24 @@ def label_slide(
     unset: Sequence[str] = (),
 ) -> SlideRecord:
     """Set (and `unset`) labels of one slide of a bundle, atomically: like add and remove,
-    the change is written to a new generation and published by replacing the manifest.
+    the labels are written into a new manifest, which replaces the old one atomically.
     Returns the slide's record as published."""
-    from cbir.manifest import Counts
     from cbir.writer import transaction
 
     labels = {check_key(k): str(v) for k, v in labels.items()}
     for key in unset:
         check_key(key)
     with transaction(bundle, create=False) as writer:
-        meta = writer.meta
-        assert meta is not None and writer.previous is not None
-        record = find_slide(meta.slide_list(), slide, bundle)
+        assert writer.live is not None and writer.previous is not None
+        record = find_slide(writer.live.meta.slide_list(), slide, bundle)
         merged = {k: v for k, v in record.labels.items() if k not in set(unset)}
         merged.update(labels)
         record = record.model_copy(update={"labels": dict(sorted(merged.items()))})
-        with meta.env.begin(write=True) as txn:
-            meta.put_slide_record(txn, record)
-        writer.commit(writer.previous.recipe, Counts(**writer.previous.counts.model_dump()))
+        if record.labels:
+            writer.labels[record.slide_id] = record.labels
+        else:
+            writer.labels.pop(record.slide_id, None)
+        writer.commit(writer.previous.recipe)
     return record
 
 

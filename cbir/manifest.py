@@ -1,5 +1,24 @@
-"""The manifest of a bundle: its format, recipe, component specs, counts and live
-generation; the names of a generation's files."""
+"""The manifest of a bundle: its format, recipe, component specs, counts, the collection
+state it was fitted with, its segments and their tombstones; the names of their files.
+
+Format 3 (this cbir writes it):
+
+    idx/manifest.json             Manifest: state, segments (oldest first), tombstones, labels
+    idx/state-000001/             collection state, fitted by build-index / rebuild:
+        pipeline.npz              encoder state (standardisation, hyperplanes, PCA)
+        tiles.empty.fbin          the empty tile index every segment starts from (a trained
+                                  IVF quantizer when the collection is large)
+        weights.pt, scale.pt      model weights (descriptor, scale comparator), optional
+        local.npz, local.pt       local features' PCA and extractor weights, optional
+        locals.empty.faiss        the empty local-feature index
+    idx/seg-000003/               an immutable segment: the slides of one build / add / merge
+        tiles.fbin                Faiss index of its tile codes, ids (slide id << 32) + n
+        meta.lmdb/                LMDB: slides, paths, grids, vectors, refs, locals
+        locals.faiss              local features, ids (tile id << 10) | row, optional
+
+Format 2 bundles (one generation directory) are read, read-only; `cbir upgrade` converts
+them.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +33,10 @@ from cbir.errors import BundleError, BundleMismatchError
 from cbir.recipes import Recipe
 from cbir.specs import DescriptorSpec, EncoderSpec
 
-FORMAT_VERSION = 2  # 2: LMDB vectors and refs databases, float indexes, weights
+FORMAT_VERSION = 3  # 3: segments and tombstones; 2: one generation (read-only)
+
+#: Formats this cbir opens (read-only below FORMAT_VERSION).
+READABLE_FORMATS = (2, 3)
 
 #: Opens retried when a concurrent writer replaced the generation being opened.
 OPEN_RETRIES = 3
@@ -37,6 +59,10 @@ LOCAL_STATE_FILE = "local.npz"
 
 LOCAL_WEIGHTS_FILE = "local.pt"
 
+EMPTY_INDEX_FILE = "tiles.empty.fbin"
+
+EMPTY_LOCAL_INDEX_FILE = "locals.empty.faiss"
+
 
 class Counts(BaseModel):
     slides: int
@@ -53,8 +79,27 @@ class LocalManifest(BaseModel):
     weights_sha256: str | None
 
 
+class SegmentEntry(BaseModel):
+    """One immutable segment and its tombstones (slides removed since it was written)."""
+
+    name: str  # seg-000003
+    slides: int  # slides written into it
+    tiles: int  # rows of its tile index
+    local_features: int = 0  # rows of its local-feature index
+    bytes: int  # size of its files
+    sha256: dict[str, str]  # checksums of its files (tiles.fbin, meta.lmdb/data.mdb, ...)
+    dead_slides: list[int] = []
+    dead_tiles: int = 0
+    dead_local_features: int = 0
+
+    @property
+    def live_tiles(self) -> int:
+        return self.tiles - self.dead_tiles
+
+
 class Manifest(BaseModel):
-    """What a bundle is: format, recipe, component specs, the live generation and counts."""
+    """What a bundle is: format, recipe, component specs, collection state, segments,
+    tombstones, labels and counts. `generation` counts publishes."""
 
     format_version: int
     cbir_version: str
@@ -69,8 +114,17 @@ class Manifest(BaseModel):
     weights_sha256: str | None = None
     scale_weights_sha256: str | None = None
     local: LocalManifest | None = None
+    state: str = ""  # the collection state directory (format 3)
+    segments: list[SegmentEntry] = []  # oldest first (format 3)
+    next_slide_id: int = 1
+    labels: dict[int, dict[str, str]] = {}  # `cbir label`, by slide id
     created: str
     updated: str
+
+    @property
+    def readonly(self) -> bool:
+        """Bundles of an older format are read, not written (`cbir upgrade`)."""
+        return self.format_version < FORMAT_VERSION
 
 
 def now() -> str:
@@ -96,11 +150,27 @@ def read_manifest(root: Path) -> Manifest:
     if not isinstance(data, dict):
         raise BundleError(f"{path}: not a manifest (a JSON object is expected)")
     version = data.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_FORMATS:
         raise BundleMismatchError(
-            f"{root}: bundle format version {version}, this cbir reads {FORMAT_VERSION}"
+            f"{root}: bundle format version {version}, this cbir reads "
+            f"{', '.join(map(str, READABLE_FORMATS))}"
         )
     try:
         return Manifest.model_validate_json(raw)
     except ValidationError as exc:
         raise BundleError(f"{path}: invalid manifest ({exc.errors()[0]['msg']})") from exc
+
+
+def segment_dir(root: Path, n: int) -> Path:
+    return root / f"seg-{n:06d}"
+
+
+def state_dir(root: Path, n: int) -> Path:
+    return root / f"state-{n:06d}"
+
+
+def readonly_error(root: Path, manifest: Manifest) -> BundleError:
+    return BundleError(
+        f"{root}: bundle format {manifest.format_version} is read-only in this cbir "
+        f"(format {FORMAT_VERSION}); convert it with `cbir upgrade {root}`"
+    )

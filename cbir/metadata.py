@@ -1,47 +1,31 @@
-"""LMDB metadata: tile id -> tile record, slide registry, per-slide code grids."""
+"""LMDB metadata of one segment: slide registry, per-slide code grids, and the per-tile
+products stored by tile id (rerank vectors, local features) with scale references."""
 
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import lmdb
 import numpy as np
 from pydantic import BaseModel
 
+from cbir.grids import GRID_KEY, CodeGrid, SlideTiles, TileRecord, decode_grid, encode_grid
 from cbir.lmdb_file import check_lmdb_file
 from cbir.slides.base import SlideInfo
-from cbir.tiling import GridGeometry
+
+__all__ = ["CodeGrid", "MetadataStore", "SlideRecord", "TileRecord"]
 
 #: LMDB map size: the file grows with the data, this is only the ceiling.
 MAP_SIZE = 1 << 40
 
-_TILE = struct.Struct("<IfIIqqqq")  # slide_id, magnification, row, col, x, y, w, h
-_GRID_KEY = struct.Struct(">If")  # slide_id, magnification
-# rows, cols, step, tile_size, stride (0: tile_size; format-2 bundles wrote tile_size as
-# a uint32 whose high half is 0), code_bytes
-_GRID_HEAD = struct.Struct("<IIdHHI")
 _SLIDE_KEY = struct.Struct(">I")
 _TILE_KEY = struct.Struct(">q")
 _REF_KEY = struct.Struct(">f")  # magnification
 _REF_HEAD = struct.Struct("<II")  # count, tile size
 _LOCAL_HEAD = struct.Struct("<II")  # features, descriptor dim
-
-
-class TileRecord(NamedTuple):
-    """One indexed tile; x, y, w, h in level-0 pixels."""
-
-    slide_id: int
-    magnification: float
-    row: int
-    col: int
-    x: int
-    y: int
-    w: int
-    h: int
 
 
 class SlideRecord(BaseModel):
@@ -57,33 +41,37 @@ class SlideRecord(BaseModel):
     labels: dict[str, str] = {}  # user labels (`cbir label`), e.g. {"diagnosis": "LUAD"}
 
 
-@dataclass
-class CodeGrid:
-    """The codes of one slide at one magnification, laid out as its tile grid.
-
-    ids: (rows, cols) int64 tile ids, -1 where the cell is not indexed (background).
-    codes: (rows, cols, code_bytes) uint8, zeros where not indexed.
-    """
-
-    slide_id: int
-    geometry: GridGeometry
-    ids: np.ndarray
-    codes: np.ndarray
-
-    @property
-    def valid(self) -> np.ndarray:
-        return self.ids >= 0
-
-
 def tile_key(tile_id: int) -> bytes:
     return _TILE_KEY.pack(tile_id)
 
 
-class MetadataStore:
-    """An LMDB environment with named databases tiles, slides, paths, grids."""
+#: Named databases of a store (format 2 also had "tiles": one record per tile).
+DATABASES = (b"slides", b"paths", b"grids", b"vectors", b"refs", b"locals")
 
-    def __init__(self, path: Path, readonly: bool) -> None:
+
+_SHARED: dict[Path, list] = {}  # path -> [store, references]
+_SHARED_LOCK = threading.Lock()
+
+
+def _release(key: Path) -> bool:
+    """Drop one reference to a shared store; True when it was the last."""
+    with _SHARED_LOCK:
+        entry = _SHARED[key]
+        entry[1] -= 1
+        if entry[1] == 0:
+            del _SHARED[key]
+            return True
+        return False
+
+
+class MetadataStore:
+    """An LMDB environment with named databases slides, paths, grids, vectors, refs,
+    locals. `layout`: the bundle format its grids are stored in (2 or 3). Decoded grids
+    are cached: stores are immutable once published."""
+
+    def __init__(self, path: Path, readonly: bool, layout: int = 3) -> None:
         self.path = path
+        self.layout = layout
         check_lmdb_file(path)  # a truncated file would be SIGBUS on first read
         self.env = lmdb.open(
             str(path),
@@ -95,7 +83,6 @@ class MetadataStore:
             subdir=True,
             create=not readonly,
         )
-        self.tiles = self.env.open_db(b"tiles", create=not readonly)
         self.slides = self.env.open_db(b"slides", create=not readonly)
         self.paths = self.env.open_db(b"paths", create=not readonly)
         self.grids = self.env.open_db(b"grids", create=not readonly)
@@ -106,25 +93,40 @@ class MetadataStore:
             self.locals = self.env.open_db(b"locals", create=not readonly)
         except lmdb.NotFoundError:
             pass
+        self._grids: dict[tuple[int, float], CodeGrid | None] = {}
+        self._slide_tiles: dict[int, SlideTiles] = {}
+        self._shared_key: Path | None = None
 
     def close(self) -> None:
+        if self._shared_key is not None and not _release(self._shared_key):
+            return  # another opened bundle still reads this (immutable) store
         self.env.close()
 
-    def copy_to(self, path: Path) -> None:
-        """Write a compacted copy of the environment into the empty directory `path`."""
-        self.env.copy(str(path), compact=True)
+    @classmethod
+    def open_shared(cls, path: Path, layout: int = 3) -> MetadataStore:
+        """A read-only store shared by every bundle opened in this process (LMDB opens an
+        environment once per process; segments outlive the manifests that list them).
+        `close` releases it; the last release closes it."""
+        key = path.resolve()
+        with _SHARED_LOCK:
+            entry = _SHARED.get(key)
+            if entry is None:
+                store = cls(path, readonly=True, layout=layout)
+                store._shared_key = key
+                entry = _SHARED[key] = [store, 0]
+            entry[1] += 1
+            return entry[0]
 
     # -- reads -------------------------------------------------------------------------
-    def tile(self, tile_id: int, txn: lmdb.Transaction | None = None) -> TileRecord | None:
-        if txn is None:
-            with self.env.begin() as t:
-                return self.tile(tile_id, t)
-        raw = txn.get(tile_key(tile_id), db=self.tiles)
-        return TileRecord(*_TILE.unpack(raw)) if raw is not None else None
+    def tile(self, tile_id: int) -> TileRecord | None:
+        sid = tile_id >> 32
+        tiles = self._slide_tiles.get(sid)
+        if tiles is None:
+            tiles = self._slide_tiles[sid] = SlideTiles(list(self.grids_of(sid)))
+        return tiles.record(tile_id)
 
     def tiles_of(self, tile_ids: np.ndarray) -> list[TileRecord | None]:
-        with self.env.begin() as txn:
-            return [self.tile(int(i), txn) for i in tile_ids]
+        return [self.tile(int(i)) for i in np.asarray(tile_ids).tolist()]
 
     def slide_list(self) -> list[SlideRecord]:
         with self.env.begin() as txn:
@@ -136,13 +138,17 @@ class MetadataStore:
         return _SLIDE_KEY.unpack(raw)[0] if raw is not None else None
 
     def tile_count(self) -> int:
-        with self.env.begin() as txn:
-            return int(txn.stat(self.tiles)["entries"])
+        return sum(r.tiles for r in self.slide_list())
 
     def grid(self, slide_id: int, magnification: float) -> CodeGrid | None:
-        with self.env.begin() as txn:
-            raw = txn.get(_GRID_KEY.pack(slide_id, magnification), db=self.grids)
-        return None if raw is None else _decode_grid(slide_id, magnification, raw)
+        key = (slide_id, magnification)
+        if key not in self._grids:
+            with self.env.begin() as txn:
+                raw = txn.get(GRID_KEY.pack(slide_id, magnification), db=self.grids)
+            self._grids[key] = (
+                None if raw is None else decode_grid(slide_id, magnification, raw, self.layout)
+            )
+        return self._grids[key]
 
     def grids_of(self, slide_id: int) -> Iterator[CodeGrid]:
         prefix = _SLIDE_KEY.pack(slide_id)
@@ -152,14 +158,18 @@ class MetadataStore:
                 for key, raw in cursor:
                     if not key.startswith(prefix):
                         break
-                    sid, mag = _GRID_KEY.unpack(key)
-                    yield _decode_grid(sid, mag, raw)
+                    sid, mag = GRID_KEY.unpack(key)
+                    yield decode_grid(sid, mag, raw, self.layout)
 
     def all_grids(self) -> Iterator[CodeGrid]:
         with self.env.begin() as txn:
             for key, raw in txn.cursor(db=self.grids):
-                sid, mag = _GRID_KEY.unpack(key)
-                yield _decode_grid(sid, mag, raw)
+                sid, mag = GRID_KEY.unpack(key)
+                yield decode_grid(sid, mag, raw, self.layout)
+
+    def tile_ids_of(self, slide_id: int) -> np.ndarray:
+        """(n,) int64 ids of a slide's tiles, grid by grid."""
+        return SlideTiles(list(self.grids_of(slide_id))).ids()
 
     def vectors_of(self, tile_ids: np.ndarray, dim: int) -> np.ndarray:
         """Stored descriptors of tiles -> (n, dim) float32 (NaN rows where absent)."""
@@ -254,81 +264,25 @@ class MetadataStore:
         tiles = np.ascontiguousarray(tiles[:limit])
         txn.put(key, _REF_HEAD.pack(len(tiles), tiles.shape[1]) + tiles.tobytes(), db=self.refs)
 
-    def next_slide_id(self) -> int:
-        with self.env.begin() as txn:
-            cursor = txn.cursor(db=self.slides)
-            if cursor.last():
-                return _SLIDE_KEY.unpack(cursor.key())[0] + 1
-        return 1
-
     # -- writes ------------------------------------------------------------------------
     def put_slide(self, txn: lmdb.Transaction, record: SlideRecord, grids: list[CodeGrid]) -> None:
-        """Store a slide, its grids and one tile record per indexed cell."""
+        """Store a slide and its grids."""
         sid = record.slide_id
         txn.put(_SLIDE_KEY.pack(sid), record.model_dump_json().encode(), db=self.slides)
         txn.put(record.info.path.encode(), _SLIDE_KEY.pack(sid), db=self.paths)
         for grid in grids:
-            g = grid.geometry
-            key = _GRID_KEY.pack(sid, g.magnification)
-            head = _GRID_HEAD.pack(
-                g.rows, g.cols, g.step, g.tile_size, g.stride, grid.codes.shape[-1]
-            )
-            txn.put(
-                key, head + grid.ids.astype("<i8").tobytes() + grid.codes.tobytes(), db=self.grids
-            )
-            rr, cc = np.nonzero(grid.valid)
-            xs, ys = g.origin(rr, cc)
-            items = [
-                (
-                    tile_key(int(grid.ids[r, c])),
-                    _TILE.pack(sid, g.magnification, r, c, int(x), int(y), g.size, g.size),
-                )
-                for r, c, x, y in zip(
-                    rr.tolist(), cc.tolist(), xs.tolist(), ys.tolist(), strict=True
-                )
-            ]
-            txn.cursor(db=self.tiles).putmulti(items, dupdata=False, overwrite=True)
+            key = GRID_KEY.pack(sid, grid.geometry.magnification)
+            txn.put(key, encode_grid(grid, self.layout), db=self.grids)
 
-    def put_slide_record(self, txn: lmdb.Transaction, record: SlideRecord) -> None:
-        """Replace a stored slide's record (its labels, say); grids and tiles unchanged."""
-        key = _SLIDE_KEY.pack(record.slide_id)
-        if txn.get(key, db=self.slides) is None:
-            raise KeyError(f"slide id {record.slide_id} is not stored")
-        txn.put(key, record.model_dump_json().encode(), db=self.slides)
-
-    def tile_ids_of(self, slide_id: int) -> np.ndarray:
-        """(n,) int64 ids of a slide's tiles, grid by grid."""
-        return _tile_ids(list(self.grids_of(slide_id)))
-
-    def delete_slide(self, txn: lmdb.Transaction, record: SlideRecord) -> np.ndarray:
-        """Delete a slide, its grids and tile records; returns its (n,) int64 tile ids."""
-        sid = record.slide_id
-        grids = list(self.grids_of(sid))
-        ids = _tile_ids(grids)
-        for tid in ids.tolist():
-            txn.delete(tile_key(tid), db=self.tiles)
-            txn.delete(tile_key(tid), db=self.vectors)
-            if self.locals is not None:
-                txn.delete(tile_key(tid), db=self.locals)
-        for g in grids:
-            txn.delete(_GRID_KEY.pack(sid, g.geometry.magnification), db=self.grids)
-        txn.delete(_SLIDE_KEY.pack(sid), db=self.slides)
-        txn.delete(record.info.path.encode(), db=self.paths)
-        return ids
-
-
-def _decode_grid(slide_id: int, magnification: float, raw: bytes) -> CodeGrid:
-    rows, cols, step, tile_size, stride, nbytes = _GRID_HEAD.unpack_from(raw)
-    off = _GRID_HEAD.size
-    n = rows * cols
-    ids = np.frombuffer(raw, dtype="<i8", count=n, offset=off).reshape(rows, cols)
-    codes = np.frombuffer(raw, dtype=np.uint8, count=n * nbytes, offset=off + 8 * n)
-    geometry = GridGeometry(magnification, rows, cols, step, tile_size, stride)
-    return CodeGrid(slide_id, geometry, ids, codes.reshape(rows, cols, nbytes))
-
-
-def _tile_ids(grids: list[CodeGrid]) -> np.ndarray:
-    """(n,) int64 ids of the valid cells of grids, grid by grid."""
-    if not grids:
-        return np.empty(0, np.int64)
-    return np.concatenate([g.ids[g.valid] for g in grids]).astype(np.int64)
+    def copy_tile_values(
+        self, txn: lmdb.Transaction, source: MetadataStore, tile_ids: np.ndarray
+    ) -> None:
+        """Copy the rerank vectors and local features of tiles from another store."""
+        with source.env.begin() as src:
+            for db, sdb in ((self.vectors, source.vectors), (self.locals, source.locals)):
+                if sdb is None or db is None:
+                    continue
+                for tid in np.asarray(tile_ids).tolist():
+                    raw = src.get(tile_key(tid), db=sdb)
+                    if raw is not None:
+                        txn.put(tile_key(tid), raw, db=db)

@@ -1,22 +1,24 @@
-"""Storing described slides in a staged generation: codes into per-slide grids and the
-Faiss index, records and local features into LMDB; removing slides from one."""
+"""Storing described slides in a staged segment: codes into per-slide grids and the
+segment's Faiss index, records and local features into its LMDB; fitting the collection
+state of a new bundle."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel
 
+from cbir.binary_index import BinaryTileIndex
 from cbir.delf.stage import LocalStage, local_ids
 from cbir.describe import REFERENCES_PER_MAGNIFICATION, DescribedScale, DescribedSlide
 from cbir.float_index import FloatTileIndex
-from cbir.manifest import Counts, Manifest
-from cbir.metadata import CodeGrid, MetadataStore, SlideRecord
+from cbir.manifest import Manifest
+from cbir.metadata import CodeGrid, SlideRecord
 from cbir.pipeline import TilePipeline
 from cbir.recipes import Recipe
-from cbir.tile_index import TileIndex, build_tile_index
+from cbir.segment_stage import CollectionState, SegmentStage
+from cbir.tile_index import TileIndex
 from cbir.timing import StageTimer
 from cbir.writer import BundleWriter
 
@@ -67,35 +69,21 @@ def _summary(slide_id: int, d: DescribedSlide) -> SlideSummary:
     )
 
 
-@dataclass
-class LocalRows:
-    """Projected local descriptors (n, dim) float32 with their Faiss ids (n,) int64."""
-
-    vectors: list[np.ndarray] = field(default_factory=list)
-    ids: list[np.ndarray] = field(default_factory=list)
-
-    def arrays(self, dim: int) -> tuple[np.ndarray, np.ndarray]:
-        if not self.ids:
-            return np.zeros((0, dim), np.float32), np.zeros(0, np.int64)
-        return np.concatenate(self.vectors), np.concatenate(self.ids)
-
-
 def _store_locals(
     txn: object,
-    meta: MetadataStore,
+    seg: SegmentStage,
     local: LocalStage,
     scale: DescribedScale,
     tile_ids: np.ndarray,
-    rows: LocalRows,
 ) -> None:
-    """Project a grid's local features, store their level-0 keypoints in LMDB and collect
-    their rows for the local index."""
-    assert scale.locals is not None
+    """Project a grid's local features, store their level-0 keypoints in LMDB and stage
+    their rows for the segment's local index."""
+    assert scale.locals is not None and seg.meta is not None
     g = scale.geometry
     rr, cc = np.nonzero(scale.keep)
     xs, ys = g.origin(rr, cc)
     per_px = g.level0_per_px  # level-0 pixels per tile pixel
-    counts = []
+    counts, vectors = [], []
     for tid, x0, y0, f in zip(
         tile_ids.tolist(), xs.tolist(), ys.tolist(), scale.locals, strict=True
     ):
@@ -103,24 +91,27 @@ def _store_locals(
         points = np.column_stack(
             [x0 + f.xy[:, 0] * per_px, y0 + f.xy[:, 1] * per_px, f.scales, f.attention]
         ).astype(np.float32)
-        meta.put_locals(txn, tid, points, f.descriptors)  # type: ignore[arg-type]
-        rows.vectors.append(f.descriptors)
+        seg.meta.put_locals(txn, tid, points, f.descriptors)  # type: ignore[arg-type]
+        vectors.append(f.descriptors)
         counts.append(len(f))
-    rows.ids.append(local_ids(tile_ids, np.asarray(counts, np.int64)))
+    if vectors:
+        seg.add_local(np.concatenate(vectors), local_ids(tile_ids, np.asarray(counts, np.int64)))
 
 
 def store_slides(
-    meta: MetadataStore,
+    seg: SegmentStage,
     pipeline: TilePipeline,
     described: list[DescribedSlide],
     first_id: int,
     timer: StageTimer,
     local: LocalStage | None = None,
-    local_rows: LocalRows | None = None,
-) -> tuple[list[SlideSummary], np.ndarray, np.ndarray]:
-    """Encode and write slides into LMDB; returns summaries, (n, bytes) codes, (n,) ids.
-    With `local`, projected local rows are appended to `local_rows`."""
-    summaries, codes, ids = [], [], []
+) -> list[SlideSummary]:
+    """Encode slides and write them into a staged segment (ids from `first_id`): grids,
+    references, rerank vectors and local features into its LMDB, codes (and local rows)
+    staged for its indexes."""
+    meta = seg.meta
+    assert meta is not None
+    summaries = []
     with meta.env.begin(write=True) as txn:
         for offset, d in enumerate(described):
             sid = first_id + offset
@@ -141,14 +132,22 @@ def store_slides(
                     meta.add_reference_tiles(txn, mag, tiles, REFERENCES_PER_MAGNIFICATION)
                 if pipeline.recipe.search.rerank and pipeline.binary:
                     meta.put_vectors(txn, i, np.concatenate([sc.descriptors for sc in d.scales]))
-            if local is not None and local_rows is not None:
+            if local is not None:
                 with timer("local"):
                     for sc, grid in zip(d.scales, grids, strict=True):
-                        _store_locals(txn, meta, local, sc, grid.ids[sc.keep], local_rows)
+                        _store_locals(txn, seg, local, sc, grid.ids[sc.keep])
             summaries.append(_summary(sid, d))
-            codes.append(c)
-            ids.append(i)
-    return summaries, np.concatenate(codes), np.concatenate(ids)
+            seg.add_codes(c, i)
+    return summaries
+
+
+def empty_index_for(pipeline: TilePipeline, recipe: Recipe, xt: np.ndarray) -> TileIndex:
+    """The empty index of a collection whose codes are (n, ...) `xt`: trained IVF when
+    the recipe and size ask for it."""
+    spec = pipeline.encoder_spec
+    if spec.kind == "binary":
+        return BinaryTileIndex.template(spec.bits, recipe.index, xt)
+    return FloatTileIndex.template(spec.dim, recipe.index, xt)
 
 
 def write_new_bundle(
@@ -158,66 +157,47 @@ def write_new_bundle(
     described: list[DescribedSlide],
     timer: StageTimer,
     local: LocalStage | None = None,
+    scale_weights: Path | None = None,
+    labels: dict[str, dict[str, str]] | None = None,
+    segments: int = 1,
 ) -> tuple[list[SlideSummary], Manifest]:
-    """Fit the encoder (and the local PCA) on described slides, encode, store and commit
-    a fresh bundle."""
+    """Fit the encoder (and the local PCA) on described slides, encode and store them in
+    `segments` segments (consecutive groups of slides, as Ray workers write them), fit
+    the empty indexes on all their codes and commit a fresh bundle.
+    `labels`: labels to give slides by path (`cbir rebuild` keeps them)."""
     with timer("fit"):
         pipeline.encoder.fit(np.concatenate([s.descriptors for d in described for s in d.scales]))
         if local is not None:
             local.finish_fit()
-    writer.pipeline = pipeline
-    rows = LocalRows()
-    summaries, xb, ids = store_slides(writer.meta, pipeline, described, 1, timer, local, rows)
+    first = writer.take_slide_ids(len(described))
+    summaries: list[SlideSummary] = []
+    bounds = np.linspace(0, len(described), min(segments, len(described)) + 1).round().astype(int)
+    for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        seg = writer.new_segment()
+        summaries += store_slides(seg, pipeline, described[lo:hi], first + lo, timer, local)
     with timer("add"):
-        writer.index = build_tile_index(pipeline.encoder_spec, recipe.index, xb, ids)
+        empty_local = None
         if local is not None:
             assert recipe.local is not None
-            lx, lids = rows.arrays(recipe.local.pca_dim)
-            writer.local = local
-            writer.local_index = FloatTileIndex.for_collection(
-                recipe.local.pca_dim, recipe.local.index_config(), lx, lids
+            lx = np.concatenate([s.local_rows(recipe.local.pca_dim)[0] for s in writer.segments])
+            empty_local = FloatTileIndex.template(
+                recipe.local.pca_dim, recipe.local.index_config(), lx
             )
+        writer.state = CollectionState(
+            pipeline,
+            empty_index_for(
+                pipeline, recipe, np.concatenate([s.codes()[0] for s in writer.segments])
+            ),
+            scale_weights,
+            local,
+            empty_local,
+        )
+    for summary in summaries:
+        if labels and labels.get(summary.path):
+            writer.labels[summary.slide_id] = labels[summary.path]
     with timer("commit"):
-        manifest = writer.commit(recipe, Counts(slides=len(described), tiles=len(ids)))
+        manifest = writer.commit(recipe)
     return summaries, manifest
-
-
-def rebuild_if_needed(index: TileIndex, meta: MetadataStore, pipeline: TilePipeline) -> TileIndex:
-    """Switch an exact binary index that has grown past the IVF threshold to a trained IVF."""
-    cfg = pipeline.recipe.index
-    if index.kind != "flat" or index.ntotal < cfg.ivf_threshold:
-        return index
-    grids = list(meta.all_grids())
-    xb = np.concatenate([g.codes[g.valid] for g in grids])
-    ids = np.concatenate([g.ids[g.valid] for g in grids])
-    return build_tile_index(pipeline.encoder_spec, cfg, xb, ids)
-
-
-def drop_slides(writer: BundleWriter, paths: Sequence[str]) -> None:
-    """Delete slides from the writer's LMDB, then their rows from the tile index and the
-    local index in one call each (an HNSW index is rebuilt on removal: once, not per
-    slide)."""
-    meta = writer.meta
-    assert meta is not None and writer.index is not None
-    removed, rows = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
-    records = {r.slide_id: r for r in meta.slide_list()}
-    for path in dict.fromkeys(paths):
-        record = records[meta.slide_id_for_path(path)]
-        tile_ids = meta.tile_ids_of(record.slide_id)
-        rows.append(local_ids(tile_ids, meta.local_counts(tile_ids)))
-        with meta.env.begin(write=True) as txn:
-            removed.append(meta.delete_slide(txn, record))
-    writer.index.remove(np.concatenate(removed))
-    if writer.local_index is not None:
-        writer.local_index.remove(np.concatenate(rows))
-
-
-def restore_labels(meta: MetadataStore, labels: dict[str, dict[str, str]]) -> None:
-    """Give re-indexed slides (by path) the labels their previous records had."""
-    records = [r for r in meta.slide_list() if labels.get(r.info.path)]
-    with meta.env.begin(write=True) as txn:
-        for r in records:
-            meta.put_slide_record(txn, r.model_copy(update={"labels": labels[r.info.path]}))
 
 
 def _now() -> str:

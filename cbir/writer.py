@@ -1,6 +1,8 @@
-"""Writing a bundle: a transaction stages a new generation (copied from the live one, or
-fresh) and publishes it by atomically replacing the manifest; a failed or killed run
-leaves the previous bundle as it was, and its leftovers are swept next time."""
+"""Writing a bundle (format 3, see cbir.manifest): a transaction stages new segments (and
+new collection state when it is fitted), records tombstones and labels, and publishes by
+atomically replacing the manifest. Live segments are never modified, so a write costs
+the data it adds; a failed or killed run leaves the previous bundle as it was, and its
+leftovers are swept next time."""
 
 from __future__ import annotations
 
@@ -16,36 +18,15 @@ from typing import TYPE_CHECKING
 
 import lmdb
 
-from cbir import __version__
-from cbir.bundle import Bundle
-from cbir.checksum import sha256_file
+from cbir.bundle import Bundle, Segment
 from cbir.errors import BundleError
-from cbir.float_index import FloatTileIndex
-from cbir.manifest import (
-    FORMAT_VERSION,
-    INDEX_FILE,
-    LOCAL_INDEX_FILE,
-    LOCAL_STATE_FILE,
-    LOCAL_WEIGHTS_FILE,
-    MANIFEST,
-    META_DIR,
-    SCALE_FILE,
-    STATE_FILE,
-    WEIGHTS_FILE,
-    Counts,
-    LocalManifest,
-    Manifest,
-    gen_dir,
-    now,
-    read_manifest,
-)
-from cbir.metadata import MetadataStore
-from cbir.pipeline import TilePipeline
-from cbir.recipes import Recipe
-from cbir.tile_index import TileIndex
+from cbir.manifest import MANIFEST, Manifest, read_manifest, readonly_error
+from cbir.segment_stage import CollectionState, SegmentStage, publish
 
 if TYPE_CHECKING:
     from cbir.delf.stage import LocalStage
+    from cbir.pipeline import TilePipeline
+    from cbir.recipes import Recipe
 
 
 @contextlib.contextmanager
@@ -59,16 +40,8 @@ def _locked(root: Path) -> Iterator[None]:
         yield
 
 
-def _fsync_tree(path: Path) -> None:
-    for p in [*path.rglob("*"), path]:
-        fd = os.open(p, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-_GENERATION = re.compile(r"gen-\d{6}")
+#: Directories a bundle may hold: its state and segments, format-2 generations, stages.
+_BUNDLE_DIR = re.compile(r"(gen|seg|state)-\d{6}(-\d+)?|\.tmp-.*")
 
 #: Below this much free space, a failed write says the disk is probably full.
 LOW_SPACE_BYTES = 64 << 20
@@ -78,8 +51,8 @@ WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
 
 
 def write_failed(root: Path, exc: BaseException) -> BundleError:
-    """The error for a write that failed while staging or publishing a generation: names
-    the bundle, the cause and the device's free space; the live bundle is unchanged."""
+    """The error for a write that failed while staging or publishing: names the bundle,
+    the cause and the device's free space; the live bundle is unchanged."""
     try:
         free = shutil.disk_usage(root).free
         space = f"{free / 1e6:.0f} MB free on its device"
@@ -94,156 +67,125 @@ def write_failed(root: Path, exc: BaseException) -> BundleError:
 
 def _first_build_debris(p: Path) -> bool:
     """What a failed or killed first build can leave in a directory with no manifest:
-    the lock file, a stage, an unpublished generation, the manifest's temp file."""
+    the lock file, stages, unpublished state and segments, the manifest's temp file."""
     name = p.name
-    return (
-        name in (".lock", f".{MANIFEST}.tmp")
-        or name.startswith(".tmp-gen-")
-        or (p.is_dir() and _GENERATION.fullmatch(name) is not None)
+    return name in (".lock", f".{MANIFEST}.tmp") or (
+        p.is_dir() and _BUNDLE_DIR.fullmatch(name) is not None
     )
 
 
-def _sweep(root: Path, keep: int | None) -> None:
-    """Delete generation and temp directories other than generation `keep`."""
+def sweep(root: Path, manifest: Manifest | None) -> None:
+    """Delete bundle directories the live manifest does not reference (stages, replaced
+    segments and state, format-2 generations)."""
+    keep: set[str] = set()
+    if manifest is not None:
+        if manifest.format_version == 2:
+            keep.add(f"gen-{manifest.generation:06d}")
+        keep.add(manifest.state)
+        keep.update(s.name for s in manifest.segments)
     for p in root.iterdir():
-        if p.is_dir() and (p.name.startswith(".tmp-gen-") or p.name.startswith("gen-")):
-            if keep is None or p != gen_dir(root, keep):
-                shutil.rmtree(p, ignore_errors=True)
+        if p.is_dir() and _BUNDLE_DIR.fullmatch(p.name) and p.name not in keep:
+            shutil.rmtree(p, ignore_errors=True)
 
 
 class BundleWriter:
-    """A write transaction on a bundle: stage a new generation, then publish or discard.
+    """A write transaction on a bundle. Use `transaction(root, ...)`.
 
-    Use `transaction(root, ...)`. Inside, `writer.index` and `writer.meta` are the new
-    generation's (copied from the live one, or fresh); `commit(...)` publishes it.
+    `live` is the bundle as published (None for a new one). Writes: `fit_state(...)` or
+    `state` (a new bundle); `new_segment()` stages slides; `tombstone(slide_ids)` removes
+    slides; `drop(segments)` takes segments out (after merging them); `labels` are the
+    bundle's labels by slide id. `commit(recipe)` publishes it all at once.
     """
 
-    def __init__(self, root: Path, previous: Manifest | None, stage: Path, fresh: bool) -> None:
+    def __init__(self, root: Path, previous: Manifest | None, live: Bundle | None) -> None:
         self.root = root
-        self.fresh = fresh
         self.previous = previous
-        self.stage = stage
-        self.index: TileIndex | None = None
-        self.meta: MetadataStore | None = None
-        self.pipeline: TilePipeline | None = None
-        self.scale_weights: Path | None = None
-        self.local: LocalStage | None = None
-        self.local_index: FloatTileIndex | None = None
+        self.live = live
+        self.generation = (previous.generation + 1) if previous else 1
+        self.state: CollectionState | None = CollectionState.of(live) if live else None
+        self.segments: list[SegmentStage] = []
+        self.dead: dict[str, set[int]] = {}  # live segment name -> tombstoned slides
+        self.dropped: set[str] = set()
+        self.labels: dict[int, dict[str, str]] = dict(previous.labels) if previous else {}
+        self.next_slide_id = previous.next_slide_id if previous else 1
         self.committed = False
 
-    def commit(self, recipe: Recipe, counts: Counts) -> Manifest:
-        """Write the staged generation's files and publish it (one atomic manifest
-        replace); a failed write (disk full, I/O error) is a BundleError naming the bundle
-        and its free space, and publishes nothing."""
+    # -- reading what is live ----------------------------------------------------------
+    @property
+    def pipeline(self) -> TilePipeline:
+        assert self.state is not None
+        return self.state.pipeline
+
+    @property
+    def local(self) -> LocalStage | None:
+        return self.state.local if self.state else None
+
+    @property
+    def scale_weights(self) -> Path | None:
+        return self.state.scale_weights if self.state else None
+
+    def live_segments(self) -> list[Segment]:
+        return [
+            s for s in (self.live.segments if self.live else []) if s.entry.name not in self.dropped
+        ]
+
+    def slide_id_for_path(self, path: str) -> int | None:
+        """The live slide indexed from `path` (not tombstoned in this transaction)."""
+        if self.live is None:
+            return None
+        sid = self.live.meta.slide_id_for_path(path)
+        if sid is None or any(sid in d for d in self.dead.values()):
+            return None
+        return sid
+
+    # -- changes -----------------------------------------------------------------------
+    def new_segment(self) -> SegmentStage:
+        """A fresh segment staged in the bundle directory; its slides get new ids."""
+        n = len(self.segments)
+        name = f"seg-{self.generation:06d}" + (f"-{n}" if n else "")
+        stage = SegmentStage(self.root / f".tmp-{os.getpid()}-{name}", name)
+        self.segments.append(stage)
+        return stage
+
+    def take_slide_ids(self, n: int) -> int:
+        """Reserve n new slide ids; returns the first."""
+        first = self.next_slide_id
+        self.next_slide_id += n
+        return first
+
+    def tombstone(self, slide_ids: set[int]) -> None:
+        """Mark live slides removed: their tiles leave search and counts at commit."""
+        for seg in self.live_segments():
+            mine = set(slide_ids) & {r.slide_id for r in seg.store.slide_list()}
+            if mine:
+                self.dead.setdefault(seg.entry.name, set()).update(mine)
+        for sid in slide_ids:
+            self.labels.pop(sid, None)
+
+    def drop(self, names: set[str]) -> None:
+        """Take live segments out of the bundle (their live slides were merged into a
+        staged segment)."""
+        self.dropped |= names
+
+    def commit(self, recipe: Recipe) -> Manifest:
+        """Write the staged files and publish them (one atomic manifest replace); a
+        failed write (disk full, I/O error) is a BundleError naming the bundle and its
+        free space, and publishes nothing."""
+        assert self.state is not None
         try:
-            return self._commit(recipe, counts)
+            manifest = publish(self, recipe)
         except (OSError, lmdb.Error) as exc:
             if self.committed:
                 raise
             raise write_failed(self.root, exc) from None
-
-    def _commit(self, recipe: Recipe, counts: Counts) -> Manifest:
-        assert self.index is not None and self.meta is not None and self.pipeline is not None
-        n_meta = self.meta.tile_count()
-        if not (self.index.ntotal == n_meta == counts.tiles):
-            raise BundleError(
-                f"{self.root}: refusing to publish an inconsistent bundle (Faiss "
-                f"{self.index.ntotal} tiles, LMDB {n_meta}, counted {counts.tiles})"
-            )
-        self.index.save(self.stage / INDEX_FILE)
-        self.pipeline.save_state(self.stage / STATE_FILE)
-        weights_sha = None
-        if self.pipeline.weights is not None:
-            staged = self.stage / WEIGHTS_FILE
-            if self.pipeline.weights.resolve() != staged.resolve():
-                shutil.copyfile(self.pipeline.weights, staged)
-            weights_sha = sha256_file(staged)
-        scale_sha = None
-        if self.scale_weights is not None:
-            staged = self.stage / SCALE_FILE
-            if self.scale_weights.resolve() != staged.resolve():
-                shutil.copyfile(self.scale_weights, staged)
-            scale_sha = sha256_file(staged)
-        local = _write_local(self, weights_sha)
-        self.meta.env.sync(True)
-        self.meta.close()
-        self.meta = None
-        generation = (self.previous.generation + 1) if self.previous else 1
-        manifest = Manifest(
-            format_version=FORMAT_VERSION,
-            cbir_version=__version__,
-            recipe=recipe,
-            descriptor=self.pipeline.descriptor_spec,
-            encoder=self.pipeline.encoder_spec,
-            index_kind=self.index.kind,
-            nlist=self.index.nlist,
-            generation=generation,
-            counts=counts,
-            pipeline_sha256=sha256_file(self.stage / STATE_FILE),
-            weights_sha256=weights_sha,
-            scale_weights_sha256=scale_sha,
-            local=local,
-            created=self.previous.created if self.previous and not self.fresh else now(),
-            updated=now(),
-        )
-        final = gen_dir(self.root, generation)
-        if final.exists():
-            shutil.rmtree(final)
-        _fsync_tree(self.stage)
-        os.rename(self.stage, final)
-        tmp_manifest = self.root / f".{MANIFEST}.tmp"
-        try:
-            tmp_manifest.write_text(manifest.model_dump_json(indent=2))
-            with open(tmp_manifest, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp_manifest, self.root / MANIFEST)  # the atomic publish
-        except BaseException:
-            tmp_manifest.unlink(missing_ok=True)
-            shutil.rmtree(final, ignore_errors=True)
-            raise
-        self.committed = True  # published: nothing below may undo it
-        dir_fd = os.open(self.root, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-        self.committed = True
-        _sweep(self.root, keep=generation)
+        sweep(self.root, manifest)
         return manifest
 
-
-def _write_local(writer: BundleWriter, weights_sha: str | None) -> LocalManifest | None:
-    """Stage a writer's local index, PCA state and extractor weights (shared with the
-    descriptor's weights.pt when they are the same file); check the counts agree."""
-    if writer.local is None:
-        return None
-    assert writer.local_index is not None and writer.meta is not None
-    n_meta = writer.meta.local_feature_count()
-    if writer.local_index.ntotal != n_meta:
-        raise BundleError(
-            f"{writer.root}: refusing to publish an inconsistent bundle (local index "
-            f"{writer.local_index.ntotal} rows, LMDB {n_meta})"
-        )
-    writer.local_index.save(writer.stage / LOCAL_INDEX_FILE)
-    writer.local.save_state(writer.stage / LOCAL_STATE_FILE)
-    source = writer.local.weights
-    weights_file, sha = None, None
-    if source is not None:
-        descriptor_weights = writer.pipeline.weights if writer.pipeline else None
-        if descriptor_weights is not None and source.resolve() == descriptor_weights.resolve():
-            weights_file, sha = WEIGHTS_FILE, weights_sha
-        else:
-            staged = writer.stage / LOCAL_WEIGHTS_FILE
-            if source.resolve() != staged.resolve():
-                shutil.copyfile(source, staged)
-            weights_file, sha = LOCAL_WEIGHTS_FILE, sha256_file(staged)
-    return LocalManifest(
-        spec=writer.local.spec,
-        features=writer.local_index.ntotal,
-        state_sha256=sha256_file(writer.stage / LOCAL_STATE_FILE),
-        weights_file=weights_file,
-        weights_sha256=sha,
-    )
+    def discard(self) -> None:
+        for s in self.segments:
+            s.discard()
+        if self.state is not None:
+            self.state.discard_stage()
 
 
 def _previous_manifest(root: Path, tolerate_broken: bool) -> Manifest | None:
@@ -261,14 +203,15 @@ def _previous_manifest(root: Path, tolerate_broken: bool) -> Manifest | None:
 
 @contextlib.contextmanager
 def transaction(
-    root: str | os.PathLike[str], create: bool, overwrite: bool = False
+    root: str | os.PathLike[str], create: bool, overwrite: bool = False, upgrade: bool = False
 ) -> Iterator[BundleWriter]:
     """Open a write transaction on bundle `root`.
 
-    create=False: the bundle must exist; its live generation is copied into the stage
-    (LMDB compacted copy; Faiss index loaded) and `writer.pipeline` is its fitted pipeline.
-    create=True: the stage starts empty; an existing bundle is refused unless `overwrite`.
-    Nothing visible changes unless `commit` runs; any exception discards the stage.
+    create=False: the bundle must exist; `writer.live` is it, opened, and `writer.state`
+    its collection state. create=True: nothing is live; an existing bundle is refused
+    unless `overwrite` (it is replaced at commit). A bundle of an older format is refused
+    unless `upgrade`. Nothing visible changes unless `commit` runs; any exception
+    discards the stage.
     """
     root = Path(root)
     if root.exists() and not root.is_dir():
@@ -287,45 +230,27 @@ def transaction(
         with _locked(root):
             # Read again under the lock: another writer may have published meanwhile.
             previous = _previous_manifest(root, tolerate_broken=create and overwrite)
-            live = Bundle.open(root) if not create else None
-            _sweep(root, keep=previous.generation if previous else None)
+            if previous is not None and previous.readonly and not (create or upgrade):
+                raise readonly_error(root, previous)
+            sweep(root, previous)
             if previous is None:
                 (root / f".{MANIFEST}.tmp").unlink(missing_ok=True)
-            stage = root / f".tmp-gen-{os.getpid()}"
-            stage.mkdir()
-            writer = BundleWriter(root, previous, stage, fresh=create)
+            live = Bundle.open_manifest(root, previous) if not create and previous else None
+            writer = BundleWriter(root, previous, live)
             try:
-                if live is not None:
-                    (stage / META_DIR).mkdir()
-                    try:
-                        live.meta.copy_to(stage / META_DIR)
-                    except (OSError, lmdb.Error) as exc:
-                        raise write_failed(root, exc) from None
-                    writer.index = live.index
-                    writer.pipeline = live.pipeline
-                    writer.scale_weights = live.scale_weights
-                    writer.local = live.local
-                    writer.local_index = live.local_index
-                    live.close()
-                    live = None
-                (stage / META_DIR).mkdir(exist_ok=True)
-                writer.meta = MetadataStore(stage / META_DIR, readonly=False)
-                try:
-                    yield writer
-                except lmdb.Error as exc:  # writing the staged LMDB (disk full, I/O error)
+                yield writer
+            except lmdb.Error as exc:  # writing a staged LMDB (disk full, I/O error)
+                raise write_failed(root, exc) from None
+            except OSError as exc:
+                if exc.errno in WRITE_ERRNOS:
                     raise write_failed(root, exc) from None
-                except OSError as exc:
-                    if exc.errno in WRITE_ERRNOS:
-                        raise write_failed(root, exc) from None
-                    raise
-                committed = writer.committed
+                raise
             finally:
+                committed = writer.committed
                 if live is not None:
                     live.close()
-                if writer.meta is not None:
-                    writer.meta.close()
-                if not writer.committed:
-                    shutil.rmtree(stage, ignore_errors=True)
+                if not committed:
+                    writer.discard()
     finally:
         if made_root and not committed:
             shutil.rmtree(root, ignore_errors=True)  # a failed first build leaves no directory

@@ -227,13 +227,13 @@ def test_failure_while_publishing_leaves_bundle_equal(
 def test_process_killed_mid_add_leaves_last_good_bundle(
     fresh_bundle: Path, second_slide: Path
 ) -> None:
-    """A hard kill (os._exit) after LMDB is written, before the publish."""
+    """A hard kill (os._exit) after the new segment is written, before the publish."""
     manifest_before = (fresh_bundle / "manifest.json").read_bytes()
     script = (
         "import os, cbir.writer as b\n"
         "orig = b.BundleWriter.commit\n"
         "def dying(self, *a, **k):\n"
-        "    self.index.save(self.stage / b.INDEX_FILE)\n"
+        "    [s.finish(self.state) for s in self.segments]\n"
         "    os._exit(9)\n"
         "b.BundleWriter.commit = dying\n"
         "import cbir\n"
@@ -242,9 +242,9 @@ def test_process_killed_mid_add_leaves_last_good_bundle(
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=300)
     assert proc.returncode == 9
     assert (fresh_bundle / "manifest.json").read_bytes() == manifest_before
-    assert any(p.name.startswith(".tmp-gen-") for p in fresh_bundle.iterdir())  # leftovers
+    assert any(p.name.startswith(".tmp-") for p in fresh_bundle.iterdir())  # leftovers
     with cbir.open_index(fresh_bundle) as ix:
         assert len(ix.slides) == 1
     report = cbir.add_slides(fresh_bundle, [second_slide])  # the next writer sweeps them
     assert report.slides_total == 2
-    assert not any(p.name.startswith(".tmp-gen-") for p in fresh_bundle.iterdir())
+    assert not any(p.name.startswith(".tmp-") for p in fresh_bundle.iterdir())

@@ -75,7 +75,7 @@ def test_bundle_keeps_its_weights_and_refuses_changed_ones(
     with cbir.open_index(out, device="cpu") as index:
         result = index.search(f"{generated_slide}:896,0,896,896@20x", k=3)
         assert (result.hits[0].x, result.hits[0].y, result.hits[0].distance) == (896, 0, 0.0)
-    stored = out / f"gen-{manifest.generation:06d}" / WEIGHTS_FILE
+    stored = out / manifest.state / WEIGHTS_FILE
     stored.write_bytes(stored.read_bytes()[:-10] + b"0123456789")
     with pytest.raises(BundleError, match="does not match its checksum"):
         cbir.open_index(out)

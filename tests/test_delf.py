@@ -360,13 +360,13 @@ def test_bundle_written_before_local_features_still_opens(
 
     out = tmp_path / "idx"
     build_index([generated_slide], out, "stats-lsh32")
-    meta_dir = next(out.glob("gen-*")) / "meta.lmdb"
+    meta_dir = next(out.glob("seg-*")) / "meta.lmdb"
     env = lmdb.open(str(meta_dir), max_dbs=8)
     with env.begin(write=True) as txn:  # as a bundle of the previous cbir: no locals db
         txn.drop(env.open_db(b"locals", txn=txn), delete=True)
     env.close()
     with open_index(out) as ix:
-        assert ix.bundle.meta.locals is None
+        assert ix.bundle.meta.stores[0].locals is None
         assert ix.search(f"{generated_slide}:896,1344,448,448@20x", k=1).hits
     add_slides(out, [second_slide])
     remove_slides(out, ["generated.tif"])

@@ -97,7 +97,8 @@ def test_a_killed_first_build_does_not_block_the_next(
         (out / ".manifest.json.tmp").write_text('{"format_version": 2')
         report = cbir.build_index([generated_slide], out, overwrite=overwrite)
         assert report.tiles_total > 0
-        assert sorted(p.name for p in out.iterdir()) == [".lock", "gen-000001", "manifest.json"]
+        names = sorted(p.name for p in out.iterdir())
+        assert names == [".lock", "manifest.json", "seg-000001", "state-000001"]
         with cbir.open_index(out) as index:
             assert index.info().tiles == report.tiles_total
     # anything else in the directory still makes it "not an index bundle"
@@ -141,7 +142,7 @@ def test_negative_region_coordinates_are_named(tmp_path: Path, generated_slide: 
 def test_a_truncated_lmdb_is_an_error_not_sigbus(tmp_path: Path, generated_slide: Path) -> None:
     out = tmp_path / "idx"
     cbir.build_index([generated_slide], out)
-    data = next(out.glob("gen-*/meta.lmdb/data.mdb"))
+    data = next(out.glob("seg-*/meta.lmdb/data.mdb"))
     with data.open("r+b") as fh:
         fh.truncate(data.stat().st_size // 2)
     for args in (("search", out, f"{generated_slide}"), ("info", out)):
@@ -156,8 +157,7 @@ def test_a_failed_write_names_the_bundle_and_changes_nothing(
     out = tmp_path / "idx"
     cbir.build_index([generated_slide], out)
     before = tree_digest(out)
-    biggest = max(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    for limit in (biggest // 2, biggest + 4096):  # fails copying the LMDB / writing the rest
+    for limit in (1024, 8192):  # fails writing the new segment's index / its LMDB
         proc = cbir_cli("add", out, second_slide, limit_file_bytes=limit)
         assert proc.returncode == 2, proc.stderr
         assert f"{out}: could not write the new generation" in proc.stderr

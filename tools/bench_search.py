@@ -36,6 +36,7 @@ How the codes are made (they are synthetic; no pixels are read)
 Run (from the repository root, with the venv active)
     python tools/bench_search.py --n 1000000 --json      # ~35 s (32 bits), ~60 s (64 bits)
     python tools/bench_search.py --n 100000 --bits 64 --nprobe 16 --json
+    python tools/bench_search.py --n 1000000 --segments 16 --json   # a bundle of 16 segments
 One JSON object goes to stdout with --json (a short summary otherwise); logs go to stderr.
 """
 
@@ -154,8 +155,12 @@ def synthetic_slides(n: int, seed: int) -> list[DescribedSlide]:
     return slides
 
 
-def build_bundle(root: Path, recipe_name: str, n: int, seed: int) -> dict[str, object]:
-    """Write the synthetic collection as a bundle at root; returns build stats."""
+def build_bundle(
+    root: Path, recipe_name: str, n: int, seed: int, segments: int = 1
+) -> dict[str, object]:
+    """Write the synthetic collection as a bundle at root, its slides split into
+    `segments` segments (one fitted state, as a Ray build writes them); returns build
+    stats."""
     t0 = time.perf_counter()
     described = synthetic_slides(n, seed)
     t_synth = time.perf_counter() - t0
@@ -165,7 +170,9 @@ def build_bundle(root: Path, recipe_name: str, n: int, seed: int) -> dict[str, o
     timer = StageTimer()
     t0 = time.perf_counter()
     with transaction(root, create=True, overwrite=True) as writer:
-        _, manifest = write_new_bundle(writer, recipe, pipeline, described, timer)
+        _, manifest = write_new_bundle(
+            writer, recipe, pipeline, described, timer, segments=segments
+        )
     build = time.perf_counter() - t0
     log(
         f"bundle written in {build:.1f} s ({manifest.index_kind}, nlist={manifest.nlist}); "
@@ -418,7 +425,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     whole = benchutil.CpuMeter()
     try:
         log(f"building {args.n} tiles, recipe {recipe_name}, bundle {root}")
-        build = build_bundle(root, recipe_name, args.n, args.seed)
+        build = build_bundle(root, recipe_name, args.n, args.seed, args.segments)
         size, allocated = dir_bytes(root)
         rng = np.random.default_rng(args.seed + 1)
         with cbir.open_index(root) as index:
@@ -462,6 +469,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             "bits": args.bits,
             "recipe": recipe_name,
             "index_kind": info.index_kind,
+            "segments": len(index.bundle.segments),
             "nlist": info.nlist,
             "nprobe": nprobe,
             **build,
@@ -546,6 +554,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="faiss.omp_set_num_threads for the whole run (default: Faiss's, = cores)",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--segments", type=int, default=1, help="segments the bundle is written in (format 3)"
+    )
     p.add_argument(
         "--workdir",
         default=None,

@@ -25,6 +25,7 @@ from cbir.cli.options import (
 from cbir.cli.paths import expand_slides
 from cbir.cli.search import register as register_search
 from cbir.cli.serve import serve_cmd
+from cbir.cli.storage import register_storage
 from cbir.cli.train import train_app
 
 app = typer.Typer(
@@ -200,6 +201,7 @@ def remove_cmd(
 
 register_search(app)  # cbir/cli/search.py: one query or a batch, filters, exports
 register_label(app)  # cbir/cli/labels.py: cbir label BUNDLE SLIDE key=value ...
+register_storage(app)  # cbir/cli/storage.py: compact, upgrade, rebuild
 
 
 @app.command("info")
@@ -207,10 +209,11 @@ register_label(app)  # cbir/cli/labels.py: cbir label BUNDLE SLIDE key=value ...
 def info_cmd(index: IndexArg, json_out: JsonOpt = False) -> None:
     """Describe a bundle: recipe, index, slides, counts, size."""
     from cbir.api import open_index
-    from cbir.cli.render import show_info
+    from cbir.cli.render import note_readonly, show_info
 
     with open_index(index) as ix:
         info = ix.info()
+        note_readonly(ix)
     if json_out:
         typer.echo(info.model_dump_json())
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -11,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:  # light at run time: `cbir info` and errors import no model code
-    from cbir.api import IndexInfo
+    from cbir.api import Index, IndexInfo
     from cbir.eval import EvalReport
     from cbir.hits import SearchResult
     from cbir.indexer import IndexReport
@@ -271,3 +272,13 @@ def show_verdict(verdict: Verdict) -> None:
         stderr.print("training verdict: learned")
     else:
         stderr.print(f"warning: training verdict: {verdict.line}", style="bold yellow")
+
+
+def note_readonly(ix: Index) -> None:
+    """One line on stderr when a bundle is of an older format (read-only)."""
+    man = ix.bundle.manifest
+    if man.readonly:
+        sys.stderr.write(
+            f"note: {ix.bundle.root} is bundle format {man.format_version}, read-only in "
+            f"this cbir; `cbir upgrade {ix.bundle.root}` converts it\n"
+        )

@@ -206,6 +206,7 @@ def search_cmd(
     A batch shows a progress bar on stderr and ends with a summary; a query that
     fails gets one line on stderr, the others still run, and the exit code is then 1."""
     from cbir.api import open_index
+    from cbir.cli.render import note_readonly
     from cbir.errors import QueryError
     from cbir.export.staging import check_target
     from cbir.labels import check_key
@@ -241,6 +242,7 @@ def search_cmd(
         "vote": vote,
     }
     with open_index(index, device=device) as ix:
+        note_readonly(ix)
         if names is not None:
             slide_filter(ix.collection, None, names, False)  # unknown: one line, first
         if batch is None:

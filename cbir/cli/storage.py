@@ -1,0 +1,61 @@
+"""`cbir compact`, `cbir upgrade`, `cbir rebuild`: whole-bundle storage commands."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from cbir.cli.errors import cli_errors
+from cbir.cli.options import IndexArg, JsonOpt
+
+
+def register_storage(app: typer.Typer) -> None:
+    @app.command("compact")
+    @cli_errors
+    def compact_cmd(index: IndexArg, json_out: JsonOpt = False) -> None:
+        """Merge a bundle's segments into one, dropping removed tiles."""
+        from cbir.compact import compact
+
+        report = compact(index)
+        if json_out:
+            typer.echo(report.model_dump_json())
+        else:
+            typer.echo(
+                f"{index}: {report.segments_before} segments -> {report.segments_after}, "
+                f"{report.tiles} tiles ({report.tombstoned_tiles_dropped} removed tiles "
+                f"dropped), {report.index_kind} index, {report.bytes_written / 1e6:.1f} MB "
+                f"written in {report.seconds:.2f} s"
+            )
+
+    @app.command("upgrade")
+    @cli_errors
+    def upgrade_cmd(index: IndexArg, json_out: JsonOpt = False) -> None:
+        """Convert a bundle of an older format (2) to this cbir's, in place."""
+        from cbir.upgrade import upgrade
+
+        report = upgrade(index)
+        if json_out:
+            typer.echo(report.model_dump_json())
+        else:
+            typer.echo(
+                f"{index}: format {report.from_format} -> {report.to_format}, "
+                f"{report.slides} slides, {report.tiles} tiles in {report.seconds:.2f} s"
+            )
+
+    @app.command("rebuild")
+    @cli_errors
+    def rebuild_cmd(
+        index: IndexArg,
+        json_out: JsonOpt = False,
+        device: Annotated[str, typer.Option(help="auto, cpu, cuda, mps.")] = "auto",
+        skip_errors: Annotated[
+            bool, typer.Option("--skip-errors", help="Leave out slides that cannot be read.")
+        ] = False,
+    ) -> None:
+        """Index every slide of a bundle again, refitting its collection state."""
+        from cbir.cli.render import show_report
+        from cbir.upgrade import rebuild
+
+        report = rebuild(index, device=device, skip_errors=skip_errors)
+        typer.echo(report.model_dump_json()) if json_out else show_report(report)  # type: ignore[attr-defined]

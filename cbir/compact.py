@@ -1,0 +1,158 @@
+"""Merging segments: their live slides copied into one new segment (tombstones dropped,
+tile ids kept), by `cbir compact`, by `add` when a bundle has too many segments, and
+when a collection grows past the IVF threshold (then with a newly trained quantizer)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel
+
+from cbir.bundle import REFERENCE_LIMIT, Segment
+from cbir.segment_stage import CollectionState, SegmentStage
+from cbir.store import empty_index_for
+from cbir.writer import BundleWriter, transaction
+
+
+class CompactReport(BaseModel):
+    bundle: str
+    segments_before: int
+    segments_after: int
+    tiles: int
+    tombstoned_tiles_dropped: int
+    index_kind: str
+    bytes_written: int
+    seconds: float
+
+
+def merge_into(writer: BundleWriter, segments: list[Segment]) -> SegmentStage | None:
+    """Stage one segment holding the live slides of `segments` (oldest first: their
+    reference tiles keep their order) and take those segments out of the bundle; None
+    (nothing staged) when none of their slides is live."""
+    pipeline = writer.pipeline
+    writer.drop({s.entry.name for s in segments})
+    if all(
+        {r.slide_id for r in s.store.slide_list()}
+        <= (s.dead | writer.dead.get(s.entry.name, set()))
+        for s in segments
+    ):
+        return None
+    seg = writer.new_segment()
+    assert seg.meta is not None
+    with seg.meta.env.begin(write=True) as txn:
+        for s in segments:
+            dead = s.dead | writer.dead.get(s.entry.name, set())
+            for r in s.store.slide_list():
+                if r.slide_id in dead:
+                    continue
+                grids = list(s.store.grids_of(r.slide_id))
+                seg.meta.put_slide(txn, r.model_copy(update={"labels": {}}), grids)
+                ids = np.concatenate([g.ids[g.valid] for g in grids]).astype(np.int64)
+                raw = np.concatenate([g.codes[g.valid] for g in grids])
+                seg.add_codes(pipeline.codes_from_bytes(raw), ids)
+                seg.meta.copy_tile_values(txn, s.store, ids)
+            for mag, tiles in s.store.reference_tiles().items():
+                seg.meta.add_reference_tiles(txn, mag, tiles, REFERENCE_LIMIT)
+            if s.local_index is not None:
+                x, ids = s.local_index.rows()
+                keep = ~np.isin(ids >> 42, np.fromiter(dead, np.int64, len(dead)))
+                seg.add_local(x[keep], ids[keep])
+    return seg
+
+
+def _live(s: Segment) -> int:
+    return s.entry.live_tiles
+
+
+def needs_ivf(writer: BundleWriter, extra: int = 0) -> bool:
+    """Whether an exact binary index has grown past the recipe's IVF threshold."""
+    assert writer.state is not None and writer.previous is not None
+    cfg = writer.previous.recipe.index
+    live = sum(_live(s) for s in writer.live_segments()) + extra
+    return writer.state.empty_index.kind == "flat" and live >= cfg.ivf_threshold
+
+
+def retrain_index(writer: BundleWriter) -> None:
+    """A new collection state whose empty index is trained on every live code (flat ->
+    IVF); every live segment is merged into one so that all share it."""
+    state = writer.state
+    assert state is not None and writer.previous is not None
+    merge_into(writer, writer.live_segments())
+    xt = np.concatenate([s.codes()[0] for s in writer.segments if s.staged])
+    writer.state = CollectionState(
+        state.pipeline,
+        empty_index_for(state.pipeline, writer.previous.recipe, xt),
+        state.scale_weights,
+        state.local,
+        state.empty_local,
+    )
+
+
+def auto_compact(writer: BundleWriter) -> list[str]:
+    """After an add or remove: merge segments mostly removed, then the smallest ones
+    while the bundle would hold more than the recipe's `max_segments`; retrain the index
+    when it has grown past the IVF threshold. Returns the merged segments' names."""
+    assert writer.previous is not None
+    cfg = writer.previous.recipe.index
+    new_tiles = sum(s.meta.tile_count() for s in writer.segments if s.meta is not None)
+    if needs_ivf(writer, new_tiles):
+        names = [s.entry.name for s in writer.live_segments()]
+        retrain_index(writer)
+        return names
+    live = writer.live_segments()
+    total = len(live) + len(writer.segments)
+    pick = {
+        s.entry.name
+        for s in live
+        if s.entry.dead_tiles + _dead_now(writer, s) > cfg.max_dead_fraction * s.entry.tiles
+    }
+    by_size = sorted(live, key=lambda s: (_live(s), s.entry.name))
+    extra = total - cfg.max_segments
+    if extra > 0:
+        pick |= {s.entry.name for s in by_size[: extra + 1]}
+    chosen = [s for s in live if s.entry.name in pick]
+    if len(chosen) == 1 and not (chosen[0].dead or writer.dead.get(chosen[0].entry.name)):
+        return []
+    if chosen:
+        merge_into(writer, chosen)
+    return [s.entry.name for s in chosen]
+
+
+def _dead_now(writer: BundleWriter, s: Segment) -> int:
+    """Tiles of `s` tombstoned by this transaction."""
+    fresh = writer.dead.get(s.entry.name, set()) - s.dead
+    return sum(len(s.store.tile_ids_of(sid)) for sid in fresh)
+
+
+def compact(bundle: str | os.PathLike[str]) -> CompactReport:
+    """Merge every segment of a bundle into one, dropping tombstoned tiles; a bundle
+    grown past the IVF threshold gets a trained IVF index. Atomic."""
+    start = time.perf_counter()
+    with transaction(bundle, create=False) as writer:
+        live = writer.live_segments()
+        dead = sum(s.entry.dead_tiles for s in live)
+        if needs_ivf(writer):
+            retrain_index(writer)
+        elif live:
+            merge_into(writer, live)
+        manifest = writer.commit(writer.previous.recipe)  # type: ignore[union-attr]
+    root = Path(bundle)
+    written = sum(
+        p.stat().st_size
+        for s in manifest.segments
+        for p in (root / s.name).rglob("*")
+        if p.is_file()
+    )
+    return CompactReport(
+        bundle=str(bundle),
+        segments_before=len(live),
+        segments_after=len(manifest.segments),
+        tiles=manifest.counts.tiles,
+        tombstoned_tiles_dropped=dead,
+        index_kind=manifest.index_kind,
+        bytes_written=written,
+        seconds=round(time.perf_counter() - start, 4),
+    )

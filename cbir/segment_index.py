@@ -1,0 +1,129 @@
+"""Search over the Faiss indexes of a bundle's segments as if they were one index.
+
+Each segment is searched for k plus its number of tombstoned rows (so k live rows are
+among them whatever the tombstones), tombstoned ids are dropped, and the per-segment
+lists are merged by (distance, id): with one collection-wide IVF quantizer and the same
+nprobe, the merged top k equals that of a single index holding every live row, ties
+included (`search_tie_ordered`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+
+class RowIndex(Protocol):
+    """What a segment's index offers: TileIndex, FloatTileIndex, or a Ray actor's proxy."""
+
+    @property
+    def ntotal(self) -> int: ...
+
+    def search(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def search_tie_ordered(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+@dataclass
+class Part:
+    """One segment's index with its tombstones: slides whose rows no longer count, and
+    how many rows that is. Row id >> `shift` is the row's slide id."""
+
+    index: RowIndex
+    dead_slides: frozenset[int] = frozenset()
+    dead_rows: int = 0
+    shift: int = 32
+    _dead: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._dead = np.array(sorted(self.dead_slides), np.int64)
+
+    @property
+    def live(self) -> int:
+        return self.index.ntotal - self.dead_rows
+
+    def is_dead(self, ids: np.ndarray) -> np.ndarray:
+        """(...) int64 ids -> bool mask of tombstoned rows (-1 is not dead)."""
+        if not len(self._dead):
+            return np.zeros(ids.shape, bool)
+        return np.isin(ids >> self.shift, self._dead) & (ids >= 0)
+
+
+def _merge(
+    Ds: Sequence[np.ndarray], Is: Sequence[np.ndarray], k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row merge of (nq, k_i) results by (distance, id); missing (-1) rows last.
+    Returns D, I (nq, k) in the first part's dtype (-1 ids with the dtype's max)."""
+    D, I = np.concatenate(Ds, axis=1), np.concatenate(Is, axis=1)
+    missing = I < 0
+    order = np.lexsort((I, D, missing), axis=1)[:, :k]
+    D, I = np.take_along_axis(D, order, 1), np.take_along_axis(I, order, 1)
+    if D.shape[1] < k:
+        pad = k - D.shape[1]
+        D = np.pad(D, ((0, 0), (0, pad)))
+        I = np.pad(I, ((0, 0), (0, pad)), constant_values=-1)
+    fill = np.iinfo(D.dtype).max if D.dtype.kind in "iu" else np.finfo(D.dtype).max
+    D[I < 0] = fill
+    return D, I
+
+
+class SegmentedIndex:
+    """The live rows of several segment indexes, searched as one (same interface as
+    BinaryTileIndex / FloatTileIndex for the searchers)."""
+
+    def __init__(
+        self, parts: Sequence[Part], kind: str, nprobe: int, nlist: int | None, dim: int
+    ) -> None:
+        self.parts = [p for p in parts if p.index.ntotal]
+        self.kind = kind
+        self.nprobe = nprobe
+        self.nlist = nlist
+        self.dim = dim  # bits of binary codes, dimensions of float vectors
+
+    def set_nprobe(self, nprobe: int) -> None:
+        """IVF lists probed per query, in every segment."""
+        self.nprobe = nprobe
+        for p in self.parts:
+            p.index.set_nprobe(nprobe)  # type: ignore[attr-defined]
+
+    @property
+    def ntotal(self) -> int:
+        return sum(p.live for p in self.parts)
+
+    @property
+    def segments(self) -> int:
+        return len(self.parts)
+
+    def search(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(nq, e) -> D (nq, k'), I (nq, k') with k' = min(k, live rows) (at least 1),
+        ordered by distance then id; -1 where fewer rows exist."""
+        k = max(1, min(k, self.ntotal)) if self.ntotal else 1
+        if len(self.parts) == 1 and not self.parts[0].dead_rows:
+            return self.parts[0].index.search(xq, k)
+        Ds, Is = [], []
+        for p in self.parts:
+            D, I = p.index.search(xq, min(k + p.dead_rows, p.index.ntotal))
+            I = np.where(p.is_dead(I), -1, I)
+            Ds.append(D)
+            Is.append(I)
+        if not Ds:
+            return np.full((len(xq), k), -1, np.int64), np.full((len(xq), k), -1, np.int64)
+        return _merge(Ds, Is, k)
+
+    def search_tie_ordered(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top k of one query (1, e), ties at equal distance by smaller id: each segment's
+        tie-ordered top (k + its tombstoned rows), live rows merged. D (m,), I (m,)."""
+        Ds, Is = [], []
+        for p in self.parts:
+            D, I = p.index.search_tie_ordered(xq, k + p.dead_rows)
+            live = ~p.is_dead(I)
+            Ds.append(D[live])
+            Is.append(I[live])
+        if not Ds:
+            return np.zeros(0, np.int32), np.zeros(0, np.int64)
+        D, I = np.concatenate(Ds), np.concatenate(Is)
+        order = np.lexsort((I, D))[:k]
+        return D[order], I[order]

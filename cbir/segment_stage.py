@@ -1,0 +1,332 @@
+"""What a write transaction stages: the collection state (fitted at build, reused by
+every later segment) and new segments; `publish` writes them, renames them into place
+and replaces the manifest."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from cbir import __version__
+from cbir.checksum import sha256_file
+from cbir.errors import BundleError
+from cbir.float_index import FloatTileIndex
+from cbir.manifest import (
+    EMPTY_INDEX_FILE,
+    EMPTY_LOCAL_INDEX_FILE,
+    FORMAT_VERSION,
+    INDEX_FILE,
+    LOCAL_INDEX_FILE,
+    LOCAL_STATE_FILE,
+    LOCAL_WEIGHTS_FILE,
+    MANIFEST,
+    META_DIR,
+    SCALE_FILE,
+    STATE_FILE,
+    WEIGHTS_FILE,
+    Counts,
+    LocalManifest,
+    Manifest,
+    SegmentEntry,
+    now,
+)
+from cbir.metadata import MetadataStore
+from cbir.tile_index import TileIndex, load_tile_index
+
+if TYPE_CHECKING:
+    from cbir.bundle import Bundle
+    from cbir.delf.stage import LocalStage
+    from cbir.pipeline import TilePipeline
+    from cbir.recipes import Recipe
+    from cbir.writer import BundleWriter
+
+
+class CollectionState:
+    """The fitted pipeline, weights, local stage and the empty (trained) indexes every
+    segment starts from. `name` is its directory; `stage` is set while it is new."""
+
+    def __init__(
+        self,
+        pipeline: TilePipeline,
+        empty_index: TileIndex,
+        scale_weights: Path | None = None,
+        local: LocalStage | None = None,
+        empty_local: FloatTileIndex | None = None,
+        name: str | None = None,
+        manifest: Manifest | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.empty_index = empty_index
+        self.scale_weights = scale_weights
+        self.local = local
+        self.empty_local = empty_local
+        self.name = name  # None: new, written at publish
+        self.manifest = manifest  # the manifest the state was read from
+        self.stage: Path | None = None
+
+    @classmethod
+    def of(cls, bundle: Bundle) -> CollectionState:
+        """The live state of an opened bundle (format 2: to be written anew)."""
+        man = bundle.manifest
+        empty_local = None
+        if man.format_version == 2:
+            first = bundle.segments[0]
+            empty = first.index.emptied()
+            if first.local_index is not None:
+                empty_local = first.local_index.emptied()
+            return cls(bundle.pipeline, empty, bundle.scale_weights, bundle.local, empty_local)
+        empty = load_tile_index(bundle.state / EMPTY_INDEX_FILE, man.index_kind, man.recipe.index)
+        if bundle.local is not None:
+            assert man.recipe.local is not None
+            empty_local = FloatTileIndex.load(
+                bundle.state / EMPTY_LOCAL_INDEX_FILE, man.recipe.local.index_config()
+            )
+        return cls(
+            bundle.pipeline, empty, bundle.scale_weights, bundle.local, empty_local, man.state, man
+        )
+
+    @property
+    def new(self) -> bool:
+        return self.name is None
+
+    def write(self, root: Path, generation: int) -> dict[str, object]:
+        """Stage a new state's files; returns its manifest fields."""
+        name = f"state-{generation:06d}"
+        stage = self.stage = root / f".tmp-{os.getpid()}-{name}"
+        stage.mkdir()
+        self.pipeline.save_state(stage / STATE_FILE)
+        self.empty_index.save(stage / EMPTY_INDEX_FILE)
+        weights_sha = _copy_in(self.pipeline.weights, stage / WEIGHTS_FILE)
+        fields: dict[str, object] = {
+            "state": name,
+            "pipeline_sha256": sha256_file(stage / STATE_FILE),
+            "weights_sha256": weights_sha,
+            "scale_weights_sha256": _copy_in(self.scale_weights, stage / SCALE_FILE),
+            "local": None,
+        }
+        if self.local is not None:
+            assert self.empty_local is not None
+            self.empty_local.save(stage / EMPTY_LOCAL_INDEX_FILE)
+            self.local.save_state(stage / LOCAL_STATE_FILE)
+            source, weights_file, sha = self.local.weights, None, None
+            if source is not None:
+                own = self.pipeline.weights
+                if own is not None and source.resolve() == own.resolve():
+                    weights_file, sha = WEIGHTS_FILE, weights_sha
+                else:
+                    weights_file = LOCAL_WEIGHTS_FILE
+                    sha = _copy_in(source, stage / LOCAL_WEIGHTS_FILE)
+            fields["local"] = LocalManifest(
+                spec=self.local.spec,
+                features=0,
+                state_sha256=sha256_file(stage / LOCAL_STATE_FILE),
+                weights_file=weights_file,
+                weights_sha256=sha,
+            )
+        return fields
+
+    def discard_stage(self) -> None:
+        if self.stage is not None:
+            shutil.rmtree(self.stage, ignore_errors=True)
+
+
+def _copy_in(source: Path | None, target: Path) -> str | None:
+    if source is None:
+        return None
+    shutil.copyfile(source, target)
+    return sha256_file(target)
+
+
+class SegmentStage:
+    """A segment being written: a fresh LMDB store (`meta`) and the rows of its tile
+    and local indexes, finished into files by `finish`."""
+
+    def __init__(self, path: Path, name: str) -> None:
+        self.path = path
+        self.name = name
+        path.mkdir()
+        try:
+            (path / META_DIR).mkdir()
+            self.meta: MetadataStore | None = MetadataStore(path / META_DIR, readonly=False)
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
+        self._codes: list[np.ndarray] = []
+        self._ids: list[np.ndarray] = []
+        self._local: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def add_codes(self, xb: np.ndarray, ids: np.ndarray) -> None:
+        """Rows of the tile index: (n, bytes) uint8 or (n, dim) float32 codes, (n,) ids."""
+        self._codes.append(xb)
+        self._ids.append(np.asarray(ids, np.int64))
+
+    def add_local(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        """Rows of the local index: (n, dim) float32 projected descriptors, (n,) ids."""
+        self._local.append((vectors, np.asarray(ids, np.int64)))
+
+    @property
+    def staged(self) -> bool:
+        """Whether any tile rows are staged."""
+        return bool(self._ids)
+
+    def codes(self) -> tuple[np.ndarray, np.ndarray]:
+        """The staged tile-index rows: codes (n, ...) and ids (n,)."""
+        return np.concatenate(self._codes), np.concatenate(self._ids)
+
+    def local_rows(self, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """The staged local-index rows: (n, dim) float32, ids (n,)."""
+        if not self._local:
+            return np.zeros((0, dim), np.float32), np.zeros(0, np.int64)
+        return (
+            np.concatenate([x for x, _ in self._local]),
+            np.concatenate([i for _, i in self._local]),
+        )
+
+    def finish(self, state: CollectionState) -> SegmentEntry:
+        """Write the segment's indexes, close its LMDB; its manifest entry."""
+        assert self.meta is not None
+        index = state.empty_index.emptied()
+        for xb, ids in zip(self._codes, self._ids, strict=True):
+            index.add(xb, ids)
+        slides, tiles = len(self.meta.slide_list()), self.meta.tile_count()
+        if index.ntotal != tiles:
+            raise BundleError(
+                f"{self.path.parent}: refusing to publish an inconsistent segment (Faiss "
+                f"{index.ntotal} tiles, LMDB {tiles})"
+            )
+        index.save(self.path / INDEX_FILE)
+        files = [INDEX_FILE, f"{META_DIR}/data.mdb"]
+        features = 0
+        if state.local is not None:
+            assert state.empty_local is not None
+            local = state.empty_local.emptied()
+            for x, ids in self._local:
+                local.add(x, ids)
+            features = local.ntotal
+            if features != self.meta.local_feature_count():
+                raise BundleError(
+                    f"{self.path.parent}: refusing to publish an inconsistent segment (local "
+                    f"index {features} rows, LMDB {self.meta.local_feature_count()})"
+                )
+            local.save(self.path / LOCAL_INDEX_FILE)
+            files.append(LOCAL_INDEX_FILE)
+        self.meta.env.sync(True)
+        self.meta.close()
+        self.meta = None
+        (self.path / META_DIR / "lock.mdb").unlink(missing_ok=True)
+        return SegmentEntry(
+            name=self.name,
+            slides=slides,
+            tiles=tiles,
+            local_features=features,
+            bytes=sum((self.path / f).stat().st_size for f in files),
+            sha256={f: sha256_file(self.path / f) for f in files},
+        )
+
+    def discard(self) -> None:
+        if self.meta is not None:
+            self.meta.close()
+            self.meta = None
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _fsync_tree(path: Path) -> None:
+    for p in [*path.rglob("*"), path]:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _tombstoned(writer: BundleWriter) -> list[SegmentEntry]:
+    """The live segments' entries with this transaction's tombstones added."""
+    out = []
+    for seg in writer.live_segments():
+        entry = seg.entry
+        dead = writer.dead.get(entry.name, set()) - set(entry.dead_slides)
+        if dead:
+            tile_ids = [seg.store.tile_ids_of(s) for s in sorted(dead)]
+            rows = sum(int(seg.store.local_counts(t).sum()) for t in tile_ids)
+            entry = entry.model_copy(
+                update={
+                    "dead_slides": sorted(set(entry.dead_slides) | dead),
+                    "dead_tiles": entry.dead_tiles + sum(len(t) for t in tile_ids),
+                    "dead_local_features": entry.dead_local_features + rows,
+                }
+            )
+        out.append(entry)
+    return out
+
+
+def publish(writer: BundleWriter, recipe: Recipe) -> Manifest:
+    """Write the staged state and segments, rename them into place, then replace the
+    manifest (the atomic publish). Before the replace, a failure removes what it moved."""
+    state = writer.state
+    assert state is not None
+    root, previous = writer.root, writer.previous
+    if state.new:
+        fields = state.write(root, writer.generation)
+    else:
+        assert state.manifest is not None
+        keep = ("state", "pipeline_sha256", "weights_sha256", "scale_weights_sha256", "local")
+        fields = {k: getattr(state.manifest, k) for k in keep}
+    entries = _tombstoned(writer) + [s.finish(state) for s in writer.segments]
+    local = fields["local"]
+    if isinstance(local, LocalManifest):
+        live_rows = sum(e.local_features - e.dead_local_features for e in entries)
+        fields["local"] = local.model_copy(update={"features": live_rows})
+    pipeline = state.pipeline
+    manifest = Manifest(
+        format_version=FORMAT_VERSION,
+        cbir_version=__version__,
+        recipe=recipe,
+        descriptor=pipeline.descriptor_spec,
+        encoder=pipeline.encoder_spec,
+        index_kind=state.empty_index.kind,
+        nlist=state.empty_index.nlist,
+        generation=writer.generation,
+        counts=Counts(
+            slides=sum(e.slides - len(e.dead_slides) for e in entries),
+            tiles=sum(e.live_tiles for e in entries),
+        ),
+        segments=entries,
+        next_slide_id=writer.next_slide_id,
+        labels=writer.labels,
+        created=previous.created if previous and writer.live is not None else now(),
+        updated=now(),
+        **fields,  # type: ignore[arg-type]
+    )
+    moves = [(s.path, root / s.name) for s in writer.segments]
+    if state.new:
+        assert state.stage is not None
+        moves.append((state.stage, root / str(fields["state"])))
+    moved: list[Path] = []
+    tmp_manifest = root / f".{MANIFEST}.tmp"
+    try:
+        for src, dst in moves:
+            _fsync_tree(src)
+            if dst.exists():
+                shutil.rmtree(dst)
+            os.rename(src, dst)
+            moved.append(dst)
+        tmp_manifest.write_text(manifest.model_dump_json(indent=2))
+        with open(tmp_manifest, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_manifest, root / MANIFEST)  # the atomic publish
+    except BaseException:
+        tmp_manifest.unlink(missing_ok=True)
+        for p in moved:
+            shutil.rmtree(p, ignore_errors=True)
+        raise
+    writer.committed = True  # published: nothing below may undo it
+    dir_fd = os.open(root, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return manifest

@@ -1,0 +1,279 @@
+"""Bundle format 3: segments and tombstones searched as one index (equal to a single
+segment and to brute force, ties included), adds that write only new data, compaction
+(by hand, automatic, flat -> IVF), labels in the manifest, footprint, and format-2
+bundles (read-only, `cbir upgrade`)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import cbir
+from cbir.compact import compact
+from cbir.describe import DescribedScale, DescribedSlide
+from cbir.errors import BundleError
+from cbir.indexer import add_described, remove_slides
+from cbir.manifest import read_manifest
+from cbir.pipeline import TilePipeline
+from cbir.recipes import Recipe, load_recipe
+from cbir.sample import sample_image
+from cbir.slides.base import SlideInfo
+from cbir.store import write_new_bundle
+from cbir.tiling import GridGeometry
+from cbir.timing import StageTimer
+from cbir.writer import transaction
+from conftest import tree_digest
+
+FORMAT2 = Path(__file__).parent / "data" / "bundle-format2"
+
+
+def recipe_with(bits: int = 32, **index: object) -> Recipe:
+    """stats-lsh32 with `bits` LSH bits (few bits: many ties) and index settings."""
+    base = load_recipe("stats-lsh32")
+    enc = base.encoder.model_copy(update={"params": {**base.encoder.params, "bits": bits}})
+    return base.model_copy(
+        update={
+            "name": f"stats-lsh{bits}",
+            "encoder": enc,
+            "index": base.index.model_copy(update=index),
+        }
+    )
+
+
+def synthetic(n_slides: int, seed: int, tiles: int = 300, first: int = 0) -> list[DescribedSlide]:
+    """Slides of `tiles` random 12-d stats descriptors on one 20x grid each."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(first, first + n_slides):
+        cols = 20
+        rows = -(-tiles // cols)
+        keep = np.zeros((rows, cols), bool)
+        keep.ravel()[rng.permutation(rows * cols)[:tiles]] = True
+        g = GridGeometry(magnification=20.0, rows=rows, cols=cols, step=224.0, tile_size=224)
+        x = rng.standard_normal((tiles, 12)).astype(np.float32)
+        info = SlideInfo(
+            path=f"/synthetic/s{i:03d}.svs",
+            name=f"s{i:03d}.svs",
+            backend="synthetic",
+            width=cols * 224,
+            height=rows * 224,
+            level_count=1,
+            base_magnification=20.0,
+            magnification_source="synthetic",
+            mpp=0.5,
+        )
+        out.append(DescribedSlide(info, f"sum-{i}", 0.0, [DescribedScale(g, keep, x)]))
+    return out
+
+
+def build(root: Path, recipe: Recipe, slides: list[DescribedSlide], segments: int = 1) -> None:
+    with transaction(root, create=True, overwrite=True) as writer:
+        write_new_bundle(
+            writer, recipe, TilePipeline(recipe), slides, StageTimer(), segments=segments
+        )
+
+
+def add(root: Path, slides: list[DescribedSlide], compact_: bool = True) -> None:
+    with transaction(root, create=False) as writer:
+        add_described(writer, slides, StageTimer(), compact=compact_)
+        writer.commit(writer.previous.recipe)  # type: ignore[union-attr]
+
+
+def live_codes(root: Path) -> tuple[np.ndarray, np.ndarray]:
+    with cbir.open_index(root) as ix:
+        grids = list(ix.bundle.meta.all_grids())
+    return (
+        np.concatenate([g.codes[g.valid] for g in grids]),
+        np.concatenate([g.ids[g.valid] for g in grids]),
+    )
+
+
+def brute_force(codes: np.ndarray, ids: np.ndarray, q: np.ndarray, k: int) -> tuple:
+    """Exact top k by Hamming, ties by id: (D (k,), I (k,))."""
+    d = np.unpackbits(codes ^ q, axis=1).sum(axis=1)
+    order = np.lexsort((ids, d))[:k]
+    return d[order], ids[order]
+
+
+def results(root: Path, queries: np.ndarray, k: int) -> list[tuple[list, list]]:
+    """Tie-ordered top k of each query code, and every tile hit through the API."""
+    out = []
+    with cbir.open_index(root) as ix:
+        for q in queries:
+            D, I = ix.bundle.index.search_tie_ordered(q[None], k)
+            hits = ix.search_codes(q.reshape(1, 1, -1), k)
+            out.append((D.tolist(), I.tolist(), [(h.slide, h.x, h.y, h.distance) for h in hits]))
+    return out
+
+
+@pytest.mark.parametrize("ivf", [False, True])
+def test_segments_search_exactly_as_one_index(tmp_path: Path, ivf: bool) -> None:
+    """Eight slides in 1 or 4 segments (same fitted state), then tombstones: tie-ordered
+    top k equal across layouts and to brute force; with a shared IVF quantizer too."""
+    recipe = recipe_with(
+        bits=8, **({"ivf_threshold": 1000, "nlist": 16, "nprobe": 16} if ivf else {})
+    )
+    slides = synthetic(8, seed=1)
+    one, four = tmp_path / "one", tmp_path / "four"
+    build(one, recipe, slides, segments=1)
+    build(four, recipe, slides, segments=4)
+    assert len(read_manifest(four).segments) == 4
+    assert read_manifest(four).index_kind == ("ivf" if ivf else "flat")
+    codes, ids = live_codes(one)
+    rng = np.random.default_rng(0)
+    queries = codes[rng.choice(len(codes), 25, replace=False)]
+    assert results(one, queries, 20) == results(four, queries, 20)
+    for q in queries:
+        D, I = brute_force(codes, ids, q, 20)
+        with cbir.open_index(four) as ix:
+            got_D, got_I = ix.bundle.index.search_tie_ordered(q[None], 20)
+        assert got_D.tolist() == D.tolist() and got_I.tolist() == I.tolist()
+    # tombstones: remove slides 2 and 5 from both; results stay equal and exact
+    for root in (one, four):
+        remove_slides(root, ["s002.svs", "s005.svs"])
+    assert sum(len(s.dead_slides) for s in read_manifest(four).segments) in (0, 2)
+    assert results(one, queries, 20) == results(four, queries, 20)
+    codes, ids = live_codes(four)
+    assert not np.isin(ids >> 32, [3, 6]).any()  # slide ids of s002, s005
+    for q in queries:
+        D, I = brute_force(codes, ids, q, 20)
+        with cbir.open_index(four) as ix:
+            got_D, got_I = ix.bundle.index.search_tie_ordered(q[None], 20)
+            assert len(ix.search_codes(q.reshape(1, 1, -1), 20)) == 20  # k hits come back
+        assert got_D.tolist() == D.tolist() and got_I.tolist() == I.tolist()
+
+
+def test_add_writes_only_a_new_segment_and_remove_only_the_manifest(tmp_path: Path) -> None:
+    root = tmp_path / "idx"
+    build(root, recipe_with(), synthetic(4, seed=2))
+    first = {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and p.name != ".lock"}
+    add(root, synthetic(1, seed=3, first=4))
+    man = read_manifest(root)
+    assert [s.name for s in man.segments] == ["seg-000001", "seg-000002"]
+    for p, data in first.items():
+        if p.name != "manifest.json":
+            assert p.read_bytes() == data, p  # the live segment and state are untouched
+    segs = tree_digest(root / "seg-000001"), tree_digest(root / "seg-000002")
+    remove_slides(root, ["s001.svs"])
+    man = read_manifest(root)
+    assert man.segments[0].dead_slides == [2] and man.segments[0].dead_tiles == 300
+    assert (tree_digest(root / "seg-000001"), tree_digest(root / "seg-000002")) == segs
+    assert man.counts.tiles == 4 * 300 and man.counts.slides == 4
+    cbir.label_slide(root, "s000.svs", {"diagnosis": "A"})
+    assert (tree_digest(root / "seg-000001"), tree_digest(root / "seg-000002")) == segs
+    assert read_manifest(root).labels == {1: {"diagnosis": "A"}}
+    # removing the only slide of a segment drops the segment
+    remove_slides(root, ["s004.svs"])
+    assert [s.name for s in read_manifest(root).segments] == ["seg-000001"]
+
+
+def test_compact_merges_and_keeps_results(tmp_path: Path) -> None:
+    root = tmp_path / "idx"
+    build(root, recipe_with(bits=8), synthetic(3, seed=4))
+    for i in range(3):
+        add(root, synthetic(1, seed=10 + i, first=3 + i))
+    remove_slides(root, ["s001.svs"])
+    cbir.label_slide(root, "s004.svs", {"k": "v"})
+    codes, _ = live_codes(root)
+    queries = codes[:15]
+    before = results(root, queries, 10)
+    report = compact(root)
+    assert (report.segments_before, report.segments_after) == (4, 1)
+    assert report.tombstoned_tiles_dropped == 300 and report.tiles == 5 * 300
+    man = read_manifest(root)
+    assert len(man.segments) == 1 and man.segments[0].dead_slides == []
+    assert results(root, queries, 10) == before
+    with cbir.open_index(root) as ix:
+        assert ix.slides[5].labels == {"k": "v"}
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == [
+        man.segments[0].name,
+        man.state,
+    ]
+
+
+def test_add_merges_segments_past_the_recipe_limit(tmp_path: Path) -> None:
+    root = tmp_path / "idx"
+    build(root, recipe_with(bits=8, max_segments=3), synthetic(4, seed=5, tiles=400))
+    codes = []
+    for i in range(5):
+        add(root, synthetic(1, seed=20 + i, tiles=100, first=4 + i))
+        assert len(read_manifest(root).segments) <= 3
+    man = read_manifest(root)
+    assert man.counts.tiles == 4 * 400 + 5 * 100
+    assert man.segments[0].tiles == 4 * 400  # the big segment was never rewritten
+    codes, ids = live_codes(root)
+    with cbir.open_index(root) as ix:
+        for q in codes[::97]:
+            D, I = brute_force(codes, ids, q, 10)
+            got_D, got_I = ix.bundle.index.search_tie_ordered(q[None], 10)
+            assert got_D.tolist() == D.tolist() and got_I.tolist() == I.tolist()
+
+
+def test_growing_past_the_ivf_threshold_trains_a_quantizer(tmp_path: Path) -> None:
+    root = tmp_path / "idx"
+    recipe = recipe_with(ivf_threshold=1000, nlist=8, nprobe=8)
+    build(root, recipe, synthetic(2, seed=6))
+    assert read_manifest(root).index_kind == "flat"
+    add(root, synthetic(2, seed=7, first=2))
+    man = read_manifest(root)
+    # the old segment merged into one on the new quantizer, the new one beside it
+    assert man.index_kind == "ivf" and man.nlist == 8 and len(man.segments) == 2
+    state = man.state
+    add(root, synthetic(1, seed=8, first=4))  # a later segment reuses the quantizer
+    man = read_manifest(root)
+    assert man.index_kind == "ivf" and len(man.segments) == 3 and man.state == state
+    codes, ids = live_codes(root)
+    with cbir.open_index(root) as ix:  # nprobe = nlist: exact
+        for q in codes[::151]:
+            D, _ = brute_force(codes, ids, q, 10)
+            assert ix.bundle.index.search_tie_ordered(q[None], 10)[0].tolist() == D.tolist()
+
+
+def test_bytes_per_tile(tmp_path: Path) -> None:
+    """Format 3 stores no per-tile record: a stats-lsh32 segment costs its codes (4 B in
+    the grid, 4 B + 8 B id in Faiss) plus a bit of mask per cell."""
+    root = tmp_path / "idx"
+    build(root, recipe_with(), synthetic(20, seed=9, tiles=2000))
+    seg = read_manifest(root).segments[0]
+    assert seg.bytes / seg.tiles < 24, seg.bytes / seg.tiles
+
+
+def test_format2_is_read_only_and_upgrade_converts_it(tmp_path: Path) -> None:
+    root = tmp_path / "old"
+    shutil.copytree(FORMAT2, root)
+    expected = json.loads((FORMAT2.parent / "bundle-format2-expected.json").read_text())
+    image = sample_image()
+
+    def hits(name: str) -> list:
+        e = expected[name]
+        q = np.ascontiguousarray(image[e["y"] : e["y"] + e["size"], e["x"] : e["x"] + e["size"]])
+        with cbir.open_index(root) as ix:
+            r = ix.search(q, k=5)
+            labels = ix.slides[1].labels
+        got = [[h.slide, h.magnification, h.x, h.y, h.w, h.h, h.distance] for h in r.hits]
+        return got, labels
+
+    for name in ("tile", "region"):  # as the cbir that wrote it found them
+        assert hits(name) == (expected[name]["hits"], {"diagnosis": "COAD"})
+    before = tree_digest(root)
+    with pytest.raises(BundleError, match=r"format 2 is read-only.*cbir upgrade"):
+        remove_slides(root, ["second.tif"])
+    assert tree_digest(root) == before
+    cli = "from cbir.cli.main import app; app()"
+    proc = subprocess.run(
+        [sys.executable, "-c", cli, "upgrade", str(root)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    man = read_manifest(root)
+    assert man.format_version == 3 and man.labels == {1: {"diagnosis": "COAD"}}
+    assert not list(root.glob("gen-*"))
+    for name in ("tile", "region"):
+        assert hits(name) == (expected[name]["hits"], {"diagnosis": "COAD"})
+    remove_slides(root, ["second.tif"])  # writable now
+    assert read_manifest(root).counts.slides == 1
