@@ -136,8 +136,20 @@ def compact(bundle: str | os.PathLike[str]) -> CompactReport:
         dead = sum(s.entry.dead_tiles for s in live)
         if needs_ivf(writer):
             retrain_index(writer)
-        elif live:
+        elif len(live) > 1 or dead:
             merge_into(writer, live)
+        else:  # one segment without tombstones: nothing to merge, nothing written
+            assert writer.previous is not None
+            return CompactReport(
+                bundle=str(bundle),
+                segments_before=len(live),
+                segments_after=len(live),
+                tiles=writer.previous.counts.tiles,
+                tombstoned_tiles_dropped=0,
+                index_kind=writer.previous.index_kind,
+                bytes_written=0,
+                seconds=round(time.perf_counter() - start, 4),
+            )
         manifest = writer.commit(writer.previous.recipe)  # type: ignore[union-attr]
     root = Path(bundle)
     written = sum(

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from cbir.api import open_index
 from cbir.cli.main import app
+from cbir.compact import compact
 from cbir.delf.extract import DelfExtractor, top_nms
 from cbir.delf.nms import box_nms
 from cbir.delf.pca import LocalPCA
@@ -193,6 +194,23 @@ def test_add_and_remove_keep_the_local_index_consistent(
         assert 0 < left < both and left == ix.bundle.meta.local_feature_count()
         ids = ix.bundle.local_index.search(np.eye(40, dtype=np.float32)[:1], 5)[1]
         assert all(ix.bundle.meta.tile(int(i) >> 10).slide_id != 1 for i in ids[0])
+    # segments with local features merge: rows kept with their ids, search unchanged
+    add_slides(tmp_path / "idx", [generated_slide])
+    with open_slide(second_slide) as slide:
+        crop = slide.read_region(448, 448, 448, 448, 20.0)
+    with open_index(tmp_path / "idx") as ix:
+        assert len(ix.bundle.segments) == 2
+        before = [h.model_dump() for h in ix.search(crop, k=3).hits]
+        rows = ix.bundle.local_index.ntotal
+    assert before and before[0]["slide"] == "second.tif"
+    report = compact(tmp_path / "idx")
+    assert report.segments_after == 1
+    with open_index(tmp_path / "idx") as ix:
+        assert ix.bundle.local_index.ntotal == rows == ix.bundle.meta.local_feature_count()
+        assert ix.bundle.manifest.local.features == rows
+        after = [h.model_dump() for h in ix.search(crop, k=3).hits]
+    # one HNSW graph instead of two (approximate either way): the same best hit
+    assert after[0] == before[0]
 
 
 def test_verify_reranks_a_coarse_list_and_reports_transforms(

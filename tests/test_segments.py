@@ -277,3 +277,27 @@ def test_format2_is_read_only_and_upgrade_converts_it(tmp_path: Path) -> None:
         assert hits(name) == (expected[name]["hits"], {"diagnosis": "COAD"})
     remove_slides(root, ["second.tif"])  # writable now
     assert read_manifest(root).counts.slides == 1
+
+
+def test_cli_compact_and_rebuild(tmp_path: Path, generated_slide: Path, second_slide: Path) -> None:
+    root = tmp_path / "idx"
+    cbir.build_index([generated_slide], root)
+    cbir.add_slides(root, [second_slide])
+    cbir.label_slide(root, "second.tif", {"diagnosis": "B"})
+    cli = [sys.executable, "-c", "from cbir.cli.main import app; app()"]
+    proc = subprocess.run([*cli, "compact", str(root)], capture_output=True, text=True)
+    assert proc.returncode == 0 and "2 segments -> 1" in proc.stdout, proc.stderr
+    tiles = read_manifest(root).counts.tiles
+    proc = subprocess.run([*cli, "rebuild", str(root), "--json"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["tiles_total"] == tiles and report["slides_total"] == 2
+    man = read_manifest(root)
+    assert len(man.segments) == 1 and man.state == f"state-{man.generation:06d}"
+    with cbir.open_index(root) as ix:
+        assert {r.info.name: r.labels for r in ix.slides.values()} == {
+            "generated.tif": {},
+            "second.tif": {"diagnosis": "B"},
+        }
+        hits = ix.search(f"{second_slide}:448,448,448,448@20x", k=1).hits
+    assert (hits[0].slide, hits[0].x, hits[0].y) == ("second.tif", 448, 448)
