@@ -251,6 +251,19 @@ def as_region(query: Query) -> Region | None:
     return None
 
 
-def open_index(path: str | os.PathLike[str], device: str | None = "auto") -> Index:
-    """Open an index bundle for searching (read-only); `device` runs a learned descriptor."""
-    return Index(Bundle.open(path, device=device), device)
+def open_index(
+    path: str | os.PathLike[str], device: str | None = "auto", ray: str | None = None
+) -> Index:
+    """Open an index bundle for searching (read-only); `device` runs a learned descriptor.
+    `ray`: place the segments' indexes on actors of the Ray cluster at this address
+    ("auto": join or start one) and search them there; results are the same."""
+    bundle = Bundle.open(path, device=device)
+    if ray is not None:
+        from cbir.ray_search import shard_on_ray
+
+        try:
+            bundle.shards = shard_on_ray(bundle, ray)
+        except BaseException:
+            bundle.close()
+            raise
+    return Index(bundle, device)

@@ -83,6 +83,7 @@ class Bundle:
         self.pipeline = pipeline
         self.scale_weights = scale_weights  # comparator for --scale auto, if the bundle has one
         self.local = local  # local features for --verify, if the bundle has them
+        self.shards: list[object] = []  # Ray actors holding the indexes (cbir.ray_search)
         first = segments[0].index if segments else None
         self.index = SegmentedIndex(
             [Part(s.index, s.dead, s.entry.dead_tiles) for s in segments],
@@ -173,6 +174,12 @@ class Bundle:
 
     def close(self) -> None:
         self.meta.close()
+        if self.shards:
+            import ray
+
+            for actor in self.shards:
+                ray.kill(actor)
+            self.shards = []
 
     def __enter__(self) -> Bundle:
         return self

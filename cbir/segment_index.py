@@ -103,22 +103,33 @@ class SegmentedIndex:
         k = max(1, min(k, self.ntotal)) if self.ntotal else 1
         if len(self.parts) == 1 and not self.parts[0].dead_rows:
             return self.parts[0].index.search(xq, k)
-        Ds, Is = [], []
-        for p in self.parts:
-            D, I = p.index.search(xq, min(k + p.dead_rows, p.index.ntotal))
-            I = np.where(p.is_dead(I), -1, I)
-            Ds.append(D)
-            Is.append(I)
-        if not Ds:
-            return np.full((len(xq), k), -1, np.int64), np.full((len(xq), k), -1, np.int64)
-        return _merge(Ds, Is, k)
+        outs = [(p, *p.index.search(xq, min(k + p.dead_rows, p.index.ntotal))) for p in self.parts]
+        return self.merge_batches(outs, k, len(xq))
+
+    @staticmethod
+    def merge_batches(
+        outs: Sequence[tuple[Part, np.ndarray, np.ndarray]], k: int, nq: int = 1
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Merge per-part (D, I) (nq, k_i) after dropping tombstoned ids."""
+        if not outs:
+            return np.full((nq, k), -1, np.int64), np.full((nq, k), -1, np.int64)
+        return _merge(
+            [D for _, D, _ in outs], [np.where(p.is_dead(I), -1, I) for p, _, I in outs], k
+        )
 
     def search_tie_ordered(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top k of one query (1, e), ties at equal distance by smaller id: each segment's
         tie-ordered top (k + its tombstoned rows), live rows merged. D (m,), I (m,)."""
+        outs = [(p, *p.index.search_tie_ordered(xq, k + p.dead_rows)) for p in self.parts]
+        return self.merge_single(outs, k)
+
+    @staticmethod
+    def merge_single(
+        outs: Sequence[tuple[Part, np.ndarray, np.ndarray]], k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Merge per-part tie-ordered (D, I) (m_i,) of one query: top k by (D, id)."""
         Ds, Is = [], []
-        for p in self.parts:
-            D, I = p.index.search_tie_ordered(xq, k + p.dead_rows)
+        for p, D, I in outs:
             live = ~p.is_dead(I)
             Ds.append(D[live])
             Is.append(I[live])

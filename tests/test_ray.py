@@ -86,3 +86,51 @@ def test_ray_build_of_the_real_slides(cluster: str, tmp_path: Path) -> None:
     cbir.build_index([CMU, TCGA], on_ray, ray=cluster)
     assert contents(local) == contents(on_ray)
     same_search(local, on_ray, f"{CMU}:896,896,672,672@20x")
+
+
+def test_sharded_search_equals_one_process(cluster: str, tmp_path: Path) -> None:
+    """A bundle of 4 segments with tombstones, its indexes on Ray actors: the same
+    tie-ordered top k, tile hits and region hits as searched in this process."""
+    from test_segments import build, recipe_with, synthetic
+
+    root = tmp_path / "idx"
+    recipe = recipe_with(bits=8, ivf_threshold=1000, nlist=16, nprobe=8)
+    build(root, recipe, synthetic(8, seed=11), segments=4)
+    cbir.remove_slides(root, ["s003.svs"])
+    with cbir.open_index(root) as local, cbir.open_index(root, ray=cluster) as sharded:
+        assert len(sharded.bundle.shards) == 2 and sharded.bundle.index.segments == 4
+        grids = list(local.bundle.meta.all_grids())
+        codes = np.concatenate([g.codes[g.valid] for g in grids])
+        for q in codes[::211]:
+            a = local.bundle.index.search_tie_ordered(q[None], 15)
+            b = sharded.bundle.index.search_tie_ordered(q[None], 15)
+            assert [x.tolist() for x in a] == [x.tolist() for x in b]
+            ha = local.search_codes(q.reshape(1, 1, -1), 10)
+            hb = sharded.search_codes(q.reshape(1, 1, -1), 10)
+            assert [h.model_dump() for h in ha] == [h.model_dump() for h in hb]
+        g = grids[0]
+        block = g.codes[2:4, 3:6]
+        ha, hb = local.search_codes(block, 5), sharded.search_codes(block, 5)
+        assert ha and [h.model_dump() for h in ha] == [h.model_dump() for h in hb]
+        Da, Ia = local.bundle.index.search(codes[:50], 12)
+        Db, Ib = sharded.bundle.index.search(codes[:50], 12)
+        assert np.array_equal(Da, Db) and np.array_equal(Ia, Ib)
+
+
+def test_server_searches_on_ray_shards(
+    cluster: str, tmp_path: Path, generated_slide: Path, second_slide: Path
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from cbir.serve.app import create_app
+
+    root = tmp_path / "idx"
+    cbir.build_index([generated_slide], root)
+    cbir.add_slides(root, [second_slide])  # two segments
+    region = {"slide": 2, "x": 448, "y": 448, "w": 448, "h": 448, "magnification": 20, "k": 5}
+    with TestClient(create_app(root, device="cpu")) as c:
+        plain = c.post("/search", json=region).json()
+    with TestClient(create_app(root, device="cpu", ray=cluster)) as c:
+        sharded = c.post("/search", json=region).json()
+    assert plain["hits"] and plain["hits"] == sharded["hits"]
+    assert (plain["hits"][0]["slide"], plain["hits"][0]["x"]) == ("second.tif", 448)

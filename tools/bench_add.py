@@ -12,15 +12,17 @@ What it measures
     fresh Python process (`python tools/bench_add.py --child OP ...`) that opens the bundle
     itself, exactly as a user's `cbir add` / `cbir remove` would:
 
-    * add: `cbir.add_slides(bundle, [slide])`: open the live generation, copy its LMDB
-      (compacted) into a new generation, read and describe the slide (tissue mask, tiles
-      at 5-40x, stats descriptor, LSH codes), store its tiles, add them to the Faiss
-      index, write the whole index, fsync, publish the manifest, delete the old generation;
-    * remove: `cbir.remove_slides(bundle, [slide])`: the same generation rewrite, minus
-      the slide's tiles;
+    * add: `cbir.add_slides(bundle, [slide])`: open the bundle, read and describe the
+      slide (tissue mask, tiles at 5-40x, stats descriptor, LSH codes), write them as a
+      new segment (LMDB + Faiss index from the collection's trained quantizer), fsync,
+      publish the manifest (format 2: copy the whole LMDB and rewrite the whole index);
+    * remove: `cbir.remove_slides(bundle, [slide])`: a tombstone in the manifest (format
+      2: the same whole-generation rewrite, minus the slide's tiles);
     * compact: bundle format 2 has no compaction (every add and remove already rewrites
-      the bundle), so it is reported as null with a note. When the CLI has a `compact`
-      command (issue 12, format 3), `cbir compact BUNDLE` is run and timed after each remove.
+      the bundle), so it is reported as null with a note. Format 3 (issue 12): each
+      repeat is add (a new segment), `cbir compact` (merge it into the big segment:
+      `compact`), remove (a tombstone in the merged segment: the manifest alone), and
+      `cbir compact` again (rewrite without the tombstoned tiles: `compact_tombstones`).
 
     Per operation, from the child process:
     * seconds: wall time of the API call alone (imports of cbir, Faiss, LMDB done before;
@@ -345,13 +347,22 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         assert manifest is not None
         size, allocated = dir_bytes(root)
         compact = has_compact()
-        ops: dict[str, list[dict[str, object]]] = {"add": [], "remove": [], "compact": []}
+        ops: dict[str, list[dict[str, object]]] = {
+            "add": [],
+            "remove": [],
+            "compact": [],
+            "compact_tombstones": [],
+        }
         for i in range(args.repeat):
             log(f"repeat {i + 1}/{args.repeat}")
             ops["add"].append(measure("add", root, slide, args))
-            ops["remove"].append(measure("remove", root, slide, args))
-            if compact:
+            if compact:  # format 3: merge the new segment into the big one, remove the
+                # slide from it (a tombstone), merge again to drop the tombstoned tiles
                 ops["compact"].append(measure("compact", root, slide, args))
+                ops["remove"].append(measure("remove", root, slide, args))
+                ops["compact_tombstones"].append(measure("compact", root, slide, args))
+            else:
+                ops["remove"].append(measure("remove", root, slide, args))
         children_cpu = sum(float(r["child_cpu_seconds"]) for rows in ops.values() for r in rows)
         children_cpu += 0.0 if build is None else float(build["child_cpu_seconds"])
         other = whole.other_seconds()
@@ -396,6 +407,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             "add": add,
             "remove": remove,
             "compact": summarise(ops["compact"], size) if compact else None,
+            "compact_tombstones": (
+                summarise(ops["compact_tombstones"], size) if compact else None
+            ),
             "build": build,
             "repeat": args.repeat,
             "seed": args.seed,

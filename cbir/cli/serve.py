@@ -16,6 +16,12 @@ def serve_cmd(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
     device: DeviceOpt = "auto",
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            help="Search the segments on actors of this Ray cluster (auto: join or start one).",
+        ),
+    ] = None,
 ) -> None:
     """Serve a bundle: search by image or slide region, look at the hits in a slide viewer
     (web page at /, API documentation at /docs). Needs cbir's `serve` extra."""
@@ -27,6 +33,6 @@ def serve_cmd(
         from cbir.errors import CbirError
 
         raise CbirError(f"cbir serve needs its extra: pip install 'cbir[serve]' ({exc})") from None
-    app = create_app(index, device)
+    app = create_app(index, device, ray)
     typer.echo(f"serving {index} at http://{host}:{port}/ (API documentation: /docs)", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -90,9 +90,11 @@ def _one_line(exc: ValidationError) -> str:
     return f"{where}: {err['msg']}"
 
 
-def create_app(bundle: str | os.PathLike[str], device: str | None = "auto") -> FastAPI:
+def create_app(
+    bundle: str | os.PathLike[str], device: str | None = "auto", ray: str | None = None
+) -> FastAPI:
     """The app serving `bundle` (opened now, so a bad bundle fails before serving)."""
-    holder = BundleHolder(bundle, device)
+    holder = BundleHolder(bundle, device, ray)
     zoom = DeepZoomCache()
 
     @asynccontextmanager

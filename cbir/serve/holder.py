@@ -23,9 +23,12 @@ class BundleHolder:
     (one stat per call) and swaps in the new generation when it changed; searches run
     one at a time under `lock` (an Index is not meant for concurrent searches)."""
 
-    def __init__(self, root: str | os.PathLike[str], device: str | None = "auto") -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], device: str | None = "auto", ray: str | None = None
+    ) -> None:
         self.root = Path(root)
         self.device = device
+        self.ray = ray  # shard the segments' indexes on this Ray cluster
         self.lock = threading.RLock()
         self._stamp: tuple[int, int] | None = None
         self._index: Index | None = None
@@ -45,7 +48,7 @@ class BundleHolder:
         if self._index is not None and generation == self.generation:
             self._stamp = stamp
             return
-        index = open_index(self.root, device=self.device)
+        index = open_index(self.root, device=self.device, ray=self.ray)
         old, self._index = self._index, index
         self._stamp, self.generation = stamp, index.bundle.manifest.generation
         for slide in self._slides.values():
