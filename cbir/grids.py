@@ -8,6 +8,7 @@ and level-0 rectangle follow from the grid's geometry.
 
 from __future__ import annotations
 
+import bisect
 import struct
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -113,20 +114,44 @@ class SlideTiles:
             [int(g.ids[g.valid][0]) if g.valid.any() else -1 for g in self.grids], np.int64
         )
         self.cells = [np.flatnonzero(g.valid) for g in self.grids]
+        self._firsts = self.firsts.tolist()
 
     def record(self, tile_id: int) -> TileRecord | None:
         """The tile's record, None if the slide has no such tile."""
-        i = int(np.searchsorted(self.firsts, tile_id, side="right")) - 1
+        i = bisect.bisect_right(self._firsts, tile_id) - 1
         if i < 0:
             return None
-        n = tile_id - int(self.firsts[i])
+        n = tile_id - self._firsts[i]
         cells, grid = self.cells[i], self.grids[i]
         if n >= len(cells):
             return None
         g = grid.geometry
         r, c = divmod(int(cells[n]), g.cols)
-        x, y = g.origin(r, c)
-        return TileRecord(grid.slide_id, g.magnification, r, c, int(x), int(y), g.size, g.size)
+        x, y = round(c * g.step), round(r * g.step)  # as GridGeometry.origin (half to even)
+        return TileRecord(grid.slide_id, g.magnification, r, c, x, y, g.size, g.size)
+
+    def records(self, tile_ids: np.ndarray) -> list[TileRecord | None]:
+        """Records of many tiles of this slide at once (None for unknown ids)."""
+        tile_ids = np.asarray(tile_ids, np.int64)
+        out: list[TileRecord | None] = [None] * len(tile_ids)
+        which = np.searchsorted(self.firsts, tile_ids, side="right") - 1
+        for i in np.unique(which).tolist():
+            if i < 0:
+                continue
+            pos = np.flatnonzero(which == i)
+            n = tile_ids[pos] - self.firsts[i]
+            cells, grid = self.cells[i], self.grids[i]
+            ok = n < len(cells)
+            pos, n = pos[ok], n[ok]
+            g = grid.geometry
+            r, c = np.divmod(cells[n], g.cols)
+            x, y = g.origin(r, c)
+            sid, mag, size = grid.slide_id, g.magnification, g.size
+            for p, rr, cc, xx, yy in zip(
+                pos.tolist(), r.tolist(), c.tolist(), x.tolist(), y.tolist(), strict=True
+            ):
+                out[p] = TileRecord(sid, mag, rr, cc, xx, yy, size, size)
+        return out
 
     def ids(self) -> np.ndarray:
         """(n,) int64 ids of the slide's tiles, grid by grid."""

@@ -118,15 +118,27 @@ class MetadataStore:
             return entry[0]
 
     # -- reads -------------------------------------------------------------------------
-    def tile(self, tile_id: int) -> TileRecord | None:
-        sid = tile_id >> 32
-        tiles = self._slide_tiles.get(sid)
+    def _tiles(self, slide_id: int) -> SlideTiles:
+        tiles = self._slide_tiles.get(slide_id)
         if tiles is None:
-            tiles = self._slide_tiles[sid] = SlideTiles(list(self.grids_of(sid)))
-        return tiles.record(tile_id)
+            tiles = self._slide_tiles[slide_id] = SlideTiles(list(self.grids_of(slide_id)))
+        return tiles
+
+    def tile(self, tile_id: int) -> TileRecord | None:
+        return self._tiles(tile_id >> 32).record(tile_id)
 
     def tiles_of(self, tile_ids: np.ndarray) -> list[TileRecord | None]:
-        return [self.tile(int(i)) for i in np.asarray(tile_ids).tolist()]
+        """Records of tiles (None where unknown), derived from their slides' grids."""
+        ids = np.asarray(tile_ids, np.int64).reshape(-1)
+        if len(ids) <= 32:  # a tile query's hits: one by one is faster than vectorised
+            return [self.tile(i) for i in ids.tolist()]
+        out: list[TileRecord | None] = [None] * len(ids)
+        slides = ids >> 32
+        for sid in np.unique(slides).tolist():
+            pos = np.flatnonzero(slides == sid)
+            for p, rec in zip(pos.tolist(), self._tiles(sid).records(ids[pos]), strict=True):
+                out[p] = rec
+        return out
 
     def slide_list(self) -> list[SlideRecord]:
         with self.env.begin() as txn:

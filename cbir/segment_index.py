@@ -120,6 +120,8 @@ class SegmentedIndex:
     def search_tie_ordered(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top k of one query (1, e), ties at equal distance by smaller id: each segment's
         tie-ordered top (k + its tombstoned rows), live rows merged. D (m,), I (m,)."""
+        if len(self.parts) == 1 and not self.parts[0].dead_rows:
+            return self.parts[0].index.search_tie_ordered(xq, k)
         outs = [(p, *p.index.search_tie_ordered(xq, k + p.dead_rows)) for p in self.parts]
         return self.merge_single(outs, k)
 

@@ -79,17 +79,26 @@ class SegmentedMeta:
         return None if store is None else store.tile(tile_id)
 
     def tiles_of(self, tile_ids: np.ndarray) -> list[TileRecord | None]:
-        return [self.tile(int(i)) for i in np.asarray(tile_ids).tolist()]
+        """Records of tiles (None where unknown or removed), store by store."""
+        ids = np.asarray(tile_ids, np.int64).reshape(-1)
+        out: list[TileRecord | None] = [None] * len(ids)
+        for store, pos in self._by_store(ids):
+            for p, rec in zip(pos.tolist(), store.tiles_of(ids[pos]), strict=True):
+                out[p] = rec
+        return out
 
     # -- per-tile products -------------------------------------------------------------
     def _by_store(self, tile_ids: np.ndarray) -> Iterator[tuple[MetadataStore, np.ndarray]]:
         """(store, positions into tile_ids) for the live tiles among tile_ids."""
-        ids = np.asarray(tile_ids, np.int64)
-        slides = ids >> SLIDE_SHIFT
-        for store in self.stores:
-            mine = [s for s in np.unique(slides).tolist() if self._where.get(s) is store]
-            if mine:
-                yield store, np.flatnonzero(np.isin(slides, mine))
+        ids = np.asarray(tile_ids, np.int64).reshape(-1)
+        if not len(ids):
+            return
+        slides, inverse = np.unique(ids >> SLIDE_SHIFT, return_inverse=True)
+        owner = np.array([id(self._where.get(s)) for s in slides.tolist()], np.int64)
+        stores = {id(st): st for st in self.stores}
+        for key in np.unique(owner).tolist():
+            if key in stores:
+                yield stores[key], np.flatnonzero(owner[inverse] == key)
 
     def vectors_of(self, tile_ids: np.ndarray, dim: int) -> np.ndarray:
         """Stored descriptors of tiles -> (n, dim) float32 (NaN rows where absent)."""
