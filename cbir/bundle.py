@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from cbir.artifacts import get_artifact
 from cbir.checksum import sha256_file
 from cbir.errors import BundleError, BundleMismatchError
 from cbir.float_index import FloatTileIndex
@@ -21,6 +22,7 @@ from cbir.manifest import (
     SCALE_FILE,
     STATE_FILE,
     WEIGHTS_FILE,
+    ArtifactEntry,
     Manifest,
     SegmentEntry,
     gen_dir,
@@ -31,7 +33,7 @@ from cbir.pipeline import TilePipeline
 from cbir.recipes import Recipe
 from cbir.segment_index import Part, SegmentedIndex
 from cbir.segment_meta import SegmentedMeta
-from cbir.tile_index import TileIndex, load_tile_index
+from cbir.tile_index import TileIndex
 
 if TYPE_CHECKING:
     from cbir.delf.stage import LocalStage
@@ -41,21 +43,24 @@ REFERENCE_LIMIT = 8
 
 
 class Segment:
-    """One opened segment: its LMDB store, tile index and local index (or None)."""
+    """One opened segment: its LMDB store and the readers of its products that have one
+    (cbir.artifacts: the tile index under "codes", the local index under "locals")."""
 
     def __init__(
-        self,
-        entry: SegmentEntry,
-        path: Path,
-        store: MetadataStore,
-        index: TileIndex,
-        local_index: FloatTileIndex | None,
+        self, entry: SegmentEntry, path: Path, store: MetadataStore, readers: dict[str, Any]
     ) -> None:
         self.entry = entry
         self.path = path
         self.store = store
-        self.index = index
-        self.local_index = local_index
+        self.readers = readers
+
+    @property
+    def index(self) -> TileIndex:
+        return self.readers["codes"]
+
+    @property
+    def local_index(self) -> FloatTileIndex | None:
+        return self.readers.get("locals")
 
     @property
     def dead(self) -> frozenset[int]:
@@ -84,16 +89,13 @@ class Bundle:
         self.scale_weights = scale_weights  # comparator for --scale auto, if the bundle has one
         self.local = local  # local features for --verify, if the bundle has them
         self.shards: list[object] = []  # Ray actors holding the indexes (cbir.ray_search)
-        first = segments[0].index if segments else None
-        self.index = SegmentedIndex(
-            [Part(s.index, s.dead, s.entry.dead_tiles) for s in segments],
+        self.index = self._searched(
+            "codes",
             manifest.index_kind,
             manifest.recipe.index.nprobe,
             manifest.nlist,
             manifest.encoder.dim if manifest.encoder.kind == "float" else manifest.encoder.bits,
         )
-        if first is not None:
-            self.index.nprobe = first.nprobe
         self.meta = SegmentedMeta(
             [s.store for s in segments],
             [s.dead for s in segments],
@@ -101,18 +103,26 @@ class Bundle:
             REFERENCE_LIMIT,
         )
         self.local_index: SegmentedIndex | None = None
-        if local is not None:
-            self.local_index = SegmentedIndex(
-                [
-                    Part(s.local_index, s.dead, s.entry.dead_local_features, shift=42)
-                    for s in segments
-                    if s.local_index is not None
-                ],
-                "float",
-                0,
-                None,
-                manifest.recipe.local.pca_dim if manifest.recipe.local else 0,
+        if local is not None and manifest.recipe.local is not None:
+            self.local_index = self._searched(
+                "locals", "float", 0, None, manifest.recipe.local.pca_dim
             )
+
+    def _searched(
+        self, name: str, kind: str, nprobe: int, nlist: int | None, dim: int
+    ) -> SegmentedIndex:
+        """Product `name`'s index of every segment searched as one, tombstones skipped."""
+        shift = get_artifact(self.root, name).shift
+        assert shift is not None
+        parts = [
+            Part(s.readers[name], s.dead, s.entry.dead_rows.get(name, 0), shift)
+            for s in self.segments
+            if name in s.readers
+        ]
+        index = SegmentedIndex(parts, kind, nprobe, nlist, dim)
+        if parts and hasattr(parts[0].index, "nprobe"):
+            index.nprobe = parts[0].index.nprobe
+        return index
 
     @property
     def recipe(self) -> Recipe:
@@ -157,7 +167,7 @@ class Bundle:
         try:
             local = _open_local_stage(root, manifest, state, device)
             for entry, path in zip(entries, dirs, strict=True):
-                segments.append(_open_segment(root, manifest, entry, path, layout, local))
+                segments.append(_open_segment(root, manifest, entry, path, layout))
         except BaseException:
             for s in segments:
                 s.store.close()
@@ -190,13 +200,15 @@ class Bundle:
 
 def _format2_segment(manifest: Manifest) -> SegmentEntry:
     """A format-2 generation seen as one segment without tombstones."""
+    products = {"codes": ArtifactEntry(rows=manifest.counts.tiles, files=[INDEX_FILE])}
+    if manifest.local is not None:
+        products["locals"] = ArtifactEntry(rows=manifest.local.features, files=[LOCAL_INDEX_FILE])
     return SegmentEntry(
         name=gen_dir(Path(), manifest.generation).name,
         slides=manifest.counts.slides,
-        tiles=manifest.counts.tiles,
-        local_features=manifest.local.features if manifest.local else 0,
         bytes=0,
         sha256={},
+        artifacts=products,
     )
 
 
@@ -238,45 +250,46 @@ def _open_state(
 
 
 def _open_segment(
-    root: Path,
-    manifest: Manifest,
-    entry: SegmentEntry,
-    path: Path,
-    layout: int,
-    local: LocalStage | None,
+    root: Path, manifest: Manifest, entry: SegmentEntry, path: Path, layout: int
 ) -> Segment:
-    """Open one segment's index, LMDB and local index; check files and counts."""
-    for name in (INDEX_FILE, META_DIR):
-        if not (path / name).exists():
-            raise BundleError(f"{root}: bundle is incomplete ({path.name}/{name} missing)")
-    try:
-        index = load_tile_index(path / INDEX_FILE, manifest.index_kind, manifest.recipe.index)
-    except (RuntimeError, ValueError) as exc:
-        raise BundleError(f"{root}: unreadable Faiss index in {path.name} ({exc})") from exc
-    if index.ntotal != entry.tiles:
-        raise BundleError(
-            f"{root}: inconsistent segment {path.name} (Faiss {index.ntotal} tiles, "
-            f"manifest {entry.tiles})"
-        )
+    """Open one segment's LMDB and its products' readers; check files and counts."""
+    if not (path / META_DIR).exists():
+        raise BundleError(f"{root}: bundle is incomplete ({path.name}/{META_DIR} missing)")
+    for product in entry.artifacts.values():
+        for name in product.files:
+            if not (path / name).is_file():
+                raise BundleError(f"{root}: bundle is incomplete ({path.name}/{name} missing)")
     try:
         store = MetadataStore.open_shared(path / META_DIR, layout)
     except Exception as exc:  # lmdb.Error has no common base with OSError
         raise BundleError(f"{root}: unreadable LMDB store in {path.name} ({exc})") from exc
-    if entry.sha256:
-        size = sum((path / f).stat().st_size for f in entry.sha256 if (path / f).is_file())
-        if size != entry.bytes:
-            store.close()
-            raise BundleError(
-                f"{root}: segment {path.name} has {size} bytes, its manifest says {entry.bytes}"
-            )
-    local_index = None
-    if local is not None:
-        try:
-            local_index = _open_local_index(root, manifest, entry, path)
-        except BaseException:
-            store.close()
-            raise
-    return Segment(entry, path, store, index, local_index)
+    try:
+        if entry.sha256:
+            size = sum((path / f).stat().st_size for f in entry.sha256 if (path / f).is_file())
+            if size != entry.bytes:
+                raise BundleError(
+                    f"{root}: segment {path.name} has {size} bytes, its manifest says {entry.bytes}"
+                )
+        readers = {}
+        for name, product in entry.artifacts.items():
+            try:
+                reader = get_artifact(root, name).open(path, product, manifest)
+            except (RuntimeError, ValueError) as exc:
+                raise BundleError(
+                    f"{root}: unreadable {name} index in {path.name} ({exc})"
+                ) from exc
+            if reader is None:
+                continue
+            if reader.ntotal != product.rows:
+                raise BundleError(
+                    f"{root}: inconsistent segment {path.name} ({name}: index {reader.ntotal} "
+                    f"rows, manifest {product.rows})"
+                )
+            readers[name] = reader
+    except BaseException:
+        store.close()
+        raise
+    return Segment(entry, path, store, readers)
 
 
 def _open_local_stage(
@@ -305,22 +318,3 @@ def _open_local_stage(
         )
     stage.load_state(state / LOCAL_STATE_FILE)
     return stage
-
-
-def _open_local_index(
-    root: Path, manifest: Manifest, entry: SegmentEntry, path: Path
-) -> FloatTileIndex:
-    cfg = manifest.recipe.local
-    assert cfg is not None
-    if not (path / LOCAL_INDEX_FILE).is_file():
-        raise BundleError(f"{root}: bundle is incomplete ({path.name}/{LOCAL_INDEX_FILE} missing)")
-    try:
-        index = FloatTileIndex.load(path / LOCAL_INDEX_FILE, cfg.index_config())
-    except (RuntimeError, ValueError) as exc:
-        raise BundleError(f"{root}: unreadable local Faiss index ({exc})") from exc
-    if index.ntotal != entry.local_features:
-        raise BundleError(
-            f"{root}: inconsistent bundle (local index {index.ntotal} rows in {path.name}, "
-            f"manifest {entry.local_features})"
-        )
-    return index

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
-from cbir.bundle import REFERENCE_LIMIT, Segment
+from cbir.bundle import Segment
 from cbir.segment_stage import CollectionState, SegmentStage
 from cbir.store import empty_index_for
 from cbir.writer import BundleWriter, transaction
@@ -30,36 +30,32 @@ class CompactReport(BaseModel):
 
 def merge_into(writer: BundleWriter, segments: list[Segment]) -> SegmentStage | None:
     """Stage one segment holding the live slides of `segments` (oldest first: their
-    reference tiles keep their order) and take those segments out of the bundle; None
-    (nothing staged) when none of their slides is live."""
-    pipeline = writer.pipeline
+    reference tiles keep their order) with every product the bundle carries, and take
+    those segments out of the bundle; None (nothing staged) when no slide is live."""
+    from cbir.artifacts import artifacts_for
+
+    state = writer.state
+    assert state is not None
     writer.drop({s.entry.name for s in segments})
-    if all(
-        {r.slide_id for r in s.store.slide_list()}
-        <= (s.dead | writer.dead.get(s.entry.name, set()))
+    lives = [
+        {r.slide_id for r in s.store.slide_list()} - (s.dead | writer.dead.get(s.entry.name, set()))
         for s in segments
-    ):
+    ]
+    if not any(lives):
         return None
     seg = writer.new_segment()
     assert seg.meta is not None
+    products = artifacts_for(state)
     with seg.meta.env.begin(write=True) as txn:
-        for s in segments:
-            dead = s.dead | writer.dead.get(s.entry.name, set())
-            for r in s.store.slide_list():
-                if r.slide_id in dead:
-                    continue
+        for s, live in zip(segments, lives, strict=True):
+            records = [r for r in s.store.slide_list() if r.slide_id in live]
+            for r in records:
                 grids = list(s.store.grids_of(r.slide_id))
                 seg.meta.put_slide(txn, r.model_copy(update={"labels": {}}), grids)
-                ids = np.concatenate([g.ids[g.valid] for g in grids]).astype(np.int64)
-                raw = np.concatenate([g.codes[g.valid] for g in grids])
-                seg.add_codes(pipeline.codes_from_bytes(raw), ids)
-                seg.meta.copy_tile_values(txn, s.store, ids)
-            for mag, tiles in s.store.reference_tiles().items():
-                seg.meta.add_reference_tiles(txn, mag, tiles, REFERENCE_LIMIT)
-            if s.local_index is not None:
-                x, ids = s.local_index.rows()
-                keep = ~np.isin(ids >> 42, np.fromiter(dead, np.int64, len(dead)))
-                seg.add_local(x[keep], ids[keep])
+            ids = [s.store.tile_ids_of(r.slide_id) for r in records]
+            tile_ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+            for product in products:
+                product.copy(seg, txn, s, tile_ids, live, state)
     return seg
 
 
@@ -81,7 +77,7 @@ def retrain_index(writer: BundleWriter) -> None:
     state = writer.state
     assert state is not None and writer.previous is not None
     merge_into(writer, writer.live_segments())
-    xt = np.concatenate([s.codes()[0] for s in writer.segments if s.staged])
+    xt = np.concatenate([s.rows("codes")[0] for s in writer.segments if s.staged])
     writer.state = CollectionState(
         state.pipeline,
         empty_index_for(state.pipeline, writer.previous.recipe, xt),

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from cbir.artifacts import TileCodes
 from cbir.compact import auto_compact
 from cbir.delf.stage import LocalStage
 from cbir.describe import DescribedSlide, SkippedSlide, describe_slides
@@ -23,7 +24,7 @@ from cbir.errors import (
 from cbir.manifest import Manifest
 from cbir.pipeline import TilePipeline
 from cbir.progress import Progress
-from cbir.recipes import ComponentConfig, LocalConfig, Recipe, load_recipe
+from cbir.recipes import LocalConfig, Recipe, load_recipe
 from cbir.segment_meta import SegmentedMeta
 from cbir.store import SlideSummary, store_slides, write_new_bundle
 from cbir.timing import StageTimer
@@ -237,15 +238,6 @@ def _report(
     )
 
 
-def _code_params(encoder: ComponentConfig) -> tuple[str, dict[str, object]]:
-    """An encoder's name and the parameters that shape its codes: a threshold recipe's
-    `bits` only checks the weights (bundles built before it was stated lack it)."""
-    params = dict(encoder.params)
-    if encoder.name == "threshold":
-        params.pop("bits", None)
-    return encoder.name, params
-
-
 def _check_recipe(bundle_recipe: Recipe, recipe: str | Recipe | None, out: object) -> None:
     if recipe is None:
         return
@@ -254,10 +246,7 @@ def _check_recipe(bundle_recipe: Recipe, recipe: str | Recipe | None, out: objec
         raise BundleMismatchError(
             f"{out}: bundle was built with recipe {bundle_recipe.name!r}, not {wanted.name!r}"
         )
-    if (wanted.descriptor, _code_params(wanted.encoder)) != (
-        bundle_recipe.descriptor,
-        _code_params(bundle_recipe.encoder),
-    ):
+    if TileCodes.recipe_spec(wanted) != TileCodes.recipe_spec(bundle_recipe):
         raise BundleMismatchError(
             f"{out}: bundle's {bundle_recipe.name!r} has other descriptor or encoder "
             f"parameters than the recipe file {wanted.name!r}"
@@ -341,7 +330,8 @@ def add_described(
         writer.tombstone({sid for sid in old.values() if sid is not None})
     seg = writer.new_segment()
     first = writer.take_slide_ids(len(described))
-    summaries = store_slides(seg, writer.pipeline, described, first, timer, writer.local)
+    assert writer.state is not None
+    summaries = store_slides(seg, writer.state, described, first, timer)
     for summary in summaries:
         if summary.path in labels:
             writer.labels[summary.slide_id] = labels[summary.path]

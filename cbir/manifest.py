@@ -79,18 +79,38 @@ class LocalManifest(BaseModel):
     weights_sha256: str | None
 
 
+class ArtifactEntry(BaseModel):
+    """One per-tile product of a segment (cbir.artifacts): its rows, the files it wrote
+    (checksummed with the segment), and what shapes it."""
+
+    rows: int
+    files: list[str] = []
+    spec: dict[str, Any] = {}
+
+
 class SegmentEntry(BaseModel):
     """One immutable segment and its tombstones (slides removed since it was written)."""
 
     name: str  # seg-000003
     slides: int  # slides written into it
-    tiles: int  # rows of its tile index
-    local_features: int = 0  # rows of its local-feature index
     bytes: int  # size of its files
     sha256: dict[str, str]  # checksums of its files (tiles.fbin, meta.lmdb/data.mdb, ...)
+    artifacts: dict[str, ArtifactEntry]  # codes, vectors, locals, references
     dead_slides: list[int] = []
-    dead_tiles: int = 0
-    dead_local_features: int = 0
+    dead_rows: dict[str, int] = {}  # rows of each product the tombstoned slides hold
+
+    def rows(self, name: str) -> int:
+        entry = self.artifacts.get(name)
+        return 0 if entry is None else entry.rows
+
+    @property
+    def tiles(self) -> int:
+        """Rows of its tile index."""
+        return self.rows("codes")
+
+    @property
+    def dead_tiles(self) -> int:
+        return self.dead_rows.get("codes", 0)
 
     @property
     def live_tiles(self) -> int:

@@ -286,15 +286,24 @@ class MetadataStore:
             key = GRID_KEY.pack(sid, grid.geometry.magnification)
             txn.put(key, encode_grid(grid, self.layout), db=self.grids)
 
-    def copy_tile_values(
-        self, txn: lmdb.Transaction, source: MetadataStore, tile_ids: np.ndarray
+    def copy_values(
+        self, txn: lmdb.Transaction, source: MetadataStore, db: str, tile_ids: np.ndarray
     ) -> None:
-        """Copy the rerank vectors and local features of tiles from another store."""
+        """Copy the values keyed by tile id of database `db` (vectors, locals) from
+        another store."""
+        target, origin = getattr(self, db), getattr(source, db)
+        if target is None or origin is None:
+            return
         with source.env.begin() as src:
-            for db, sdb in ((self.vectors, source.vectors), (self.locals, source.locals)):
-                if sdb is None or db is None:
-                    continue
-                for tid in np.asarray(tile_ids).tolist():
-                    raw = src.get(tile_key(tid), db=sdb)
-                    if raw is not None:
-                        txn.put(tile_key(tid), raw, db=db)
+            for tid in np.asarray(tile_ids).tolist():
+                raw = src.get(tile_key(tid), db=origin)
+                if raw is not None:
+                    txn.put(tile_key(tid), raw, db=target)
+
+    def value_count(self, db: str) -> int:
+        """Entries of database `db`."""
+        handle = getattr(self, db)
+        if handle is None:
+            return 0
+        with self.env.begin() as txn:
+            return int(txn.stat(handle)["entries"])

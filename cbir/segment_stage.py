@@ -13,14 +13,11 @@ import numpy as np
 
 from cbir import __version__
 from cbir.checksum import sha256_file
-from cbir.errors import BundleError
 from cbir.float_index import FloatTileIndex
 from cbir.manifest import (
     EMPTY_INDEX_FILE,
     EMPTY_LOCAL_INDEX_FILE,
     FORMAT_VERSION,
-    INDEX_FILE,
-    LOCAL_INDEX_FILE,
     LOCAL_STATE_FILE,
     LOCAL_WEIGHTS_FILE,
     MANIFEST,
@@ -52,7 +49,7 @@ class CollectionState:
     def __init__(
         self,
         pipeline: TilePipeline,
-        empty_index: TileIndex,
+        empty_index: TileIndex | None,
         scale_weights: Path | None = None,
         local: LocalStage | None = None,
         empty_local: FloatTileIndex | None = None,
@@ -60,7 +57,7 @@ class CollectionState:
         manifest: Manifest | None = None,
     ) -> None:
         self.pipeline = pipeline
-        self.empty_index = empty_index
+        self.empty_index = empty_index  # None until fitted (a new bundle's first rows)
         self.scale_weights = scale_weights
         self.local = local
         self.empty_local = empty_local
@@ -155,76 +152,45 @@ class SegmentStage:
         except BaseException:
             shutil.rmtree(path, ignore_errors=True)
             raise
-        self._codes: list[np.ndarray] = []
-        self._ids: list[np.ndarray] = []
-        self._local: list[tuple[np.ndarray, np.ndarray]] = []
+        self._rows: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
 
-    def add_codes(self, xb: np.ndarray, ids: np.ndarray) -> None:
-        """Rows of the tile index: (n, bytes) uint8 or (n, dim) float32 codes, (n,) ids."""
-        self._codes.append(xb)
-        self._ids.append(np.asarray(ids, np.int64))
+    def stage_rows(self, name: str, x: np.ndarray, ids: np.ndarray) -> None:
+        """Rows of product `name`'s index: (n, ...) codes or vectors with (n,) int64 ids."""
+        self._rows.setdefault(name, []).append((x, np.asarray(ids, np.int64)))
 
-    def add_local(self, vectors: np.ndarray, ids: np.ndarray) -> None:
-        """Rows of the local index: (n, dim) float32 projected descriptors, (n,) ids."""
-        self._local.append((vectors, np.asarray(ids, np.int64)))
+    def staged_rows(self, name: str) -> list[tuple[np.ndarray, np.ndarray]]:
+        return self._rows.get(name, [])
+
+    def rows(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """All staged rows of product `name`, concatenated: (n, ...) and (n,) ids."""
+        parts = self.staged_rows(name)
+        if not parts:
+            return np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
+        return np.concatenate([x for x, _ in parts]), np.concatenate([i for _, i in parts])
 
     @property
     def staged(self) -> bool:
         """Whether any tile rows are staged."""
-        return bool(self._ids)
-
-    def codes(self) -> tuple[np.ndarray, np.ndarray]:
-        """The staged tile-index rows: codes (n, ...) and ids (n,)."""
-        return np.concatenate(self._codes), np.concatenate(self._ids)
-
-    def local_rows(self, dim: int) -> tuple[np.ndarray, np.ndarray]:
-        """The staged local-index rows: (n, dim) float32, ids (n,)."""
-        if not self._local:
-            return np.zeros((0, dim), np.float32), np.zeros(0, np.int64)
-        return (
-            np.concatenate([x for x, _ in self._local]),
-            np.concatenate([i for _, i in self._local]),
-        )
+        return bool(self.staged_rows("codes"))
 
     def finish(self, state: CollectionState) -> SegmentEntry:
-        """Write the segment's indexes, close its LMDB; its manifest entry."""
+        """Write every product's files, close the LMDB; the segment's manifest entry."""
+        from cbir.artifacts import artifacts_for
+
         assert self.meta is not None
-        index = state.empty_index.emptied()
-        for xb, ids in zip(self._codes, self._ids, strict=True):
-            index.add(xb, ids)
-        slides, tiles = len(self.meta.slide_list()), self.meta.tile_count()
-        if index.ntotal != tiles:
-            raise BundleError(
-                f"{self.path.parent}: refusing to publish an inconsistent segment (Faiss "
-                f"{index.ntotal} tiles, LMDB {tiles})"
-            )
-        index.save(self.path / INDEX_FILE)
-        files = [INDEX_FILE, f"{META_DIR}/data.mdb"]
-        features = 0
-        if state.local is not None:
-            assert state.empty_local is not None
-            local = state.empty_local.emptied()
-            for x, ids in self._local:
-                local.add(x, ids)
-            features = local.ntotal
-            if features != self.meta.local_feature_count():
-                raise BundleError(
-                    f"{self.path.parent}: refusing to publish an inconsistent segment (local "
-                    f"index {features} rows, LMDB {self.meta.local_feature_count()})"
-                )
-            local.save(self.path / LOCAL_INDEX_FILE)
-            files.append(LOCAL_INDEX_FILE)
+        slides = len(self.meta.slide_list())
+        products = {a.name: a.finish(self, state) for a in artifacts_for(state)}
         self.meta.env.sync(True)
         self.meta.close()
         self.meta = None
         (self.path / META_DIR / "lock.mdb").unlink(missing_ok=True)
+        files = [f"{META_DIR}/data.mdb"] + [f for e in products.values() for f in e.files]
         return SegmentEntry(
             name=self.name,
             slides=slides,
-            tiles=tiles,
-            local_features=features,
             bytes=sum((self.path / f).stat().st_size for f in files),
             sha256={f: sha256_file(self.path / f) for f in files},
+            artifacts=products,
         )
 
     def discard(self) -> None:
@@ -245,19 +211,21 @@ def _fsync_tree(path: Path) -> None:
 
 def _tombstoned(writer: BundleWriter) -> list[SegmentEntry]:
     """The live segments' entries with this transaction's tombstones added."""
+    from cbir.artifacts import REGISTRY
+
     out = []
     for seg in writer.live_segments():
         entry = seg.entry
         dead = writer.dead.get(entry.name, set()) - set(entry.dead_slides)
         if dead:
-            tile_ids = [seg.store.tile_ids_of(s) for s in sorted(dead)]
-            rows = sum(int(seg.store.local_counts(t).sum()) for t in tile_ids)
+            tile_ids = np.concatenate([seg.store.tile_ids_of(s) for s in sorted(dead)])
+            rows = dict(entry.dead_rows)
+            for name in entry.artifacts:
+                taken = REGISTRY[name].rows_of(seg.store, tile_ids)
+                if taken:
+                    rows[name] = rows.get(name, 0) + taken
             entry = entry.model_copy(
-                update={
-                    "dead_slides": sorted(set(entry.dead_slides) | dead),
-                    "dead_tiles": entry.dead_tiles + sum(len(t) for t in tile_ids),
-                    "dead_local_features": entry.dead_local_features + rows,
-                }
+                update={"dead_slides": sorted(set(entry.dead_slides) | dead), "dead_rows": rows}
             )
         out.append(entry)
     return out
@@ -278,7 +246,7 @@ def publish(writer: BundleWriter, recipe: Recipe) -> Manifest:
     entries = _tombstoned(writer) + [s.finish(state) for s in writer.segments]
     local = fields["local"]
     if isinstance(local, LocalManifest):
-        live_rows = sum(e.local_features - e.dead_local_features for e in entries)
+        live_rows = sum(e.rows("locals") - e.dead_rows.get("locals", 0) for e in entries)
         fields["local"] = local.model_copy(update={"features": live_rows})
     pipeline = state.pipeline
     manifest = Manifest(

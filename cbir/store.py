@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from cbir.binary_index import BinaryTileIndex
 from cbir.delf.stage import LocalStage, local_ids
-from cbir.describe import REFERENCES_PER_MAGNIFICATION, DescribedScale, DescribedSlide
+from cbir.describe import DescribedScale, DescribedSlide
 from cbir.float_index import FloatTileIndex
 from cbir.manifest import Manifest
 from cbir.metadata import CodeGrid, SlideRecord
@@ -69,7 +69,7 @@ def _summary(slide_id: int, d: DescribedSlide) -> SlideSummary:
     )
 
 
-def _store_locals(
+def store_locals(
     txn: object,
     seg: SegmentStage,
     local: LocalStage,
@@ -95,28 +95,31 @@ def _store_locals(
         vectors.append(f.descriptors)
         counts.append(len(f))
     if vectors:
-        seg.add_local(np.concatenate(vectors), local_ids(tile_ids, np.asarray(counts, np.int64)))
+        ids = local_ids(tile_ids, np.asarray(counts, np.int64))
+        seg.stage_rows("locals", np.concatenate(vectors), ids)
 
 
 def store_slides(
     seg: SegmentStage,
-    pipeline: TilePipeline,
+    state: CollectionState,
     described: list[DescribedSlide],
     first_id: int,
     timer: StageTimer,
-    local: LocalStage | None = None,
 ) -> list[SlideSummary]:
-    """Encode slides and write them into a staged segment (ids from `first_id`): grids,
-    references, rerank vectors and local features into its LMDB, codes (and local rows)
-    staged for its indexes."""
+    """Encode slides and write them into a staged segment (ids from `first_id`): the
+    slide record and code grids, then every product the bundle carries (cbir.artifacts:
+    codes for the index, rerank vectors, local features, scale references)."""
+    from cbir.artifacts import SlideRows, artifacts_for
+
     meta = seg.meta
     assert meta is not None
+    products = artifacts_for(state)
     summaries = []
     with meta.env.begin(write=True) as txn:
         for offset, d in enumerate(described):
             sid = first_id + offset
             with timer("encode"):
-                grids, c, i = _code_grids(sid, d, pipeline)
+                grids, c, i = _code_grids(sid, d, state.pipeline)
             record = SlideRecord(
                 slide_id=sid,
                 info=d.info,
@@ -126,18 +129,13 @@ def store_slides(
                 magnifications=[s.geometry.magnification for s in d.scales],
                 tiles=d.n_tiles,
             )
+            rows = SlideRows(txn, sid, d, grids, c, i)
             with timer("metadata"):
                 meta.put_slide(txn, record, grids)
-                for mag, tiles in d.references.items():
-                    meta.add_reference_tiles(txn, mag, tiles, REFERENCES_PER_MAGNIFICATION)
-                if pipeline.recipe.search.rerank and pipeline.binary:
-                    meta.put_vectors(txn, i, np.concatenate([sc.descriptors for sc in d.scales]))
-            if local is not None:
-                with timer("local"):
-                    for sc, grid in zip(d.scales, grids, strict=True):
-                        _store_locals(txn, seg, local, sc, grid.ids[sc.keep])
+            for product in products:
+                with timer(product.name):
+                    product.store(seg, state, rows)
             summaries.append(_summary(sid, d))
-            seg.add_codes(c, i)
     return summaries
 
 
@@ -171,27 +169,22 @@ def write_new_bundle(
             local.finish_fit()
     first = writer.take_slide_ids(len(described))
     summaries: list[SlideSummary] = []
+    state = writer.state = CollectionState(pipeline, None, scale_weights, local)
     bounds = np.linspace(0, len(described), min(segments, len(described)) + 1).round().astype(int)
     for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
         seg = writer.new_segment()
-        summaries += store_slides(seg, pipeline, described[lo:hi], first + lo, timer, local)
-    with timer("add"):
-        empty_local = None
+        summaries += store_slides(seg, state, described[lo:hi], first + lo, timer)
+    with timer("add"):  # the empty indexes every segment starts from, fitted on all rows
         if local is not None:
             assert recipe.local is not None
-            lx = np.concatenate([s.local_rows(recipe.local.pca_dim)[0] for s in writer.segments])
-            empty_local = FloatTileIndex.template(
-                recipe.local.pca_dim, recipe.local.index_config(), lx
+            lx = np.concatenate([s.rows("locals")[0] for s in writer.segments])
+            state.empty_local = FloatTileIndex.template(
+                recipe.local.pca_dim,
+                recipe.local.index_config(),
+                lx.reshape(-1, recipe.local.pca_dim),
             )
-        writer.state = CollectionState(
-            pipeline,
-            empty_index_for(
-                pipeline, recipe, np.concatenate([s.codes()[0] for s in writer.segments])
-            ),
-            scale_weights,
-            local,
-            empty_local,
-        )
+        xt = np.concatenate([s.rows("codes")[0] for s in writer.segments])
+        state.empty_index = empty_index_for(pipeline, recipe, xt)
     for summary in summaries:
         if labels and labels.get(summary.path):
             writer.labels[summary.slide_id] = labels[summary.path]

@@ -14,6 +14,10 @@ class ThresholdEncoder:
     """(n, q) float32 -> (n, ceil(q / 8)) uint8; bit i = x_i > threshold. q not a multiple
     of 8 is padded with zero bits (constant, so Hamming distances are unchanged)."""
 
+    #: Recipe parameters that are promises checked against the weights, not settings that
+    #: shape the codes (bundles built before `bits` was stated lack it).
+    promises = ("bits",)
+
     def __init__(self, input_dim: int, threshold: float = 0.5, bits: int | None = None) -> None:
         """`bits`: the code length the recipe promises; weights giving another is an error."""
         if bits is not None and bits != input_dim:
@@ -50,3 +54,6 @@ class ThresholdEncoder:
 @register_encoder("threshold")
 def _create_threshold(**params: object) -> ThresholdEncoder:
     return ThresholdEncoder(**params)  # type: ignore[arg-type]
+
+
+_create_threshold.promises = ThresholdEncoder.promises  # type: ignore[attr-defined]
