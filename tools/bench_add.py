@@ -407,9 +407,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             "add": add,
             "remove": remove,
             "compact": summarise(ops["compact"], size) if compact else None,
-            "compact_tombstones": (
-                summarise(ops["compact_tombstones"], size) if compact else None
-            ),
+            "compact_tombstones": (summarise(ops["compact_tombstones"], size) if compact else None),
             "build": build,
             "repeat": args.repeat,
             "seed": args.seed,

@@ -2,6 +2,14 @@
 """Crash probe for cbir bundles: SIGKILL writers at random points, check what is left.
 
 What it probes (issue 12, section 4: ">= 50 kills, 0 unreadable or inconsistent bundles")
+    Bundles are format 3 (cbir/manifest.py): `manifest.json` names one collection-state
+    directory `state-NNNNNN/` and immutable segment directories `seg-NNNNNN[-K]/`, oldest
+    first; removed slides are tombstones (`segments[i].dead_slides`) in the manifest. A
+    writer stages new directories as `.tmp-<pid>-seg-...` / `.tmp-<pid>-state-...`,
+    renames them into place and publishes by replacing the manifest (its `generation`
+    counts publishes); directories the live manifest does not reference are swept by the
+    next writer (cbir/writer.py `sweep`).
+
     In a temp dir, three small 3-level pyramidal TIFFs are written with
     `cbir.sample.write_pyramidal_tiff`: A = the sample image at 0.25 um/px, B = it rotated
     by 90 degrees at 0.5 um/px (tests/conftest.py's second_slide), C = it flipped left-right
@@ -9,37 +17,48 @@ What it probes (issue 12, section 4: ">= 50 kills, 0 unreadable or inconsistent 
 
     Each operation is the real CLI in a fresh process,
     `[sys.executable, "-c", "from cbir.cli.main import app; app()", ...]`:
-    * build: `build-index --overwrite --out BUNDLE` of a random non-empty subset of A, B, C;
-    * add: `add BUNDLE S` of a slide S not in the bundle (only when one is missing);
-    * remove: `remove BUNDLE S` of a slide in the bundle (only when it holds two or more).
-    Each operation's wall time (process start to exit) is measured once without a kill.
-    Then, until `--kills` kills are done, an operation is picked at random, started with
-    subprocess.Popen, and after a delay drawn uniformly from [0, its measured duration]
-    it is sent SIGKILL. One that exited before the signal is "completed, not killed" and
-    does not count towards --kills. With probability `--recover-prob` the operation that
-    follows a kill is not killed but run to completion, so that writing over a killed
-    run's leftovers is checked for real.
+    * build: `build-index --overwrite --out BUNDLE` of a random non-empty subset of A, B, C
+      (a new state and one segment);
+    * add: `add BUNDLE S` of a slide S not in the bundle (only when one is missing): one
+      new segment, and segments merged when auto-compaction picks them;
+    * remove: `remove BUNDLE S` of a slide in the bundle (only when it holds two or more):
+      a tombstone in the manifest, or the segment merged or dropped when it is mostly dead;
+    * compact: `compact BUNDLE` (only when the bundle has two or more segments or any
+      tombstone): every segment merged into one, tombstoned tiles dropped.
+    Each operation's wall time (process start to exit) is measured once without a kill
+    (build A,B; add C; compact; remove C). Then, until `--kills` kills are done, an
+    operation is picked at random among those meaningful in the bundle's state, started
+    with subprocess.Popen, and after a delay drawn uniformly from [0, its measured
+    duration] it is sent SIGKILL. One that exited before the signal is "completed, not
+    killed" and does not count towards --kills. With probability `--recover-prob` the
+    operation that follows a kill is not killed but run to completion, so that writing
+    over a killed run's leftovers is checked for real.
 
     After every operation (killed or not), in this process:
     1. the bundle opens (`cbir.open_index`);
-    2. Faiss ntotal == LMDB tile count == manifest counts.tiles == the sum of the slide
-       records' tiles, and the number of slide records == manifest counts.slides;
+    2. Faiss live ntotal over all segments (`bundle.index.ntotal`) == LMDB live tile count
+       (`bundle.meta.tile_count()`) == manifest counts.tiles == the sum of the live slide
+       records' tiles, and the number of slide records == manifest counts.slides; per
+       segment, its Faiss rows == its LMDB tiles == the manifest entry's `tiles`, its
+       `dead_tiles` == the tiles of its `dead_slides`, and every dead slide is in it;
     3. a tile query (a 224 px crop of the sample image, k=5, allow_background=True)
        returns hits without error;
-    4. the state (manifest generation, set of slide file names, tile count) is either the
-       state before the operation (generation unchanged) or the expected state after it
-       (generation + 1; slide tile counts are those of the calibration runs);
+    4. the state (manifest generation, set of slide file names, tile count and tiles per
+       slide) is either the state before the operation (generation unchanged) or the
+       expected state after it (generation + 1; slide tile counts are those of the
+       calibration runs). A compact's before and after have the same slides and tiles and
+       differ in generation; its "after" must also hold one segment and no tombstone. In
+       "after" of add, remove and compact the slides kept keep their slide ids;
     5. writes are not blocked: an operation that exits by itself with a non-zero code is a
        blocked write (its stderr is kept), and after a kill the bundle's `.lock` must be
        lockable (flock LOCK_EX | LOCK_NB), as the next writer needs it.
-    Files in the bundle directory other than manifest.json and the live generation
-    (`.lock`, `.tmp-gen-*`, stale `gen-*`, `.manifest.json.tmp`) are counted after each
-    kill (`.lock` is never deleted, so it is always there and harmless). The bundle's real
-    state after each check is what the next operation is chosen from; an unreadable bundle
-    is recorded and rebuilt from scratch so the probe can go on.
-
-    compact is not probed: bundle format 2 has no `cbir compact` (every add and remove
-    rewrites the whole generation); it is reported as not available.
+    Entries of the bundle directory other than manifest.json and the directories the live
+    manifest references (its `state` and `segments[*].name`) are counted after each
+    operation, by kind: `.lock` (never deleted, so always there and harmless), stages
+    (`.tmp-*`), stale segments (`seg-*`), stale state (`state-*`), old generations
+    (`gen-*`), `.manifest.json.tmp`, other. The bundle's real state after each check is
+    what the next operation is chosen from; an unreadable bundle is recorded and rebuilt
+    from scratch so the probe can go on.
 
 Run (from the repository root, with the venv active)
     python tools/probe_crash.py --kills 60 --json      # a few minutes on 2 cores
@@ -68,9 +87,15 @@ import benchutil
 CLI = [sys.executable, "-c", "from cbir.cli.main import app; app()"]
 RECIPE = "stats-lsh32"
 BASE = ("A.tif", "B.tif")
-COMPACT_NOTE = (
-    "not available: bundle format 2 has no `cbir compact` (every add and remove already "
-    "rewrites the whole generation), so compact was not probed"
+OPS = ("build", "add", "remove", "compact")
+LEFTOVER_KINDS = (
+    "lock",
+    "stage",
+    "stale_segment",
+    "stale_state",
+    "stale_generation",
+    "manifest_tmp",
+    "other",
 )
 
 
@@ -106,11 +131,36 @@ def command(op: str, root: Path, slides: dict[str, Path], target: list[str]) -> 
         return [*CLI, "add", str(root), str(slides[target[0]])]
     if op == "remove":
         return [*CLI, "remove", str(root), str(slides[target[0]])]
+    if op == "compact":
+        return [*CLI, "compact", str(root)]
     raise ValueError(op)
 
 
+def _check_segments(b) -> None:
+    """Per segment: Faiss rows == LMDB tiles == the manifest entry's tiles; its dead
+    slides are in it and dead_tiles is their tile count. Raises AssertionError."""
+    for seg in b.segments:
+        e = seg.entry
+        records = {r.slide_id: r.tiles for r in seg.store.slide_list()}
+        rows, lmdb_n = seg.index.ntotal, sum(records.values())
+        if not (rows == lmdb_n == e.tiles) or len(records) != e.slides:
+            raise AssertionError(
+                f"segment {e.name}: Faiss {rows} rows, LMDB {lmdb_n} tiles in "
+                f"{len(records)} slides, manifest {e.tiles} tiles in {e.slides} slides"
+            )
+        missing = set(e.dead_slides) - set(records)
+        if missing:
+            raise AssertionError(f"segment {e.name}: tombstones {sorted(missing)} not in it")
+        dead = sum(records[s] for s in e.dead_slides)
+        if dead != e.dead_tiles:
+            raise AssertionError(
+                f"segment {e.name}: dead_tiles {e.dead_tiles}, its dead slides hold {dead}"
+            )
+
+
 def read_state(root: Path, query) -> dict[str, object]:
-    """Checks 1-3 on the bundle; returns generation, slide names, tiles and per-slide tiles.
+    """Checks 1-3 on the bundle; returns generation, slide names, tiles, per-slide tiles,
+    slide ids, segments, tombstones and the directories the manifest references.
     Raises on an unreadable or inconsistent bundle."""
     import cbir
 
@@ -130,6 +180,7 @@ def read_state(root: Path, query) -> dict[str, object]:
             raise AssertionError(
                 f"slide counts differ: {len(records)} records, manifest {m.counts.slides}"
             )
+        _check_segments(b)
         result = index.search(query, k=5, allow_background=True)
         if not result.hits:
             raise AssertionError("tile query returned no hits")
@@ -138,27 +189,47 @@ def read_state(root: Path, query) -> dict[str, object]:
             "slides": sorted(per_slide),
             "tiles": m.counts.tiles,
             "per_slide": per_slide,
+            "slide_ids": {Path(r.info.path).name: r.slide_id for r in records},
+            "segments": [s.name for s in m.segments],
+            "tombstones": sum(len(s.dead_slides) for s in m.segments),
+            "referenced": sorted({m.state, *(s.name for s in m.segments)} - {""}),
         }
     finally:
         index.close()
 
 
-def leftovers(root: Path, generation: int | None) -> list[str]:
-    """Entries of the bundle directory other than manifest.json and the live generation."""
-    live = None if generation is None else f"gen-{generation:06d}"
-    return sorted(p.name for p in root.iterdir() if p.name not in ("manifest.json", live))
+def leftovers(root: Path, referenced: list[str]) -> list[str]:
+    """Entries of the bundle directory other than manifest.json and the directories the
+    live manifest references."""
+    keep = {"manifest.json", *referenced}
+    return sorted(p.name for p in root.iterdir() if p.name not in keep)
+
+
+def referenced_raw(root: Path) -> list[str]:
+    """The directories manifest.json names (`state`, `segments[*].name`), read as plain
+    JSON: for a bundle that does not open; [] when it is unreadable."""
+    try:
+        m = json.loads((root / "manifest.json").read_text())
+        return [m["state"], *(s["name"] for s in m["segments"])]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
 
 
 def leftover_kind(name: str) -> str:
-    """A leftover's kind: lock, stage, stale_generation, manifest_tmp or other."""
+    """A leftover's kind: lock, stage, stale_segment, stale_state, stale_generation,
+    manifest_tmp or other."""
     if name == ".lock":
         return "lock"
-    if name.startswith(".tmp-gen-"):
-        return "stage"
-    if name.startswith("gen-"):
-        return "stale_generation"
     if name == ".manifest.json.tmp":
         return "manifest_tmp"
+    if name.startswith(".tmp-"):
+        return "stage"
+    if name.startswith("seg-"):
+        return "stale_segment"
+    if name.startswith("state-"):
+        return "stale_state"
+    if name.startswith("gen-"):
+        return "stale_generation"
     return "other"
 
 
@@ -191,37 +262,68 @@ def run_once(cmd: list[str], errfile: Path) -> tuple[int, float]:
 
 
 def expected_after(op: str, state: dict, target: list[str], tiles_of: dict[str, int]) -> dict:
-    """The state an operation publishes if it completes."""
+    """The state an operation publishes if it completes (compact: the same slides and
+    tiles, one generation later)."""
     if op == "build":
         names = set(target)
     elif op == "add":
         names = set(state["slides"]) | set(target)
-    else:
+    elif op == "remove":
         names = set(state["slides"]) - set(target)
+    elif op == "compact":
+        names = set(state["slides"])
+    else:
+        raise ValueError(op)
     return {
         "generation": state["generation"] + 1,
         "slides": sorted(names),
         "tiles": sum(tiles_of[n] for n in names),
+        "per_slide": {n: tiles_of[n] for n in sorted(names)},
     }
 
 
 def same(a: dict, b: dict) -> bool:
-    """Equal generation, slide names and tile count."""
-    return all(a[k] == b[k] for k in ("generation", "slides", "tiles"))
+    """Equal generation, slide names, tile count and tiles per slide."""
+    return all(a[k] == b[k] for k in ("generation", "slides", "tiles", "per_slide"))
+
+
+def check_after(op: str, pre: dict, now: dict) -> None:
+    """What an operation's published state must also hold beyond `same`: slides kept by
+    add / remove / compact keep their ids; a compact leaves one segment, no tombstone."""
+    if op != "build":
+        moved = {
+            n: (pre["slide_ids"][n], now["slide_ids"][n])
+            for n in set(pre["slide_ids"]) & set(now["slide_ids"])
+            if pre["slide_ids"][n] != now["slide_ids"][n]
+        }
+        if moved:
+            raise AssertionError(f"{op} changed slide ids (before, after): {moved}")
+    if op == "compact" and (len(now["segments"]) != 1 or now["tombstones"]):
+        raise AssertionError(
+            f"compact left segments {now['segments']} and {now['tombstones']} tombstones"
+        )
 
 
 def choose(rng: random.Random, state: dict, names: list[str]) -> tuple[str, list[str]]:
     """A random operation that is meaningful in this state, and its slides."""
     present = set(state["slides"])
     missing = [n for n in names if n not in present]
-    ops = ["build"] + (["add"] if missing else []) + (["remove"] if len(present) >= 2 else [])
+    ops = ["build"]
+    if missing:
+        ops.append("add")
+    if len(present) >= 2:
+        ops.append("remove")
+    if len(state["segments"]) >= 2 or state["tombstones"]:
+        ops.append("compact")
     op = rng.choice(ops)
     if op == "build":
         k = rng.randint(1, len(names))
         return op, sorted(rng.sample(names, k))
     if op == "add":
         return op, [rng.choice(missing)]
-    return op, [rng.choice(sorted(present))]
+    if op == "remove":
+        return op, [rng.choice(sorted(present))]
+    return op, []
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
@@ -253,13 +355,26 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         durations["add"] = checked_run("add", ["C.tif"])
         state = read_state(root, query)
         tiles_of = dict(state["per_slide"])
+        if len(state["segments"]) < 2:
+            raise RuntimeError(f"add wrote no second segment: {state['segments']}")
+        durations["compact"] = checked_run("compact", [])
+        compacted = read_state(root, query)
+        check_after("compact", state, compacted)
+        if not same(compacted, expected_after("compact", state, [], tiles_of)):
+            raise RuntimeError(f"calibration compact: {_short(state)} -> {_short(compacted)}")
         durations["remove"] = checked_run("remove", ["C.tif"])
         state = read_state(root, query)
-        log(f"slides {tiles_of} tiles; durations (s) {durations}")
+        log(
+            f"slides {tiles_of} tiles; durations (s) {durations}; after calibration "
+            f"segments {state['segments']}, {state['tombstones']} tombstones"
+        )
 
         kills: collections.Counter[str] = collections.Counter()
         completed: collections.Counter[str] = collections.Counter()
         outcomes: collections.Counter[str] = collections.Counter()
+        outcomes_per_op: dict[str, collections.Counter[str]] = {
+            op: collections.Counter() for op in OPS
+        }
         left_after_kill: collections.Counter[str] = collections.Counter()
         left_after_completed: collections.Counter[str] = collections.Counter()
         kills_with_leftovers = 0
@@ -285,7 +400,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                     proc.send_signal(signal.SIGKILL)
                     rc = proc.wait()
                     killed = rc == -signal.SIGKILL
-            what = f"{op} {','.join(target)}"
+            what = f"{op} {','.join(target)}".strip()
             if killed:
                 kills[op] += 1
             else:
@@ -303,6 +418,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                     outcome = "before"
                 elif same(now_state, post):
                     outcome = "after"
+                    check_after(op, pre, now_state)
                 else:
                     raise AssertionError(
                         f"state is neither before {_short(pre)} nor after {_short(post)}: "
@@ -320,14 +436,19 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                         "delay_s": None if delay is None else round(delay, 3),
                         "error": f"{type(exc).__name__}: {exc}",
                         "files": sorted(p.name for p in root.iterdir()) if root.exists() else [],
+                        "manifest": _manifest_summary(root),
                     }
                 )
                 log(f"FAILED after {what} (delay {delay}): {type(exc).__name__}: {exc}")
+                # The broken bundle's leftovers, against what its manifest names.
+                left = leftovers(root, referenced_raw(root)) if root.exists() else []
                 shutil.rmtree(root, ignore_errors=True)
                 checked_run("build", list(BASE))
                 state = read_state(root, query)
+            else:
+                left = leftovers(root, state["referenced"])
             outcomes[outcome] += 1
-            left = leftovers(root, state["generation"] if outcome != "FAILED" else None)
+            outcomes_per_op[op][outcome] += 1
             counter = left_after_kill if killed else left_after_completed
             for name in left:
                 counter[leftover_kind(name)] += 1
@@ -347,6 +468,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             log(
                 f"{'KILL' if killed else 'done'} {what} "
                 f"{'' if delay is None else f'after {delay:.2f} s '}-> {outcome}; "
+                f"segments {state['segments']} tombstones {state['tombstones']}; "
                 f"leftovers {left}; kills {sum(kills.values())}/{args.kills}"
             )
 
@@ -355,7 +477,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         if after_kill:
             op, target = choose(rng, state, names)
             rc, _ = run_once(command(op, root, slides, target), errfile)
-            final_write = {"op": f"{op} {','.join(target)}", "rc": rc}
+            final_write = {"op": f"{op} {','.join(target)}".strip(), "rc": rc}
             if rc != 0:
                 blocked.append(
                     {
@@ -368,7 +490,11 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             else:
                 writes_after_kill_completed += 1
                 try:
-                    read_state(root, query)
+                    final = read_state(root, query)
+                    if not same(final, expected_after(op, state, target, tiles_of)):
+                        raise AssertionError(f"final write left {_short(final)}")
+                    check_after(op, state, final)
+                    final_write["leftovers"] = leftovers(root, final["referenced"])
                 except Exception as exc:  # noqa: BLE001
                     failures.append(
                         {
@@ -376,19 +502,19 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                             "killed": False,
                             "delay_s": None,
                             "error": f"{type(exc).__name__}: {exc}",
-                            "files": [],
+                            "files": sorted(p.name for p in root.iterdir()),
+                            "manifest": _manifest_summary(root),
                         }
                     )
 
         return {
             "kills": sum(kills.values()),
-            "kills_per_operation": {op: kills[op] for op in ("build", "add", "remove")},
+            "kills_per_operation": {op: kills[op] for op in OPS},
             "completed_not_killed": sum(completed.values()),
-            "completed_not_killed_per_operation": {
-                op: completed[op] for op in ("build", "add", "remove")
-            },
+            "completed_not_killed_per_operation": {op: completed[op] for op in OPS},
             "operations": ops_run,
             "state_after_operation": dict(outcomes),
+            "state_after_operation_per_operation": {op: dict(outcomes_per_op[op]) for op in OPS},
             "unreadable_or_inconsistent": len(failures),
             "failures": failures,
             "blocked_writes": len(blocked),
@@ -396,9 +522,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             "writes_after_kill_completed": writes_after_kill_completed,
             "final_write_after_kill": final_write,
             "kills_leaving_debris": kills_with_leftovers,
-            "leftovers_after_kills": dict(left_after_kill),
-            "leftovers_after_completed": dict(left_after_completed),
-            "compact": COMPACT_NOTE,
+            "leftovers_after_kills": _kinds(left_after_kill),
+            "leftovers_after_completed": _kinds(left_after_completed),
             "calibration_seconds": {k: round(v, 2) for k, v in durations.items()},
             "slide_tiles": tiles_of,
             "recipe": RECIPE,
@@ -409,6 +534,27 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _kinds(counter: collections.Counter[str]) -> dict[str, int]:
+    """Leftover counts by kind, the kinds seen only."""
+    return {k: counter[k] for k in LEFTOVER_KINDS if counter[k]}
+
+
+def _manifest_summary(root: Path) -> dict[str, object] | str:
+    """generation, state, segments and counts of the manifest on disk, for a failure."""
+    try:
+        m = json.loads((root / "manifest.json").read_text())
+        return {
+            "generation": m.get("generation"),
+            "state": m.get("state"),
+            "segments": [
+                (s.get("name"), s.get("tiles"), s.get("dead_slides")) for s in m.get("segments", [])
+            ],
+            "counts": m.get("counts"),
+        }
+    except (OSError, ValueError, AttributeError) as exc:
+        return f"unreadable: {type(exc).__name__}: {exc}"
 
 
 def _short(state: dict) -> str:
@@ -446,11 +592,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(
             f"kills {result['kills']} {result['kills_per_operation']}, completed not killed "
-            f"{result['completed_not_killed']}, unreadable or inconsistent "
-            f"{result['unreadable_or_inconsistent']}, blocked writes {result['blocked_writes']}, "
-            f"{result['seconds']} s, seed {result['seed']}"
+            f"{result['completed_not_killed']} {result['completed_not_killed_per_operation']}, "
+            f"unreadable or inconsistent {result['unreadable_or_inconsistent']}, blocked "
+            f"writes {result['blocked_writes']}, leftovers after kills "
+            f"{result['leftovers_after_kills']}, {result['seconds']} s, seed {result['seed']}"
         )
-        print(f"compact: {result['compact']}")
     return 1 if result["unreadable_or_inconsistent"] or result["blocked_writes"] else 0
 
 
