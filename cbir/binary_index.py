@@ -142,6 +142,16 @@ class BinaryTileIndex:
     def save(self, path: Path) -> None:
         faiss.write_index_binary(self.index, str(path))
 
+    def to_bytes(self) -> np.ndarray:
+        """The index serialised (uint8), for another process (`from_bytes`)."""
+        return faiss.serialize_index_binary(self.index)
+
+    @classmethod
+    def from_bytes(cls, data: np.ndarray, nprobe: int) -> BinaryTileIndex:
+        index = faiss.deserialize_index_binary(data)
+        kind: IndexKind = "ivf" if isinstance(index, faiss.IndexBinaryIVF) else "flat"
+        return cls(index, kind, nprobe)
+
     @classmethod
     def load(cls, path: Path, nprobe: int) -> BinaryTileIndex:
         index = faiss.read_index_binary(str(path))

@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import lmdb
+
 from cbir.artifacts import get_artifact
 from cbir.checksum import sha256_file
 from cbir.errors import BundleError, BundleMismatchError
@@ -89,6 +91,7 @@ class Bundle:
         self.scale_weights = scale_weights  # comparator for --scale auto, if the bundle has one
         self.local = local  # local features for --verify, if the bundle has them
         self.shards: list[object] = []  # Ray actors holding the indexes (cbir.ray_search)
+        self._closed = False
         self.index = self._searched(
             "codes",
             manifest.index_kind,
@@ -168,11 +171,13 @@ class Bundle:
             local = _open_local_stage(root, manifest, state, device)
             for entry, path in zip(entries, dirs, strict=True):
                 segments.append(_open_segment(root, manifest, entry, path, layout))
-        except BaseException:
+            bundle = cls(root, manifest, state, segments, pipeline, scale_weights, local)
+        except BaseException as exc:
             for s in segments:
                 s.store.close()
+            if isinstance(exc, lmdb.Error):
+                raise BundleError(f"{root}: unreadable LMDB store ({exc})") from exc
             raise
-        bundle = cls(root, manifest, state, segments, pipeline, scale_weights, local)
         n_meta = bundle.meta.tile_count()
         if not (bundle.index.ntotal == n_meta == manifest.counts.tiles):
             bundle.close()
@@ -183,6 +188,11 @@ class Bundle:
         return bundle
 
     def close(self) -> None:
+        """Release the segments' stores (shared in this process) and any Ray shards;
+        closing twice is harmless."""
+        if self._closed:
+            return
+        self._closed = True
         self.meta.close()
         if self.shards:
             import ray

@@ -44,6 +44,7 @@ def merge_into(writer: BundleWriter, segments: list[Segment]) -> SegmentStage | 
     if not any(lives):
         return None
     seg = writer.new_segment()
+    seg.sources = tuple(s.entry.name for s in segments)
     assert seg.meta is not None
     products = artifacts_for(state)
     with seg.meta.env.begin(write=True) as txn:
@@ -77,7 +78,10 @@ def retrain_index(writer: BundleWriter) -> None:
     state = writer.state
     assert state is not None and writer.previous is not None
     merge_into(writer, writer.live_segments())
-    xt = np.concatenate([s.rows("codes")[0] for s in writer.segments if s.staged])
+    rows = [s.rows("codes")[0] for s in writer.segments if s.staged]
+    if not rows:  # nothing left to train on: keep the exact index
+        return
+    xt = np.concatenate(rows)
     writer.state = CollectionState(
         state.pipeline,
         empty_index_for(state.pipeline, writer.previous.recipe, xt),
@@ -93,8 +97,11 @@ def auto_compact(writer: BundleWriter) -> list[str]:
     when it has grown past the IVF threshold. Returns the merged segments' names."""
     assert writer.previous is not None
     cfg = writer.previous.recipe.index
-    new_tiles = sum(s.meta.tile_count() for s in writer.segments if s.meta is not None)
-    if needs_ivf(writer, new_tiles):
+    new_tiles = sum(s.staged_tiles for s in writer.segments)
+    # Segments Ray workers wrote are finished on the old index: the retraining they
+    # would call for waits for the next add or `cbir compact`.
+    local_only = all(isinstance(s, SegmentStage) for s in writer.segments)
+    if local_only and needs_ivf(writer, new_tiles):
         names = [s.entry.name for s in writer.live_segments()]
         retrain_index(writer)
         return names
@@ -103,7 +110,9 @@ def auto_compact(writer: BundleWriter) -> list[str]:
     pick = {
         s.entry.name
         for s in live
-        if s.entry.dead_tiles + _dead_now(writer, s) > cfg.max_dead_fraction * s.entry.tiles
+        if (dead := s.entry.dead_tiles + _dead_now(writer, s))
+        > cfg.max_dead_fraction * s.entry.tiles
+        or dead >= s.entry.tiles
     }
     by_size = sorted(live, key=lambda s: (_live(s), s.entry.name))
     extra = total - cfg.max_segments

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -251,15 +251,18 @@ def describe_slides(
     references: bool = False,
     local: LocalStage | None = None,
     skipped: list[SkippedSlide] | None = None,
+    per_slide: Mapping[str, tuple[float | None, float | None]] | None = None,
 ) -> list[DescribedSlide]:
     """Plan every slide first (so bad input fails before any long work), then describe.
     `references`: keep sample tiles for `--scale auto` (bundles with a scale comparator).
     `skipped`: when given, a slide that cannot be read or has no tissue is listed there
-    and left out instead of failing the whole call."""
+    and left out instead of failing the whole call. `per_slide`: (base magnification,
+    min tissue fraction) by path, instead of the two arguments (`cbir rebuild`)."""
 
     def plan(p: Path) -> SlidePlan | Exception:
+        base, tissue = (per_slide or {}).get(str(p), (base_magnification, min_tissue_fraction))
         try:
-            return plan_slide(p, recipe, base_magnification, min_tissue_fraction, timer)
+            return plan_slide(p, recipe, base, tissue, timer)
         except SKIPPABLE as exc:
             if skipped is None:
                 raise

@@ -122,6 +122,14 @@ class FloatTileIndex:
     def save(self, path: Path) -> None:
         faiss.write_index(self.index, str(path))
 
+    def to_bytes(self) -> np.ndarray:
+        """The index serialised (uint8), for another process (`from_bytes`)."""
+        return faiss.serialize_index(self.index)
+
+    @classmethod
+    def from_bytes(cls, data: np.ndarray, cfg: IndexConfig) -> FloatTileIndex:
+        return cls(faiss.deserialize_index(data), cfg)
+
     @classmethod
     def load(cls, path: Path, cfg: IndexConfig) -> FloatTileIndex:
         index = faiss.read_index(str(path))

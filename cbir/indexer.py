@@ -26,6 +26,7 @@ from cbir.pipeline import TilePipeline
 from cbir.progress import Progress
 from cbir.recipes import LocalConfig, Recipe, load_recipe
 from cbir.segment_meta import SegmentedMeta
+from cbir.segment_stage import CollectionState
 from cbir.store import SlideSummary, store_slides, write_new_bundle
 from cbir.timing import StageTimer
 from cbir.writer import BundleWriter, transaction
@@ -70,55 +71,47 @@ def _nothing_left(skipped: list[SkippedSlide]) -> CbirError:
     )
 
 
-def _describe(
-    ray: str | None,
+def _on_ray(
+    writer: BundleWriter,
+    ray: str,
     paths: Sequence[Path],
-    pipeline: TilePipeline,
     recipe: Recipe,
+    weights: str | os.PathLike[str] | None,
+    device: str | None,
     base_magnification: float | None,
     min_tissue_fraction: float | None,
     progress: Progress | None,
     timer: StageTimer,
-    references: bool,
-    local: LocalStage | None,
     skipped: list[SkippedSlide] | None,
-    device: str | None,
+    local: LocalStage | None,
     workers: int | None = None,
-) -> list[DescribedSlide]:
-    """Describe the slides in this process, or on the Ray cluster at `ray`."""
-    if ray is None:
-        return describe_slides(
-            paths,
-            pipeline,
-            recipe,
-            base_magnification,
-            min_tissue_fraction,
-            progress,
-            timer,
-            references=references,
-            local=local,
-            skipped=skipped,
-        )
+    fit: CollectionState | None = None,
+) -> list[SlideSummary]:
+    """Describe the slides on the Ray cluster at `ray`, each worker writing its slides as
+    one segment of the transaction (cbir.ray_segments); `fit`: a new bundle's state."""
     if local is not None:
         raise CbirError(
             "--ray: bundles with local features (--local-weights, delf recipes) are "
             "described in one process for now; leave out --ray"
         )
-    from cbir.ray_describe import describe_slides_ray
+    from cbir.ray_segments import write_segments_ray
 
     with timer("describe (ray)"):
-        return describe_slides_ray(
+        return write_segments_ray(
+            writer,
             ray,
             paths,
             recipe,
-            pipeline.weights,
+            None if weights is None else str(weights),
             device,
             base_magnification,
             min_tissue_fraction,
             progress,
-            references=references,
+            references=writer.scale_weights is not None
+            or (fit is not None and fit.scale_weights is not None),
             skipped=skipped,
             actors=workers,
+            fit=fit,
         )
 
 
@@ -139,6 +132,7 @@ def build_index(
     ray: str | None = None,
     ray_workers: int | None = None,
     labels: dict[str, dict[str, str]] | None = None,
+    per_slide: dict[str, tuple[float | None, float | None]] | None = None,
 ) -> IndexReport:
     """Index `slides` into a new bundle at `out` (atomic: on any error nothing is written).
     `skip_errors`: leave out slides that cannot be read or have no tissue (listed in the
@@ -148,7 +142,8 @@ def build_index(
     `weights`: model file of a learned descriptor, copied into the bundle;
     `scale_weights`: a scale comparator (`cbir train scale`) for `--scale auto`;
     `local_weights`: DELF weights (`cbir train delf`): store local features for `--verify`
-    (recipes with a [local] section have them anyway). `labels`: by slide path."""
+    (recipes with a [local] section have them anyway). `labels`: by slide path;
+    `per_slide`: (base magnification, min tissue fraction) by slide path (one process)."""
     start = time.perf_counter()
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(str(recipe))
     skipped: list[SkippedSlide] | None = [] if skip_errors else None
@@ -162,9 +157,34 @@ def build_index(
         from cbir.nn.weights import load_weights
 
         load_weights(scale_weights, "scale")  # refuse a wrong file before any work
+    scale = Path(scale_weights) if scale_weights is not None else None
     with transaction(out, create=True, overwrite=overwrite) as writer:
-        described = _describe(
-            ray,
+        if ray is not None:
+            fit = CollectionState(pipeline, None, scale)
+            summaries = _on_ray(
+                writer,
+                ray,
+                paths,
+                recipe,
+                weights,
+                device,
+                base_magnification,
+                min_tissue_fraction,
+                progress,
+                timer,
+                skipped,
+                local,
+                ray_workers,
+                fit,
+            )
+            if not summaries:
+                assert skipped
+                raise _nothing_left(skipped)
+            give_labels(writer, summaries, labels or {})
+            with timer("commit"):
+                manifest = writer.commit(recipe)
+            return _report(out, manifest, summaries, [], [], start, timer, skipped)
+        described = describe_slides(
             paths,
             pipeline,
             recipe,
@@ -172,11 +192,10 @@ def build_index(
             min_tissue_fraction,
             progress,
             timer,
-            references=scale_weights is not None,
+            references=scale is not None,
             local=local,
             skipped=skipped,
-            device=device,
-            workers=ray_workers,
+            per_slide=per_slide,
         )
         if not described:
             assert skipped
@@ -188,7 +207,7 @@ def build_index(
             described,
             timer,
             local,
-            Path(scale_weights) if scale_weights is not None else None,
+            scale,
             labels,
         )
     return _report(out, manifest, summaries, [], [], start, timer, skipped)
@@ -289,26 +308,42 @@ def add_slides(
                         f"{p}: already in {index_path} (use --replace to re-index it)"
                     )
                 replaced.append(str(p))
-        described = _describe(
-            ray,
-            paths,
-            pipeline,
-            bundle_recipe,
-            base_magnification,
-            min_tissue_fraction,
-            progress,
-            timer,
-            references=writer.scale_weights is not None,
-            local=writer.local,
-            skipped=skipped,
-            device=device,
-        )
-        if not described:
+        if ray is not None:
+            summaries = _on_ray(
+                writer,
+                ray,
+                paths,
+                bundle_recipe,
+                pipeline.weights,
+                device,
+                base_magnification,
+                min_tissue_fraction,
+                progress,
+                timer,
+                skipped,
+                writer.local,
+            )
+            described: list[DescribedSlide] = []
+        else:
+            described = describe_slides(
+                paths,
+                pipeline,
+                bundle_recipe,
+                base_magnification,
+                min_tissue_fraction,
+                progress,
+                timer,
+                references=writer.scale_weights is not None,
+                local=writer.local,
+                skipped=skipped,
+            )
+            summaries = []
+        if not described and not summaries:
             assert skipped
             raise _nothing_left(skipped)
         left_out = {s.path for s in skipped or []}
         replaced = [p for p in replaced if p not in left_out]
-        summaries = add_described(writer, described, timer, replaced)
+        summaries += add_described(writer, described, timer, replaced, written=summaries)
         with timer("commit"):
             manifest = writer.commit(bundle_recipe)
     return _report(index_path, manifest, summaries, replaced, [], start, timer, skipped)
@@ -320,25 +355,36 @@ def add_described(
     timer: StageTimer,
     replaced: Sequence[str] = (),
     compact: bool = True,
+    written: Sequence[SlideSummary] = (),
 ) -> list[SlideSummary]:
     """In an open write transaction: tombstone the slides at `replaced` paths, store the
-    described slides in a new segment (a re-indexed slide keeps its labels), then merge
-    segments as the recipe's limits ask (`compact`)."""
+    described slides in a new segment (a re-indexed slide keeps its labels, as do those
+    `written` already by Ray workers), then merge segments as the recipe's limits ask
+    (`compact`). Returns the summaries of the slides stored here."""
     old = {p: writer.slide_id_for_path(p) for p in replaced}
     labels = {p: writer.labels[sid] for p, sid in old.items() if sid in writer.labels}
     with timer("remove"):
         writer.tombstone({sid for sid in old.values() if sid is not None})
-    seg = writer.new_segment()
-    first = writer.take_slide_ids(len(described))
-    assert writer.state is not None
-    summaries = store_slides(seg, writer.state, described, first, timer)
-    for summary in summaries:
-        if summary.path in labels:
-            writer.labels[summary.slide_id] = labels[summary.path]
+    summaries: list[SlideSummary] = []
+    if described:
+        seg = writer.new_segment()
+        first = writer.take_slide_ids(len(described))
+        assert writer.state is not None
+        summaries = store_slides(seg, writer.state, described, first, timer)
+    give_labels(writer, [*written, *summaries], labels)
     if compact:
         with timer("compact"):
             auto_compact(writer)
     return summaries
+
+
+def give_labels(
+    writer: BundleWriter, summaries: Sequence[SlideSummary], labels: dict[str, dict[str, str]]
+) -> None:
+    """Give newly stored slides the labels of their paths (re-indexed, rebuilt)."""
+    for summary in summaries:
+        if labels.get(summary.path):
+            writer.labels[summary.slide_id] = labels[summary.path]
 
 
 def resolve_slide(meta: SegmentedMeta, name_or_path: str, bundle: object) -> str:

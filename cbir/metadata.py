@@ -49,11 +49,11 @@ def tile_key(tile_id: int) -> bytes:
 DATABASES = (b"slides", b"paths", b"grids", b"vectors", b"refs", b"locals")
 
 
-_SHARED: dict[Path, list] = {}  # path -> [store, references]
+_SHARED: dict[tuple, list] = {}  # (path, file identity) -> [store, references]
 _SHARED_LOCK = threading.Lock()
 
 
-def _release(key: Path) -> bool:
+def _release(key: tuple) -> bool:
     """Drop one reference to a shared store; True when it was the last."""
     with _SHARED_LOCK:
         entry = _SHARED[key]
@@ -95,7 +95,7 @@ class MetadataStore:
             pass
         self._grids: dict[tuple[int, float], CodeGrid | None] = {}
         self._slide_tiles: dict[int, SlideTiles] = {}
-        self._shared_key: Path | None = None
+        self._shared_key: tuple | None = None
 
     def close(self) -> None:
         if self._shared_key is not None and not _release(self._shared_key):
@@ -107,7 +107,11 @@ class MetadataStore:
         """A read-only store shared by every bundle opened in this process (LMDB opens an
         environment once per process; segments outlive the manifests that list them).
         `close` releases it; the last release closes it."""
-        key = path.resolve()
+        data = path / "data.mdb"
+        st = data.stat() if data.is_file() else None
+        # A directory deleted and written again (a bundle rebuilt under the same name)
+        # is another store: the key holds the data file's identity.
+        key = (path.resolve(), None if st is None else (st.st_dev, st.st_ino))
         with _SHARED_LOCK:
             entry = _SHARED.get(key)
             if entry is None:

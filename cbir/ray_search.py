@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 
 from cbir.bundle import Bundle
+from cbir.errors import BundleError
 from cbir.manifest import INDEX_FILE
 from cbir.ray_describe import connect
 from cbir.recipes import IndexConfig
-from cbir.segment_index import Part, SegmentedIndex
+from cbir.segment_index import Part, SegmentedIndex, complete_batch, complete_single, first_extra
 
 
 class SegmentShard:
@@ -80,17 +81,30 @@ def shard_on_ray(bundle: Bundle, address: str, actors: int | None = None) -> lis
     man = bundle.manifest
     nprobe = bundle.index.nprobe
     shard = ray.remote(num_cpus=0)(SegmentShard)
-    handles, parts = [], []
-    for group in groups:
-        files = {s.entry.name: str(s.path / INDEX_FILE) for s in group}
-        actor = shard.remote(files, man.index_kind, man.recipe.index, nprobe)
-        counts = ray.get(actor.ntotal.remote())
-        handles.append(actor)
-        for s in group:
-            if counts[s.entry.name] != s.index.ntotal:
-                raise RuntimeError(f"{bundle.root}: shard of {s.entry.name} has other rows")
-            remote = RemoteIndex(ray, actor, s.entry.name, counts[s.entry.name])
-            parts.append(Part(remote, s.dead, s.entry.dead_tiles))
+    handles: list[Any] = []
+    parts = []
+    try:
+        for group in groups:
+            files = {s.entry.name: str(s.path / INDEX_FILE) for s in group}
+            actor = shard.remote(files, man.index_kind, man.recipe.index, nprobe)
+            handles.append(actor)
+            counts = ray.get(actor.ntotal.remote())
+            for s in group:
+                if counts[s.entry.name] != s.index.ntotal:
+                    raise BundleError(
+                        f"{bundle.root}: the shard of {s.entry.name} holds other rows "
+                        "(the bundle changed while it was placed); open it again"
+                    )
+                remote = RemoteIndex(ray, actor, s.entry.name, counts[s.entry.name])
+                parts.append(Part(remote, s.dead, s.entry.dead_tiles))
+    except BaseException as exc:
+        for actor in handles:
+            ray.kill(actor)
+        if isinstance(exc, ray.exceptions.RayError):
+            raise BundleError(
+                f"{bundle.root}: could not place its segments on Ray ({exc})"
+            ) from None
+        raise
     bundle.index = FanOutIndex(ray, parts, bundle.index)
     return handles
 
@@ -103,18 +117,25 @@ class FanOutIndex(SegmentedIndex):
         super().__init__(parts, like.kind, like.nprobe, like.nlist, like.dim)
         self.ray = ray
 
-    def _gather(self, method: str, xq: np.ndarray, extra: dict[int, int], k: int) -> list:
-        refs = [p.index.submit(method, xq, k + extra[i]) for i, p in enumerate(self.parts)]  # type: ignore[attr-defined]
-        return self.ray.get(refs)
-
     def search(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         k = max(1, min(k, self.ntotal)) if self.ntotal else 1
-        extra = {i: min(p.dead_rows, p.index.ntotal) for i, p in enumerate(self.parts)}
-        outs = self._gather("search", xq, extra, k)
-        outs = [(p, D, I) for p, (D, I) in zip(self.parts, outs, strict=True)]
+        refs = [
+            p.index.submit("search", xq, min(k + first_extra(p, k), p.index.ntotal))  # type: ignore[attr-defined]
+            for p in self.parts
+        ]
+        outs = [  # a part short of live rows is asked again, alone
+            (p, *complete_batch(p, xq, k, p.index.search, first))
+            for p, first in zip(self.parts, self.ray.get(refs), strict=True)
+        ]
         return self.merge_batches(outs, k, len(xq))
 
     def search_tie_ordered(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        extra = {i: p.dead_rows for i, p in enumerate(self.parts)}
-        outs = self._gather("search_tie_ordered", xq, extra, k)
-        return self.merge_single([(p, D, I) for p, (D, I) in zip(self.parts, outs, strict=True)], k)
+        refs = [
+            p.index.submit("search_tie_ordered", xq, k + first_extra(p, k))  # type: ignore[attr-defined]
+            for p in self.parts
+        ]
+        outs = [
+            (p, *complete_single(p, xq, k, p.index.search_tie_ordered, first))
+            for p, first in zip(self.parts, self.ray.get(refs), strict=True)
+        ]
+        return self.merge_single(outs, k)

@@ -77,7 +77,7 @@ class IndexConfig(_Frozen):
     #: HNSW search breadth (float indexes built with HNSW).
     ef_search: int = Field(128, ge=1)
     #: Segments a bundle keeps: past this, `add` merges its smallest (`cbir compact`: all).
-    max_segments: int = Field(16, ge=1)
+    max_segments: int = Field(16, ge=2)
     #: A segment with more than this share of its tiles removed is merged at the next add.
     max_dead_fraction: float = Field(0.5, gt=0.0, le=1.0)
 

@@ -9,7 +9,7 @@ included (`search_tie_ordered`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -70,6 +70,50 @@ def _merge(
     return D, I
 
 
+Search = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+
+
+def first_extra(p: Part, k: int) -> int:
+    """Rows asked beyond k at first: the tombstoned rows, at most k (widened if short)."""
+    return min(p.dead_rows, k)
+
+
+def complete_single(
+    p: Part, xq: np.ndarray, k: int, search: Search, first: tuple | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The part's tie-ordered top (k + extra) of one query, widened (x4) until k of them
+    are live or the part is exhausted: its exact top k live rows are among them."""
+    extra = first_extra(p, k)
+    D, I = first if first is not None else search(xq, k + extra)
+    while True:
+        live = int((~p.is_dead(I)).sum())
+        if live >= k or len(I) < k + extra or extra >= p.dead_rows:
+            return D, I
+        extra = min(p.dead_rows, extra * 4)
+        D, I = search(xq, k + extra)
+
+
+def complete_batch(
+    p: Part, xq: np.ndarray, k: int, search: Search, first: tuple | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Batched: each row's top (k + extra), widened for the rows with fewer than k live
+    of them. D, I (nq, m) with -1 ids where a row has fewer."""
+    extra = first_extra(p, k)
+    D, I = first if first is not None else search(xq, min(k + extra, p.index.ntotal))
+    while extra < p.dead_rows and D.shape[1] < p.index.ntotal:
+        short = np.flatnonzero(((I >= 0) & ~p.is_dead(I)).sum(axis=1) < k)
+        if not len(short):
+            break
+        extra = min(p.dead_rows, extra * 4)
+        D2, I2 = search(xq[short], min(k + extra, p.index.ntotal))
+        width = D2.shape[1]
+        fill = np.iinfo(D.dtype).max if D.dtype.kind in "iu" else np.finfo(D.dtype).max
+        D = np.pad(D, ((0, 0), (0, width - D.shape[1])), constant_values=fill)
+        I = np.pad(I, ((0, 0), (0, width - I.shape[1])), constant_values=-1)
+        D[short], I[short] = D2, I2
+    return D, I
+
+
 class SegmentedIndex:
     """The live rows of several segment indexes, searched as one (same interface as
     BinaryTileIndex / FloatTileIndex for the searchers)."""
@@ -103,7 +147,7 @@ class SegmentedIndex:
         k = max(1, min(k, self.ntotal)) if self.ntotal else 1
         if len(self.parts) == 1 and not self.parts[0].dead_rows:
             return self.parts[0].index.search(xq, k)
-        outs = [(p, *p.index.search(xq, min(k + p.dead_rows, p.index.ntotal))) for p in self.parts]
+        outs = [(p, *complete_batch(p, xq, k, p.index.search)) for p in self.parts]
         return self.merge_batches(outs, k, len(xq))
 
     @staticmethod
@@ -122,7 +166,7 @@ class SegmentedIndex:
         tie-ordered top (k + its tombstoned rows), live rows merged. D (m,), I (m,)."""
         if len(self.parts) == 1 and not self.parts[0].dead_rows:
             return self.parts[0].index.search_tie_ordered(xq, k)
-        outs = [(p, *p.index.search_tie_ordered(xq, k + p.dead_rows)) for p in self.parts]
+        outs = [(p, *complete_single(p, xq, k, p.index.search_tie_ordered)) for p in self.parts]
         return self.merge_single(outs, k)
 
     @staticmethod

@@ -13,6 +13,7 @@ import numpy as np
 
 from cbir import __version__
 from cbir.checksum import sha256_file
+from cbir.errors import BundleError
 from cbir.float_index import FloatTileIndex
 from cbir.manifest import (
     EMPTY_INDEX_FILE,
@@ -30,6 +31,7 @@ from cbir.manifest import (
     Manifest,
     SegmentEntry,
     now,
+    read_manifest,
 )
 from cbir.metadata import MetadataStore
 from cbir.tile_index import TileIndex, load_tile_index
@@ -145,6 +147,7 @@ class SegmentStage:
     def __init__(self, path: Path, name: str) -> None:
         self.path = path
         self.name = name
+        self.sources: tuple[str, ...] = ()  # the segments a merge copies (oldest first)
         path.mkdir()
         try:
             (path / META_DIR).mkdir()
@@ -172,6 +175,10 @@ class SegmentStage:
     def staged(self) -> bool:
         """Whether any tile rows are staged."""
         return bool(self.staged_rows("codes"))
+
+    @property
+    def staged_tiles(self) -> int:
+        return sum(len(ids) for _, ids in self.staged_rows("codes"))
 
     def finish(self, state: CollectionState) -> SegmentEntry:
         """Write every product's files, close the LMDB; the segment's manifest entry."""
@@ -231,6 +238,34 @@ def _tombstoned(writer: BundleWriter) -> list[SegmentEntry]:
     return out
 
 
+def _published(root: Path, manifest: Manifest) -> bool:
+    """Whether the manifest on disk is `manifest` (its generation and segments)."""
+    try:
+        live = read_manifest(root)
+    except BundleError:
+        return False
+    return live.generation == manifest.generation and live.segments == manifest.segments
+
+
+def _ordered(writer: BundleWriter, state: CollectionState) -> list[SegmentEntry]:
+    """Live and staged segments' entries, oldest first: a merged segment takes the place
+    of its oldest source (scale references are read oldest first), new ones go last."""
+    live = {e.name: e for e in _tombstoned(writer)}
+    staged = {s.name: s for s in writer.segments}
+    out, placed = [], set()
+    for seg in writer.live.segments if writer.live else []:
+        name = seg.entry.name
+        if name in live:
+            out.append(live[name])
+            continue
+        merged = next((s for s in writer.segments if name in getattr(s, "sources", ())), None)
+        if merged is not None and merged.name not in placed:
+            out.append(merged.finish(state))
+            placed.add(merged.name)
+    out += [s.finish(state) for n, s in staged.items() if n not in placed]
+    return out
+
+
 def publish(writer: BundleWriter, recipe: Recipe) -> Manifest:
     """Write the staged state and segments, rename them into place, then replace the
     manifest (the atomic publish). Before the replace, a failure removes what it moved."""
@@ -243,7 +278,7 @@ def publish(writer: BundleWriter, recipe: Recipe) -> Manifest:
         assert state.manifest is not None
         keep = ("state", "pipeline_sha256", "weights_sha256", "scale_weights_sha256", "local")
         fields = {k: getattr(state.manifest, k) for k in keep}
-    entries = _tombstoned(writer) + [s.finish(state) for s in writer.segments]
+    entries = _ordered(writer, state)
     local = fields["local"]
     if isinstance(local, LocalManifest):
         live_rows = sum(e.rows("locals") - e.dead_rows.get("locals", 0) for e in entries)
@@ -287,6 +322,9 @@ def publish(writer: BundleWriter, recipe: Recipe) -> Manifest:
             os.fsync(fh.fileno())
         os.replace(tmp_manifest, root / MANIFEST)  # the atomic publish
     except BaseException:
+        if _published(root, manifest):  # interrupted just after the replace (Ctrl-C)
+            writer.committed = True
+            raise
         tmp_manifest.unlink(missing_ok=True)
         for p in moved:
             shutil.rmtree(p, ignore_errors=True)

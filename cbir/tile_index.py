@@ -28,3 +28,10 @@ def load_tile_index(path: Path, kind: str, cfg: IndexConfig) -> TileIndex:
     if kind == "float":
         return FloatTileIndex.load(path, cfg)
     return BinaryTileIndex.load(path, cfg.nprobe)
+
+
+def tile_index_from_bytes(data: np.ndarray, kind: str, cfg: IndexConfig) -> TileIndex:
+    """An index serialised by `to_bytes`; `kind` is the manifest's index_kind."""
+    if kind == "float":
+        return FloatTileIndex.from_bytes(data, cfg)
+    return BinaryTileIndex.from_bytes(data, cfg.nprobe)

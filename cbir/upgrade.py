@@ -75,6 +75,13 @@ def rebuild(
         records = ix.bundle.meta.slide_list()
         paths = [r.info.path for r in records]
         labels = {r.info.path: r.labels for r in records if r.labels}
+        per_slide = {  # each slide is described again with the settings it was indexed with
+            r.info.path: (
+                r.info.base_magnification if r.info.magnification_source == "given" else None,
+                r.min_tissue_fraction,
+            )
+            for r in records
+        }
         state = ix.bundle.state
         weights = ix.bundle.pipeline.weights
         local = manifest.local
@@ -110,4 +117,5 @@ def rebuild(
             local_weights=local_weights,
             skip_errors=skip_errors,
             labels=labels,
+            per_slide=per_slide,
         )

@@ -88,6 +88,16 @@ def sweep(root: Path, manifest: Manifest | None) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
+def _highest_number(root: Path) -> int:
+    """The highest generation number in the names of the bundle's directories."""
+    numbers = [
+        int(m.group(2))
+        for p in root.iterdir()
+        if (m := re.fullmatch(r"(gen|seg|state)-(\d{6})(-\d+)?", p.name))
+    ]
+    return max(numbers, default=0)
+
+
 class BundleWriter:
     """A write transaction on a bundle. Use `transaction(root, ...)`.
 
@@ -97,16 +107,19 @@ class BundleWriter:
     bundle's labels by slide id. `commit(recipe)` publishes it all at once.
     """
 
-    def __init__(self, root: Path, previous: Manifest | None, live: Bundle | None) -> None:
+    def __init__(
+        self, root: Path, previous: Manifest | None, live: Bundle | None, floor: int = 0
+    ) -> None:
         self.root = root
         self.previous = previous
         self.live = live
-        self.generation = (previous.generation + 1) if previous else 1
+        # Names are never reused: past the live generation and any directory seen.
+        self.generation = max(previous.generation if previous else 0, floor) + 1
         self.state: CollectionState | None = CollectionState.of(live) if live else None
         self.segments: list[SegmentStage] = []
         self.dead: dict[str, set[int]] = {}  # live segment name -> tombstoned slides
         self.dropped: set[str] = set()
-        self.labels: dict[int, dict[str, str]] = dict(previous.labels) if previous else {}
+        self.labels: dict[int, dict[str, str]] = dict(previous.labels) if live else {}
         self.next_slide_id = previous.next_slide_id if previous else 1
         self.committed = False
 
@@ -232,17 +245,20 @@ def transaction(
             previous = _previous_manifest(root, tolerate_broken=create and overwrite)
             if previous is not None and previous.readonly and not (create or upgrade):
                 raise readonly_error(root, previous)
+            floor = _highest_number(root)
             sweep(root, previous)
             if previous is None:
                 (root / f".{MANIFEST}.tmp").unlink(missing_ok=True)
             live = Bundle.open_manifest(root, previous) if not create and previous else None
-            writer = BundleWriter(root, previous, live)
+            writer = BundleWriter(root, previous, live, floor)
             try:
                 yield writer
             except lmdb.Error as exc:  # writing a staged LMDB (disk full, I/O error)
+                if writer.committed:
+                    raise
                 raise write_failed(root, exc) from None
             except OSError as exc:
-                if exc.errno in WRITE_ERRNOS:
+                if exc.errno in WRITE_ERRNOS and not writer.committed:
                     raise write_failed(root, exc) from None
                 raise
             finally:

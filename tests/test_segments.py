@@ -301,3 +301,114 @@ def test_cli_compact_and_rebuild(tmp_path: Path, generated_slide: Path, second_s
         }
         hits = ix.search(f"{second_slide}:448,448,448,448@20x", k=1).hits
     assert (hits[0].slide, hits[0].x, hits[0].y) == ("second.tif", 448, 448)
+
+
+def test_many_tombstones_widen_the_search_exactly(tmp_path: Path) -> None:
+    """Half a segment removed (not merged at 0.5): each segment is asked for k plus at
+    most k extra rows, widened until k live ones are found: still exact."""
+    root = tmp_path / "idx"
+    build(root, recipe_with(bits=8), synthetic(10, seed=12, tiles=200))
+    remove_slides(root, [f"s{i:03d}.svs" for i in range(0, 10, 2)])
+    man = read_manifest(root)
+    assert len(man.segments) == 1 and man.segments[0].dead_tiles == 1000
+    codes, ids = live_codes(root)
+    with cbir.open_index(root) as ix:
+        for k in (1, 10, 150, 1000):
+            for q in codes[::173]:
+                D, I = brute_force(codes, ids, q, k)
+                got_D, got_I = ix.bundle.index.search_tie_ordered(q[None], k)
+                assert got_D.tolist() == D.tolist() and got_I.tolist() == I.tolist()
+            Db, Ib = ix.bundle.index.search(codes[::97], k)
+            assert not np.isin(Ib >> 32, [1, 3, 5, 7, 9]).any()
+            assert ((Ib >= 0).sum(axis=1) == min(k, len(ids))).all()
+            for row, q in enumerate(codes[::97]):
+                assert Db[row][Ib[row] >= 0].tolist() == brute_force(codes, ids, q, k)[0].tolist()
+
+
+def test_merged_segments_keep_their_place(tmp_path: Path) -> None:
+    """A merge made by `add` takes the place of its oldest source: segments stay oldest
+    first (scale references are read in that order)."""
+    root = tmp_path / "idx"
+    build(root, recipe_with(max_segments=2), synthetic(1, seed=13))
+    add(root, synthetic(1, seed=14, first=1))
+    add(root, synthetic(1, seed=15, first=2))
+    man = read_manifest(root)
+    assert [s.name for s in man.segments] == ["seg-000003-1", "seg-000003"]
+    with cbir.open_index(root) as ix:
+        stores = [s.store for s in ix.bundle.segments]
+        assert [sorted(r.slide_id for r in st.slide_list()) for st in stores] == [[1, 2], [3]]
+
+
+def test_overwrite_drops_old_labels_and_names_are_not_reused(tmp_path: Path) -> None:
+    root = tmp_path / "idx"
+    build(root, recipe_with(), synthetic(2, seed=16))
+    cbir.label_slide(root, "s000.svs", {"a": "b"})
+    (root / "manifest.json").write_text("{ broken")
+    build(root, recipe_with(), synthetic(2, seed=17, first=5))
+    man = read_manifest(root)
+    # the broken manifest is gone with its labels; names go past the directories seen
+    assert man.labels == {} and [s.name for s in man.segments] == ["seg-000002"]
+
+
+def test_a_bundle_written_again_is_not_read_from_the_old_store(tmp_path: Path) -> None:
+    """Stores are shared in a process (LMDB opens an environment once), keyed by the data
+    file itself: a bundle deleted and built again under its name is read afresh, and
+    closing an index twice does not close another's store."""
+    root = tmp_path / "idx"
+    build(root, recipe_with(), synthetic(2, seed=18))
+    kept = cbir.open_index(root)
+    other = cbir.open_index(root)
+    other.close()
+    other.close()
+    assert len(kept.bundle.meta.slide_list()) == 2  # still readable
+    shutil.rmtree(root)
+    build(root, recipe_with(), synthetic(3, seed=19, first=7))
+    with cbir.open_index(root) as fresh:
+        assert [r.info.name for r in fresh.bundle.meta.slide_list()] == [
+            "s007.svs",
+            "s008.svs",
+            "s009.svs",
+        ]
+    kept.close()
+
+
+def test_interrupt_right_after_the_publish_keeps_the_published_bundle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ctrl-C raised as the manifest replace returns must not remove what it published."""
+    import os
+
+    import cbir.segment_stage as stage
+
+    root = tmp_path / "idx"
+    build(root, recipe_with(), synthetic(1, seed=20))
+    real = os.replace
+
+    def replace_then_interrupt(src: object, dst: object) -> None:
+        real(src, dst)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stage.os, "replace", replace_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        add(root, synthetic(1, seed=21, first=1))
+    monkeypatch.setattr(stage.os, "replace", real)
+    with cbir.open_index(root) as ix:
+        assert len(ix.slides) == 2
+
+
+def test_rebuild_describes_slides_with_their_settings(tmp_path: Path) -> None:
+    """A plain image indexed with a given base magnification and tissue threshold is
+    indexed the same way again by `cbir rebuild`."""
+    from PIL import Image
+
+    from cbir.upgrade import rebuild
+
+    image = tmp_path / "plain.png"
+    Image.fromarray(sample_image()).save(image)
+    root = tmp_path / "idx"
+    first = cbir.build_index([image], root, base_magnification=40, min_tissue_fraction=0.05)
+    report = rebuild(root, device="cpu")
+    assert report.tiles_total == first.tiles_total  # type: ignore[attr-defined]
+    with cbir.open_index(root) as ix:
+        (record,) = ix.slides.values()
+    assert record.info.base_magnification == 40 and record.min_tissue_fraction == 0.05

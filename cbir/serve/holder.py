@@ -44,8 +44,11 @@ class BundleHolder:
         from cbir.api import open_index
 
         stamp = self._manifest_stamp()
-        generation = read_manifest(self.root).generation
-        if self._index is not None and generation == self.generation:
+        manifest = read_manifest(self.root)
+        if self._index is not None and (manifest.generation, manifest.created) == (
+            self.generation,
+            self._index.bundle.manifest.created,
+        ):
             self._stamp = stamp
             return
         index = open_index(self.root, device=self.device, ray=self.ray)

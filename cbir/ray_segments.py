@@ -1,0 +1,214 @@
+"""Ray workers that write their own segments (`build-index --ray`, `add --ray`).
+
+Each actor describes the slides dealt to it and keeps them; for a new bundle the driver
+gathers a sample of every slide's descriptors (all of them up to FIT_ROWS_PER_SLIDE, so
+small collections are fitted exactly as in one process), fits the encoder and the empty
+index, and sends that state back; every actor then encodes its slides and writes one
+segment into the bundle's staging area. The driver publishes all segments in one
+manifest, or discards every stage when anything fails. Slide ids follow the order of the
+paths, as in one process, so the tiles, codes and search results are the same."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cbir.describe import DescribedSlide, SkippedSlide
+from cbir.errors import CbirError
+from cbir.manifest import SegmentEntry
+from cbir.progress import NoProgress, Progress
+from cbir.ray_describe import MAX_RESTARTS, SlideDescriber, connect
+from cbir.recipes import Recipe
+from cbir.segment_stage import CollectionState
+from cbir.store import SlideSummary, empty_index_for
+from cbir.writer import BundleWriter
+
+#: Descriptors per slide sent to the driver to fit the collection state (a sample
+#: beyond this: evenly spaced rows).
+FIT_ROWS_PER_SLIDE = 200_000
+
+
+@dataclass
+class StateBlob:
+    """A fitted collection state in a form Ray ships: encoder arrays, serialised empty
+    index, and whether scale references are stored."""
+
+    encoder: dict[str, np.ndarray]
+    empty_index: np.ndarray
+    index_kind: str
+    references: bool
+
+
+class SegmentWorker(SlideDescriber):
+    """A describer that keeps what it described and writes it as one segment."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.kept: dict[str, DescribedSlide] = {}
+
+    def describe_and_keep(
+        self, path: str, sample: bool
+    ) -> tuple[int, np.ndarray | None] | SkippedSlide:
+        """Describe a slide and keep it; returns its tile count and (with `sample`) its
+        descriptors for fitting: all of them, or FIT_ROWS_PER_SLIDE evenly spaced."""
+        out = self.describe(path)
+        if isinstance(out, SkippedSlide):
+            return out
+        self.kept[path] = out
+        if not sample:
+            return out.n_tiles, None
+        x = np.concatenate([s.descriptors for s in out.scales])
+        if len(x) > FIT_ROWS_PER_SLIDE:
+            x = x[np.linspace(0, len(x) - 1, FIT_ROWS_PER_SLIDE).astype(np.int64)]
+        return out.n_tiles, x
+
+    def write_segment(
+        self, stage: str, name: str, slides: list[tuple[str, int]], blob: StateBlob
+    ) -> tuple[SegmentEntry, list[SlideSummary]]:
+        """Encode the kept slides (path, slide id) with the fitted state and write them
+        as one finished segment at `stage`."""
+        from cbir.segment_stage import SegmentStage
+        from cbir.store import store_slides
+        from cbir.tile_index import tile_index_from_bytes
+        from cbir.timing import StageTimer
+
+        self.pipeline.encoder.load_state(blob.encoder)
+        empty = tile_index_from_bytes(blob.empty_index, blob.index_kind, self.recipe.index)
+        scale = Path("(driver)") if blob.references else None  # presence only
+        state = CollectionState(self.pipeline, empty, scale)
+        seg = SegmentStage(Path(stage), name)
+        try:
+            summaries: list[SlideSummary] = []
+            for path, sid in slides:
+                summaries += store_slides(seg, state, [self.kept.pop(path)], sid, StageTimer())
+            return seg.finish(state), summaries
+        except BaseException:
+            seg.discard()
+            raise
+
+
+class WrittenSegment:
+    """A segment a Ray worker is writing or has written into the staging area: publish
+    takes its entry as it is, discard removes it."""
+
+    def __init__(self, path: Path, name: str) -> None:
+        self.path, self.name = path, name
+        self.entry: SegmentEntry | None = None
+
+    @property
+    def staged(self) -> bool:
+        return True
+
+    @property
+    def staged_tiles(self) -> int:
+        return 0 if self.entry is None else self.entry.tiles
+
+    def finish(self, state: CollectionState) -> SegmentEntry:
+        assert self.entry is not None, "the worker did not finish this segment"
+        return self.entry
+
+    def discard(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def write_segments_ray(
+    writer: BundleWriter,
+    address: str,
+    paths: Sequence[Path],
+    recipe: Recipe,
+    weights: str | None,
+    device: str | None,
+    base_magnification: float | None,
+    min_tissue_fraction: float | None,
+    progress: Progress | None = None,
+    references: bool = False,
+    skipped: list[SkippedSlide] | None = None,
+    actors: int | None = None,
+    fit: CollectionState | None = None,
+) -> list[SlideSummary]:
+    """Describe `paths` on Ray and have each worker write its slides as one segment of
+    `writer`'s transaction. `fit`: the state to fit on the gathered sample (a new
+    bundle; it gets its empty index too); None: use `writer.state` (an add)."""
+    from cbir.pipeline import LEARNED_DESCRIPTORS
+
+    ray = connect(address)
+    resources = ray.cluster_resources()
+    gpus = 1 if recipe.descriptor.name in LEARNED_DESCRIPTORS and resources.get("GPU", 0) else 0
+    n = actors or max(1, int(resources.get("CPU", 1)) // 2)
+    n = max(1, min(n if not gpus else min(n, int(resources["GPU"])), len(paths)))
+    remote = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=MAX_RESTARTS)(SegmentWorker)
+    args = (
+        recipe,
+        weights,
+        "cuda" if gpus else device,
+        base_magnification,
+        min_tissue_fraction,
+        references,
+    )
+    pool = [remote.remote(*args) for _ in range(n)]
+    progress = progress or NoProgress()
+    progress.start(f"describe on Ray ({n} workers)", len(paths))
+    owner = {str(p): i % n for i, p in enumerate(paths)}
+    try:
+        pending = {
+            pool[owner[str(p)]].describe_and_keep.remote(str(p), fit is not None): str(p)
+            for p in paths
+        }
+        results: dict[str, Any] = {}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                results[pending.pop(ref)] = ray.get(ref)
+                progress.advance(1)
+        kept = []
+        for p in map(str, paths):
+            if isinstance(results[p], SkippedSlide):
+                if skipped is None:
+                    raise CbirError(results[p].reason)
+                skipped.append(results[p])
+            else:
+                kept.append(p)
+        if not kept:
+            return []
+        state = fit if fit is not None else writer.state
+        assert state is not None
+        if fit is not None:
+            x = np.concatenate([results[p][1] for p in kept])
+            fit.pipeline.encoder.fit(x)
+            fit.empty_index = empty_index_for(fit.pipeline, recipe, fit.pipeline.encode(x))
+            writer.state = fit
+        assert state.empty_index is not None
+        blob = StateBlob(
+            state.pipeline.encoder.state(),
+            state.empty_index.to_bytes(),
+            state.empty_index.kind,
+            state.scale_weights is not None,
+        )
+        first = writer.take_slide_ids(len(kept))
+        ids = {p: first + i for i, p in enumerate(kept)}
+        jobs = {}
+        for k in sorted({owner[p] for p in kept}):
+            mine = [(p, ids[p]) for p in kept if owner[p] == k]
+            name = f"seg-{writer.generation:06d}" + (
+                f"-{len(writer.segments)}" if writer.segments else ""
+            )
+            written = WrittenSegment(writer.root / f".tmp-ray-{name}", name)
+            writer.segments.append(written)  # type: ignore[arg-type]  # discarded on failure
+            jobs[pool[k].write_segment.remote(str(written.path), name, mine, blob)] = written
+        summaries: list[SlideSummary] = []
+        for ref, written in jobs.items():
+            entry, done_slides = ray.get(ref)
+            written.entry = entry
+            summaries += done_slides
+    except ray.exceptions.RayError as exc:
+        raise CbirError(f"a Ray worker failed describing or writing slides ({exc})") from None
+    finally:
+        for actor in pool:
+            ray.kill(actor)
+    return sorted(summaries, key=lambda s: s.slide_id)
