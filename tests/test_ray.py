@@ -77,13 +77,24 @@ def test_ray_skips_and_fails_like_one_process(
     with pytest.raises(CbirError, match="garbage.svs"):
         cbir.build_index([generated_slide, garbage], tmp_path / "idx2", ray=cluster)
     assert not (tmp_path / "idx2").exists()
+    # a failed add leaves the bundle as it was, with no worker's segment behind
+    before = sorted(p.name for p in (tmp_path / "idx").iterdir())
+    with pytest.raises(CbirError, match="garbage.svs"):
+        cbir.add_slides(tmp_path / "idx", [garbage], ray=cluster)
+    assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == before
 
 
 @needs_shared_data
 def test_ray_build_of_the_real_slides(cluster: str, tmp_path: Path) -> None:
+    """Two workers, each writing its slide as its own segment: the same tiles, codes and
+    search results as one process writing one segment."""
+    from cbir.manifest import read_manifest
+
     local, on_ray = tmp_path / "local", tmp_path / "ray"
     cbir.build_index([CMU, TCGA], local)
-    cbir.build_index([CMU, TCGA], on_ray, ray=cluster)
+    cbir.build_index([CMU, TCGA], on_ray, ray=cluster, ray_workers=2)
+    assert len(read_manifest(on_ray).segments) == 2 and len(read_manifest(local).segments) == 1
+    assert not list(on_ray.glob(".tmp-*"))
     assert contents(local) == contents(on_ray)
     same_search(local, on_ray, f"{CMU}:896,896,672,672@20x")
 
