@@ -24,6 +24,7 @@ from cbir.errors import (
 from cbir.manifest import Manifest
 from cbir.pipeline import TilePipeline
 from cbir.progress import Progress
+from cbir.ray_segments import on_ray
 from cbir.recipes import LocalConfig, Recipe, load_recipe
 from cbir.segment_meta import SegmentedMeta
 from cbir.segment_stage import CollectionState
@@ -69,50 +70,6 @@ def _nothing_left(skipped: list[SkippedSlide]) -> CbirError:
     return CbirError(
         f"no slide could be indexed: all {len(skipped)} were skipped (first: {skipped[0].reason})"
     )
-
-
-def _on_ray(
-    writer: BundleWriter,
-    ray: str,
-    paths: Sequence[Path],
-    recipe: Recipe,
-    weights: str | os.PathLike[str] | None,
-    device: str | None,
-    base_magnification: float | None,
-    min_tissue_fraction: float | None,
-    progress: Progress | None,
-    timer: StageTimer,
-    skipped: list[SkippedSlide] | None,
-    local: LocalStage | None,
-    workers: int | None = None,
-    fit: CollectionState | None = None,
-) -> list[SlideSummary]:
-    """Describe the slides on the Ray cluster at `ray`, each worker writing its slides as
-    one segment of the transaction (cbir.ray_segments); `fit`: a new bundle's state."""
-    if local is not None:
-        raise CbirError(
-            "--ray: bundles with local features (--local-weights, delf recipes) are "
-            "described in one process for now; leave out --ray"
-        )
-    from cbir.ray_segments import write_segments_ray
-
-    with timer("describe (ray)"):
-        return write_segments_ray(
-            writer,
-            ray,
-            paths,
-            recipe,
-            None if weights is None else str(weights),
-            device,
-            base_magnification,
-            min_tissue_fraction,
-            progress,
-            references=writer.scale_weights is not None
-            or (fit is not None and fit.scale_weights is not None),
-            skipped=skipped,
-            actors=workers,
-            fit=fit,
-        )
 
 
 def build_index(
@@ -161,7 +118,7 @@ def build_index(
     with transaction(out, create=True, overwrite=overwrite) as writer:
         if ray is not None:
             fit = CollectionState(pipeline, None, scale)
-            summaries = _on_ray(
+            summaries = on_ray(
                 writer,
                 ray,
                 paths,
@@ -309,7 +266,7 @@ def add_slides(
                     )
                 replaced.append(str(p))
         if ray is not None:
-            summaries = _on_ray(
+            summaries = on_ray(
                 writer,
                 ray,
                 paths,

@@ -10,10 +10,11 @@ paths, as in one process, so the tiles, codes and search results are the same.""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,7 +26,11 @@ from cbir.ray_describe import MAX_RESTARTS, SlideDescriber, connect
 from cbir.recipes import Recipe
 from cbir.segment_stage import CollectionState
 from cbir.store import SlideSummary, empty_index_for
+from cbir.timing import StageTimer
 from cbir.writer import BundleWriter
+
+if TYPE_CHECKING:
+    from cbir.delf.stage import LocalStage
 
 #: Descriptors per slide sent to the driver to fit the collection state (a sample
 #: beyond this: evenly spaced rows).
@@ -212,3 +217,45 @@ def write_segments_ray(
         for actor in pool:
             ray.kill(actor)
     return sorted(summaries, key=lambda s: s.slide_id)
+
+
+def on_ray(
+    writer: BundleWriter,
+    ray: str,
+    paths: Sequence[Path],
+    recipe: Recipe,
+    weights: str | os.PathLike[str] | None,
+    device: str | None,
+    base_magnification: float | None,
+    min_tissue_fraction: float | None,
+    progress: Progress | None,
+    timer: StageTimer,
+    skipped: list[SkippedSlide] | None,
+    local: LocalStage | None,
+    workers: int | None = None,
+    fit: CollectionState | None = None,
+) -> list[SlideSummary]:
+    """Describe the slides on the Ray cluster at `ray`, each worker writing its slides as
+    one segment of the transaction (cbir.ray_segments); `fit`: a new bundle's state."""
+    if local is not None:
+        raise CbirError(
+            "--ray: bundles with local features (--local-weights, delf recipes) are "
+            "described in one process for now; leave out --ray"
+        )
+    with timer("describe (ray)"):
+        return write_segments_ray(
+            writer,
+            ray,
+            paths,
+            recipe,
+            None if weights is None else str(weights),
+            device,
+            base_magnification,
+            min_tissue_fraction,
+            progress,
+            references=writer.scale_weights is not None
+            or (fit is not None and fit.scale_weights is not None),
+            skipped=skipped,
+            actors=workers,
+            fit=fit,
+        )
