@@ -109,17 +109,32 @@ class BinaryTileIndex:
             return 0
         return int(self.index.remove_ids(faiss.IDSelectorBatch(ids.astype(np.int64))))
 
-    def search(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def coarse(self, xq: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """The IVF lists each query probes: (Dq, Iq) (nq, nprobe); None when exact.
+        Segments sharing one quantizer search with one assignment (`assigned`)."""
+        if self.kind != "ivf":
+            return None
+        with threads_for(len(xq)):
+            return self.index.quantizer.search(np.ascontiguousarray(xq), self.nprobe)
+
+    def search(
+        self, xq: np.ndarray, k: int, assigned: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(nq, bits / 8) uint8 -> D (nq, k) int32 Hamming, I (nq, k) int64 ids (-1 = none).
+        `assigned`: the queries' probed lists from `coarse` (IVF with the same quantizer).
 
         A few queries run on one thread (`cbir.faiss_threads`).
         """
         k = max(1, min(k, self.ntotal)) if self.ntotal else 1
         xq = np.ascontiguousarray(xq)
         with threads_for(len(xq)):
+            if assigned is not None and self.kind == "ivf":
+                return self.index.search_preassigned(xq, k, assigned[1], assigned[0])
             return self.index.search(xq, k)
 
-    def search_tie_ordered(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search_tie_ordered(
+        self, xq: np.ndarray, k: int, assigned: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top k of one query (1, bits / 8), ties at equal distance broken by smaller id.
 
         Widens the Faiss search until every code at the k-th distance is in the result
@@ -128,7 +143,7 @@ class BinaryTileIndex:
         """
         want = k
         while True:
-            D, I = self.search(xq, want * 2 + 8)
+            D, I = self.search(xq, want * 2 + 8, assigned)
             D, I = D[0], I[0]
             valid = I >= 0
             D, I = D[valid], I[valid]

@@ -124,7 +124,7 @@ class FanOutIndex(SegmentedIndex):
             for p in self.parts
         ]
         outs = [  # a part short of live rows is asked again, alone
-            (p, *complete_batch(p, xq, k, p.index.search, first))
+            (p, *complete_batch(p, xq, k, lambda x, kk, _rows, i=p.index: i.search(x, kk), first))
             for p, first in zip(self.parts, self.ray.get(refs), strict=True)
         ]
         return self.merge_batches(outs, k, len(xq))
@@ -135,7 +135,12 @@ class FanOutIndex(SegmentedIndex):
             for p in self.parts
         ]
         outs = [
-            (p, *complete_single(p, xq, k, p.index.search_tie_ordered, first))
+            (
+                p,
+                *complete_single(
+                    p, xq, k, lambda x, kk, _rows, i=p.index: i.search_tie_ordered(x, kk), first
+                ),
+            )
             for p, first in zip(self.parts, self.ray.get(refs), strict=True)
         ]
         return self.merge_single(outs, k)

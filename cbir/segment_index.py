@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -70,7 +70,8 @@ def _merge(
     return D, I
 
 
-Search = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+#: A part's search: (queries (nq, e), k, their rows in the full batch or None) -> D, I.
+Search = Callable[[np.ndarray, int, np.ndarray | None], tuple[np.ndarray, np.ndarray]]
 
 
 def first_extra(p: Part, k: int) -> int:
@@ -84,13 +85,13 @@ def complete_single(
     """The part's tie-ordered top (k + extra) of one query, widened (x4) until k of them
     are live or the part is exhausted: its exact top k live rows are among them."""
     extra = first_extra(p, k)
-    D, I = first if first is not None else search(xq, k + extra)
+    D, I = first if first is not None else search(xq, k + extra, None)
     while True:
         live = int((~p.is_dead(I)).sum())
         if live >= k or len(I) < k + extra or extra >= p.dead_rows:
             return D, I
         extra = min(p.dead_rows, extra * 4)
-        D, I = search(xq, k + extra)
+        D, I = search(xq, k + extra, None)
 
 
 def complete_batch(
@@ -99,13 +100,14 @@ def complete_batch(
     """Batched: each row's top (k + extra), widened for the rows with fewer than k live
     of them. D, I (nq, m) with -1 ids where a row has fewer."""
     extra = first_extra(p, k)
-    D, I = first if first is not None else search(xq, min(k + extra, p.index.ntotal))
+    D, I = first if first is not None else search(xq, min(k + extra, p.index.ntotal), None)
     while extra < p.dead_rows and D.shape[1] < p.index.ntotal:
         short = np.flatnonzero(((I >= 0) & ~p.is_dead(I)).sum(axis=1) < k)
         if not len(short):
             break
         extra = min(p.dead_rows, extra * 4)
-        D2, I2 = search(xq[short], min(k + extra, p.index.ntotal))
+        more = min(k + extra, p.index.ntotal)
+        D2, I2 = search(xq[short], more, short)
         width = D2.shape[1]
         fill = np.iinfo(D.dtype).max if D.dtype.kind in "iu" else np.finfo(D.dtype).max
         D = np.pad(D, ((0, 0), (0, width - D.shape[1])), constant_values=fill)
@@ -147,8 +149,30 @@ class SegmentedIndex:
         k = max(1, min(k, self.ntotal)) if self.ntotal else 1
         if len(self.parts) == 1 and not self.parts[0].dead_rows:
             return self.parts[0].index.search(xq, k)
-        outs = [(p, *complete_batch(p, xq, k, p.index.search)) for p in self.parts]
+        assigned = self._assigned(xq)
+        outs = [(p, *complete_batch(p, xq, k, self._searcher(p, assigned))) for p in self.parts]
         return self.merge_batches(outs, k, len(xq))
+
+    def _assigned(self, xq: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """The probed IVF lists of the queries, computed once for every segment (they
+        share the collection's quantizer); None for exact or remote indexes."""
+        first = self.parts[0].index if self.parts else None
+        coarse = getattr(first, "coarse", None)
+        return coarse(xq) if coarse is not None and len(self.parts) > 1 else None
+
+    @staticmethod
+    def _searcher(p: Part, assigned: tuple | None, tie_ordered: bool = False) -> Search:
+        """A part's search over rows `rows` of the queries, with their assignment."""
+        index: Any = p.index
+        method = index.search_tie_ordered if tie_ordered else index.search
+
+        def search(xq: np.ndarray, k: int, rows: np.ndarray | None) -> tuple:
+            if assigned is None:
+                return method(xq, k)
+            a = assigned if rows is None else (assigned[0][rows], assigned[1][rows])
+            return method(xq, k, a)
+
+        return search
 
     @staticmethod
     def merge_batches(
@@ -166,7 +190,11 @@ class SegmentedIndex:
         tie-ordered top (k + its tombstoned rows), live rows merged. D (m,), I (m,)."""
         if len(self.parts) == 1 and not self.parts[0].dead_rows:
             return self.parts[0].index.search_tie_ordered(xq, k)
-        outs = [(p, *complete_single(p, xq, k, p.index.search_tie_ordered)) for p in self.parts]
+        assigned = self._assigned(xq)
+        outs = [
+            (p, *complete_single(p, xq, k, self._searcher(p, assigned, tie_ordered=True)))
+            for p in self.parts
+        ]
         return self.merge_single(outs, k)
 
     @staticmethod
