@@ -115,6 +115,17 @@ class SlideTiles:
         )
         self.cells = [np.flatnonzero(g.valid) for g in self.grids]
         self._firsts = self.firsts.tolist()
+        # per grid: slide id, magnification, columns, step, tile side (level-0 px)
+        self._shape = [
+            (
+                g.slide_id,
+                g.geometry.magnification,
+                g.geometry.cols,
+                g.geometry.step,
+                g.geometry.size,
+            )
+            for g in self.grids
+        ]
 
     def record(self, tile_id: int) -> TileRecord | None:
         """The tile's record, None if the slide has no such tile."""
@@ -122,13 +133,13 @@ class SlideTiles:
         if i < 0:
             return None
         n = tile_id - self._firsts[i]
-        cells, grid = self.cells[i], self.grids[i]
+        cells = self.cells[i]
         if n >= len(cells):
             return None
-        g = grid.geometry
-        r, c = divmod(int(cells[n]), g.cols)
-        x, y = round(c * g.step), round(r * g.step)  # as GridGeometry.origin (half to even)
-        return TileRecord(grid.slide_id, g.magnification, r, c, x, y, g.size, g.size)
+        sid, mag, cols, step, size = self._shape[i]
+        r, c = divmod(int(cells[n]), cols)
+        x, y = round(c * step), round(r * step)  # as GridGeometry.origin (half to even)
+        return TileRecord(sid, mag, r, c, x, y, size, size)
 
     def records(self, tile_ids: np.ndarray) -> list[TileRecord | None]:
         """Records of many tiles of this slide at once (None for unknown ids)."""

@@ -93,6 +93,16 @@ class SegmentedMeta:
         ids = np.asarray(tile_ids, np.int64).reshape(-1)
         if not len(ids):
             return
+        if len(ids) <= 32:  # a tile query's hits: grouping in Python is faster
+            groups: dict[int, list[int]] = {}
+            for pos, tid in enumerate(ids.tolist()):
+                store = self._where.get(tid >> SLIDE_SHIFT)
+                if store is not None:
+                    groups.setdefault(id(store), []).append(pos)
+            for store in self.stores:
+                if id(store) in groups:
+                    yield store, np.asarray(groups[id(store)], np.int64)
+            return
         slides, inverse = np.unique(ids >> SLIDE_SHIFT, return_inverse=True)
         owner = np.array([id(self._where.get(s)) for s in slides.tolist()], np.int64)
         stores = {id(st): st for st in self.stores}
