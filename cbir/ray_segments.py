@@ -89,7 +89,13 @@ class SegmentWorker(SlideDescriber):
         try:
             summaries: list[SlideSummary] = []
             for path, sid in slides:
-                summaries += store_slides(seg, state, [self.kept.pop(path)], sid, StageTimer())
+                described = self.kept.pop(path, None)
+                if described is None:  # this actor was restarted: describe the slide again
+                    again = self.describe(path)
+                    if isinstance(again, SkippedSlide):
+                        raise CbirError(again.reason)
+                    described = again
+                summaries += store_slides(seg, state, [described], sid, StageTimer())
             return seg.finish(state), summaries
         except BaseException:
             seg.discard()
@@ -148,6 +154,7 @@ def write_segments_ray(
     n = actors or max(1, int(resources.get("CPU", 1)) // 2)
     n = max(1, min(n if not gpus else min(n, int(resources["GPU"])), len(paths)))
     remote = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=MAX_RESTARTS)(SegmentWorker)
+    remote = remote.options(max_task_retries=MAX_RESTARTS)  # a lost worker's task runs again
     args = (
         recipe,
         weights,
