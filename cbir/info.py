@@ -33,6 +33,8 @@ class IndexInfo(BaseModel):
     nlist: int | None
     nprobe: int
     generation: int
+    segments: int = 1  # immutable parts of the bundle (`cbir compact` merges them)
+    removed_tiles: int = 0  # tombstoned tiles still on disk (`cbir compact` drops them)
     slides: list[SlideEntry]
     tiles: int
     bytes_on_disk: int
@@ -66,6 +68,8 @@ def bundle_info(col: Collection) -> IndexInfo:
         nlist=man.nlist,
         nprobe=bundle.index.nprobe,
         generation=man.generation,
+        segments=len(bundle.segments),
+        removed_tiles=sum(s.entry.dead_tiles for s in bundle.segments),
         tiles=man.counts.tiles,
         bytes_on_disk=size,
         bit_statistics=stats,

@@ -196,6 +196,9 @@ def test_compact_merges_and_keeps_results(tmp_path: Path) -> None:
     codes, _ = live_codes(root)
     queries = codes[:15]
     before = results(root, queries, 10)
+    with cbir.open_index(root) as ix:
+        info = ix.info()
+    assert (info.segments, info.removed_tiles) == (4, 300)
     report = compact(root)
     assert (report.segments_before, report.segments_after) == (4, 1)
     assert report.tombstoned_tiles_dropped == 300 and report.tiles == 5 * 300

@@ -208,7 +208,9 @@ def show_info(info: IndexInfo) -> None:
         + (f" nlist {info.nlist} nprobe {info.nprobe}" if info.nlist else "")
         + f", {len(info.slides)} slides, {info.tiles} tiles, "
         + (f"{info.local_features} local features, " if info.local_features is not None else "")
-        + f"{info.bytes_on_disk / 1e6:.2f} MB, generation {info.generation}"
+        + f"{info.bytes_on_disk / 1e6:.2f} MB, generation {info.generation}, "
+        + f"{info.segments} segment{'s' if info.segments != 1 else ''}"
+        + (f" ({info.removed_tiles} removed tiles)" if info.removed_tiles else "")
     )
     if info.bit_statistics:
         st = info.bit_statistics
