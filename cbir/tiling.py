@@ -189,13 +189,28 @@ def superblocks(
                 yield SuperBlock(x0, y0, x1 - x0, y1 - y0, tuple(runs), finest)
 
 
-def read_superblock(slide: Slide, sb: SuperBlock) -> tuple[np.ndarray, float]:
-    """Read a super-block from the coarsest level fine enough for its finest grid.
+#: Reduced JPEG decoding (1/2, 1/4, 1/8) for super-blocks between pyramid levels.
+REDUCED_SCALES = (8, 4, 2)
 
-    Returns ((h', w', 3) uint8 RGB at that level, its downsample vs level 0).
+
+def read_superblock(slide: Slide, sb: SuperBlock) -> tuple[np.ndarray, float]:
+    """Read a super-block from the coarsest level fine enough for its finest grid, and,
+    where that level is 2x or more finer than needed and its JPEG tiles can be decoded at
+    reduced size, at 1/2, 1/4 or 1/8 of it (libjpeg's DCT scaling).
+
+    Returns ((h', w', 3) uint8 RGB, its downsample vs level 0).
     """
-    level = slide.best_level(slide.info.base_magnification / sb.finest)
+    wanted = slide.info.base_magnification / sb.finest
+    level = slide.best_level(wanted)
     ds = slide.level_downsamples[level]
+    for scale in REDUCED_SCALES:
+        if wanted / ds >= scale * (1 - 1e-6):
+            eff = ds * scale
+            bx, by = round(sb.x / eff), round(sb.y / eff)
+            bw, bh = max(1, round(sb.w / eff)), max(1, round(sb.h / eff))
+            block = slide.read_level_reduced(level, bx, by, bw, bh, scale)
+            if block is not None:
+                return block, eff
     lx, ly = round(sb.x / ds), round(sb.y / ds)
     lw, lh = max(1, round(sb.w / ds)), max(1, round(sb.h / ds))
     return slide.read_level(level, round(lx * ds), round(ly * ds), lw, lh), ds

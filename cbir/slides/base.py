@@ -42,6 +42,14 @@ class Slide(ABC):
     def read_level(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
         """Read a (h, w, 3) uint8 RGB block of `level`; (x, y) in level-0 pixels."""
 
+    def read_level_reduced(
+        self, level: int, x: int, y: int, w: int, h: int, scale: int
+    ) -> np.ndarray | None:
+        """Pixels [x, x + w) x [y, y + h) of `level` decoded at 1/`scale` (coordinates in
+        that reduced grid): (h, w, 3) uint8 RGB, or None where the file cannot decode at
+        reduced size (then read the level and shrink it)."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release file handles."""
 

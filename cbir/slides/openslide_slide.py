@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import openslide
 
 from cbir.errors import SlideReadError
 from cbir.slides.base import Slide, SlideInfo
+from cbir.slides.jpeg_tiles import JpegTileReader
 
 
 class OpenSlideSlide(Slide):
@@ -17,6 +20,20 @@ class OpenSlideSlide(Slide):
         self.info = info
         self.level_dimensions = tuple(handle.level_dimensions)
         self.level_downsamples = tuple(float(d) for d in handle.level_downsamples)
+        self._jpeg: JpegTileReader | None | bool = False  # False: not looked at yet
+        self._jpeg_lock = threading.Lock()
+
+    def read_level_reduced(
+        self, level: int, x: int, y: int, w: int, h: int, scale: int
+    ) -> np.ndarray | None:
+        """JPEG tiles of a tiled TIFF decoded at reduced size (cbir.slides.jpeg_tiles)."""
+        with self._jpeg_lock:
+            if self._jpeg is False:
+                self._jpeg = JpegTileReader.open(self.info.path)
+        reader = self._jpeg
+        if not isinstance(reader, JpegTileReader):
+            return None
+        return reader.read(self.level_dimensions[level], x, y, w, h, scale)
 
     def read_level(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
         try:
@@ -44,3 +61,5 @@ class OpenSlideSlide(Slide):
 
     def close(self) -> None:
         self.handle.close()
+        if isinstance(self._jpeg, JpegTileReader):
+            self._jpeg.close()
