@@ -1,79 +1,163 @@
 #!/usr/bin/env python
-"""Encoding throughput of the learned descriptors (tiles/s), on CPU and CUDA if present.
+"""Network throughput benchmark for cbir: tiles/s of each network descriptor alone.
 
+What it measures
+    For each recipe given (default: the network recipes that run without trained
+    weights: effnet-flat, cnn-flat, vae-flat, delf-hnsw; effnet-d4-flat is 8 times
+    effnet-flat), on the CPU and on CUDA when there is one, its
+    `TilePipeline(recipe, device=...)` describes `--tiles` random 224 px tiles already in
+    memory (no slide reading), in the descriptor's own batches, after one warm-up batch:
+
+    * tiles_per_s: with the networks as cbir loads them (channels-last weights,
+      `torch.inference_mode`);
+    * tiles_per_s_contiguous: the same with the weights put back in the default
+      (contiguous) layout, to show what channels-last gives on this device;
+    * max_abs_difference between the two outputs (layouts should not change results).
+
+    With `--build SLIDE`, a bundle of SLIDE at `--build-magnification` is also built with
+    the first recipe and its whole-build tiles/s reported next to the network's: how far
+    the build is from being bounded by the network alone.
+
+    CUDA runs (the card's name is reported) use the same float32 networks; `--device`
+    picks one device instead of both.
+
+Run (from the repository root, with the venv active)
     python tools/bench_encode.py --json
-    python tools/bench_encode.py --descriptors cnn,vae --tiles 256 --batch-size 64 --json
-    python tools/bench_encode.py --descriptors recipe:effnet-flat,backbone --json
-
-`recipe:NAME` is the descriptor of recipe NAME with its parameters; `backbone` alone is
-the frozen EfficientNet-Lite0 (packaged ImageNet weights), final layer pooled.
-
-Tiles are random 224 x 224 RGB (the networks' cost does not depend on content). The
-first batch is a warm-up and is not timed. Weights do not change the cost either, so
-untrained (seeded) networks are used.
+    python tools/bench_encode.py --recipes effnet-flat --tiles 512 --json
+    python tools/bench_encode.py --recipes effnet-flat \\
+        --build ~/.cache/cbir-bench/bench-40x-40000x30000-jpeg-s0-v1.svs --json
+One JSON object goes to stdout with --json (a short summary otherwise); logs to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+import tempfile
 import time
+from pathlib import Path
 
+import benchutil
 import numpy as np
-import torch
 
-from cbir.descriptors import create_descriptor
-from cbir.recipes import load_recipe
+DEFAULT_RECIPES = ("effnet-flat", "cnn-flat", "vae-flat", "delf-hnsw")
 
 
-def throughput(name: str, device: str, tiles: np.ndarray, batch_size: int) -> dict[str, float]:
-    """Tiles/s of descriptor `name` on `device` over `tiles` (n, 224, 224, 3) uint8."""
-    params: dict[str, object] = {}
-    if name.startswith("recipe:"):
-        cfg = load_recipe(name.split(":", 1)[1]).descriptor
-        name, params = cfg.name, {**cfg.params}
-    params.update(tile_size=224, batch_size=batch_size, device=device)
-    d = create_descriptor(name, **params)
-    d.describe(tiles[:batch_size])  # warm-up
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    d.describe(tiles)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    return {
+def log(msg: str) -> None:
+    benchutil.log("bench_encode", msg)
+
+
+def modules_of(descriptor: object) -> list:
+    """The torch modules a descriptor holds (its attributes)."""
+    import torch
+
+    return [v for v in vars(descriptor).values() if isinstance(v, torch.nn.Module)]
+
+
+def timed(pipeline: object, tiles: np.ndarray) -> tuple[float, np.ndarray]:
+    """Seconds to describe `tiles` (after a warm-up batch) and the descriptors."""
+    pipeline.describe(tiles[:8])  # type: ignore[attr-defined]
+    t0 = time.perf_counter()
+    x = pipeline.describe(tiles)  # type: ignore[attr-defined]
+    return time.perf_counter() - t0, x
+
+
+def network_rates(name: str, tiles: np.ndarray, device: str) -> dict[str, object]:
+    import torch
+
+    from cbir.pipeline import TilePipeline
+    from cbir.recipes import load_recipe
+
+    pipeline = TilePipeline(load_recipe(name), device=device)
+    seconds, x = timed(pipeline, tiles)
+    for module in modules_of(pipeline.descriptor):
+        module.to(memory_format=torch.contiguous_format)
+    seconds_c, x_c = timed(pipeline, tiles)
+    row = {
+        "recipe": name,
+        "dim": int(x.shape[1]),
+        "tiles": len(tiles),
         "tiles_per_s": round(len(tiles) / seconds, 1),
-        "seconds": round(seconds, 3),
-        "dim": d.spec.dim,
+        "tiles_per_s_contiguous": round(len(tiles) / seconds_c, 1),
+        "max_abs_difference": float(np.abs(x - x_c).max()),
     }
+    log(f"{name}: {row['tiles_per_s']} tiles/s ({row['tiles_per_s_contiguous']} contiguous)")
+    return row
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--descriptors", default="cnn,vae")
-    parser.add_argument("--tiles", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-    tiles = np.random.default_rng(0).integers(0, 256, (args.tiles, 224, 224, 3), dtype=np.uint8)
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    out = {
-        "tiles": args.tiles,
-        "batch_size": args.batch_size,
+def build_rate(name: str, slide: Path, magnification: float, device: str) -> dict[str, object]:
+    import cbir
+    from cbir.recipes import load_recipe
+
+    base = load_recipe(name)
+    recipe = base.model_copy(
+        update={"tiling": base.tiling.model_copy(update={"magnifications": (magnification,)})}
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        report = cbir.build_index([slide], Path(tmp) / "idx", recipe, device=device)
+        seconds = time.perf_counter() - t0
+    row = {
+        "recipe": name,
+        "slide": str(slide),
+        "magnification": magnification,
+        "tiles": report.tiles_total,
+        "tiles_per_s": round(report.tiles_total / seconds, 1),
+        "stage_seconds": report.stage_seconds,
+    }
+    log(f"build {name} at {magnification:g}x: {row['tiles_per_s']} tiles/s")
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--recipes", default=",".join(DEFAULT_RECIPES))
+    p.add_argument("--tiles", type=int, default=128)
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cpu, and cuda if any)")
+    p.add_argument("--build", type=Path, default=None, help="also build a bundle of SLIDE")
+    p.add_argument("--build-magnification", type=float, default=20.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    import torch
+
+    from cbir.nn.device import resolve_device
+
+    devices = (
+        [resolve_device(args.device)]
+        if args.device
+        else [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    )
+    rng = np.random.default_rng(args.seed)
+    tiles = rng.integers(0, 256, (args.tiles, 224, 224, 3), dtype=np.uint8)
+    rows = []
+    for device in devices:
+        card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+        for r in args.recipes.split(","):
+            if r:
+                rows.append(
+                    {"device": str(device), "card": card, **network_rates(r, tiles, str(device))}
+                )
+    device = devices[-1]
+    out: dict[str, object] = {
         "torch_threads": torch.get_num_threads(),
-        "devices": {
-            dev: {
-                name: throughput(name, dev, tiles, args.batch_size)
-                for name in args.descriptors.split(",")
-            }
-            for dev in devices
-        },
+        "networks": rows,
     }
-    if torch.cuda.is_available():
-        out["gpu"] = torch.cuda.get_device_name(0)
-    print(json.dumps(out, indent=2 if not args.json else None))
+    if args.build is not None:
+        out["build"] = build_rate(
+            rows[0]["recipe"],
+            args.build,
+            args.build_magnification,
+            str(device),  # type: ignore[arg-type]
+        )
+    if args.json:
+        print(json.dumps(out, indent=1))
+    else:
+        for r in rows:
+            print(f"{r['recipe']}: {r['tiles_per_s']} tiles/s on {r['device']}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -95,11 +95,11 @@ class DelfExtractor:
             raise ValueError(f"scales must be finite numbers > 0, got {list(scales)}")
         if not 0 < iou <= 1:
             raise ValueError(f"iou must be in (0, 1], got {iou}")
-        from cbir.nn.device import resolve_device
+        from cbir.nn.device import for_inference, resolve_device
 
         self.net, self.weights_sha256 = load_delf(weights, trunk)
         self.device = resolve_device(device)
-        self.net.to(self.device).eval()
+        for_inference(self.net, self.device)
         self.scales = tuple(sorted(float(s) for s in scales))
         self.iou = float(iou)
         self.max_features = int(max_features)

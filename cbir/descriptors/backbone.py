@@ -15,7 +15,7 @@ from cbir.descriptors.base import register_descriptor
 from cbir.descriptors.network import run_batched
 from cbir.nn.backbones import backbone_entry, backbone_weights_file, loaded_backbone
 from cbir.nn.cnn import to_tensor
-from cbir.nn.device import resolve_device
+from cbir.nn.device import for_inference, resolve_device
 from cbir.specs import DescriptorSpec
 
 POOLINGS = ("avg", "gem", "avg+max")
@@ -69,7 +69,7 @@ class BackboneDescriptor:
         torch.manual_seed(0)
         self.device = resolve_device(device)
         path = backbone_weights_file(backbone, weights)
-        self.net = loaded_backbone(backbone, path, self.device).eval()
+        self.net = for_inference(loaded_backbone(backbone, path, self.device), self.device)
         self.normalization = backbone_entry(backbone).normalization
         self.pooling, self.tta, self.batch_size = pooling, tta, batch_size
         self.layers, self.final = list(layers), final

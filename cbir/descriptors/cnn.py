@@ -12,7 +12,7 @@ from cbir.descriptors.base import register_descriptor
 from cbir.descriptors.network import run_batched
 from cbir.nn.backbones import backbone_entry, create_backbone
 from cbir.nn.cnn import to_tensor
-from cbir.nn.device import resolve_device
+from cbir.nn.device import for_inference, resolve_device
 from cbir.nn.weights import WeightsError, load_weights
 from cbir.specs import DescriptorSpec
 
@@ -50,7 +50,7 @@ class CnnDescriptor:
             except RuntimeError as exc:
                 raise WeightsError(f"{weights}: weights do not fit the cnn trunk ({exc})") from exc
         self.device = resolve_device(device)
-        self.trunk.to(self.device).eval()
+        for_inference(self.trunk, self.device)
         self.batch_size = batch_size
         self.weights = weights
         self.spec = DescriptorSpec(

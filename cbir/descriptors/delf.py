@@ -10,7 +10,7 @@ from cbir.delf.extract import load_delf
 from cbir.descriptors.base import register_descriptor
 from cbir.descriptors.network import run_batched
 from cbir.nn.cnn import to_tensor
-from cbir.nn.device import resolve_device
+from cbir.nn.device import for_inference, resolve_device
 from cbir.specs import DescriptorSpec
 
 
@@ -27,7 +27,7 @@ class DelfGlobalDescriptor:
     ) -> None:
         self.net, sha = load_delf(weights, trunk)
         self.device = resolve_device(device)
-        self.net.to(self.device).eval()
+        for_inference(self.net, self.device)
         self.batch_size = batch_size
         self.spec = DescriptorSpec(
             name="delf",

@@ -12,7 +12,7 @@ from cbir.descriptors.base import register_descriptor
 from cbir.descriptors.network import load_parts, run_batched
 from cbir.nn.backbones import backbone_entry, create_backbone
 from cbir.nn.cnn import to_tensor
-from cbir.nn.device import resolve_device
+from cbir.nn.device import for_inference, resolve_device
 from cbir.nn.ssdh import SSDHHead
 from cbir.nn.weights import WeightsError, load_weights
 from cbir.specs import DescriptorSpec
@@ -42,7 +42,7 @@ class SSDHDescriptor:
         load_parts(weights, state, {"backbone": self.backbone, "head": self.head})
         self.normalization = backbone_entry(name).normalization
         self.device = resolve_device(device)
-        self.backbone.to(self.device).eval()
+        for_inference(self.backbone, self.device)
         self.head.to(self.device).eval()
         self.batch_size = batch_size
         self.spec = DescriptorSpec(

@@ -10,7 +10,7 @@ import torch
 from cbir.checksum import sha256_file
 from cbir.descriptors.base import register_descriptor
 from cbir.descriptors.network import run_batched
-from cbir.nn.device import resolve_device
+from cbir.nn.device import for_inference, resolve_device
 from cbir.nn.vae import TileVAE, to_unit
 from cbir.nn.weights import WeightsError, load_weights
 from cbir.specs import DescriptorSpec
@@ -51,7 +51,7 @@ class VaeDescriptor:
             except RuntimeError as exc:
                 raise WeightsError(f"{weights}: weights do not fit the VAE ({exc})") from exc
         self.device = resolve_device(device)
-        self.model.to(self.device).eval()
+        for_inference(self.model, self.device)
         self.batch_size = batch_size
         self.spec = DescriptorSpec(
             name="vae",
