@@ -173,6 +173,9 @@ def describe_plan(
         fulls = [np.zeros((g.rows, g.cols, dim), dtype=np.float32) for g in grids]
         local_grids = [np.empty((g.rows, g.cols), dtype=object) for g in grids]
 
+        shared = getattr(pipeline.descriptor, "pooled_from", None)
+        one_pass = local is not None and shared is not None and bool(shared(local))
+
         def work(sb: SuperBlock) -> list[tuple[CellRun, np.ndarray, list[LocalFeatures]]]:
             """Read one super-block and describe its kept cells (runs in a worker thread)."""
             with timer("read"):
@@ -185,12 +188,7 @@ def describe_plan(
                 if sub_keep.any():
                     with timer("resize"):
                         tiles = cut_run_tiles(block, ds, sb, grids[run.scale], run)[sub_keep]
-                    with timer("describe"):
-                        x = pipeline.describe(tiles)
-                    feats: list[LocalFeatures] = []
-                    if local is not None:
-                        with timer("local"):
-                            feats = local.extract_tiles(tiles)
+                    x, feats = _describe_tiles(pipeline, local, tiles, timer, one_pass)
                     done.append((run, x, feats))
             return done
 
@@ -215,6 +213,32 @@ def describe_plan(
             with timer("references"):
                 refs = reference_tiles(slide, grids, keeps)
     return DescribedSlide(plan.info, plan.checksum, plan.min_tissue_fraction, scales, refs)
+
+
+def _describe_tiles(
+    pipeline: TilePipeline,
+    local: LocalStage | None,
+    tiles: np.ndarray,
+    timer: StageTimer,
+    one_pass: bool,
+) -> tuple[np.ndarray, list[LocalFeatures]]:
+    """Descriptors (n, d) and local features of tiles; with `one_pass` (a delf descriptor
+    on the local stage's own network) one forward pass gives both."""
+    if one_pass:
+        assert local is not None
+        with timer("local"):
+            feats, pooled = local.extract_tiles_pooled(tiles)
+        if pooled is not None:
+            return pooled, feats
+        with timer("describe"):
+            return pipeline.describe(tiles), feats
+    with timer("describe"):
+        x = pipeline.describe(tiles)
+    feats: list[LocalFeatures] = []
+    if local is not None:
+        with timer("local"):
+            feats = local.extract_tiles(tiles)
+    return x, feats
 
 
 def reference_tiles(

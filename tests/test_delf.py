@@ -408,3 +408,27 @@ def test_an_image_larger_than_max_side_is_shrunk_to_it() -> None:
     f = ex.extract(sample_image()[:224, :224])
     assert len(f) and np.allclose(f.scales, 0.5)
     assert f.xy.max() < 224
+
+
+def test_one_forward_pass_gives_local_features_and_the_global_descriptor(
+    tmp_path: Path,
+) -> None:
+    """A delf descriptor on the local stage's own network: the scale-1 pass of the local
+    extraction gives the global vectors, equal to the descriptor's own pass."""
+    from cbir.descriptors import create_descriptor
+    from cbir.recipes import load_recipe
+
+    recipe = load_recipe(str(delf_recipe(tmp_path, "[20]")))
+    descriptor = create_descriptor("delf", tile_size=448, trunk="small-dense", device="cpu")
+    from cbir.delf.stage import LocalStage
+
+    stage = LocalStage(recipe.local, None, "cpu")
+    assert descriptor.pooled_from(stage)
+    tiles = np.random.default_rng(0).integers(0, 256, (5, 448, 448, 3), dtype=np.uint8)
+    feats, pooled = stage.extract_tiles_pooled(tiles)
+    assert pooled is not None and len(feats) == 5
+    np.testing.assert_allclose(pooled, descriptor.describe(tiles), rtol=1e-4, atol=1e-5)
+    assert [len(f) for f in feats] == [len(f) for f in stage.extract_tiles(tiles)]
+    other = create_descriptor("delf", tile_size=448, trunk="small-dense", device="cpu")
+    other.spec.params["weights_sha256"] = "another network"
+    assert not other.pooled_from(stage)

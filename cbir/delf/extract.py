@@ -128,14 +128,25 @@ class DelfExtractor:
 
     def extract_batch(self, images: np.ndarray) -> list[LocalFeatures]:
         """(b, h, w, 3) uint8 images of one size -> local features of each."""
+        return self.extract_batch_pooled(images, pooled=False)[0]
+
+    def extract_batch_pooled(
+        self, images: np.ndarray, pooled: bool = True
+    ) -> tuple[list[LocalFeatures], np.ndarray | None]:
+        """Local features of each image and, with `pooled`, the network's global
+        descriptor of each (what `DelfNet.global_descriptor` gives: attention-pooled
+        unit features at scale 1) from the same forward pass: (b, c) float32, or None
+        when scale 1 is not one this extractor runs at these images' size."""
         import torch
         from torch.nn import functional as F
 
+        from cbir.delf.pooling import pooled_global
         from cbir.nn.cnn import to_tensor
 
         b, h, w = images.shape[:3]
+        globals_: list[np.ndarray] = []
         if b == 0:
-            return []
+            return [], None
         per_image: list[list[tuple[np.ndarray, ...]]] = [[] for _ in range(b)]
         x_all = to_tensor(images, self.net.info.normalization)
         rf = self.net.info.receptive_field
@@ -158,6 +169,8 @@ class DelfExtractor:
                         )
                     f, a = self.net(xb)
                     f = F.normalize(f, dim=1)
+                    if pooled and s == 1.0 and (hh, ww) == (h, w):
+                        globals_.append(pooled_global(f, a).float().cpu().numpy())
                     rows, cols = f.shape[2:]
                     boxes = receptive_boxes(rows, cols, 1.0, rf.size, rf.stride, rf.padding)
                     boxes = boxes / np.array([ww / w, hh / h, ww / w, hh / h], np.float32)
@@ -165,7 +178,8 @@ class DelfExtractor:
                     a_np = a.reshape(len(xb), rows * cols).cpu().numpy()
                     for j in range(len(xb)):
                         per_image[i + j].append((f_np[j], boxes, a_np[j], s))
-        return [self._select(parts) for parts in per_image]
+        g = np.concatenate(globals_).astype(np.float32) if globals_ else None
+        return [self._select(parts) for parts in per_image], g
 
     def _select(self, parts: list[tuple[np.ndarray, ...]]) -> LocalFeatures:
         desc = np.concatenate([p[0] for p in parts]).astype(np.float32)

@@ -81,7 +81,17 @@ class LocalStage:
     def extract_tiles(self, tiles: np.ndarray) -> list[LocalFeatures]:
         """(n, t, t, 3) uint8 -> raw features per tile (descriptors float16 to save memory
         until the PCA is fitted; projected at once when it is)."""
-        feats = self.extractor.extract_batch(tiles)
+        return self.extract_tiles_pooled(tiles, pooled=False)[0]
+
+    def extract_tiles_pooled(
+        self, tiles: np.ndarray, pooled: bool = True
+    ) -> tuple[list[LocalFeatures], np.ndarray | None]:
+        """`extract_tiles` and, from the same forward pass, each tile's global DELF
+        descriptor (n, c) float32 when the extractor runs at scale 1 (else None)."""
+        feats, g = self.extractor.extract_batch_pooled(tiles, pooled)
+        return self._stored(feats), g
+
+    def _stored(self, feats: list[LocalFeatures]) -> list[LocalFeatures]:
         if self.fitted:
             return [self.project(f) for f in feats]
         for f in feats:

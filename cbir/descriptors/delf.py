@@ -36,6 +36,18 @@ class DelfGlobalDescriptor:
             params={"trunk": self.net.trunk_name, "weights_sha256": sha},
         )
 
+    def pooled_from(self, local: object) -> bool:
+        """Whether `local` (a LocalStage) runs this same network, so that its forward
+        pass at scale 1 also gives this descriptor (cbir.describe uses it then)."""
+        extractor = getattr(local, "extractor", None)
+        spec = getattr(extractor, "spec", {})
+        return (
+            spec.get("trunk") == self.net.trunk_name
+            and spec.get("weights_sha256") == self.spec.params["weights_sha256"]
+            and 1.0 in spec.get("scales", ())
+            and self.spec.tile_size <= getattr(extractor, "max_side", 0)
+        )
+
     def describe(self, tiles: np.ndarray) -> np.ndarray:
         """(n, t, t, 3) uint8 -> (n, c) float32 unit vectors."""
         norm = self.net.info.normalization
