@@ -33,7 +33,7 @@ from cbir.manifest import (
 from cbir.metadata import MetadataStore
 from cbir.pipeline import TilePipeline
 from cbir.recipes import Recipe
-from cbir.segment_index import Part, SegmentedIndex
+from cbir.segment_index import Part, SegmentedIndex, stacked_ivf
 from cbir.segment_meta import SegmentedMeta
 from cbir.tile_index import TileIndex
 
@@ -122,6 +122,8 @@ class Bundle:
             for s in self.segments
             if name in s.readers
         ]
+        if name == "codes":
+            parts = stacked_ivf(parts)
         index = SegmentedIndex(parts, kind, nprobe, nlist, dim)
         if parts and hasattr(parts[0].index, "nprobe"):
             index.nprobe = parts[0].index.nprobe

@@ -212,3 +212,29 @@ class SegmentedIndex:
         D, I = np.concatenate(Ds), np.concatenate(Is)
         order = np.lexsort((I, D))[:k]
         return D[order], I[order]
+
+
+def stacked_ivf(parts: Sequence[Part]) -> list[Part]:
+    """Binary IVF segments (one collection quantizer) seen as one index: a read-only
+    IndexBinaryIVF over their inverted lists side by side (Faiss HStackInvertedLists), so
+    a query probes each list once instead of once per segment. Tombstones of every
+    segment apply to it. Other parts are returned as they are."""
+    import faiss
+
+    from cbir.binary_index import BinaryTileIndex
+
+    ivf = [p for p in parts if isinstance(p.index, BinaryTileIndex) and p.index.kind == "ivf"]
+    if len(ivf) < 2 or len(ivf) != len(parts):
+        return list(parts)
+    first = ivf[0].index
+    lists = faiss.InvertedListsPtrVector()
+    for p in ivf:
+        lists.push_back(p.index.index.invlists)  # type: ignore[attr-defined]
+    stacked = faiss.HStackInvertedLists(lists.size(), lists.data())
+    view = faiss.deserialize_index_binary(faiss.serialize_index_binary(first.emptied().index))
+    view.replace_invlists(stacked, False)
+    view.ntotal = sum(p.index.ntotal for p in ivf)
+    index = BinaryTileIndex(view, "ivf", first.nprobe)
+    index.keep_alive = (lists, stacked, [p.index for p in ivf])  # type: ignore[attr-defined]
+    dead = frozenset().union(*(p.dead_slides for p in ivf))
+    return [Part(index, dead, sum(p.dead_rows for p in ivf), ivf[0].shift)]

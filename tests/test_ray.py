@@ -125,7 +125,10 @@ def test_sharded_search_equals_one_process(cluster: str, tmp_path: Path) -> None
         assert ha and [h.model_dump() for h in ha] == [h.model_dump() for h in hb]
         Da, Ia = local.bundle.index.search(codes[:50], 12)
         Db, Ib = sharded.bundle.index.search(codes[:50], 12)
-        assert np.array_equal(Da, Db) and np.array_equal(Ia, Ib)
+        assert np.array_equal(Da, Db)  # batched search: ties at the k-th in any order
+        for row in range(len(Da)):
+            below = Da[row] < Da[row, -1]
+            assert set(Ia[row][below]) == set(Ib[row][below])
 
 
 def test_server_searches_on_ray_shards(
