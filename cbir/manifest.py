@@ -181,12 +181,14 @@ def read_manifest(root: Path) -> Manifest:
         raise BundleError(f"{path}: invalid manifest ({exc.errors()[0]['msg']})") from exc
 
 
-def segment_dir(root: Path, n: int) -> Path:
-    return root / f"seg-{n:06d}"
+def segment_name(generation: int, n: int = 0) -> str:
+    """The directory name of the n-th segment written by publish `generation`."""
+    return f"seg-{generation:06d}" + (f"-{n}" if n else "")
 
 
-def state_dir(root: Path, n: int) -> Path:
-    return root / f"state-{n:06d}"
+def state_name(generation: int) -> str:
+    """The directory name of the collection state written by publish `generation`."""
+    return f"state-{generation:06d}"
 
 
 def readonly_error(root: Path, manifest: Manifest) -> BundleError:

@@ -20,7 +20,7 @@ import numpy as np
 
 from cbir.describe import DescribedSlide, SkippedSlide
 from cbir.errors import CbirError
-from cbir.manifest import SegmentEntry
+from cbir.manifest import SegmentEntry, segment_name
 from cbir.progress import NoProgress, Progress
 from cbir.ray_describe import MAX_RESTARTS, SlideDescriber, connect
 from cbir.recipes import Recipe
@@ -207,9 +207,7 @@ def write_segments_ray(
         jobs = {}
         for k in sorted({owner[p] for p in kept}):
             mine = [(p, ids[p]) for p in kept if owner[p] == k]
-            name = f"seg-{writer.generation:06d}" + (
-                f"-{len(writer.segments)}" if writer.segments else ""
-            )
+            name = segment_name(writer.generation, len(writer.segments))
             written = WrittenSegment(writer.root / f".tmp-ray-{name}", name)
             writer.segments.append(written)  # type: ignore[arg-type]  # discarded on failure
             jobs[pool[k].write_segment.remote(str(written.path), name, mine, blob)] = written

@@ -32,6 +32,7 @@ from cbir.manifest import (
     SegmentEntry,
     now,
     read_manifest,
+    state_name,
 )
 from cbir.metadata import MetadataStore
 from cbir.tile_index import TileIndex, load_tile_index
@@ -94,7 +95,7 @@ class CollectionState:
 
     def write(self, root: Path, generation: int) -> dict[str, object]:
         """Stage a new state's files; returns its manifest fields."""
-        name = f"state-{generation:06d}"
+        name = state_name(generation)
         stage = self.stage = root / f".tmp-{os.getpid()}-{name}"
         stage.mkdir()
         self.pipeline.save_state(stage / STATE_FILE)

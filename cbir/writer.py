@@ -20,7 +20,7 @@ import lmdb
 
 from cbir.bundle import Bundle, Segment
 from cbir.errors import BundleError
-from cbir.manifest import MANIFEST, Manifest, read_manifest, readonly_error
+from cbir.manifest import MANIFEST, Manifest, read_manifest, readonly_error, segment_name
 from cbir.segment_stage import CollectionState, SegmentStage, publish
 
 if TYPE_CHECKING:
@@ -41,7 +41,9 @@ def _locked(root: Path) -> Iterator[None]:
 
 
 #: Directories a bundle may hold: its state and segments, format-2 generations, stages.
-_BUNDLE_DIR = re.compile(r"(gen|seg|state)-\d{6}(-\d+)?|\.tmp-.*")
+#: A generation, segment or state directory; group 2 is the publish that wrote it.
+_NUMBERED = re.compile(r"(gen|seg|state)-(\d{6})(-\d+)?")
+_BUNDLE_DIR = re.compile(rf"{_NUMBERED.pattern}|\.tmp-.*")
 
 #: Below this much free space, a failed write says the disk is probably full.
 LOW_SPACE_BYTES = 64 << 20
@@ -90,11 +92,7 @@ def sweep(root: Path, manifest: Manifest | None) -> None:
 
 def _highest_number(root: Path) -> int:
     """The highest generation number in the names of the bundle's directories."""
-    numbers = [
-        int(m.group(2))
-        for p in root.iterdir()
-        if (m := re.fullmatch(r"(gen|seg|state)-(\d{6})(-\d+)?", p.name))
-    ]
+    numbers = [int(m.group(2)) for p in root.iterdir() if (m := _NUMBERED.fullmatch(p.name))]
     return max(numbers, default=0)
 
 
@@ -155,7 +153,7 @@ class BundleWriter:
     def new_segment(self) -> SegmentStage:
         """A fresh segment staged in the bundle directory; its slides get new ids."""
         n = len(self.segments)
-        name = f"seg-{self.generation:06d}" + (f"-{n}" if n else "")
+        name = segment_name(self.generation, n)
         stage = SegmentStage(self.root / f".tmp-{os.getpid()}-{name}", name)
         self.segments.append(stage)
         return stage
