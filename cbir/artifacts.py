@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from cbir.errors import BundleError
-from cbir.float_index import FloatTileIndex
 from cbir.grids import CodeGrid
 from cbir.manifest import INDEX_FILE, LOCAL_INDEX_FILE, ArtifactEntry, Manifest
 from cbir.tile_index import load_tile_index
@@ -237,9 +236,11 @@ class LocalFeatures(Artifact):
         return _staged_index(seg, self.name, state.empty_local, lambda n: count(), LOCAL_INDEX_FILE)
 
     def open(self, path: Path, entry: ArtifactEntry, manifest: Manifest) -> object:
+        from cbir.local_index import load_local_index
+
         cfg = manifest.recipe.local
         assert cfg is not None
-        return FloatTileIndex.load(path / LOCAL_INDEX_FILE, cfg.index_config())
+        return load_local_index(path / LOCAL_INDEX_FILE, cfg)
 
     def rows_of(self, store: MetadataStore, tile_ids: np.ndarray) -> int:
         return int(store.local_counts(tile_ids).sum())

@@ -13,7 +13,7 @@ import lmdb
 from cbir.artifacts import get_artifact
 from cbir.checksum import sha256_file
 from cbir.errors import BundleError, BundleMismatchError
-from cbir.float_index import FloatTileIndex
+from cbir.local_index import LocalIndex
 from cbir.manifest import (
     EMPTY_INDEX_FILE,
     INDEX_FILE,
@@ -61,7 +61,7 @@ class Segment:
         return self.readers["codes"]
 
     @property
-    def local_index(self) -> FloatTileIndex | None:
+    def local_index(self) -> LocalIndex | None:
         return self.readers.get("locals")
 
     @property
@@ -104,6 +104,7 @@ class Bundle:
             [s.dead for s in segments],
             manifest.labels,
             REFERENCE_LIMIT,
+            [s.readers.get("locals") for s in segments],
         )
         self.local_index: SegmentedIndex | None = None
         if local is not None and manifest.recipe.local is not None:

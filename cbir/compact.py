@@ -1,6 +1,7 @@
 """Merging segments: their live slides copied into one new segment (tombstones dropped,
 tile ids kept), by `cbir compact`, by `add` when a bundle has too many segments, and
-when a collection grows past the IVF threshold (then with a newly trained quantizer)."""
+when a collection grows past the IVF threshold (then with a newly trained quantizer) or
+its local features become enough to train the recipe's PQ (SQ8 codes until then)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from cbir.bundle import Segment
+from cbir.local_index import LocalCodeIndex, local_index_template, outgrown
 from cbir.segment_stage import CollectionState, SegmentStage
 from cbir.store import empty_index_for
 from cbir.writer import BundleWriter, transaction
@@ -72,22 +74,43 @@ def needs_ivf(writer: BundleWriter, extra: int = 0) -> bool:
     return writer.state.empty_index.kind == "flat" and live >= cfg.ivf_threshold
 
 
-def retrain_index(writer: BundleWriter) -> None:
-    """A new collection state whose empty index is trained on every live code (flat ->
-    IVF); every live segment is merged into one so that all share it."""
+def needs_local_retrain(writer: BundleWriter) -> bool:
+    """Whether a local index coded SQ8 for want of rows can now train the recipe's PQ
+    on the live and newly staged local features."""
+    state, cfg = writer.state, writer.previous.recipe.local if writer.previous else None
+    if state is None or cfg is None:
+        return False
+    live = sum(
+        s.entry.rows("locals") - s.entry.dead_rows.get("locals", 0) for s in writer.live_segments()
+    )
+    staged = sum(len(ids) for s in writer.segments for _, ids in s.staged_rows("locals"))
+    return outgrown(state.empty_local, cfg, live + staged)
+
+
+def retrain_index(writer: BundleWriter, tiles: bool = True, local: bool = False) -> None:
+    """A new collection state whose empty indexes are trained anew on every live row:
+    the tile index (flat -> IVF) and/or the local index (SQ8 -> PQ codes, its staged
+    codes decoded to be coded again); every live segment is merged into one so that
+    all share it."""
     state = writer.state
     assert state is not None and writer.previous is not None
     merge_into(writer, writer.live_segments())
-    rows = [s.rows("codes")[0] for s in writer.segments if s.staged]
-    if not rows:  # nothing left to train on: keep the exact index
+    staged = [s for s in writer.segments if s.staged]
+    if not staged:  # nothing left to train on: keep the indexes
         return
-    xt = np.concatenate(rows)
+    empty_index, empty_local = state.empty_index, state.empty_local
+    if tiles:
+        xt = np.concatenate([s.rows("codes")[0] for s in staged])
+        empty_index = empty_index_for(state.pipeline, writer.previous.recipe, xt)
+    if local and isinstance(empty_local, LocalCodeIndex):
+        old = empty_local
+        for s in staged:
+            s.map_rows("locals", lambda x: old.decode(x) if x.dtype == np.uint8 else x)
+        assert writer.previous.recipe.local is not None
+        lx = np.concatenate([s.rows("locals")[0] for s in staged if s.staged_rows("locals")])
+        empty_local = local_index_template(writer.previous.recipe.local, lx)
     writer.state = CollectionState(
-        state.pipeline,
-        empty_index_for(state.pipeline, writer.previous.recipe, xt),
-        state.scale_weights,
-        state.local,
-        state.empty_local,
+        state.pipeline, empty_index, state.scale_weights, state.local, empty_local
     )
 
 
@@ -101,9 +124,10 @@ def auto_compact(writer: BundleWriter) -> list[str]:
     # Segments Ray workers wrote are finished on the old index: the retraining they
     # would call for waits for the next add or `cbir compact`.
     local_only = all(isinstance(s, SegmentStage) for s in writer.segments)
-    if local_only and needs_ivf(writer, new_tiles):
+    tiles, local = needs_ivf(writer, new_tiles), needs_local_retrain(writer)
+    if local_only and (tiles or local):
         names = [s.entry.name for s in writer.live_segments()]
-        retrain_index(writer)
+        retrain_index(writer, tiles, local)
         return names
     live = writer.live_segments()
     total = len(live) + len(writer.segments)
@@ -139,8 +163,9 @@ def compact(bundle: str | os.PathLike[str]) -> CompactReport:
     with transaction(bundle, create=False) as writer:
         live = writer.live_segments()
         dead = sum(s.entry.dead_tiles for s in live)
-        if needs_ivf(writer):
-            retrain_index(writer)
+        tiles, local = needs_ivf(writer), needs_local_retrain(writer)
+        if tiles or local:
+            retrain_index(writer, tiles, local)
         elif len(live) > 1 or dead:
             merge_into(writer, live)
         else:  # one segment without tombstones: nothing to merge, nothing written

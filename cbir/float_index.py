@@ -84,6 +84,12 @@ class FloatTileIndex:
             return np.zeros((0, self.dim), np.float32), ids
         return self.index.index.reconstruct_n(0, self.ntotal), ids
 
+    def reconstruct(self, ids: np.ndarray) -> np.ndarray:
+        """(n,) stored ids -> their (n, dim) float32 vectors."""
+        if not len(ids):
+            return np.zeros((0, self.dim), np.float32)
+        return self.index.reconstruct_batch(np.ascontiguousarray(ids, dtype=np.int64))
+
     def add(self, xb: np.ndarray, ids: np.ndarray) -> None:
         if len(xb):
             self.index.add_with_ids(

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from cbir.grids import GRID_KEY, CodeGrid, SlideTiles, TileRecord, decode_grid, encode_grid
 from cbir.lmdb_file import check_lmdb_file
+from cbir.local_points import decode_points, encode_points, feature_count
 from cbir.slides.base import SlideInfo
 
 __all__ = ["CodeGrid", "MetadataStore", "SlideRecord", "TileRecord"]
@@ -25,7 +26,6 @@ _SLIDE_KEY = struct.Struct(">I")
 _TILE_KEY = struct.Struct(">q")
 _REF_KEY = struct.Struct(">f")  # magnification
 _REF_HEAD = struct.Struct("<II")  # count, tile size
-_LOCAL_HEAD = struct.Struct("<II")  # features, descriptor dim
 
 
 class SlideRecord(BaseModel):
@@ -205,37 +205,26 @@ class MetadataStore:
         ]
         txn.cursor(db=self.vectors).putmulti(items, dupdata=False, overwrite=True)
 
-    def put_locals(
-        self, txn: lmdb.Transaction, tile_id: int, points: np.ndarray, descriptors: np.ndarray
-    ) -> None:
-        """Store a tile's local features: points (n, 4) [level-0 x, y, pyramid scale,
-        attention] and (n, d) descriptors (kept as float16). Row j is Faiss local id
-        (tile_id << LOCAL_ID_BITS) | j."""
-        head = _LOCAL_HEAD.pack(len(points), descriptors.shape[1])
-        blob = points.astype("<f4").tobytes() + descriptors.astype("<f2").tobytes()
-        txn.put(tile_key(tile_id), head + blob, db=self.locals)
+    def put_locals(self, txn: lmdb.Transaction, tile_id: int, points: np.ndarray) -> None:
+        """Store a tile's local keypoints (n, 4) [level-0 x, y, pyramid scale, attention],
+        quantised (cbir.local_points); row j is Faiss local id (tile_id << LOCAL_ID_BITS)
+        | j, whose descriptor is the local index's code."""
+        txn.put(tile_key(tile_id), encode_points(points), db=self.locals)
 
     def locals_of(
         self, tile_ids: np.ndarray, with_descriptors: bool = True
     ) -> dict[int, tuple[np.ndarray, np.ndarray | None]]:
         """{tile id: (points (n, 4) float32, descriptors (n, d) float32 or None)} for the
-        tiles that have local features."""
+        tiles that have local features; descriptors only from records that hold them
+        (bundles before compact local features: else the local index has them)."""
         out: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
         if self.locals is None:
             return out
         with self.env.begin() as txn:
             for tid in tile_ids.tolist():
                 raw = txn.get(tile_key(tid), db=self.locals)
-                if raw is None:
-                    continue
-                n, d = _LOCAL_HEAD.unpack_from(raw)
-                off = _LOCAL_HEAD.size
-                points = np.frombuffer(raw, "<f4", count=4 * n, offset=off).reshape(n, 4)
-                desc = None
-                if with_descriptors:
-                    desc = np.frombuffer(raw, "<f2", count=n * d, offset=off + 16 * n)
-                    desc = desc.reshape(n, d).astype(np.float32)
-                out[int(tid)] = (points, desc)
+                if raw is not None:
+                    out[int(tid)] = decode_points(raw, with_descriptors)
         return out
 
     def local_counts(self, tile_ids: np.ndarray) -> np.ndarray:
@@ -247,14 +236,14 @@ class MetadataStore:
             for i, tid in enumerate(tile_ids.tolist()):
                 raw = txn.get(tile_key(tid), db=self.locals)
                 if raw is not None:
-                    counts[i] = _LOCAL_HEAD.unpack_from(raw)[0]
+                    counts[i] = feature_count(raw)
         return counts
 
     def local_feature_count(self) -> int:
         if self.locals is None:
             return 0
         with self.env.begin() as txn:
-            return sum(_LOCAL_HEAD.unpack_from(v)[0] for _, v in txn.cursor(db=self.locals))
+            return sum(feature_count(v) for _, v in txn.cursor(db=self.locals))
 
     def reference_tiles(self) -> dict[float, np.ndarray]:
         """Sample tissue tiles per magnification: {mag: (r, t, t, 3) uint8} (scale detection)."""

@@ -110,8 +110,13 @@ class LocalConfig(_Frozen):
     params: dict[str, Any] = {}
     #: PCA dimension of the stored descriptors (fitted on the collection; then L2 norm).
     pca_dim: int = Field(40, ge=1)
-    #: Faiss factory string of the index over all local descriptors.
-    float_factory: str = "HNSW32,Flat"
+    #: Faiss factory string of the index over all local descriptors. An IVF factory
+    #: stores codes only (cbir.local_index; {nlist}: `nlist`, else 4 sqrt(training rows)
+    #: as a power of two; PQ becomes SQ8 below 9,984 training rows); "Flat" or
+    #: "HNSW32,Flat" store float32 rows.
+    float_factory: str = "IVF{nlist},PQ20"
+    #: IVF lists of the local index; None: from the rows it is trained on.
+    nlist: int | None = Field(None, ge=1)
     ef_search: int = Field(64, ge=1)
     nprobe: int = Field(16, ge=1)
     #: Nearest indexed descriptors looked up per query descriptor.

@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
+from cbir.delf.stage import local_ids
 from cbir.grids import SLIDE_SHIFT, CodeGrid, TileRecord
 from cbir.metadata import MetadataStore, SlideRecord
 
@@ -22,8 +23,13 @@ class SegmentedMeta:
         dead: Sequence[frozenset[int]],
         labels: Mapping[int, dict[str, str]] | None = None,
         reference_limit: int | None = None,
+        local_indexes: Sequence[object | None] | None = None,
     ) -> None:
+        """`local_indexes`: each store's segment's local index (decodes descriptors)."""
         self.stores = list(stores)
+        self._local_index = {
+            id(st): ix for st, ix in zip(self.stores, local_indexes or [], strict=False)
+        }
         self._labels = dict(labels or {})
         self._reference_limit = reference_limit
         self._slides: dict[int, SlideRecord] = {}
@@ -120,9 +126,19 @@ class SegmentedMeta:
     def locals_of(
         self, tile_ids: np.ndarray, with_descriptors: bool = True
     ) -> dict[int, tuple[np.ndarray, np.ndarray | None]]:
+        """{tile id: (points (n, 4), descriptors (n, d) or None)}; descriptors from the
+        record, else decoded from the segment's local index."""
         out: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
         for store, pos in self._by_store(tile_ids):
-            out.update(store.locals_of(np.asarray(tile_ids)[pos], with_descriptors))
+            got = store.locals_of(np.asarray(tile_ids)[pos], with_descriptors)
+            index = self._local_index.get(id(store))
+            need = [t for t, (_, d) in got.items() if d is None and with_descriptors]
+            if need and index is not None:
+                counts = np.array([len(got[t][0]) for t in need], np.int64)
+                rows = index.reconstruct(local_ids(np.array(need, np.int64), counts))  # type: ignore[attr-defined]
+                for t, part in zip(need, np.split(rows, np.cumsum(counts)[:-1]), strict=True):
+                    got[t] = (got[t][0], part)
+            out.update(got)
         return {int(t): out[int(t)] for t in np.asarray(tile_ids).tolist() if int(t) in out}
 
     def local_counts(self, tile_ids: np.ndarray) -> np.ndarray:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,7 +15,7 @@ import numpy as np
 from cbir import __version__
 from cbir.checksum import sha256_file
 from cbir.errors import BundleError
-from cbir.float_index import FloatTileIndex
+from cbir.local_index import LocalIndex, load_local_index
 from cbir.manifest import (
     EMPTY_INDEX_FILE,
     EMPTY_LOCAL_INDEX_FILE,
@@ -55,7 +56,7 @@ class CollectionState:
         empty_index: TileIndex | None,
         scale_weights: Path | None = None,
         local: LocalStage | None = None,
-        empty_local: FloatTileIndex | None = None,
+        empty_local: LocalIndex | None = None,
         name: str | None = None,
         manifest: Manifest | None = None,
     ) -> None:
@@ -82,9 +83,7 @@ class CollectionState:
         empty = load_tile_index(bundle.state / EMPTY_INDEX_FILE, man.index_kind, man.recipe.index)
         if bundle.local is not None:
             assert man.recipe.local is not None
-            empty_local = FloatTileIndex.load(
-                bundle.state / EMPTY_LOCAL_INDEX_FILE, man.recipe.local.index_config()
-            )
+            empty_local = load_local_index(bundle.state / EMPTY_LOCAL_INDEX_FILE, man.recipe.local)
         return cls(
             bundle.pipeline, empty, bundle.scale_weights, bundle.local, empty_local, man.state, man
         )
@@ -164,6 +163,10 @@ class SegmentStage:
 
     def staged_rows(self, name: str) -> list[tuple[np.ndarray, np.ndarray]]:
         return self._rows.get(name, [])
+
+    def map_rows(self, name: str, fn: Callable[[np.ndarray], np.ndarray]) -> None:
+        """Replace each staged block x of product `name` by fn(x) (same rows and ids)."""
+        self._rows[name] = [(fn(x), ids) for x, ids in self.staged_rows(name)]
 
     def rows(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """All staged rows of product `name`, concatenated: (n, ...) and (n,) ids."""

@@ -13,6 +13,7 @@ from cbir.binary_index import BinaryTileIndex
 from cbir.delf.stage import LocalStage, local_ids
 from cbir.describe import DescribedScale, DescribedSlide
 from cbir.float_index import FloatTileIndex
+from cbir.local_index import local_index_template
 from cbir.manifest import Manifest
 from cbir.metadata import CodeGrid, SlideRecord
 from cbir.pipeline import TilePipeline
@@ -77,7 +78,7 @@ def store_locals(
     tile_ids: np.ndarray,
 ) -> None:
     """Project a grid's local features, store their level-0 keypoints in LMDB and stage
-    their rows for the segment's local index."""
+    their descriptors for the segment's local index (their only stored copy)."""
     assert scale.locals is not None and seg.meta is not None
     g = scale.geometry
     rr, cc = np.nonzero(scale.keep)
@@ -91,7 +92,7 @@ def store_locals(
         points = np.column_stack(
             [x0 + f.xy[:, 0] * per_px, y0 + f.xy[:, 1] * per_px, f.scales, f.attention]
         ).astype(np.float32)
-        seg.meta.put_locals(txn, tid, points, f.descriptors)  # type: ignore[arg-type]
+        seg.meta.put_locals(txn, tid, points)  # type: ignore[arg-type]
         vectors.append(f.descriptors)
         counts.append(len(f))
     if vectors:
@@ -178,10 +179,8 @@ def write_new_bundle(
         if local is not None:
             assert recipe.local is not None
             lx = np.concatenate([s.rows("locals")[0] for s in writer.segments])
-            state.empty_local = FloatTileIndex.template(
-                recipe.local.pca_dim,
-                recipe.local.index_config(),
-                lx.reshape(-1, recipe.local.pca_dim),
+            state.empty_local = local_index_template(
+                recipe.local, lx.reshape(-1, recipe.local.pca_dim)
             )
         xt = np.concatenate([s.rows("codes")[0] for s in writer.segments])
         state.empty_index = empty_index_for(pipeline, recipe, xt)

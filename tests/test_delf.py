@@ -19,6 +19,7 @@ from cbir.delf.nms import box_nms
 from cbir.delf.pca import LocalPCA
 from cbir.delf.receptive import receptive_boxes
 from cbir.indexer import add_slides, build_index, remove_slides
+from cbir.local_index import LocalCodeIndex
 from cbir.nn.delf import DELF_TRUNKS, SmallDenseTrunk
 from cbir.nn.train_delf import DelfTrainConfig, train_delf
 from cbir.sample import sample_image
@@ -27,10 +28,15 @@ from conftest import CMU, SHARED_DATA, needs_shared_data, tree_digest, write_two
 
 runner = CliRunner()
 
-SMALL_LOCAL = (
-    '[local]\nparams = { trunk = "small-dense", scales = [0.5, 0.7071, 1.0, 1.4142], '
-    "max_features = 300 }\n"
-)
+
+def small_local(max_features: int = 300) -> str:
+    return (
+        '[local]\nparams = { trunk = "small-dense", scales = [0.5, 0.7071, 1.0, 1.4142], '
+        f"max_features = {max_features} }}\n"
+    )
+
+
+SMALL_LOCAL = small_local()
 
 
 def write_recipe(path: Path, body: str) -> Path:
@@ -38,8 +44,9 @@ def write_recipe(path: Path, body: str) -> Path:
     return path
 
 
-def delf_recipe(tmp: Path, mags: str = "[10, 20]") -> Path:
-    """delf-hnsw's shape with the small trunk: 448 px tiles, votes + RANSAC by default."""
+def delf_recipe(tmp: Path, mags: str = "[10, 20]", max_features: int = 300) -> Path:
+    """delf-hnsw's shape with the small trunk: 448 px tiles, votes + RANSAC by default,
+    local features stored compactly (the default IVF of PQ codes; SQ8 when few)."""
     return write_recipe(
         tmp / "delf-small.toml",
         f"""name = "delf-small"
@@ -56,8 +63,7 @@ float_factory = "Flat"
 [search]
 k = 5
 verify = true
-{SMALL_LOCAL}float_factory = "HNSW32,Flat"
-candidates_from = "votes"
+{small_local(max_features)}candidates_from = "votes"
 """,
     )
 
@@ -209,8 +215,8 @@ def test_add_and_remove_keep_the_local_index_consistent(
         assert ix.bundle.local_index.ntotal == rows == ix.bundle.meta.local_feature_count()
         assert ix.bundle.manifest.local.features == rows
         after = [h.model_dump() for h in ix.search(crop, k=3).hits]
-    # one HNSW graph instead of two (approximate either way): the same best hit
-    assert after[0] == before[0]
+    # the merge copies the codes: one IVF holding the same codes, the same hits
+    assert after == before
 
 
 def test_verify_reranks_a_coarse_list_and_reports_transforms(
@@ -293,14 +299,44 @@ def crc9_delf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def cmu_delf(tmp_path_factory: pytest.TempPathFactory, crc9_delf: Path) -> Path:
+    root = tmp_path_factory.mktemp("cmu-delf") / "idx"
+    recipe = delf_recipe(tmp_path_factory.mktemp("r"), max_features=1000)
+    build_index([CMU], root, recipe, weights=crc9_delf)
+    return root
+
+
+@needs_shared_data
+def test_local_features_of_a_real_slide_cost_pq_codes_and_quantised_keypoints(
+    cmu_delf: Path,
+) -> None:
+    """Over 9,984 features: trained as PQ20 codes (21-22 B with the list number, 28 B
+    in the IVF with the id) and 8 B of keypoint in LMDB, against 520 B before."""
+    import lmdb
+
+    with open_index(cmu_delf) as ix:
+        index = ix.bundle.segments[0].local_index
+        features = index.ntotal
+        assert isinstance(index, LocalCodeIndex) and index.index.pq.M == 20
+    seg = next(cmu_delf.glob("seg-*"))
+    env = lmdb.open(str(seg / "meta.lmdb"), readonly=True, lock=False, max_dbs=8)
+    with env.begin() as txn:
+        records = sum(len(v) for _, v in txn.cursor(db=env.open_db(b"locals", txn=txn)))
+    env.close()
+    assert records / features < 9
+    # beyond the trained tables every segment shares: 20 B of code and 8 B of id a row
+    empty = next(cmu_delf.glob("state-*")) / "locals.empty.faiss"
+    rows = (seg / "locals.faiss").stat().st_size - empty.stat().st_size
+    assert rows <= 28 * features + 8 * index.nlist
+
+
 @needs_shared_data
 @pytest.mark.parametrize(("angle", "scale"), [(15.0, 1.0), (10.0, 0.75), (0.0, 1.3)])
 def test_rotated_rescaled_crop_of_a_real_slide_is_found_at_its_place(
-    tmp_path_factory: pytest.TempPathFactory, crc9_delf: Path, angle: float, scale: float
+    cmu_delf: Path, angle: float, scale: float
 ) -> None:
-    root = tmp_path_factory.getbasetemp() / "cmu-delf"
-    if not (root / "manifest.json").exists():
-        build_index([CMU], root, delf_recipe(tmp_path_factory.mktemp("r")), weights=crc9_delf)
+    root = cmu_delf
     cx, cy, half = 1100, 1500, 350  # level-0 = 20x on this slide
     with open_slide(CMU) as slide:
         patch = slide.read_region(cx - half, cy - half, 2 * half, 2 * half, 20.0)

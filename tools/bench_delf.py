@@ -2,7 +2,13 @@
 """DELF measurements: extraction time, descriptors and index bytes per image,
 verification time, and precision@1 with and without verification.
 
-    python tools/bench_delf.py --json [--weights delf.pt] [--device cpu]
+    python tools/bench_delf.py --json [--weights delf.pt] [--device cpu] [--skip-timing]
+
+Every measurement of parts 2 and 3 is made twice, "before" (the local storage of
+earlier bundles: an HNSW32,Flat index of float rows) and "after" (the recipe default:
+an IVF of PQ20 codes), with the same weights and queries; `summary` puts them side by
+side. local_bytes_per_tile: the local index files and LMDB local-feature records of
+every segment, divided by the tiles.
 
 Without --weights a small-dense DELF is trained on half of tiles-crc9 (seed 0; the same
 split `cbir train delf` makes) and the other half are the crc9 queries.
@@ -46,13 +52,17 @@ from cbir.slides.open import decode_image
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 IMAGE_SUFFIXES = {".tif", ".tiff", ".png", ".jpg", ".jpeg"}
+#: The local storage of bundles before compact local features (an HNSW graph of float
+#: rows); now also without the float16 descriptors and float32 keypoints they kept in LMDB.
+BEFORE = {"float_factory": "HNSW32,Flat"}
 
 
 def crc9_paths() -> list[Path]:
     return sorted(p for p in (DATA / "tiles-crc9").rglob("*") if p.suffix in IMAGE_SUFFIXES)
 
 
-def recipe(trunk: str, tile: int, mags: list[float]) -> Recipe:
+def recipe(trunk: str, tile: int, mags: list[float], local: dict | None = None) -> Recipe:
+    """The benchmark's DELF recipe; `local`: LocalConfig fields to override (storage)."""
     return Recipe.model_validate(
         {
             "name": "delf-bench",
@@ -61,7 +71,7 @@ def recipe(trunk: str, tile: int, mags: list[float]) -> Recipe:
             "encoder": {"name": "float"},
             "index": {"float_factory": "Flat"},
             "search": {"verify": False},
-            "local": {"params": {"trunk": trunk}, "candidates_from": "votes"},
+            "local": {"params": {"trunk": trunk}, "candidates_from": "votes", **(local or {})},
         }
     )
 
@@ -92,21 +102,34 @@ def timing(trunks: list[str], device: str) -> dict[str, object]:
 
 
 def local_bytes(root: Path) -> int:
-    gen = max(root.glob("gen-*"))
-    lmdb_locals = 0
-    with open_index(root) as ix:
-        lm = ix.bundle.manifest.local
-        assert lm is not None
-        lmdb_locals = lm.features * (16 + 2 * int(lm.spec["pca_dim"]))
-    return (gen / "locals.faiss").stat().st_size + lmdb_locals
+    """Bytes of a bundle's local features: every segment's local index file plus its
+    LMDB's local-feature records (keys and values), read from the files themselves."""
+    import lmdb
+
+    total = 0
+    for seg in sorted(root.glob("seg-*")):
+        if (seg / "locals.faiss").is_file():
+            total += (seg / "locals.faiss").stat().st_size
+        env = lmdb.open(str(seg / "meta.lmdb"), readonly=True, lock=False, max_dbs=16)
+        try:
+            db = env.open_db(b"locals", create=False)
+            with env.begin() as txn:
+                total += sum(len(k) + len(v) for k, v in txn.cursor(db=db))
+        finally:
+            env.close()
+    return total
 
 
-def crc9(weights: Path, trunk: str, holdout: list[str], tmp: Path) -> dict[str, object]:
+def crc9(
+    weights: Path, trunk: str, holdout: list[str], tmp: Path, local: dict | None
+) -> dict[str, object]:
     paths = crc9_paths()
     label = {str(p.resolve()): p.parent.name for p in paths}
     root = tmp / "crc9"
     t = time.perf_counter()
-    build_index(paths, root, recipe(trunk, 224, [20.0]), weights=weights, base_magnification=20)
+    build_index(
+        paths, root, recipe(trunk, 224, [20.0], local), weights=weights, base_magnification=20
+    )
     build_s = time.perf_counter() - t
     found = {"global": 0, "votes_ransac": 0, "global_top100_ransac": 0}
     verify_ms, votes_ms = [], []
@@ -145,14 +168,20 @@ def crc9(weights: Path, trunk: str, holdout: list[str], tmp: Path) -> dict[str, 
     }
 
 
-def slide_crops(weights: Path, trunk: str, n: int, tmp: Path) -> dict[str, object]:
+def slide_crops(
+    weights: Path, trunk: str, n: int, tmp: Path, local: dict | None
+) -> dict[str, object]:
     slides = [DATA / "wsi" / "cmu-1-small-region.svs", DATA / "wsi" / "tcga-cr-7395-01a-01-ts1.svs"]
     root = tmp / "wsi"
-    build_index(slides, root, recipe(trunk, 224, [10.0, 20.0]), weights=weights)
+    t = time.perf_counter()
+    build_index(slides, root, recipe(trunk, 224, [10.0, 20.0], local), weights=weights)
+    build_s = time.perf_counter() - t
     rng = np.random.default_rng(0)
     ok = {"unverified": 0, "verified": 0}
     errors = []
     with open_index(root) as ix:
+        n_tiles = ix.bundle.index.ntotal
+        n_features = ix.bundle.local_index.ntotal
         recs = [
             (r, g)
             for r in ix.slides.values()
@@ -189,8 +218,14 @@ def slide_crops(weights: Path, trunk: str, n: int, tmp: Path) -> dict[str, objec
                 err = float(np.hypot(c[0] - cx, c[1] - cy))
                 errors.append(err)
                 ok["verified"] += err < 50
+    size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
     return {
         "queries": n,
+        "tiles": n_tiles,
+        "features_per_tile": round(n_features / n_tiles, 1),
+        "build_s": round(build_s, 1),
+        "local_bytes_per_tile": round(local_bytes(root) / n_tiles),
+        "bundle_bytes_per_tile": round(size / n_tiles),
         "precision_at_1": {k: round(v / n, 3) for k, v in ok.items()},
         "median_centre_error_px": round(statistics.median(errors), 1) if errors else None,
     }
@@ -201,13 +236,28 @@ def main() -> None:
     parser.add_argument("--weights", type=Path)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--timing-trunks", default="resnet50,small-dense")
-    parser.add_argument("--crops", type=int, default=40)
+    parser.add_argument("--crops", type=int, default=200)
+    parser.add_argument("--save-weights", type=Path, help="keep the trained weights here")
+    parser.add_argument(
+        "--after", default="{}", help="LocalConfig overrides of the storage measured (JSON)"
+    )
+    parser.add_argument(
+        "--before",
+        default=json.dumps(BEFORE),
+        help="the storage compared against (JSON LocalConfig overrides; 'none': skip)",
+    )
+    parser.add_argument("--skip-timing", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if not (DATA / "tiles-crc9").is_dir():
         print(f"bench_delf: {DATA} not found", file=sys.stderr)
         raise SystemExit(2)
-    report: dict[str, object] = {"extraction": timing(args.timing_trunks.split(","), args.device)}
+    storages = {"after": json.loads(args.after)}
+    if args.before != "none":
+        storages = {"before": json.loads(args.before), **storages}
+    report: dict[str, object] = {}
+    if not args.skip_timing:
+        report["extraction"] = timing(args.timing_trunks.split(","), args.device)
     with tempfile.TemporaryDirectory() as tmp:
         weights = args.weights
         if weights is None:
@@ -218,14 +268,43 @@ def main() -> None:
             tr = train_delf(DATA / "tiles-crc9", weights, cfg, device=args.device)
             report["training"] = tr.model_dump(exclude={"weights", "sha256", "classes"})
             log("delf", f"trained: {report['training']}")
+            if args.save_weights:
+                args.save_weights.write_bytes(weights.read_bytes())
         spec, _ = load_weights(weights, "delf")
         trunk = str(spec["trunk"])
         report["trunk"] = trunk
-        report["crc9"] = crc9(weights, trunk, list(spec["holdout_paths"]), Path(tmp))
-        log("delf", f"crc9: {report['crc9']}")
-        report["slide_crops"] = slide_crops(weights, trunk, args.crops, Path(tmp))
-        log("delf", f"slide crops: {report['slide_crops']}")
+        for name, local in storages.items():
+            work = Path(tmp) / name
+            work.mkdir()
+            out = {"local": local}
+            out["crc9"] = crc9(weights, trunk, list(spec["holdout_paths"]), work, local)
+            log("delf", f"{name} crc9: {out['crc9']}")
+            out["slide_crops"] = slide_crops(weights, trunk, args.crops, work, local)
+            log("delf", f"{name} slide crops: {out['slide_crops']}")
+            report[name] = out
+    report["summary"] = summary(report, list(storages))
     print(json.dumps(report, indent=None if args.json else 2))
+
+
+def summary(report: dict, names: list[str]) -> dict[str, dict[str, object]]:
+    """The headline numbers of each storage side by side."""
+    keys = {
+        "local_bytes_per_tile": ("slide_crops", "local_bytes_per_tile"),
+        "slide_crops_p1_verified": ("slide_crops", "precision_at_1", "verified"),
+        "slide_crops_p1_unverified": ("slide_crops", "precision_at_1", "unverified"),
+        "crc9_p1_votes_ransac": ("crc9", "precision_at_1", "votes_ransac"),
+        "crc9_p1_global_top100_ransac": ("crc9", "precision_at_1", "global_top100_ransac"),
+        "votes_query_ms_p50": ("crc9", "votes_query_ms_p50"),
+    }
+    out: dict[str, dict[str, object]] = {}
+    for key, path in keys.items():
+        out[key] = {}
+        for name in names:
+            value = report[name]
+            for part in path:
+                value = value[part]
+            out[key][name] = value
+    return out
 
 
 if __name__ == "__main__":

@@ -12,9 +12,9 @@ import numpy as np
 from cbir.delf.extract import LOCAL_ID_BITS, LocalFeatures
 from cbir.delf.stage import split_local_ids
 from cbir.delf.verify import Verification, mutual_nearest, verify_matches
-from cbir.float_index import FloatTileIndex
 from cbir.metadata import MetadataStore
 from cbir.recipes import LocalConfig
+from cbir.segment_index import RowIndex
 
 
 @dataclass
@@ -63,7 +63,7 @@ def one_to_one(a: np.ndarray, b: np.ndarray, dist: np.ndarray) -> np.ndarray:
 
 def vote_and_verify(
     query: LocalFeatures,
-    index: FloatTileIndex,
+    index: RowIndex,
     meta: MetadataStore,
     cfg: LocalConfig,
     base_magnification: dict[int, float],

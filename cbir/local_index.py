@@ -1,0 +1,211 @@
+"""The Faiss index over a collection's local descriptors (DELF, seed 003).
+
+By default an IVF index with product-quantised codes (`IVF{nlist},PQ20`: 20 bytes and
+an 8-byte id per 40-d descriptor) whose codes are the only stored copy of the
+descriptors: verification decodes a tile's rows from it (`reconstruct`). Merges copy
+the codes themselves (Faiss standalone codes: list number + code), so compaction never
+re-quantises. Factories without IVF ("Flat", "HNSW32,Flat": bundles before compact
+local features) are `FloatTileIndex`es behind an id map.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from cbir.faiss_threads import threads_for
+from cbir.float_index import FloatTileIndex
+from cbir.recipes import LocalConfig
+
+#: Rows a PQ needs to train its 256 centroids per sub-quantiser well (Faiss: 39 each).
+MIN_PQ_TRAIN = 39 * 256
+#: Codes of a collection too small to train a PQ on (40 bytes a 40-d row).
+SMALL_CODES = "SQ8"
+#: Rows the quantisers are trained on at most (a seeded sample).
+MAX_TRAIN = 500_000
+
+
+def auto_nlist(n: int) -> int:
+    """IVF lists for n training rows: 4 sqrt(n) rounded to a power of two, in [1, 65536],
+    at most n / 39 (Faiss wants 39 training rows a list)."""
+    if n < 39:
+        return 1
+    nlist = 2 ** round(math.log2(4 * math.sqrt(n)))
+    return int(min(max(nlist, 1), 65536, 2 ** math.floor(math.log2(n // 39))))
+
+
+def local_factory(cfg: LocalConfig, n: int) -> str:
+    """The Faiss factory of a local index trained on n rows: the recipe's, with {nlist}
+    filled in, and its PQ replaced by SQ8 when n is too small to train a PQ on."""
+    factory = cfg.float_factory
+    if "{nlist}" not in factory:
+        return factory
+    nlist = cfg.nlist or auto_nlist(n)
+    if n < MIN_PQ_TRAIN:
+        head, _, codes = factory.partition(",")
+        if codes.startswith("PQ"):
+            factory = f"{head},{SMALL_CODES}"
+        nlist = min(nlist, auto_nlist(n))
+    return factory.format(nlist=nlist)
+
+
+class LocalCodeIndex:
+    """`IndexIVF` (PQ/SQ codes) with the local ids (tile id << 10 | row) as its ids."""
+
+    kind = "float"
+
+    def __init__(self, index: faiss.IndexIVF, cfg: LocalConfig) -> None:
+        self.index = index
+        self.cfg = cfg
+        self.index.nprobe = cfg.nprobe
+        self._mapped = False  # id -> (list, offset) hash table, built for reconstruct
+
+    @property
+    def dim(self) -> int:
+        return int(self.index.d)
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def nlist(self) -> int:
+        return int(self.index.nlist)
+
+    @property
+    def nprobe(self) -> int:
+        return int(self.index.nprobe)
+
+    @property
+    def code_size(self) -> int:
+        """Bytes of a standalone code: list number + the row's code."""
+        return int(self.index.sa_code_size())
+
+    def set_nprobe(self, nprobe: int) -> None:
+        self.index.nprobe = nprobe
+
+    @classmethod
+    def template(cls, cfg: LocalConfig, factory: str, xt: np.ndarray) -> LocalCodeIndex:
+        """An empty index of `factory` trained on (n, dim) float32 `xt`."""
+        index = faiss.index_factory(xt.shape[1], factory, faiss.METRIC_L2)
+        if not isinstance(index, faiss.IndexIVF):
+            raise ValueError(f"local index factory {factory!r} is not an IVF index")
+        if hasattr(index, "do_polysemous_training"):  # not searched by Hamming: 8x faster
+            index.do_polysemous_training = False
+        index.train(np.ascontiguousarray(xt, dtype=np.float32))
+        return cls(index, cfg)
+
+    def emptied(self) -> LocalCodeIndex:
+        """A copy without rows (same training)."""
+        index = faiss.clone_index(self.index)
+        index.set_direct_map_type(faiss.DirectMap.NoMap)
+        index.reset()
+        return LocalCodeIndex(index, self.cfg)
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        """(n, dim) float32 -> (n, code_size) uint8 standalone codes."""
+        return self.index.sa_encode(np.ascontiguousarray(x, dtype=np.float32))
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """(n, code_size) uint8 -> (n, dim) float32 (the quantised vectors)."""
+        return self.index.sa_decode(np.ascontiguousarray(codes, dtype=np.uint8))
+
+    def rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every row as its standalone code (n, code_size) uint8, with its id (n,) int64,
+        list by list: `add` takes them back without re-quantising."""
+        from faiss.contrib.inspect_tools import get_invlist
+
+        invlists = self.index.invlists
+        head = int(self.index.coarse_code_size())
+        codes, ids = [], []
+        for lno in range(self.nlist):
+            if not invlists.list_size(lno):
+                continue
+            lids, lcodes = get_invlist(invlists, lno)
+            prefix = np.frombuffer(int(lno).to_bytes(head, "little"), np.uint8)
+            codes.append(np.hstack([np.broadcast_to(prefix, (len(lids), head)), lcodes]))
+            ids.append(lids.astype(np.int64))
+        if not ids:
+            return np.zeros((0, self.code_size), np.uint8), np.zeros(0, np.int64)
+        return np.concatenate(codes), np.concatenate(ids)
+
+    def add(self, x: np.ndarray, ids: np.ndarray) -> None:
+        """Add (n, dim) float32 rows (quantised here) or (n, code_size) uint8 codes."""
+        if not len(x):
+            return
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if x.dtype == np.uint8:
+            self.index.add_sa_codes(np.ascontiguousarray(x), ids)
+        else:
+            self.index.add_with_ids(np.ascontiguousarray(x, dtype=np.float32), ids)
+
+    def reconstruct(self, ids: np.ndarray) -> np.ndarray:
+        """(n,) local ids -> (n, dim) float32 decoded rows (KeyError-free: ids must be
+        stored). The id map is built on first use and kept in memory only."""
+        if not self._mapped:
+            self.index.set_direct_map_type(faiss.DirectMap.Hashtable)
+            self._mapped = True
+        if not len(ids):
+            return np.zeros((0, self.dim), np.float32)
+        return self.index.reconstruct_batch(np.ascontiguousarray(ids, dtype=np.int64))
+
+    def search(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(nq, dim) float32 -> D (nq, k) approximate squared L2, I (nq, k) int64."""
+        k = max(1, min(k, self.ntotal)) if self.ntotal else 1
+        xq = np.ascontiguousarray(xq, dtype=np.float32)
+        with threads_for(len(xq)):
+            return self.index.search(xq, k)
+
+    def search_tie_ordered(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top k of one query (1, dim), equal distances ordered by id. D (m,), I (m,)."""
+        D, I = self.search(xq, k)
+        valid = I[0] >= 0
+        D, I = D[0][valid], I[0][valid]
+        order = np.lexsort((I, D))
+        return D[order], I[order]
+
+    def save(self, path: Path) -> None:
+        """Written without the in-memory id map."""
+        if self._mapped:
+            index = faiss.clone_index(self.index)
+            index.set_direct_map_type(faiss.DirectMap.NoMap)
+            faiss.write_index(index, str(path))
+        else:
+            faiss.write_index(self.index, str(path))
+
+
+LocalIndex = LocalCodeIndex | FloatTileIndex
+
+
+def outgrown(index: LocalIndex | None, cfg: LocalConfig, rows: int) -> bool:
+    """Whether `index` got SQ8 codes for want of training rows (the recipe asks for
+    PQ) and a collection of `rows` local features now has enough to train its PQ."""
+    if not isinstance(index, LocalCodeIndex) or "{nlist}" not in cfg.float_factory:
+        return False
+    wants_pq = cfg.float_factory.partition(",")[2].startswith("PQ")
+    has_sq = isinstance(index.index, faiss.IndexIVFScalarQuantizer)
+    return wants_pq and has_sq and rows >= MIN_PQ_TRAIN
+
+
+def local_index_template(cfg: LocalConfig, xt: np.ndarray, seed: int = 0) -> LocalIndex:
+    """The empty local index every segment starts from, trained on (n, pca_dim) `xt` (a
+    seeded sample of at most MAX_TRAIN rows)."""
+    if len(xt) > MAX_TRAIN:
+        xt = xt[np.sort(np.random.default_rng(seed).choice(len(xt), MAX_TRAIN, replace=False))]
+    factory = local_factory(cfg, len(xt))
+    if factory.startswith("IVF"):
+        return LocalCodeIndex.template(cfg, factory, xt)
+    return FloatTileIndex.template(cfg.pca_dim, cfg.index_config(), xt)
+
+
+def load_local_index(path: Path, cfg: LocalConfig) -> LocalIndex:
+    """A stored local index: an IVF of codes, or an id-mapped float index."""
+    index = faiss.read_index(str(path))
+    if isinstance(index, faiss.IndexIDMap2):
+        return FloatTileIndex(index, cfg.index_config())
+    if not isinstance(index, faiss.IndexIVF):
+        raise ValueError(f"{path}: unexpected local index type {type(index).__name__}")
+    return LocalCodeIndex(index, cfg)

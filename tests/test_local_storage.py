@@ -1,0 +1,169 @@
+"""Compact local features (issue 13 part 4): an IVF index of PQ codes as the only copy
+of the descriptors, quantised keypoints in LMDB, merges that copy codes, and bundles
+written before (float16 descriptors in LMDB) read as they were."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import faiss
+import numpy as np
+import pytest
+
+import cbir
+from cbir.local_index import (
+    MIN_PQ_TRAIN,
+    LocalCodeIndex,
+    auto_nlist,
+    load_local_index,
+    local_factory,
+    local_index_template,
+)
+from cbir.local_points import decode_points, encode_points
+from cbir.recipes import LocalConfig
+from cbir.sample import sample_image
+from cbir.search.verified import verify_hits
+
+FIXTURE = Path(__file__).parent / "data" / "bundle-delf-v3"
+
+
+def unit_rows(n: int, seed: int, d: int = 40) -> np.ndarray:
+    """(n, d) unit vectors around 64 cluster centres (descriptor-like structure)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((64, d))
+    x = centres[rng.integers(64, size=n)] + 0.5 * rng.standard_normal((n, d))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_factory_fills_nlist_and_falls_back_to_sq8_when_small() -> None:
+    cfg = LocalConfig()
+    assert auto_nlist(1_000_000) == 4096 and auto_nlist(10) == 1
+    assert local_factory(cfg, 200_000) == "IVF2048,PQ20"
+    assert local_factory(cfg, MIN_PQ_TRAIN - 1) == f"IVF{auto_nlist(MIN_PQ_TRAIN - 1)},SQ8"
+    assert local_factory(cfg.model_copy(update={"nlist": 64}), 50_000) == "IVF64,PQ20"
+    assert local_factory(cfg.model_copy(update={"float_factory": "HNSW32,Flat"}), 5) == (
+        "HNSW32,Flat"
+    )
+
+
+def test_pq_codes_are_the_only_copy_and_merges_copy_them(tmp_path: Path) -> None:
+    x = unit_rows(12_000, seed=0)
+    ids = (np.arange(len(x), dtype=np.int64) // 700 << 10) | (np.arange(len(x)) % 700)
+    empty = local_index_template(LocalConfig(nlist=64), x)
+    assert isinstance(empty, LocalCodeIndex) and empty.code_size == 21  # list byte + PQ20
+    index = empty.emptied()
+    index.add(x, ids)
+    index.save(tmp_path / "a.faiss")
+    fixed = len(faiss.serialize_index(empty.index))  # centroids and PQ tables
+    # code + id a row, a list size a list
+    assert (tmp_path / "a.faiss").stat().st_size - fixed == len(x) * 28 + 64 * 8
+
+    # a merge copies codes: the same rows, bit for bit, and the same search results
+    codes, got_ids = load_local_index(tmp_path / "a.faiss", LocalConfig()).rows()
+    merged = empty.emptied()
+    merged.add(codes[::2], got_ids[::2])
+    merged.add(codes[1::2], got_ids[1::2])
+    q = unit_rows(50, seed=1)
+    D0, I0 = index.search(q, 10)
+    D1, I1 = merged.search(q, 10)
+    assert np.array_equal(I0, I1) and np.array_equal(D0, D1)
+
+    # descriptors are decoded from the codes, by id, close to the originals
+    pick = ids[[5, 7_000, 11_999]]
+    rec = merged.reconstruct(pick)
+    assert np.array_equal(rec, empty.decode(empty.encode(x[[5, 7_000, 11_999]])))
+    assert np.linalg.norm(rec - x[[5, 7_000, 11_999]], axis=1).max() < 0.35
+    merged.save(tmp_path / "b.faiss")  # the id map used to decode is not written
+    assert (tmp_path / "b.faiss").stat().st_size == (tmp_path / "a.faiss").stat().st_size
+
+
+def test_keypoints_are_quantised_within_half_a_step() -> None:
+    rng = np.random.default_rng(0)
+    pts = np.column_stack(
+        [
+            50_000 + rng.uniform(-40, 940, 1000),
+            80_000 + rng.uniform(-40, 940, 1000),
+            rng.choice([0.25, 0.3536, 0.5, 0.7071, 1.0, 1.4142, 2.0], 1000),
+            rng.uniform(0, 12, 1000),
+        ]
+    ).astype(np.float32)
+    raw = encode_points(pts)
+    assert len(raw) == 8 + 24 + 8 * 1000
+    got, desc = decode_points(raw, with_descriptors=True)
+    assert desc is None and got.dtype == np.float32 and got.shape == (1000, 4)
+    assert np.abs(got[:, :2] - pts[:, :2]).max() < 0.02  # level-0 px (float32 at 8e4: 0.008)
+    assert np.abs(got[:, 2] / pts[:, 2] - 1).max() < 1e-3
+    assert np.abs(got[:, 3] - pts[:, 3]).max() < 0.01
+    empty, _ = decode_points(encode_points(np.zeros((0, 4), np.float32)), True)
+    assert empty.shape == (0, 4)
+
+
+def test_bundle_with_float16_descriptors_in_lmdb_reads_as_before(tmp_path: Path) -> None:
+    """A bundle of the cbir before compact local features (HNSW-era layout: float32
+    keypoints and float16 descriptors in LMDB, a float index) gives the hits it gave."""
+    root = tmp_path / "old"
+    shutil.copytree(FIXTURE, root)
+    expected = json.loads((FIXTURE.parent / "bundle-delf-v3-expected.json").read_text())
+    y0, y1, x0, x1 = expected["query"]
+    img = sample_image()
+    half = cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    q = np.ascontiguousarray(half[y0:y1, x0:x1])
+    got = {}
+    with cbir.open_index(root, device="cpu") as ix:
+        for name, verify in (("votes", True), ("global", False)):
+            r = ix.search(q, k=3, verify=verify)
+            got[name] = [
+                [h.slide, h.magnification, h.x, h.y, h.w, h.h, h.inliers, h.affine] for h in r.hits
+            ]
+        coarse = ix.search(q, k=4, verify=False).hits
+        hits = verify_hits(ix.collection, ix.bundle.local.query(q), coarse, 4)
+        got["verified_coarse"] = [[h.x, h.y, h.inliers, h.matches, h.affine] for h in hits]
+    assert got == expected["hits"]
+
+
+@pytest.mark.parametrize("factory", ["IVF{nlist},PQ20", "HNSW32,Flat"])
+def test_local_index_kinds_load_back(tmp_path: Path, factory: str) -> None:
+    cfg = LocalConfig(float_factory=factory)
+    x = unit_rows(MIN_PQ_TRAIN, seed=2)
+    index = local_index_template(cfg, x).emptied()
+    index.add(x, np.arange(len(x), dtype=np.int64))
+    index.save(tmp_path / "i.faiss")
+    back = load_local_index(tmp_path / "i.faiss", cfg)
+    assert type(back) is type(index) and back.ntotal == len(x)
+    assert np.allclose(back.reconstruct(np.array([3, 7])), index.reconstruct(np.array([3, 7])))
+
+
+def test_small_bundle_gets_pq_codes_once_it_has_enough_features(
+    tmp_path: Path,
+    generated_slide: Path,
+    second_slide: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SQ8 codes for a first slide too small to train a PQ on; the add that brings the
+    collection past the threshold retrains the local index on every live feature and
+    codes them all as PQ, and search still finds a crop at its place."""
+    import cbir.local_index as li
+    from test_delf import delf_recipe
+
+    from cbir.indexer import add_slides, build_index
+    from cbir.slides import open_slide
+
+    recipe = delf_recipe(tmp_path, "[20]", max_features=100)
+    root = tmp_path / "idx"
+    build_index([generated_slide], root, recipe, device="cpu")
+    with cbir.open_index(root, device="cpu") as ix:
+        first = ix.bundle.local_index.ntotal
+        assert isinstance(ix.bundle.segments[0].local_index.index, faiss.IndexIVFScalarQuantizer)
+    monkeypatch.setattr(li, "MIN_PQ_TRAIN", first + 1)  # the next slide makes it enough
+    add_slides(root, [second_slide])
+    with open_slide(second_slide) as slide:
+        crop = slide.read_region(448, 448, 448, 448, 20.0)
+    with cbir.open_index(root, device="cpu") as ix:
+        indexes = [s.local_index for s in ix.bundle.segments]  # the old one merged, the new
+        assert len(indexes) == 2 and all(isinstance(i.index, faiss.IndexIVFPQ) for i in indexes)
+        assert ix.bundle.local_index.ntotal == ix.bundle.meta.local_feature_count() > first
+        top = ix.search(crop, k=1).hits[0]
+    assert top.slide == "second.tif" and abs(top.x - 448) < 40 and abs(top.y - 448) < 40
