@@ -18,12 +18,15 @@ What it measures
     the first recipe and its whole-build tiles/s reported next to the network's: how far
     the build is from being bounded by the network alone.
 
-    CUDA runs (the card's name is reported) use the same float32 networks; `--device`
-    picks one device instead of both.
+    CUDA runs report the card's name. `--precision fp32,auto` measures each network in
+    float32 and with cbir's default (float16 autocast on CUDA: `cbir.nn.device.inference`;
+    on CPU auto is float32); `--device` picks one device instead of both. Tiles go to
+    the GPU as uint8 and are normalised there.
 
 Run (from the repository root, with the venv active)
     python tools/bench_encode.py --json
     python tools/bench_encode.py --recipes effnet-flat --tiles 512 --json
+    python tools/bench_encode.py --device cuda --precision fp32,auto --tiles 4096 --json
     python tools/bench_encode.py --recipes effnet-flat \\
         --build ~/.cache/cbir-bench/bench-40x-40000x30000-jpeg-s0-v1.svs --json
 One JSON object goes to stdout with --json (a short summary otherwise); logs to stderr.
@@ -63,12 +66,18 @@ def timed(pipeline: object, tiles: np.ndarray) -> tuple[float, np.ndarray]:
     return time.perf_counter() - t0, x
 
 
-def network_rates(name: str, tiles: np.ndarray, device: str) -> dict[str, object]:
+def network_rates(
+    name: str, tiles: np.ndarray, device: str, precision: str = "auto"
+) -> dict[str, object]:
+    import os
+
     import torch
 
+    from cbir.nn.device import PRECISION_ENV, autocast_dtype
     from cbir.pipeline import TilePipeline
     from cbir.recipes import load_recipe
 
+    os.environ[PRECISION_ENV] = precision
     pipeline = TilePipeline(load_recipe(name), device=device)
     seconds, x = timed(pipeline, tiles)
     for module in modules_of(pipeline.descriptor):
@@ -76,6 +85,8 @@ def network_rates(name: str, tiles: np.ndarray, device: str) -> dict[str, object
     seconds_c, x_c = timed(pipeline, tiles)
     row = {
         "recipe": name,
+        "precision": precision,
+        "autocast": str(autocast_dtype(torch.device(device))).removeprefix("torch."),
         "dim": int(x.shape[1]),
         "tiles": len(tiles),
         "tiles_per_s": round(len(tiles) / seconds, 1),
@@ -118,6 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--build", type=Path, default=None, help="also build a bundle of SLIDE")
     p.add_argument("--build-magnification", type=float, default=20.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--precision",
+        default="auto",
+        help="comma-separated CBIR_PRECISION values to measure (auto, fp32, fp16, bf16); "
+        "auto is float16 autocast on CUDA, float32 on CPU",
+    )
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     import torch
@@ -134,11 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for device in devices:
         card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-        for r in args.recipes.split(","):
-            if r:
-                rows.append(
-                    {"device": str(device), "card": card, **network_rates(r, tiles, str(device))}
-                )
+        for r in filter(None, args.recipes.split(",")):
+            for precision in filter(None, args.precision.split(",")):
+                rate = network_rates(r, tiles, str(device), precision)
+                rows.append({"device": str(device), "card": card, **rate})
     device = devices[-1]
     out: dict[str, object] = {
         "torch_threads": torch.get_num_threads(),

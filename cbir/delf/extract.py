@@ -137,11 +137,11 @@ class DelfExtractor:
         descriptor of each (what `DelfNet.global_descriptor` gives: attention-pooled
         unit features at scale 1) from the same forward pass: (b, c) float32, or None
         when scale 1 is not one this extractor runs at these images' size."""
-        import torch
         from torch.nn import functional as F
 
         from cbir.delf.pooling import pooled_global
         from cbir.nn.cnn import to_tensor
+        from cbir.nn.device import inference
 
         b, h, w = images.shape[:3]
         globals_: list[np.ndarray] = []
@@ -154,7 +154,7 @@ class DelfExtractor:
         usable = [s for s in self.scales if max(h, w) * s <= self.max_side] or [
             self.max_side / max(h, w)
         ]
-        with torch.inference_mode():
+        with inference(self.device):
             for s in usable:
                 hh, ww = max(16, round(h * s)), max(16, round(w * s))
                 for i in range(0, b, self.batch_size):
@@ -168,7 +168,7 @@ class DelfExtractor:
                             antialias=hh < h,
                         )
                     f, a = self.net(xb)
-                    f = F.normalize(f, dim=1)
+                    f, a = F.normalize(f.float(), dim=1), a.float()
                     if pooled and s == 1.0 and (hh, ww) == (h, w):
                         globals_.append(pooled_global(f, a).float().cpu().numpy())
                     rows, cols = f.shape[2:]

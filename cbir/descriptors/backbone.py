@@ -125,7 +125,7 @@ class BackboneDescriptor:
         return [F.normalize(pool(m, self.pooling), dim=1) for m in maps]
 
     def _features(self, b: np.ndarray) -> torch.Tensor:
-        x = to_tensor(b, self.normalization).to(self.device)
+        x = to_tensor(b, self.normalization, self.device)
         views = dihedral(x) if self.tta == "d4" else [x]
         blocks = [
             F.normalize(torch.stack(parts).mean(0), dim=1)
@@ -135,7 +135,7 @@ class BackboneDescriptor:
 
     def describe(self, tiles: np.ndarray) -> np.ndarray:
         """(n, t, t, 3) uint8 -> (n, dim) float32."""
-        return run_batched(tiles, self.batch_size, self.spec.dim, self._features)
+        return run_batched(tiles, self.batch_size, self.spec.dim, self._features, self.device)
 
 
 @register_descriptor("backbone")

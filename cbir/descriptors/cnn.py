@@ -66,7 +66,8 @@ class CnnDescriptor:
             tiles,
             self.batch_size,
             self.spec.dim,
-            lambda b: self.trunk(to_tensor(b, self.normalization).to(self.device)),
+            lambda b: self.trunk(to_tensor(b, self.normalization, self.device)),
+            self.device,
         )
 
 

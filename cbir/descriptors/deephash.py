@@ -52,6 +52,7 @@ class DeepHashDescriptor:
             self.batch_size,
             self.spec.dim,
             lambda b: self.hasher.hash(self.input.features(b)),
+            self.input.device,
         )
 
 

@@ -55,7 +55,8 @@ class DelfGlobalDescriptor:
             tiles,
             self.batch_size,
             self.spec.dim,
-            lambda b: self.net.global_descriptor(to_tensor(b, norm).to(self.device)),
+            lambda b: self.net.global_descriptor(to_tensor(b, norm, self.device)),
+            self.device,
         )
 
 

@@ -117,9 +117,7 @@ class HeadInput:
             return torch.cat(
                 [
                     self.net(
-                        to_tensor(tiles[i : i + self.batch_size], self.normalization).to(
-                            self.device
-                        )
+                        to_tensor(tiles[i : i + self.batch_size], self.normalization, self.device)
                     ).float()
                     for i in range(0, len(tiles), self.batch_size)
                 ]

@@ -48,7 +48,11 @@ class MetricDescriptor:
     def describe(self, tiles: np.ndarray) -> np.ndarray:
         """(n, t, t, 3) uint8 -> (n, dim) float32 unit vectors."""
         return run_batched(
-            tiles, self.batch_size, self.spec.dim, lambda b: self.head(self.input.features(b))
+            tiles,
+            self.batch_size,
+            self.spec.dim,
+            lambda b: self.head(self.input.features(b)),
+            self.input.device,
         )
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cbir.nn.device import inference
 from cbir.nn.weights import WeightsError
 
 
@@ -23,12 +24,17 @@ def load_parts(weights: str, state: dict[str, torch.Tensor], parts: dict[str, nn
 
 
 def run_batched(
-    tiles: np.ndarray, batch_size: int, dim: int, fn: Callable[[np.ndarray], torch.Tensor]
+    tiles: np.ndarray,
+    batch_size: int,
+    dim: int,
+    fn: Callable[[np.ndarray], torch.Tensor],
+    device: torch.device | None = None,
 ) -> np.ndarray:
-    """Apply fn to (b, t, t, 3) uint8 batches of tiles under inference mode ->
-    (n, dim) float32 (an empty batch gives (0, dim))."""
+    """Apply fn to (b, t, t, 3) uint8 batches of tiles under inference mode (mixed
+    precision on CUDA: `cbir.nn.device.inference`) -> (n, dim) float32 (an empty batch
+    gives (0, dim))."""
     out = []
-    with torch.inference_mode():
+    with inference(device if device is not None else torch.device("cpu")):
         for i in range(0, len(tiles), batch_size):
             out.append(fn(tiles[i : i + batch_size]).float().cpu().numpy())
     if not out:

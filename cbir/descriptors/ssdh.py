@@ -63,8 +63,9 @@ class SSDHDescriptor:
             self.batch_size,
             self.spec.dim,
             lambda b: self.head(
-                self.backbone.feature_map(to_tensor(b, self.normalization).to(self.device))
+                self.backbone.feature_map(to_tensor(b, self.normalization, self.device))
             )[0],
+            self.device,
         )
 
 

@@ -67,6 +67,7 @@ class VaeDescriptor:
             self.batch_size,
             self.spec.dim,
             lambda b: self.model.encode(to_unit(b).to(self.device))[0],
+            self.device,
         )
 
 

@@ -28,15 +28,22 @@ NORMALIZATIONS = {
 }
 
 
-def to_tensor(tiles: np.ndarray, normalization: str = "tiles") -> torch.Tensor:
-    """(n, h, w, 3) uint8 -> (n, 3, h, w) float32, normalised as NORMALIZATIONS says:
-    H&E tile statistics ("tiles"), ImageNet's ("imagenet", torchvision weights) or
-    (x * 255 - 127) / 128 ("lite", EfficientNet-Lite)."""
+def to_tensor(
+    tiles: np.ndarray, normalization: str = "tiles", device: torch.device | None = None
+) -> torch.Tensor:
+    """(n, h, w, 3) uint8 -> (n, 3, h, w) float32 on `device` (default CPU), normalised
+    as NORMALIZATIONS says: H&E tile statistics ("tiles"), ImageNet's ("imagenet",
+    torchvision weights) or (x * 255 - 127) / 128 ("lite", EfficientNet-Lite). The
+    uint8 tiles go to the device first (a quarter of the bytes of float32) and keep
+    their NHWC layout: the result is channels-last."""
     arr = np.ascontiguousarray(tiles) if tiles.flags.writeable else np.array(tiles, order="C")
     x = torch.from_numpy(arr)
+    if device is not None and device.type != "cpu":
+        x = x.pin_memory().to(device, non_blocking=True)
     x = x.permute(0, 3, 1, 2).float() / 255.0
     m, sd = NORMALIZATIONS[normalization]
-    return (x - torch.tensor(m).view(1, 3, 1, 1)) / torch.tensor(sd).view(1, 3, 1, 1)
+    mean = torch.tensor(m, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / torch.tensor(sd, device=x.device).view(1, 3, 1, 1)
 
 
 class AlexNetTrunk(nn.Module):

@@ -1,6 +1,11 @@
-"""Device choice: CUDA when available, else CPU; `--device` overrides."""
+"""Device choice (CUDA when available, else CPU; `--device` overrides) and the
+inference context networks describe tiles under (mixed precision on CUDA)."""
 
 from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -24,4 +29,39 @@ def for_inference(module: torch.nn.Module, device: torch.device) -> torch.nn.Mod
     """A network ready to describe tiles: on `device`, in eval mode, its weights in
     channels-last layout (what oneDNN and cuDNN convolve fastest; tiles arrive NHWC).
     Returns the module."""
+    if device.type == "cuda":  # fixed tile sizes: let cuDNN pick the fastest kernels
+        torch.backends.cudnn.benchmark = True
     return module.to(device).eval().to(memory_format=torch.channels_last)
+
+
+#: Environment variable choosing the precision networks run inference at: "auto"
+#: (float16 autocast on CUDA, float32 on CPU), "fp32", "fp16" or "bf16" (autocast on
+#: any device).
+PRECISION_ENV = "CBIR_PRECISION"
+_AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The dtype `inference` autocasts to on `device` (None: float32 throughout)."""
+    choice = os.environ.get(PRECISION_ENV, "auto").lower()
+    if choice == "auto":
+        return torch.float16 if device.type == "cuda" else None
+    if choice == "fp32":
+        return None
+    if choice not in _AUTOCAST:
+        raise CbirError(f"{PRECISION_ENV}={choice!r}: expected auto, fp32, fp16 or bf16")
+    return _AUTOCAST[choice]
+
+
+@contextmanager
+def inference(device: torch.device) -> Iterator[None]:
+    """`torch.inference_mode`, with autocast to `autocast_dtype(device)` (mixed
+    precision: convolutions and matmuls in float16 on CUDA's tensor cores, reductions
+    and norms in float32). Callers take outputs back to float32."""
+    dtype = autocast_dtype(device)
+    with torch.inference_mode():
+        if dtype is None:
+            yield
+        else:
+            with torch.autocast(device.type, dtype=dtype):
+                yield
