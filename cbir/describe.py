@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from cbir.progress import NoProgress, Progress
 from cbir.recipes import Recipe
 from cbir.slides import Slide, SlideInfo, open_slide
 from cbir.slides.open import file_checksum
+from cbir.tile_batcher import GPU_READERS, TileBatcher, gathers_for_gpu
 from cbir.tiling import (
     CellRun,
     GridGeometry,
@@ -175,6 +177,11 @@ def describe_plan(
 
         shared = getattr(pipeline.descriptor, "pooled_from", None)
         one_pass = local is not None and shared is not None and bool(shared(local))
+        # a GPU network: readers hand their tiles to one batcher (large GPU batches)
+        batcher = TileBatcher(pipeline.describe) if gathers_for_gpu(pipeline) else None
+        describe = batcher.describe if batcher is not None else pipeline.describe
+        if batcher is not None:
+            workers = max(workers, GPU_READERS)
 
         def work(sb: SuperBlock) -> list[tuple[CellRun, np.ndarray, list[LocalFeatures]]]:
             """Read one super-block and describe its kept cells (runs in a worker thread)."""
@@ -188,11 +195,11 @@ def describe_plan(
                 if sub_keep.any():
                     with timer("resize"):
                         tiles = cut_run_tiles(block, ds, sb, grids[run.scale], run)[sub_keep]
-                    x, feats = _describe_tiles(pipeline, local, tiles, timer, one_pass)
+                    x, feats = _describe_tiles(describe, local, tiles, timer, one_pass)
                     done.append((run, x, feats))
             return done
 
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        with ThreadPoolExecutor(max_workers=workers) as pool, batcher or nullcontext():
             for done in pool.map(work, superblocks(grids, keeps, superblock_side(grids))):
                 for run, x, feats in done:
                     rows = slice(run.r0, run.r0 + run.nrows)
@@ -216,14 +223,15 @@ def describe_plan(
 
 
 def _describe_tiles(
-    pipeline: TilePipeline,
+    describe: Callable[[np.ndarray], np.ndarray],
     local: LocalStage | None,
     tiles: np.ndarray,
     timer: StageTimer,
     one_pass: bool,
 ) -> tuple[np.ndarray, list[LocalFeatures]]:
-    """Descriptors (n, d) and local features of tiles; with `one_pass` (a delf descriptor
-    on the local stage's own network) one forward pass gives both."""
+    """Descriptors (n, d) (by `describe`: the pipeline's, or a GPU batcher's) and local
+    features of tiles; with `one_pass` (a delf descriptor on the local stage's own
+    network) one forward pass gives both."""
     if one_pass:
         assert local is not None
         with timer("local"):
@@ -231,9 +239,9 @@ def _describe_tiles(
         if pooled is not None:
             return pooled, feats
         with timer("describe"):
-            return pipeline.describe(tiles), feats
+            return describe(tiles), feats
     with timer("describe"):
-        x = pipeline.describe(tiles)
+        x = describe(tiles)
     feats: list[LocalFeatures] = []
     if local is not None:
         with timer("local"):

@@ -1,0 +1,83 @@
+"""Gathering tiles from reader threads into large batches for one network (a GPU):
+each reader gets exactly its rows back, batches are larger than any reader's, errors
+reach every waiting reader, and a build gathering its tiles equals one that does not.
+(No GPU here: gathering is forced on for the CPU network.)"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import cbir
+import cbir.describe
+from cbir.tile_batcher import TileBatcher
+
+
+def rowsum(tiles: np.ndarray) -> np.ndarray:
+    return tiles.reshape(len(tiles), -1).sum(1, keepdims=True).astype(np.float32)
+
+
+def test_readers_get_their_own_rows_from_shared_batches() -> None:
+    rng = np.random.default_rng(0)
+    blocks = [
+        rng.integers(0, 255, (int(rng.integers(1, 40)), 4, 4, 3), np.uint8) for _ in range(64)
+    ]
+    sizes: list[int] = []
+
+    def fn(tiles: np.ndarray) -> np.ndarray:
+        sizes.append(len(tiles))
+        return rowsum(tiles)
+
+    out: dict[int, np.ndarray] = {}
+    with TileBatcher(fn, batch=128, wait_s=0.05) as batcher:
+
+        def reader(i: int) -> None:
+            out[i] = batcher.describe(blocks[i])
+
+        threads = [threading.Thread(target=reader, args=(i,)) for i in range(len(blocks))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    for i, b in enumerate(blocks):
+        np.testing.assert_array_equal(out[i], rowsum(b))
+    assert sum(sizes) == sum(len(b) for b in blocks)
+    assert len(sizes) < len(blocks) and max(sizes) > 40  # batches gather several readers
+    assert max(sizes) <= 128
+
+
+def test_an_error_reaches_every_waiting_reader() -> None:
+    def fn(tiles: np.ndarray) -> np.ndarray:
+        raise ValueError("network failed")
+
+    with TileBatcher(fn) as batcher, pytest.raises(ValueError, match="network failed"):
+        batcher.describe(np.zeros((2, 4, 4, 3), np.uint8))
+    with pytest.raises(RuntimeError, match="closed"):
+        batcher.describe(np.zeros((2, 4, 4, 3), np.uint8))
+
+
+def test_build_gathering_tiles_equals_the_plain_build(
+    tmp_path: Path, generated_slide: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cbir.build_index([generated_slide], tmp_path / "plain", "cnn-flat", device="cpu")
+    used: list[TileBatcher] = []
+
+    class Spy(TileBatcher):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            used.append(self)
+
+    monkeypatch.setattr(cbir.describe, "gathers_for_gpu", lambda pipeline: True)
+    monkeypatch.setattr(cbir.describe, "TileBatcher", Spy)
+    cbir.build_index([generated_slide], tmp_path / "gathered", "cnn-flat", device="cpu")
+    assert used and all(b.batches > 0 for b in used)
+    rows = []
+    for name in ("plain", "gathered"):
+        with cbir.open_index(tmp_path / name, device="cpu") as ix:
+            x, ids = ix.bundle.segments[0].index.rows()
+            rows.append((x[np.argsort(ids)], np.sort(ids)))
+    np.testing.assert_array_equal(rows[0][1], rows[1][1])
+    np.testing.assert_allclose(rows[0][0], rows[1][0], atol=1e-5)
