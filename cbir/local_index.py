@@ -11,6 +11,7 @@ local features) are `FloatTileIndex`es behind an id map.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import faiss
@@ -24,8 +25,10 @@ from cbir.recipes import LocalConfig
 MIN_PQ_TRAIN = 39 * 256
 #: Codes of a collection too small to train a PQ on (40 bytes a 40-d row).
 SMALL_CODES = "SQ8"
-#: Rows the quantisers are trained on at most (a seeded sample).
-MAX_TRAIN = 500_000
+#: Rows the quantisers are trained on (a seeded sample): at most this many, or 40 a
+#: list when the collection's lists need more. Training is the fixed cost of a first
+#: build with local features (k-means over the sample).
+MAX_TRAIN = 100_000
 
 
 def auto_nlist(n: int) -> int:
@@ -191,14 +194,17 @@ def outgrown(index: LocalIndex | None, cfg: LocalConfig, rows: int) -> bool:
 
 
 def local_index_template(cfg: LocalConfig, xt: np.ndarray, seed: int = 0) -> LocalIndex:
-    """The empty local index every segment starts from, trained on (n, pca_dim) `xt` (a
-    seeded sample of at most MAX_TRAIN rows)."""
-    if len(xt) > MAX_TRAIN:
-        xt = xt[np.sort(np.random.default_rng(seed).choice(len(xt), MAX_TRAIN, replace=False))]
+    """The empty local index every segment starts from, for a collection of the
+    (n, pca_dim) rows `xt`: its lists from n, trained on a seeded sample of them (at most
+    max(MAX_TRAIN, 40 * lists) rows)."""
     factory = local_factory(cfg, len(xt))
-    if factory.startswith("IVF"):
-        return LocalCodeIndex.template(cfg, factory, xt)
-    return FloatTileIndex.template(cfg.pca_dim, cfg.index_config(), xt)
+    if not factory.startswith("IVF"):
+        return FloatTileIndex.template(cfg.pca_dim, cfg.index_config(), xt)
+    lists = re.match(r"IVF(\d+)", factory)
+    keep = max(MAX_TRAIN, 40 * int(lists.group(1)) if lists else 0)
+    if len(xt) > keep:
+        xt = xt[np.sort(np.random.default_rng(seed).choice(len(xt), keep, replace=False))]
+    return LocalCodeIndex.template(cfg, factory, xt)
 
 
 def load_local_index(path: Path, cfg: LocalConfig) -> LocalIndex:
