@@ -11,7 +11,32 @@ from cbir.faiss_threads import threads_for
 from cbir.recipes import IndexConfig
 
 
-class FloatTileIndex:
+class FloatSearch:
+    """Searching a Faiss float index `self.index` (squared L2) holding `self.ntotal` rows."""
+
+    index: faiss.Index
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    def search(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(nq, dim) float32 -> D (nq, k) float32 squared L2, I (nq, k) int64 (-1 = none)."""
+        k = max(1, min(k, self.ntotal)) if self.ntotal else 1
+        xq = np.ascontiguousarray(xq, dtype=np.float32)
+        with threads_for(len(xq)):
+            return self.index.search(xq, k)
+
+    def search_tie_ordered(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top k of one query (1, dim), equal distances ordered by id. D (m,), I (m,)."""
+        D, I = self.search(xq, k)
+        valid = I[0] >= 0
+        D, I = D[0][valid], I[0][valid]
+        order = np.lexsort((I, D))
+        return D[order], I[order]
+
+
+class FloatTileIndex(FloatSearch):
     """`IndexIDMap2(index_factory(dim, <float_factory>))`: "Flat" (exact), "HNSW32,Flat",
     "IVF1024,Flat", ... Removal rebuilds indexes that cannot remove (HNSW)."""
 
@@ -25,10 +50,6 @@ class FloatTileIndex:
     @property
     def dim(self) -> int:
         return int(self.index.d)
-
-    @property
-    def ntotal(self) -> int:
-        return int(self.index.ntotal)
 
     @property
     def nlist(self) -> int | None:
@@ -109,21 +130,6 @@ class FloatTileIndex:
             )
             self.index = rebuilt.index
             return int((~keep).sum())
-
-    def search(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(nq, dim) float32 -> D (nq, k) float32 squared L2, I (nq, k) int64 (-1 = none)."""
-        k = max(1, min(k, self.ntotal)) if self.ntotal else 1
-        xq = np.ascontiguousarray(xq, dtype=np.float32)
-        with threads_for(len(xq)):
-            return self.index.search(xq, k)
-
-    def search_tie_ordered(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top k of one query (1, dim), equal distances ordered by id. D (m,), I (m,)."""
-        D, I = self.search(xq, k)
-        valid = I[0] >= 0
-        D, I = D[0][valid], I[0][valid]
-        order = np.lexsort((I, D))
-        return D[order], I[order]
 
     def save(self, path: Path) -> None:
         faiss.write_index(self.index, str(path))

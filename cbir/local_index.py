@@ -17,8 +17,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from cbir.faiss_threads import threads_for
-from cbir.float_index import FloatTileIndex
+from cbir.float_index import FloatSearch, FloatTileIndex
 from cbir.recipes import LocalConfig
 
 #: Rows a PQ needs to train its 256 centroids per sub-quantiser well (Faiss: 39 each).
@@ -55,8 +54,9 @@ def local_factory(cfg: LocalConfig, n: int) -> str:
     return factory.format(nlist=nlist)
 
 
-class LocalCodeIndex:
-    """`IndexIVF` (PQ/SQ codes) with the local ids (tile id << 10 | row) as its ids."""
+class LocalCodeIndex(FloatSearch):
+    """`IndexIVF` (PQ/SQ codes) with the local ids (tile id << 10 | row) as its ids;
+    searched by approximate (asymmetric) squared L2."""
 
     kind = "float"
 
@@ -69,10 +69,6 @@ class LocalCodeIndex:
     @property
     def dim(self) -> int:
         return int(self.index.d)
-
-    @property
-    def ntotal(self) -> int:
-        return int(self.index.ntotal)
 
     @property
     def nlist(self) -> int:
@@ -154,21 +150,6 @@ class LocalCodeIndex:
         if not len(ids):
             return np.zeros((0, self.dim), np.float32)
         return self.index.reconstruct_batch(np.ascontiguousarray(ids, dtype=np.int64))
-
-    def search(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(nq, dim) float32 -> D (nq, k) approximate squared L2, I (nq, k) int64."""
-        k = max(1, min(k, self.ntotal)) if self.ntotal else 1
-        xq = np.ascontiguousarray(xq, dtype=np.float32)
-        with threads_for(len(xq)):
-            return self.index.search(xq, k)
-
-    def search_tie_ordered(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top k of one query (1, dim), equal distances ordered by id. D (m,), I (m,)."""
-        D, I = self.search(xq, k)
-        valid = I[0] >= 0
-        D, I = D[0][valid], I[0][valid]
-        order = np.lexsort((I, D))
-        return D[order], I[order]
 
     def save(self, path: Path) -> None:
         """Written without the in-memory id map."""
