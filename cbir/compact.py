@@ -1,7 +1,7 @@
 """Merging segments: their live slides copied into one new segment (tombstones dropped,
 tile ids kept), by `cbir compact`, by `add` when a bundle has too many segments, and
 when a collection grows past the IVF threshold (then with a newly trained quantizer) or
-its local features become enough to train the recipe's PQ (SQ8 codes until then)."""
+its local features become enough to train the recipe's PQ (exact codes until then)."""
 
 from __future__ import annotations
 
@@ -75,21 +75,24 @@ def needs_ivf(writer: BundleWriter, extra: int = 0) -> bool:
 
 
 def needs_local_retrain(writer: BundleWriter) -> bool:
-    """Whether a local index coded SQ8 for want of rows can now train the recipe's PQ
-    on the live and newly staged local features."""
+    """Whether a local index given exact codes for want of rows can now train the
+    recipe's PQ on the live (this transaction's tombstones left out) and newly staged
+    local features."""
     state, cfg = writer.state, writer.previous.recipe.local if writer.previous else None
     if state is None or cfg is None:
         return False
-    live = sum(
-        s.entry.rows("locals") - s.entry.dead_rows.get("locals", 0) for s in writer.live_segments()
-    )
+    live = 0
+    for s in writer.live_segments():
+        live += s.entry.rows("locals") - s.entry.dead_rows.get("locals", 0)
+        for sid in writer.dead.get(s.entry.name, set()) - s.dead:  # removed just now
+            live -= int(s.store.local_counts(s.store.tile_ids_of(sid)).sum())
     staged = sum(len(ids) for s in writer.segments for _, ids in s.staged_rows("locals"))
     return outgrown(state.empty_local, cfg, live + staged)
 
 
 def retrain_index(writer: BundleWriter, tiles: bool = True, local: bool = False) -> None:
     """A new collection state whose empty indexes are trained anew on every live row:
-    the tile index (flat -> IVF) and/or the local index (SQ8 -> PQ codes, its staged
+    the tile index (flat -> IVF) and/or the local index (exact -> PQ codes, its staged
     codes decoded to be coded again); every live segment is merged into one so that
     all share it."""
     state = writer.state
@@ -107,8 +110,9 @@ def retrain_index(writer: BundleWriter, tiles: bool = True, local: bool = False)
         for s in staged:
             s.map_rows("locals", lambda x: old.decode(x) if x.dtype == np.uint8 else x)
         assert writer.previous.recipe.local is not None
-        lx = np.concatenate([s.rows("locals")[0] for s in staged if s.staged_rows("locals")])
-        empty_local = local_index_template(writer.previous.recipe.local, lx)
+        blocks = [s.rows("locals")[0] for s in staged if s.staged_rows("locals")]
+        if blocks:  # no local feature left: keep the exact codes
+            empty_local = local_index_template(writer.previous.recipe.local, np.concatenate(blocks))
     writer.state = CollectionState(
         state.pipeline, empty_index, state.scale_weights, state.local, empty_local
     )

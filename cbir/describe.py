@@ -25,7 +25,7 @@ from cbir.progress import NoProgress, Progress
 from cbir.recipes import Recipe
 from cbir.slides import Slide, SlideInfo, open_slide
 from cbir.slides.open import file_checksum
-from cbir.tile_batcher import GPU_READERS, TileBatcher, gathers_for_gpu
+from cbir.tile_batcher import GPU_READERS, gathering, gathers_for_gpu
 from cbir.tiling import (
     CellRun,
     GridGeometry,
@@ -145,7 +145,7 @@ def describe_plan(
     pipeline: TilePipeline,
     progress: Progress | None = None,
     timer: StageTimer | None = None,
-    workers: int = DEFAULT_WORKERS,
+    workers: int | None = None,
     references: bool = False,
     local: LocalStage | None = None,
 ) -> DescribedSlide:
@@ -154,7 +154,8 @@ def describe_plan(
     tile's local features too).
 
     Each level-0 super-block is read once and cut into the tiles of every magnification;
-    super-blocks run on `workers` threads (decoding and resizing release the GIL).
+    super-blocks run on `workers` threads (decoding and resizing release the GIL; None:
+    DEFAULT_WORKERS, or GPU_READERS when a GPU network's tiles are gathered).
     Stage timings are summed over threads (thread-seconds).
     """
     progress = progress or NoProgress()
@@ -177,11 +178,12 @@ def describe_plan(
 
         shared = getattr(pipeline.descriptor, "pooled_from", None)
         one_pass = local is not None and shared is not None and bool(shared(local))
-        # a GPU network: readers hand their tiles to one batcher (large GPU batches)
-        batcher = TileBatcher(pipeline.describe) if gathers_for_gpu(pipeline) else None
+        # a GPU network without local features: readers hand their tiles to one batcher
+        # (large GPU batches); local extraction stays on the readers, as many as on a CPU
+        batcher = gathering(pipeline) if local is None and gathers_for_gpu(pipeline) else None
         describe = batcher.describe if batcher is not None else pipeline.describe
-        if batcher is not None:
-            workers = max(workers, GPU_READERS)
+        if workers is None:
+            workers = GPU_READERS if batcher is not None else DEFAULT_WORKERS
 
         def work(sb: SuperBlock) -> list[tuple[CellRun, np.ndarray, list[LocalFeatures]]]:
             """Read one super-block and describe its kept cells (runs in a worker thread)."""

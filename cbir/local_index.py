@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from pathlib import Path
 
 import faiss
@@ -22,40 +23,46 @@ from cbir.recipes import LocalConfig
 
 #: Rows a PQ needs to train its 256 centroids per sub-quantiser well (Faiss: 39 each).
 MIN_PQ_TRAIN = 39 * 256
-#: Codes of a collection too small to train a PQ on (40 bytes a 40-d row).
-SMALL_CODES = "SQ8"
+#: Codes of a collection too small to train a PQ on: the rows themselves (exact).
+SMALL_CODES = "Flat"
 #: Rows the quantisers are trained on (a seeded sample): at most this many, or 40 a
 #: list when the collection's lists need more. Training is the fixed cost of a first
 #: build with local features (k-means over the sample).
 MAX_TRAIN = 100_000
 
 
+def max_nlist(n: int) -> int:
+    """The most IVF lists n training rows support: a power of two, at most n / 39 (Faiss
+    wants 39 training rows a list), at least 1."""
+    return 1 if n < 78 else int(2 ** math.floor(math.log2(n // 39)))
+
+
 def auto_nlist(n: int) -> int:
     """IVF lists for n training rows: 4 sqrt(n) rounded to a power of two, in [1, 65536],
-    at most n / 39 (Faiss wants 39 training rows a list)."""
+    at most `max_nlist(n)`."""
     if n < 39:
         return 1
     nlist = 2 ** round(math.log2(4 * math.sqrt(n)))
-    return int(min(max(nlist, 1), 65536, 2 ** math.floor(math.log2(n // 39))))
+    return int(min(max(nlist, 1), 65536, max_nlist(n)))
 
 
 def local_factory(cfg: LocalConfig, n: int) -> str:
-    """The Faiss factory of a local index trained on n rows: the recipe's, with {nlist}
-    filled in, and its PQ replaced by SQ8 when n is too small to train a PQ on."""
+    """The Faiss factory of a local index trained on n rows: the recipe's, its IVF lists
+    ({nlist}: `cfg.nlist` or `auto_nlist(n)`) at most `max_nlist(n)`, and its PQ codes
+    replaced by exact (Flat) codes when n is too small to train a PQ on."""
     factory = cfg.float_factory
-    if "{nlist}" not in factory:
+    ivf = re.match(r"IVF(\{nlist\}|\d+)", factory)
+    if ivf is None:
         return factory
-    nlist = cfg.nlist or auto_nlist(n)
-    if n < MIN_PQ_TRAIN:
-        head, _, codes = factory.partition(",")
-        if codes.startswith("PQ"):
-            factory = f"{head},{SMALL_CODES}"
-        nlist = min(nlist, auto_nlist(n))
-    return factory.format(nlist=nlist)
+    nlist = (cfg.nlist or auto_nlist(n)) if ivf.group(1) == "{nlist}" else int(ivf.group(1))
+    head, _, codes = factory[ivf.end() :].partition(",")
+    if n < MIN_PQ_TRAIN and codes.startswith("PQ"):
+        codes = SMALL_CODES
+    return f"IVF{min(nlist, max_nlist(n))}{head},{codes}"
 
 
 class LocalCodeIndex(FloatSearch):
-    """`IndexIVF` (PQ/SQ codes) with the local ids (tile id << 10 | row) as its ids;
+    """`IndexIVF` (PQ or Flat codes) with the local ids (tile id << 10 | row) as its ids;
     searched by approximate (asymmetric) squared L2."""
 
     kind = "float"
@@ -64,7 +71,13 @@ class LocalCodeIndex(FloatSearch):
         self.index = index
         self.cfg = cfg
         self.index.nprobe = cfg.nprobe
+        if isinstance(index, faiss.IndexIVFPQ):
+            # no table of nlist x M x 256 floats per segment (84 MB at 4,096 lists); the
+            # search computes the same distances without it
+            index.use_precomputed_table = -1
+            index.precompute_table()  # with -1: frees any table read or trained
         self._mapped = False  # id -> (list, offset) hash table, built for reconstruct
+        self._map_lock = threading.Lock()
 
     @property
     def dim(self) -> int:
@@ -145,8 +158,10 @@ class LocalCodeIndex(FloatSearch):
         """(n,) local ids -> (n, dim) float32 decoded rows (KeyError-free: ids must be
         stored). The id map is built on first use and kept in memory only."""
         if not self._mapped:
-            self.index.set_direct_map_type(faiss.DirectMap.Hashtable)
-            self._mapped = True
+            with self._map_lock:  # built once, whichever thread asks first
+                if not self._mapped:
+                    self.index.set_direct_map_type(faiss.DirectMap.Hashtable)
+                    self._mapped = True
         if not len(ids):
             return np.zeros((0, self.dim), np.float32)
         return self.index.reconstruct_batch(np.ascontiguousarray(ids, dtype=np.int64))
@@ -165,13 +180,11 @@ LocalIndex = LocalCodeIndex | FloatTileIndex
 
 
 def outgrown(index: LocalIndex | None, cfg: LocalConfig, rows: int) -> bool:
-    """Whether `index` got SQ8 codes for want of training rows (the recipe asks for
-    PQ) and a collection of `rows` local features now has enough to train its PQ."""
-    if not isinstance(index, LocalCodeIndex) or "{nlist}" not in cfg.float_factory:
+    """Whether `index` got exact (Flat) codes for want of training rows, and a
+    collection of `rows` local features now has enough to train the recipe's PQ."""
+    if not isinstance(index, LocalCodeIndex) or isinstance(index.index, faiss.IndexIVFPQ):
         return False
-    wants_pq = cfg.float_factory.partition(",")[2].startswith("PQ")
-    has_sq = isinstance(index.index, faiss.IndexIVFScalarQuantizer)
-    return wants_pq and has_sq and rows >= MIN_PQ_TRAIN
+    return rows >= MIN_PQ_TRAIN and ",PQ" in local_factory(cfg, rows)
 
 
 def local_index_template(cfg: LocalConfig, xt: np.ndarray, seed: int = 0) -> LocalIndex:
@@ -190,7 +203,7 @@ def local_index_template(cfg: LocalConfig, xt: np.ndarray, seed: int = 0) -> Loc
 
 def load_local_index(path: Path, cfg: LocalConfig) -> LocalIndex:
     """A stored local index: an IVF of codes, or an id-mapped float index."""
-    index = faiss.read_index(str(path))
+    index = faiss.read_index(str(path), faiss.IO_FLAG_SKIP_PRECOMPUTE_TABLE)
     if isinstance(index, faiss.IndexIDMap2):
         return FloatTileIndex(index, cfg.index_config())
     if not isinstance(index, faiss.IndexIVF):

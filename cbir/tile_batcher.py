@@ -104,3 +104,13 @@ def gathers_for_gpu(pipeline: object) -> bool:
     gathered into GPU batches)."""
     device = getattr(getattr(pipeline, "descriptor", None), "device", None)
     return getattr(device, "type", None) == "cuda"
+
+
+def gathering(pipeline: object, batch: int = GPU_BATCH) -> TileBatcher:
+    """A batcher over `pipeline.describe` whose network takes the gathered tiles in one
+    forward pass: the descriptor's own batch size is raised to `batch` (it would split
+    them again)."""
+    descriptor = getattr(pipeline, "descriptor", None)
+    if isinstance(getattr(descriptor, "batch_size", None), int):
+        descriptor.batch_size = max(descriptor.batch_size, batch)  # type: ignore[union-attr]
+    return TileBatcher(pipeline.describe, batch)  # type: ignore[attr-defined]

@@ -38,12 +38,16 @@ def unit_rows(n: int, seed: int, d: int = 40) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def test_factory_fills_nlist_and_falls_back_to_sq8_when_small() -> None:
+def test_factory_fills_nlist_and_keeps_exact_codes_when_small() -> None:
     cfg = LocalConfig()
     assert auto_nlist(1_000_000) == 4096 and auto_nlist(10) == 1
     assert local_factory(cfg, 200_000) == "IVF2048,PQ20"
-    assert local_factory(cfg, MIN_PQ_TRAIN - 1) == f"IVF{auto_nlist(MIN_PQ_TRAIN - 1)},SQ8"
+    assert local_factory(cfg, MIN_PQ_TRAIN - 1) == f"IVF{auto_nlist(MIN_PQ_TRAIN - 1)},Flat"
     assert local_factory(cfg.model_copy(update={"nlist": 64}), 50_000) == "IVF64,PQ20"
+    # a fixed factory too: no more lists than the rows train, exact codes below a PQ's
+    fixed = cfg.model_copy(update={"float_factory": "IVF1024,PQ20"})
+    assert local_factory(fixed, 200) == "IVF4,Flat" and local_factory(fixed, 1) == "IVF1,Flat"
+    assert local_factory(fixed, 10**6) == "IVF1024,PQ20"
     assert local_factory(cfg.model_copy(update={"float_factory": "HNSW32,Flat"}), 5) == (
         "HNSW32,Flat"
     )
@@ -78,6 +82,11 @@ def test_pq_codes_are_the_only_copy_and_merges_copy_them(tmp_path: Path) -> None
     assert np.linalg.norm(rec - x[[5, 7_000, 11_999]], axis=1).max() < 0.35
     merged.save(tmp_path / "b.faiss")  # the id map used to decode is not written
     assert (tmp_path / "b.faiss").stat().st_size == (tmp_path / "a.faiss").stat().st_size
+    # no precomputed nlist x 20 x 256 table is kept in memory, loaded or trained
+    back = load_local_index(tmp_path / "b.faiss", LocalConfig(nlist=64))
+    for ix in (back, empty, merged):
+        assert ix.index.use_precomputed_table == -1 and ix.index.precomputed_table.size() == 0
+    assert np.array_equal(back.search(q, 10)[1], I0)
 
 
 def test_keypoints_are_quantised_within_half_a_step() -> None:
@@ -142,12 +151,12 @@ def test_small_bundle_gets_pq_codes_once_it_has_enough_features(
     second_slide: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """SQ8 codes for a first slide too small to train a PQ on; the add that brings the
+    """Exact codes for a first slide too small to train a PQ on; the add that brings the
     collection past the threshold retrains the local index on every live feature and
     codes them all as PQ, and search still finds a crop at its place."""
-    import cbir.local_index as li
     from test_delf import delf_recipe
 
+    import cbir.local_index as li
     from cbir.indexer import add_slides, build_index
     from cbir.slides import open_slide
 
@@ -156,7 +165,7 @@ def test_small_bundle_gets_pq_codes_once_it_has_enough_features(
     build_index([generated_slide], root, recipe, device="cpu")
     with cbir.open_index(root, device="cpu") as ix:
         first = ix.bundle.local_index.ntotal
-        assert isinstance(ix.bundle.segments[0].local_index.index, faiss.IndexIVFScalarQuantizer)
+        assert isinstance(ix.bundle.segments[0].local_index.index, faiss.IndexIVFFlat)
     monkeypatch.setattr(li, "MIN_PQ_TRAIN", first + 1)  # the next slide makes it enough
     add_slides(root, [second_slide])
     with open_slide(second_slide) as slide:
@@ -167,3 +176,32 @@ def test_small_bundle_gets_pq_codes_once_it_has_enough_features(
         assert ix.bundle.local_index.ntotal == ix.bundle.meta.local_feature_count() > first
         top = ix.search(crop, k=1).hits[0]
     assert top.slide == "second.tif" and abs(top.x - 448) < 40 and abs(top.y - 448) < 40
+
+
+def test_replacing_a_slide_does_not_count_its_old_features(
+    tmp_path: Path,
+    generated_slide: Path,
+    second_slide: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`add --replace` tombstones the old copy in the same transaction: a collection
+    whose live features stay below the PQ threshold is not retrained (nor merged)."""
+    from test_delf import delf_recipe
+
+    import cbir.compact as compact
+    import cbir.local_index as li
+    from cbir.indexer import add_slides, build_index
+
+    root = tmp_path / "idx"
+    build_index([generated_slide], root, delf_recipe(tmp_path, "[20]", 100), device="cpu")
+    add_slides(root, [second_slide])
+    with cbir.open_index(root, device="cpu") as ix:
+        live = ix.bundle.local_index.ntotal
+    monkeypatch.setattr(li, "MIN_PQ_TRAIN", live + 1)  # old + new copy would pass it
+    calls: list[object] = []
+    monkeypatch.setattr(compact, "retrain_index", lambda *a, **k: calls.append(a))
+    add_slides(root, [generated_slide], replace=True)
+    assert not calls
+    with cbir.open_index(root, device="cpu") as ix:
+        assert ix.bundle.local_index.ntotal == live
+        assert all(isinstance(s.local_index.index, faiss.IndexIVFFlat) for s in ix.bundle.segments)

@@ -13,7 +13,7 @@ import pytest
 
 import cbir
 import cbir.describe
-from cbir.tile_batcher import TileBatcher
+from cbir.tile_batcher import GPU_BATCH, TileBatcher, gathering
 
 
 def rowsum(tiles: np.ndarray) -> np.ndarray:
@@ -63,17 +63,19 @@ def test_build_gathering_tiles_equals_the_plain_build(
     tmp_path: Path, generated_slide: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cbir.build_index([generated_slide], tmp_path / "plain", "cnn-flat", device="cpu")
-    used: list[TileBatcher] = []
+    used: list[tuple[TileBatcher, object]] = []
 
-    class Spy(TileBatcher):
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-            used.append(self)
+    def spy(pipeline: object) -> TileBatcher:
+        batcher = gathering(pipeline)
+        used.append((batcher, pipeline.descriptor))  # type: ignore[attr-defined]
+        return batcher
 
     monkeypatch.setattr(cbir.describe, "gathers_for_gpu", lambda pipeline: True)
-    monkeypatch.setattr(cbir.describe, "TileBatcher", Spy)
+    monkeypatch.setattr(cbir.describe, "gathering", spy)
     cbir.build_index([generated_slide], tmp_path / "gathered", "cnn-flat", device="cpu")
-    assert used and all(b.batches > 0 for b in used)
+    assert used and all(b.batches > 0 for b, _ in used)
+    # the network takes a gathered batch whole (its own batch size raised to GPU_BATCH)
+    assert all(d.batch_size == GPU_BATCH for _, d in used)  # type: ignore[attr-defined]
     rows = []
     for name in ("plain", "gathered"):
         with cbir.open_index(tmp_path / name, device="cpu") as ix:

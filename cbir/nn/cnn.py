@@ -38,8 +38,10 @@ def to_tensor(
     their NHWC layout: the result is channels-last."""
     arr = np.ascontiguousarray(tiles) if tiles.flags.writeable else np.array(tiles, order="C")
     x = torch.from_numpy(arr)
-    if device is not None and device.type != "cpu":
+    if device is not None and device.type == "cuda":
         x = x.pin_memory().to(device, non_blocking=True)
+    elif device is not None:
+        x = x.to(device)
     x = x.permute(0, 3, 1, 2).float() / 255.0
     m, sd = NORMALIZATIONS[normalization]
     mean = torch.tensor(m, device=x.device).view(1, 3, 1, 1)

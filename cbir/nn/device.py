@@ -29,8 +29,6 @@ def for_inference(module: torch.nn.Module, device: torch.device) -> torch.nn.Mod
     """A network ready to describe tiles: on `device`, in eval mode, its weights in
     channels-last layout (what oneDNN and cuDNN convolve fastest; tiles arrive NHWC).
     Returns the module."""
-    if device.type == "cuda":  # fixed tile sizes: let cuDNN pick the fastest kernels
-        torch.backends.cudnn.benchmark = True
     return module.to(device).eval().to(memory_format=torch.channels_last)
 
 

@@ -12,6 +12,7 @@ import numpy as np
 from cbir.delf.extract import LOCAL_ID_BITS, LocalFeatures
 from cbir.delf.stage import split_local_ids
 from cbir.delf.verify import Verification, mutual_nearest, verify_matches
+from cbir.errors import BundleError
 from cbir.metadata import MetadataStore
 from cbir.recipes import LocalConfig
 from cbir.segment_index import RowIndex
@@ -123,6 +124,8 @@ def verify_tiles(
     stored = meta.locals_of(tile_ids)
     if not stored or len(query) == 0:
         return Verification(inliers=0, matches=0, affine=None), None
+    if any(d is None for _, d in stored.values()):
+        raise BundleError("local descriptors are missing for some tiles (no local index?)")
     pts = np.concatenate([p for p, _ in stored.values()])
     desc = np.concatenate([d for _, d in stored.values() if d is not None])
     qi, di = mutual_nearest(query.descriptors, desc, cfg.max_distance)
