@@ -207,11 +207,13 @@ class LocalFeatures(Artifact):
         return state.local is not None
 
     def store(self, seg: SegmentStage, state: CollectionState, rows: SlideRows) -> None:
+        from cbir.local_index import LocalCodeIndex
         from cbir.store import store_locals
 
         assert state.local is not None
+        codec = state.empty_local if isinstance(state.empty_local, LocalCodeIndex) else None
         for sc, grid in zip(rows.described.scales, rows.grids, strict=True):
-            store_locals(rows.txn, seg, state.local, sc, grid.ids[sc.keep])
+            store_locals(rows.txn, seg, state.local, sc, grid.ids[sc.keep], codec)
 
     def copy(
         self,

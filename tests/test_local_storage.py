@@ -26,6 +26,7 @@ from cbir.local_points import decode_points, encode_points
 from cbir.recipes import LocalConfig
 from cbir.sample import sample_image
 from cbir.search.verified import verify_hits
+from cbir.segment_stage import SegmentStage
 
 FIXTURE = Path(__file__).parent / "data" / "bundle-delf-v3"
 
@@ -167,7 +168,19 @@ def test_small_bundle_gets_pq_codes_once_it_has_enough_features(
         first = ix.bundle.local_index.ntotal
         assert isinstance(ix.bundle.segments[0].local_index.index, faiss.IndexIVFFlat)
     monkeypatch.setattr(li, "MIN_PQ_TRAIN", first + 1)  # the next slide makes it enough
+    staged: list[np.dtype] = []
+    stage_rows = SegmentStage.stage_rows
+
+    def spy(self: SegmentStage, name: str, x: np.ndarray, ids: np.ndarray) -> None:
+        if name == "locals":
+            staged.append(x.dtype)
+        stage_rows(self, name, x, ids)
+
+    monkeypatch.setattr(SegmentStage, "stage_rows", spy)
     add_slides(root, [second_slide])
+    # the new slide's rows wait as codes of the stored index (not float32 rows), and are
+    # decoded for the retraining along with the merged segment's
+    assert staged and set(staged) == {np.dtype(np.uint8)}
     with open_slide(second_slide) as slide:
         crop = slide.read_region(448, 448, 448, 448, 20.0)
     with cbir.open_index(root, device="cpu") as ix:
