@@ -227,7 +227,7 @@ def test_verify_reranks_a_coarse_list_and_reports_transforms(
         'name = "stats-local"\n[tiling]\nmagnifications = [20]\n[descriptor]\nname = "stats"\n'
         '[encoder]\nname = "lsh"\nparams = { bits = 32, seed = 0, standardize = true }\n'
         + SMALL_LOCAL
-        + 'float_factory = "Flat"\ncandidates = 40\n',
+        + "candidates = 40\n",  # the default local storage: decoded from the local index
     )
     out = tmp_path / "idx"
     code = runner.invoke(
