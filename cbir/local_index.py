@@ -61,6 +61,51 @@ def local_factory(cfg: LocalConfig, n: int) -> str:
     return f"IVF{min(nlist, max_nlist(n))}{head},{codes}"
 
 
+class RowMap:
+    """Where each row of an IVF index lives, by id: the sorted ids with their list and
+    offset (16 bytes a row, against about 40 for Faiss's hash-table direct map) and a
+    numpy view of each list's codes (no copy). Valid while the index is unchanged:
+    bundle segments are written once."""
+
+    def __init__(self, index: faiss.IndexIVF) -> None:
+        self.index = index  # keeps the viewed memory alive
+        invlists, size = index.invlists, int(index.code_size)
+        self.views: list[np.ndarray | None] = []
+        ids, lists, offsets = [], [], []
+        for lno in range(int(index.nlist)):
+            n = int(invlists.list_size(lno))
+            if not n:
+                self.views.append(None)
+                continue
+            codes = faiss.rev_swig_ptr(invlists.get_codes(lno), n * size)
+            self.views.append(np.asarray(codes).reshape(n, size))
+            ids.append(faiss.rev_swig_ptr(invlists.get_ids(lno), n).copy())
+            lists.append(np.full(n, lno, np.int32))
+            offsets.append(np.arange(n, dtype=np.int32))
+        all_ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+        order = np.argsort(all_ids, kind="stable")
+        self.ids = all_ids[order]
+        self.lists = np.concatenate(lists)[order] if ids else np.zeros(0, np.int32)
+        self.offsets = np.concatenate(offsets)[order] if ids else np.zeros(0, np.int32)
+
+    def codes(self, ids: np.ndarray) -> np.ndarray:
+        """(m,) stored ids -> (m, sa_code_size) uint8 standalone codes (list + code)."""
+        pos = np.searchsorted(self.ids, ids)
+        found = pos < len(self.ids)
+        found[found] = self.ids[pos[found]] == ids[found]
+        if not found.all():
+            raise KeyError(f"local ids not in the index: {ids[~found][:5].tolist()}")
+        lists, offsets = self.lists[pos], self.offsets[pos]
+        out = np.empty((len(ids), int(self.index.code_size)), np.uint8)
+        order = np.argsort(lists, kind="stable")
+        cuts = np.flatnonzero(np.diff(lists[order])) + 1
+        for rows in np.split(order, cuts) if len(order) else []:
+            out[rows] = self.views[int(lists[rows[0]])][offsets[rows]]  # type: ignore[index]
+        head = int(self.index.coarse_code_size())
+        prefix = lists.astype("<u8").view(np.uint8).reshape(len(ids), 8)[:, :head]
+        return np.hstack([prefix, out])
+
+
 class LocalCodeIndex(FloatSearch):
     """`IndexIVF` (PQ or Flat codes) with the local ids (tile id << 10 | row) as its ids;
     searched by approximate (asymmetric) squared L2."""
@@ -76,7 +121,7 @@ class LocalCodeIndex(FloatSearch):
             # search computes the same distances without it
             index.use_precomputed_table = -1
             index.precompute_table()  # with -1: frees any table read or trained
-        self._mapped = False  # id -> (list, offset) hash table, built for reconstruct
+        self._map: RowMap | None = None  # id -> (list, offset), built for reconstruct
         self._map_lock = threading.Lock()
 
     @property
@@ -148,6 +193,7 @@ class LocalCodeIndex(FloatSearch):
         """Add (n, dim) float32 rows (quantised here) or (n, code_size) uint8 codes."""
         if not len(x):
             return
+        self._map = None  # the lists move
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if x.dtype == np.uint8:
             self.index.add_sa_codes(np.ascontiguousarray(x), ids)
@@ -155,25 +201,18 @@ class LocalCodeIndex(FloatSearch):
             self.index.add_with_ids(np.ascontiguousarray(x, dtype=np.float32), ids)
 
     def reconstruct(self, ids: np.ndarray) -> np.ndarray:
-        """(n,) local ids -> (n, dim) float32 decoded rows (KeyError-free: ids must be
-        stored). The id map is built on first use and kept in memory only."""
-        if not self._mapped:
-            with self._map_lock:  # built once, whichever thread asks first
-                if not self._mapped:
-                    self.index.set_direct_map_type(faiss.DirectMap.Hashtable)
-                    self._mapped = True
+        """(n,) stored local ids -> (n, dim) float32 decoded rows (KeyError for ids not
+        stored). The row map is built on first use, in memory only (16 B a row)."""
         if not len(ids):
             return np.zeros((0, self.dim), np.float32)
-        return self.index.reconstruct_batch(np.ascontiguousarray(ids, dtype=np.int64))
+        if self._map is None:
+            with self._map_lock:  # built once, whichever thread asks first
+                if self._map is None:
+                    self._map = RowMap(self.index)
+        return self.decode(self._map.codes(np.asarray(ids, np.int64)))
 
     def save(self, path: Path) -> None:
-        """Written without the in-memory id map."""
-        if self._mapped:
-            index = faiss.clone_index(self.index)
-            index.set_direct_map_type(faiss.DirectMap.NoMap)
-            faiss.write_index(index, str(path))
-        else:
-            faiss.write_index(self.index, str(path))
+        faiss.write_index(self.index, str(path))
 
 
 LocalIndex = LocalCodeIndex | FloatTileIndex

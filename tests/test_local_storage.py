@@ -218,3 +218,24 @@ def test_replacing_a_slide_does_not_count_its_old_features(
     with cbir.open_index(root, device="cpu") as ix:
         assert ix.bundle.local_index.ntotal == live
         assert all(isinstance(s.local_index.index, faiss.IndexIVFFlat) for s in ix.bundle.segments)
+
+
+def test_row_map_decodes_any_ids_like_faiss_direct_map() -> None:
+    """reconstruct by id through the compact row map (16 B a row) equals Faiss's own
+    hash-table direct map, with two-byte list numbers (512 lists), ids in any order;
+    ids not stored are a KeyError."""
+    x = unit_rows(20_000, seed=3)
+    ids = np.random.default_rng(3).choice(1 << 40, len(x), replace=False).astype(np.int64)
+    index = local_index_template(LocalConfig(float_factory="IVF512,Flat"), x).emptied()
+    assert isinstance(index, LocalCodeIndex) and index.code_size == 2 + 160
+    index.add(x, ids)
+    ask = ids[np.random.default_rng(4).permutation(len(ids))[:3000]]
+    reference = faiss.clone_index(index.index)
+    reference.set_direct_map_type(faiss.DirectMap.Hashtable)
+    np.testing.assert_array_equal(index.reconstruct(ask), reference.reconstruct_batch(ask))
+    exact = {int(i): row for i, row in zip(ids.tolist(), x, strict=True)}  # Flat codes
+    np.testing.assert_array_equal(
+        index.reconstruct(ask[:5]), np.stack([exact[int(i)] for i in ask[:5]])
+    )
+    with pytest.raises(KeyError, match="not in the index"):
+        index.reconstruct(np.array([ids.max() + 1]))

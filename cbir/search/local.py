@@ -118,10 +118,14 @@ def verify_tiles(
     tile_ids: np.ndarray,
     level0_per_px: float,
     cfg: LocalConfig,
+    fetched: dict[int, tuple[np.ndarray, np.ndarray | None]] | None = None,
 ) -> tuple[Verification, np.ndarray | None]:
     """Verify a query against the stored local features of some tiles (one hit):
-    mutual nearest neighbours within cfg.max_distance, then RANSAC."""
-    stored = meta.locals_of(tile_ids)
+    mutual nearest neighbours within cfg.max_distance, then RANSAC. `fetched`: those
+    tiles' `meta.locals_of`, read beforehand for several hits at once."""
+    if fetched is None:
+        fetched = meta.locals_of(tile_ids)
+    stored = {int(t): fetched[int(t)] for t in tile_ids.tolist() if int(t) in fetched}
     if not stored or len(query) == 0:
         return Verification(inliers=0, matches=0, affine=None), None
     if any(d is None for _, d in stored.values()):

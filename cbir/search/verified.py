@@ -23,23 +23,30 @@ def _level0_per_px(col: Collection, slide_id: int, magnification: float) -> floa
     return col.slides[slide_id].info.base_magnification / magnification
 
 
+def _tiles_of(col: Collection, h: Hit) -> np.ndarray:
+    """The tile ids a hit covers: its tile, or a region's tiles. (n,) int64."""
+    if h.tile_id is not None:
+        return np.array([h.tile_id], np.int64)
+    g = col.grids.get(h.slide_id, h.magnification)
+    f = g.geometry.per_tile  # a region of rows x cols tiles spans this many cells
+    rows, cols = (h.rows - 1) * f + 1, (h.cols - 1) * f + 1
+    block = g.ids[h.row : h.row + rows, h.col : h.col + cols]
+    return block[block >= 0].astype(np.int64)
+
+
 def verify_hits(col: Collection, features: LocalFeatures, hits: list[Hit], k: int) -> list[Hit]:
     """Verify coarse hits against the query's local features; rank them by inliers
     (ties keep the coarse order); the top k, with their inliers and transforms."""
     local = col.recipe.local
     assert local is not None
+    hit_ids = [_tiles_of(col, h) for h in hits]
+    # every hit's tiles read (and their descriptors decoded) at once
+    wanted = np.unique(np.concatenate(hit_ids)) if hit_ids else np.zeros(0, np.int64)
+    fetched = col.bundle.meta.locals_of(wanted)
     scored = []
-    for h in hits:
-        if h.tile_id is not None:
-            ids = np.array([h.tile_id], np.int64)
-        else:
-            g = col.grids.get(h.slide_id, h.magnification)
-            f = g.geometry.per_tile  # a region of rows x cols tiles spans this many cells
-            rows, cols = (h.rows - 1) * f + 1, (h.cols - 1) * f + 1
-            block = g.ids[h.row : h.row + rows, h.col : h.col + cols]
-            ids = block[block >= 0]
+    for h, ids in zip(hits, hit_ids, strict=True):
         per_px = _level0_per_px(col, h.slide_id, h.magnification)
-        v, affine = verify_tiles(features, col.bundle.meta, ids, per_px, local)
+        v, affine = verify_tiles(features, col.bundle.meta, ids, per_px, local, fetched)
         scored.append((h, v, affine))
     scored.sort(key=lambda s: -s[1].inliers)  # stable: coarse order among equals
     return [
