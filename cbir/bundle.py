@@ -32,6 +32,7 @@ from cbir.manifest import (
 )
 from cbir.metadata import MetadataStore
 from cbir.pipeline import TilePipeline
+from cbir.precision import network_precision, warn_if_different
 from cbir.recipes import Recipe
 from cbir.segment_index import Part, SegmentedIndex, stacked_ivf
 from cbir.segment_meta import SegmentedMeta
@@ -172,6 +173,8 @@ class Bundle:
         segments: list[Segment] = []
         try:
             local = _open_local_stage(root, manifest, state, device)
+            current = network_precision(pipeline.descriptor, local.extractor if local else None)
+            warn_if_different(root, manifest.precision, current)
             for entry, path in zip(entries, dirs, strict=True):
                 segments.append(_open_segment(root, manifest, entry, path, layout))
             bundle = cls(root, manifest, state, segments, pipeline, scale_weights, local)

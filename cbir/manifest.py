@@ -134,6 +134,9 @@ class Manifest(BaseModel):
     weights_sha256: str | None = None
     scale_weights_sha256: str | None = None
     local: LocalManifest | None = None
+    #: The precision the collection's networks described tiles at (cbir.precision):
+    #: "float32", "float16" (CUDA autocast), "bfloat16"; None: no network, or unknown.
+    precision: str | None = None
     state: str = ""  # the collection state directory (format 3)
     segments: list[SegmentEntry] = []  # oldest first (format 3)
     next_slide_id: int = 1

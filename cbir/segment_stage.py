@@ -36,6 +36,7 @@ from cbir.manifest import (
     state_name,
 )
 from cbir.metadata import MetadataStore
+from cbir.precision import network_precision
 from cbir.tile_index import TileIndex, load_tile_index
 
 if TYPE_CHECKING:
@@ -106,6 +107,9 @@ class CollectionState:
             "weights_sha256": weights_sha,
             "scale_weights_sha256": _copy_in(self.scale_weights, stage / SCALE_FILE),
             "local": None,
+            "precision": network_precision(
+                self.pipeline.descriptor, self.local.extractor if self.local else None
+            ),
         }
         if self.local is not None:
             assert self.empty_local is not None
@@ -280,7 +284,14 @@ def publish(writer: BundleWriter, recipe: Recipe) -> Manifest:
         fields = state.write(root, writer.generation)
     else:
         assert state.manifest is not None
-        keep = ("state", "pipeline_sha256", "weights_sha256", "scale_weights_sha256", "local")
+        keep = (
+            "state",
+            "pipeline_sha256",
+            "weights_sha256",
+            "scale_weights_sha256",
+            "local",
+            "precision",
+        )
         fields = {k: getattr(state.manifest, k) for k in keep}
     entries = _ordered(writer, state)
     local = fields["local"]

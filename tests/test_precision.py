@@ -4,13 +4,18 @@ autocast path is exercised on CPU with bfloat16, against float32."""
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+import cbir
 from cbir.delf.extract import DelfExtractor
 from cbir.descriptors.cnn import CnnDescriptor
 from cbir.errors import CbirError
+from cbir.manifest import read_manifest
 from cbir.nn.device import PRECISION_ENV, autocast_dtype
 
 
@@ -48,3 +53,29 @@ def test_autocast_gives_float32_descriptors_close_to_float32_inference(
     assert not np.array_equal(mixed, full)  # autocast ran
     assert cosines(mixed, full).min() > 0.98
     assert g_full is not None and cosines(g_mixed, g_full).min() > 0.98
+
+
+def test_bundle_records_its_precision_and_warns_on_another(
+    tmp_path: Path,
+    generated_slide: Path,
+    second_slide: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv(PRECISION_ENV, "auto")
+    cbir.build_index([generated_slide], tmp_path / "stats", "stats-lsh32")
+    cbir.build_index([generated_slide], tmp_path / "cnn", "cnn-flat", device="cpu")
+    assert read_manifest(tmp_path / "stats").precision is None  # no network
+    assert read_manifest(tmp_path / "cnn").precision == "float32"
+    with caplog.at_level(logging.WARNING, logger="cbir"):
+        with cbir.open_index(tmp_path / "cnn", device="cpu"):
+            pass
+        assert not caplog.records
+        monkeypatch.setenv(PRECISION_ENV, "bf16")
+        with cbir.open_index(tmp_path / "cnn", device="cpu"):
+            pass
+        cbir.add_slides(tmp_path / "cnn", [second_slide], device="cpu")
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) >= 2 and all("CBIR_PRECISION=fp32" in w for w in warnings)
+    assert "described at float32, this process describes at bfloat16" in warnings[0]
+    assert read_manifest(tmp_path / "cnn").precision == "float32"  # the state's, kept
