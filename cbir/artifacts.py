@@ -197,8 +197,8 @@ class RerankVectors(Artifact):
 
 @register
 class LocalFeatures(Artifact):
-    """DELF keypoints and descriptors (LMDB by tile id) and their Faiss index, row ids
-    (tile id << 10) | row."""
+    """DELF keypoints (LMDB by tile id) and the Faiss index of their descriptors (the
+    descriptors' only copy since compact local features), row ids (tile id << 10) | row."""
 
     name = "locals"
     shift = 42

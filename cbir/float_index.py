@@ -35,6 +35,9 @@ class FloatSearch:
         order = np.lexsort((I, D))
         return D[order], I[order]
 
+    def save(self, path: Path) -> None:
+        faiss.write_index(self.index, str(path))
+
 
 class FloatTileIndex(FloatSearch):
     """`IndexIDMap2(index_factory(dim, <float_factory>))`: "Flat" (exact), "HNSW32,Flat",
@@ -130,9 +133,6 @@ class FloatTileIndex(FloatSearch):
             )
             self.index = rebuilt.index
             return int((~keep).sum())
-
-    def save(self, path: Path) -> None:
-        faiss.write_index(self.index, str(path))
 
     def to_bytes(self) -> np.ndarray:
         """The index serialised (uint8), for another process (`from_bytes`)."""

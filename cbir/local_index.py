@@ -158,7 +158,6 @@ class LocalCodeIndex(FloatSearch):
     def emptied(self) -> LocalCodeIndex:
         """A copy without rows (same training)."""
         index = faiss.clone_index(self.index)
-        index.set_direct_map_type(faiss.DirectMap.NoMap)
         index.reset()
         return LocalCodeIndex(index, self.cfg)
 
@@ -172,22 +171,9 @@ class LocalCodeIndex(FloatSearch):
 
     def rows(self) -> tuple[np.ndarray, np.ndarray]:
         """Every row as its standalone code (n, code_size) uint8, with its id (n,) int64,
-        list by list: `add` takes them back without re-quantising."""
-        from faiss.contrib.inspect_tools import get_invlist
-
-        invlists = self.index.invlists
-        head = int(self.index.coarse_code_size())
-        codes, ids = [], []
-        for lno in range(self.nlist):
-            if not invlists.list_size(lno):
-                continue
-            lids, lcodes = get_invlist(invlists, lno)
-            prefix = np.frombuffer(int(lno).to_bytes(head, "little"), np.uint8)
-            codes.append(np.hstack([np.broadcast_to(prefix, (len(lids), head)), lcodes]))
-            ids.append(lids.astype(np.int64))
-        if not ids:
-            return np.zeros((0, self.code_size), np.uint8), np.zeros(0, np.int64)
-        return np.concatenate(codes), np.concatenate(ids)
+        in id order: `add` takes them back without re-quantising."""
+        row_map = self._row_map()
+        return row_map.codes(row_map.ids), row_map.ids
 
     def add(self, x: np.ndarray, ids: np.ndarray) -> None:
         """Add (n, dim) float32 rows (quantised here) or (n, code_size) uint8 codes."""
@@ -205,14 +191,15 @@ class LocalCodeIndex(FloatSearch):
         stored). The row map is built on first use, in memory only (16 B a row)."""
         if not len(ids):
             return np.zeros((0, self.dim), np.float32)
+        return self.decode(self._row_map().codes(np.asarray(ids, np.int64)))
+
+    def _row_map(self) -> RowMap:
+        """The row map, built once (whichever thread asks first) until rows are added."""
         if self._map is None:
-            with self._map_lock:  # built once, whichever thread asks first
+            with self._map_lock:
                 if self._map is None:
                     self._map = RowMap(self.index)
-        return self.decode(self._map.codes(np.asarray(ids, np.int64)))
-
-    def save(self, path: Path) -> None:
-        faiss.write_index(self.index, str(path))
+        return self._map
 
 
 LocalIndex = LocalCodeIndex | FloatTileIndex
