@@ -81,11 +81,10 @@ def needs_local_retrain(writer: BundleWriter) -> bool:
     state, cfg = writer.state, writer.previous.recipe.local if writer.previous else None
     if state is None or cfg is None:
         return False
-    live = 0
-    for s in writer.live_segments():
-        live += s.entry.rows("locals") - s.entry.dead_rows.get("locals", 0)
-        for sid in writer.dead.get(s.entry.name, set()) - s.dead:  # removed just now
-            live -= int(s.store.local_counts(s.store.tile_ids_of(sid)).sum())
+    live = sum(
+        s.entry.rows("locals") - s.entry.dead_rows.get("locals", 0) - _dead_now(writer, s, "locals")
+        for s in writer.live_segments()
+    )
     staged = sum(len(ids) for s in writer.segments for _, ids in s.staged_rows("locals"))
     return outgrown(state.empty_local, cfg, live + staged)
 
@@ -154,10 +153,13 @@ def auto_compact(writer: BundleWriter) -> list[str]:
     return [s.entry.name for s in chosen]
 
 
-def _dead_now(writer: BundleWriter, s: Segment) -> int:
-    """Tiles of `s` tombstoned by this transaction."""
+def _dead_now(writer: BundleWriter, s: Segment, product: str = "codes") -> int:
+    """Rows of `product` (tiles, for codes) in `s` tombstoned by this transaction."""
+    from cbir.artifacts import REGISTRY
+
     fresh = writer.dead.get(s.entry.name, set()) - s.dead
-    return sum(len(s.store.tile_ids_of(sid)) for sid in fresh)
+    rows_of = REGISTRY[product].rows_of
+    return sum(rows_of(s.store, s.store.tile_ids_of(sid)) for sid in fresh)
 
 
 def compact(bundle: str | os.PathLike[str]) -> CompactReport:
