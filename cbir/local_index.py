@@ -18,6 +18,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from cbir.binary_index import auto_nlist as binary_auto_nlist
 from cbir.float_index import FloatSearch, FloatTileIndex
 from cbir.recipes import LocalConfig
 
@@ -38,12 +39,9 @@ def max_nlist(n: int) -> int:
 
 
 def auto_nlist(n: int) -> int:
-    """IVF lists for n training rows: 4 sqrt(n) rounded to a power of two, in [1, 65536],
-    at most `max_nlist(n)`."""
-    if n < 39:
-        return 1
-    nlist = 2 ** round(math.log2(4 * math.sqrt(n)))
-    return int(min(max(nlist, 1), 65536, max_nlist(n)))
+    """IVF lists for n training rows: the tile index's rule (4 sqrt(n) as a power of two,
+    at most 65536), at most `max_nlist(n)`."""
+    return min(binary_auto_nlist(n), max_nlist(n))
 
 
 def local_factory(cfg: LocalConfig, n: int) -> str:
