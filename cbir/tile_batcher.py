@@ -11,6 +11,7 @@ each reader its rows back. Decoding (many threads, GIL released) overlaps infere
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -22,15 +23,25 @@ import numpy as np
 GPU_BATCH = 512
 #: Reader threads when tiles are gathered for a GPU (decoding is then the bottleneck).
 GPU_READERS = min(16, os.cpu_count() or 1)
+#: Python's thread switch interval while tiles are gathered for a GPU, s (Python's
+#: default is 0.005). The inference thread gives up the GIL at every CUDA call and waits
+#: up to this long for a reader to hand it back; None leaves Python's setting.
+GPU_SWITCH_INTERVAL_S: float | None = 2e-4
 
 
 class TileBatcher:
     """`describe(tiles)` from any thread -> fn's rows for those tiles; fn runs on one
     thread over the concatenated tiles of every waiting caller (at most `batch`, but
-    never splitting a caller's tiles). Use as a context manager (it owns the thread)."""
+    never splitting a caller's tiles). Use as a context manager (it owns the thread).
+    `switch_interval`: Python's thread switch interval (s) while it is open (restored at
+    close), None to leave it."""
 
     def __init__(
-        self, fn: Callable[[np.ndarray], np.ndarray], batch: int = GPU_BATCH, wait_s: float = 0.002
+        self,
+        fn: Callable[[np.ndarray], np.ndarray],
+        batch: int = GPU_BATCH,
+        wait_s: float = 0.002,
+        switch_interval: float | None = None,
     ) -> None:
         self.fn = fn
         self.batch = batch
@@ -38,8 +49,14 @@ class TileBatcher:
         self._pending: list[tuple[np.ndarray, Future[np.ndarray]]] = []
         self._cv = threading.Condition()
         self._closed = False
-        self.batches = 0  # batches run (for tests and reports)
+        self.batches = 0  # batches run, their tiles, and seconds in fn (for tests and reports)
+        self.tiles = 0
+        self.fn_seconds = 0.0
         self._thread = threading.Thread(target=self._run, name="cbir-gpu-batcher", daemon=True)
+        self._restore_interval: float | None = None
+        if switch_interval is not None:
+            self._restore_interval = sys.getswitchinterval()
+            sys.setswitchinterval(switch_interval)
         self._thread.start()
 
     def describe(self, tiles: np.ndarray) -> np.ndarray:
@@ -75,8 +92,12 @@ class TileBatcher:
     def _run(self) -> None:
         while (taken := self._take()) is not None:
             try:
-                rows = self.fn(np.concatenate([t for t, _ in taken]))
+                batch = np.concatenate([t for t, _ in taken])
+                t0 = time.perf_counter()
+                rows = self.fn(batch)
+                self.fn_seconds += time.perf_counter() - t0
                 self.batches += 1
+                self.tiles += len(batch)
             except BaseException as exc:  # every waiting reader gets the error
                 for _, fut in taken:
                     fut.set_exception(exc)
@@ -91,6 +112,9 @@ class TileBatcher:
             self._closed = True
             self._cv.notify_all()
         self._thread.join()
+        if self._restore_interval is not None:
+            sys.setswitchinterval(self._restore_interval)
+            self._restore_interval = None
 
     def __enter__(self) -> TileBatcher:
         return self
@@ -109,8 +133,12 @@ def gathers_for_gpu(pipeline: object) -> bool:
 def gathering(pipeline: object, batch: int = GPU_BATCH) -> TileBatcher:
     """A batcher over `pipeline.describe` whose network takes the gathered tiles in one
     forward pass: the descriptor's own batch size is raised to `batch` (it would split
-    them again)."""
+    them again) and Python's switch interval lowered to GPU_SWITCH_INTERVAL_S."""
     descriptor = getattr(pipeline, "descriptor", None)
     if isinstance(getattr(descriptor, "batch_size", None), int):
         descriptor.batch_size = max(descriptor.batch_size, batch)  # type: ignore[union-attr]
-    return TileBatcher(pipeline.describe, batch)  # type: ignore[attr-defined]
+    return TileBatcher(
+        pipeline.describe,  # type: ignore[attr-defined]
+        batch,
+        switch_interval=GPU_SWITCH_INTERVAL_S,
+    )

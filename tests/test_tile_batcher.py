@@ -5,14 +5,18 @@ reach every waiting reader, and a build gathering its tiles equals one that does
 
 from __future__ import annotations
 
+import sys
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import cbir
 import cbir.describe
+from cbir.descriptors.cnn import CnnDescriptor
+from cbir.nn.cuda_graphs import bucket, graphed
 from cbir.tile_batcher import GPU_BATCH, TileBatcher, gathering
 
 
@@ -83,3 +87,20 @@ def test_build_gathering_tiles_equals_the_plain_build(
             rows.append((x[np.argsort(ids)], np.sort(ids)))
     np.testing.assert_array_equal(rows[0][1], rows[1][1])
     np.testing.assert_allclose(rows[0][0], rows[1][0], atol=1e-5)
+
+
+def test_batcher_lowers_the_switch_interval_while_open() -> None:
+    before = sys.getswitchinterval()
+    with TileBatcher(rowsum, 8, switch_interval=1e-4) as batcher:
+        assert sys.getswitchinterval() == pytest.approx(1e-4)
+        got = batcher.describe(np.ones((3, 2, 2, 3), np.uint8))
+    np.testing.assert_array_equal(got, np.full((3, 1), 12, np.float32))
+    assert sys.getswitchinterval() == before
+    with TileBatcher(rowsum, 8):  # None leaves Python's setting
+        assert sys.getswitchinterval() == before
+
+
+def test_graph_buckets_and_cpu_descriptors_run_eagerly() -> None:
+    assert [bucket(n) for n in (1, 16, 17, 40, 64, 65, 512)] == [16, 16, 32, 64, 64, 128, 512]
+    assert graphed(lambda x: x, torch.device("cpu")) is None
+    assert CnnDescriptor(device="cpu").graphs is None

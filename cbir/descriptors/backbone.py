@@ -14,7 +14,8 @@ from cbir.checksum import sha256_file
 from cbir.descriptors.base import register_descriptor
 from cbir.descriptors.network import run_batched
 from cbir.nn.backbones import backbone_entry, backbone_weights_file, loaded_backbone
-from cbir.nn.cnn import to_tensor
+from cbir.nn.cnn import normalise, to_tensor
+from cbir.nn.cuda_graphs import graphed
 from cbir.nn.device import for_inference, resolve_device
 from cbir.specs import DescriptorSpec
 
@@ -83,6 +84,9 @@ class BackboneDescriptor:
                 raise ValueError(f"backbone {backbone!r} has no layer {name!r}")
             modules[name].register_forward_hook(self._capture(name))
         blocks = self._block_dims(tile_size)
+        self.graphs = graphed(
+            lambda x: self._forward(normalise(x, self.normalization)), self.device
+        )
         self.spec = DescriptorSpec(
             name="backbone",
             dim=sum(blocks),
@@ -125,7 +129,10 @@ class BackboneDescriptor:
         return [F.normalize(pool(m, self.pooling), dim=1) for m in maps]
 
     def _features(self, b: np.ndarray) -> torch.Tensor:
-        x = to_tensor(b, self.normalization, self.device)
+        return self._forward(to_tensor(b, self.normalization, self.device))
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, 3, t, t) normalised tiles on the device -> (n, dim) unit vectors."""
         views = dihedral(x) if self.tta == "d4" else [x]
         blocks = [
             F.normalize(torch.stack(parts).mean(0), dim=1)
@@ -135,7 +142,9 @@ class BackboneDescriptor:
 
     def describe(self, tiles: np.ndarray) -> np.ndarray:
         """(n, t, t, 3) uint8 -> (n, dim) float32."""
-        return run_batched(tiles, self.batch_size, self.spec.dim, self._features, self.device)
+        return run_batched(
+            tiles, self.batch_size, self.spec.dim, self._features, self.device, self.graphs
+        )
 
 
 @register_descriptor("backbone")

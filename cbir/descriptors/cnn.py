@@ -11,7 +11,8 @@ from cbir.checksum import sha256_file
 from cbir.descriptors.base import register_descriptor
 from cbir.descriptors.network import run_batched
 from cbir.nn.backbones import backbone_entry, create_backbone
-from cbir.nn.cnn import to_tensor
+from cbir.nn.cnn import normalise, to_tensor
+from cbir.nn.cuda_graphs import graphed
 from cbir.nn.device import for_inference, resolve_device
 from cbir.nn.weights import WeightsError, load_weights
 from cbir.specs import DescriptorSpec
@@ -52,6 +53,7 @@ class CnnDescriptor:
         self.device = resolve_device(device)
         for_inference(self.trunk, self.device)
         self.batch_size = batch_size
+        self.graphs = graphed(lambda x: self.trunk(normalise(x, self.normalization)), self.device)
         self.weights = weights
         self.spec = DescriptorSpec(
             name="cnn",
@@ -68,6 +70,7 @@ class CnnDescriptor:
             self.spec.dim,
             lambda b: self.trunk(to_tensor(b, self.normalization, self.device)),
             self.device,
+            self.graphs,
         )
 
 

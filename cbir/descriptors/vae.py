@@ -10,6 +10,7 @@ import torch
 from cbir.checksum import sha256_file
 from cbir.descriptors.base import register_descriptor
 from cbir.descriptors.network import run_batched
+from cbir.nn.cuda_graphs import graphed
 from cbir.nn.device import for_inference, resolve_device
 from cbir.nn.vae import TileVAE, to_unit
 from cbir.nn.weights import WeightsError, load_weights
@@ -53,6 +54,9 @@ class VaeDescriptor:
         self.device = resolve_device(device)
         for_inference(self.model, self.device)
         self.batch_size = batch_size
+        self.graphs = graphed(
+            lambda x: self.model.encode(x.permute(0, 3, 1, 2).float() / 255.0)[0], self.device
+        )
         self.spec = DescriptorSpec(
             name="vae",
             dim=latent,
@@ -68,6 +72,7 @@ class VaeDescriptor:
             self.spec.dim,
             lambda b: self.model.encode(to_unit(b).to(self.device))[0],
             self.device,
+            self.graphs,
         )
 
 

@@ -3,6 +3,8 @@ the classifier is cut and global average pooling gives a 64-d descriptor."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from torch import nn
@@ -42,10 +44,27 @@ def to_tensor(
         x = x.pin_memory().to(device, non_blocking=True)
     elif device is not None:
         x = x.to(device)
+    return normalise(x, normalization)
+
+
+def normalise(x: torch.Tensor, normalization: str = "tiles") -> torch.Tensor:
+    """(n, h, w, 3) uint8 tensor -> (n, 3, h, w) float32 channels-last on its device,
+    normalised as NORMALIZATIONS[normalization] says (to_tensor's device half)."""
     x = x.permute(0, 3, 1, 2).float() / 255.0
+    mean, sd = channel_stats(normalization, x.device)
+    return (x - mean) / sd
+
+
+@functools.cache
+def channel_stats(normalization: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """NORMALIZATIONS[normalization] as (1, 3, 1, 1) float32 tensors on `device`, made once
+    (no host-to-device copy per batch; none inside a CUDA graph capture)."""
     m, sd = NORMALIZATIONS[normalization]
-    mean = torch.tensor(m, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / torch.tensor(sd, device=x.device).view(1, 3, 1, 1)
+    with torch.inference_mode(False):  # usable in and out of inference mode
+        return (
+            torch.tensor(m, device=device).view(1, 3, 1, 1),
+            torch.tensor(sd, device=device).view(1, 3, 1, 1),
+        )
 
 
 class AlexNetTrunk(nn.Module):
