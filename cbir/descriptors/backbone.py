@@ -4,6 +4,7 @@ with no training: e.g. ImageNet EfficientNet-Lite0 from its packaged weights."""
 from __future__ import annotations
 
 import threading
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,16 @@ from cbir.specs import DescriptorSpec
 POOLINGS = ("avg", "gem", "avg+max")
 #: Generalised-mean exponent of `gem` pooling.
 GEM_P = 3.0
+
+
+def _capture(local: threading.local, name: str):  # type: ignore[no-untyped-def]
+    """A forward hook keeping a layer's output in `local.captured[name]` (the hook holds
+    the thread-local store, not the descriptor: no reference cycle)."""
+
+    def hook(module: torch.nn.Module, args: object, out: torch.Tensor) -> None:
+        local.captured[name] = out
+
+    return hook
 
 
 def pool(fmap: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -82,11 +93,12 @@ class BackboneDescriptor:
         for name in self.layers:
             if name not in modules:
                 raise ValueError(f"backbone {backbone!r} has no layer {name!r}")
-            modules[name].register_forward_hook(self._capture(name))
+            modules[name].register_forward_hook(_capture(self._local, name))
         blocks = self._block_dims(tile_size)
-        self.graphs = graphed(
-            lambda x: self._forward(normalise(x, self.normalization)), self.device
-        )
+        # through a weak reference: the descriptor (and the graphs' GPU memory) stays
+        # freeable by reference counting
+        me, norm = weakref.ref(self), self.normalization
+        self.graphs = graphed(lambda x: me()._forward(normalise(x, norm)), self.device)  # type: ignore[union-attr]
         self.spec = DescriptorSpec(
             name="backbone",
             dim=sum(blocks),
@@ -102,12 +114,6 @@ class BackboneDescriptor:
                 "weights_sha256": sha256_file(Path(path)) if path else "random-init-seed-0",
             },
         )
-
-    def _capture(self, name: str):  # type: ignore[no-untyped-def]
-        def hook(module: torch.nn.Module, args: object, out: torch.Tensor) -> None:
-            self._local.captured[name] = out
-
-        return hook
 
     def _block_dims(self, tile_size: int) -> list[int]:
         with torch.inference_mode():

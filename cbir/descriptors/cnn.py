@@ -53,7 +53,8 @@ class CnnDescriptor:
         self.device = resolve_device(device)
         for_inference(self.trunk, self.device)
         self.batch_size = batch_size
-        self.graphs = graphed(lambda x: self.trunk(normalise(x, self.normalization)), self.device)
+        trunk, norm = self.trunk, self.normalization  # not self: no reference cycle
+        self.graphs = graphed(lambda x: trunk(normalise(x, norm)), self.device)
         self.weights = weights
         self.spec = DescriptorSpec(
             name="cnn",

@@ -24,6 +24,10 @@ def load_parts(weights: str, state: dict[str, torch.Tensor], parts: dict[str, nn
             raise WeightsError(f"{weights}: weights do not fit the {prefix} ({exc})") from exc
 
 
+#: Batches a GPU may have queued before the host waits for the oldest one's rows.
+IN_FLIGHT = 4
+
+
 def run_batched(
     tiles: np.ndarray,
     batch_size: int,
@@ -36,17 +40,22 @@ def run_batched(
     precision on CUDA: `cbir.nn.device.inference`) -> (n, dim) float32 (an empty batch
     gives (0, dim)).
 
-    Outputs stay where fn computed them until every batch is queued and come back in one
-    copy: on a GPU the host pins and sends batch i + 1 while the device computes batch i,
-    instead of waiting for each batch's rows. `graphs` (CUDA): the same computation
+    Outputs come back IN_FLIGHT batches late: on a GPU the host pins and sends the next
+    batches while the device computes this one, instead of waiting for each batch's rows,
+    and it never runs further ahead (pinned buffers and device outputs stay bounded).
+    `graphs` (CUDA): the same computation
     replayed from CUDA graphs, for batches of at least MIN_GRAPH_BATCH tiles unless
     CBIR_CUDA_GRAPHS=0 (cbir.nn.cuda_graphs)."""
-    out = []
+    out: list[torch.Tensor] = []  # rows on the host
+    queued: list[torch.Tensor] = []  # rows still on the device
     replay = graphs is not None and graphs_enabled(graphs.device)
     with inference(device if device is not None else torch.device("cpu")):
         for i in range(0, len(tiles), batch_size):
             b = tiles[i : i + batch_size]
-            out.append(graphs(b) if replay and len(b) >= MIN_GRAPH_BATCH else fn(b).float())
+            queued.append(graphs(b) if replay and len(b) >= MIN_GRAPH_BATCH else fn(b).float())
+            if len(queued) > IN_FLIGHT:
+                out.append(queued.pop(0).cpu())
+        out.extend(q.cpu() for q in queued)
     if not out:
         return np.zeros((0, dim), np.float32)
-    return torch.cat(out).cpu().numpy().astype(np.float32, copy=False)
+    return torch.cat(out).numpy().astype(np.float32, copy=False)

@@ -54,8 +54,9 @@ class VaeDescriptor:
         self.device = resolve_device(device)
         for_inference(self.model, self.device)
         self.batch_size = batch_size
+        model = self.model  # not self: no reference cycle
         self.graphs = graphed(
-            lambda x: self.model.encode(x.permute(0, 3, 1, 2).float() / 255.0)[0], self.device
+            lambda x: model.encode(x.permute(0, 3, 1, 2).float() / 255.0)[0], self.device
         )
         self.spec = DescriptorSpec(
             name="vae",

@@ -3,7 +3,7 @@ the classifier is cut and global average pooling gives a 64-d descriptor."""
 
 from __future__ import annotations
 
-import functools
+import threading
 
 import numpy as np
 import torch
@@ -55,16 +55,24 @@ def normalise(x: torch.Tensor, normalization: str = "tiles") -> torch.Tensor:
     return (x - mean) / sd
 
 
-@functools.cache
+_STATS: dict[tuple[str, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+_STATS_LOCK = threading.Lock()
+
+
 def channel_stats(normalization: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """NORMALIZATIONS[normalization] as (1, 3, 1, 1) float32 tensors on `device`, made once
-    (no host-to-device copy per batch; none inside a CUDA graph capture)."""
-    m, sd = NORMALIZATIONS[normalization]
-    with torch.inference_mode(False):  # usable in and out of inference mode
-        return (
-            torch.tensor(m, device=device).view(1, 3, 1, 1),
-            torch.tensor(sd, device=device).view(1, 3, 1, 1),
-        )
+    and kept for the process (no host-to-device copy per batch, none inside a CUDA graph
+    capture; captured graphs read these very tensors, so they are never replaced)."""
+    key = (normalization, device)
+    with _STATS_LOCK:
+        if key not in _STATS:
+            m, sd = NORMALIZATIONS[normalization]
+            with torch.inference_mode(False):  # usable in and out of inference mode
+                _STATS[key] = (
+                    torch.tensor(m, device=device).view(1, 3, 1, 1),
+                    torch.tensor(sd, device=device).view(1, 3, 1, 1),
+                )
+        return _STATS[key]
 
 
 class AlexNetTrunk(nn.Module):

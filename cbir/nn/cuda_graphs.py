@@ -9,9 +9,12 @@ effnet-flat build ran at 155 tiles/s against 16,000 for the network alone). A ca
 graph replays the whole forward (normalisation, network, pooling) in one call.
 
 Graphs are captured lazily, one per batch bucket (the next power of two >= the batch, at
-least MIN_GRAPH_BATCH) and precision (CBIR_PRECISION), each with its own memory pool, and
-replayed under a lock (static buffers: one batch at a time). Batches smaller than
-MIN_GRAPH_BATCH (a query's tile) run eagerly. `CBIR_CUDA_GRAPHS=0` turns graphs off.
+least MIN_GRAPH_BATCH) and precision (CBIR_PRECISION), into one memory pool per network
+(replays never overlap and each reads only its own static input, so the buckets can share
+their intermediate buffers), on the network's own device and capture stream, one capture
+at a time in the process; they are replayed under a lock (static buffers: one batch at a
+time). Batches smaller than MIN_GRAPH_BATCH (a query's tile) run eagerly.
+`CBIR_CUDA_GRAPHS=0` turns graphs off.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ GRAPHS_ENV = "CBIR_CUDA_GRAPHS"
 #: Batches below this run eagerly (capturing a graph for a query's few tiles costs more
 #: than it saves); buckets start here.
 MIN_GRAPH_BATCH = 16
+#: CUDA allows one stream capture at a time in a process.
+_CAPTURE_LOCK = threading.Lock()
 
 
 def bucket(n: int) -> int:
@@ -57,6 +62,8 @@ class GraphedForward:
         self.device = device
         self._graphs: dict[tuple[object, ...], Captured] = {}
         self._lock = threading.Lock()
+        self._stream: torch.cuda.Stream | None = None  # capture stream, made on first capture
+        self._pool: object = None  # the graphs' shared memory pool
         self.replays = 0  # batches served, graphs captured, seconds capturing (reports)
         self.captures = 0
         self.capture_seconds = 0.0
@@ -75,8 +82,11 @@ class GraphedForward:
                 "cuda", dtype or torch.float32, enabled=dtype is not None, cache_enabled=False
             )
 
+        if self._stream is None:
+            self._stream = torch.cuda.Stream(self.device)
+            self._pool = torch.cuda.graph_pool_handle()
+        side = self._stream
         static_in = torch.zeros(shape, dtype=torch.uint8, device=self.device)
-        side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side), torch.inference_mode(), context():
             for _ in range(2):  # warm-up: cuDNN/cuBLAS handles and workspaces
@@ -84,8 +94,10 @@ class GraphedForward:
         torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         # thread_local: other threads may allocate (eager small batches) during capture
-        with torch.inference_mode(), context():
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        with _CAPTURE_LOCK, torch.inference_mode(), context():
+            with torch.cuda.graph(
+                graph, pool=self._pool, stream=side, capture_error_mode="thread_local"
+            ):
                 static_out = self.forward(static_in)
         return graph, static_in, static_out
 
@@ -93,8 +105,9 @@ class GraphedForward:
         n = len(tiles)
         shape = (bucket(n), *tiles.shape[1:])
         dtype = autocast_dtype(self.device)
-        with self._lock, torch.inference_mode():
-            host = torch.from_numpy(np.ascontiguousarray(tiles)).pin_memory()
+        arr = np.ascontiguousarray(tiles) if tiles.flags.writeable else np.array(tiles, order="C")
+        with self._lock, torch.cuda.device(self.device), torch.inference_mode():
+            host = torch.from_numpy(arr).pin_memory()
             key = (*shape, dtype)
             if key not in self._graphs:
                 t0 = time.perf_counter()
