@@ -169,8 +169,86 @@ def gathered_stats(gathered: list[tuple[object, object]]) -> dict[str, object] |
     }
 
 
+class StackSampler:
+    """Samples the Python stacks of threads named `prefix`* every `interval_s` while open:
+    where the GPU batcher thread spends its wall time (a thread waiting for the GIL shows
+    the line it waits at). `top()` -> the most frequent stacks (innermost first)."""
+
+    def __init__(self, prefix: str = "cbir-gpu-batcher", interval_s: float = 0.005) -> None:
+        import collections
+        import threading
+
+        self.prefix, self.interval_s = prefix, interval_s
+        self.counts: collections.Counter[str] = collections.Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
+
+    def _run(self) -> None:
+        import threading
+
+        while not self._stop.wait(self.interval_s):
+            frames = sys._current_frames()
+            for t in threading.enumerate():
+                frame = frames.get(t.ident or -1)
+                if not t.name.startswith(self.prefix) or frame is None:
+                    continue
+                stack = []
+                while frame is not None and len(stack) < 5:
+                    code = frame.f_code
+                    stack.append(f"{Path(code.co_filename).name}:{frame.f_lineno} {code.co_name}")
+                    frame = frame.f_back
+                self.counts[" < ".join(stack)] += 1
+
+    def __enter__(self) -> StackSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def top(self, n: int = 20) -> str:
+        total = sum(self.counts.values()) or 1
+        lines = [f"{self.prefix} samples: {total} every {self.interval_s * 1000:g} ms"]
+        lines += [f"{100 * c / total:5.1f}%  {s}" for s, c in self.counts.most_common(n)]
+        return "\n".join(lines)
+
+
+def profiled(path: Path | None) -> object:
+    """Over the block: a torch.profiler (CPU ops of this thread; on CUDA, with CUPTI, the
+    kernels and CUDA runtime calls of every thread) and a StackSampler of the GPU batcher
+    thread; writes both tables to `path`. A null context without a path."""
+    import contextlib
+
+    import torch
+
+    if path is None:
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def run() -> object:
+        acts = [torch.profiler.ProfilerActivity.CPU]
+        if torch.cuda.is_available():
+            acts.append(torch.profiler.ProfilerActivity.CUDA)
+        with torch.profiler.profile(activities=acts) as prof, StackSampler() as sampler:
+            yield
+        table = prof.key_averages()
+        text = [sampler.top(), table.table(sort_by="self_cpu_time_total", row_limit=40)]
+        if torch.cuda.is_available():
+            text.append(table.table(sort_by="self_device_time_total", row_limit=25))
+        path.write_text("\n\n".join(text))
+        log(f"profile written to {path}")
+
+    return run()
+
+
 def build_rate(
-    name: str, slide: Path, magnifications: tuple[float, ...], device: str
+    name: str,
+    slide: Path,
+    magnifications: tuple[float, ...],
+    device: str,
+    readers: int | None = None,
+    profile: Path | None = None,
 ) -> dict[str, object]:
     import cbir
     import cbir.describe
@@ -190,13 +268,17 @@ def build_rate(
         return batcher
 
     cbir.describe.gathering = spy  # type: ignore[assignment]
+    gpu_readers = cbir.describe.GPU_READERS
+    if readers:
+        cbir.describe.GPU_READERS = readers
     try:
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp, profiled(profile):  # type: ignore[attr-defined]
             t0 = time.perf_counter()
             report = cbir.build_index([slide], Path(tmp) / "idx", recipe, device=device)
             seconds = time.perf_counter() - t0
     finally:
         cbir.describe.gathering = gathering
+        cbir.describe.GPU_READERS = gpu_readers
     row = {
         "recipe": name,
         "slide": str(slide),
@@ -208,6 +290,7 @@ def build_rate(
     }
     if gathered:
         row["switch_interval_s"] = cbir.tile_batcher.GPU_SWITCH_INTERVAL_S
+        row["readers"] = readers or gpu_readers
     at = ",".join(f"{m:g}" for m in magnifications)
     log(f"build {name} at {at}x: {row['tiles_per_s']} tiles/s")
     return row
@@ -241,6 +324,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="Python's switch interval (s) while a GPU build gathers tiles "
         "(cbir.tile_batcher.GPU_SWITCH_INTERVAL_S; 0: leave Python's 0.005)",
+    )
+    p.add_argument(
+        "--readers", type=int, default=None, help="reader threads of a GPU build (default 16)"
+    )
+    p.add_argument(
+        "--profile", type=Path, default=None, help="write a torch.profiler table of the build"
     )
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
@@ -279,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
             args.build,
             tuple(float(m) for m in args.build_magnification.split(",") if m),
             str(device),  # type: ignore[arg-type]
+            args.readers,
+            args.profile,
         )
     if args.json:
         print(json.dumps(out, indent=1))
