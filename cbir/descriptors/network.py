@@ -43,9 +43,8 @@ def run_batched(
     Outputs come back IN_FLIGHT batches late: on a GPU the host pins and sends the next
     batches while the device computes this one, instead of waiting for each batch's rows,
     and it never runs further ahead (pinned buffers and device outputs stay bounded).
-    `graphs` (CUDA): the same computation
-    replayed from CUDA graphs, for batches of at least MIN_GRAPH_BATCH tiles unless
-    CBIR_CUDA_GRAPHS=0 (cbir.nn.cuda_graphs)."""
+    `graphs` (CUDA): the same computation replayed from CUDA graphs, for batches of at
+    least MIN_GRAPH_BATCH tiles unless CBIR_CUDA_GRAPHS=0 (cbir.nn.cuda_graphs)."""
     out: list[torch.Tensor] = []  # rows on the host
     queued: list[torch.Tensor] = []  # rows still on the device
     replay = graphs is not None and graphs_enabled(graphs.device)

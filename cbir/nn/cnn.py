@@ -38,13 +38,19 @@ def to_tensor(
     torchvision weights) or (x * 255 - 127) / 128 ("lite", EfficientNet-Lite). The
     uint8 tiles go to the device first (a quarter of the bytes of float32) and keep
     their NHWC layout: the result is channels-last."""
-    arr = np.ascontiguousarray(tiles) if tiles.flags.writeable else np.array(tiles, order="C")
-    x = torch.from_numpy(arr)
+    x = host_tiles(tiles)
     if device is not None and device.type == "cuda":
         x = x.pin_memory().to(device, non_blocking=True)
     elif device is not None:
         x = x.to(device)
     return normalise(x, normalization)
+
+
+def host_tiles(tiles: np.ndarray) -> torch.Tensor:
+    """(n, h, w, 3) uint8 array -> a C-contiguous CPU tensor over it (a copy only when it
+    is not contiguous or is read-only: torch wants writable memory)."""
+    arr = np.ascontiguousarray(tiles) if tiles.flags.writeable else np.array(tiles, order="C")
+    return torch.from_numpy(arr)
 
 
 def normalise(x: torch.Tensor, normalization: str = "tiles") -> torch.Tensor:

@@ -1,12 +1,12 @@
 """CUDA graphs for network descriptors: one replay per batch instead of hundreds of
 kernel launches from Python.
 
-Why: a GPU build decodes tiles on many reader threads while one thread runs the network.
-Every PyTorch op releases and retakes the GIL, and with readers running Python a thread
-waits up to the switch interval (5 ms) to get it back: an EfficientNet forward of a few
-hundred ops then takes seconds instead of milliseconds (measured on an H100: a gathered
-effnet-flat build ran at 155 tiles/s against 16,000 for the network alone). A captured
-graph replays the whole forward (normalisation, network, pooling) in one call.
+Why: a GPU build decodes tiles on many reader threads while one thread runs the network,
+and every PyTorch op releases the GIL and must win it back from the readers (on a CPU,
+one busy Python thread makes a launch-bound EfficientNet forward 220 times slower). On an
+H100 a gathered effnet-flat build ran at 155 tiles/s launching eagerly, against 16,000
+for the network alone, and at 359 tiles/s replaying graphs. A captured graph replays the
+whole forward (normalisation, network, pooling) in one call.
 
 Graphs are captured lazily, one per batch bucket (the next power of two >= the batch, at
 least MIN_GRAPH_BATCH) and precision (CBIR_PRECISION), into one memory pool per network
@@ -27,6 +27,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from cbir.nn.cnn import host_tiles
 from cbir.nn.device import autocast_dtype
 
 #: Environment variable: "0" runs network descriptors eagerly on CUDA (default "1").
@@ -105,9 +106,8 @@ class GraphedForward:
         n = len(tiles)
         shape = (bucket(n), *tiles.shape[1:])
         dtype = autocast_dtype(self.device)
-        arr = np.ascontiguousarray(tiles) if tiles.flags.writeable else np.array(tiles, order="C")
         with self._lock, torch.cuda.device(self.device), torch.inference_mode():
-            host = torch.from_numpy(arr).pin_memory()
+            host = host_tiles(tiles).pin_memory()
             key = (*shape, dtype)
             if key not in self._graphs:
                 t0 = time.perf_counter()
