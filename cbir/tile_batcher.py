@@ -19,6 +19,8 @@ from concurrent.futures import Future
 
 import numpy as np
 
+#: Name of the thread that runs the network on gathered batches (profilers look for it).
+BATCHER_THREAD = "cbir-gpu-batcher"
 #: Tiles a GPU batch gathers at most.
 GPU_BATCH = 512
 #: Reader threads when tiles are gathered for a GPU (decoding is then the bottleneck).
@@ -75,7 +77,7 @@ class TileBatcher:
         self.batches = 0  # batches run, their tiles, and seconds in fn (for tests and reports)
         self.tiles = 0
         self.fn_seconds = 0.0
-        self._thread = threading.Thread(target=self._run, name="cbir-gpu-batcher", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=BATCHER_THREAD, daemon=True)
         self._lowered = switch_interval is not None
         if switch_interval is not None:
             _lower_switch_interval(switch_interval)

@@ -174,10 +174,13 @@ class StackSampler:
     where the GPU batcher thread spends its wall time (a thread waiting for the GIL shows
     the line it waits at). `top()` -> the most frequent stacks (innermost first)."""
 
-    def __init__(self, prefix: str = "cbir-gpu-batcher", interval_s: float = 0.005) -> None:
+    def __init__(self, prefix: str | None = None, interval_s: float = 0.005) -> None:
         import collections
         import threading
 
+        from cbir.tile_batcher import BATCHER_THREAD
+
+        prefix = prefix or BATCHER_THREAD
         self.prefix, self.interval_s = prefix, interval_s
         self.counts: collections.Counter[str] = collections.Counter()
         self._stop = threading.Event()
