@@ -30,7 +30,7 @@ from cbir.manifest import (
     gen_dir,
     read_manifest,
 )
-from cbir.metadata import MetadataStore
+from cbir.metadata import MetadataStore, address_limit_note
 from cbir.pipeline import TilePipeline
 from cbir.precision import network_precision, warn_if_different
 from cbir.recipes import Recipe
@@ -275,17 +275,21 @@ def _open_segment(
         for name in product.files:
             if not (path / name).is_file():
                 raise BundleError(f"{root}: bundle is incomplete ({path.name}/{name} missing)")
+    _check_sizes(root, entry, path)
+    _check_sums(root, entry, path)  # before LMDB maps a file that could crash it
     try:
         store = MetadataStore.open_shared(path / META_DIR, layout)
     except Exception as exc:  # lmdb.Error has no common base with OSError
-        raise BundleError(f"{root}: unreadable LMDB store in {path.name} ({exc})") from exc
+        raise BundleError(
+            f"{root}: unreadable LMDB store in {path.name} ({exc}){address_limit_note()}"
+        ) from exc
     try:
-        if entry.sha256:
-            size = sum((path / f).stat().st_size for f in entry.sha256 if (path / f).is_file())
-            if size != entry.bytes:
-                raise BundleError(
-                    f"{root}: segment {path.name} has {size} bytes, its manifest says {entry.bytes}"
-                )
+        unknown = set(entry.dead_slides) - {r.slide_id for r in store.slide_list()}
+        if unknown:
+            raise BundleError(
+                f"{root}: manifest tombstones slide {min(unknown)} in {path.name}, "
+                "which has no such slide"
+            )
         readers = {}
         for name, product in entry.artifacts.items():
             try:
@@ -306,6 +310,51 @@ def _open_segment(
         store.close()
         raise
     return Segment(entry, path, store, readers)
+
+
+#: Segments up to this many bytes have every file's sha256 checked when first opened
+#: in a process (about 0.2 s at 1.3 GB/s); larger ones only sizes and headers at open,
+#: checksums by `cbir verify`.
+OPEN_CHECKSUM_BYTES = 256 << 20
+
+_SUMMED: set[tuple[str, int, int, int]] = set()  # files checked in this process
+
+
+def _check_sums(root: Path, entry: SegmentEntry, path: Path) -> None:
+    """sha256 of a segment's files against its manifest, each file once per process
+    (keyed by path, inode, mtime and size); segments over OPEN_CHECKSUM_BYTES skip it."""
+    if entry.bytes > OPEN_CHECKSUM_BYTES:
+        return
+    for name, sha in entry.sha256.items():
+        f = path / name
+        st = f.stat()
+        key = (str(f.resolve()), st.st_ino, st.st_mtime_ns, st.st_size)
+        if key in _SUMMED:
+            continue
+        if sha256_file(f) != sha:
+            raise BundleError(
+                f"{root}: {path.name}/{name} is damaged (its sha256 differs from the "
+                "manifest's; `cbir verify` lists every damaged file)"
+            )
+        _SUMMED.add(key)
+
+
+def _check_sizes(root: Path, entry: SegmentEntry, path: Path) -> None:
+    """The cheap check at every open: each file of a segment has the size its manifest
+    records (a truncated or grown file is named); checksums are `cbir verify`'s."""
+    if entry.sizes:
+        for name, size in entry.sizes.items():
+            f = path / name
+            have = f.stat().st_size if f.is_file() else None
+            if have != size:
+                what = "missing" if have is None else f"{have} bytes, its manifest says {size}"
+                raise BundleError(f"{root}: {path.name}/{name} is damaged ({what})")
+    elif entry.sha256:  # written before per-file sizes were recorded
+        size = sum((path / f).stat().st_size for f in entry.sha256 if (path / f).is_file())
+        if size != entry.bytes:
+            raise BundleError(
+                f"{root}: segment {path.name} has {size} bytes, its manifest says {entry.bytes}"
+            )
 
 
 def _open_local_stage(

@@ -23,11 +23,12 @@ them.
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from cbir.errors import BundleError, BundleMismatchError
 from cbir.recipes import Recipe
@@ -63,17 +64,37 @@ EMPTY_INDEX_FILE = "tiles.empty.fbin"
 
 EMPTY_LOCAL_INDEX_FILE = "locals.empty.faiss"
 
+#: A file a writer puts into every directory it moves into the bundle and removes once
+#: the manifest naming it is published: a directory holding it was never published.
+UNPUBLISHED = ".unpublished"
+
+
+#: Names a manifest may give its directories and files: nothing that climbs out of the
+#: bundle (no `..`, no absolute path), at most one sub-directory (`meta.lmdb/data.mdb`).
+SEGMENT_NAME = re.compile(r"seg-(\d{6})(-\d+)?")
+STATE_NAME = re.compile(r"state-(\d{6})")
+FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)?")
+SHA256 = re.compile(r"[0-9a-f]{64}")
+
+NonNegative = Field(ge=0)
+
+
+def _file_name(name: str) -> str:
+    if not FILE_NAME.fullmatch(name) or ".." in name:
+        raise ValueError(f"{name!r} is not a file name inside a segment")
+    return name
+
 
 class Counts(BaseModel):
-    slides: int
-    tiles: int
+    slides: int = NonNegative
+    tiles: int = NonNegative
 
 
 class LocalManifest(BaseModel):
     """The local features of a bundle (`--verify`)."""
 
     spec: dict[str, Any]  # extractor, PCA dim, weights checksum
-    features: int  # rows in the local index
+    features: int = NonNegative  # rows in the local index
     state_sha256: str
     weights_file: str | None  # WEIGHTS_FILE (shared with the descriptor) or LOCAL_WEIGHTS_FILE
     weights_sha256: str | None
@@ -83,21 +104,52 @@ class ArtifactEntry(BaseModel):
     """One per-tile product of a segment (cbir.artifacts): its rows, the files it wrote
     (checksummed with the segment), and what shapes it."""
 
-    rows: int
+    rows: int = NonNegative
     files: list[str] = []
     spec: dict[str, Any] = {}
+
+    @field_validator("files")
+    @classmethod
+    def _files(cls, files: list[str]) -> list[str]:
+        return [_file_name(f) for f in files]
 
 
 class SegmentEntry(BaseModel):
     """One immutable segment and its tombstones (slides removed since it was written)."""
 
     name: str  # seg-000003
-    slides: int  # slides written into it
-    bytes: int  # size of its files
+    slides: int = NonNegative  # slides written into it
+    bytes: int = NonNegative  # size of its files
     sha256: dict[str, str]  # checksums of its files (tiles.fbin, meta.lmdb/data.mdb, ...)
+    #: sizes of its files in bytes (checked at every open; absent in bundles written
+    #: before cbir 0.1 recorded them: then only their sum, `bytes`, is checked)
+    sizes: dict[str, int] = {}
     artifacts: dict[str, ArtifactEntry]  # codes, vectors, locals, references
     dead_slides: list[int] = []
     dead_rows: dict[str, int] = {}  # rows of each product the tombstoned slides hold
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SegmentEntry:
+        for name, sha in self.sha256.items():
+            _file_name(name)
+            if not SHA256.fullmatch(sha):
+                raise ValueError(f"segment {self.name}: checksum of {name} is not a sha256")
+        for name, size in self.sizes.items():
+            if name not in self.sha256 or size < 0:
+                raise ValueError(f"segment {self.name}: bad size entry for {name}")
+        if self.sizes and sum(self.sizes.values()) != self.bytes:
+            raise ValueError(f"segment {self.name}: file sizes do not add up to its bytes")
+        dead = self.dead_slides
+        if len(set(dead)) != len(dead) or any(s < 1 for s in dead):
+            raise ValueError(f"segment {self.name}: tombstones must be distinct slide ids >= 1")
+        if len(dead) > self.slides:
+            raise ValueError(f"segment {self.name}: more tombstones than slides")
+        for name, rows in self.dead_rows.items():
+            if not 0 <= rows <= self.rows(name):
+                raise ValueError(
+                    f"segment {self.name}: {rows} dead {name} rows of {self.rows(name)}"
+                )
+        return self
 
     def rows(self, name: str) -> int:
         entry = self.artifacts.get(name)
@@ -127,8 +179,8 @@ class Manifest(BaseModel):
     descriptor: DescriptorSpec
     encoder: EncoderSpec
     index_kind: Literal["flat", "ivf", "float"]
-    nlist: int | None
-    generation: int
+    nlist: int | None = Field(ge=1)
+    generation: int = Field(ge=1)
     counts: Counts
     pipeline_sha256: str
     weights_sha256: str | None = None
@@ -139,10 +191,42 @@ class Manifest(BaseModel):
     precision: str | None = None
     state: str = ""  # the collection state directory (format 3)
     segments: list[SegmentEntry] = []  # oldest first (format 3)
-    next_slide_id: int = 1
+    next_slide_id: int = Field(1, ge=1)
     labels: dict[int, dict[str, str]] = {}  # `cbir label`, by slide id
     created: str
     updated: str
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        """Cross-checks of a format-3 manifest: names inside the bundle and not from
+        the future, slide ids below `next_slide_id`, counts that add up."""
+        if self.format_version < FORMAT_VERSION:
+            return self
+        state = STATE_NAME.fullmatch(self.state)
+        if state is None or int(state.group(1)) > self.generation:
+            raise ValueError(f"state {self.state!r} is not a state of generation <= "
+                             f"{self.generation}")
+        names = [s.name for s in self.segments]
+        if len(set(names)) != len(names):
+            raise ValueError("a segment is listed twice")
+        for seg in self.segments:
+            m = SEGMENT_NAME.fullmatch(seg.name)
+            if m is None or int(m.group(1)) > self.generation:
+                raise ValueError(f"segment {seg.name!r} is not a segment of generation <= "
+                                 f"{self.generation}")
+            if any(s >= self.next_slide_id for s in seg.dead_slides):
+                raise ValueError(f"segment {seg.name}: a tombstone names slide id >= "
+                                 f"next_slide_id {self.next_slide_id}")
+        if any(s < 1 or s >= self.next_slide_id for s in self.labels):
+            raise ValueError(f"labels name a slide id outside 1..{self.next_slide_id - 1}")
+        slides = sum(s.slides - len(s.dead_slides) for s in self.segments)
+        tiles = sum(s.live_tiles for s in self.segments)
+        if (self.counts.slides, self.counts.tiles) != (slides, tiles):
+            raise ValueError(
+                f"counts ({self.counts.slides} slides, {self.counts.tiles} tiles) differ from "
+                f"its segments' ({slides} slides, {tiles} tiles)"
+            )
+        return self
 
     @property
     def readonly(self) -> bool:
@@ -181,7 +265,14 @@ def read_manifest(root: Path) -> Manifest:
     try:
         return Manifest.model_validate_json(raw)
     except ValidationError as exc:
-        raise BundleError(f"{path}: invalid manifest ({exc.errors()[0]['msg']})") from exc
+        raise BundleError(f"{path}: invalid manifest ({_first_error(exc)})") from exc
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return f"{where}: {msg}" if where else msg
 
 
 def segment_name(generation: int, n: int = 0) -> str:

@@ -26,6 +26,7 @@ from cbir.manifest import (
     META_DIR,
     SCALE_FILE,
     STATE_FILE,
+    UNPUBLISHED,
     WEIGHTS_FILE,
     Counts,
     LocalManifest,
@@ -200,11 +201,13 @@ class SegmentStage:
         self.meta = None
         (self.path / META_DIR / "lock.mdb").unlink(missing_ok=True)
         files = [f"{META_DIR}/data.mdb"] + [f for e in products.values() for f in e.files]
+        sizes = {f: (self.path / f).stat().st_size for f in files}
         return SegmentEntry(
             name=self.name,
             slides=slides,
-            bytes=sum((self.path / f).stat().st_size for f in files),
+            bytes=sum(sizes.values()),
             sha256={f: sha256_file(self.path / f) for f in files},
+            sizes=sizes,
             artifacts=products,
         )
 
@@ -327,6 +330,7 @@ def publish(writer: BundleWriter, recipe: Recipe) -> Manifest:
     tmp_manifest = root / f".{MANIFEST}.tmp"
     try:
         for src, dst in moves:
+            (src / UNPUBLISHED).touch()  # removed once the manifest naming it is live
             _fsync_tree(src)
             if dst.exists():
                 shutil.rmtree(dst)

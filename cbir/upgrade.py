@@ -16,7 +16,7 @@ from cbir.compact import merge_into
 from cbir.errors import CbirError
 from cbir.manifest import FORMAT_VERSION, LOCAL_WEIGHTS_FILE, SCALE_FILE, read_manifest
 from cbir.progress import Progress
-from cbir.writer import transaction
+from cbir.writer import leftovers, transaction
 
 
 class UpgradeReport(BaseModel):
@@ -71,6 +71,7 @@ def rebuild(
     manifest = read_manifest(root)
     if manifest.readonly:
         raise CbirError(f"{root}: convert it first with `cbir upgrade {root}`")
+    leftovers(root, manifest)  # refused when the manifest is older than the bundle's data
     with open_index(root, device="cpu") as ix:
         records = ix.bundle.meta.slide_list()
         paths = [r.info.path for r in records]

@@ -20,7 +20,15 @@ import lmdb
 
 from cbir.bundle import Bundle, Segment
 from cbir.errors import BundleError
-from cbir.manifest import MANIFEST, Manifest, read_manifest, readonly_error, segment_name
+from cbir.manifest import (
+    MANIFEST,
+    UNPUBLISHED,
+    Manifest,
+    read_manifest,
+    readonly_error,
+    segment_name,
+)
+from cbir.metadata import address_limit_note, writer_map_size
 from cbir.segment_stage import CollectionState, SegmentStage, publish
 
 if TYPE_CHECKING:
@@ -43,7 +51,6 @@ def _locked(root: Path) -> Iterator[None]:
 #: Directories a bundle may hold: its state and segments, format-2 generations, stages.
 #: A generation, segment or state directory; group 2 is the publish that wrote it.
 _NUMBERED = re.compile(r"(gen|seg|state)-(\d{6})(-\d+)?")
-_BUNDLE_DIR = re.compile(rf"{_NUMBERED.pattern}|\.tmp-.*")
 
 #: Below this much free space, a failed write says the disk is probably full.
 LOW_SPACE_BYTES = 64 << 20
@@ -62,32 +69,79 @@ def write_failed(root: Path, exc: BaseException) -> BundleError:
             space += ": the disk is full or nearly"
     except OSError:
         space = "free space unknown"
+    if isinstance(exc, lmdb.MapFullError):
+        return BundleError(
+            f"{root}: the new segment's LMDB map of {writer_map_size() / 2**30:.1f} GiB is "
+            f"full{address_limit_note()}; the bundle is unchanged"
+        )
+    if getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc):
+        return BundleError(
+            f"{root}: no space left on its device ({space}); the new generation was not "
+            "written and the bundle is unchanged"
+        )
     return BundleError(
         f"{root}: could not write the new generation ({exc}; {space}); the bundle is unchanged"
     )
 
 
+def _unpublished(p: Path) -> bool:
+    return (p / UNPUBLISHED).is_file()
+
+
 def _first_build_debris(p: Path) -> bool:
     """What a failed or killed first build can leave in a directory with no manifest:
-    the lock file, stages, unpublished state and segments, the manifest's temp file."""
+    the lock file, the manifest's temp file, stages, and directories it moved into place
+    but never published (they hold the UNPUBLISHED marker)."""
     name = p.name
-    return name in (".lock", f".{MANIFEST}.tmp") or (
-        p.is_dir() and _BUNDLE_DIR.fullmatch(name) is not None
-    )
+    if name in (".lock", f".{MANIFEST}.tmp"):
+        return True
+    if not p.is_dir():
+        return False
+    return name.startswith(".tmp-") or (_NUMBERED.fullmatch(name) is not None and _unpublished(p))
 
 
-def sweep(root: Path, manifest: Manifest | None) -> None:
-    """Delete bundle directories the live manifest does not reference (stages, replaced
-    segments and state, format-2 generations)."""
-    keep: set[str] = set()
-    if manifest is not None:
-        if manifest.format_version == 2:
-            keep.add(f"gen-{manifest.generation:06d}")
-        keep.add(manifest.state)
-        keep.update(s.name for s in manifest.segments)
-    for p in root.iterdir():
-        if p.is_dir() and _BUNDLE_DIR.fullmatch(p.name) and p.name not in keep:
-            shutil.rmtree(p, ignore_errors=True)
+def _referenced(manifest: Manifest) -> set[str]:
+    keep = {manifest.state, *(s.name for s in manifest.segments)}
+    if manifest.format_version == 2:
+        keep.add(f"gen-{manifest.generation:06d}")
+    return keep
+
+
+def leftovers(root: Path, manifest: Manifest) -> list[Path]:
+    """Directories of `root` that are provably a dead writer's leftovers or retired by a
+    published manifest, given a `manifest` that was validated (everything it names is
+    there): stages (`.tmp-*`), directories moved into place but never published (the
+    UNPUBLISHED marker), and numbered directories it does not reference whose number is
+    at most its generation (a later publish dropped them). A BundleError when a numbered
+    directory without the marker is newer than the manifest: the manifest is an older
+    copy (put back from a backup?), and the newer segments would be lost."""
+    keep = _referenced(manifest)
+    out: list[Path] = []
+    for p in sorted(root.iterdir()):
+        if not p.is_dir() or p.name in keep:
+            continue
+        if p.name.startswith(".tmp-") or (_NUMBERED.fullmatch(p.name) and _unpublished(p)):
+            out.append(p)
+        elif m := _NUMBERED.fullmatch(p.name):
+            if int(m.group(2)) > manifest.generation:
+                raise BundleError(
+                    f"{root}: {p.name} is newer than the manifest (generation "
+                    f"{manifest.generation}): the manifest is an older copy; restore the "
+                    "newest one (nothing was changed)"
+                )
+            out.append(p)
+    return out
+
+
+def sweep(paths: list[Path]) -> None:
+    for p in paths:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def _mark_published(root: Path, manifest: Manifest) -> None:
+    """Remove the UNPUBLISHED markers of the directories `manifest` references."""
+    for name in _referenced(manifest):
+        (root / name / UNPUBLISHED).unlink(missing_ok=True)
 
 
 def _highest_number(root: Path) -> int:
@@ -189,7 +243,9 @@ class BundleWriter:
             if self.committed:
                 raise
             raise write_failed(self.root, exc) from None
-        sweep(self.root, manifest)
+        _mark_published(self.root, manifest)
+        with contextlib.suppress(BundleError):  # (nothing is newer than what we published)
+            sweep(leftovers(self.root, manifest))
         return manifest
 
     def discard(self) -> None:
@@ -230,12 +286,16 @@ def transaction(
     made_root = not root.exists()
     if create and root.exists() and any(not _first_build_debris(p) for p in root.iterdir()):
         if not (root / MANIFEST).exists():
-            raise BundleError(f"{root}: directory is not empty and is not an index bundle")
+            raise BundleError(
+                f"{root}: directory is not empty and is not an index bundle (no {MANIFEST})"
+            )
         if not overwrite:
             raise BundleError(f"{root}: an index bundle exists already (use --overwrite)")
     previous = _previous_manifest(root, tolerate_broken=create and overwrite)
     if not create and previous is None:
         raise BundleError(f"{root}: not an index bundle (no {MANIFEST})")
+    if previous is not None and previous.readonly and not (create or upgrade):
+        raise readonly_error(root, previous)  # before the lock: a refusal leaves no file
     committed = False
     try:
         with _locked(root):
@@ -244,10 +304,22 @@ def transaction(
             if previous is not None and previous.readonly and not (create or upgrade):
                 raise readonly_error(root, previous)
             floor = _highest_number(root)
-            sweep(root, previous)
-            if previous is None:
+            live = None
+            if not create:
+                assert previous is not None
+                # Everything the manifest names is checked before any file is touched.
+                live = Bundle.open_manifest(root, previous)
+                try:
+                    stale = leftovers(root, previous)
+                except BaseException:
+                    live.close()
+                    raise
+                _mark_published(root, previous)
+                sweep(stale)
+            elif previous is None:  # a first build: only what failed first builds left
+                sweep([p for p in root.iterdir() if p.is_dir() and _first_build_debris(p)])
                 (root / f".{MANIFEST}.tmp").unlink(missing_ok=True)
-            live = Bundle.open_manifest(root, previous) if not create and previous else None
+            # (an overwrite sweeps the bundle it replaces once its own manifest is live)
             writer = BundleWriter(root, previous, live, floor)
             try:
                 yield writer
