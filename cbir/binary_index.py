@@ -9,6 +9,7 @@ from typing import Literal
 import faiss
 import numpy as np
 
+from cbir.faiss_io import write_binary_index
 from cbir.faiss_threads import threads_for
 from cbir.recipes import IndexConfig
 
@@ -155,7 +156,7 @@ class BinaryTileIndex:
         return D[order], I[order]
 
     def save(self, path: Path) -> None:
-        faiss.write_index_binary(self.index, str(path))
+        write_binary_index(self.index, path)
 
     def to_bytes(self) -> np.ndarray:
         """The index serialised (uint8), for another process (`from_bytes`)."""

@@ -7,6 +7,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from cbir.faiss_io import write_float_index
 from cbir.faiss_threads import threads_for
 from cbir.recipes import IndexConfig
 
@@ -36,7 +37,7 @@ class FloatSearch:
         return D[order], I[order]
 
     def save(self, path: Path) -> None:
-        faiss.write_index(self.index, str(path))
+        write_float_index(self.index, path)
 
 
 class FloatTileIndex(FloatSearch):
