@@ -1,4 +1,5 @@
-"""`cbir compact`, `cbir upgrade`, `cbir rebuild`: whole-bundle storage commands."""
+"""`cbir compact`, `cbir upgrade`, `cbir rebuild`, `cbir verify`: whole-bundle storage
+commands."""
 
 from __future__ import annotations
 
@@ -59,3 +60,31 @@ def register_storage(app: typer.Typer) -> None:
 
         report = rebuild(index, device=device, skip_errors=skip_errors)
         typer.echo(report.model_dump_json()) if json_out else show_report(report)  # type: ignore[attr-defined]
+
+    @app.command("verify")
+    @cli_errors
+    def verify_cmd(index: IndexArg, json_out: JsonOpt = False) -> None:
+        """Check every file of a bundle against its manifest's checksums and counts; exit
+        1 with one line per damaged file."""
+        from cbir.verify import verify_bundle
+
+        report = verify_bundle(index)
+        if json_out:
+            typer.echo(report.model_dump_json())
+        else:
+            for d in report.damaged:
+                typer.echo(f"cbir: damaged: {index}/{d.path}: {d.problem}", err=True)
+            if report.ok:
+                left = (
+                    f"; {len(report.unreferenced)} directories no manifest names "
+                    f"({', '.join(report.unreferenced)}: the next writer sweeps them)"
+                    if report.unreferenced
+                    else ""
+                )
+                typer.echo(
+                    f"{index}: ok, generation {report.generation}, {report.segments} "
+                    f"segments, {report.files} files ({report.bytes / 1e6:.1f} MB) match "
+                    f"their checksums{left}"
+                )
+        if not report.ok:
+            raise typer.Exit(1)

@@ -1,0 +1,113 @@
+"""`cbir verify` (issue 21, item 4): every checksum, row counts and the LMDB read
+through; exit 1 with one line per damaged file. Searches refuse a damaged segment in
+one line instead of a traceback or silently wrong hits."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+import cbir
+from cbir.cli.main import app
+from cbir.sample import sample_image, write_pyramidal_tiff
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("verify")
+    img = sample_image()
+    a = write_pyramidal_tiff(root / "a.tif", img, mpp=0.5)
+    b = write_pyramidal_tiff(root / "b.tif", np.ascontiguousarray(np.rot90(img)), mpp=0.5)
+    cbir.build_index([a], root / "idx", "stats-lsh32")
+    cbir.add_slides(root / "idx", [b])
+    return root / "idx"
+
+
+@pytest.fixture()
+def copy(tmp_path: Path, bundle: Path) -> Path:
+    out = tmp_path / "idx"
+    shutil.copytree(bundle, out)
+    return out
+
+
+def flip(path: Path, at: float = 0.5) -> None:
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * at)] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def verify(root: Path, *extra: str) -> tuple[int, str, str]:
+    r = runner.invoke(app, ["verify", str(root), *extra])
+    return r.exit_code, r.stdout, r.stderr
+
+
+def test_a_whole_bundle_verifies(bundle: Path) -> None:
+    code, out, err = verify(bundle)
+    assert code == 0 and err == "" and "ok, generation 2, 2 segments" in out
+    code, out, _ = verify(bundle, "--json")
+    report = json.loads(out)
+    assert code == 0 and report["damaged"] == [] and report["files"] >= 5
+
+
+@pytest.mark.parametrize(
+    "rel", ["seg-000001/tiles.fbin", "seg-000002/meta.lmdb/data.mdb", "state-000001/pipeline.npz"]
+)
+def test_a_flipped_byte_is_named(copy: Path, rel: str) -> None:
+    flip(copy / rel)
+    code, _, err = verify(copy)
+    lines = err.splitlines()
+    assert code == 1 and lines == [
+        f"cbir: damaged: {copy}/{rel}: sha256 differs from the manifest's"
+    ]
+    # a search refuses it in one line naming the file (no traceback, no wrong hits)
+    Image.fromarray(sample_image()[:224, :224]).save(copy.parent / "q.png")
+    r = runner.invoke(app, ["search", str(copy), str(copy.parent / "q.png")])
+    assert r.exit_code == 2 and rel.split("/")[-1] in r.stderr and len(r.stderr.splitlines()) == 1
+
+
+def test_every_damaged_file_gets_its_line(copy: Path) -> None:
+    flip(copy / "seg-000001" / "tiles.fbin")
+    (copy / "seg-000002" / "tiles.fbin").unlink()
+    data = copy / "seg-000002" / "meta.lmdb" / "data.mdb"
+    data.write_bytes(data.read_bytes()[:4096])
+    size = json.loads((copy / "manifest.json").read_text())["segments"][1]["sizes"]
+    code, _, err = verify(copy)
+    assert code == 1
+    assert err.splitlines() == [
+        f"cbir: damaged: {copy}/seg-000001/tiles.fbin: sha256 differs from the manifest's",
+        f"cbir: damaged: {copy}/seg-000002/meta.lmdb/data.mdb: 4096 bytes, the manifest says "
+        f"{size['meta.lmdb/data.mdb']}",
+        f"cbir: damaged: {copy}/seg-000002/tiles.fbin: missing",
+    ]
+
+
+def test_a_broken_manifest_is_one_damaged_line(copy: Path) -> None:
+    text = (copy / "manifest.json").read_text()
+    (copy / "manifest.json").write_text(text[: len(text) // 3])
+    code, _, err = verify(copy)
+    assert code == 1 and len(err.splitlines()) == 1
+    assert err.startswith(f"cbir: damaged: {copy}/manifest.json: not valid JSON")
+
+
+def test_row_counts_are_compared(copy: Path) -> None:
+    """A manifest that says a segment has fewer rows than its index (checksums intact)."""
+    m = json.loads((copy / "manifest.json").read_text())
+    seg = m["segments"][1]
+    seg["artifacts"]["codes"]["rows"] -= 1
+    m["counts"]["tiles"] -= 1
+    (copy / "manifest.json").write_text(json.dumps(m))
+    code, _, err = verify(copy)
+    assert code == 1 and "seg-000002" in err and "rows" in err and len(err.splitlines()) == 1
+
+
+def test_not_a_directory_is_one_line(tmp_path: Path) -> None:
+    code, _, err = verify(tmp_path / "nothing")
+    assert code == 2 and err.startswith("cbir: error:") and len(err.splitlines()) == 1
