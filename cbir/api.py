@@ -15,7 +15,14 @@ from cbir.bundle import Bundle
 from cbir.errors import QueryError
 from cbir.hits import Hit, SearchResult
 from cbir.info import IndexInfo, SlideEntry, bundle_info
-from cbir.query import Region, as_rgb, check_tissue, query_tiles, read_region_image
+from cbir.query import (
+    MAX_QUERY_PIXELS,
+    Region,
+    as_rgb,
+    check_tissue,
+    query_tiles,
+    read_region_image,
+)
 from cbir.search.collection import Collection
 from cbir.search.filters import finished, slide_filter, tiles_at
 from cbir.search.region_hits import region_hits
@@ -79,7 +86,7 @@ class Index:
             base = stored.info.base_magnification if stored else None
             return read_region_image(query, base), str(query)
         path = Path(query)
-        return decode_image(path), str(path)
+        return decode_image(path, MAX_QUERY_PIXELS), str(path)
 
     def query_codes(self, image: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
         """(h, w, 3) uint8 -> descriptors (m, n, d) float32 and codes (m, n, e) of its tile

@@ -15,6 +15,12 @@ from cbir.tissue import tissue_mask
 #: Largest region query, in tiles (20 x 20): its cost grows with the square of this.
 MAX_QUERY_TILES = 400
 
+#: Largest query image or region, in pixels at the query's magnification: checked from
+#: an image file's header (or a region's size) before anything is decoded. 40 MP holds
+#: any shape of at most MAX_QUERY_TILES whole tiles (2 x 401 tiles of 224 px); a query
+#: this size peaks below 1 GB (tools/bench_query_memory.py).
+MAX_QUERY_PIXELS = 40_000_000
+
 _REGION = re.compile(
     r"^(?P<slide>.+):(?P<x>-?\d+),(?P<y>-?\d+),(?P<w>-?\d+),(?P<h>-?\d+)"
     r"@(?P<mag>\d+(?:\.\d+)?)x?$"
@@ -70,6 +76,14 @@ def read_region_image(region: Region, base_magnification: float | None) -> np.nd
         if region.magnification > base * (1 + 1e-6):
             raise QueryError(
                 f"{region}: {region.magnification:g}x is above the slide's base {base:g}x"
+            )
+        scale = region.magnification / base
+        pixels = region.w * scale * region.h * scale
+        if pixels > MAX_QUERY_PIXELS:
+            raise QueryError(
+                f"{region}: {pixels / 1e6:.0f} megapixels at {region.magnification:g}x is "
+                f"larger than a query may be ({MAX_QUERY_PIXELS / 1e6:.0f}; query a smaller "
+                "region or a lower magnification)"
             )
         return slide.read_region(region.x, region.y, region.w, region.h, region.magnification)
 

@@ -75,9 +75,10 @@ def _is_tiff(path: Path) -> bool:
         return fh.read(4) in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
-def decode_image(path: Path) -> np.ndarray:
+def decode_image(path: Path, max_pixels: int | None = None) -> np.ndarray:
     """Decode a PNG/JPEG/TIFF/... file with PIL -> (h, w, 3) uint8 RGB.
 
+    `max_pixels`: refuse a larger image from its header, before any pixel is decoded.
     Raises `SlideReadError` naming the file (truncated TIFFs are called so).
     """
     if path.is_dir():
@@ -89,6 +90,11 @@ def decode_image(path: Path) -> np.ndarray:
             warnings.simplefilter("ignore")  # PIL warns on odd EXIF; errors still raise
             im = Image.open(path)
         with im:
+            if max_pixels is not None and im.width * im.height > max_pixels:
+                raise SlideReadError(
+                    f"{path}: {im.width} x {im.height} px is larger than a query may be "
+                    f"({max_pixels / 1e6:.0f} megapixels; crop it or scale it down)"
+                )
             im.load()
             return _to_rgb8(im)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
