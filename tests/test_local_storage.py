@@ -131,7 +131,19 @@ def test_bundle_with_float16_descriptors_in_lmdb_reads_as_before(tmp_path: Path)
         coarse = ix.search(q, k=4, verify=False).hits
         hits = verify_hits(ix.collection, ix.bundle.local.query(q), coarse, 4)
         got["verified_coarse"] = [[h.x, h.y, h.inliers, h.matches, h.affine] for h in hits]
-    assert got == expected["hits"]
+    # Slides, places, sizes and inlier counts are exact; the fitted affines are compared
+    # to 1e-4 (their last digits differ between machines' BLAS and OpenCV builds).
+    assert _without_affines(got) == _without_affines(expected["hits"])
+    for name, rows in got.items():
+        for mine, theirs in zip(rows, expected["hits"][name], strict=True):
+            a, b = mine[-1], theirs[-1]
+            assert (a is None) == (b is None)
+            if a is not None:
+                assert np.allclose(a, b, rtol=1e-4, atol=1e-3), (name, a, b)
+
+
+def _without_affines(hits: dict[str, list[list]]) -> dict[str, list[list]]:
+    return {name: [row[:-1] for row in rows] for name, rows in hits.items()}
 
 
 @pytest.mark.parametrize("factory", ["IVF{nlist},PQ20", "HNSW32,Flat"])
