@@ -12,7 +12,7 @@ from cbir.errors import CbirError
 from cbir.recipes import Recipe
 
 #: A describer that dies (a lost node, an out-of-memory kill) is restarted this often,
-#: and its slide retried, before the slide fails.
+#: and its slide (or segment write) retried, before the build fails.
 MAX_RESTARTS = 2
 
 

@@ -6,11 +6,20 @@ small collections are fitted exactly as in one process), fits the encoder and th
 index, and sends that state back; every actor then encodes its slides and writes one
 segment into the bundle's staging area. The driver publishes all segments in one
 manifest, or discards every stage when anything fails. Slide ids follow the order of the
-paths, as in one process, so the tiles, codes and search results are the same."""
+paths, as in one process, so the tiles, codes and search results are the same.
+
+A worker that dies (a lost node, an out-of-memory kill, SIGKILL) is restarted and its
+calls run again (MAX_RESTARTS): each attempt at a segment writes its own stage
+(`.tmp-ray-<pid>-<token>-<segment>`), the driver keeps the one the successful attempt
+reports and removes the others, so a dead worker costs only its retry."""
 
 from __future__ import annotations
 
 import os
+import re
+import secrets
+import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +44,46 @@ if TYPE_CHECKING:
 #: Descriptors per slide sent to the driver to fit the collection state (a sample
 #: beyond this: evenly spaced rows).
 FIT_ROWS_PER_SLIDE = 200_000
+
+#: One attempt's stage of a segment: `.tmp-` (a leftover the bundle writer sweeps when
+#: its writer died), the worker's pid, a random token, the segment's name.
+_ATTEMPT = re.compile(r"\.tmp-ray-(\d+)-([0-9a-f]{8})-(.+)")
+
+#: Tests only: a directory; while it exists, the first worker to reach the middle of
+#: `write_segment` writes its pid to `pid` there and sleeps PAUSE_SECONDS, so that a
+#: test can kill it from outside at that point.
+PAUSE_ENV = "CBIR_TEST_RAY_PAUSE"
+PAUSE_SECONDS = 60.0
+
+
+def attempt_stage(root: Path, name: str) -> Path:
+    """A fresh stage path for this process's attempt at segment `name` of bundle `root`."""
+    return root / f".tmp-ray-{os.getpid()}-{secrets.token_hex(4)}-{name}"
+
+
+def attempt_stages(root: Path, name: str) -> list[Path]:
+    """Every attempt's stage of segment `name` in `root` (dead, failed or finished)."""
+    out = []
+    for p in root.iterdir() if root.is_dir() else ():
+        m = _ATTEMPT.fullmatch(p.name)
+        if m is not None and m.group(3) == name:
+            out.append(p)
+    return out
+
+
+def pause_for_tests() -> None:
+    """Tests only (PAUSE_ENV names an existing directory): the first worker to get here
+    claims it, writes its pid to `pid` there and sleeps, to be killed from outside."""
+    d = os.environ.get(PAUSE_ENV)
+    if not d or not os.path.isdir(d):
+        return
+    try:
+        os.close(os.open(os.path.join(d, "claimed"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return
+    Path(d, "pid.tmp").write_text(str(os.getpid()))
+    os.replace(Path(d, "pid.tmp"), Path(d, "pid"))
+    time.sleep(PAUSE_SECONDS)
 
 
 @dataclass
@@ -72,10 +121,11 @@ class SegmentWorker(SlideDescriber):
         return out.n_tiles, x
 
     def write_segment(
-        self, stage: str, name: str, slides: list[tuple[str, int]], blob: StateBlob
-    ) -> tuple[SegmentEntry, list[SlideSummary]]:
+        self, root: str, name: str, slides: list[tuple[str, int]], blob: StateBlob
+    ) -> tuple[str, SegmentEntry, list[SlideSummary]]:
         """Encode the kept slides (path, slide id) with the fitted state and write them
-        as one finished segment at `stage`."""
+        as one finished segment `name`, staged in bundle `root` under a name of this
+        attempt's own. Returns the stage's path, its entry and the slides' summaries."""
         from cbir.segment_stage import SegmentStage
         from cbir.store import store_slides
         from cbir.tile_index import tile_index_from_bytes
@@ -85,7 +135,7 @@ class SegmentWorker(SlideDescriber):
         empty = tile_index_from_bytes(blob.empty_index, blob.index_kind, self.recipe.index)
         scale = Path("(driver)") if blob.references else None  # presence only
         state = CollectionState(self.pipeline, empty, scale)
-        seg = SegmentStage(Path(stage), name)
+        seg = SegmentStage(attempt_stage(Path(root), name), name)
         try:
             summaries: list[SlideSummary] = []
             for path, sid in slides:
@@ -96,19 +146,37 @@ class SegmentWorker(SlideDescriber):
                         raise CbirError(again.reason)
                     described = again
                 summaries += store_slides(seg, state, [described], sid, StageTimer())
-            return seg.finish(state), summaries
+                pause_for_tests()
+            return str(seg.path), seg.finish(state), summaries
         except BaseException:
             seg.discard()
             raise
 
 
 class WrittenSegment:
-    """A segment a Ray worker is writing or has written into the staging area: publish
-    takes its entry as it is, discard removes it."""
+    """A segment Ray workers are writing into the bundle `root` (one stage per attempt):
+    `keep` takes the successful attempt's stage, publish takes its entry as it is,
+    discard removes every attempt's stage."""
 
-    def __init__(self, path: Path, name: str) -> None:
-        self.path, self.name = path, name
+    def __init__(self, root: Path, name: str) -> None:
+        self.root, self.name = root, name
+        self.stage: Path | None = None
         self.entry: SegmentEntry | None = None
+
+    @property
+    def path(self) -> Path:
+        """The successful attempt's stage."""
+        assert self.stage is not None, "the worker did not finish this segment"
+        return self.stage
+
+    def keep(self, stage: Path, entry: SegmentEntry) -> None:
+        """Take the attempt at `stage` (its entry) and remove the other attempts."""
+        if _ATTEMPT.fullmatch(stage.name) is None or stage.parent != self.root:
+            raise CbirError(f"a Ray worker wrote segment {self.name} outside {self.root}")
+        self.stage, self.entry = stage, entry
+        for p in attempt_stages(self.root, self.name):
+            if p != stage:
+                shutil.rmtree(p, ignore_errors=True)
 
     @property
     def staged(self) -> bool:
@@ -123,9 +191,8 @@ class WrittenSegment:
         return self.entry
 
     def discard(self) -> None:
-        import shutil
-
-        shutil.rmtree(self.path, ignore_errors=True)
+        for p in attempt_stages(self.root, self.name):
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def write_segments_ray(
@@ -202,19 +269,20 @@ def write_segments_ray(
             state.empty_index.kind,
             state.scale_weights is not None,
         )
+        root = writer.root.resolve()  # the workers' working directory may differ
         first = writer.take_slide_ids(len(kept))
         ids = {p: first + i for i, p in enumerate(kept)}
         jobs = {}
         for k in sorted({owner[p] for p in kept}):
             mine = [(p, ids[p]) for p in kept if owner[p] == k]
             name = segment_name(writer.generation, len(writer.segments))
-            written = WrittenSegment(writer.root / f".tmp-ray-{name}", name)
+            written = WrittenSegment(root, name)
             writer.segments.append(written)  # type: ignore[arg-type]  # discarded on failure
-            jobs[pool[k].write_segment.remote(str(written.path), name, mine, blob)] = written
+            jobs[pool[k].write_segment.remote(str(root), name, mine, blob)] = written
         summaries: list[SlideSummary] = []
         for ref, written in jobs.items():
-            entry, done_slides = ray.get(ref)
-            written.entry = entry
+            stage, entry, done_slides = ray.get(ref)
+            written.keep(Path(stage), entry)
             summaries += done_slides
     except ray.exceptions.RayError as exc:
         raise CbirError(f"a Ray worker failed describing or writing slides ({exc})") from None
