@@ -12,6 +12,14 @@ tissue check, describe, encode, Faiss, LMDB, JSON).
 Deep Zoom: a bundle of the generated sample slide (a 3-level pyramidal TIFF) is served
 the same way; every tile of its pyramid's three highest levels is fetched once cold and
 once warm; p50/p99 per tile.
+Mixed load (`--clients 8,24`): a bundle of two generated pyramidal slides is served; one
+client posting searches only gives the single-client search p50; then, on a fresh server
+for each count, that many clients (one keep-alive connection each) for `--seconds`, each
+request a multipart search with probability `--search-share`, else a random tile of the
+three finest Deep Zoom levels: p50/p99 of search and tile, non-200 answers, and the
+server's peak RSS (VmHWM of /proc/<pid>/status).
+
+    python tools/bench_serve.py --sections mixed --clients 8,24 --seconds 30
 """
 
 from __future__ import annotations
@@ -19,7 +27,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,15 +38,12 @@ import numpy as np
 from bench_search import build_bundle  # same folder
 from benchutil import log
 from PIL import Image
+from serve_traffic import ms as traffic_ms
+from serve_traffic import run_clients, tile_urls, two_slide_bundle
 
 import cbir
 from cbir.sample import sample_image, write_pyramidal_tiff
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from cbir.serve.process import free_port, peak_rss_mb, start_server, stop_server
 
 
 def serve(bundle: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -137,28 +141,65 @@ def bench_deep_zoom(tmp: Path) -> dict[str, object]:
         proc.wait(timeout=30)
 
 
+def bench_mixed(tmp: Path, counts: list[int], seconds: float, share: float) -> dict[str, object]:
+    """Single-client search p50, then `counts` concurrent mixed clients, each on a fresh
+    server: latencies, statuses and the server's peak RSS."""
+    bundle = two_slide_bundle(tmp)
+    out: dict[str, object] = {}
+    for clients in [1, *counts]:
+        proc, url = start_server(bundle, free_port(), "--no-log-requests")
+        try:
+            urls = tile_urls(url, 1) + tile_urls(url, 2)
+            solo = clients == 1
+            run_clients(url, clients, 3, 0.0 if not solo else 1.0, urls, seed=99)  # warm up
+            t = run_clients(url, clients, seconds, 1.0 if solo else share, urls)
+            out["single_client_search" if solo else f"clients_{clients}"] = {
+                "search": traffic_ms(t.times["search"]),
+                **({} if solo else {"tile": traffic_ms(t.times["tile"])}),
+                "statuses": {str(k): v for k, v in sorted(t.statuses.items())},
+                "transport_errors": len(t.errors),
+                "server_peak_rss_mb": round(peak_rss_mb(proc.pid), 1),
+                "server_alive": proc.poll() is None,
+            }
+            log("bench_serve", f"{clients} client(s): {out}")
+        finally:
+            stop_server(proc)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--sections", default="search,zoom,mixed")
+    parser.add_argument("--clients", default="8,24", help="Mixed load: client counts.")
+    parser.add_argument("--seconds", type=float, default=30.0, help="Mixed load: per count.")
+    parser.add_argument("--search-share", type=float, default=0.2)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    sections = set(args.sections.split(","))
+    out: dict[str, object] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        bundle = Path(tmp) / "idx"
-        log("bench_serve", f"building a stats-lsh32 bundle of {args.n} synthetic tiles")
-        build = build_bundle(bundle, "stats-lsh32", args.n, seed=0)
-        log("bench_serve", "timing /search")
-        search = bench_search(bundle, args.queries, args.warmup)
-        log("bench_serve", "timing Deep Zoom tiles")
-        zoom = bench_deep_zoom(Path(tmp))
-    out = {
-        "tiles": args.n,
-        "build_seconds": build["build_seconds"],
-        "search": search,
-        "deep_zoom_tile": zoom,
-        "protocol": "one keep-alive HTTP client on 127.0.0.1; multipart 224 px PNG, k=10",
-    }
+        if "search" in sections:
+            bundle = Path(tmp) / "idx"
+            log("bench_serve", f"building a stats-lsh32 bundle of {args.n} synthetic tiles")
+            build = build_bundle(bundle, "stats-lsh32", args.n, seed=0)
+            log("bench_serve", "timing /search")
+            out.update(tiles=args.n, build_seconds=build["build_seconds"])
+            out["search"] = bench_search(bundle, args.queries, args.warmup)
+        if "zoom" in sections:
+            log("bench_serve", "timing Deep Zoom tiles")
+            out["deep_zoom_tile"] = bench_deep_zoom(Path(tmp))
+        if "mixed" in sections:
+            counts = [int(c) for c in args.clients.split(",") if c]
+            mixed_dir = Path(tmp) / "mixed"
+            mixed_dir.mkdir()
+            out["mixed"] = bench_mixed(mixed_dir, counts, args.seconds, args.search_share)
+    out["protocol"] = (
+        "HTTP clients on 127.0.0.1, one keep-alive connection each; multipart 224 px PNG, "
+        f"k=10; mixed: {args.search_share:g} searches, the rest Deep Zoom tiles"
+    )
     print(json.dumps(out, indent=None if args.json else 2))
 
 

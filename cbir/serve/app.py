@@ -8,35 +8,45 @@
     GET  /                           the web page (OpenSeadragon viewer)
 
 Requests name slides by their id in the bundle, never by path: nothing outside the
-slides the bundle indexed can be read."""
+slides the bundle indexed can be read. Every request leases the live generation (see
+holder.py); decoding, searching and pixel reads run in bounded worker threads, never in
+the event loop."""
 
 from __future__ import annotations
 
-import io
-import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import numpy as np
+import anyio
 from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from PIL import Image, UnidentifiedImageError
-from pydantic import ValidationError
 
 from cbir import __version__
 from cbir.errors import CbirError, QueryError
+from cbir.serve.bodies import (
+    MAX_JSON_BYTES,
+    BodyTooLarge,
+    decode_upload,
+    parse_region,
+    read_capped,
+    read_upload,
+)
+from cbir.serve.config import ServeConfig
+from cbir.serve.generation import Generation, SlideNotFound
 from cbir.serve.holder import BundleHolder
-from cbir.serve.imagery import DeepZoomCache, dz_tile_jpeg, dzi_xml, region_png
+from cbir.serve.imagery import TileCache, dz_tile_jpeg, dzi_xml, region_png
+from cbir.serve.limits import BodyLimit
 from cbir.serve.schemas import Health, RegionSearch, SearchOptions, SlideView
+from cbir.serve.security import AccessLog, HostCheck, TokenGate
 
 STATIC = Path(__file__).parent / "static"
-#: Uploaded query images: at most this many bytes and pixels.
-MAX_UPLOAD_BYTES = 64 << 20
-MAX_QUERY_PIXELS = 64_000_000
+T = TypeVar("T")
 
 SEARCH_BODY = {
     "requestBody": {
@@ -57,45 +67,40 @@ SEARCH_BODY = {
 }
 
 
-def decode_upload(data: bytes, name: str) -> np.ndarray:
-    """Image file bytes -> (h, w, 3) uint8 RGB; QueryError naming the upload otherwise."""
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            if im.width * im.height > MAX_QUERY_PIXELS:
-                raise QueryError(f"{name}: {im.width} x {im.height} px is too large a query")
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise QueryError(f"{name}: not a readable image ({exc})") from exc
+class Workers:
+    """Two bounded thread pools: `pixels` (tiles, regions, status pages) and `search`
+    (decode + search; an Index searches one query at a time, so few threads)."""
 
+    def __init__(self, pixels: int, search: int) -> None:
+        self.sizes = (pixels, search)
+        self._limiters: tuple[anyio.CapacityLimiter, anyio.CapacityLimiter] | None = None
 
-def _form_options(form: Any) -> SearchOptions:
-    """Search options from multipart form fields (strings; `slides` comma-separated)."""
-    fields: dict[str, Any] = {}
-    for key in SearchOptions.model_fields:
-        value = form.get(key)
-        if value in (None, ""):
-            continue
-        if key == "slides":
-            value = [v for v in str(value).split(",") if v.strip()]
-        fields[key] = value
-    unknown = set(form.keys()) - set(SearchOptions.model_fields) - {"image"}
-    if unknown:
-        raise QueryError(f"unknown field(s): {', '.join(sorted(unknown))}")
-    return SearchOptions.model_validate(fields)
+    def _get(self) -> tuple[anyio.CapacityLimiter, anyio.CapacityLimiter]:
+        if self._limiters is None:  # made in the event loop that uses them
+            self._limiters = (
+                anyio.CapacityLimiter(self.sizes[0]),
+                anyio.CapacityLimiter(self.sizes[1]),
+            )
+        return self._limiters
 
+    async def pixels(self, fn: Callable[[], T]) -> T:
+        return await anyio.to_thread.run_sync(fn, limiter=self._get()[0])
 
-def _one_line(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or "body"
-    return f"{where}: {err['msg']}"
+    async def search(self, fn: Callable[[], T]) -> T:
+        return await anyio.to_thread.run_sync(fn, limiter=self._get()[1])
 
 
 def create_app(
-    bundle: str | os.PathLike[str], device: str | None = "auto", ray: str | None = None
+    bundle: str | os.PathLike[str],
+    device: str | None = "auto",
+    ray: str | None = None,
+    config: ServeConfig | None = None,
 ) -> FastAPI:
     """The app serving `bundle` (opened now, so a bad bundle fails before serving)."""
+    config = config or ServeConfig()
     holder = BundleHolder(bundle, device, ray)
-    zoom = DeepZoomCache()
+    workers = Workers(config.pixel_threads, config.search_threads)
+    tiles = TileCache(config.tile_cache_bytes)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -109,122 +114,117 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.holder = holder
+    app.state.workers = workers
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    # outermost last: access log -> Host check -> CORS -> token -> body limit -> routes
+    app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+    if config.token:
+        app.add_middleware(TokenGate, token=config.token)
+    if config.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=config.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    if config.allowed_hosts is not None:
+        app.add_middleware(HostCheck, allowed=config.allowed_hosts)
+    if config.log_requests:
+        app.add_middleware(AccessLog)
+
+    @app.exception_handler(SlideNotFound)
+    async def not_found(request: Request, exc: SlideNotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(BodyTooLarge)
+    async def too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=413, headers={"connection": "close"})
 
     @app.exception_handler(CbirError)
     async def cbir_error(request: Request, exc: CbirError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=400)
+        return JSONResponse({"detail": str(exc).splitlines()[0][:1000]}, status_code=400)
 
-    def slide_or_404(slide_id: int):  # type: ignore[no-untyped-def]
-        slide = holder.slide(slide_id)
-        if slide is None:
-            raise HTTPException(404, f"no slide {slide_id} in this bundle")
-        return slide
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        where = ".".join(str(p) for p in errors[0]["loc"]) if errors else "request"
+        msg = errors[0]["msg"] if errors else "invalid"
+        return JSONResponse({"detail": f"{where}: {msg}"[:500]}, status_code=422)
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
+    def health() -> Health:
+        with holder.lease() as gen:
+            return Health(
+                status="ok",
+                generation=gen.number,
+                recipe=gen.index.recipe.name,
+                slides=len(gen.index.slides),
+            )
+
     @app.get("/healthz")
-    def healthz() -> Health:
-        index = holder.index()
-        return Health(
-            status="ok",
-            generation=holder.generation,
-            recipe=index.recipe.name,
-            slides=len(index.slides),
-        )
+    async def healthz() -> Health:
+        return await workers.pixels(health)
+
+    def info_dict() -> dict[str, Any]:
+        with holder.lease() as gen:
+            return gen.index.info().model_dump()
 
     @app.get("/info")
-    def info() -> dict[str, Any]:
-        return holder.index().info().model_dump()
+    async def info() -> dict[str, Any]:
+        return await workers.pixels(info_dict)
+
+    def slide_views() -> list[SlideView]:
+        with holder.lease() as gen:
+            return [
+                SlideView(
+                    slide_id=r.slide_id,
+                    name=r.info.name,
+                    width=r.info.width,
+                    height=r.info.height,
+                    base_magnification=r.info.base_magnification,
+                    magnifications=r.magnifications,
+                    tiles=r.tiles,
+                    dzi=f"/slides/{r.slide_id}.dzi",
+                )
+                for r in sorted(gen.index.slides.values(), key=lambda r: r.slide_id)
+            ]
 
     @app.get("/slides")
-    def slides() -> list[SlideView]:
-        index = holder.index()
-        return [
-            SlideView(
-                slide_id=r.slide_id,
-                name=r.info.name,
-                width=r.info.width,
-                height=r.info.height,
-                base_magnification=r.info.base_magnification,
-                magnifications=r.magnifications,
-                tiles=r.tiles,
-                dzi=f"/slides/{r.slide_id}.dzi",
-            )
-            for r in sorted(index.slides.values(), key=lambda r: r.slide_id)
-        ]
+    async def slides() -> list[SlideView]:
+        return await workers.pixels(slide_views)
 
     @app.post("/search", openapi_extra=SEARCH_BODY)
     async def search(request: Request) -> Response:
-        """A multipart upload (field `image`, options as form fields) or a JSON region."""
+        """A multipart upload (field `image`, options as form fields) or a JSON region.
+        Bodies are read here (bounded); decoding and searching run in `workers.search`."""
         kind = request.headers.get("content-type", "")
-        try:
-            if kind.startswith("multipart/form-data"):
-                form = await request.form()
-                upload = form.get("image")
-                if upload is None or isinstance(upload, str):
-                    raise QueryError("multipart search needs an `image` file field")
-                data = await upload.read(MAX_UPLOAD_BYTES + 1)
-                if len(data) > MAX_UPLOAD_BYTES:
-                    raise QueryError(f"{upload.filename}: larger than {MAX_UPLOAD_BYTES} bytes")
-                options = _form_options(form)
-                name = Path(upload.filename or "upload").name
-                query: Any = decode_upload(data, name)
-            elif kind.startswith("application/json"):
-                options = RegionSearch.model_validate(json.loads(await request.body()))
-                query, name = _region_query(options)
-            else:
-                raise QueryError("send multipart/form-data (an image) or application/json")
-        except ValidationError as exc:
-            raise QueryError(_one_line(exc)) from None
-        except json.JSONDecodeError as exc:
-            raise QueryError(f"body is not JSON ({exc.msg})") from None
-        with holder.searching() as index:
-            result = index.search(query, **_search_kwargs(index, options))
-        result = result.model_copy(update={"query": name})
-        return Response(result.model_dump_json(), media_type="application/json")
+        if kind.startswith("multipart/form-data"):
+            data, name, options = await read_upload(request)
+            region: RegionSearch | None = None
+        elif kind.startswith("application/json"):
+            region = parse_region(await read_capped(request, MAX_JSON_BYTES))
+            data, name, options = b"", "", region
+        else:
+            raise QueryError("send multipart/form-data (an image) or application/json")
 
-    def _region_query(r: RegionSearch):  # type: ignore[no-untyped-def]
-        from cbir.query import Region
+        def run() -> str:
+            with holder.lease() as gen:
+                if region is not None:
+                    query, shown = _region_query(gen, region)
+                else:
+                    query, shown = decode_upload(data, name), name
+                kwargs = _search_kwargs(gen, options)
+                with gen.search_lock:
+                    result = gen.index.search(query, **kwargs)
+            return result.model_copy(update={"query": shown}).model_dump_json()
 
-        record = holder.slide_record(r.slide)
-        if record is None:
-            raise HTTPException(404, f"no slide {r.slide} in this bundle")
-        mag = r.magnification
-        if mag is None:
-            tile = holder.index().recipe.tiling.tile_size
-            scale = lambda m: m / record.info.base_magnification  # noqa: E731
-            fits = [m for m in record.magnifications if min(r.w, r.h) * scale(m) >= tile]
-            if not fits:
-                raise QueryError(
-                    f"region {r.w} x {r.h} px is smaller than one {tile} px tile at every "
-                    "indexed magnification"
-                )
-            mag = max(fits)
-        region = Region(slide=record.info.path, x=r.x, y=r.y, w=r.w, h=r.h, magnification=mag)
-        # shown as the slide's name: the server's paths stay on the server
-        return region, str(region.model_copy(update={"slide": record.info.name}))
-
-    def _search_kwargs(index: Any, o: SearchOptions) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {
-            "k": o.k,
-            "scale": o.scale,
-            "verify": o.verify,
-            "allow_background": o.allow_background,
-            "min_similarity": o.min_similarity,
-            "expand": o.expand,
-        }
-        if o.slides is not None:
-            unknown = [s for s in o.slides if s not in index.slides]
-            if unknown:
-                raise QueryError(f"slides: no slide {unknown[0]} in this bundle")
-            kwargs["slides"] = [index.slides[s].info.path for s in o.slides]
-        return {**kwargs, "exclude_query_slide": o.exclude_query_slide, "vote": o.vote}
+        return Response(await workers.search(run), media_type="application/json")
 
     @app.get("/slides/{slide_id:int}/region.png", response_class=Response)
-    def region(
+    async def region(
         slide_id: int,
         x: int,
         y: int,
@@ -233,20 +233,75 @@ def create_app(
         magnification: float,
         max_side: int | None = Query(None, ge=16, description="Cap the longest side (px)."),
     ) -> Response:
-        png = region_png(slide_or_404(slide_id), x, y, w, h, magnification, max_side)
-        return Response(png, media_type="image/png")
+        def read() -> bytes:
+            with holder.lease() as gen, gen.slide(slide_id) as entry:
+                return region_png(entry.slide, x, y, w, h, magnification, max_side)
+
+        return Response(await workers.pixels(read), media_type="image/png")
 
     @app.get("/slides/{slide_id:int}.dzi", response_class=Response)
-    def dzi(slide_id: int) -> Response:
-        gen = zoom.generator(holder.generation, slide_id, slide_or_404(slide_id))
-        return Response(dzi_xml(gen), media_type="application/xml")
+    async def dzi(slide_id: int) -> Response:
+        def read() -> str:
+            with holder.lease() as gen, gen.slide(slide_id) as entry:
+                return dzi_xml(entry.deep_zoom())
+
+        return Response(await workers.pixels(read), media_type="application/xml")
 
     @app.get("/slides/{slide_id:int}_files/{level:int}/{col:int}_{row:int}.jpeg")
-    def dz_tile(slide_id: int, level: int, col: int, row: int) -> Response:
-        gen = zoom.generator(holder.generation, slide_id, slide_or_404(slide_id))
+    async def dz_tile(slide_id: int, level: int, col: int, row: int) -> Response:
+        def read() -> bytes:
+            with holder.lease() as gen, gen.slide(slide_id) as entry:
+                key = (gen.index.slides[slide_id].checksum, level, col, row)
+                tile = tiles.get(key)
+                if tile is None:
+                    tile = dz_tile_jpeg(entry.deep_zoom(), level, col, row)
+                    tiles.put(key, tile)
+                return tile
+
         try:
-            return Response(dz_tile_jpeg(gen, level, col, row), media_type="image/jpeg")
+            return Response(await workers.pixels(read), media_type="image/jpeg")
         except QueryError as exc:
             raise HTTPException(404, str(exc)) from None
 
     return app
+
+
+def _region_query(gen: Generation, r: RegionSearch):  # type: ignore[no-untyped-def]
+    """A region search's query (a `Region` of the slide's file) and the name shown for
+    it (the slide's name: the server's paths stay on the server)."""
+    from cbir.query import Region
+
+    record = gen.index.slides.get(r.slide)
+    if record is None:
+        raise SlideNotFound(f"no slide {r.slide} in this bundle")
+    mag = r.magnification
+    if mag is None:
+        tile = gen.index.recipe.tiling.tile_size
+        scale = lambda m: m / record.info.base_magnification  # noqa: E731
+        fits = [m for m in record.magnifications if min(r.w, r.h) * scale(m) >= tile]
+        if not fits:
+            raise QueryError(
+                f"region {r.w} x {r.h} px is smaller than one {tile} px tile at every "
+                "indexed magnification"
+            )
+        mag = max(fits)
+    region = Region(slide=record.info.path, x=r.x, y=r.y, w=r.w, h=r.h, magnification=mag)
+    return region, str(region.model_copy(update={"slide": record.info.name}))
+
+
+def _search_kwargs(gen: Generation, o: SearchOptions) -> dict[str, Any]:
+    """`Index.search` keyword arguments from the request's options."""
+    kwargs: dict[str, Any] = {
+        "k": o.k,
+        "scale": o.scale,
+        "verify": o.verify,
+        "allow_background": o.allow_background,
+        "min_similarity": o.min_similarity,
+        "expand": o.expand,
+    }
+    if o.slides is not None:
+        unknown = [s for s in o.slides if s not in gen.index.slides]
+        if unknown:
+            raise QueryError(f"slides: no slide {unknown[0]} in this bundle")
+        kwargs["slides"] = [gen.index.slides[s].info.path for s in o.slides]
+    return {**kwargs, "exclude_query_slide": o.exclude_query_slide, "vote": o.vote}

@@ -1,19 +1,19 @@
 """Pixels the server sends: Deep Zoom pyramids of indexed slides (OpenSlide's
-`DeepZoomGenerator`; plain images through `openslide.ImageSlide`) and hit rectangles cut
-at their magnification as PNG."""
+`DeepZoomGenerator`; plain images through a `SlideView` over their own pixels) and hit
+rectangles cut at their magnification as PNG."""
 
 from __future__ import annotations
 
 import io
 import threading
+from collections import OrderedDict
 
 import numpy as np
-from openslide import ImageSlide, OpenSlide
+from openslide import OpenSlide
 from openslide.deepzoom import DeepZoomGenerator
 from PIL import Image
 
 from cbir.errors import QueryError
-from cbir.slides.array_slide import ArraySlide
 from cbir.slides.base import Slide
 from cbir.slides.openslide_slide import OpenSlideSlide
 
@@ -24,35 +24,38 @@ DZ_FORMAT, DZ_QUALITY = "jpeg", 80
 MAX_REGION_SIDE = 2048
 
 
-class DeepZoomCache:
-    """One `DeepZoomGenerator` per slide id, made on first use."""
+class SlideView:
+    """A `Slide` with the part of OpenSlide's interface `DeepZoomGenerator` reads
+    (level sizes and downsamples, `read_region` at level-0 coordinates as RGBA). Reads
+    go straight to the slide's own pixels: no second copy of a plain image is made."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._generators: dict[tuple[int, int], DeepZoomGenerator] = {}
+    properties: dict[str, str] = {}
 
-    def generator(self, generation: int, slide_id: int, slide: Slide) -> DeepZoomGenerator:
-        """The pyramid of `slide` (keyed by bundle generation, so a reopened bundle's
-        slides get new ones)."""
-        key = (generation, slide_id)
-        with self._lock:
-            if key not in self._generators:
-                self._generators = {k: g for k, g in self._generators.items() if k[0] == generation}
-                self._generators[key] = DeepZoomGenerator(
-                    _openslide_view(slide), DZ_TILE, DZ_OVERLAP, limit_bounds=False
-                )
-            return self._generators[key]
+    def __init__(self, slide: Slide) -> None:
+        self._slide = slide
+        self.level_count = len(slide.level_dimensions)
+        self.level_dimensions = tuple(slide.level_dimensions)
+        self.level_downsamples = tuple(slide.level_downsamples)
+        self.dimensions = self.level_dimensions[0]
+
+    def get_best_level_for_downsample(self, downsample: float) -> int:
+        return self._slide.best_level(downsample)
+
+    def read_region(
+        self, location: tuple[int, int], level: int, size: tuple[int, int]
+    ) -> Image.Image:
+        """(w, h) RGBA pixels of `level` whose top left is `location` (level-0 px)."""
+        d = self.level_downsamples[level]
+        x, y = round(location[0] / d), round(location[1] / d)
+        rgb = self._slide.read_level(level, x, y, size[0], size[1])
+        return Image.fromarray(np.ascontiguousarray(rgb)).convert("RGBA")
 
 
-def _openslide_view(slide: Slide) -> OpenSlide | ImageSlide:
-    """The OpenSlide object Deep Zoom reads: the slide's own handle, or an ImageSlide
-    over a plain image's pixels."""
+def deep_zoom_view(slide: Slide) -> OpenSlide | SlideView:
+    """What Deep Zoom reads: an OpenSlide slide's own handle, or a `SlideView`."""
     if isinstance(slide, OpenSlideSlide):
         return slide.handle
-    if isinstance(slide, ArraySlide):
-        return ImageSlide(Image.fromarray(slide.image))
-    width, height = slide.dimensions
-    return ImageSlide(Image.fromarray(slide.read_level(0, 0, 0, width, height)))
+    return SlideView(slide)
 
 
 def dzi_xml(generator: DeepZoomGenerator) -> str:
@@ -97,3 +100,33 @@ def region_png(
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, "PNG", compress_level=1)
     return buf.getvalue()
+
+
+class TileCache:
+    """Encoded Deep Zoom tiles (JPEG bytes), least recently used dropped past `capacity`
+    bytes. Keys name the slide file's content (its checksum), so a tile stays valid
+    across generations that keep the slide and never outlives a replaced one."""
+
+    def __init__(self, capacity: int = 32 << 20) -> None:
+        self.capacity = capacity
+        self.nbytes = 0
+        self._lock = threading.Lock()
+        self._tiles: OrderedDict[tuple[str, int, int, int], bytes] = OrderedDict()
+
+    def get(self, key: tuple[str, int, int, int]) -> bytes | None:
+        with self._lock:
+            tile = self._tiles.get(key)
+            if tile is not None:
+                self._tiles.move_to_end(key)
+            return tile
+
+    def put(self, key: tuple[str, int, int, int], tile: bytes) -> None:
+        if len(tile) > self.capacity:
+            return
+        with self._lock:
+            old = self._tiles.pop(key, None)
+            self.nbytes += len(tile) - (len(old) if old is not None else 0)
+            self._tiles[key] = tile
+            while self.nbytes > self.capacity:
+                _, dropped = self._tiles.popitem(last=False)
+                self.nbytes -= len(dropped)

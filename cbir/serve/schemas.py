@@ -31,11 +31,11 @@ class RegionSearch(SearchOptions):
     """A region of an indexed slide as the query: level-0 pixels, read at `magnification`
     (unset: the highest indexed magnification at which it covers a whole tile)."""
 
-    slide: int = Field(description="Slide id (GET /slides).")
-    x: int = Field(ge=0)
-    y: int = Field(ge=0)
-    w: int = Field(gt=0)
-    h: int = Field(gt=0)
+    slide: int = Field(strict=True, description="Slide id (GET /slides).")
+    x: int = Field(ge=0, strict=True)
+    y: int = Field(ge=0, strict=True)
+    w: int = Field(gt=0, strict=True)
+    h: int = Field(gt=0, strict=True)
     magnification: float | None = Field(None, gt=0)
 
 
