@@ -261,6 +261,8 @@ def _open_state(
         raise BundleError(f"{root}: {state.name}/{STATE_FILE} does not match its checksum")
     if manifest.format_version > 2 and not (state / EMPTY_INDEX_FILE).is_file():
         raise BundleError(f"{root}: bundle is incomplete ({state.name}/{EMPTY_INDEX_FILE} missing)")
+    for name, sha in manifest.state_sha256.items():
+        _checked(root, state / name, sha, "collection state")
     pipeline.load_state(state / STATE_FILE)
     return pipeline, scale_weights
 

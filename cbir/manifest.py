@@ -78,6 +78,9 @@ SHA256 = re.compile(r"[0-9a-f]{64}")
 
 NonNegative = Field(ge=0)
 
+#: The largest slide id (tile ids are (slide id << 32) + n in an int64).
+MAX_SLIDE_ID = 2**31 - 1
+
 
 def _file_name(name: str) -> str:
     if not FILE_NAME.fullmatch(name) or ".." in name:
@@ -190,8 +193,12 @@ class Manifest(BaseModel):
     #: "float32", "float16" (CUDA autocast), "bfloat16"; None: no network, or unknown.
     precision: str | None = None
     state: str = ""  # the collection state directory (format 3)
+    #: sha256 of the state's other files (the empty indexes), by name; empty in bundles
+    #: written before cbir recorded them
+    state_sha256: dict[str, str] = {}
     segments: list[SegmentEntry] = []  # oldest first (format 3)
-    next_slide_id: int = Field(1, ge=1)
+    #: slide ids are below 2**31: a tile id is (slide id << 32) + n in an int64
+    next_slide_id: int = Field(1, ge=1, le=MAX_SLIDE_ID + 1)
     labels: dict[int, dict[str, str]] = {}  # `cbir label`, by slide id
     created: str
     updated: str
@@ -202,6 +209,9 @@ class Manifest(BaseModel):
         the future, slide ids below `next_slide_id`, counts that add up."""
         if self.format_version < FORMAT_VERSION:
             return self
+        for name, sha in self.state_sha256.items():
+            if "/" in _file_name(name) or not SHA256.fullmatch(sha):
+                raise ValueError(f"state_sha256: bad entry for {name!r}")
         state = STATE_NAME.fullmatch(self.state)
         if state is None or int(state.group(1)) > self.generation:
             raise ValueError(f"state {self.state!r} is not a state of generation <= "
@@ -252,7 +262,7 @@ def read_manifest(root: Path) -> Manifest:
         raise BundleError(f"{path}: unreadable ({exc})") from exc
     try:
         data = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
         raise BundleError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(data, dict):
         raise BundleError(f"{path}: not a manifest (a JSON object is expected)")

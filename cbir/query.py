@@ -46,14 +46,11 @@ class Region(BaseModel):
         if not match:
             raise QueryError(f"{text}: not a region; expected SLIDE:x,y,w,h@MAGx (level-0 px)")
         g = match.groupdict()
-        return cls(
-            slide=g["slide"],
-            x=int(g["x"]),
-            y=int(g["y"]),
-            w=int(g["w"]),
-            h=int(g["h"]),
-            magnification=float(g["mag"]),
-        )
+        try:
+            x, y, w, h = (int(g[k]) for k in "xywh")
+        except ValueError:  # more digits than int() converts (sys.get_int_max_str_digits)
+            raise QueryError(f"{text[:200]}: a coordinate has too many digits") from None
+        return cls(slide=g["slide"], x=x, y=y, w=w, h=h, magnification=float(g["mag"]))
 
     def __str__(self) -> str:
         return f"{self.slide}:{self.x},{self.y},{self.w},{self.h}@{self.magnification:g}x"

@@ -82,7 +82,14 @@ class CollectionState:
             if first.local_index is not None:
                 empty_local = first.local_index.emptied()
             return cls(bundle.pipeline, empty, bundle.scale_weights, bundle.local, empty_local)
-        empty = load_tile_index(bundle.state / EMPTY_INDEX_FILE, man.index_kind, man.recipe.index)
+        path = bundle.state / EMPTY_INDEX_FILE
+        try:
+            empty = load_tile_index(path, man.index_kind, man.recipe.index)
+        except RuntimeError as exc:  # Faiss: not an index of this kind, truncated
+            raise BundleError(
+                f"{bundle.root}: {path.parent.name}/{path.name} is damaged (not a Faiss index: "
+                f"{str(exc).splitlines()[0][:200]})"
+            ) from None
         if bundle.local is not None:
             assert man.recipe.local is not None
             empty_local = load_local_index(bundle.state / EMPTY_LOCAL_INDEX_FILE, man.recipe.local)
@@ -101,6 +108,7 @@ class CollectionState:
         stage.mkdir()
         self.pipeline.save_state(stage / STATE_FILE)
         self.empty_index.save(stage / EMPTY_INDEX_FILE)
+        sums = {EMPTY_INDEX_FILE: sha256_file(stage / EMPTY_INDEX_FILE)}
         weights_sha = _copy_in(self.pipeline.weights, stage / WEIGHTS_FILE)
         fields: dict[str, object] = {
             "state": name,
@@ -111,10 +119,12 @@ class CollectionState:
             "precision": network_precision(
                 self.pipeline.descriptor, self.local.extractor if self.local else None
             ),
+            "state_sha256": sums,
         }
         if self.local is not None:
             assert self.empty_local is not None
             self.empty_local.save(stage / EMPTY_LOCAL_INDEX_FILE)
+            sums[EMPTY_LOCAL_INDEX_FILE] = sha256_file(stage / EMPTY_LOCAL_INDEX_FILE)
             self.local.save_state(stage / LOCAL_STATE_FILE)
             source, weights_file, sha = self.local.weights, None, None
             if source is not None:
@@ -294,6 +304,7 @@ def publish(writer: BundleWriter, recipe: Recipe) -> Manifest:
             "scale_weights_sha256",
             "local",
             "precision",
+            "state_sha256",
         )
         fields = {k: getattr(state.manifest, k) for k in keep}
     entries = _ordered(writer, state)

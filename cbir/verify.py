@@ -21,7 +21,7 @@ import lmdb
 from pydantic import BaseModel
 
 from cbir.checksum import sha256_file
-from cbir.errors import BundleError
+from cbir.errors import BundleError, CbirError
 from cbir.manifest import (
     EMPTY_INDEX_FILE,
     EMPTY_LOCAL_INDEX_FILE,
@@ -144,12 +144,25 @@ def _verify_state(root: Path, m: Manifest, r: VerifyReport) -> None:
         if m.local.weights_file is not None and m.local.weights_sha256 is not None:
             _checksum(root, f"{state}/{m.local.weights_file}", m.local.weights_sha256, None, r)
         empties.append(EMPTY_LOCAL_INDEX_FILE)
-    for name in empties:  # no checksum recorded: they must parse as Faiss indexes
+    for name in empties:  # checksummed since cbir recorded it; else it must parse
         rel = f"{state}/{name}"
-        if _checksum(root, rel, None, None, r):
+        if _checksum(root, rel, m.state_sha256.get(name), None, r) and name not in m.state_sha256:
             problem = _faiss_problem(root / rel)
             if problem:
                 r.damaged.append(Damage(path=rel, problem=problem))
+    if not r.damaged:
+        _verify_specs(root, m, r)
+
+
+def _verify_specs(root: Path, m: Manifest, r: VerifyReport) -> None:
+    """The manifest's component specs against what its recipe builds in this cbir (as
+    every open checks; a network recipe imports torch here)."""
+    from cbir.bundle import _open_state
+
+    try:
+        _open_state(root, m, root / m.state, "cpu")
+    except (CbirError, OSError, RuntimeError, ValueError) as exc:
+        r.damaged.append(Damage(path=MANIFEST, problem=_reason(exc, root)))
 
 
 def _faiss_problem(path: Path) -> str | None:

@@ -246,7 +246,7 @@ def search_cmd(
         if names is not None:
             slide_filter(ix.collection, None, names, False)  # unknown: one line, first
         if batch is None:
-            single = Region.parse(region) if region else query
+            single = Region.parse(region) if region is not None else query
             assert single is not None
             result = ix.search(single, **options)  # type: ignore[arg-type]
             _print_result(result, json_out)

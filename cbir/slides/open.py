@@ -96,14 +96,14 @@ def decode_image(path: Path, max_pixels: int | None = None) -> np.ndarray:
                     f"({max_pixels / 1e6:.0f} megapixels; crop it or scale it down)"
                 )
             im.load()
-            return _to_rgb8(im)
+            return to_rgb8(im)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         if _is_tiff(path):
             raise SlideReadError(f"{path}: truncated or corrupt TIFF/slide file ({exc})") from exc
         raise SlideReadError(f"{path}: unsupported or unreadable image ({exc})") from exc
 
 
-def _to_rgb8(im: Image.Image) -> np.ndarray:
+def to_rgb8(im: Image.Image) -> np.ndarray:
     """A PIL image of any mode -> (h, w, 3) uint8 RGB. High bit depths are scaled by their
     maximum (not clipped); transparency is composited onto white, as OpenSlide does."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
