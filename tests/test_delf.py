@@ -307,6 +307,7 @@ def cmu_delf(tmp_path_factory: pytest.TempPathFactory, crc9_delf: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 @needs_shared_data
 def test_local_features_of_a_real_slide_cost_pq_codes_and_quantised_keypoints(
     cmu_delf: Path,
@@ -419,6 +420,8 @@ def test_bundle_written_before_local_features_still_opens(
     with env.begin(write=True) as txn:  # as a bundle of the previous cbir: no locals db
         txn.drop(env.open_db(b"locals", txn=txn), delete=True)
     env.close()
+    (meta_dir / "lock.mdb").unlink(missing_ok=True)
+    _record_as_written(out, meta_dir / "data.mdb")  # the old cbir's manifest named this file
     with open_index(out) as ix:
         assert ix.bundle.meta.stores[0].locals is None
         assert ix.search(f"{generated_slide}:896,1344,448,448@20x", k=1).hits
@@ -426,6 +429,22 @@ def test_bundle_written_before_local_features_still_opens(
     remove_slides(out, ["generated.tif"])
     with open_index(out) as ix:
         assert len(ix.slides) == 1
+
+
+def _record_as_written(root: Path, data: Path) -> None:
+    """Record `data`'s checksum and size in the manifest, as the writer of a bundle
+    whose segment held this file would have."""
+    import json
+
+    from cbir.checksum import sha256_file
+
+    manifest = json.loads((root / "manifest.json").read_text())
+    seg = next(s for s in manifest["segments"] if s["name"] == data.parent.parent.name)
+    rel = f"{data.parent.name}/{data.name}"
+    seg["sha256"][rel] = sha256_file(data)
+    seg["bytes"] += data.stat().st_size - seg["sizes"][rel]
+    seg["sizes"][rel] = data.stat().st_size
+    (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
 
 def test_votes_search_at_one_magnification_takes_a_query_smaller_than_a_tile(

@@ -67,6 +67,7 @@ def test_fine_tuning_a_frozen_base_is_refused(tmp_path: Path) -> None:
         train_deephash(root, tmp_path / "d.pt", dh, device="cpu")
 
 
+@pytest.mark.slow
 @needs_lite0
 def test_metric_head_on_effnet_blocks(tmp_path: Path, generated_slide: Path) -> None:
     """The weights hold the head and the input scaling, no backbone; the descriptor

@@ -98,6 +98,7 @@ def test_a_stride_finds_more_off_grid_crops_at_their_place(
     assert found[112] > found[None], found
 
 
+@pytest.mark.slow
 @needs_lite0
 def test_pretrained_recipe_finds_off_grid_crops_of_the_generated_slide(
     generated_slide: Path, tmp_path: Path
@@ -107,6 +108,7 @@ def test_pretrained_recipe_finds_off_grid_crops_of_the_generated_slide(
         assert _found(ix, generated_slide, 12, 1, (224, 448)) >= 10
 
 
+@pytest.mark.slow
 @needs_shared_data
 @needs_lite0
 def test_pretrained_recipe_finds_off_grid_crops_of_a_real_slide(tmp_path: Path) -> None:
