@@ -262,3 +262,44 @@ def test_slow_headers_are_cut_off(
                 closed = True
                 break
     assert closed, "a client trickling headers kept its connection"
+
+
+def fresh(url: str, path: str) -> dict:
+    """GET on a new connection (the kernel deals new connections to the processes)."""
+    r = httpx.get(url + path, headers={"Connection": "close"}, timeout=60)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_several_processes_serve_and_follow_a_publish(
+    two_slide_bundle: Path, tmp_path: Path
+) -> None:
+    """`--processes 2`: both worker processes answer, and after a publish every answer
+    comes from the new generation."""
+    proc, url = start_server(
+        two_slide_bundle, free_port(), "--processes", "2", log=tmp_path / "server.log"
+    )
+    try:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            first = {fresh(url, "/healthz")["generation"] for _ in range(20)}
+            assert len(first) == 1
+            r = client.post("/search", json={"slide": 1, "x": 0, "y": 0, "w": 896, "h": 896})
+            assert r.status_code == 200 and r.json()["hits"], r.text
+            done = subprocess.run(
+                [*CLI, "label", str(two_slide_bundle), "generated.tif", "kind=tumour"],
+                capture_output=True,
+                text=True,
+            )
+            assert done.returncode == 0, done.stderr
+            after = {fresh(url, "/healthz")["generation"] for _ in range(20)}
+            assert after == {first.pop() + 1}
+        assert proc.poll() is None
+    finally:
+        stop_server(proc)
+    # several processes and one Ray shard set do not mix: refused in one line
+    done = subprocess.run(
+        [*CLI, "serve", str(two_slide_bundle), "--processes", "2", "--ray", "auto"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr

@@ -19,7 +19,7 @@ request a multipart search with probability `--search-share`, else a random tile
 three finest Deep Zoom levels: p50/p99 of search and tile, non-200 answers, and the
 server's peak RSS (VmHWM of /proc/<pid>/status).
 
-    python tools/bench_serve.py --sections mixed --clients 8,24 --seconds 30
+    python tools/bench_serve.py --sections mixed --clients 8,24 --seconds 30 [--processes 2]
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from serve_traffic import run_clients, tile_urls, two_slide_bundle
 
 import cbir
 from cbir.sample import sample_image, write_pyramidal_tiff
-from cbir.serve.process import free_port, peak_rss_mb, start_server, stop_server
+from cbir.serve.process import free_port, start_server, stop_server, tree_peak_rss_mb
 
 
 def serve(bundle: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -141,13 +141,18 @@ def bench_deep_zoom(tmp: Path) -> dict[str, object]:
         proc.wait(timeout=30)
 
 
-def bench_mixed(tmp: Path, counts: list[int], seconds: float, share: float) -> dict[str, object]:
+def bench_mixed(
+    tmp: Path, counts: list[int], seconds: float, share: float, processes: int = 1
+) -> dict[str, object]:
     """Single-client search p50, then `counts` concurrent mixed clients, each on a fresh
-    server: latencies, statuses and the server's peak RSS."""
+    server of `processes` processes: latencies, statuses and the server's peak RSS (the
+    sum over its processes)."""
     bundle = two_slide_bundle(tmp)
-    out: dict[str, object] = {}
+    out: dict[str, object] = {"processes": processes}
     for clients in [1, *counts]:
-        proc, url = start_server(bundle, free_port(), "--no-log-requests")
+        proc, url = start_server(
+            bundle, free_port(), "--no-log-requests", "--processes", str(processes)
+        )
         try:
             urls = tile_urls(url, 1) + tile_urls(url, 2)
             solo = clients == 1
@@ -158,7 +163,7 @@ def bench_mixed(tmp: Path, counts: list[int], seconds: float, share: float) -> d
                 **({} if solo else {"tile": traffic_ms(t.times["tile"])}),
                 "statuses": {str(k): v for k, v in sorted(t.statuses.items())},
                 "transport_errors": len(t.errors),
-                "server_peak_rss_mb": round(peak_rss_mb(proc.pid), 1),
+                "server_peak_rss_mb": round(tree_peak_rss_mb(proc.pid), 1),
                 "server_alive": proc.poll() is None,
             }
             log("bench_serve", f"{clients} client(s): {out}")
@@ -176,6 +181,7 @@ def main() -> None:
     parser.add_argument("--clients", default="8,24", help="Mixed load: client counts.")
     parser.add_argument("--seconds", type=float, default=30.0, help="Mixed load: per count.")
     parser.add_argument("--search-share", type=float, default=0.2)
+    parser.add_argument("--processes", type=int, default=1, help="Mixed load: cbir serve's.")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     sections = set(args.sections.split(","))
@@ -195,7 +201,9 @@ def main() -> None:
             counts = [int(c) for c in args.clients.split(",") if c]
             mixed_dir = Path(tmp) / "mixed"
             mixed_dir.mkdir()
-            out["mixed"] = bench_mixed(mixed_dir, counts, args.seconds, args.search_share)
+            out["mixed"] = bench_mixed(
+                mixed_dir, counts, args.seconds, args.search_share, args.processes
+            )
     out["protocol"] = (
         "HTTP clients on 127.0.0.1, one keep-alive connection each; multipart 224 px PNG, "
         f"k=10; mixed: {args.search_share:g} searches, the rest Deep Zoom tiles"

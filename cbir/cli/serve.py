@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import logging
+import json
 import os
 from typing import Annotated
 
@@ -50,15 +50,25 @@ def serve_cmd(
     log_requests: Annotated[
         bool, typer.Option(help="Log one line per request (never bodies or query strings).")
     ] = True,
+    processes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Server processes sharing the port (each holds the bundle open: memory "
+            "grows with them; about one per core serves more clients at once).",
+        ),
+    ] = 1,
 ) -> None:
     """Serve a bundle: search by image or slide region, look at the hits in a slide viewer
     (web page at /, API documentation at /docs). Needs cbir's `serve` extra."""
     try:
         import uvicorn
 
-        from cbir.serve.app import create_app
+        from cbir.serve.app import SPEC_ENV, create_app
         from cbir.serve.config import ServeConfig
         from cbir.serve.limits import uvicorn_settings
+        from cbir.serve.security import setup_access_log
     except ImportError as exc:
         from cbir.errors import CbirError
 
@@ -73,14 +83,33 @@ def serve_cmd(
             "127.0.0.1; add the names clients use",
             err=True,
         )
-    app = create_app(index, device, ray, config)
-    if log_requests:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-        access = logging.getLogger("cbir.serve.access")
-        access.addHandler(handler)
-        access.setLevel(logging.INFO)
-        access.propagate = False
     auth = " (token required)" if token else ""
-    typer.echo(f"serving {index} at http://{host}:{port}/{auth} (API docs: /docs)", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", **uvicorn_settings())
+    if processes == 1:
+        app = create_app(index, device, ray, config)
+        if log_requests:
+            setup_access_log()
+        typer.echo(f"serving {index} at http://{host}:{port}/{auth} (API docs: /docs)", err=True)
+        uvicorn.run(app, host=host, port=port, log_level="warning", **uvicorn_settings())
+        return
+    from cbir.api import open_index
+    from cbir.errors import CbirError
+
+    if ray is not None:
+        raise CbirError("--ray places one set of index shards: serve it with --processes 1")
+    open_index(index, device=device).close()  # a bad bundle fails here, in one line
+    spec = {"bundle": str(index), "device": device, "ray": ray, "config": config.model_dump()}
+    os.environ[SPEC_ENV] = json.dumps(spec)
+    typer.echo(
+        f"serving {index} at http://{host}:{port}/{auth} with {processes} processes "
+        "(API docs: /docs)",
+        err=True,
+    )
+    uvicorn.run(
+        "cbir.serve.app:app_from_environment",
+        factory=True,
+        workers=processes,
+        host=host,
+        port=port,
+        log_level="warning",
+        **uvicorn_settings(),
+    )

@@ -83,7 +83,8 @@ def register_storage(app: typer.Typer) -> None:
                 )
                 typer.echo(
                     f"{index}: ok, generation {report.generation}, {report.segments} "
-                    f"segments, {report.files} files ({report.bytes / 1e6:.1f} MB) match "
+                    f"segment{'s' * (report.segments != 1)}, {report.files} "
+                    f"file{'s' * (report.files != 1)} ({report.bytes / 1e6:.1f} MB) match "
                     f"their checksums{left}"
                 )
         if not report.ok:

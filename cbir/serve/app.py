@@ -67,12 +67,23 @@ SEARCH_BODY = {
 }
 
 
+#: While a search is in flight, tile and region reads wait up to this long (seconds)
+#: before they take the CPU: a server process runs Python on one core at a time (the
+#: GIL), and a search is one request a user waits on, a tile one of many.
+SEARCH_FIRST_S = 0.02
+
+#: `cbir serve --processes N` passes the app's arguments to its worker processes here.
+SPEC_ENV = "CBIR_SERVE_SPEC"
+
+
 class Workers:
     """Two bounded thread pools: `pixels` (tiles, regions, status pages) and `search`
-    (decode + search; an Index searches one query at a time, so few threads)."""
+    (decode + search; an Index searches one query at a time, so few threads). `searching`
+    counts searches in flight (SEARCH_FIRST_S)."""
 
     def __init__(self, pixels: int, search: int) -> None:
         self.sizes = (pixels, search)
+        self.searching = 0
         self._limiters: tuple[anyio.CapacityLimiter, anyio.CapacityLimiter] | None = None
 
     def _get(self) -> tuple[anyio.CapacityLimiter, anyio.CapacityLimiter]:
@@ -83,7 +94,17 @@ class Workers:
             )
         return self._limiters
 
-    async def pixels(self, fn: Callable[[], T]) -> T:
+    async def searches_first(self) -> None:
+        """Wait (in the event loop, using no CPU) while a search is in flight, at most
+        SEARCH_FIRST_S."""
+        waited = 0.0
+        while self.searching and waited < SEARCH_FIRST_S:
+            await anyio.sleep(0.002)
+            waited += 0.002
+
+    async def pixels(self, fn: Callable[[], T], first: bool = True) -> T:
+        if first:
+            await self.searches_first()
         return await anyio.to_thread.run_sync(fn, limiter=self._get()[0])
 
     async def search(self, fn: Callable[[], T]) -> T:
@@ -200,6 +221,14 @@ def create_app(
     async def search(request: Request) -> Response:
         """A multipart upload (field `image`, options as form fields) or a JSON region.
         Bodies are read here (bounded); decoding and searching run in `workers.search`."""
+        workers.searching += 1
+        try:
+            return await _search(request)
+        finally:
+            workers.searching -= 1
+
+    async def _search(request: Request) -> Response:
+        """A search, from reading its body to its JSON answer."""
         kind = request.headers.get("content-type", "")
         if kind.startswith("multipart/form-data"):
             data, name, options = await read_upload(request)
@@ -249,6 +278,14 @@ def create_app(
 
     @app.get("/slides/{slide_id:int}_files/{level:int}/{col:int}_{row:int}.jpeg")
     async def dz_tile(slide_id: int, level: int, col: int, row: int) -> Response:
+        await workers.searches_first()
+        gen = holder.peek()  # a cached tile of the live generation: no thread hop
+        record = gen.index.slides.get(slide_id) if gen is not None else None
+        if record is not None:
+            cached = tiles.get((record.checksum, level, col, row))
+            if cached is not None:
+                return Response(cached, media_type="image/jpeg")
+
         def read() -> bytes:
             with holder.lease() as gen, gen.slide(slide_id) as entry:
                 key = (gen.index.slides[slide_id].checksum, level, col, row)
@@ -259,7 +296,7 @@ def create_app(
                 return tile
 
         try:
-            return Response(await workers.pixels(read), media_type="image/jpeg")
+            return Response(await workers.pixels(read, first=False), media_type="image/jpeg")
         except QueryError as exc:
             raise HTTPException(404, str(exc)) from None
 
@@ -305,3 +342,17 @@ def _search_kwargs(gen: Generation, o: SearchOptions) -> dict[str, Any]:
             raise QueryError(f"slides: no slide {unknown[0]} in this bundle")
         kwargs["slides"] = [gen.index.slides[s].info.path for s in o.slides]
     return {**kwargs, "exclude_query_slide": o.exclude_query_slide, "vote": o.vote}
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one worker process of `cbir serve --processes N` (uvicorn's factory):
+    its arguments come from the SPEC_ENV environment variable the CLI set."""
+    import json
+
+    from cbir.serve.security import setup_access_log
+
+    spec = json.loads(os.environ[SPEC_ENV])
+    config = ServeConfig.model_validate(spec["config"])
+    if config.log_requests:
+        setup_access_log()
+    return create_app(spec["bundle"], spec["device"], spec["ray"], config)

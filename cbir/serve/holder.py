@@ -58,6 +58,17 @@ class BundleHolder:
         current.retire()  # closes once its last lease ends
         return fresh
 
+    def peek(self) -> Generation | None:
+        """The live generation when the manifest has not changed since it was opened (one
+        stat, no lock, no reopening: for the event loop); None otherwise, or when closed.
+        Only for what needs no lease (reading records and caches, never slide files)."""
+        current = self._current
+        try:
+            stamp = self._manifest_stamp()
+        except OSError:
+            return None
+        return current if current is not None and stamp == current.stamp else None
+
     @contextmanager
     def lease(self) -> Iterator[Generation]:
         """The live generation, kept open for the block."""

@@ -74,3 +74,25 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise CbirError(f"/proc/{pid}/status has no VmHWM")
+
+
+def tree_peak_rss_mb(pid: int) -> float:
+    """The sum of the peak resident memories of a live process and its descendants (the
+    worker processes of `cbir serve --processes N`), in MB: an upper bound of their
+    peak together."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            total += peak_rss_mb(p)
+        except (OSError, CbirError):
+            continue
+        todo += children.get(p, [])
+    return total

@@ -163,3 +163,15 @@ class AccessLog:
                 status or 500,
                 (time.perf_counter() - t0) * 1000,
             )
+
+
+def setup_access_log() -> None:
+    """Send `cbir.serve.access` lines to stderr with a timestamp (once per process)."""
+    access = logging.getLogger("cbir.serve.access")
+    if access.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+    access.propagate = False
