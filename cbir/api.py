@@ -43,6 +43,11 @@ __all__ = [
 
 Query = np.ndarray | str | os.PathLike[str] | Region
 
+#: A query's tiles are described at most this many a network batch: effnet-flat's peak
+#: for a 400-tile query is 0.81 GB at 16, 1.09 GB at the recipe's 32 (tools/
+#: bench_query_memory.py).
+QUERY_BATCH = 16
+
 
 class Index:
     """An opened bundle. `search` takes an image array, an image file, a `Region` or a
@@ -50,6 +55,7 @@ class Index:
 
     def __init__(self, bundle: Bundle, device: str | None = "auto") -> None:
         self.bundle = bundle
+        bundle.pipeline.cap_batch(QUERY_BATCH)  # a 400-tile query stays under 1 GB
         self.device = device
         self.recipe = bundle.recipe
         self.collection = col = Collection.of(bundle)

@@ -93,6 +93,13 @@ class TilePipeline:
         """(n, t, t, 3) uint8 -> (n, d) float32."""
         return self.descriptor.describe(tiles)
 
+    def cap_batch(self, n: int) -> None:
+        """Describe at most `n` tiles a network batch from now on (a network's
+        activations grow with its batch; descriptors without a network ignore it)."""
+        batch = getattr(self.descriptor, "batch_size", None)
+        if isinstance(batch, int) and batch > n:
+            self.descriptor.batch_size = n  # type: ignore[attr-defined]
+
     def encode(self, x: np.ndarray) -> np.ndarray:
         """(n, d) float32 -> (n, bits / 8) uint8 codes or (n, dim) float32 vectors."""
         return self.encoder.encode(x)

@@ -96,6 +96,13 @@ def run(bundle: Path, query: Path) -> dict[str, object]:
     }
 
 
+def build_bundle(root: Path, recipe: str) -> None:
+    """The bundle of the generated sample slide at root/idx (in a child process, like
+    the query files)."""
+    slide = write_pyramidal_tiff(root / "s.tif", sample_image(), mpp=0.25)
+    cbir.build_index([slide], root / "idx", recipe)
+
+
 def write_queries(root: Path) -> list[Path]:
     """The query files (written in a child process, so that this process stays small:
     a forked child's ru_maxrss starts from its parent's)."""
@@ -118,12 +125,11 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="cbir-qmem-") as tmp:
         root = Path(tmp)
-        slide = write_pyramidal_tiff(root / "s.tif", sample_image(), mpp=0.25)
         bundle = root / "idx"
-        cbir.build_index([slide], bundle, args.recipe)
         (root / "q").mkdir()
         ctx = multiprocessing.get_context("spawn")
         with ctx.Pool(1) as pool:
+            pool.apply(build_bundle, (root, args.recipe))
             queries = pool.apply(write_queries, (root / "q",))
         results = []
         for q in queries:
