@@ -27,8 +27,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -46,31 +44,6 @@ from cbir.sample import sample_image, write_pyramidal_tiff
 from cbir.serve.process import free_port, start_server, stop_server, tree_peak_rss_mb
 
 
-def serve(bundle: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Start `cbir serve bundle` and wait for /healthz."""
-    port = free_port()
-    cmd = [sys.executable, "-c", "from cbir.cli.main import app; app()", "serve", str(bundle)]
-    proc = subprocess.Popen([*cmd, "--port", str(port), "--device", "cpu"])
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("bench_serve: the server did not start")
-
-
-def ms(seconds: list[float]) -> dict[str, float]:
-    a = np.array(seconds) * 1000
-    return {
-        "p50_ms": round(float(np.percentile(a, 50)), 2),
-        "p99_ms": round(float(np.percentile(a, 99)), 2),
-        "n": len(a),
-    }
-
-
 def query_png() -> bytes:
     image = sample_image()
     h, w = image.shape[:2]
@@ -81,7 +54,7 @@ def query_png() -> bytes:
 
 
 def bench_search(bundle: Path, queries: int, warmup: int) -> dict[str, object]:
-    proc, url = serve(bundle)
+    proc, url = start_server(bundle, free_port())
     try:
         png = query_png()
         times = []
@@ -96,17 +69,16 @@ def bench_search(bundle: Path, queries: int, warmup: int) -> dict[str, object]:
                 if i >= warmup:
                     times.append(elapsed)
             server_seconds = r.json()["seconds"]
-        return {**ms(times), "last_server_side_ms": round(server_seconds * 1000, 3)}
+        return {**traffic_ms(times), "last_server_side_ms": round(server_seconds * 1000, 3)}
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop_server(proc)
 
 
 def bench_deep_zoom(tmp: Path) -> dict[str, object]:
     slide = write_pyramidal_tiff(tmp / "sample.tif", sample_image(), mpp=0.25)
     bundle = tmp / "dz-idx"
     cbir.build_index([slide], bundle, "stats-lsh32")
-    proc, url = serve(bundle)
+    proc, url = start_server(bundle, free_port())
     try:
         with httpx.Client(base_url=url, timeout=60) as client:
             client.get("/slides/1.dzi").raise_for_status()
@@ -135,10 +107,13 @@ def bench_deep_zoom(tmp: Path) -> dict[str, object]:
                 t0 = time.perf_counter()
                 client.get(f"/slides/1_files/{level}/{col}_{row}.jpeg").raise_for_status()
                 warm.append(time.perf_counter() - t0)
-        return {"tiles": len(addresses), "first_fetch": ms(cold), "second_fetch": ms(warm)}
+        return {
+            "tiles": len(addresses),
+            "first_fetch": traffic_ms(cold),
+            "second_fetch": traffic_ms(warm),
+        }
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop_server(proc)
 
 
 def bench_mixed(
