@@ -84,20 +84,20 @@ def write_failed(root: Path, exc: BaseException) -> BundleError:
     )
 
 
-def _unpublished(p: Path) -> bool:
-    return (p / UNPUBLISHED).is_file()
+def _dead_writers(p: Path) -> bool:
+    """Whether directory `p` is a writer's stage (`.tmp-*`) or a directory it moved into
+    place but never published (it still holds the UNPUBLISHED marker)."""
+    return p.name.startswith(".tmp-") or (
+        _NUMBERED.fullmatch(p.name) is not None and (p / UNPUBLISHED).is_file()
+    )
 
 
 def _first_build_debris(p: Path) -> bool:
     """What a failed or killed first build can leave in a directory with no manifest:
-    the lock file, the manifest's temp file, stages, and directories it moved into place
-    but never published (they hold the UNPUBLISHED marker)."""
-    name = p.name
-    if name in (".lock", f".{MANIFEST}.tmp"):
+    the lock file, the manifest's temp file, and its dead writers' directories."""
+    if p.name in (".lock", f".{MANIFEST}.tmp"):
         return True
-    if not p.is_dir():
-        return False
-    return name.startswith(".tmp-") or (_NUMBERED.fullmatch(name) is not None and _unpublished(p))
+    return p.is_dir() and _dead_writers(p)
 
 
 def _referenced(manifest: Manifest) -> set[str]:
@@ -120,7 +120,7 @@ def leftovers(root: Path, manifest: Manifest) -> list[Path]:
     for p in sorted(root.iterdir()):
         if not p.is_dir() or p.name in keep:
             continue
-        if p.name.startswith(".tmp-") or (_NUMBERED.fullmatch(p.name) and _unpublished(p)):
+        if _dead_writers(p):
             out.append(p)
         elif m := _NUMBERED.fullmatch(p.name):
             if int(m.group(2)) > manifest.generation:
