@@ -232,7 +232,7 @@ def _checked(root: Path, path: Path, sha: str | None, what: str) -> Path:
     name = f"{path.parent.name}/{path.name}"
     if not path.is_file():
         raise BundleError(f"{root}: {what} missing ({name})")
-    if sha is not None and sha256_file(path) != sha:
+    if sha is not None and not sha256_matches(path, sha):
         raise BundleError(f"{root}: {name} ({what}) does not match its checksum")
     return path
 
@@ -257,7 +257,7 @@ def _open_state(
         )
     if not (state / STATE_FILE).is_file():
         raise BundleError(f"{root}: bundle is incomplete ({state.name}/{STATE_FILE} missing)")
-    if sha256_file(state / STATE_FILE) != manifest.pipeline_sha256:
+    if not sha256_matches(state / STATE_FILE, manifest.pipeline_sha256):
         raise BundleError(f"{root}: {state.name}/{STATE_FILE} does not match its checksum")
     if manifest.format_version > 2 and not (state / EMPTY_INDEX_FILE).is_file():
         raise BundleError(f"{root}: bundle is incomplete ({state.name}/{EMPTY_INDEX_FILE} missing)")
@@ -319,26 +319,33 @@ def _open_segment(
 #: checksums by `cbir verify`.
 OPEN_CHECKSUM_BYTES = 256 << 20
 
-_SUMMED: set[tuple[str, int, int, int]] = set()  # files checked in this process
+_SUMMED: set[tuple[str, str, int, int, int]] = set()  # files whose sha256 matched
+
+
+def sha256_matches(f: Path, sha: str) -> bool:
+    """Whether file `f` has sha256 `sha`: hashed once per process, then remembered by
+    (sha, path, inode, mtime, size) (published files are never rewritten in place)."""
+    st = f.stat()
+    key = (sha, str(f.resolve()), st.st_ino, st.st_mtime_ns, st.st_size)
+    if key in _SUMMED:
+        return True
+    if sha256_file(f) != sha:
+        return False
+    _SUMMED.add(key)
+    return True
 
 
 def _check_sums(root: Path, entry: SegmentEntry, path: Path) -> None:
-    """sha256 of a segment's files against its manifest, each file once per process
-    (keyed by path, inode, mtime and size); segments over OPEN_CHECKSUM_BYTES skip it."""
+    """sha256 of a segment's files against its manifest (sha256_matches); segments over
+    OPEN_CHECKSUM_BYTES skip it."""
     if entry.bytes > OPEN_CHECKSUM_BYTES:
         return
     for name, sha in entry.sha256.items():
-        f = path / name
-        st = f.stat()
-        key = (str(f.resolve()), st.st_ino, st.st_mtime_ns, st.st_size)
-        if key in _SUMMED:
-            continue
-        if sha256_file(f) != sha:
+        if not sha256_matches(path / name, sha):
             raise BundleError(
                 f"{root}: {path.name}/{name} is damaged (its sha256 differs from the "
                 "manifest's; `cbir verify` lists every damaged file)"
             )
-        _SUMMED.add(key)
 
 
 def _check_sizes(root: Path, entry: SegmentEntry, path: Path) -> None:
@@ -376,7 +383,7 @@ def _open_local_stage(
         weights = _checked(root, state / lm.weights_file, lm.weights_sha256, "local weights")
     if not (state / LOCAL_STATE_FILE).is_file():
         raise BundleError(f"{root}: bundle is incomplete ({state.name}/{LOCAL_STATE_FILE} missing)")
-    if sha256_file(state / LOCAL_STATE_FILE) != lm.state_sha256:
+    if not sha256_matches(state / LOCAL_STATE_FILE, lm.state_sha256):
         raise BundleError(f"{root}: {state.name}/{LOCAL_STATE_FILE} does not match its checksum")
     stage = LocalStage(cfg, weights, device)
     if stage.spec != lm.spec:

@@ -9,7 +9,8 @@ What is checked when (see also cbir.bundle):
 - `cbir verify` (here): all of that, plus the sha256 of every segment file, each LMDB
   read through (every record of every database), and directories no manifest names.
   Files whose checksum differs are not opened (a damaged LMDB page could crash the
-  reader): they are reported and skipped.
+  reader): they are reported and skipped. A directory newer than the manifest (an
+  older manifest put back) is reported against the manifest.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 import lmdb
 from pydantic import BaseModel
 
-from cbir.checksum import sha256_file
+from cbir.bundle import sha256_matches
 from cbir.errors import BundleError, CbirError
 from cbir.manifest import (
     EMPTY_INDEX_FILE,
@@ -88,14 +89,12 @@ def verify_bundle(root: str | os.PathLike[str]) -> VerifyReport:
     for entry in manifest.segments:
         report.segments += 1
         _verify_segment(root, manifest, entry, report)
-    names = {manifest.state, *(s.name for s in manifest.segments)}
-    report.unreferenced = sorted(
-        p.name
-        for p in root.iterdir()
-        if p.is_dir()
-        and p.name not in names
-        and (p.name[:4] in ("seg-", "stat", "gen-") or p.name.startswith(".tmp-"))
-    )
+    from cbir.writer import leftovers
+
+    try:
+        report.unreferenced = [p.name for p in leftovers(root, manifest)]
+    except BundleError as exc:  # a directory newer than the manifest: an older copy
+        report.damaged.append(Damage(path=MANIFEST, problem=_reason(exc, root)))
     return report
 
 
@@ -122,7 +121,7 @@ def _checksum(root: Path, rel: str, sha: str | None, size: int | None, r: Verify
         return True
     r.files += 1
     r.bytes += have
-    if sha256_file(path) != sha:
+    if not sha256_matches(path, sha):  # opening it below then hashes it no second time
         r.damaged.append(Damage(path=rel, problem="sha256 differs from the manifest's"))
         return False
     return True

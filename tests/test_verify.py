@@ -111,3 +111,19 @@ def test_row_counts_are_compared(copy: Path) -> None:
 def test_not_a_directory_is_one_line(tmp_path: Path) -> None:
     code, _, err = verify(tmp_path / "nothing")
     assert code == 2 and err.startswith("cbir: error:") and len(err.splitlines()) == 1
+
+
+def test_an_older_manifest_put_back_is_reported(copy: Path) -> None:
+    """The manifest as it was before the add (generation 1, one segment): seg-000002 is
+    newer than it, so it is an older copy; verify names the manifest, writers refuse."""
+    m = json.loads((copy / "manifest.json").read_text())
+    first = m["segments"][0]
+    m.update(generation=1, segments=[first])
+    m["counts"] = {"slides": first["slides"], "tiles": first["artifacts"]["codes"]["rows"]}
+    (copy / "manifest.json").write_text(json.dumps(m))
+    code, _, err = verify(copy)
+    assert code == 1 and err.splitlines() == [
+        f"cbir: damaged: {copy}/manifest.json: seg-000002 is newer than the manifest "
+        "(generation 1): the manifest is an older copy; restore the newest one (nothing was "
+        "changed)"
+    ]
