@@ -11,11 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from cbir.bundle import Bundle
 from cbir.errors import QueryError
-from cbir.hits import Hit, SearchResult
 from cbir.info import IndexInfo, SlideEntry, bundle_info
-from cbir.query import (
+from cbir.search.collection import Collection
+from cbir.search.filters import finished, slide_filter, tiles_at
+from cbir.search.hits import Hit, SearchResult
+from cbir.search.query import (
     MAX_QUERY_PIXELS,
     Region,
     as_rgb,
@@ -23,13 +24,12 @@ from cbir.query import (
     query_tiles,
     read_region_image,
 )
-from cbir.search.collection import Collection
-from cbir.search.filters import finished, slide_filter, tiles_at
 from cbir.search.region_hits import region_hits
 from cbir.search.scales import ScaleSelector
 from cbir.search.tiles import RERANK_TIE_WIDEN, reranks, tile_hits
 from cbir.search.verified import local_search, verify_hits
 from cbir.slides.open import decode_image
+from cbir.storage.bundle import Bundle
 
 __all__ = [
     "RERANK_TIE_WIDEN",
@@ -272,7 +272,7 @@ def open_index(
     ("auto": join or start one) and search them there; results are the same."""
     bundle = Bundle.open(path, device=device)
     if ray is not None:
-        from cbir.ray_search import shard_on_ray
+        from cbir.distributed.search import shard_on_ray
 
         try:
             bundle.shards = shard_on_ray(bundle, ray)

@@ -9,10 +9,10 @@ from PIL import Image
 from pydantic import BaseModel
 
 from cbir.api import open_index
-from cbir.hits import SearchResult
 from cbir.indexer import IndexReport, build_index
 from cbir.progress import Progress
-from cbir.sample import write_sample_slide
+from cbir.search.hits import SearchResult
+from cbir.slides.sample import write_sample_slide
 
 DEMO_MAGNIFICATION = 20.0
 

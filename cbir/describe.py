@@ -25,8 +25,8 @@ from cbir.progress import NoProgress, Progress
 from cbir.recipes import Recipe
 from cbir.slides import Slide, SlideInfo, open_slide
 from cbir.slides.open import file_checksum
-from cbir.tile_batcher import GPU_READERS, gathering, gathers_for_gpu
-from cbir.tiling import (
+from cbir.slides.tile_batcher import GPU_READERS, gathering, gathers_for_gpu
+from cbir.slides.tiling import (
     CellRun,
     GridGeometry,
     SuperBlock,

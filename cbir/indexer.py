@@ -1,6 +1,6 @@
 """Indexing: slides -> tiles -> descriptors -> codes -> Faiss + LMDB, in one transaction
 (`build_index`, `add_slides`, `remove_slides`). Describing slides is cbir.describe,
-storing them cbir.store."""
+storing them cbir.storage.store."""
 
 from __future__ import annotations
 
@@ -11,26 +11,26 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from cbir.artifacts import TileCodes
-from cbir.compact import auto_compact
 from cbir.delf.stage import LocalStage
 from cbir.describe import DescribedSlide, SkippedSlide, describe_slides
+from cbir.distributed.segments import on_ray
 from cbir.errors import (
     BundleMismatchError,
     CbirError,
     DuplicateSlideError,
     SlideReadError,
 )
-from cbir.manifest import Manifest
 from cbir.pipeline import TilePipeline
 from cbir.progress import Progress
-from cbir.ray_segments import on_ray
 from cbir.recipes import LocalConfig, Recipe, load_recipe
-from cbir.segment_meta import SegmentedMeta
-from cbir.segment_stage import CollectionState
-from cbir.store import SlideSummary, store_slides, write_new_bundle
+from cbir.storage.artifacts import TileCodes
+from cbir.storage.compact import auto_compact
+from cbir.storage.manifest import Manifest
+from cbir.storage.segment_meta import SegmentedMeta
+from cbir.storage.state import CollectionState
+from cbir.storage.store import SlideSummary, store_slides, write_new_bundle
+from cbir.storage.writer import BundleWriter, transaction
 from cbir.timing import StageTimer
-from cbir.writer import BundleWriter, transaction
 
 
 class IndexReport(BaseModel):

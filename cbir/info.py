@@ -46,7 +46,7 @@ class IndexInfo(BaseModel):
 
 def bundle_info(col: Collection) -> IndexInfo:
     """Counts, components, size on disk and (binary recipes) bit statistics."""
-    from cbir.eval.bits import bit_statistics  # (cbir.eval imports the eval harness)
+    from cbir.encoders.bits import bit_statistics  # (cbir.eval imports the eval harness)
 
     bundle = col.bundle
     man, root = bundle.manifest, bundle.root

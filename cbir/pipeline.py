@@ -6,18 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from cbir.descriptors import create_descriptor
+from cbir.descriptors import LEARNED_DESCRIPTORS, create_descriptor
 from cbir.encoders import create_encoder
 from cbir.errors import RecipeError
-from cbir.npz import load_npz, save_npz
+from cbir.files import load_npz, save_npz
 from cbir.recipes import Recipe
 from cbir.specs import DescriptorSpec, EncoderSpec
-
-#: Descriptors that are networks: they take `weights` and `device` (`backbone`: a
-#: checkpoint of its backbone, else its packaged weights).
-LEARNED_DESCRIPTORS = frozenset(
-    {"backbone", "cnn", "deephash", "delf", "lda", "metric", "ssdh", "vae"}
-)
 
 
 class TilePipeline:

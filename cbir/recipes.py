@@ -111,7 +111,7 @@ class LocalConfig(_Frozen):
     #: PCA dimension of the stored descriptors (fitted on the collection; then L2 norm).
     pca_dim: int = Field(40, ge=1)
     #: Faiss factory string of the index over all local descriptors. An IVF factory
-    #: stores codes only (cbir.local_index; {nlist}: `nlist`, else 4 sqrt(training rows)
+    #: stores codes only (cbir.index.local; {nlist}: `nlist`, else 4 sqrt(training rows)
     #: as a power of two; PQ becomes SQ8 below 9,984 training rows); "Flat" or
     #: "HNSW32,Flat" store float32 rows.
     float_factory: str = "IVF{nlist},PQ20"

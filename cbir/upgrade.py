@@ -12,11 +12,11 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from cbir.compact import merge_into
 from cbir.errors import CbirError
-from cbir.manifest import FORMAT_VERSION, LOCAL_WEIGHTS_FILE, SCALE_FILE, read_manifest
 from cbir.progress import Progress
-from cbir.writer import leftovers, transaction
+from cbir.storage.compact import merge_into
+from cbir.storage.manifest import FORMAT_VERSION, LOCAL_WEIGHTS_FILE, SCALE_FILE, read_manifest
+from cbir.storage.writer import leftovers, transaction
 
 
 class UpgradeReport(BaseModel):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cbir.sample import sample_image, write_pyramidal_tiff
+from cbir.slides.sample import sample_image, write_pyramidal_tiff
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 WSI = SHARED_DATA / "wsi"

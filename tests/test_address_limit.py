@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 import cbir
-from cbir.sample import sample_image, write_pyramidal_tiff
+from cbir.slides.sample import sample_image, write_pyramidal_tiff
 
 LIMIT = 64 << 30
 

@@ -14,8 +14,7 @@ from typer.testing import CliRunner
 import cbir
 from cbir.cli.main import app
 from cbir.errors import CbirError, QueryError
-from cbir.hits import Hit
-from cbir.labels import majority_vote
+from cbir.search.hits import Hit, majority_vote
 from conftest import CMU, TCGA, needs_shared_data
 
 runner = CliRunner()

@@ -8,7 +8,7 @@ import faiss
 import numpy as np
 import pytest
 
-from cbir.binary_index import BinaryTileIndex, auto_nlist
+from cbir.index.binary import BinaryTileIndex, auto_nlist
 from cbir.recipes import IndexConfig
 
 

@@ -193,7 +193,7 @@ def test_not_a_bundle(tmp_path: Path) -> None:
 def test_failure_injected_mid_add_leaves_bundle_equal(
     fresh_bundle: Path, second_slide: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from cbir.binary_index import BinaryTileIndex
+    from cbir.index.binary import BinaryTileIndex
 
     before = tree_digest(fresh_bundle)
 
@@ -211,14 +211,14 @@ def test_failure_injected_mid_add_leaves_bundle_equal(
 def test_failure_while_publishing_leaves_bundle_equal(
     fresh_bundle: Path, second_slide: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import cbir.writer
+    import cbir.storage.writer
 
     before = tree_digest(fresh_bundle)
 
     def failing_replace(src: object, dst: object) -> None:
         raise OSError("power cut")
 
-    monkeypatch.setattr(cbir.writer.os, "replace", failing_replace)
+    monkeypatch.setattr(cbir.storage.writer.os, "replace", failing_replace)
     with pytest.raises(BundleError, match=r"could not write the new generation \(power cut"):
         cbir.add_slides(fresh_bundle, [second_slide])
     assert tree_digest(fresh_bundle) == before
@@ -230,10 +230,11 @@ def test_process_killed_mid_add_leaves_last_good_bundle(
     """A hard kill (os._exit) after the new segment is written, before the publish."""
     manifest_before = (fresh_bundle / "manifest.json").read_bytes()
     script = (
-        "import os, cbir.writer as b\n"
+        "import os, cbir.storage.writer as b\n"
+        "from cbir.storage.artifacts import finish_segment\n"
         "orig = b.BundleWriter.commit\n"
         "def dying(self, *a, **k):\n"
-        "    [s.finish(self.state) for s in self.segments]\n"
+        "    [finish_segment(s, self.state) for s in self.segments]\n"
         "    os._exit(9)\n"
         "b.BundleWriter.commit = dying\n"
         "import cbir\n"

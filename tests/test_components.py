@@ -11,7 +11,7 @@ from cbir.encoders import create_encoder, list_encoders
 from cbir.encoders.lsh import LshEncoder
 from cbir.errors import UnknownComponentError
 from cbir.registry import Registry
-from cbir.sample import sample_image
+from cbir.slides.sample import sample_image
 from conftest import write_two_classes
 
 
@@ -51,10 +51,10 @@ def test_bad_parameters_are_reported() -> None:
 @pytest.fixture(scope="module")
 def descriptor_params(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     """Extra parameters per descriptor: those that need trained weights get a tiny model."""
-    from cbir.nn.train_deephash import DeepHashTrainConfig, train_deephash
-    from cbir.nn.train_lda import LdaTrainConfig, train_lda
-    from cbir.nn.train_metric import MetricTrainConfig, train_metric
-    from cbir.nn.train_ssdh import SSDHTrainConfig, train_ssdh
+    from cbir.nn.train.deephash import DeepHashTrainConfig, train_deephash
+    from cbir.nn.train.lda import LdaTrainConfig, train_lda
+    from cbir.nn.train.metric import MetricTrainConfig, train_metric
+    from cbir.nn.train.ssdh import SSDHTrainConfig, train_ssdh
 
     root = write_two_classes(tmp_path_factory.mktemp("dh"), n=6, size=64)
     weights = root / "dh.pt"
@@ -156,7 +156,7 @@ def test_stats_batch_equals_scikit_image_per_tile() -> None:
     """The batched stats descriptor (OpenCV histograms, numpy GLCM properties) equals
     scikit-image's graycomatrix / graycoprops tile by tile, to float32 rounding."""
     from cbir.descriptors.stats import StatsDescriptor
-    from cbir.sample import sample_image
+    from cbir.slides.sample import sample_image
 
     d = StatsDescriptor()
     img = sample_image()

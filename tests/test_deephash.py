@@ -9,12 +9,12 @@ import pytest
 import torch
 
 import cbir
+from cbir.encoders.bits import bit_statistics
 from cbir.encoders.threshold import ThresholdEncoder
-from cbir.eval.bits import bit_statistics
 from cbir.eval.harness import ranking
 from cbir.eval.metrics import average_precision_at_k
 from cbir.nn.deephash import TiedHashAutoencoder, deephash_loss
-from cbir.nn.train_deephash import DeepHashTrainConfig, train_deephash
+from cbir.nn.train.deephash import DeepHashTrainConfig, train_deephash
 from conftest import SHARED_DATA, write_two_classes
 
 CRC9 = SHARED_DATA / "tiles-crc9"
@@ -137,7 +137,7 @@ def test_deephash_beats_lsh_of_equal_length_on_crc9(tmp_path: Path) -> None:
     from cbir.descriptors.deephash import DeepHashDescriptor
     from cbir.encoders.lsh import LshEncoder
     from cbir.nn.weights import load_weights
-    from cbir.tileset import read_tiles
+    from cbir.slides.tileset import read_tiles
 
     weights = tmp_path / "dh32.pt"
     train_deephash(CRC9, weights, DeepHashTrainConfig(bits=32, epochs=300), device="cpu")
@@ -155,7 +155,7 @@ def test_deephash_beats_lsh_of_equal_length_on_crc9(tmp_path: Path) -> None:
 
 
 def _labels(root: Path) -> tuple[list[str], list[str]]:
-    from cbir.tileset import load_labelled_tiles
+    from cbir.slides.tileset import load_labelled_tiles
 
     data = load_labelled_tiles(root)
     return data.paths, data.labels

@@ -13,17 +13,17 @@ from typer.testing import CliRunner
 
 from cbir.api import open_index
 from cbir.cli.main import app
-from cbir.compact import compact
 from cbir.delf.extract import DelfExtractor, top_nms
 from cbir.delf.nms import box_nms
 from cbir.delf.pca import LocalPCA
-from cbir.delf.receptive import receptive_boxes
+from cbir.index.local import LocalCodeIndex
 from cbir.indexer import add_slides, build_index, remove_slides
-from cbir.local_index import LocalCodeIndex
 from cbir.nn.delf import DELF_TRUNKS, SmallDenseTrunk
-from cbir.nn.train_delf import DelfTrainConfig, train_delf
-from cbir.sample import sample_image
+from cbir.nn.receptive import receptive_boxes
+from cbir.nn.train.delf import DelfTrainConfig, train_delf
 from cbir.slides import open_slide
+from cbir.slides.sample import sample_image
+from cbir.storage.compact import compact
 from conftest import CMU, SHARED_DATA, needs_shared_data, tree_digest, write_two_classes
 
 runner = CliRunner()
@@ -436,7 +436,7 @@ def _record_as_written(root: Path, data: Path) -> None:
     whose segment held this file would have."""
     import json
 
-    from cbir.checksum import sha256_file
+    from cbir.files import sha256_file
 
     manifest = json.loads((root / "manifest.json").read_text())
     seg = next(s for s in manifest["segments"] if s["name"] == data.parent.parent.name)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from cbir.delf.nms import box_nms
-from cbir.delf.receptive import box_centres, receptive_boxes
 from cbir.delf.verify import mutual_nearest, verify_matches
+from cbir.nn.receptive import box_centres, receptive_boxes
 from cbir.search.local import one_to_one
 
 

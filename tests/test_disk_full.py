@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 import cbir
 from cbir.cli.main import app
-from cbir.sample import sample_image, write_pyramidal_tiff
+from cbir.slides.sample import sample_image, write_pyramidal_tiff
 from conftest import tree_digest
 
 runner = CliRunner()
@@ -49,7 +49,7 @@ def test_enospc_in_the_faiss_write_is_one_line(
             fh.write(bytes(np.asarray(data)[: len(data) // 2]))
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr("cbir.faiss_io.write_serialized", full)
+    monkeypatch.setattr("cbir.index.faiss_io.write_serialized", full)
     result = runner.invoke(app, ["add", str(root), str(slides[1])])
     line = _one_line(result.stderr)
     assert result.exit_code == 2 and line.startswith("cbir: error: ")

@@ -17,7 +17,7 @@ import cbir
 from cbir.cli.main import app
 from cbir.export import ExportError, export_result, is_export
 from cbir.slides import SlideInfo
-from cbir.tiling import GridGeometry
+from cbir.slides.tiling import GridGeometry
 from conftest import CMU, TCGA, needs_shared_data, tree_digest
 
 runner = CliRunner()

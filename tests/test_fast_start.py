@@ -15,7 +15,7 @@ from PIL import Image
 
 from cbir.errors import UnknownComponentError
 from cbir.registry import Registry
-from cbir.sample import sample_image
+from cbir.slides.sample import sample_image
 
 HEAVY = ("torch", "sklearn")
 

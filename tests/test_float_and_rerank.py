@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import cbir
-from cbir.float_index import FloatTileIndex
+from cbir.index.float import FloatTileIndex
 from cbir.recipes import IndexConfig, load_recipe
 from cbir.search.region import region_distance, squared_l2_matrix
 

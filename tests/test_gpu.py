@@ -17,12 +17,12 @@ import torch
 import cbir
 import cbir.describe
 from cbir.delf.extract import DelfExtractor
-from cbir.manifest import read_manifest
 from cbir.nn.cuda_graphs import GRAPHS_ENV
 from cbir.nn.device import PRECISION_ENV
 from cbir.pipeline import TilePipeline
 from cbir.recipes import load_recipe
-from cbir.tile_batcher import GPU_BATCH, TileBatcher, gathering
+from cbir.slides.tile_batcher import GPU_BATCH, TileBatcher, gathering
+from cbir.storage.manifest import read_manifest
 
 pytestmark = [
     pytest.mark.gpu,

@@ -15,9 +15,9 @@ from cbir.descriptors.metric import MetricDescriptor
 from cbir.errors import CbirError
 from cbir.nn.deephash import TiedHashAutoencoder, deephash_loss
 from cbir.nn.efficientnet import packaged_lite0_weights
-from cbir.nn.loop import fit, sampled, shuffled, whole
-from cbir.nn.train_deephash import DeepHashTrainConfig, train_deephash
-from cbir.nn.train_metric import MetricTrainConfig, train_metric
+from cbir.nn.train.deephash import DeepHashTrainConfig, train_deephash
+from cbir.nn.train.loop import fit, sampled, shuffled, whole
+from cbir.nn.train.metric import MetricTrainConfig, train_metric
 from cbir.nn.weights import load_weights
 from cbir.pipeline import TilePipeline
 from cbir.recipes import load_recipe

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import cbir
-from cbir.local_index import (
+from cbir.index.local import (
     MIN_PQ_TRAIN,
     LocalCodeIndex,
     auto_nlist,
@@ -22,11 +22,11 @@ from cbir.local_index import (
     local_factory,
     local_index_template,
 )
-from cbir.local_points import decode_points, encode_points
 from cbir.recipes import LocalConfig
-from cbir.sample import sample_image
 from cbir.search.verified import verify_hits
-from cbir.segment_stage import SegmentStage
+from cbir.slides.sample import sample_image
+from cbir.storage.local_points import decode_points, encode_points
+from cbir.storage.state import SegmentStage
 
 FIXTURE = Path(__file__).parent / "data" / "bundle-delf-v3"
 
@@ -169,7 +169,7 @@ def test_small_bundle_gets_pq_codes_once_it_has_enough_features(
     codes them all as PQ, and search still finds a crop at its place."""
     from test_delf import delf_recipe
 
-    import cbir.local_index as li
+    import cbir.index.local as li
     from cbir.indexer import add_slides, build_index
     from cbir.slides import open_slide
 
@@ -213,8 +213,8 @@ def test_replacing_a_slide_does_not_count_its_old_features(
     whose live features stay below the PQ threshold is not retrained (nor merged)."""
     from test_delf import delf_recipe
 
-    import cbir.compact as compact
-    import cbir.local_index as li
+    import cbir.index.local as li
+    import cbir.storage.compact as compact
     from cbir.indexer import add_slides, build_index
 
     root = tmp_path / "idx"

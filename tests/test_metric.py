@@ -11,7 +11,7 @@ import torch
 import cbir
 from cbir.descriptors.metric import MetricDescriptor
 from cbir.nn.metric import augment_image, semi_hard_triplet_loss, semi_hard_triplets
-from cbir.nn.train_metric import MetricTrainConfig, knn_accuracy, train_metric
+from cbir.nn.train.metric import MetricTrainConfig, knn_accuracy, train_metric
 from conftest import write_two_classes
 
 

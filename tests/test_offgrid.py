@@ -13,7 +13,13 @@ from cbir.errors import QueryError
 from cbir.nn.efficientnet import packaged_lite0_weights
 from cbir.recipes import Recipe, TilingConfig, load_recipe
 from cbir.slides import open_slide
-from cbir.tiling import cut_run_tiles, grid_for, read_superblock, superblock_side, superblocks
+from cbir.slides.tiling import (
+    cut_run_tiles,
+    grid_for,
+    read_superblock,
+    superblock_side,
+    superblocks,
+)
 from conftest import CMU, needs_shared_data
 
 needs_lite0 = pytest.mark.skipif(

@@ -15,8 +15,8 @@ import cbir
 from cbir.delf.extract import DelfExtractor
 from cbir.descriptors.cnn import CnnDescriptor
 from cbir.errors import CbirError
-from cbir.manifest import read_manifest
 from cbir.nn.device import PRECISION_ENV, autocast_dtype
+from cbir.storage.manifest import read_manifest
 
 
 def test_precision_defaults_and_choices(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -88,7 +88,7 @@ def test_ray_skips_and_fails_like_one_process(
 def test_ray_build_of_the_real_slides(cluster: str, tmp_path: Path) -> None:
     """Two workers, each writing its slide as its own segment: the same tiles, codes and
     search results as one process writing one segment."""
-    from cbir.manifest import read_manifest
+    from cbir.storage.manifest import read_manifest
 
     local, on_ray = tmp_path / "local", tmp_path / "ray"
     cbir.build_index([CMU, TCGA], local)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import cbir
-from cbir.manifest import META_DIR, read_manifest
+from cbir.storage.manifest import META_DIR, read_manifest
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'cbir[ray]')")
 

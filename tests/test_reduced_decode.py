@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import cbir
-import cbir.tiling as tiling
+import cbir.slides.tiling as tiling
 from cbir.describe import plan_slide
 from cbir.recipes import load_recipe
 from conftest import CMU, TCGA, needs_shared_data

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cbir.cli.main import app
-from cbir.sample import sample_image, write_pyramidal_tiff
+from cbir.slides.sample import sample_image, write_pyramidal_tiff
 from conftest import tree_digest
 
 runner = CliRunner()

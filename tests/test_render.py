@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from cbir.cli.main import app
 from cbir.cli.render import short_reason, show_hits, show_info
-from cbir.hits import Hit, SearchResult
-from cbir.sample import sample_image
+from cbir.search.hits import Hit, SearchResult
+from cbir.slides.sample import sample_image
 
 runner = CliRunner()
 LONG = "TCGA-AB-1234-01Z-00-DX1.0123456789ABCDEF-0123456789ABCDEF-a-very-long-slide-name.tif"

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 import cbir
 from cbir.cli.main import app
 from cbir.errors import QueryError
-from cbir.query import MAX_QUERY_TILES, query_tiles
 from cbir.recipes import TilingConfig
+from cbir.search.query import MAX_QUERY_TILES, query_tiles
 from cbir.slides.open import decode_image, snap_magnification
 
 runner = CliRunner()

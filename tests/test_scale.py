@@ -11,8 +11,8 @@ import torch
 import cbir
 from cbir.errors import QueryError
 from cbir.nn.scale import ScaleComparator, pair_tensor
-from cbir.nn.scale_pairs import make_pairs, sample_scale_tiles
-from cbir.nn.train_scale import ScaleTrainConfig, train_scale
+from cbir.nn.train.scale import ScaleTrainConfig, train_scale
+from cbir.nn.train.scale_pairs import make_pairs, sample_scale_tiles
 
 
 @pytest.mark.parametrize("arch", ["siamese", "stacked"])

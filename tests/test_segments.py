@@ -15,19 +15,19 @@ import numpy as np
 import pytest
 
 import cbir
-from cbir.compact import compact
 from cbir.describe import DescribedScale, DescribedSlide
 from cbir.errors import BundleError
 from cbir.indexer import add_described, remove_slides
-from cbir.manifest import read_manifest
 from cbir.pipeline import TilePipeline
 from cbir.recipes import Recipe, load_recipe
-from cbir.sample import sample_image
 from cbir.slides.base import SlideInfo
-from cbir.store import write_new_bundle
-from cbir.tiling import GridGeometry
+from cbir.slides.sample import sample_image
+from cbir.slides.tiling import GridGeometry
+from cbir.storage.compact import compact
+from cbir.storage.manifest import read_manifest
+from cbir.storage.store import write_new_bundle
+from cbir.storage.writer import transaction
 from cbir.timing import StageTimer
-from cbir.writer import transaction
 from conftest import tree_digest
 
 FORMAT2 = Path(__file__).parent / "data" / "bundle-format2"
@@ -394,7 +394,7 @@ def test_interrupt_right_after_the_publish_keeps_the_published_bundle(
     """A Ctrl-C raised as the manifest replace returns must not remove what it published."""
     import os
 
-    import cbir.segment_stage as stage
+    import cbir.storage.state as stage
 
     root = tmp_path / "idx"
     build(root, recipe_with(), synthetic(1, seed=20))

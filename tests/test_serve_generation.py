@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import cbir
-from cbir.sample import sample_image
+from cbir.slides.sample import sample_image
 
 pytest.importorskip("fastapi", reason="cbir[serve] is not installed")
 from openslide import ImageSlide  # noqa: E402

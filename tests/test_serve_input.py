@@ -85,17 +85,21 @@ def test_json_over_its_limit_is_413(client: TestClient) -> None:
 BAD_FORMS = {
     "no-image": {"data": {"k": "3"}, "files": {"x": ("a.txt", b"a", "text/plain")}},
     "image-as-field": {"data": {"image": "abc"}, "files": {"k2": ("a", b"", "text/plain")}},
-    "two-files": {"files": [("image", ("a.png", b"a", "image/png")),
-                            ("image", ("b.png", b"b", "image/png"))]},  # fmt: skip
+    "two-files": {
+        "files": [("image", ("a.png", b"a", "image/png")), ("image", ("b.png", b"b", "image/png"))]
+    },  # fmt: skip
     "huge-k": {"data": {"k": "9" * 5000}, "files": {"image": ("q.png", b"x", "image/png")}},
     "k-word": {"data": {"k": "many"}, "files": {"image": ("q.png", b"x", "image/png")}},
     "unknown-field": {"data": {"zzz": "1"}, "files": {"image": ("q.png", b"x", "image/png")}},
-    "field-as-file": {"files": {"image": ("q.png", b"x", "image/png"),
-                                "k": ("k.txt", b"3", "text/plain")}},  # fmt: skip
+    "field-as-file": {
+        "files": {"image": ("q.png", b"x", "image/png"), "k": ("k.txt", b"3", "text/plain")}
+    },  # fmt: skip
     "not-an-image": {"files": {"image": ("q.png", b"\x89PNG\r\n\x1a\n" + b"\0" * 64, "image/png")}},
     "slides-words": {"data": {"slides": "a,b"}, "files": {"image": ("q.png", b"x", "image/png")}},
-    "field-over-64k": {"data": {"vote": "a" * (70 << 10)},
-                       "files": {"image": ("q.png", b"x", "image/png")}},  # fmt: skip
+    "field-over-64k": {
+        "data": {"vote": "a" * (70 << 10)},
+        "files": {"image": ("q.png", b"x", "image/png")},
+    },  # fmt: skip
 }
 
 

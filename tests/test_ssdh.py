@@ -12,7 +12,7 @@ from PIL import Image
 import cbir
 from cbir.errors import CbirError
 from cbir.nn.ssdh import SSDHHead, reliability, ssdh_loss
-from cbir.nn.train_ssdh import SSDHTrainConfig, train_ssdh
+from cbir.nn.train.ssdh import SSDHTrainConfig, train_ssdh
 from conftest import write_two_classes
 
 

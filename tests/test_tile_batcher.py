@@ -17,7 +17,7 @@ import cbir
 import cbir.describe
 from cbir.descriptors.cnn import CnnDescriptor
 from cbir.nn.cuda_graphs import bucket, graphed
-from cbir.tile_batcher import GPU_BATCH, TileBatcher, gathering
+from cbir.slides.tile_batcher import GPU_BATCH, TileBatcher, gathering
 
 
 def rowsum(tiles: np.ndarray) -> np.ndarray:

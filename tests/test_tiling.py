@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cbir.sample import sample_image
 from cbir.slides.array_slide import ArraySlide
-from cbir.tiling import (
+from cbir.slides.sample import sample_image
+from cbir.slides.tiling import (
     cut_run_tiles,
     grid_for,
     read_superblock,
@@ -17,7 +17,7 @@ from cbir.tiling import (
     superblocks,
     tissue_cells,
 )
-from cbir.tissue import tissue_mask
+from cbir.slides.tissue import tissue_mask
 
 
 @pytest.fixture(scope="module")

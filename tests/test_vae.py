@@ -10,7 +10,7 @@ import torch
 
 import cbir
 from cbir.descriptors.vae import VaeDescriptor
-from cbir.nn.train_vae import VaeTrainConfig, train_vae
+from cbir.nn.train.vae import VaeTrainConfig, train_vae
 from cbir.nn.vae import TileVAE, to_unit, vae_loss
 from cbir.nn.weights import load_weights
 from conftest import write_two_classes

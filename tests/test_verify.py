@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 import cbir
 from cbir.cli.main import app
-from cbir.sample import sample_image, write_pyramidal_tiff
+from cbir.slides.sample import sample_image, write_pyramidal_tiff
 
 runner = CliRunner()
 

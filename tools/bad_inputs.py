@@ -88,7 +88,7 @@ class Base:
     @classmethod
     def build(cls, root: Path) -> Base:
         import cbir
-        from cbir.sample import sample_image, write_pyramidal_tiff
+        from cbir.slides.sample import sample_image, write_pyramidal_tiff
 
         root.mkdir(parents=True, exist_ok=True)
         img = sample_image()
@@ -290,7 +290,7 @@ def _slug(text: str) -> str:
 
 def tissue(h: int = 224, w: int | None = None) -> np.ndarray:
     """(h, w, 3) uint8 of the sample slide's tissue."""
-    from cbir.sample import sample_image
+    from cbir.slides.sample import sample_image
 
     return np.ascontiguousarray(sample_image()[256 : 256 + h, 256 : 256 + (w or h)])
 

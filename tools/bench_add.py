@@ -36,7 +36,7 @@ What it measures
     * stage_seconds of the IndexReport (describing vs writing) and the child's CPU seconds.
     Before each operation every bundle file is read once, so each starts with the bundle
     in the page cache. The slide is a deterministic 3-level pyramidal TIFF: cbir's sample
-    image (`cbir.sample.sample_image()`, 2048 x 2048 px at 0.25 um/px) tiled `--slide-cols`
+    image (`cbir.slides.sample.sample_image()`, 2048 x 2048 px at 0.25 um/px) tiled `--slide-cols`
     times side by side; 3 gives 532 stats-lsh32 tiles. Values at the top of each operation
     are medians over the repeats; `runs` has each one. Other processes' CPU seconds during
     each operation and the whole run (benchutil.CpuMeter minus the children's own CPU) are
@@ -204,7 +204,7 @@ def make_slide(workdir: Path, cols: int) -> tuple[Path, tuple[int, ...]]:
     `cols` times side by side, (2048, 2048 * cols, 3) uint8 at SLIDE_MPP um/px, 3 levels."""
     import numpy as np
 
-    from cbir.sample import sample_image, write_pyramidal_tiff
+    from cbir.slides.sample import sample_image, write_pyramidal_tiff
 
     path = workdir / f"sample-x{cols}.tif"
     image = np.tile(sample_image(), (1, cols, 1))

@@ -79,7 +79,7 @@ def write_query(path: Path) -> Path:
     """A 224 x 224 tissue crop of the sample image, as PNG."""
     import cv2
 
-    from cbir.sample import sample_image
+    from cbir.slides.sample import sample_image
 
     crop = sample_image()[800:1024, 800:1024]
     cv2.imwrite(str(path), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))

@@ -42,10 +42,10 @@ from benchutil import log
 from cbir.api import open_index
 from cbir.delf.extract import DelfExtractor
 from cbir.indexer import build_index
-from cbir.nn.train_delf import DelfTrainConfig, train_delf
+from cbir.nn.train.delf import DelfTrainConfig, train_delf
 from cbir.nn.weights import load_weights
-from cbir.query import query_tiles
 from cbir.recipes import Recipe
+from cbir.search.query import query_tiles
 from cbir.search.verified import verify_hits
 from cbir.slides import open_slide
 from cbir.slides.open import decode_image

@@ -17,7 +17,7 @@ What it measures
     With `--build SLIDE`, a bundle of SLIDE at `--build-magnification` (comma-separated
     magnifications) is also built with the first recipe and its whole-build tiles/s
     reported next to the network's: how far the build is from being bounded by the
-    network alone. On CUDA the build gathers tiles for the GPU (cbir.tile_batcher), and
+    network alone. On CUDA the build gathers tiles for the GPU (cbir.slides.tile_batcher), and
     `gathered` reports its batches, tiles a batch, seconds in the network call and CUDA
     graphs captured; `--switch-interval` sets Python's switch interval while it gathers.
 
@@ -29,7 +29,7 @@ What it measures
     speed does not depend on the weights).
 
     Batches: the descriptor's own batch size on CPU; on CUDA the batch a GPU build gathers
-    (`cbir.tile_batcher.GPU_BATCH`, 512), as `build-index` runs it there. `--batch-sizes`
+    (`cbir.slides.tile_batcher.GPU_BATCH`, 512), as `build-index` runs it there. `--batch-sizes`
     measures other sizes (comma-separated).
 
     CUDA runs report the card's name. `--precision fp32,auto` measures each network in
@@ -117,7 +117,7 @@ def network_rates(
 
     from cbir.nn.device import PRECISION_ENV, autocast_dtype
     from cbir.pipeline import TilePipeline
-    from cbir.tile_batcher import GPU_BATCH
+    from cbir.slides.tile_batcher import GPU_BATCH
 
     os.environ[PRECISION_ENV] = precision
     pipeline = TilePipeline(recipe_of(name), device=device)  # type: ignore[arg-type]
@@ -178,7 +178,7 @@ class StackSampler:
         import collections
         import threading
 
-        from cbir.tile_batcher import BATCHER_THREAD
+        from cbir.slides.tile_batcher import BATCHER_THREAD
 
         prefix = prefix or BATCHER_THREAD
         self.prefix, self.interval_s = prefix, interval_s
@@ -255,7 +255,7 @@ def build_rate(
 ) -> dict[str, object]:
     import cbir
     import cbir.describe
-    import cbir.tile_batcher
+    import cbir.slides.tile_batcher
     from cbir.recipes import Recipe
 
     base = recipe_of(name)
@@ -292,7 +292,7 @@ def build_rate(
         "gathered": gathered_stats(gathered),
     }
     if gathered:
-        row["switch_interval_s"] = cbir.tile_batcher.GPU_SWITCH_INTERVAL_S
+        row["switch_interval_s"] = cbir.slides.tile_batcher.GPU_SWITCH_INTERVAL_S
         row["readers"] = readers or gpu_readers
     at = ",".join(f"{m:g}" for m in magnifications)
     log(f"build {name} at {at}x: {row['tiles_per_s']} tiles/s")
@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=None,
         help="Python's switch interval (s) while a GPU build gathers tiles "
-        "(cbir.tile_batcher.GPU_SWITCH_INTERVAL_S; 0: leave Python's 0.005)",
+        "(cbir.slides.tile_batcher.GPU_SWITCH_INTERVAL_S; 0: leave Python's 0.005)",
     )
     p.add_argument(
         "--readers", type=int, default=None, help="reader threads of a GPU build (default 16)"
@@ -338,11 +338,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import torch
 
-    import cbir.tile_batcher
+    import cbir.slides.tile_batcher
     from cbir.nn.device import resolve_device
 
     if args.switch_interval is not None:
-        cbir.tile_batcher.GPU_SWITCH_INTERVAL_S = args.switch_interval or None
+        cbir.slides.tile_batcher.GPU_SWITCH_INTERVAL_S = args.switch_interval or None
 
     devices = (
         [resolve_device(args.device)]

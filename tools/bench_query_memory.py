@@ -7,7 +7,7 @@ larger ones (issue 21, item 5).
 A bundle of the generated sample slide is built with `--recipe`. Query files are
 written with PIL (tissue-coloured noise): the largest accepted queries (20 x 20 tiles
 as PNG and JPEG, a 1 x 400-tile strip), a square at the pixel limit
-(cbir.query.MAX_QUERY_PIXELS; decoded, then refused for its tile count), and over the
+(cbir.search.query.MAX_QUERY_PIXELS; decoded, then refused for its tile count), and over the
 limit a 20000 x 20000 px PNG and a 60000 x 60000 px PNG (a real header; its pixel data
 is cut short, since the header is all cbir reads before refusing). Each query is one
 `cbir search IDX FILE -k 5 --json` in a fresh process; its peak RSS is the child's ru_maxrss
@@ -33,8 +33,8 @@ import numpy as np
 from PIL import Image
 
 import cbir
-from cbir.query import MAX_QUERY_PIXELS
-from cbir.sample import sample_image, write_pyramidal_tiff
+from cbir.search.query import MAX_QUERY_PIXELS
+from cbir.slides.sample import sample_image, write_pyramidal_tiff
 
 
 def tissue_noise(w: int, h: int) -> Image.Image:

@@ -23,9 +23,9 @@ from bench_search import synthetic_slides  # same folder
 import cbir
 from cbir.pipeline import TilePipeline
 from cbir.recipes import load_recipe
-from cbir.store import write_new_bundle
+from cbir.storage.store import write_new_bundle
+from cbir.storage.writer import transaction
 from cbir.timing import StageTimer
-from cbir.writer import transaction
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 
 What it measures
     A synthetic collection of `--n` tiles (default 1,000,000) is written through the
-    real bundle code path (`cbir.store.write_new_bundle`: LSH fit + encode, LMDB
+    real bundle code path (`cbir.storage.store.write_new_bundle`: LSH fit + encode, LMDB
     metadata, Faiss binary index -- an IndexBinaryIVF from 100,000 tiles on -- and the
     atomic commit), opened with `cbir.open_index`, and queried:
 
@@ -65,10 +65,10 @@ from cbir.pipeline import TilePipeline
 from cbir.recipes import load_recipe
 from cbir.search.region import region_candidates, region_distance
 from cbir.slides.base import SlideInfo
-from cbir.store import write_new_bundle
-from cbir.tiling import GridGeometry
+from cbir.slides.tiling import GridGeometry
+from cbir.storage.store import write_new_bundle
+from cbir.storage.writer import transaction
 from cbir.timing import StageTimer
-from cbir.writer import transaction
 
 MAGNIFICATION = 20.0
 TILE = 224

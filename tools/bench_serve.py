@@ -40,8 +40,8 @@ from serve_traffic import ms as traffic_ms
 from serve_traffic import run_clients, tile_urls, two_slide_bundle
 
 import cbir
-from cbir.sample import sample_image, write_pyramidal_tiff
 from cbir.serve.process import free_port, start_server, stop_server, tree_peak_rss_mb
+from cbir.slides.sample import sample_image, write_pyramidal_tiff
 
 
 def query_png() -> bytes:

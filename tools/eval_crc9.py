@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from cbir.eval import evaluate_tiles
-from cbir.nn.train_cnn import CnnTrainConfig, train_cnn
-from cbir.nn.train_vae import VaeTrainConfig, train_vae
+from cbir.nn.train.cnn import CnnTrainConfig, train_cnn
+from cbir.nn.train.vae import VaeTrainConfig, train_vae
 
 
 def main() -> None:

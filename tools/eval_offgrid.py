@@ -13,7 +13,7 @@ a random magnification that slide was indexed at, a random size of 224, 448 or 6
 px (w = h = round(size * base / mag) level-0 px; redrawn if it does not fit the slide),
 and a random level-0 position inside the slide that is off the tile grid at that
 magnification (>= 16 output px from the grid in at least one axis), with >= 50% tissue
-(`cbir.tissue.tissue_mask` of the crop's pixels) and tissue at its centre pixel (up to
+(`cbir.slides.tissue.tissue_mask` of the crop's pixels) and tissue at its centre pixel (up to
 200 positions per draw). The crop is queried as a `cbir.Region`, k = 10. Found: hit 1 is
 on the crop's slide at its magnification (|diff| < 1e-6) and its level-0 rectangle
 [x, x+w) x [y, y+h) contains the crop's centre; rank: the first of the 10 hits that is.
@@ -38,12 +38,12 @@ from benchutil import CpuMeter, log
 
 from cbir.api import Index, open_index
 from cbir.errors import CbirError
-from cbir.hits import Hit, SearchResult
 from cbir.indexer import build_index
-from cbir.metadata import SlideRecord
-from cbir.query import Region, read_region_image
 from cbir.recipes import TilingConfig, load_recipe
-from cbir.tissue import tissue_mask
+from cbir.search.hits import Hit, SearchResult
+from cbir.search.query import Region, read_region_image
+from cbir.slides.tissue import tissue_mask
+from cbir.storage.metadata import SlideRecord
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"  # ../shared/data
 SLIDES = [DATA / "wsi" / "cmu-1-small-region.svs", DATA / "wsi" / "tcga-cr-7395-01a-01-ts1.svs"]

@@ -277,7 +277,7 @@ def load_patches(data: Path) -> dict[str, list[np.ndarray]]:
                 patches[row["label"]].append(rgb)
     import openslide  # noqa: PLC0415  (only here: tile rendering does not need it)
 
-    from cbir.tissue import tissue_mask  # noqa: PLC0415
+    from cbir.slides.tissue import tissue_mask  # noqa: PLC0415
 
     with openslide.OpenSlide(str(cmu)) as slide:
         rgb = np.asarray(slide.read_region((0, 0), 0, slide.dimensions).convert("RGB"))

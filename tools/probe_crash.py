@@ -2,16 +2,16 @@
 """Crash probe for cbir bundles: SIGKILL writers at random points, check what is left.
 
 What it probes (issue 12, section 4: ">= 50 kills, 0 unreadable or inconsistent bundles")
-    Bundles are format 3 (cbir/manifest.py): `manifest.json` names one collection-state
+    Bundles are format 3 (cbir/storage/manifest.py): `manifest.json` names one collection-state
     directory `state-NNNNNN/` and immutable segment directories `seg-NNNNNN[-K]/`, oldest
     first; removed slides are tombstones (`segments[i].dead_slides`) in the manifest. A
     writer stages new directories as `.tmp-<pid>-seg-...` / `.tmp-<pid>-state-...`,
     renames them into place and publishes by replacing the manifest (its `generation`
     counts publishes); directories the live manifest does not reference are swept by the
-    next writer (cbir/writer.py `sweep`).
+    next writer (cbir/storage/writer.py `sweep`).
 
     In a temp dir, three small 3-level pyramidal TIFFs are written with
-    `cbir.sample.write_pyramidal_tiff`: A = the sample image at 0.25 um/px, B = it rotated
+    `cbir.slides.sample.write_pyramidal_tiff`: A = the sample image at 0.25 um/px, B = it rotated
     by 90 degrees at 0.5 um/px (tests/conftest.py's second_slide), C = it flipped left-right
     at 0.25 um/px. A stats-lsh32 bundle of A and B is built (not killed).
 
@@ -108,7 +108,7 @@ def make_slides(workdir: Path) -> dict[str, Path]:
     """Write the three test slides; returns {file name: path}."""
     import numpy as np
 
-    from cbir.sample import sample_image, write_pyramidal_tiff
+    from cbir.slides.sample import sample_image, write_pyramidal_tiff
 
     img = sample_image()
     specs = {
@@ -330,7 +330,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     """Write slides, build the base bundle, calibrate, then kill and check; the result."""
     import numpy as np
 
-    from cbir.sample import sample_image
+    from cbir.slides.sample import sample_image
 
     rng = random.Random(args.seed)
     t_start = time.perf_counter()

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 import cbir
-from cbir.sample import sample_image, write_pyramidal_tiff
+from cbir.slides.sample import sample_image, write_pyramidal_tiff
 
 DZ = "{http://schemas.microsoft.com/deepzoom/2008}"
 

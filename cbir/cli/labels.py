@@ -38,13 +38,13 @@ def label_cmd(
     hits' values."""
     import json
 
-    from cbir.labels import find_slide, label_slide, parse_labels
+    from cbir.storage.labels import find_slide, label_slide, parse_labels
 
     new = parse_labels(labels or [])
     if new or unset:
         record = label_slide(index, slide, new, unset or [])
     else:
-        from cbir.bundle import Bundle
+        from cbir.storage.bundle import Bundle
 
         with Bundle.open(index) as bundle:
             record = find_slide(bundle.meta.slide_list(), slide, index)
@@ -61,8 +61,7 @@ def _text(labels: dict[str, str]) -> str:
 
 def show_labels(info: IndexInfo) -> None:
     """One line per labelled slide, under `cbir info`'s table."""
-    from cbir.cli.render import stdout
-    from cbir.cli.search import plain
+    from cbir.cli.render import plain, stdout
 
     for s in info.slides:
         if s.labels:

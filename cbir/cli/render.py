@@ -14,12 +14,35 @@ from rich.text import Text
 if TYPE_CHECKING:  # light at run time: `cbir info` and errors import no model code
     from cbir.api import Index, IndexInfo
     from cbir.eval import EvalReport
-    from cbir.hits import SearchResult
     from cbir.indexer import IndexReport
     from cbir.nn.verdict import Verdict
+    from cbir.search.hits import SearchResult
 
 stdout = Console()
 stderr = Console(stderr=True)
+
+
+def plain(console: Console, text: str) -> None:
+    """One line as given: no markup, colour guesses or wrapping at the console's width."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def show_extras(result: SearchResult) -> None:
+    """Lines under the hits table: the slide filter and the label vote."""
+    if result.slides is not None or result.exclude_query_slide:
+        searched = ", ".join(result.slides or [])
+        own = " (the query's own slide excluded)" if result.exclude_query_slide else ""
+        plain(stdout, f"searched slides: {searched}{own}")
+    v = result.vote
+    if v is not None:
+        if v.value is None:
+            line = f"vote {v.key}: no hit has this label"
+        else:
+            others = ", ".join(f"{k} {n}" for k, n in v.counts.items() if k != v.value)
+            line = f"vote {v.key} (top {v.of}): {v.value}, {v.count} of {v.hits} labelled hits" + (
+                f"; {others}" if others else ""
+            )
+        plain(stdout, line)
 
 
 def setup_logging() -> None:

@@ -9,16 +9,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cbir.batch import BatchItem, csv_queries, folder_queries
 from cbir.cli.errors import cli_errors
 from cbir.cli.options import DeviceOpt, IndexArg, KOpt
+from cbir.search.batch import BatchItem, csv_queries, folder_queries
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from cbir.api import Index
-    from cbir.hits import SearchResult
-    from cbir.query import Region
+    from cbir.search.hits import SearchResult
+    from cbir.search.query import Region
     from cbir.slides import SlideInfo
 
 
@@ -37,31 +35,6 @@ def _message(source: str, exc: Exception) -> str:
     """An error line naming the query (once)."""
     text = str(exc)
     return text if text.startswith(source) else f"{source}: {text}"
-
-
-def plain(console: Console, text: str) -> None:
-    """One line as given: no markup, colour guesses or wrapping at the console's width."""
-    console.print(text, markup=False, highlight=False, soft_wrap=True)
-
-
-def show_extras(result: SearchResult) -> None:
-    """Lines under the hits table: the slide filter and the label vote."""
-    from cbir.cli.render import stdout
-
-    if result.slides is not None or result.exclude_query_slide:
-        searched = ", ".join(result.slides or [])
-        own = " (the query's own slide excluded)" if result.exclude_query_slide else ""
-        plain(stdout, f"searched slides: {searched}{own}")
-    v = result.vote
-    if v is not None:
-        if v.value is None:
-            line = f"vote {v.key}: no hit has this label"
-        else:
-            others = ", ".join(f"{k} {n}" for k, n in v.counts.items() if k != v.value)
-            line = f"vote {v.key} (top {v.of}): {v.value}, {v.count} of {v.hits} labelled hits" + (
-                f"; {others}" if others else ""
-            )
-        plain(stdout, line)
 
 
 class _Progress:
@@ -96,6 +69,8 @@ class _Progress:
             self.bar.stop()
 
     def error(self, line: str) -> None:
+        from cbir.cli.render import plain
+
         self.failed += 1
         plain(self.bar.console, f"cbir: error: {line}")
         self.bar.update(self.task, failed=f"({self.failed} failed)")
@@ -209,9 +184,9 @@ def search_cmd(
     from cbir.cli.render import note_readonly
     from cbir.errors import QueryError
     from cbir.export.staging import check_target
-    from cbir.labels import check_key
-    from cbir.query import Region
     from cbir.search.filters import slide_filter
+    from cbir.search.query import Region
+    from cbir.storage.labels import check_key
 
     if (query is None) == (region is None):
         raise QueryError("give either a query (image, folder or CSV) or --region, not both")
@@ -260,7 +235,7 @@ def search_cmd(
 
 
 def _print_result(result: SearchResult, json_out: bool) -> None:
-    from cbir.cli.render import show_hits
+    from cbir.cli.render import show_extras, show_hits
 
     if json_out:
         typer.echo(result.model_dump_json())
@@ -280,7 +255,7 @@ def _export_one(
 
 
 def _export_lines(missing: list[str], done: str, json_out: bool) -> None:
-    from cbir.cli.render import stderr, stdout
+    from cbir.cli.render import plain, stderr, stdout
 
     for line in missing:
         plain(stderr, f"cbir: warning: crop not written: {line}")
@@ -350,7 +325,7 @@ def _run_batch(
 def _export_item(
     ix: Index, item: BatchItem, result: SearchResult, stage: Path, i: int, width: int
 ) -> tuple[str, str, str]:
-    from cbir.cli.render import stderr
+    from cbir.cli.render import plain, stderr
     from cbir.export import write_export
     from cbir.export.crops import safe_stem
 
@@ -389,7 +364,7 @@ def _write_batch_index(stage: Path, entries: list[tuple[str, str, str]], failed:
 
 
 def _summary(total: int, failed: list[str], json_out: bool) -> None:
-    from cbir.cli.render import stderr, stdout
+    from cbir.cli.render import plain, stderr, stdout
 
     line = f"searched {total} queries: {total - len(failed)} ok, {len(failed)} failed"
     if failed:

@@ -16,7 +16,7 @@ def register_storage(app: typer.Typer) -> None:
     @cli_errors
     def compact_cmd(index: IndexArg, json_out: JsonOpt = False) -> None:
         """Merge a bundle's segments into one, dropping removed tiles."""
-        from cbir.compact import compact
+        from cbir.storage.compact import compact
 
         report = compact(index)
         if json_out:
@@ -66,7 +66,7 @@ def register_storage(app: typer.Typer) -> None:
     def verify_cmd(index: IndexArg, json_out: JsonOpt = False) -> None:
         """Check every file of a bundle against its manifest's checksums and counts; exit
         1 with one line per damaged file."""
-        from cbir.verify import verify_bundle
+        from cbir.storage.verify import verify_bundle
 
         report = verify_bundle(index)
         if json_out:

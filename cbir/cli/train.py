@@ -81,7 +81,7 @@ def train_cnn_cmd(
     """Train seed 000's AlexNet-like trunk as a tissue classifier; weights for `cnn`.
 
     Augmentation: flips, 90-degree rotations, colour jitter."""
-    from cbir.nn.train_cnn import CnnTrainConfig, train_cnn
+    from cbir.nn.train.cnn import CnnTrainConfig, train_cnn
 
     cfg = CnnTrainConfig(
         epochs=epochs,
@@ -118,7 +118,7 @@ def train_vae_cmd(
     json_out: JsonOpt = False,
 ) -> Job:
     """Train seed 000's tile VAE; its posterior mean mu is the `vae` descriptor."""
-    from cbir.nn.train_vae import VaeTrainConfig, train_vae
+    from cbir.nn.train.vae import VaeTrainConfig, train_vae
 
     cfg = VaeTrainConfig(
         latent=latent, epochs=epochs, batch_size=batch_size, lr=lr, holdout=holdout, seed=seed
@@ -152,7 +152,7 @@ def train_deephash_cmd(
     """Train seed 001's deep hashing (tied autoencoder + classifier on frozen backbone or
     --base-recipe features); weights for the deephash<q>-ivf recipes."""
     from cbir.errors import CbirError
-    from cbir.nn.train_deephash import DeepHashTrainConfig, train_deephash
+    from cbir.nn.train.deephash import DeepHashTrainConfig, train_deephash
 
     if reconstruction not in ("mean", "sum"):
         raise CbirError(f"--reconstruction {reconstruction!r}: expected mean or sum")
@@ -194,7 +194,7 @@ def train_metric_cmd(
     backbone or --base-recipe descriptor); weights for the metric-flat / metric-hnsw
     recipes."""
     from cbir.errors import CbirError
-    from cbir.nn.train_metric import MetricTrainConfig, train_metric
+    from cbir.nn.train.metric import MetricTrainConfig, train_metric
 
     if loss not in ("triplet", "crossentropy"):
         raise CbirError(f"--loss {loss!r}: expected triplet or crossentropy")
@@ -245,7 +245,7 @@ def train_delf_cmd(
     """Train seed 003's DELF network in two phases: the trunk as a classifier, then the
     attention head (trunk frozen, random rescales); weights for delf-hnsw and
     --local-weights."""
-    from cbir.nn.train_delf import DelfTrainConfig, train_delf
+    from cbir.nn.train.delf import DelfTrainConfig, train_delf
 
     cfg = DelfTrainConfig(
         trunk=trunk,
@@ -292,7 +292,7 @@ def train_ssdh_cmd(
 ) -> Job:
     """Train seed 004's SSDH (latent sigmoid layer before the classifier), optionally with
     the ROL; weights for the ssdh<q>-ivf recipes."""
-    from cbir.nn.train_ssdh import SSDHTrainConfig, train_ssdh
+    from cbir.nn.train.ssdh import SSDHTrainConfig, train_ssdh
 
     cfg = SSDHTrainConfig(
         fine_tune_steps=fine_tune_steps,
@@ -329,7 +329,7 @@ def train_lda_cmd(
 ) -> Job:
     """Fit a Fisher discriminant (shrinkage LDA) on a frozen descriptor of labelled tiles;
     weights for the effnet-lda-flat recipe."""
-    from cbir.nn.train_lda import LdaTrainConfig, train_lda
+    from cbir.nn.train.lda import LdaTrainConfig, train_lda
 
     cfg = LdaTrainConfig(base_recipe=base_recipe, shrinkage=shrinkage, holdout=holdout, seed=seed)
     return lambda progress: train_lda(tiles, out, cfg, labels, device)  # no per-step progress
@@ -365,7 +365,7 @@ def train_scale_cmd(
 ) -> Job:
     """Train seed 000's scale comparator on same/different-magnification tile pairs cut
     from your slides; reports accuracy on pairs from held-out slide parts."""
-    from cbir.nn.train_scale import ScaleTrainConfig, train_scale
+    from cbir.nn.train.scale import ScaleTrainConfig, train_scale
 
     mags = tuple(float(m.strip().rstrip("x")) for m in magnifications.split(","))
     cfg = ScaleTrainConfig(

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cbir.checksum import sha256_file
 from cbir.delf.nms import box_nms
-from cbir.delf.receptive import box_centres, receptive_boxes
+from cbir.files import sha256_file
+from cbir.nn.receptive import box_centres, receptive_boxes
 
 if TYPE_CHECKING:  # torch is imported by the functions that run the network
     from cbir.nn.delf import DelfNet

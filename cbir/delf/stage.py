@@ -15,7 +15,7 @@ import numpy as np
 from cbir.delf.extract import LOCAL_ID_BITS, DelfExtractor, LocalFeatures
 from cbir.delf.pca import FIT_POOL, FIT_SAMPLE, LocalPCA
 from cbir.errors import BundleError, CbirError
-from cbir.npz import load_npz, save_npz
+from cbir.files import load_npz, save_npz
 from cbir.recipes import LocalConfig
 from cbir.registry import Registry
 

@@ -4,6 +4,12 @@ name, so a stats pipeline never imports torch."""
 
 from cbir.descriptors.base import DESCRIPTORS, Descriptor, create_descriptor, list_descriptors
 
+#: Descriptors that are networks: they take `weights` and `device` (`backbone`: a
+#: checkpoint of its backbone, else its packaged weights).
+LEARNED_DESCRIPTORS = frozenset(
+    {"backbone", "cnn", "deephash", "delf", "lda", "metric", "ssdh", "vae"}
+)
+
 for _name, _module in {
     "backbone": "cbir.descriptors.backbone",
     "cnn": "cbir.descriptors.cnn",
@@ -17,4 +23,10 @@ for _name, _module in {
 }.items():
     DESCRIPTORS.declare(_name, _module)
 
-__all__ = ["DESCRIPTORS", "Descriptor", "create_descriptor", "list_descriptors"]
+__all__ = [
+    "DESCRIPTORS",
+    "LEARNED_DESCRIPTORS",
+    "Descriptor",
+    "create_descriptor",
+    "list_descriptors",
+]

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cbir.checksum import sha256_file
 from cbir.descriptors.base import register_descriptor
 from cbir.descriptors.network import run_batched
+from cbir.files import sha256_file
 from cbir.nn.backbones import backbone_entry, backbone_weights_file, loaded_backbone
 from cbir.nn.cnn import normalise, to_tensor
 from cbir.nn.cuda_graphs import graphed

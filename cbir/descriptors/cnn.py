@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cbir.checksum import sha256_file
 from cbir.descriptors.base import register_descriptor
 from cbir.descriptors.network import run_batched
+from cbir.files import sha256_file
 from cbir.nn.backbones import backbone_entry, create_backbone
 from cbir.nn.cnn import normalise, to_tensor
 from cbir.nn.cuda_graphs import graphed

@@ -27,7 +27,7 @@ def base_descriptor(
     base: dict[str, Any], tile_size: int, device: str | None, batch_size: int | None = None
 ) -> Descriptor:
     """Rebuild a frozen descriptor from its stored spec ({"name", "params"})."""
-    from cbir.pipeline import LEARNED_DESCRIPTORS  # (cbir.pipeline imports descriptors)
+    from cbir.descriptors import LEARNED_DESCRIPTORS
 
     params = dict(base.get("params", {}))
     if base["name"] in LEARNED_DESCRIPTORS:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cbir.checksum import sha256_file
 from cbir.descriptors.base import register_descriptor
 from cbir.descriptors.head_input import base_descriptor
+from cbir.files import sha256_file
 from cbir.nn.weights import WeightsError, load_weights
 from cbir.specs import DescriptorSpec
 

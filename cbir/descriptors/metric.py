@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cbir.checksum import sha256_file
 from cbir.descriptors.base import register_descriptor
 from cbir.descriptors.head_input import HeadInput
 from cbir.descriptors.network import load_parts, run_batched
+from cbir.files import sha256_file
 from cbir.nn.metric import MetricHead
 from cbir.nn.weights import WeightsError, load_weights
 from cbir.specs import DescriptorSpec

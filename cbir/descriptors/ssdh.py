@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cbir.checksum import sha256_file
 from cbir.descriptors.base import register_descriptor
 from cbir.descriptors.network import load_parts, run_batched
+from cbir.files import sha256_file
 from cbir.nn.backbones import backbone_entry, create_backbone
 from cbir.nn.cnn import to_tensor
 from cbir.nn.device import for_inference, resolve_device

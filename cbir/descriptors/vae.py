@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cbir.checksum import sha256_file
 from cbir.descriptors.base import register_descriptor
 from cbir.descriptors.network import run_batched
+from cbir.files import sha256_file
 from cbir.nn.cuda_graphs import graphed
 from cbir.nn.device import for_inference, resolve_device
 from cbir.nn.vae import TileVAE, to_unit

@@ -22,10 +22,10 @@ from cbir.encoders.threshold import ThresholdEncoder
 from cbir.eval.harness import ranking
 from cbir.eval.metrics import average_precision_at_k, precision_at_k, seed_map_at_k
 from cbir.nn.backbones import backbone_weights_file
-from cbir.nn.train_deephash import DeepHashTrainConfig, train_deephash
-from cbir.nn.train_ssdh import SSDHTrainConfig, train_ssdh
+from cbir.nn.train.deephash import DeepHashTrainConfig, train_deephash
+from cbir.nn.train.ssdh import SSDHTrainConfig, train_ssdh
 from cbir.nn.weights import load_weights
-from cbir.tileset import load_labelled_tiles, read_tiles
+from cbir.slides.tileset import load_labelled_tiles, read_tiles
 
 
 def lsh_codes(x: np.ndarray, q: int, seed: int = 0) -> np.ndarray:

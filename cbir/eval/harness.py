@@ -20,7 +20,7 @@ from cbir.pipeline import TilePipeline
 from cbir.recipes import Recipe, load_recipe
 from cbir.search.expansion import expanded_leave_one_out
 from cbir.search.hamming import hamming_matrix
-from cbir.tileset import LabelledTiles, load_labelled_tiles, read_tiles
+from cbir.slides.tileset import LabelledTiles, load_labelled_tiles, read_tiles
 
 
 class MetricSet(BaseModel):

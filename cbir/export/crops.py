@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from cbir.errors import CbirError
-from cbir.hits import Hit
+from cbir.search.hits import Hit
 from cbir.slides import Slide, SlideInfo, open_slide
 
 

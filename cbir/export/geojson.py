@@ -13,8 +13,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from cbir.hits import Hit, SearchResult
-from cbir.query import Region
+from cbir.search.hits import Hit, SearchResult
+from cbir.search.query import Region
 
 HIT_CLASS = {"name": "cbir hit", "color": [230, 85, 13]}
 QUERY_CLASS = {"name": "cbir query", "color": [31, 119, 180]}

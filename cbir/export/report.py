@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from cbir.export.montage import fit
-from cbir.hits import SearchResult
+from cbir.search.hits import SearchResult
 
 #: Longest side of an embedded thumbnail, px.
 THUMB = 320

@@ -18,8 +18,8 @@ from cbir.export.geojson import feature_collections
 from cbir.export.montage import montage
 from cbir.export.report import report_html
 from cbir.export.staging import MARKER, MARKER_KEY, staged_dir
-from cbir.hits import SearchResult
-from cbir.query import Region
+from cbir.search.hits import SearchResult
+from cbir.search.query import Region
 from cbir.slides import SlideInfo
 
 QUERY_FILE, MONTAGE_FILE, REPORT_FILE, RESULT_FILE = (

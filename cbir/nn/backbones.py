@@ -11,37 +11,17 @@ random initialisation (torch.manual_seed first); entries that are useless untrai
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from cbir.nn.backbone_entry import BackboneEntry
 from cbir.nn.cnn import AlexNetTrunk, TorchvisionAlexNetTrunk
 from cbir.nn.efficientnet import EfficientNetLite0, packaged_lite0_weights
 from cbir.nn.torchvision_nets import ResNet50Features, VGGFeatures
 from cbir.nn.vit import VIT_CONFIGS, VisionTransformer, load_timm_state
 from cbir.nn.weights import WeightsError, load_strict, read_state_dict
-
-
-@dataclass(frozen=True)
-class BackboneEntry:
-    """A registered backbone. `build(**params)` makes the module (randomly initialised);
-    `load(module, path)` copies a local checkpoint of `layout` into it."""
-
-    name: str
-    build: Callable[..., nn.Module]
-    dim: int  # pooled output dim with default params
-    map_channels: int  # channels of `feature_map`
-    normalization: str  # key of cbir.nn.cnn.NORMALIZATIONS
-    layout: str  # checkpoint key layout it loads
-    load: Callable[[nn.Module, str], None] = load_strict
-    input_size: int = 224
-    default_weights: Callable[[], str | None] = field(default=lambda: None)
-    requires_weights: str | None = None  # what to install/give when weights are required
-    params: tuple[str, ...] = ()  # `build` parameters it takes (e.g. width, out_dim)
-
 
 _BACKBONES: dict[str, BackboneEntry] = {}
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cbir.delf.receptive import RF_PADDING, RF_SIZE, RF_STRIDE
+from cbir.nn.receptive import RF_PADDING, RF_SIZE, RF_STRIDE
 from cbir.nn.torchvision_nets import ResNet50Features
 from cbir.nn.weights import WeightsError
 

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cbir.nn.backbone_entry import BackboneEntry
 from cbir.nn.weights import WeightsError, read_state_dict
 
 _TIMM_NORMALIZATION = "imagenet"
@@ -51,7 +52,6 @@ def _load_timm(model: nn.Module, path: str) -> None:
 @functools.lru_cache(maxsize=8)
 def timm_entry(name: str) -> Any:
     """The registry entry of `timm:<model>` (an error when timm does not import)."""
-    from cbir.nn.backbones import BackboneEntry
 
     model_name = name.split(":", 1)[1]
     try:

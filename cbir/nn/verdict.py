@@ -41,7 +41,7 @@ def judge(
     bits_samples: int = MIN_BIT_SAMPLES,
 ) -> Verdict:
     """A verdict from a run's first and last loss, held-out accuracy vs `chance` (e.g.
-    1 / classes), and bit statistics of `bits_samples` codes (cbir.eval.bits.bit_statistics)."""
+    1 / classes), and bit statistics of `bits_samples` codes (cbir.encoders.bits.bit_statistics)."""
     reasons = []
     if (
         accuracy is not None

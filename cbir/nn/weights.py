@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from cbir.checksum import sha256_file
 from cbir.errors import CbirError
+from cbir.files import sha256_file
 
 WEIGHTS_FORMAT = "cbir-weights-1"
 

@@ -7,14 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cbir.hits import Hit
+from cbir.search.hits import Hit
 from cbir.search.region import GridCache
 from cbir.search.similarity import SimilarityScale, code_scale, vector_scale
 
 if TYPE_CHECKING:
-    from cbir.bundle import Bundle
-    from cbir.metadata import SlideRecord
     from cbir.recipes import Recipe
+    from cbir.storage.bundle import Bundle
+    from cbir.storage.metadata import SlideRecord
 
 
 @dataclass

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cbir.errors import QueryError
-from cbir.hits import SearchResult
-from cbir.query import Region
 from cbir.search.collection import Collection
+from cbir.search.hits import SearchResult
+from cbir.search.query import Region
 
 
 def slide_filter(
@@ -19,7 +19,7 @@ def slide_filter(
     """Slide ids a search may return (None: every slide): `slides` by path or file name,
     less the query `region`'s own slide with `exclude_query_slide` (an image query has no
     region: then that is an error)."""
-    from cbir.labels import find_slide
+    from cbir.storage.labels import find_slide
 
     if slides is None and not exclude_query_slide:
         return None
@@ -92,7 +92,8 @@ def finished(
     vote: str | None,
 ) -> SearchResult:
     """Drop weak hits; attach the slides' labels, the filters and the vote."""
-    from cbir.labels import check_key, majority_vote
+    from cbir.search.hits import majority_vote
+    from cbir.storage.labels import check_key
 
     result = above_min_similarity(result, k, min_similarity)
     hits = result.hits

@@ -13,9 +13,9 @@ from cbir.delf.extract import LOCAL_ID_BITS, LocalFeatures
 from cbir.delf.stage import split_local_ids
 from cbir.delf.verify import Verification, mutual_nearest, verify_matches
 from cbir.errors import BundleError
-from cbir.metadata import MetadataStore
+from cbir.index.segmented import RowIndex
 from cbir.recipes import LocalConfig
-from cbir.segment_index import RowIndex
+from cbir.storage.metadata import MetadataStore
 
 
 @dataclass

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cbir.metadata import CodeGrid, MetadataStore
+from cbir.index.tile import TileIndex
 from cbir.search.hamming import hamming_matrix
-from cbir.tile_index import TileIndex
+from cbir.storage.metadata import CodeGrid, MetadataStore
 
 
 def d_near(dist: np.ndarray, valid_q: np.ndarray, valid_p: np.ndarray) -> np.ndarray:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from cbir.hits import Hit
 from cbir.search.collection import Collection
 from cbir.search.hamming import hamming_matrix
+from cbir.search.hits import Hit
 from cbir.search.region import region_candidates, squared_l2_matrix, suppress_overlaps
 
 

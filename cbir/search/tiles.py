@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 
 from cbir.errors import QueryError
-from cbir.hits import Hit
 from cbir.search.collection import Collection
 from cbir.search.expansion import expand_query
+from cbir.search.hits import Hit
 
 #: The coarse step of a two-step search keeps codes tied with its K-th, up to K times this.
 RERANK_TIE_WIDEN = 8

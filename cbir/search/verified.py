@@ -10,8 +10,8 @@ from collections.abc import Callable
 import numpy as np
 
 from cbir.delf.extract import LocalFeatures
-from cbir.hits import Hit, SearchResult
 from cbir.search.collection import Collection
+from cbir.search.hits import Hit, SearchResult
 from cbir.search.local import VerifiedGroup, verify_tiles, vote_and_verify
 from cbir.search.similarity import INLIERS
 

@@ -320,7 +320,7 @@ def create_app(
 def _region_query(gen: Generation, r: RegionSearch):  # type: ignore[no-untyped-def]
     """A region search's query (a `Region` of the slide's file) and the name shown for
     it (the slide's name: the server's paths stay on the server)."""
-    from cbir.query import Region
+    from cbir.search.query import Region
 
     record = gen.index.slides.get(r.slide)
     if record is None:

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from cbir.manifest import MANIFEST, read_manifest
 from cbir.serve.generation import Generation
+from cbir.storage.manifest import MANIFEST, read_manifest
 
 
 class BundleHolder:

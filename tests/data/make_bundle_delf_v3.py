@@ -19,8 +19,8 @@ import numpy as np
 
 import cbir
 from cbir.indexer import build_index
-from cbir.sample import sample_image, write_pyramidal_tiff
 from cbir.search.verified import verify_hits
+from cbir.slides.sample import sample_image, write_pyramidal_tiff
 
 RECIPE = """name = "delf-fixture"
 [tiling]

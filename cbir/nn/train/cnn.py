@@ -1,0 +1,126 @@
+"""`cbir train cnn`: train the AlexNet-like trunk as a tissue classifier on labelled tiles."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel
+from torch import nn
+
+from cbir.nn.augment import augment
+from cbir.nn.backbones import backbone_entry, backbone_weights_file, create_backbone
+from cbir.nn.cnn import TissueClassifier, to_tensor
+from cbir.nn.train.loop import accuracy as held_out_accuracy
+from cbir.nn.train.loop import fit, one_cycle, shuffled
+from cbir.nn.train.setup import TrainingRun, stratified_split
+from cbir.nn.verdict import Verdict, judge
+from cbir.nn.weights import WeightsError
+from cbir.progress import Progress
+from cbir.slides.tileset import read_tiles
+
+__all__ = ["CnnTrainConfig", "CnnTrainReport", "stratified_split", "train_cnn"]
+
+
+class CnnTrainConfig(BaseModel):
+    epochs: int = 60
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    width: int = 48
+    out_dim: int = 64
+    backbone: str = "alexnet-like"  # or "alexnet" (torchvision layout)
+    backbone_weights: str | None = None  # torchvision AlexNet .pth to start from
+    holdout: float = 0.5  # fraction of each class held out (not trained on)
+    seed: int = 0
+    tile_size: int = 224
+
+
+class CnnTrainReport(BaseModel):
+    weights: str
+    sha256: str
+    classes: list[str]
+    train_tiles: int
+    holdout_tiles: int
+    epochs: int
+    first_epoch_loss: float
+    last_epoch_loss: float
+    holdout_accuracy: float | None
+    verdict: Verdict
+    device: str
+    seconds: float
+
+
+def train_cnn(
+    tiles_root: Path,
+    out: str | os.PathLike[str],
+    config: CnnTrainConfig | None = None,
+    labels_csv: Path | None = None,
+    device: str | None = "auto",
+    progress: Progress | None = None,
+) -> CnnTrainReport:
+    """Train, evaluate classification accuracy on the held-out split, save weights whose
+    spec records the class names and which tiles were trained on."""
+    cfg = config or CnnTrainConfig()
+    run = TrainingRun.begin(tiles_root, labels_csv, cfg.holdout, cfg.seed, device, progress)
+    dev, progress, classes = run.device, run.progress, run.classes
+    train_idx, held_idx = run.train_idx, run.held_idx
+    y_all = torch.from_numpy(run.y)
+    x_all = to_tensor(
+        read_tiles(run.data.paths, cfg.tile_size), backbone_entry(cfg.backbone).normalization
+    )
+    entry = backbone_entry(cfg.backbone)
+    if cfg.backbone_weights is not None and entry.layout == "cbir":
+        raise WeightsError(
+            f"--backbone-weights: backbone {cfg.backbone} has no pretrained checkpoint layout "
+            "(use alexnet, efficientnet_lite0, resnet50, ...)"
+        )
+    trunk = create_backbone(cfg.backbone, width=cfg.width, out_dim=cfg.out_dim)
+    start_from = backbone_weights_file(cfg.backbone, cfg.backbone_weights)
+    if start_from is not None:  # a local file, or the packaged ImageNet weights
+        entry.load(trunk, start_from)
+    model = TissueClassifier(trunk, len(classes)).to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def batch_loss(batch: torch.Tensor) -> torch.Tensor:
+        return loss_fn(model(augment(x_all[batch], gen).to(dev)), y_all[batch].to(dev))
+
+    epoch_losses = fit(
+        opt,
+        cfg.epochs,
+        shuffled(train_idx, cfg.batch_size, gen),
+        batch_loss,
+        progress,
+        "train cnn",
+        one_cycle(opt, cfg.lr, cfg.epochs, len(train_idx), cfg.batch_size),
+        before_round=model.train,
+    )
+    model.eval()
+    accuracy = held_out_accuracy(model, x_all, y_all, held_idx, dev)
+    spec = run.spec(
+        cfg,
+        arch=cfg.backbone,
+        width=cfg.width,
+        out_dim=int(trunk.out_dim),
+        tile_size=cfg.tile_size,
+        holdout_accuracy=accuracy,
+    )
+    verdict = judge(epoch_losses[0], epoch_losses[-1], accuracy, run.chance)
+    sha = run.save(out, "cnn", spec, model.trunk.state_dict(), verdict)
+    return CnnTrainReport(
+        weights=str(out),
+        sha256=sha,
+        classes=classes,
+        train_tiles=len(train_idx),
+        holdout_tiles=len(held_idx),
+        epochs=cfg.epochs,
+        first_epoch_loss=epoch_losses[0],
+        last_epoch_loss=epoch_losses[-1],
+        holdout_accuracy=accuracy,
+        verdict=verdict,
+        device=str(dev),
+        seconds=run.seconds,
+    )

@@ -1,0 +1,197 @@
+"""`cbir train ssdh [--rol --masks DIR]`: seed 004's hashing head on a frozen backbone."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from pydantic import BaseModel
+from torch.nn import functional as F
+
+from cbir.encoders.bits import bit_statistics
+from cbir.errors import CbirError
+from cbir.nn.backbones import backbone_entry, loaded_backbone
+from cbir.nn.cnn import to_tensor
+from cbir.nn.ssdh import SSDHHead, ssdh_loss
+from cbir.nn.train.finetune import fine_tune
+from cbir.nn.train.loop import fit, whole
+from cbir.nn.train.setup import TrainingRun
+from cbir.nn.verdict import Verdict, judge
+from cbir.nn.weights import prefixed_state
+from cbir.progress import Progress
+from cbir.slides.tileset import read_tiles
+
+
+class SSDHTrainConfig(BaseModel):
+    backbone: str = "small"
+    backbone_weights: str | None = None
+    bits: int = 24
+    rol: bool = False
+    masks: str | None = None  # folder of label images, same relative names as the tiles
+    epochs: int = 300
+    lr: float = 3e-3
+    alpha: float = 1.0
+    beta: float = 1.0
+    holdout: float = 0.5
+    seed: int = 0
+    tile_size: int = 224
+    fine_tune_steps: int = 0  # > 0: then train backbone + head jointly on images
+    fine_tune_batch: int = 32
+
+
+class SSDHTrainReport(BaseModel):
+    weights: str
+    sha256: str
+    bits: int
+    rol: bool
+    train_tiles: int
+    holdout_tiles: int
+    first_loss: float
+    last_loss: float
+    holdout_accuracy: float | None
+    bit_statistics: dict[str, float]
+    verdict: Verdict
+    seconds: float
+
+
+def load_masks(
+    mask_root: Path, tile_paths: list[str], tiles_root: Path, size: tuple[int, int]
+) -> torch.Tensor:
+    """Label images (class id per pixel, 0 = background) for each tile, found under
+    `mask_root` by the tile's path relative to `tiles_root` (any image suffix), resized
+    (nearest) to the feature map -> (n, h, w) int64."""
+    out = []
+    for p in tile_paths:
+        rel = Path(p).relative_to(tiles_root.resolve()).with_suffix("")
+        found = sorted((mask_root / rel.parent).glob(rel.name + ".*"))
+        if not found:
+            raise CbirError(f"{mask_root}: no mask for tile {rel} (needed by --rol)")
+        mask = cv2.imread(str(found[0]), cv2.IMREAD_GRAYSCALE)
+        if mask is None:
+            raise CbirError(f"{found[0]}: unreadable mask image")
+        out.append(cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_NEAREST))
+    return torch.from_numpy(np.stack(out).astype(np.int64))
+
+
+def train_ssdh(
+    tiles_root: Path,
+    out: str | os.PathLike[str],
+    config: SSDHTrainConfig | None = None,
+    labels_csv: Path | None = None,
+    device: str | None = "auto",
+    progress: Progress | None = None,
+) -> SSDHTrainReport:
+    cfg = config or SSDHTrainConfig()
+    if cfg.rol and cfg.masks is None:
+        raise CbirError("--rol needs --masks (label images); without masks train plain SSDH")
+    run = TrainingRun.begin(tiles_root, labels_csv, cfg.holdout, cfg.seed, device, progress)
+    dev, progress, classes, data = run.device, run.progress, run.classes, run.data
+    train_idx, held_idx = run.train_idx, run.held_idx
+    y = torch.from_numpy(run.y)
+    backbone = loaded_backbone(cfg.backbone, cfg.backbone_weights, dev).eval()
+    norm = backbone_entry(cfg.backbone).normalization
+    tiles = read_tiles(data.paths, cfg.tile_size)
+    with torch.inference_mode():
+        maps = torch.cat(
+            [
+                backbone.feature_map(to_tensor(tiles[i : i + 32], norm).to(dev)).cpu()
+                for i in range(0, len(tiles), 32)
+            ]
+        )
+    masks, n_seg = None, 0
+    if cfg.rol:
+        masks = load_masks(Path(cfg.masks), data.paths, Path(tiles_root), tuple(maps.shape[-2:]))
+        n_seg = int(masks.max()) + 1
+    head = SSDHHead(backbone.map_channels, cfg.bits, len(classes), n_seg).to(dev)
+    opt = torch.optim.Adam(head.parameters(), lr=cfg.lr)
+    xm, ym = maps[train_idx].to(dev), y[train_idx].to(dev)
+
+    def full_batch_loss(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        h, logits, seg = head(batch[0])
+        loss = ssdh_loss(h, logits, batch[1], cfg.alpha, cfg.beta)
+        if seg is not None and masks is not None:
+            loss = loss + F.cross_entropy(seg, masks[train_idx].to(dev))
+        return loss
+
+    losses = fit(
+        opt,
+        cfg.epochs,
+        whole((xm, ym), len(train_idx)),
+        full_batch_loss,
+        progress,
+        "train ssdh" + (" + rol" if cfg.rol else ""),
+        before_round=head.train,
+    )
+    if cfg.fine_tune_steps:
+        rng = np.random.default_rng(cfg.seed)
+        y_dev = y.to(dev)
+
+        def sample() -> np.ndarray:
+            return rng.choice(train_idx, min(cfg.fine_tune_batch, len(train_idx)), replace=False)
+
+        def batch_loss(xb: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+            # geometric augmentation would misalign the masks: ROL fine-tunes without it
+            h, logits, seg = head(backbone.feature_map(xb))
+            sel = torch.from_numpy(idx).to(dev)
+            loss = ssdh_loss(h, logits, y_dev[sel], cfg.alpha, cfg.beta)
+            if seg is not None and masks is not None:
+                loss = loss + F.cross_entropy(seg, masks.to(dev)[sel])
+            return loss
+
+        head.train()
+        losses += fine_tune(
+            backbone,
+            head.parameters(),
+            batch_loss,
+            tiles,
+            norm,
+            sample,
+            cfg.fine_tune_steps,
+            cfg.lr * 0.1,
+            dev,
+            torch.Generator().manual_seed(cfg.seed),
+            progress,
+            geometric=not cfg.rol,
+        )
+        with torch.inference_mode():
+            maps = torch.cat(
+                [
+                    backbone.feature_map(to_tensor(tiles[i : i + 32], norm).to(dev)).cpu()
+                    for i in range(0, len(tiles), 32)
+                ]
+            )
+    head.eval()
+    eval_idx = held_idx or train_idx
+    with torch.no_grad():
+        h, logits, _ = head(maps[eval_idx].to(dev))
+    acc = float((logits.argmax(1).cpu() == y[eval_idx]).float().mean()) if held_idx else None
+    stats = bit_statistics((h.cpu() > 0.5).numpy())
+    state = prefixed_state(backbone=backbone.state_dict(), head=head.state_dict())
+    spec = run.spec(
+        cfg,
+        fine_tuned=bool(cfg.fine_tune_steps),
+        backbone=cfg.backbone,
+        bits=cfg.bits,
+        rol=cfg.rol,
+        n_seg_classes=n_seg,
+        tile_size=cfg.tile_size,
+    )
+    verdict = judge(losses[0], losses[-1], acc, run.chance, stats, cfg.bits, len(eval_idx))
+    sha = run.save(out, "ssdh", spec, state, verdict)
+    return SSDHTrainReport(
+        weights=str(out),
+        sha256=sha,
+        bits=cfg.bits,
+        rol=cfg.rol,
+        train_tiles=len(train_idx),
+        holdout_tiles=len(held_idx),
+        first_loss=losses[0],
+        last_loss=losses[-1],
+        holdout_accuracy=acc,
+        bit_statistics=stats,
+        verdict=verdict,
+        seconds=run.seconds,
+    )

@@ -1,0 +1,111 @@
+"""`cbir train vae`: fit the tile VAE (unsupervised) on a folder of tiles."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel
+
+from cbir.nn.augment import augment
+from cbir.nn.train.loop import fit, shuffled
+from cbir.nn.train.setup import TrainingRun
+from cbir.nn.vae import TileVAE, to_unit, vae_loss
+from cbir.nn.verdict import Verdict, judge
+from cbir.progress import Progress
+from cbir.slides.tileset import read_tiles
+
+
+class VaeTrainConfig(BaseModel):
+    latent: int = 128
+    epochs: int = 40
+    batch_size: int = 32
+    lr: float = 1e-3
+    width: int = 32
+    depth: int = 5
+    beta: float = 1.0
+    holdout: float = 0.5  # fraction held out (per class when the folder is labelled)
+    seed: int = 0
+    tile_size: int = 224
+
+
+class VaeTrainReport(BaseModel):
+    weights: str
+    sha256: str
+    train_tiles: int
+    holdout_tiles: int
+    epochs: int
+    first_epoch_loss: float
+    last_epoch_loss: float
+    holdout_reconstruction_mse: float | None  # per pixel and channel, [0, 1] units
+    verdict: Verdict
+    device: str
+    seconds: float
+
+
+def train_vae(
+    tiles_root: Path,
+    out: str | os.PathLike[str],
+    config: VaeTrainConfig | None = None,
+    labels_csv: Path | None = None,
+    device: str | None = "auto",
+    progress: Progress | None = None,
+) -> VaeTrainReport:
+    """Train on a split (labels, if any, only stratify it); save weights whose spec lists
+    the training tiles."""
+    cfg = config or VaeTrainConfig()
+    if not 32 <= cfg.latent <= 512:
+        raise ValueError(f"latent must be in 32..512 (DESIGN.md), got {cfg.latent}")
+    run = TrainingRun.begin(
+        tiles_root, labels_csv, cfg.holdout, cfg.seed, device, progress, labelled=False
+    )
+    dev, progress = run.device, run.progress
+    train_idx, held_idx = run.train_idx, run.held_idx
+    x_all = to_unit(read_tiles(run.data.paths, cfg.tile_size))
+    model = TileVAE(cfg.tile_size, cfg.latent, cfg.width, cfg.depth).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    def batch_loss(batch: torch.Tensor) -> torch.Tensor:
+        xb = augment(x_all[batch], gen, jitter=0.0).clamp(0, 1).to(dev)  # flips, rotations
+        recon, mu, logvar = model(xb)
+        return vae_loss(recon, xb, mu, logvar, cfg.beta)[0]
+
+    losses = fit(
+        opt,
+        cfg.epochs,
+        shuffled(train_idx, cfg.batch_size, gen),
+        batch_loss,
+        progress,
+        "train vae",
+        before_round=model.train,
+    )
+    mse = None
+    if held_idx:
+        model.eval()
+        with torch.no_grad():
+            errs = []
+            for b in torch.tensor(held_idx).split(64):
+                xb = x_all[b].to(dev)
+                mu, _ = model.encode(xb)
+                errs.append(((model.decode(mu) - xb) ** 2).mean(dim=(1, 2, 3)).cpu())
+            mse = float(torch.cat(errs).mean())
+    spec = run.spec(
+        cfg, tile_size=cfg.tile_size, latent=cfg.latent, width=cfg.width, depth=cfg.depth
+    )
+    verdict = judge(losses[0], losses[-1])  # no labels: the loss alone
+    sha = run.save(out, "vae", spec, model.state_dict(), verdict)
+    return VaeTrainReport(
+        weights=str(out),
+        sha256=sha,
+        train_tiles=len(train_idx),
+        holdout_tiles=len(held_idx),
+        epochs=cfg.epochs,
+        first_epoch_loss=losses[0],
+        last_epoch_loss=losses[-1],
+        holdout_reconstruction_mse=mse,
+        verdict=verdict,
+        device=str(dev),
+        seconds=run.seconds,
+    )

@@ -1,0 +1,141 @@
+"""Queries: an image array, an image file, or a region of a slide -> a grid of tiles."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from cbir.errors import QueryError
+from cbir.slides import open_slide
+from cbir.slides.tiling import split_tiles
+from cbir.slides.tissue import tissue_mask
+
+#: Largest region query, in tiles (20 x 20): its cost grows with the square of this.
+MAX_QUERY_TILES = 400
+
+#: Largest query image or region, in pixels at the query's magnification: checked from
+#: an image file's header (or a region's size) before anything is decoded. 40 MP holds
+#: any shape of at most MAX_QUERY_TILES whole tiles (2 x 401 tiles of 224 px); a query
+#: this size peaks below 1 GB (tools/bench_query_memory.py).
+MAX_QUERY_PIXELS = 40_000_000
+
+_REGION = re.compile(
+    r"^(?P<slide>.+):(?P<x>-?\d+),(?P<y>-?\d+),(?P<w>-?\d+),(?P<h>-?\d+)"
+    r"@(?P<mag>\d+(?:\.\d+)?)x?$"
+)
+
+
+class Region(BaseModel):
+    """A rectangle of a slide: x, y, w, h in level-0 pixels, read at `magnification`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    slide: str
+    x: int
+    y: int
+    w: int
+    h: int
+    magnification: float
+
+    @classmethod
+    def parse(cls, text: str) -> Region:
+        """`slide.svs:x,y,w,h@20x` -> Region."""
+        match = _REGION.match(text.strip())
+        if not match:
+            raise QueryError(f"{text}: not a region; expected SLIDE:x,y,w,h@MAGx (level-0 px)")
+        g = match.groupdict()
+        try:
+            x, y, w, h = (int(g[k]) for k in "xywh")
+        except ValueError:  # more digits than int() converts (sys.get_int_max_str_digits)
+            raise QueryError(f"{text[:200]}: a coordinate has too many digits") from None
+        return cls(slide=g["slide"], x=x, y=y, w=w, h=h, magnification=float(g["mag"]))
+
+    def __str__(self) -> str:
+        return f"{self.slide}:{self.x},{self.y},{self.w},{self.h}@{self.magnification:g}x"
+
+
+def read_region_image(region: Region, base_magnification: float | None) -> np.ndarray:
+    """Pixels of a region at its magnification -> (h', w', 3) uint8."""
+    with open_slide(region.slide, base_magnification) as slide:
+        width, height = slide.dimensions
+        if region.w <= 0 or region.h <= 0:
+            raise QueryError(f"{region}: width and height must be > 0 (an empty region)")
+        if region.x < 0 or region.y < 0:
+            raise QueryError(
+                f"{region}: negative coordinates; x and y are level-0 px from the slide's "
+                f"top-left corner (0..{width - 1}, 0..{height - 1})"
+            )
+        if region.x + region.w > width or region.y + region.h > height:
+            raise QueryError(f"{region}: region lies outside the slide ({width} x {height} px)")
+        base = slide.info.base_magnification
+        if region.magnification > base * (1 + 1e-6):
+            raise QueryError(
+                f"{region}: {region.magnification:g}x is above the slide's base {base:g}x"
+            )
+        scale = region.magnification / base
+        pixels = region.w * scale * region.h * scale
+        if pixels > MAX_QUERY_PIXELS:
+            raise QueryError(
+                f"{region}: {pixels / 1e6:.0f} megapixels at {region.magnification:g}x is "
+                f"larger than a query may be ({MAX_QUERY_PIXELS / 1e6:.0f}; query a smaller "
+                "region or a lower magnification)"
+            )
+        return slide.read_region(region.x, region.y, region.w, region.h, region.magnification)
+
+
+def as_rgb(image: np.ndarray, name: str) -> np.ndarray:
+    """Accept (h, w) grey, (h, w, 3) RGB or (h, w, 4) RGBA uint8 -> (h, w, 3) uint8."""
+    if image.dtype != np.uint8:
+        raise QueryError(f"{name}: image dtype {image.dtype}, expected uint8")
+    if image.ndim == 2:
+        return np.repeat(image[..., None], 3, axis=2)
+    if image.ndim == 3 and image.shape[2] in (3, 4):
+        return np.ascontiguousarray(image[..., :3])
+    raise QueryError(f"{name}: image shape {image.shape}, expected (h, w, 3)")
+
+
+def query_tiles(image: np.ndarray, tile_size: int, name: str) -> np.ndarray:
+    """(h, w, 3) uint8 -> (m, n, t, t, 3) tiles from the top-left corner; m, n >= 1."""
+    h, w = image.shape[:2]
+    if h < tile_size or w < tile_size:
+        raise QueryError(
+            f"{name}: query is {w} x {h} px, smaller than one {tile_size} x {tile_size} tile"
+        )
+    rows, cols = h // tile_size, w // tile_size
+    if rows * cols > MAX_QUERY_TILES:
+        raise QueryError(
+            f"{name}: query is {rows} x {cols} tiles; a region query takes at most "
+            f"{MAX_QUERY_TILES} tiles (crop it, or query at a lower magnification)"
+        )
+    return split_tiles(image, tile_size)
+
+
+def tissue_fractions(image: np.ndarray, tile_size: int) -> np.ndarray:
+    """(h, w, 3) uint8 -> (m, n) tissue fraction of each query tile (the tissue mask of
+    indexing, computed on the whole query)."""
+    mask = tissue_mask(image).astype(np.float32)
+    rows, cols = max(1, image.shape[0] // tile_size), max(1, image.shape[1] // tile_size)
+    cropped = mask[: rows * tile_size, : cols * tile_size]
+    return cropped.reshape(rows, cropped.shape[0] // rows, cols, -1).mean(axis=(1, 3))
+
+
+#: A query's most tissued tile needs this much tissue (or the bundle's indexing
+#: threshold, when lower): a crop across a tissue border still searches; glass, a blank
+#: or an all-white image does not.
+QUERY_MIN_TISSUE = 0.25
+
+
+def check_tissue(image: np.ndarray, tile_size: int, min_fraction: float, name: str) -> float:
+    """Refuse a query without tissue: the most tissue in one of its tiles (the mask that
+    indexing uses) must reach min(min_fraction, QUERY_MIN_TISSUE), min_fraction being the
+    bundle's indexing threshold. Returns that largest fraction."""
+    best = float(tissue_fractions(image, tile_size).max())
+    need = min(min_fraction, QUERY_MIN_TISSUE)
+    if best < need:
+        raise QueryError(
+            f"{name}: no tissue in the query (best tile {best:.0%} tissue, {need:.0%} needed); "
+            "--allow-background searches it anyway"
+        )
+    return best

@@ -1,0 +1,354 @@
+"""Per-tile products of a segment as registered artifacts: tile codes (grids + Faiss
+index), rerank vectors, local features (keypoints + their Faiss index), scale
+references. Each declares when a bundle carries it, how a new slide's rows are stored,
+how live rows are copied when segments merge, which files it finishes into, how it is
+opened and how many of its rows a removed slide takes. Writers, merges and readers loop
+over the registry; none branches on which products a recipe has."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from cbir.errors import BundleError
+from cbir.files import sha256_file
+from cbir.index.tile import load_tile_index
+from cbir.slides.grids import CodeGrid
+from cbir.storage.manifest import (
+    INDEX_FILE,
+    LOCAL_INDEX_FILE,
+    META_DIR,
+    ArtifactEntry,
+    Manifest,
+    SegmentEntry,
+)
+
+if TYPE_CHECKING:
+    from cbir.delf.stage import LocalStage
+    from cbir.describe import DescribedScale, DescribedSlide
+    from cbir.index.local import LocalCodeIndex
+    from cbir.recipes import Recipe
+    from cbir.storage.metadata import MetadataStore
+    from cbir.storage.state import CollectionState, SegmentStage
+
+
+@dataclass
+class SlideRows:
+    """One new slide being stored: its id, description, grids and (n, ...) codes with
+    (n,) tile ids, in the segment's write transaction `txn`."""
+
+    txn: Any
+    slide_id: int
+    described: DescribedSlide
+    grids: list[CodeGrid]
+    codes: np.ndarray
+    ids: np.ndarray
+
+
+class Artifact:
+    """A per-tile product. `shift`: row id >> shift is its slide id, for products with a
+    searchable index (None: read through the segment's LMDB only)."""
+
+    name: ClassVar[str]
+    shift: ClassVar[int | None] = None
+
+    def present(self, state: CollectionState) -> bool:
+        return True
+
+    def store(self, seg: SegmentStage, state: CollectionState, rows: SlideRows) -> None:
+        """Stage a new slide's rows."""
+
+    def copy(
+        self,
+        seg: SegmentStage,
+        txn: Any,
+        source: Any,
+        tile_ids: np.ndarray,
+        live: set[int],
+        state: CollectionState,
+    ) -> None:
+        """Stage the rows of live slides `live` (tiles `tile_ids`) of opened segment
+        `source` (a merge)."""
+
+    def finish(self, seg: SegmentStage, state: CollectionState) -> ArtifactEntry:
+        """Write the staged rows' files; the manifest entry."""
+        return ArtifactEntry(rows=0)
+
+    def open(self, path: Path, entry: ArtifactEntry, manifest: Manifest) -> object | None:
+        """The product's reader for an opened segment (an index), None if read via LMDB."""
+        return None
+
+    def rows_of(self, store: MetadataStore, tile_ids: np.ndarray) -> int:
+        """Rows the given tiles hold (what removing them takes from this product)."""
+        return len(tile_ids)
+
+
+REGISTRY: dict[str, Artifact] = {}
+
+
+def register(cls: type[Artifact]) -> type[Artifact]:
+    REGISTRY[cls.name] = cls()
+    return cls
+
+
+def artifacts_for(state: CollectionState) -> list[Artifact]:
+    """The registered products a bundle with this state carries, in registry order."""
+    return [a for a in REGISTRY.values() if a.present(state)]
+
+
+def get_artifact(root: Path, name: str) -> Artifact:
+    if name not in REGISTRY:
+        raise BundleError(f"{root}: segment product {name!r} is unknown to this cbir (newer?)")
+    return REGISTRY[name]
+
+
+def finish_segment(seg: SegmentStage, state: CollectionState) -> SegmentEntry:
+    """Write every product's files of a staged segment, close its LMDB; the segment's
+    manifest entry."""
+    assert seg.meta is not None
+    slides = len(seg.meta.slide_list())
+    products = {a.name: a.finish(seg, state) for a in artifacts_for(state)}
+    seg.meta.env.sync(True)
+    seg.meta.close()
+    seg.meta = None
+    (seg.path / META_DIR / "lock.mdb").unlink(missing_ok=True)
+    files = [f"{META_DIR}/data.mdb"] + [f for e in products.values() for f in e.files]
+    sizes = {f: (seg.path / f).stat().st_size for f in files}
+    return SegmentEntry(
+        name=seg.name,
+        slides=slides,
+        bytes=sum(sizes.values()),
+        sha256={f: sha256_file(seg.path / f) for f in files},
+        sizes=sizes,
+        artifacts=products,
+    )
+
+
+def store_locals(
+    txn: object,
+    seg: SegmentStage,
+    local: LocalStage,
+    scale: DescribedScale,
+    tile_ids: np.ndarray,
+    codec: LocalCodeIndex | None = None,
+) -> None:
+    """Project a grid's local features, store their level-0 keypoints in LMDB and stage
+    their descriptors for the segment's local index (their only stored copy): as codes
+    of `codec` (the collection's trained local index, 21 B a row instead of 160) when
+    there is one, as float32 rows while a first build has yet to train it."""
+    from cbir.delf.stage import local_ids
+
+    assert scale.locals is not None and seg.meta is not None
+    g = scale.geometry
+    rr, cc = np.nonzero(scale.keep)
+    xs, ys = g.origin(rr, cc)
+    per_px = g.level0_per_px  # level-0 pixels per tile pixel
+    counts, vectors = [], []
+    for tid, x0, y0, f in zip(
+        tile_ids.tolist(), xs.tolist(), ys.tolist(), scale.locals, strict=True
+    ):
+        f = local.project(f)
+        points = np.column_stack(
+            [x0 + f.xy[:, 0] * per_px, y0 + f.xy[:, 1] * per_px, f.scales, f.attention]
+        ).astype(np.float32)
+        seg.meta.put_locals(txn, tid, points)  # type: ignore[arg-type]
+        vectors.append(f.descriptors)
+        counts.append(len(f))
+    if vectors:
+        ids = local_ids(tile_ids, np.asarray(counts, np.int64))
+        x = np.concatenate(vectors)
+        seg.stage_rows("locals", codec.encode(x) if codec is not None else x, ids)
+
+
+def _staged_index(
+    seg: SegmentStage, name: str, empty: Any, check: Callable[[int], int], file: str
+) -> ArtifactEntry:
+    """Fill a copy of an empty index with the rows staged under `name`, check its count
+    against the LMDB's, save it as `file`."""
+    index = empty.emptied()
+    for x, ids in seg.staged_rows(name):
+        index.add(x, ids)
+    expected = check(index.ntotal)
+    if index.ntotal != expected:
+        raise BundleError(
+            f"{seg.path.parent}: refusing to publish an inconsistent segment ({name}: "
+            f"index {index.ntotal} rows, LMDB {expected})"
+        )
+    index.save(seg.path / file)
+    return ArtifactEntry(rows=index.ntotal, files=[file])
+
+
+@register
+class TileCodes(Artifact):
+    """The code grids (LMDB) and the Faiss index of the tile codes; ids (slide << 32) + n."""
+
+    name = "codes"
+    shift = 32
+
+    @staticmethod
+    def recipe_spec(recipe: Recipe) -> dict[str, Any]:
+        """What shapes a recipe's codes: its descriptor and encoder settings, without the
+        encoder's promises (parameters only checked against the weights)."""
+        from cbir.encoders import ENCODERS
+
+        promises = getattr(ENCODERS.factory(recipe.encoder.name), "promises", ())
+        params = {k: v for k, v in recipe.encoder.params.items() if k not in promises}
+        return {
+            "descriptor": recipe.descriptor.model_dump(mode="json"),
+            "encoder": {"name": recipe.encoder.name, "params": params},
+        }
+
+    def store(self, seg: SegmentStage, state: CollectionState, rows: SlideRows) -> None:
+        seg.stage_rows(self.name, rows.codes, rows.ids)  # the grids come with the slide
+
+    def copy(
+        self,
+        seg: SegmentStage,
+        txn: Any,
+        source: Any,
+        tile_ids: np.ndarray,
+        live: set[int],
+        state: CollectionState,
+    ) -> None:
+        decode = state.pipeline.codes_from_bytes
+        for sid in sorted(live):
+            grids = list(source.store.grids_of(sid))
+            ids = np.concatenate([g.ids[g.valid] for g in grids]).astype(np.int64)
+            raw = np.concatenate([g.codes[g.valid] for g in grids])
+            seg.stage_rows(self.name, decode(raw), ids)
+
+    def finish(self, seg: SegmentStage, state: CollectionState) -> ArtifactEntry:
+        assert seg.meta is not None
+        entry = _staged_index(
+            seg, self.name, state.empty_index, lambda n: seg.meta.tile_count(), INDEX_FILE
+        )
+        return entry.model_copy(update={"spec": self.recipe_spec(state.pipeline.recipe)})
+
+    def open(self, path: Path, entry: ArtifactEntry, manifest: Manifest) -> object:
+        return load_tile_index(path / INDEX_FILE, manifest.index_kind, manifest.recipe.index)
+
+
+@register
+class RerankVectors(Artifact):
+    """The descriptors of a two-step recipe's tiles (float32 by tile id in LMDB)."""
+
+    name = "vectors"
+
+    def present(self, state: CollectionState) -> bool:
+        return bool(state.pipeline.recipe.search.rerank and state.pipeline.binary)
+
+    def store(self, seg: SegmentStage, state: CollectionState, rows: SlideRows) -> None:
+        assert seg.meta is not None
+        x = np.concatenate([sc.descriptors for sc in rows.described.scales])
+        seg.meta.put_vectors(rows.txn, rows.ids, x)
+
+    def copy(
+        self,
+        seg: SegmentStage,
+        txn: Any,
+        source: Any,
+        tile_ids: np.ndarray,
+        live: set[int],
+        state: CollectionState,
+    ) -> None:
+        assert seg.meta is not None
+        seg.meta.copy_values(txn, source.store, "vectors", tile_ids)
+
+    def finish(self, seg: SegmentStage, state: CollectionState) -> ArtifactEntry:
+        assert seg.meta is not None
+        return ArtifactEntry(rows=seg.meta.value_count("vectors"))
+
+
+@register
+class LocalFeatures(Artifact):
+    """DELF keypoints (LMDB by tile id) and the Faiss index of their descriptors (the
+    descriptors' only copy since compact local features), row ids (tile id << 10) | row."""
+
+    name = "locals"
+    shift = 42
+
+    def present(self, state: CollectionState) -> bool:
+        return state.local is not None
+
+    def store(self, seg: SegmentStage, state: CollectionState, rows: SlideRows) -> None:
+        from cbir.index.local import LocalCodeIndex
+
+        assert state.local is not None
+        codec = state.empty_local if isinstance(state.empty_local, LocalCodeIndex) else None
+        for sc, grid in zip(rows.described.scales, rows.grids, strict=True):
+            store_locals(rows.txn, seg, state.local, sc, grid.ids[sc.keep], codec)
+
+    def copy(
+        self,
+        seg: SegmentStage,
+        txn: Any,
+        source: Any,
+        tile_ids: np.ndarray,
+        live: set[int],
+        state: CollectionState,
+    ) -> None:
+        assert seg.meta is not None
+        seg.meta.copy_values(txn, source.store, "locals", tile_ids)
+        index = source.readers.get(self.name)
+        if index is not None:
+            x, ids = index.rows()
+            keep = np.isin(ids >> self.shift, np.fromiter(live, np.int64, len(live)))
+            seg.stage_rows(self.name, x[keep], ids[keep])
+
+    def finish(self, seg: SegmentStage, state: CollectionState) -> ArtifactEntry:
+        assert seg.meta is not None and state.empty_local is not None
+        count = seg.meta.local_feature_count
+        return _staged_index(seg, self.name, state.empty_local, lambda n: count(), LOCAL_INDEX_FILE)
+
+    def open(self, path: Path, entry: ArtifactEntry, manifest: Manifest) -> object:
+        from cbir.index.local import load_local_index
+
+        cfg = manifest.recipe.local
+        assert cfg is not None
+        return load_local_index(path / LOCAL_INDEX_FILE, cfg)
+
+    def rows_of(self, store: MetadataStore, tile_ids: np.ndarray) -> int:
+        return int(store.local_counts(tile_ids).sum())
+
+
+@register
+class ScaleReferences(Artifact):
+    """Sample tissue tiles per magnification for `--scale auto` (the first ones kept)."""
+
+    name = "references"
+
+    def present(self, state: CollectionState) -> bool:
+        return state.scale_weights is not None
+
+    def store(self, seg: SegmentStage, state: CollectionState, rows: SlideRows) -> None:
+        from cbir.describe import REFERENCES_PER_MAGNIFICATION
+
+        assert seg.meta is not None
+        for mag, tiles in rows.described.references.items():
+            seg.meta.add_reference_tiles(rows.txn, mag, tiles, REFERENCES_PER_MAGNIFICATION)
+
+    def copy(
+        self,
+        seg: SegmentStage,
+        txn: Any,
+        source: Any,
+        tile_ids: np.ndarray,
+        live: set[int],
+        state: CollectionState,
+    ) -> None:
+        from cbir.describe import REFERENCES_PER_MAGNIFICATION
+
+        assert seg.meta is not None
+        for mag, tiles in source.store.reference_tiles().items():
+            seg.meta.add_reference_tiles(txn, mag, tiles, REFERENCES_PER_MAGNIFICATION)
+
+    def finish(self, seg: SegmentStage, state: CollectionState) -> ArtifactEntry:
+        assert seg.meta is not None
+        return ArtifactEntry(rows=sum(len(t) for t in seg.meta.reference_tiles().values()))
+
+    def rows_of(self, store: MetadataStore, tile_ids: np.ndarray) -> int:
+        return 0  # references are not tiles of a slide: they stay until a merge drops them
