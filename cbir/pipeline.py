@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cbir.descriptors import LEARNED_DESCRIPTORS, create_descriptor
+from cbir.descriptors import create_descriptor, is_learned
 from cbir.encoders import create_encoder
 from cbir.errors import RecipeError
 from cbir.files import load_npz, save_npz
@@ -54,7 +54,7 @@ class TilePipeline:
     @property
     def learned(self) -> bool:
         """Whether the descriptor is a network that takes a weights file."""
-        return self.recipe.descriptor.name in LEARNED_DESCRIPTORS
+        return is_learned(self.recipe.descriptor.name)
 
     @property
     def descriptor_spec(self) -> DescriptorSpec:

@@ -1,16 +1,19 @@
 """Strict named registries: one per stage (descriptor, encoder).
 
-A stage's package declares every name with the module that implements it
-(`DESCRIPTORS.declare("stats", "cbir.descriptors.stats")`); the module registers its
-factory with the decorator (`@register_descriptor("stats")`) when it is imported, which
-happens on the first `create` of one of its names. So listing names imports nothing, and
-a stats pipeline never imports torch.
+A stage's package declares every name with the module that implements it: each module
+of the package is the component of its own name (`declare_modules`: the file
+`cbir/descriptors/stats.py` declares `stats`), but the package's helpers. The module
+registers its factory with the decorator (`@register_descriptor("stats")`) when it is
+imported, which happens on the first `create` of its name. So listing names imports
+nothing, and a stats pipeline never imports torch. A factory may carry traits
+(`@register_descriptor("cnn", learned=True)`), read with `trait`.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+import pkgutil
+from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
 from cbir.errors import UnknownComponentError
@@ -30,6 +33,7 @@ class Registry(Generic[T]):
         self.kind = kind
         self._factories: dict[str, Callable[..., T]] = {}
         self._modules: dict[str, str] = {}  # declared name -> module that registers it
+        self._traits: dict[str, dict[str, object]] = {}
 
     def declare(self, name: str, module: str) -> None:
         """Declare `name`, implemented in `module` (imported on the first create)."""
@@ -37,7 +41,16 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} {name!r} is registered twice")
         self._modules[name] = module
 
-    def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    def declare_modules(self, package: str, path: Iterable[str], helpers: set[str]) -> None:
+        """Declare every module of `package` (at `path`) but `helpers` as the component of
+        its own name."""
+        for info in sorted(pkgutil.iter_modules(list(path)), key=lambda i: i.name):
+            if info.name not in helpers:
+                self.declare(info.name, f"{package}.{info.name}")
+
+    def register(
+        self, name: str, **traits: object
+    ) -> Callable[[Callable[..., T]], Callable[..., T]]:
         def decorate(factory: Callable[..., T]) -> Callable[..., T]:
             if name in self._factories:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
@@ -53,6 +66,7 @@ class Registry(Generic[T]):
                     f"registered in {factory.__module__}"
                 )
             self._factories[name] = factory
+            self._traits[name] = traits
             return factory
 
         return decorate
@@ -71,6 +85,11 @@ class Registry(Generic[T]):
         if found is None:
             raise ValueError(f"{module} does not register {self.kind} {name!r}")
         return found
+
+    def trait(self, name: str, key: str, default: object = None) -> object:
+        """A trait the factory of `name` was registered with (imports its module)."""
+        self.factory(name)
+        return self._traits.get(name, {}).get(key, default)
 
     def create(self, name: str, **params: object) -> T:
         factory = self.factory(name)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -173,3 +175,37 @@ def test_stats_batch_equals_scikit_image_per_tile() -> None:
     one = np.stack([d.describe_one(t) for t in tiles]).astype(np.float32)
     np.testing.assert_allclose(batch, one, rtol=1e-6, atol=1e-7)
     assert batch[9, 11] == 1.0 and d.describe(tiles[:0]).shape == (0, 12)
+
+
+def test_a_package_declares_its_modules_and_their_traits(tmp_path: Path) -> None:
+    """A new component is one module: its file name declares it (helpers are skipped),
+    its decorator registers it with its traits, and nothing is imported until first use."""
+    import sys
+
+    pkg = tmp_path / "somestage"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "helper.py").write_text("raise RuntimeError('a helper is never a component')\n")
+    reg: Registry[object] = Registry("thing")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        (pkg / "fresh.py").write_text(
+            "import registry_under_test as r\n"
+            "@r.REG.register('fresh', learned=True)\n"
+            "def make(**params):\n"
+            "    return dict(params)\n"
+        )
+        holder = tmp_path / "registry_under_test.py"
+        holder.write_text("REG = None\n")
+        import registry_under_test
+
+        registry_under_test.REG = reg
+        reg.declare_modules("somestage", [str(pkg)], helpers={"helper"})
+        assert reg.names() == ["fresh"] and not reg.loaded("fresh")
+        assert reg.trait("fresh", "learned") is True
+        assert reg.trait("fresh", "other", 3) == 3
+        assert reg.create("fresh", a=1) == {"a": 1}
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in ("registry_under_test", "somestage", "somestage.fresh"):
+            sys.modules.pop(name, None)

@@ -1,32 +1,18 @@
-"""Tile descriptors. Every name is declared here with the module that implements it; the
-module is imported (and registers its factory) on the first `create_descriptor` of the
-name, so a stats pipeline never imports torch."""
+"""Tile descriptors. Each module of this package is the descriptor of its own name
+(`stats.py` is `stats`), but the helpers `base`, `network` and `head_input`; a module is
+imported (and registers its factory) on the first `create_descriptor` of its name, so a
+stats pipeline never imports torch. A network descriptor registers with `learned=True`:
+it takes `weights` and `device` (`backbone`: a checkpoint of its backbone, else its
+packaged weights)."""
 
 from cbir.descriptors.base import DESCRIPTORS, Descriptor, create_descriptor, list_descriptors
 
-#: Descriptors that are networks: they take `weights` and `device` (`backbone`: a
-#: checkpoint of its backbone, else its packaged weights).
-LEARNED_DESCRIPTORS = frozenset(
-    {"backbone", "cnn", "deephash", "delf", "lda", "metric", "ssdh", "vae"}
-)
+DESCRIPTORS.declare_modules(__name__, __path__, helpers={"base", "network", "head_input"})
 
-for _name, _module in {
-    "backbone": "cbir.descriptors.backbone",
-    "cnn": "cbir.descriptors.cnn",
-    "deephash": "cbir.descriptors.deephash",
-    "delf": "cbir.descriptors.delf",
-    "lda": "cbir.descriptors.lda",
-    "metric": "cbir.descriptors.metric",
-    "ssdh": "cbir.descriptors.ssdh",
-    "stats": "cbir.descriptors.stats",
-    "vae": "cbir.descriptors.vae",
-}.items():
-    DESCRIPTORS.declare(_name, _module)
 
-__all__ = [
-    "DESCRIPTORS",
-    "LEARNED_DESCRIPTORS",
-    "Descriptor",
-    "create_descriptor",
-    "list_descriptors",
-]
+def is_learned(name: str) -> bool:
+    """Whether descriptor `name` is a network that takes a weights file and a device."""
+    return bool(DESCRIPTORS.trait(name, "learned", False))
+
+
+__all__ = ["DESCRIPTORS", "Descriptor", "create_descriptor", "is_learned", "list_descriptors"]

@@ -153,6 +153,6 @@ class BackboneDescriptor:
         )
 
 
-@register_descriptor("backbone")
+@register_descriptor("backbone", learned=True)
 def _create_backbone(**params: object) -> BackboneDescriptor:
     return BackboneDescriptor(**params)  # type: ignore[arg-type]

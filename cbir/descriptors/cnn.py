@@ -75,6 +75,6 @@ class CnnDescriptor:
         )
 
 
-@register_descriptor("cnn")
+@register_descriptor("cnn", learned=True)
 def _create_cnn(**params: object) -> CnnDescriptor:
     return CnnDescriptor(**params)  # type: ignore[arg-type]

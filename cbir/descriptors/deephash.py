@@ -56,6 +56,6 @@ class DeepHashDescriptor:
         )
 
 
-@register_descriptor("deephash")
+@register_descriptor("deephash", learned=True)
 def _create_deephash(**params: object) -> DeepHashDescriptor:
     return DeepHashDescriptor(**params)  # type: ignore[arg-type]

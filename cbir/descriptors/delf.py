@@ -60,6 +60,6 @@ class DelfGlobalDescriptor:
         )
 
 
-@register_descriptor("delf")
+@register_descriptor("delf", learned=True)
 def _create_delf(**params: object) -> DelfGlobalDescriptor:
     return DelfGlobalDescriptor(**params)  # type: ignore[arg-type]

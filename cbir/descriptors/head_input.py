@@ -27,10 +27,10 @@ def base_descriptor(
     base: dict[str, Any], tile_size: int, device: str | None, batch_size: int | None = None
 ) -> Descriptor:
     """Rebuild a frozen descriptor from its stored spec ({"name", "params"})."""
-    from cbir.descriptors import LEARNED_DESCRIPTORS
+    from cbir.descriptors import is_learned
 
     params = dict(base.get("params", {}))
-    if base["name"] in LEARNED_DESCRIPTORS:
+    if is_learned(base["name"]):
         params["device"] = device
         if batch_size is not None:
             params["batch_size"] = batch_size

@@ -54,6 +54,6 @@ class LdaDescriptor:
         return np.ascontiguousarray(((x - self.mean) / self.scale) @ self.projection, np.float32)
 
 
-@register_descriptor("lda")
+@register_descriptor("lda", learned=True)
 def _create_lda(**params: object) -> LdaDescriptor:
     return LdaDescriptor(**params)  # type: ignore[arg-type]

@@ -56,6 +56,6 @@ class MetricDescriptor:
         )
 
 
-@register_descriptor("metric")
+@register_descriptor("metric", learned=True)
 def _create_metric(**params: object) -> MetricDescriptor:
     return MetricDescriptor(**params)  # type: ignore[arg-type]

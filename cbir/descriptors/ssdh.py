@@ -69,6 +69,6 @@ class SSDHDescriptor:
         )
 
 
-@register_descriptor("ssdh")
+@register_descriptor("ssdh", learned=True)
 def _create_ssdh(**params: object) -> SSDHDescriptor:
     return SSDHDescriptor(**params)  # type: ignore[arg-type]

@@ -77,6 +77,6 @@ class VaeDescriptor:
         )
 
 
-@register_descriptor("vae")
+@register_descriptor("vae", learned=True)
 def _create_vae(**params: object) -> VaeDescriptor:
     return VaeDescriptor(**params)  # type: ignore[arg-type]

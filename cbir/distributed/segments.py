@@ -214,11 +214,11 @@ def write_segments_ray(
     """Describe `paths` on Ray and have each worker write its slides as one segment of
     `writer`'s transaction. `fit`: the state to fit on the gathered sample (a new
     bundle; it gets its empty index too); None: use `writer.state` (an add)."""
-    from cbir.descriptors import LEARNED_DESCRIPTORS
+    from cbir.descriptors import is_learned
 
     ray = connect(address)
     resources = ray.cluster_resources()
-    gpus = 1 if recipe.descriptor.name in LEARNED_DESCRIPTORS and resources.get("GPU", 0) else 0
+    gpus = 1 if is_learned(recipe.descriptor.name) and resources.get("GPU", 0) else 0
     n = actors or max(1, int(resources.get("CPU", 1)) // 2)
     n = max(1, min(n if not gpus else min(n, int(resources["GPU"])), len(paths)))
     remote = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=MAX_RESTARTS)(SegmentWorker)
