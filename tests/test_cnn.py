@@ -12,7 +12,8 @@ import cbir
 from cbir.descriptors.cnn import CnnDescriptor
 from cbir.errors import BundleError, RecipeError
 from cbir.eval import evaluate_tiles
-from cbir.nn.train.cnn import CnnTrainConfig, stratified_split, train_cnn
+from cbir.nn.train.cnn import CnnTrainConfig, train_cnn
+from cbir.nn.train.setup import stratified_split
 from cbir.nn.weights import WeightsError, load_weights, save_weights
 from cbir.storage.manifest import WEIGHTS_FILE, read_manifest
 from conftest import SHARED_DATA, write_two_classes

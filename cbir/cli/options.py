@@ -41,55 +41,17 @@ WeightsOpt = Annotated[
     ),
 ]
 
-# -- training -----------------------------------------------------------------------------
-BACKBONE_HELP = (
-    "a registered backbone (cbir backbones): small, vgg16, vgg19, resnet50, "
-    "efficientnet_lite0 (ImageNet, packaged), ViTs (uni, ...), or timm:<model>"
-)
-LabelledTilesOpt = Annotated[
-    Path,
-    typer.Option(
-        "--tiles",
-        exists=True,  # checked before any network code is imported
-        file_okay=False,
-        help="Labelled tiles: class sub-folders, or a labels.csv with columns path,label.",
-    ),
-]
+# -- training (the methods' own options come from their config models: cli/train.py) ------
 OutWeightsOpt = Annotated[Path, typer.Option("--out", "-o", help="Weights file to write.")]
 LabelsOpt = Annotated[
     Path | None, typer.Option(exists=True, dir_okay=False, help="CSV path,label.")
 ]
-HoldoutOpt = Annotated[
-    float, typer.Option(min=0.0, max=0.9, help="Fraction of each class held out of training.")
-]
+#: As cbir.nn.train.method.BACKBONE_HELP (not imported: it would import pydantic at start).
+BACKBONE_HELP = (
+    "a registered backbone (cbir backbones): small, vgg16, vgg19, resnet50, "
+    "efficientnet_lite0 (ImageNet, packaged), ViTs (uni, ...), or timm:<model>"
+)
 BackboneOpt = Annotated[str, typer.Option(help=BACKBONE_HELP)]
-BackboneWeightsOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--backbone-weights",
-        exists=True,
-        dir_okay=False,
-        help="checkpoint of the backbone in its layout (cbir backbones), read locally; "
-        "without it: the packaged weights (efficientnet_lite0) or a seeded random init",
-    ),
-]
-FineTuneOpt = Annotated[
-    int,
-    typer.Option(
-        "--fine-tune-steps",
-        min=0,
-        help="After training on frozen features, train the backbone too for this many "
-        "batches (0: backbone frozen)",
-    ),
-]
-HeadBaseOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--base-recipe",
-        help="Train the head on this recipe's frozen descriptor (e.g. effnet-d4-flat: "
-        "multi-block ImageNet features) instead of --backbone; no fine-tuning then.",
-    ),
-]
 SkipErrorsOpt = Annotated[
     bool,
     typer.Option(

@@ -4,36 +4,45 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
-import torch
-from pydantic import BaseModel
-from torch import nn
+from pydantic import BaseModel, Field
 
-from cbir.nn.augment import augment
-from cbir.nn.backbones import backbone_entry, backbone_weights_file, create_backbone
-from cbir.nn.cnn import TissueClassifier, to_tensor
-from cbir.nn.train.loop import accuracy as held_out_accuracy
-from cbir.nn.train.loop import fit, one_cycle, shuffled
-from cbir.nn.train.setup import TrainingRun, stratified_split
-from cbir.nn.verdict import Verdict, judge
-from cbir.nn.weights import WeightsError
+from cbir.nn.train.method import (
+    BackboneWeights,
+    BatchSize,
+    Epochs,
+    Holdout,
+    LearningRate,
+    Seed,
+    TrainMethod,
+    accuracy_text,
+    on_tiles,
+)
+from cbir.nn.verdict import Verdict
 from cbir.progress import Progress
-from cbir.slides.tileset import read_tiles
 
-__all__ = ["CnnTrainConfig", "CnnTrainReport", "stratified_split", "train_cnn"]
+if TYPE_CHECKING:
+    import torch
 
 
 class CnnTrainConfig(BaseModel):
-    epochs: int = 60
-    batch_size: int = 32
-    lr: float = 3e-3
+    epochs: Epochs = 60
+    batch_size: BatchSize = 32
+    lr: LearningRate = 3e-3
     weight_decay: float = 1e-4
     width: int = 48
     out_dim: int = 64
-    backbone: str = "alexnet-like"  # or "alexnet" (torchvision layout)
-    backbone_weights: str | None = None  # torchvision AlexNet .pth to start from
-    holdout: float = 0.5  # fraction of each class held out (not trained on)
-    seed: int = 0
+    backbone: Annotated[
+        str,
+        Field(
+            description="alexnet-like (seed 000's narrow tower), alexnet (torchvision's "
+            "layout), or any registered backbone (cbir backbones), e.g. efficientnet_lite0"
+        ),
+    ] = "alexnet-like"
+    backbone_weights: BackboneWeights = None
+    holdout: Holdout = 0.5
+    seed: Seed = 0
     tile_size: int = 224
 
 
@@ -62,6 +71,19 @@ def train_cnn(
 ) -> CnnTrainReport:
     """Train, evaluate classification accuracy on the held-out split, save weights whose
     spec records the class names and which tiles were trained on."""
+    import torch
+    from torch import nn
+
+    from cbir.nn.augment import augment
+    from cbir.nn.backbones import backbone_entry, backbone_weights_file, create_backbone
+    from cbir.nn.cnn import TissueClassifier, to_tensor
+    from cbir.nn.train.loop import accuracy as held_out_accuracy
+    from cbir.nn.train.loop import fit, one_cycle, shuffled
+    from cbir.nn.train.setup import TrainingRun
+    from cbir.nn.verdict import judge
+    from cbir.nn.weights import WeightsError
+    from cbir.slides.tileset import read_tiles
+
     cfg = config or CnnTrainConfig()
     run = TrainingRun.begin(tiles_root, labels_csv, cfg.holdout, cfg.seed, device, progress)
     dev, progress, classes = run.device, run.progress, run.classes
@@ -124,3 +146,23 @@ def train_cnn(
         device=str(dev),
         seconds=run.seconds,
     )
+
+
+def summary(report: CnnTrainReport) -> str:
+    return (
+        f"wrote {report.weights} ({report.train_tiles} training tiles, "
+        f"{len(report.classes)} classes, loss {report.first_epoch_loss:.3f} -> "
+        f"{report.last_epoch_loss:.3f}, held-out accuracy "
+        f"{accuracy_text(report.holdout_accuracy)}, {report.seconds:.1f} s on {report.device})"
+    )
+
+
+METHOD = TrainMethod(
+    name="cnn",
+    help="Train seed 000's AlexNet-like trunk as a tissue classifier; weights for `cnn`.\n\n"
+    "Augmentation: flips, 90-degree rotations, colour jitter.",
+    config=CnnTrainConfig,
+    inputs="labelled-tiles",
+    run=on_tiles(train_cnn),
+    summary=summary,
+)

@@ -4,41 +4,51 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-import numpy as np
-import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from cbir.descriptors.head_input import HeadInput
-from cbir.encoders.bits import bit_statistics
 from cbir.errors import CbirError
-from cbir.nn.deephash import TiedHashAutoencoder, deephash_loss
-from cbir.nn.train.finetune import fine_tune
-from cbir.nn.train.loop import fit, whole
-from cbir.nn.train.setup import TrainingRun
-from cbir.nn.verdict import Verdict, judge
-from cbir.nn.weights import prefixed_state
+from cbir.nn.train.method import (
+    Backbone,
+    BackboneWeights,
+    BaseRecipe,
+    Epochs,
+    FineTuneSteps,
+    Holdout,
+    Seed,
+    TrainMethod,
+    on_tiles,
+)
+from cbir.nn.verdict import Verdict
 from cbir.progress import Progress
-from cbir.slides.tileset import read_tiles
+
+if TYPE_CHECKING:
+    import torch
 
 
 class DeepHashTrainConfig(BaseModel):
-    backbone: str = "small"
-    backbone_weights: str | None = None  # a torchvision .pth for vgg16 / vgg19 / resnet50
-    #: Train on this recipe's frozen descriptor (e.g. effnet-d4-flat) instead of a backbone.
-    base_recipe: str | None = None
-    bits: int = 48
+    backbone: Backbone = "small"
+    backbone_weights: BackboneWeights = None  # a torchvision .pth for vgg16 / vgg19 / resnet50
+    base_recipe: BaseRecipe = None
+    bits: Annotated[int, Field(ge=8, le=256, description="Hash bits q.")] = 48
     #: The reconstruction term: "sum" over the d input dims (the seed's ||x - x^||^2),
     #: or their "mean", which keeps it from swamping the NLL on wide inputs (1280-d).
-    reconstruction: Literal["sum", "mean"] = "mean"
-    epochs: int = 300
+    reconstruction: Annotated[
+        Literal["sum", "mean"],
+        Field(
+            description="Reconstruction term: mean (over input dims) or sum (the seed's "
+            "||x - x^||^2, which swamps the class term on wide features)"
+        ),
+    ] = "mean"
+    epochs: Epochs = 300
     lr: float = 1e-2
     weight_decay: float = 1e-4  # lambda on ||Theta||^2
-    holdout: float = 0.5
-    seed: int = 0
+    holdout: Holdout = 0.5
+    seed: Seed = 0
     tile_size: int = 224
-    fine_tune_steps: int = 0  # > 0: then train backbone + autoencoder jointly on images
+    #: > 0: then train backbone + autoencoder jointly on images.
+    fine_tune_steps: FineTuneSteps = 0
     fine_tune_batch: int = 32
 
 
@@ -68,6 +78,19 @@ def train_deephash(
 ) -> DeepHashTrainReport:
     """Backbone frozen (from `backbone_weights`, or seeded random init); the autoencoder and
     classifier train full-batch on its features of the training split."""
+    import numpy as np
+    import torch
+
+    from cbir.descriptors.head_input import HeadInput
+    from cbir.encoders.bits import bit_statistics
+    from cbir.nn.deephash import TiedHashAutoencoder, deephash_loss
+    from cbir.nn.train.finetune import fine_tune
+    from cbir.nn.train.loop import fit, whole
+    from cbir.nn.train.setup import TrainingRun
+    from cbir.nn.verdict import judge
+    from cbir.nn.weights import prefixed_state
+    from cbir.slides.tileset import read_tiles
+
     cfg = config or DeepHashTrainConfig()
     if cfg.base_recipe is not None and cfg.fine_tune_steps:
         raise CbirError("--fine-tune-steps trains a backbone; a --base-recipe descriptor is frozen")
@@ -161,3 +184,24 @@ def train_deephash(
         device=str(dev),
         seconds=run.seconds,
     )
+
+
+def summary(report: DeepHashTrainReport) -> str:
+    st = report.bit_statistics
+    return (
+        f"wrote {report.weights} ({report.bits} bits on {report.backbone}; loss "
+        f"{report.first_loss:.2f} -> {report.last_loss:.2f}; bit balance "
+        f"{st['bit_balance']:.3f}, mean |bit correlation| "
+        f"{st['bit_correlation']:.3f}; {report.seconds:.1f} s on {report.device})"
+    )
+
+
+METHOD = TrainMethod(
+    name="deephash",
+    help="Train seed 001's deep hashing (tied autoencoder + classifier on frozen backbone or "
+    "--base-recipe features); weights for the deephash<q>-ivf recipes.",
+    config=DeepHashTrainConfig,
+    inputs="labelled-tiles",
+    run=on_tiles(train_deephash),
+    summary=summary,
+)

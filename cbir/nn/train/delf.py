@@ -13,37 +13,51 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
-import torch
-from pydantic import BaseModel
-from torch import nn
-from torch.nn import functional as F
+from pydantic import BaseModel, Field
 
-from cbir.nn.augment import augment
-from cbir.nn.cnn import to_tensor
-from cbir.nn.delf import DelfNet, attention_pool, dense_features
-from cbir.nn.train.loop import accuracy as held_out_accuracy
-from cbir.nn.train.loop import fit, one_cycle, shuffled
-from cbir.nn.train.setup import TrainingRun
-from cbir.nn.verdict import Verdict, judge
-from cbir.nn.weights import WeightsError, load_strict
+from cbir.nn.train.method import (
+    A_FILE,
+    BatchSize,
+    Holdout,
+    LearningRate,
+    Seed,
+    TrainMethod,
+    accuracy_text,
+    on_tiles,
+)
+from cbir.nn.verdict import Verdict
 from cbir.progress import Progress
-from cbir.slides.tileset import read_tiles
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 class DelfTrainConfig(BaseModel):
-    trunk: str = "resnet50"  # or "small-dense"
-    backbone_weights: str | None = None  # torchvision ResNet-50 state_dict (.pth), local
-    trunk_epochs: int = 20
-    attention_epochs: int = 20
-    batch_size: int = 16
-    lr: float = 1e-3
+    trunk: Annotated[str, Field(description="resnet50 (conv4_x, 1024-d) or small-dense")] = (
+        "resnet50"
+    )
+    backbone_weights: Annotated[
+        str | None,
+        Field(
+            description="torchvision ResNet-50 state_dict (.pth), read locally",
+            json_schema_extra=A_FILE,
+        ),
+    ] = None
+    trunk_epochs: Annotated[int, Field(ge=0, description="Phase 1 epochs (the trunk).")] = 20
+    attention_epochs: Annotated[
+        int, Field(ge=1, description="Phase 2 epochs (the attention head).")
+    ] = 20
+    batch_size: BatchSize = 16
+    lr: LearningRate = 1e-3
     weight_decay: float = 1e-4
     hidden: int = 512  # attention head width
     #: Phase 2 rescales each batch by a factor drawn log-uniformly from this range.
     rescale: tuple[float, float] = (0.7071, 1.4142)
-    holdout: float = 0.5
-    seed: int = 0
+    holdout: Holdout = 0.5
+    seed: Seed = 0
     tile_size: int = 224
 
 
@@ -65,6 +79,8 @@ class DelfTrainReport(BaseModel):
 
 def _freeze_batchnorm(module: nn.Module) -> None:
     """Keep pretrained batch-norm statistics (small batches of one tissue would skew them)."""
+    from torch import nn
+
     for m in module.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.eval()
@@ -83,6 +99,10 @@ def _run_epochs(
     label: str,
 ) -> list[float]:
     """AdamW + one-cycle over `epochs`; step(batch indices) -> loss. Mean loss per epoch."""
+    import torch
+
+    from cbir.nn.train.loop import fit, one_cycle, shuffled
+
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = one_cycle(opt, cfg.lr, epochs, len(train_idx), batch_size)
     batches = shuffled(train_idx, batch_size, gen)
@@ -100,6 +120,19 @@ def train_delf(
 ) -> DelfTrainReport:
     """Train both phases, report held-out classification accuracy of each, save weights
     (trunk + attention head + both classifiers) with the classes and the split."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    from cbir.nn.augment import augment
+    from cbir.nn.cnn import to_tensor
+    from cbir.nn.delf import DelfNet, attention_pool, dense_features
+    from cbir.nn.train.loop import accuracy as held_out_accuracy
+    from cbir.nn.train.setup import TrainingRun
+    from cbir.nn.verdict import judge
+    from cbir.nn.weights import WeightsError, load_strict
+    from cbir.slides.tileset import read_tiles
+
     cfg = config or DelfTrainConfig()
     run = TrainingRun.begin(tiles_root, labels_csv, cfg.holdout, cfg.seed, device, progress)
     dev, progress, classes = run.device, run.progress, run.classes
@@ -211,3 +244,23 @@ def train_delf(
         device=str(dev),
         seconds=run.seconds,
     )
+
+
+def summary(report: DelfTrainReport) -> str:
+    return (
+        f"wrote {report.weights} ({report.trunk}; held-out accuracy: trunk "
+        f"{accuracy_text(report.holdout_accuracy_trunk)}, attention "
+        f"{accuracy_text(report.holdout_accuracy_attention)}; {report.seconds:.1f} s)"
+    )
+
+
+METHOD = TrainMethod(
+    name="delf",
+    help="Train seed 003's DELF network in two phases: the trunk as a classifier, then the "
+    "attention head (trunk frozen, random rescales); weights for delf-hnsw and "
+    "--local-weights.",
+    config=DelfTrainConfig,
+    inputs="images",
+    run=on_tiles(train_delf),
+    summary=summary,
+)

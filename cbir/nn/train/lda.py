@@ -6,25 +6,25 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
-import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from cbir.nn.train.setup import TrainingRun
-from cbir.nn.verdict import Verdict, judge
-from cbir.pipeline import TilePipeline
-from cbir.recipes import load_recipe
-from cbir.slides.tileset import read_tiles
+from cbir.nn.train.method import Holdout, Seed, TrainMethod, accuracy_text
+from cbir.nn.verdict import Verdict
 
 
 class LdaTrainConfig(BaseModel):
-    #: Recipe whose descriptor the projection is fitted on (a frozen network descriptor).
-    base_recipe: str = "effnet-d4-flat"
+    base_recipe: Annotated[
+        str, Field(description="Recipe whose (frozen) descriptor the projection is fitted on.")
+    ] = "effnet-d4-flat"
     #: Ledoit-Wolf-style shrinkage of the within-class covariance (0: none, 1: diagonal).
-    shrinkage: float = 0.5
-    holdout: float = 0.5
-    seed: int = 0
+    shrinkage: Annotated[
+        float, Field(ge=0.0, le=1.0, description="Within-class covariance shrinkage.")
+    ] = 0.5
+    holdout: Holdout = 0.5
+    seed: Seed = 0
 
 
 class LdaTrainReport(BaseModel):
@@ -50,7 +50,14 @@ def train_lda(
 ) -> LdaTrainReport:
     """Describe the tiles with the base recipe's descriptor, standardise on the training
     split, fit LDA there; save the projection with the base descriptor's config."""
+    import torch
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    from cbir.nn.train.setup import TrainingRun
+    from cbir.nn.verdict import judge
+    from cbir.pipeline import TilePipeline
+    from cbir.recipes import load_recipe
+    from cbir.slides.tileset import read_tiles
 
     cfg = config or LdaTrainConfig()
     base = load_recipe(cfg.base_recipe)
@@ -96,3 +103,24 @@ def train_lda(
         verdict=verdict,
         seconds=run.seconds,
     )
+
+
+def summary(report: LdaTrainReport) -> str:
+    return (
+        f"wrote {report.weights} ({report.dim}-d projection of {report.base_recipe}; "
+        f"accuracy train {report.train_accuracy:.3f}, held-out "
+        f"{accuracy_text(report.holdout_accuracy)}; {report.seconds:.1f} s)"
+    )
+
+
+METHOD = TrainMethod(
+    name="lda",
+    help="Fit a Fisher discriminant (shrinkage LDA) on a frozen descriptor of labelled "
+    "tiles; weights for the effnet-lda-flat recipe.",
+    config=LdaTrainConfig,
+    inputs="labelled-tiles",
+    run=lambda given, out, cfg, device, progress: train_lda(  # no per-step progress
+        given.tiles, out, cfg, given.labels, device
+    ),
+    summary=summary,
+)

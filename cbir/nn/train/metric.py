@@ -5,42 +5,50 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
-import torch
-from pydantic import BaseModel
-from torch.nn import functional as F
+from pydantic import BaseModel, Field
 
-from cbir.descriptors.head_input import HeadInput
 from cbir.errors import CbirError
-from cbir.nn.metric import MetricHead, augment_image, semi_hard_triplet_loss
-from cbir.nn.train.finetune import fine_tune
-from cbir.nn.train.loop import fit, sampled, window_losses
-from cbir.nn.train.setup import TrainingRun
-from cbir.nn.verdict import Verdict, judge
-from cbir.nn.weights import prefixed_state
+from cbir.nn.train.method import (
+    Backbone,
+    BackboneWeights,
+    BaseRecipe,
+    FineTuneSteps,
+    Holdout,
+    Seed,
+    TrainMethod,
+    accuracy_text,
+    on_tiles,
+)
+from cbir.nn.verdict import Verdict
 from cbir.progress import Progress
-from cbir.slides.tileset import read_tiles
+
+if TYPE_CHECKING:
+    import torch
 
 
 class MetricTrainConfig(BaseModel):
-    loss: Literal["triplet", "crossentropy"] = "triplet"
-    backbone: str = "small"
-    backbone_weights: str | None = None
-    #: Train on this recipe's frozen descriptor (e.g. effnet-d4-flat) instead of a backbone.
-    base_recipe: str | None = None
-    dim: int = 512
-    margin: float = 0.2
+    loss: Annotated[
+        Literal["triplet", "crossentropy"],
+        Field(description="Loss: triplet is semi-hard, with online mining"),
+    ] = "triplet"
+    backbone: Backbone = "small"
+    backbone_weights: BackboneWeights = None
+    base_recipe: BaseRecipe = None
+    dim: Annotated[int, Field(ge=2, description="Embedding size (the seed's 512).")] = 512
+    margin: Annotated[float, Field(ge=0.0, description="Triplet margin.")] = 0.2
     augmentations: int = 8  # augmented copies per training tile (features precomputed)
-    steps: int = 400
+    steps: Annotated[int, Field(ge=1, description="Training steps.")] = 400
     classes_per_batch: int = 8  # P x K batches for online mining
     tiles_per_class: int = 8
     lr: float = 1e-3
-    holdout: float = 0.5
-    seed: int = 0
+    holdout: Holdout = 0.5
+    seed: Seed = 0
     tile_size: int = 224
-    fine_tune_steps: int = 0  # > 0: then train backbone + head jointly on images
+    #: > 0: then train backbone + head jointly on images.
+    fine_tune_steps: FineTuneSteps = 0
 
 
 class MetricTrainReport(BaseModel):
@@ -80,6 +88,18 @@ def train_metric(
     device: str | None = "auto",
     progress: Progress | None = None,
 ) -> MetricTrainReport:
+    import torch
+    from torch.nn import functional as F
+
+    from cbir.descriptors.head_input import HeadInput
+    from cbir.nn.metric import MetricHead, augment_image, semi_hard_triplet_loss
+    from cbir.nn.train.finetune import fine_tune
+    from cbir.nn.train.loop import fit, sampled, window_losses
+    from cbir.nn.train.setup import TrainingRun
+    from cbir.nn.verdict import judge
+    from cbir.nn.weights import prefixed_state
+    from cbir.slides.tileset import read_tiles
+
     cfg = config or MetricTrainConfig()
     if cfg.base_recipe is not None and cfg.fine_tune_steps:
         raise CbirError("--fine-tune-steps trains a backbone; a --base-recipe descriptor is frozen")
@@ -203,3 +223,23 @@ def train_metric(
         device=str(dev),
         seconds=run.seconds,
     )
+
+
+def summary(report: MetricTrainReport) -> str:
+    return (
+        f"wrote {report.weights} ({report.loss} loss {report.first_loss:.3f} -> "
+        f"{report.last_loss:.3f}; held-out 1-NN accuracy "
+        f"{accuracy_text(report.holdout_knn_accuracy)}; {report.seconds:.1f} s)"
+    )
+
+
+METHOD = TrainMethod(
+    name="metric",
+    help="Train seed 002's embedding (shift/zoom/rotation/flip augmentation, on a frozen "
+    "backbone or --base-recipe descriptor); weights for the metric-flat / metric-hnsw "
+    "recipes.",
+    config=MetricTrainConfig,
+    inputs="labelled-tiles",
+    run=on_tiles(train_metric),
+    summary=summary,
+)

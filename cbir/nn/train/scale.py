@@ -4,35 +4,46 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated, Any
 
 import numpy as np
-import torch
-from pydantic import BaseModel
-from torch import nn
+from pydantic import BaseModel, Field, field_validator
 
-from cbir.nn.augment import augment
-from cbir.nn.scale import ScaleComparator, pair_tensor
-from cbir.nn.train.loop import fit, predict, shuffled
-from cbir.nn.train.scale_pairs import make_pairs, sample_scale_tiles
-from cbir.nn.train.setup import Run
-from cbir.nn.verdict import Verdict, judge
+from cbir.nn.train.method import BatchSize, Epochs, LearningRate, Seed, TrainMethod
+from cbir.nn.verdict import Verdict
 from cbir.progress import Progress
 from cbir.recipes import DEFAULT_MAGNIFICATIONS
 
 
 class ScaleTrainConfig(BaseModel):
-    magnifications: tuple[float, ...] = DEFAULT_MAGNIFICATIONS
-    tiles_per_magnification: int = 64
-    train_pairs: int = 2000
+    magnifications: Annotated[
+        tuple[float, ...], Field(description="Comma-separated magnifications to tell apart.")
+    ] = DEFAULT_MAGNIFICATIONS
+    tiles_per_magnification: Annotated[
+        int, Field(ge=2, description="Tiles cut per slide and magnification.")
+    ] = 64
+    train_pairs: Annotated[int, Field(ge=10, description="Training pairs.")] = 2000
     held_pairs: int = 600
-    holdout: float = 0.3
-    epochs: int = 12
-    batch_size: int = 32
-    lr: float = 1e-3
+    holdout: Annotated[
+        float, Field(ge=0.05, le=0.9, description="Bottom fraction of each slide held out.")
+    ] = 0.3
+    epochs: Epochs = 12
+    batch_size: BatchSize = 32
+    lr: LearningRate = 1e-3
     width: int = 24
     input_size: int = 112
-    arch: str = "siamese"
-    seed: int = 0
+    arch: Annotated[
+        str, Field(description="siamese, or stacked (seed 000's 6-channel convolutions)")
+    ] = "siamese"
+    seed: Seed = 0
+
+    @field_validator("magnifications", mode="before")
+    @classmethod
+    def _listed(cls, value: Any) -> Any:
+        """ "5,10x,20" (as typed) -> (5.0, 10.0, 20.0)."""
+        if isinstance(value, str):
+            return tuple(float(m.strip().rstrip("x")) for m in value.split(",") if m.strip())
+        return value
 
 
 class ScaleTrainReport(BaseModel):
@@ -59,6 +70,16 @@ def train_scale(
 ) -> ScaleTrainReport:
     """Train on pairs from the top of each slide; report accuracy on pairs from the
     bottom `holdout` fraction (tiles never seen in training)."""
+    import torch
+    from torch import nn
+
+    from cbir.nn.augment import augment
+    from cbir.nn.scale import ScaleComparator, pair_tensor
+    from cbir.nn.train.loop import fit, predict, shuffled
+    from cbir.nn.train.scale_pairs import make_pairs, sample_scale_tiles
+    from cbir.nn.train.setup import Run
+    from cbir.nn.verdict import judge
+
     cfg = config or ScaleTrainConfig()
     run = Run.start(cfg.seed, device, progress)
     dev = run.device
@@ -117,3 +138,25 @@ def train_scale(
         device=str(dev),
         seconds=run.seconds,
     )
+
+
+def summary(report: ScaleTrainReport) -> str:
+    return (
+        f"wrote {report.weights}: {report.train_pairs} training pairs over "
+        f"{', '.join(f'{m:g}x' for m in report.magnifications)}; held-out pair "
+        f"accuracy {report.held_accuracy:.3f} ({report.held_pairs} pairs, "
+        f"{report.seconds:.1f} s on {report.device})"
+    )
+
+
+METHOD = TrainMethod(
+    name="scale",
+    help="Train seed 000's scale comparator on same/different-magnification tile pairs cut "
+    "from your slides; reports accuracy on pairs from held-out slide parts.",
+    config=ScaleTrainConfig,
+    inputs="slides",
+    run=lambda given, out, cfg, device, progress: train_scale(
+        given.slides or [], out, cfg, device, given.base_magnification, progress
+    ),
+    summary=summary,
+)

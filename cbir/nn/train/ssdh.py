@@ -4,41 +4,58 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
-import cv2
 import numpy as np
-import torch
-from pydantic import BaseModel
-from torch.nn import functional as F
+from pydantic import BaseModel, Field
 
-from cbir.encoders.bits import bit_statistics
 from cbir.errors import CbirError
-from cbir.nn.backbones import backbone_entry, loaded_backbone
-from cbir.nn.cnn import to_tensor
-from cbir.nn.ssdh import SSDHHead, ssdh_loss
-from cbir.nn.train.finetune import fine_tune
-from cbir.nn.train.loop import fit, whole
-from cbir.nn.train.setup import TrainingRun
-from cbir.nn.verdict import Verdict, judge
-from cbir.nn.weights import prefixed_state
+from cbir.nn.train.method import (
+    A_FOLDER,
+    Backbone,
+    BackboneWeights,
+    Epochs,
+    FineTuneSteps,
+    Holdout,
+    Seed,
+    TrainMethod,
+    on_tiles,
+)
+from cbir.nn.verdict import Verdict
 from cbir.progress import Progress
-from cbir.slides.tileset import read_tiles
+
+if TYPE_CHECKING:
+    import torch
 
 
 class SSDHTrainConfig(BaseModel):
-    backbone: str = "small"
-    backbone_weights: str | None = None
-    bits: int = 24
-    rol: bool = False
-    masks: str | None = None  # folder of label images, same relative names as the tiles
-    epochs: int = 300
+    backbone: Backbone = "small"
+    backbone_weights: BackboneWeights = None
+    bits: Annotated[int, Field(ge=8, le=256, description="Latent bits q.")] = 24
+    rol: Annotated[
+        bool,
+        Field(
+            description="Reliability Object Layer; needs --masks. Without masks there is "
+            "nothing to train the segmentation head on, so plain SSDH is trained."
+        ),
+    ] = False
+    masks: Annotated[
+        str | None,
+        Field(
+            description="Folder of label images (class id per pixel, 0 = background), same "
+            "relative names as the tiles.",
+            json_schema_extra=A_FOLDER,
+        ),
+    ] = None
+    epochs: Epochs = 300
     lr: float = 3e-3
     alpha: float = 1.0
     beta: float = 1.0
-    holdout: float = 0.5
-    seed: int = 0
+    holdout: Holdout = 0.5
+    seed: Seed = 0
     tile_size: int = 224
-    fine_tune_steps: int = 0  # > 0: then train backbone + head jointly on images
+    #: > 0: then train backbone + head jointly on images.
+    fine_tune_steps: FineTuneSteps = 0
     fine_tune_batch: int = 32
 
 
@@ -63,6 +80,9 @@ def load_masks(
     """Label images (class id per pixel, 0 = background) for each tile, found under
     `mask_root` by the tile's path relative to `tiles_root` (any image suffix), resized
     (nearest) to the feature map -> (n, h, w) int64."""
+    import cv2
+    import torch
+
     out = []
     for p in tile_paths:
         rel = Path(p).relative_to(tiles_root.resolve()).with_suffix("")
@@ -84,6 +104,20 @@ def train_ssdh(
     device: str | None = "auto",
     progress: Progress | None = None,
 ) -> SSDHTrainReport:
+    import torch
+    from torch.nn import functional as F
+
+    from cbir.encoders.bits import bit_statistics
+    from cbir.nn.backbones import backbone_entry, loaded_backbone
+    from cbir.nn.cnn import to_tensor
+    from cbir.nn.ssdh import SSDHHead, ssdh_loss
+    from cbir.nn.train.finetune import fine_tune
+    from cbir.nn.train.loop import fit, whole
+    from cbir.nn.train.setup import TrainingRun
+    from cbir.nn.verdict import judge
+    from cbir.nn.weights import prefixed_state
+    from cbir.slides.tileset import read_tiles
+
     cfg = config or SSDHTrainConfig()
     if cfg.rol and cfg.masks is None:
         raise CbirError("--rol needs --masks (label images); without masks train plain SSDH")
@@ -195,3 +229,23 @@ def train_ssdh(
         verdict=verdict,
         seconds=run.seconds,
     )
+
+
+def summary(report: SSDHTrainReport) -> str:
+    st = report.bit_statistics
+    return (
+        f"wrote {report.weights} ({report.bits} bits{' + ROL' if report.rol else ''}"
+        f"; loss {report.first_loss:.2f} -> {report.last_loss:.2f}; bit balance "
+        f"{st['bit_balance']:.3f}; {report.seconds:.1f} s)"
+    )
+
+
+METHOD = TrainMethod(
+    name="ssdh",
+    help="Train seed 004's SSDH (latent sigmoid layer before the classifier), optionally "
+    "with the ROL; weights for the ssdh<q>-ivf recipes.",
+    config=SSDHTrainConfig,
+    inputs="labelled-tiles",
+    run=on_tiles(train_ssdh),
+    summary=summary,
+)

@@ -4,29 +4,31 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
-import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from cbir.nn.augment import augment
-from cbir.nn.train.loop import fit, shuffled
-from cbir.nn.train.setup import TrainingRun
-from cbir.nn.vae import TileVAE, to_unit, vae_loss
-from cbir.nn.verdict import Verdict, judge
+from cbir.nn.train.method import BatchSize, Epochs, LearningRate, Seed, TrainMethod, on_tiles
+from cbir.nn.verdict import Verdict
 from cbir.progress import Progress
-from cbir.slides.tileset import read_tiles
+
+if TYPE_CHECKING:
+    import torch
 
 
 class VaeTrainConfig(BaseModel):
-    latent: int = 128
-    epochs: int = 40
-    batch_size: int = 32
-    lr: float = 1e-3
+    latent: Annotated[int, Field(ge=32, le=512, description="Latent size.")] = 128
+    epochs: Epochs = 40
+    batch_size: BatchSize = 32
+    lr: LearningRate = 1e-3
     width: int = 32
     depth: int = 5
     beta: float = 1.0
-    holdout: float = 0.5  # fraction held out (per class when the folder is labelled)
-    seed: int = 0
+    #: Fraction held out (per class when the folder is labelled).
+    holdout: Annotated[float, Field(ge=0.0, le=0.9, description="Fraction of tiles held out.")] = (
+        0.5
+    )
+    seed: Seed = 0
     tile_size: int = 224
 
 
@@ -54,9 +56,16 @@ def train_vae(
 ) -> VaeTrainReport:
     """Train on a split (labels, if any, only stratify it); save weights whose spec lists
     the training tiles."""
+    import torch
+
+    from cbir.nn.augment import augment
+    from cbir.nn.train.loop import fit, shuffled
+    from cbir.nn.train.setup import TrainingRun
+    from cbir.nn.vae import TileVAE, to_unit, vae_loss
+    from cbir.nn.verdict import judge
+    from cbir.slides.tileset import read_tiles
+
     cfg = config or VaeTrainConfig()
-    if not 32 <= cfg.latent <= 512:
-        raise ValueError(f"latent must be in 32..512 (DESIGN.md), got {cfg.latent}")
     run = TrainingRun.begin(
         tiles_root, labels_csv, cfg.holdout, cfg.seed, device, progress, labelled=False
     )
@@ -109,3 +118,23 @@ def train_vae(
         device=str(dev),
         seconds=run.seconds,
     )
+
+
+def summary(report: VaeTrainReport) -> str:
+    mse = report.holdout_reconstruction_mse
+    return (
+        f"wrote {report.weights} ({report.train_tiles} training tiles, loss "
+        f"{report.first_epoch_loss:.1f} -> {report.last_epoch_loss:.1f}, held-out "
+        f"reconstruction MSE {'n/a' if mse is None else f'{mse:.4f}'}, "
+        f"{report.seconds:.1f} s on {report.device})"
+    )
+
+
+METHOD = TrainMethod(
+    name="vae",
+    help="Train seed 000's tile VAE; its posterior mean mu is the `vae` descriptor.",
+    config=VaeTrainConfig,
+    inputs="tiles",
+    run=on_tiles(train_vae),
+    summary=summary,
+)

@@ -1,0 +1,122 @@
+"""A `cbir train` method, declared by its module as `METHOD`: its config model, what it
+trains on, how it runs and its one-line summary. Every field of the config model with a
+description is a command-line option (cli/train.py): the option's name, default, bounds
+and help are the field's, so the CLI and the Python API validate alike. The option types
+shared by several methods are spelled once here. Nothing here imports torch: a method
+module imports it inside its training function, so `cbir --help` stays light."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field
+
+from cbir.progress import Progress
+
+#: What a method trains on: labelled tiles, any tiles (labels only stratify the split),
+#: labelled tiles or images, or slides.
+Inputs = Literal["labelled-tiles", "tiles", "images", "slides"]
+
+#: Modules of this package that are not methods.
+HELPERS = frozenset({"finetune", "loop", "method", "scale_pairs", "setup"})
+
+BACKBONE_HELP = (
+    "a registered backbone (cbir backbones): small, vgg16, vgg19, resnet50, "
+    "efficientnet_lite0 (ImageNet, packaged), ViTs (uni, ...), or timm:<model>"
+)
+#: json_schema_extra of a field given as a local file on the command line (checked to
+#: exist before any network code is imported).
+A_FILE = {"path": "file"}
+A_FOLDER = {"path": "folder"}
+
+Holdout = Annotated[
+    float, Field(ge=0.0, le=0.9, description="Fraction of each class held out of training.")
+]
+Seed = Annotated[int, Field(description="Random seed of the split, the init and the batches.")]
+Epochs = Annotated[int, Field(ge=1, description="Passes over the training data.")]
+BatchSize = Annotated[int, Field(ge=1, description="Tiles a step.")]
+LearningRate = Annotated[float, Field(ge=0.0, description="Learning rate.")]
+Backbone = Annotated[str, Field(description=BACKBONE_HELP)]
+BackboneWeights = Annotated[
+    str | None,
+    Field(
+        description="checkpoint of the backbone in its layout (cbir backbones), read "
+        "locally; without it: the packaged weights (efficientnet_lite0) or a seeded random "
+        "init",
+        json_schema_extra=A_FILE,
+    ),
+]
+BaseRecipe = Annotated[
+    str | None,
+    Field(
+        description="Train the head on this recipe's frozen descriptor (e.g. effnet-d4-flat: "
+        "multi-block ImageNet features) instead of --backbone; no fine-tuning then."
+    ),
+]
+FineTuneSteps = Annotated[
+    int,
+    Field(
+        ge=0,
+        description="After training on frozen features, train the backbone too for this "
+        "many batches (0: backbone frozen)",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class TrainInputs:
+    """What a `cbir train` command was given to train on."""
+
+    tiles: Path | None = None
+    labels: Path | None = None
+    slides: list[Path] | None = None
+    base_magnification: float | None = None
+
+
+#: (inputs, weights file to write, config, device, progress) -> the method's report.
+Runner = Callable[[TrainInputs, Path, Any, str, Progress], Any]
+
+
+@dataclass(frozen=True)
+class TrainMethod:
+    """One `cbir train <name>`: `help` is its command's help (first line: the summary)."""
+
+    name: str
+    help: str
+    config: type[BaseModel]
+    inputs: Inputs
+    run: Runner
+    summary: Callable[[Any], str]
+
+
+def on_tiles(train: Callable[..., Any]) -> Runner:
+    """The runner of a method trained as `train(tiles, out, config, labels, device,
+    progress)`."""
+    return lambda given, out, cfg, device, progress: train(
+        given.tiles, out, cfg, given.labels, device, progress
+    )
+
+
+def accuracy_text(value: float | None) -> str:
+    """An accuracy for a summary line: three decimals, or n/a."""
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def method_names() -> list[str]:
+    """Every method's name: the modules of this package but the helpers (none imported)."""
+    package = importlib.import_module("cbir.nn.train")
+    names = (i.name for i in pkgutil.iter_modules(package.__path__))
+    return sorted(n for n in names if n not in HELPERS)
+
+
+def load_method(name: str) -> TrainMethod:
+    """The `METHOD` its module declares (imports the module, which imports no torch)."""
+    method = importlib.import_module(f"cbir.nn.train.{name}").METHOD
+    if method.name != name:
+        raise ValueError(f"cbir.nn.train.{name} declares method {method.name!r}")
+    return method
