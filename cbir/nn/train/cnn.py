@@ -6,27 +6,26 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from cbir.nn.train.method import (
     BackboneWeights,
     BatchSize,
     Epochs,
-    Holdout,
     LearningRate,
-    Seed,
+    TilesConfig,
+    TilesReport,
     TrainMethod,
     accuracy_text,
     on_tiles,
 )
-from cbir.nn.verdict import Verdict
 from cbir.progress import Progress
 
 if TYPE_CHECKING:
     import torch
 
 
-class CnnTrainConfig(BaseModel):
+class CnnTrainConfig(TilesConfig):
     epochs: Epochs = 60
     batch_size: BatchSize = 32
     lr: LearningRate = 3e-3
@@ -41,24 +40,14 @@ class CnnTrainConfig(BaseModel):
         ),
     ] = "alexnet-like"
     backbone_weights: BackboneWeights = None
-    holdout: Holdout = 0.5
-    seed: Seed = 0
-    tile_size: int = 224
 
 
-class CnnTrainReport(BaseModel):
-    weights: str
-    sha256: str
+class CnnTrainReport(TilesReport):
     classes: list[str]
-    train_tiles: int
-    holdout_tiles: int
     epochs: int
     first_epoch_loss: float
     last_epoch_loss: float
     holdout_accuracy: float | None
-    verdict: Verdict
-    device: str
-    seconds: float
 
 
 def train_cnn(
@@ -131,20 +120,18 @@ def train_cnn(
         holdout_accuracy=accuracy,
     )
     verdict = judge(epoch_losses[0], epoch_losses[-1], accuracy, run.chance)
-    sha = run.save(out, "cnn", spec, model.trunk.state_dict(), verdict)
-    return CnnTrainReport(
-        weights=str(out),
-        sha256=sha,
+    return run.finish(
+        CnnTrainReport,
+        out,
+        "cnn",
+        spec,
+        model.trunk.state_dict(),
+        verdict,
         classes=classes,
-        train_tiles=len(train_idx),
-        holdout_tiles=len(held_idx),
         epochs=cfg.epochs,
         first_epoch_loss=epoch_losses[0],
         last_epoch_loss=epoch_losses[-1],
         holdout_accuracy=accuracy,
-        verdict=verdict,
-        device=str(dev),
-        seconds=run.seconds,
     )
 
 

@@ -6,30 +6,24 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from cbir.errors import CbirError
 from cbir.nn.train.method import (
-    Backbone,
-    BackboneWeights,
     BaseRecipe,
     Epochs,
-    FineTuneSteps,
-    Holdout,
-    Seed,
+    HeadConfig,
+    TilesReport,
     TrainMethod,
     on_tiles,
 )
-from cbir.nn.verdict import Verdict
 from cbir.progress import Progress
 
 if TYPE_CHECKING:
     import torch
 
 
-class DeepHashTrainConfig(BaseModel):
-    backbone: Backbone = "small"
-    backbone_weights: BackboneWeights = None  # a torchvision .pth for vgg16 / vgg19 / resnet50
+class DeepHashTrainConfig(HeadConfig):
     base_recipe: BaseRecipe = None
     bits: Annotated[int, Field(ge=8, le=256, description="Hash bits q.")] = 48
     #: The reconstruction term: "sum" over the d input dims (the seed's ||x - x^||^2),
@@ -44,28 +38,16 @@ class DeepHashTrainConfig(BaseModel):
     epochs: Epochs = 300
     lr: float = 1e-2
     weight_decay: float = 1e-4  # lambda on ||Theta||^2
-    holdout: Holdout = 0.5
-    seed: Seed = 0
-    tile_size: int = 224
-    #: > 0: then train backbone + autoencoder jointly on images.
-    fine_tune_steps: FineTuneSteps = 0
     fine_tune_batch: int = 32
 
 
-class DeepHashTrainReport(BaseModel):
-    weights: str
-    sha256: str
+class DeepHashTrainReport(TilesReport):
     backbone: str
     bits: int
-    train_tiles: int
-    holdout_tiles: int
     first_loss: float
     last_loss: float
     holdout_accuracy: float | None
     bit_statistics: dict[str, float]  # on the held-out tiles (all tiles if none held out)
-    verdict: Verdict
-    device: str
-    seconds: float
 
 
 def train_deephash(
@@ -168,21 +150,19 @@ def train_deephash(
         bit_statistics=stats,
     )
     verdict = judge(losses[0], losses[-1], acc, run.chance, stats, cfg.bits, len(eval_idx))
-    sha = run.save(out, "deephash", spec, state, verdict)
-    return DeepHashTrainReport(
-        weights=str(out),
-        sha256=sha,
+    return run.finish(
+        DeepHashTrainReport,
+        out,
+        "deephash",
+        spec,
+        state,
+        verdict,
         backbone=cfg.base_recipe or cfg.backbone,
         bits=cfg.bits,
-        train_tiles=len(train_idx),
-        holdout_tiles=len(held_idx),
         first_loss=losses[0],
         last_loss=losses[-1],
         holdout_accuracy=acc,
         bit_statistics=stats,
-        verdict=verdict,
-        device=str(dev),
-        seconds=run.seconds,
     )
 
 

@@ -15,19 +15,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from cbir.nn.train.method import (
     A_FILE,
     BatchSize,
-    Holdout,
     LearningRate,
-    Seed,
+    TilesConfig,
+    TilesReport,
     TrainMethod,
     accuracy_text,
     on_tiles,
 )
-from cbir.nn.verdict import Verdict
 from cbir.progress import Progress
 
 if TYPE_CHECKING:
@@ -35,7 +34,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 
-class DelfTrainConfig(BaseModel):
+class DelfTrainConfig(TilesConfig):
     trunk: Annotated[str, Field(description="resnet50 (conv4_x, 1024-d) or small-dense")] = (
         "resnet50"
     )
@@ -56,25 +55,15 @@ class DelfTrainConfig(BaseModel):
     hidden: int = 512  # attention head width
     #: Phase 2 rescales each batch by a factor drawn log-uniformly from this range.
     rescale: tuple[float, float] = (0.7071, 1.4142)
-    holdout: Holdout = 0.5
-    seed: Seed = 0
-    tile_size: int = 224
 
 
-class DelfTrainReport(BaseModel):
-    weights: str
-    sha256: str
+class DelfTrainReport(TilesReport):
     trunk: str
     classes: list[str]
-    train_tiles: int
-    holdout_tiles: int
     trunk_losses: tuple[float, float]  # first and last epoch
     attention_losses: tuple[float, float]
     holdout_accuracy_trunk: float | None  # phase 1 classifier (global average pooling)
     holdout_accuracy_attention: float | None  # phase 2 classifier (attention pooling)
-    verdict: Verdict
-    device: str
-    seconds: float
 
 
 def _freeze_batchnorm(module: nn.Module) -> None:
@@ -228,21 +217,19 @@ def train_delf(
     }
     # the attention phase: what local features are ranked by
     verdict = judge(attention_losses[0], attention_losses[-1], acc_attention, run.chance)
-    sha = run.save(out, "delf", spec, state, verdict)
-    return DelfTrainReport(
-        weights=str(out),
-        sha256=sha,
+    return run.finish(
+        DelfTrainReport,
+        out,
+        "delf",
+        spec,
+        state,
+        verdict,
         trunk=cfg.trunk,
         classes=classes,
-        train_tiles=len(train_idx),
-        holdout_tiles=len(held_idx),
         trunk_losses=(trunk_losses[0], trunk_losses[-1]),
         attention_losses=(attention_losses[0], attention_losses[-1]),
         holdout_accuracy_trunk=acc_trunk,
         holdout_accuracy_attention=acc_attention,
-        verdict=verdict,
-        device=str(dev),
-        seconds=run.seconds,
     )
 
 

@@ -9,13 +9,17 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from cbir.nn.train.method import Holdout, Seed, TrainMethod, accuracy_text
-from cbir.nn.verdict import Verdict
+from cbir.nn.train.method import (
+    TilesReport,
+    TrainConfig,
+    TrainMethod,
+    accuracy_text,
+)
 
 
-class LdaTrainConfig(BaseModel):
+class LdaTrainConfig(TrainConfig):
     base_recipe: Annotated[
         str, Field(description="Recipe whose (frozen) descriptor the projection is fitted on.")
     ] = "effnet-d4-flat"
@@ -23,22 +27,14 @@ class LdaTrainConfig(BaseModel):
     shrinkage: Annotated[
         float, Field(ge=0.0, le=1.0, description="Within-class covariance shrinkage.")
     ] = 0.5
-    holdout: Holdout = 0.5
-    seed: Seed = 0
 
 
-class LdaTrainReport(BaseModel):
-    weights: str
-    sha256: str
+class LdaTrainReport(TilesReport):
     base_recipe: str
     classes: list[str]
-    train_tiles: int
-    holdout_tiles: int
     dim: int
     train_accuracy: float
     holdout_accuracy: float | None
-    verdict: Verdict
-    seconds: float
 
 
 def train_lda(
@@ -89,19 +85,18 @@ def train_lda(
         "scale": torch.from_numpy(scale.astype(np.float32)),
         "projection": torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)),
     }
-    sha = run.save(out, "lda", spec, state, verdict)
-    return LdaTrainReport(
-        weights=str(out),
-        sha256=sha,
+    return run.finish(
+        LdaTrainReport,
+        out,
+        "lda",
+        spec,
+        state,
+        verdict,
         base_recipe=base.name,
         classes=classes,
-        train_tiles=len(train_idx),
-        holdout_tiles=len(held_idx),
         dim=dim,
         train_accuracy=train_acc,
         holdout_accuracy=held_acc,
-        verdict=verdict,
-        seconds=run.seconds,
     )
 
 

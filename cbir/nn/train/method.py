@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
+from cbir.nn.verdict import Verdict
 from cbir.progress import Progress
 
 #: What a method trains on: labelled tiles, any tiles (labels only stratify the split),
@@ -66,6 +67,46 @@ FineTuneSteps = Annotated[
         "many batches (0: backbone frozen)",
     ),
 ]
+
+
+class TrainConfig(BaseModel):
+    """What every method's config has."""
+
+    holdout: Holdout = 0.5
+    seed: Seed = 0
+
+
+class TilesConfig(TrainConfig):
+    """A method trained on tiles of `tile_size` px."""
+
+    tile_size: int = 224
+
+
+class HeadConfig(TilesConfig):
+    """A head trained on a frozen backbone's features (then, optionally, with it)."""
+
+    backbone: Backbone = "small"
+    backbone_weights: BackboneWeights = None
+    #: > 0: then train backbone + head jointly on images.
+    fine_tune_steps: FineTuneSteps = 0
+
+
+class TrainReport(BaseModel):
+    """What every method reports: the weights file written and its sha256, the verdict,
+    where it ran and how long it took (s)."""
+
+    weights: str
+    sha256: str
+    verdict: Verdict
+    device: str
+    seconds: float
+
+
+class TilesReport(TrainReport):
+    """A method trained on tiles: how many it trained on and held out."""
+
+    train_tiles: int
+    holdout_tiles: int
 
 
 @dataclass(frozen=True)

@@ -8,34 +8,28 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from cbir.errors import CbirError
 from cbir.nn.train.method import (
-    Backbone,
-    BackboneWeights,
     BaseRecipe,
-    FineTuneSteps,
-    Holdout,
-    Seed,
+    HeadConfig,
+    TilesReport,
     TrainMethod,
     accuracy_text,
     on_tiles,
 )
-from cbir.nn.verdict import Verdict
 from cbir.progress import Progress
 
 if TYPE_CHECKING:
     import torch
 
 
-class MetricTrainConfig(BaseModel):
+class MetricTrainConfig(HeadConfig):
     loss: Annotated[
         Literal["triplet", "crossentropy"],
         Field(description="Loss: triplet is semi-hard, with online mining"),
     ] = "triplet"
-    backbone: Backbone = "small"
-    backbone_weights: BackboneWeights = None
     base_recipe: BaseRecipe = None
     dim: Annotated[int, Field(ge=2, description="Embedding size (the seed's 512).")] = 512
     margin: Annotated[float, Field(ge=0.0, description="Triplet margin.")] = 0.2
@@ -44,27 +38,15 @@ class MetricTrainConfig(BaseModel):
     classes_per_batch: int = 8  # P x K batches for online mining
     tiles_per_class: int = 8
     lr: float = 1e-3
-    holdout: Holdout = 0.5
-    seed: Seed = 0
-    tile_size: int = 224
-    #: > 0: then train backbone + head jointly on images.
-    fine_tune_steps: FineTuneSteps = 0
 
 
-class MetricTrainReport(BaseModel):
-    weights: str
-    sha256: str
+class MetricTrainReport(TilesReport):
     loss: str
     backbone: str
-    train_tiles: int
-    holdout_tiles: int
     first_loss: float
     last_loss: float
     mean_triplets_per_batch: float | None
     holdout_knn_accuracy: float | None  # 1-NN among held-out tiles, leave-one-out
-    verdict: Verdict
-    device: str
-    seconds: float
 
 
 def knn_accuracy(emb: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
@@ -207,21 +189,19 @@ def train_metric(
     )
     first, last = window_losses(losses)
     verdict = judge(first, last, accuracy, run.chance)
-    sha = run.save(out, "metric", spec, state, verdict)
-    return MetricTrainReport(
-        weights=str(out),
-        sha256=sha,
+    return run.finish(
+        MetricTrainReport,
+        out,
+        "metric",
+        spec,
+        state,
+        verdict,
         loss=cfg.loss,
         backbone=cfg.base_recipe or cfg.backbone,
-        train_tiles=len(train_idx),
-        holdout_tiles=len(held_idx),
         first_loss=first,
         last_loss=last,
         mean_triplets_per_batch=float(np.mean(counts)) if counts else None,
         holdout_knn_accuracy=accuracy,
-        verdict=verdict,
-        device=str(dev),
-        seconds=run.seconds,
     )
 
 

@@ -7,15 +7,21 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 
-from cbir.nn.train.method import BatchSize, Epochs, LearningRate, Seed, TrainMethod
-from cbir.nn.verdict import Verdict
+from cbir.nn.train.method import (
+    BatchSize,
+    Epochs,
+    LearningRate,
+    TrainConfig,
+    TrainMethod,
+    TrainReport,
+)
 from cbir.progress import Progress
 from cbir.recipes import DEFAULT_MAGNIFICATIONS
 
 
-class ScaleTrainConfig(BaseModel):
+class ScaleTrainConfig(TrainConfig):
     magnifications: Annotated[
         tuple[float, ...], Field(description="Comma-separated magnifications to tell apart.")
     ] = DEFAULT_MAGNIFICATIONS
@@ -35,7 +41,6 @@ class ScaleTrainConfig(BaseModel):
     arch: Annotated[
         str, Field(description="siamese, or stacked (seed 000's 6-channel convolutions)")
     ] = "siamese"
-    seed: Seed = 0
 
     @field_validator("magnifications", mode="before")
     @classmethod
@@ -46,18 +51,13 @@ class ScaleTrainConfig(BaseModel):
         return value
 
 
-class ScaleTrainReport(BaseModel):
-    weights: str
-    sha256: str
+class ScaleTrainReport(TrainReport):
     magnifications: list[float]
     train_pairs: int
     held_pairs: int
     first_epoch_loss: float
     last_epoch_loss: float
     held_accuracy: float
-    verdict: Verdict
-    device: str
-    seconds: float
 
 
 def train_scale(
@@ -124,19 +124,19 @@ def train_scale(
         "slides": [str(p) for p in slides],
     }
     verdict = judge(losses[0], losses[-1], accuracy, 0.5)  # pairs are balanced
-    sha = run.save(out, "scale", spec, model.state_dict(), verdict)
-    return ScaleTrainReport(
-        weights=str(out),
-        sha256=sha,
+    return run.finish(
+        ScaleTrainReport,
+        out,
+        "scale",
+        spec,
+        model.state_dict(),
+        verdict,
         magnifications=mags,
         train_pairs=len(x),
         held_pairs=len(hx),
         first_epoch_loss=losses[0],
         last_epoch_loss=losses[-1],
         held_accuracy=accuracy,
-        verdict=verdict,
-        device=str(dev),
-        seconds=run.seconds,
     )
 
 

@@ -9,17 +9,20 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from pydantic import BaseModel
 
 from cbir.nn.device import resolve_device
+from cbir.nn.train.method import TilesReport, TrainReport
 from cbir.nn.verdict import Verdict
 from cbir.nn.weights import save_weights
 from cbir.progress import NoProgress, Progress
 from cbir.slides.tileset import LabelledTiles, load_labelled_tiles, load_tiles
+
+R = TypeVar("R", bound=TrainReport)
 
 
 def stratified_split(labels: list[str], holdout: float, seed: int) -> tuple[list[int], list[int]]:
@@ -61,6 +64,32 @@ class Run:
     ) -> str:
         """Write the weights atomically with the verdict in their spec; their sha256."""
         return save_weights(out, model, {**spec, "verdict": verdict.model_dump()}, state)
+
+    def finish(
+        self,
+        report: type[R],
+        out: str | os.PathLike[str],
+        model: str,
+        spec: dict[str, Any],
+        state: dict[str, torch.Tensor],
+        verdict: Verdict,
+        **fields: Any,
+    ) -> R:
+        """Save the weights (`save`), then the method's report of them: `fields` plus what
+        every report has."""
+        sha = self.save(out, model, spec, state, verdict)
+        return report(
+            weights=str(out),
+            sha256=sha,
+            verdict=verdict,
+            device=str(self.device),
+            seconds=self.seconds,
+            **self.counts(report),
+            **fields,
+        )
+
+    def counts(self, report: type[TrainReport]) -> dict[str, int]:
+        return {}
 
     @property
     def seconds(self) -> float:
@@ -106,6 +135,12 @@ class TrainingRun(Run):
             train_idx=train_idx,
             held_idx=held_idx,
         )
+
+    def counts(self, report: type[TrainReport]) -> dict[str, int]:
+        """The split's sizes, for a report on tiles."""
+        if not issubclass(report, TilesReport):
+            return {}
+        return {"train_tiles": len(self.train_idx), "holdout_tiles": len(self.held_idx)}
 
     @property
     def chance(self) -> float:

@@ -7,30 +7,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from cbir.errors import CbirError
 from cbir.nn.train.method import (
     A_FOLDER,
-    Backbone,
-    BackboneWeights,
     Epochs,
-    FineTuneSteps,
-    Holdout,
-    Seed,
+    HeadConfig,
+    TilesReport,
     TrainMethod,
     on_tiles,
 )
-from cbir.nn.verdict import Verdict
 from cbir.progress import Progress
 
 if TYPE_CHECKING:
     import torch
 
 
-class SSDHTrainConfig(BaseModel):
-    backbone: Backbone = "small"
-    backbone_weights: BackboneWeights = None
+class SSDHTrainConfig(HeadConfig):
     bits: Annotated[int, Field(ge=8, le=256, description="Latent bits q.")] = 24
     rol: Annotated[
         bool,
@@ -51,27 +45,16 @@ class SSDHTrainConfig(BaseModel):
     lr: float = 3e-3
     alpha: float = 1.0
     beta: float = 1.0
-    holdout: Holdout = 0.5
-    seed: Seed = 0
-    tile_size: int = 224
-    #: > 0: then train backbone + head jointly on images.
-    fine_tune_steps: FineTuneSteps = 0
     fine_tune_batch: int = 32
 
 
-class SSDHTrainReport(BaseModel):
-    weights: str
-    sha256: str
+class SSDHTrainReport(TilesReport):
     bits: int
     rol: bool
-    train_tiles: int
-    holdout_tiles: int
     first_loss: float
     last_loss: float
     holdout_accuracy: float | None
     bit_statistics: dict[str, float]
-    verdict: Verdict
-    seconds: float
 
 
 def load_masks(
@@ -214,20 +197,19 @@ def train_ssdh(
         tile_size=cfg.tile_size,
     )
     verdict = judge(losses[0], losses[-1], acc, run.chance, stats, cfg.bits, len(eval_idx))
-    sha = run.save(out, "ssdh", spec, state, verdict)
-    return SSDHTrainReport(
-        weights=str(out),
-        sha256=sha,
+    return run.finish(
+        SSDHTrainReport,
+        out,
+        "ssdh",
+        spec,
+        state,
+        verdict,
         bits=cfg.bits,
         rol=cfg.rol,
-        train_tiles=len(train_idx),
-        holdout_tiles=len(held_idx),
         first_loss=losses[0],
         last_loss=losses[-1],
         holdout_accuracy=acc,
         bit_statistics=stats,
-        verdict=verdict,
-        seconds=run.seconds,
     )
 
 

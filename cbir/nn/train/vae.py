@@ -6,17 +6,24 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from cbir.nn.train.method import BatchSize, Epochs, LearningRate, Seed, TrainMethod, on_tiles
-from cbir.nn.verdict import Verdict
+from cbir.nn.train.method import (
+    BatchSize,
+    Epochs,
+    LearningRate,
+    TilesConfig,
+    TilesReport,
+    TrainMethod,
+    on_tiles,
+)
 from cbir.progress import Progress
 
 if TYPE_CHECKING:
     import torch
 
 
-class VaeTrainConfig(BaseModel):
+class VaeTrainConfig(TilesConfig):
     latent: Annotated[int, Field(ge=32, le=512, description="Latent size.")] = 128
     epochs: Epochs = 40
     batch_size: BatchSize = 32
@@ -28,22 +35,13 @@ class VaeTrainConfig(BaseModel):
     holdout: Annotated[float, Field(ge=0.0, le=0.9, description="Fraction of tiles held out.")] = (
         0.5
     )
-    seed: Seed = 0
-    tile_size: int = 224
 
 
-class VaeTrainReport(BaseModel):
-    weights: str
-    sha256: str
-    train_tiles: int
-    holdout_tiles: int
+class VaeTrainReport(TilesReport):
     epochs: int
     first_epoch_loss: float
     last_epoch_loss: float
     holdout_reconstruction_mse: float | None  # per pixel and channel, [0, 1] units
-    verdict: Verdict
-    device: str
-    seconds: float
 
 
 def train_vae(
@@ -104,19 +102,17 @@ def train_vae(
         cfg, tile_size=cfg.tile_size, latent=cfg.latent, width=cfg.width, depth=cfg.depth
     )
     verdict = judge(losses[0], losses[-1])  # no labels: the loss alone
-    sha = run.save(out, "vae", spec, model.state_dict(), verdict)
-    return VaeTrainReport(
-        weights=str(out),
-        sha256=sha,
-        train_tiles=len(train_idx),
-        holdout_tiles=len(held_idx),
+    return run.finish(
+        VaeTrainReport,
+        out,
+        "vae",
+        spec,
+        model.state_dict(),
+        verdict,
         epochs=cfg.epochs,
         first_epoch_loss=losses[0],
         last_epoch_loss=losses[-1],
         holdout_reconstruction_mse=mse,
-        verdict=verdict,
-        device=str(dev),
-        seconds=run.seconds,
     )
 
 
