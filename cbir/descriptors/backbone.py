@@ -50,6 +50,7 @@ def dihedral(x: torch.Tensor) -> list[torch.Tensor]:
     return rots + [r.flip(3) for r in rots]
 
 
+@register_descriptor("backbone", learned=True)
 class BackboneDescriptor:
     """Tiles -> pooled feature maps of a frozen backbone, (n, dim) float32.
 
@@ -151,8 +152,3 @@ class BackboneDescriptor:
         return run_batched(
             tiles, self.batch_size, self.spec.dim, self._features, self.device, self.graphs
         )
-
-
-@register_descriptor("backbone", learned=True)
-def _create_backbone(**params: object) -> BackboneDescriptor:
-    return BackboneDescriptor(**params)  # type: ignore[arg-type]

@@ -14,6 +14,7 @@ from cbir.nn.device import for_inference, resolve_device
 from cbir.specs import DescriptorSpec
 
 
+@register_descriptor("delf", learned=True)
 class DelfGlobalDescriptor:
     """`weights` from `cbir train delf`; without, seeded random weights of `trunk`."""
 
@@ -58,8 +59,3 @@ class DelfGlobalDescriptor:
             lambda b: self.net.global_descriptor(to_tensor(b, norm, self.device)),
             self.device,
         )
-
-
-@register_descriptor("delf", learned=True)
-def _create_delf(**params: object) -> DelfGlobalDescriptor:
-    return DelfGlobalDescriptor(**params)  # type: ignore[arg-type]

@@ -14,6 +14,7 @@ from cbir.nn.weights import WeightsError, load_weights
 from cbir.specs import DescriptorSpec
 
 
+@register_descriptor("lda", learned=True)
 class LdaDescriptor:
     """Needs `weights` from `cbir train lda`; the base descriptor is rebuilt from the
     config stored in them."""
@@ -52,8 +53,3 @@ class LdaDescriptor:
         """(n, t, t, 3) uint8 -> (n, classes - 1) float32."""
         x = self.base.describe(tiles)
         return np.ascontiguousarray(((x - self.mean) / self.scale) @ self.projection, np.float32)
-
-
-@register_descriptor("lda", learned=True)
-def _create_lda(**params: object) -> LdaDescriptor:
-    return LdaDescriptor(**params)  # type: ignore[arg-type]

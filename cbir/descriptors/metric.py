@@ -6,17 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from cbir.descriptors.base import register_descriptor
 from cbir.descriptors.head_input import HeadInput
-from cbir.descriptors.network import load_parts, run_batched
+from cbir.descriptors.network import NetworkDescriptor, load_parts, trained_weights
 from cbir.files import sha256_file
 from cbir.nn.metric import MetricHead
-from cbir.nn.weights import WeightsError, load_weights
 from cbir.specs import DescriptorSpec
 
 
-class MetricDescriptor:
+@register_descriptor("metric", learned=True)
+class MetricDescriptor(NetworkDescriptor):
     """Needs `weights` from `cbir train metric`."""
 
     def __init__(
@@ -26,13 +27,13 @@ class MetricDescriptor:
         batch_size: int = 32,
         device: str | None = "auto",
     ) -> None:
-        if weights is None:
-            raise WeightsError("the metric descriptor needs --weights (cbir train metric)")
-        spec, state = load_weights(weights, "metric")
+        spec, state = trained_weights(weights, "metric")
+        assert weights is not None
         self.input = HeadInput.from_weights(weights, spec, state, tile_size, device, batch_size)
         self.head = MetricHead(int(spec["in_dim"]), int(spec["dim"]))
         load_parts(weights, state, {"head": self.head})
         self.head.to(self.input.device).eval()
+        self.device = self.input.device
         self.batch_size = batch_size
         self.spec = DescriptorSpec(
             name="metric",
@@ -45,17 +46,6 @@ class MetricDescriptor:
             },
         )
 
-    def describe(self, tiles: np.ndarray) -> np.ndarray:
-        """(n, t, t, 3) uint8 -> (n, dim) float32 unit vectors."""
-        return run_batched(
-            tiles,
-            self.batch_size,
-            self.spec.dim,
-            lambda b: self.head(self.input.features(b)),
-            self.input.device,
-        )
-
-
-@register_descriptor("metric", learned=True)
-def _create_metric(**params: object) -> MetricDescriptor:
-    return MetricDescriptor(**params)  # type: ignore[arg-type]
+    def forward(self, tiles: np.ndarray) -> torch.Tensor:
+        """Unit-length embeddings (b, dim)."""
+        return self.head(self.input.features(tiles))

@@ -1,27 +1,82 @@
-"""Shared plumbing of the network descriptors: loading parts of a weights file into
-modules, and batched inference over tiles."""
+"""Shared plumbing of the network descriptors: their base class (batched inference over
+tiles), the weights a descriptor needs or a seeded random init, and loading parts of a
+weights file into modules."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from cbir.files import sha256_file
 from cbir.nn.cuda_graphs import MIN_GRAPH_BATCH, GraphedForward, graphs_enabled
 from cbir.nn.device import inference
-from cbir.nn.weights import WeightsError
+from cbir.nn.weights import WeightsError, load_weights
+from cbir.specs import DescriptorSpec
+
+#: Seed of a network descriptor's weights when no weights file is given (a fixed
+#: random-feature extractor).
+RANDOM_INIT_SEED = 0
+
+
+class NetworkDescriptor:
+    """A descriptor that runs a network: `describe` runs `forward` over batches of
+    `batch_size` tiles on `device` (run_batched), replayed from CUDA `graphs` when set."""
+
+    spec: DescriptorSpec
+    device: torch.device
+    batch_size: int
+    graphs: GraphedForward | None = None
+
+    def forward(self, tiles: np.ndarray) -> torch.Tensor:
+        """(b, t, t, 3) uint8 tiles -> (b, spec.dim) on the device."""
+        raise NotImplementedError
+
+    def describe(self, tiles: np.ndarray) -> np.ndarray:
+        """(n, t, t, 3) uint8 RGB tiles -> (n, spec.dim) float32."""
+        return run_batched(
+            tiles, self.batch_size, self.spec.dim, self.forward, self.device, self.graphs
+        )
+
+
+def trained_weights(weights: str | None, model: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(spec, state) of the weights file a descriptor cannot do without (`cbir train
+    <model>` makes it)."""
+    if weights is None:
+        raise WeightsError(f"the {model} descriptor needs --weights (cbir train {model})")
+    return load_weights(weights, model)
+
+
+def weights_or_seed(
+    weights: str | None, model: str
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None, str]:
+    """(spec, state, id) of a weights file (id: its sha256), or, without one, torch seeded
+    from RANDOM_INIT_SEED and (None, None, the seed's id)."""
+    if weights is None:
+        torch.manual_seed(RANDOM_INIT_SEED)
+        return None, None, f"random-init-seed-{RANDOM_INIT_SEED}"
+    spec, state = load_weights(weights, model)
+    return spec, state, sha256_file(Path(weights))
 
 
 def load_parts(weights: str, state: dict[str, torch.Tensor], parts: dict[str, nn.Module]) -> None:
-    """Load `state[prefix.key]` into `parts[prefix]` for each prefix (strict)."""
+    """Load `state[prefix.key]` into `parts[prefix]` for each prefix (strict); prefix ""
+    loads the whole state."""
     for prefix, module in parts.items():
-        sub = {k[len(prefix) + 1 :]: v for k, v in state.items() if k.startswith(prefix + ".")}
+        sub = (
+            {k[len(prefix) + 1 :]: v for k, v in state.items() if k.startswith(prefix + ".")}
+            if prefix
+            else state
+        )
         try:
             module.load_state_dict(sub)
         except RuntimeError as exc:
-            raise WeightsError(f"{weights}: weights do not fit the {prefix} ({exc})") from exc
+            what = prefix or type(module).__name__
+            raise WeightsError(f"{weights}: weights do not fit the {what} ({exc})") from exc
 
 
 #: Batches a GPU may have queued before the host waits for the oldest one's rows.

@@ -6,19 +6,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from cbir.descriptors.base import register_descriptor
-from cbir.descriptors.network import load_parts, run_batched
+from cbir.descriptors.network import NetworkDescriptor, load_parts, trained_weights
 from cbir.files import sha256_file
 from cbir.nn.backbones import backbone_entry, create_backbone
 from cbir.nn.cnn import to_tensor
 from cbir.nn.device import for_inference, resolve_device
 from cbir.nn.ssdh import SSDHHead
-from cbir.nn.weights import WeightsError, load_weights
 from cbir.specs import DescriptorSpec
 
 
-class SSDHDescriptor:
+@register_descriptor("ssdh", learned=True)
+class SSDHDescriptor(NetworkDescriptor):
     """Needs `weights` from `cbir train ssdh`."""
 
     def __init__(
@@ -28,9 +29,8 @@ class SSDHDescriptor:
         batch_size: int = 32,
         device: str | None = "auto",
     ) -> None:
-        if weights is None:
-            raise WeightsError("the ssdh descriptor needs --weights (cbir train ssdh)")
-        spec, state = load_weights(weights, "ssdh")
+        spec, state = trained_weights(weights, "ssdh")
+        assert weights is not None
         name = str(spec["backbone"])
         self.backbone = create_backbone(name)
         self.head = SSDHHead(
@@ -56,19 +56,8 @@ class SSDHDescriptor:
             },
         )
 
-    def describe(self, tiles: np.ndarray) -> np.ndarray:
-        """(n, t, t, 3) uint8 -> (n, q) float32 latent activations."""
-        return run_batched(
-            tiles,
-            self.batch_size,
-            self.spec.dim,
-            lambda b: self.head(
-                self.backbone.feature_map(to_tensor(b, self.normalization, self.device))
-            )[0],
-            self.device,
-        )
-
-
-@register_descriptor("ssdh", learned=True)
-def _create_ssdh(**params: object) -> SSDHDescriptor:
-    return SSDHDescriptor(**params)  # type: ignore[arg-type]
+    def forward(self, tiles: np.ndarray) -> torch.Tensor:
+        """Latent activations (b, q) in (0, 1)."""
+        return self.head(
+            self.backbone.feature_map(to_tensor(tiles, self.normalization, self.device))
+        )[0]

@@ -25,6 +25,7 @@ FEATURE_NAMES = (
 GLCM_PROPS = ("ASM", "entropy", "contrast", "homogeneity", "dissimilarity", "correlation")
 
 
+@register_descriptor("stats")
 class StatsDescriptor:
     """Grey image in [0, 1]: MEAN, SD, VAR = SD / MEAN, SKEW, KURT (non-excess), ENT (bits,
     256-bin histogram); GLCM at `glcm_distance` px, 0 degrees, on `glcm_levels` grey levels,
@@ -126,8 +127,3 @@ def _intensity_stats(grey: np.ndarray) -> np.ndarray:
     entropy = -(p * np.log2(p, where=p > 0, out=np.zeros_like(p))).sum(axis=1)
     cv = np.where(mean > 1e-12, sd / np.where(mean > 1e-12, mean, 1.0), 0.0)
     return np.stack([mean, sd, cv, skew, kurt, entropy], axis=1)
-
-
-@register_descriptor("stats")
-def _create_stats(**params: object) -> StatsDescriptor:
-    return StatsDescriptor(**params)  # type: ignore[arg-type]

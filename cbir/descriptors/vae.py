@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
 from cbir.descriptors.base import register_descriptor
-from cbir.descriptors.network import run_batched
-from cbir.files import sha256_file
+from cbir.descriptors.network import NetworkDescriptor, load_parts, weights_or_seed
 from cbir.nn.cuda_graphs import graphed
 from cbir.nn.device import for_inference, resolve_device
 from cbir.nn.vae import TileVAE, to_unit
-from cbir.nn.weights import WeightsError, load_weights
+from cbir.nn.weights import WeightsError
 from cbir.specs import DescriptorSpec
 
-RANDOM_INIT_SEED = 0
 
-
-class VaeDescriptor:
+@register_descriptor("vae", learned=True)
+class VaeDescriptor(NetworkDescriptor):
     """Tiles -> mu (n, latent). `weights`: a file from `cbir train vae`; without one the
     VAE is randomly initialised from RANDOM_INIT_SEED (deterministic, untrained)."""
 
@@ -33,24 +29,17 @@ class VaeDescriptor:
         width: int = 32,
         depth: int = 5,
     ) -> None:
-        if weights is not None:
-            spec, state = load_weights(weights, "vae")
+        spec, state, weights_id = weights_or_seed(weights, "vae")
+        if spec is not None:
             latent, width, depth = int(spec["latent"]), int(spec["width"]), int(spec["depth"])
             if int(spec["tile_size"]) != tile_size:
                 raise WeightsError(
                     f"{weights}: VAE trained on {spec['tile_size']} px tiles, "
                     f"the recipe uses {tile_size}"
                 )
-            weights_id = sha256_file(Path(weights))
-        else:
-            torch.manual_seed(RANDOM_INIT_SEED)
-            weights_id = f"random-init-seed-{RANDOM_INIT_SEED}"
         self.model = TileVAE(tile_size, latent, width, depth)
-        if weights is not None:
-            try:
-                self.model.load_state_dict(state)
-            except RuntimeError as exc:
-                raise WeightsError(f"{weights}: weights do not fit the VAE ({exc})") from exc
+        if weights is not None and state is not None:
+            load_parts(weights, state, {"": self.model})
         self.device = resolve_device(device)
         for_inference(self.model, self.device)
         self.batch_size = batch_size
@@ -65,18 +54,6 @@ class VaeDescriptor:
             params={"width": width, "depth": depth, "weights_sha256": weights_id},
         )
 
-    def describe(self, tiles: np.ndarray) -> np.ndarray:
-        """(n, t, t, 3) uint8 -> (n, latent) float32 posterior means."""
-        return run_batched(
-            tiles,
-            self.batch_size,
-            self.spec.dim,
-            lambda b: self.model.encode(to_unit(b).to(self.device))[0],
-            self.device,
-            self.graphs,
-        )
-
-
-@register_descriptor("vae", learned=True)
-def _create_vae(**params: object) -> VaeDescriptor:
-    return VaeDescriptor(**params)  # type: ignore[arg-type]
+    def forward(self, tiles: np.ndarray) -> torch.Tensor:
+        """The posterior means mu (b, latent)."""
+        return self.model.encode(to_unit(tiles).to(self.device))[0]
