@@ -37,6 +37,18 @@ if TYPE_CHECKING:
 
 
 @dataclass
+class MergedRows:
+    """The live rows of one opened segment that a merge copies: the new segment's write
+    transaction `txn`, the opened `source` segment, its live slides `live` and their
+    (n,) tile ids `tile_ids`."""
+
+    txn: Any
+    source: Any
+    tile_ids: np.ndarray
+    live: set[int]
+
+
+@dataclass
 class SlideRows:
     """One new slide being stored: its id, description, grids and (n, ...) codes with
     (n,) tile ids, in the segment's write transaction `txn`."""
@@ -62,17 +74,9 @@ class Artifact:
     def store(self, seg: SegmentStage, state: CollectionState, rows: SlideRows) -> None:
         """Stage a new slide's rows."""
 
-    def copy(
-        self,
-        seg: SegmentStage,
-        txn: Any,
-        source: Any,
-        tile_ids: np.ndarray,
-        live: set[int],
-        state: CollectionState,
-    ) -> None:
-        """Stage the rows of live slides `live` (tiles `tile_ids`) of opened segment
-        `source` (a merge)."""
+    def copy(self, seg: SegmentStage, state: CollectionState, rows: MergedRows) -> None:
+        """Stage the rows of the live slides `rows.live` (tiles `rows.tile_ids`) of the
+        opened segment `rows.source` (a merge)."""
 
     def finish(self, seg: SegmentStage, state: CollectionState) -> ArtifactEntry:
         """Write the staged rows' files; the manifest entry."""
@@ -205,18 +209,10 @@ class TileCodes(Artifact):
     def store(self, seg: SegmentStage, state: CollectionState, rows: SlideRows) -> None:
         seg.stage_rows(self.name, rows.codes, rows.ids)  # the grids come with the slide
 
-    def copy(
-        self,
-        seg: SegmentStage,
-        txn: Any,
-        source: Any,
-        tile_ids: np.ndarray,
-        live: set[int],
-        state: CollectionState,
-    ) -> None:
+    def copy(self, seg: SegmentStage, state: CollectionState, rows: MergedRows) -> None:
         decode = state.pipeline.codes_from_bytes
-        for sid in sorted(live):
-            grids = list(source.store.grids_of(sid))
+        for sid in sorted(rows.live):
+            grids = list(rows.source.store.grids_of(sid))
             ids = np.concatenate([g.ids[g.valid] for g in grids]).astype(np.int64)
             raw = np.concatenate([g.codes[g.valid] for g in grids])
             seg.stage_rows(self.name, decode(raw), ids)
@@ -246,17 +242,9 @@ class RerankVectors(Artifact):
         x = np.concatenate([sc.descriptors for sc in rows.described.scales])
         seg.meta.put_vectors(rows.txn, rows.ids, x)
 
-    def copy(
-        self,
-        seg: SegmentStage,
-        txn: Any,
-        source: Any,
-        tile_ids: np.ndarray,
-        live: set[int],
-        state: CollectionState,
-    ) -> None:
+    def copy(self, seg: SegmentStage, state: CollectionState, rows: MergedRows) -> None:
         assert seg.meta is not None
-        seg.meta.copy_values(txn, source.store, "vectors", tile_ids)
+        seg.meta.copy_values(rows.txn, rows.source.store, "vectors", rows.tile_ids)
 
     def finish(self, seg: SegmentStage, state: CollectionState) -> ArtifactEntry:
         assert seg.meta is not None
@@ -282,21 +270,13 @@ class LocalFeatures(Artifact):
         for sc, grid in zip(rows.described.scales, rows.grids, strict=True):
             store_locals(rows.txn, seg, state.local, sc, grid.ids[sc.keep], codec)
 
-    def copy(
-        self,
-        seg: SegmentStage,
-        txn: Any,
-        source: Any,
-        tile_ids: np.ndarray,
-        live: set[int],
-        state: CollectionState,
-    ) -> None:
+    def copy(self, seg: SegmentStage, state: CollectionState, rows: MergedRows) -> None:
         assert seg.meta is not None
-        seg.meta.copy_values(txn, source.store, "locals", tile_ids)
-        index = source.readers.get(self.name)
+        seg.meta.copy_values(rows.txn, rows.source.store, "locals", rows.tile_ids)
+        index = rows.source.readers.get(self.name)
         if index is not None:
             x, ids = index.rows()
-            keep = np.isin(ids >> self.shift, np.fromiter(live, np.int64, len(live)))
+            keep = np.isin(ids >> self.shift, np.fromiter(rows.live, np.int64, len(rows.live)))
             seg.stage_rows(self.name, x[keep], ids[keep])
 
     def finish(self, seg: SegmentStage, state: CollectionState) -> ArtifactEntry:
@@ -331,20 +311,12 @@ class ScaleReferences(Artifact):
         for mag, tiles in rows.described.references.items():
             seg.meta.add_reference_tiles(rows.txn, mag, tiles, REFERENCES_PER_MAGNIFICATION)
 
-    def copy(
-        self,
-        seg: SegmentStage,
-        txn: Any,
-        source: Any,
-        tile_ids: np.ndarray,
-        live: set[int],
-        state: CollectionState,
-    ) -> None:
+    def copy(self, seg: SegmentStage, state: CollectionState, rows: MergedRows) -> None:
         from cbir.describe import REFERENCES_PER_MAGNIFICATION
 
         assert seg.meta is not None
-        for mag, tiles in source.store.reference_tiles().items():
-            seg.meta.add_reference_tiles(txn, mag, tiles, REFERENCES_PER_MAGNIFICATION)
+        for mag, tiles in rows.source.store.reference_tiles().items():
+            seg.meta.add_reference_tiles(rows.txn, mag, tiles, REFERENCES_PER_MAGNIFICATION)
 
     def finish(self, seg: SegmentStage, state: CollectionState) -> ArtifactEntry:
         assert seg.meta is not None

@@ -34,7 +34,7 @@ def merge_into(writer: BundleWriter, segments: list[Segment]) -> SegmentStage | 
     """Stage one segment holding the live slides of `segments` (oldest first: their
     reference tiles keep their order) with every product the bundle carries, and take
     those segments out of the bundle; None (nothing staged) when no slide is live."""
-    from cbir.storage.artifacts import artifacts_for
+    from cbir.storage.artifacts import MergedRows, artifacts_for
 
     state = writer.state
     assert state is not None
@@ -57,8 +57,9 @@ def merge_into(writer: BundleWriter, segments: list[Segment]) -> SegmentStage | 
                 seg.meta.put_slide(txn, r.model_copy(update={"labels": {}}), grids)
             ids = [s.store.tile_ids_of(r.slide_id) for r in records]
             tile_ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+            rows = MergedRows(txn, s, tile_ids, live)
             for product in products:
-                product.copy(seg, txn, s, tile_ids, live, state)
+                product.copy(seg, state, rows)
     return seg
 
 
