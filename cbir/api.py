@@ -231,21 +231,11 @@ class Index:
         `slide_ids`: the slides to search (None: all)."""
         m, n = codes.shape[:2]
         if m * n == 1:
-            x1 = None if x is None else x.reshape(1, -1)
-            return self.tile_hits(codes.reshape(1, -1), k, x1, allowed, expand, slide_ids)
+            x1 = None if x is None else x.reshape(1, -1)  # see cbir.search.tiles.tile_hits
+            return tile_hits(
+                self.collection, codes.reshape(1, -1), k, x1, allowed, expand, slide_ids
+            )
         return region_hits(self.collection, codes, k, allowed, slide_ids)
-
-    def tile_hits(
-        self,
-        xq: np.ndarray,
-        k: int,
-        x: np.ndarray | None = None,
-        allowed: set[float] | None = None,
-        expand: int = 0,
-        slide_ids: set[int] | None = None,
-    ) -> list[Hit]:
-        """Top-k tiles for one query code (1, e): see cbir.search.tiles.tile_hits."""
-        return tile_hits(self.collection, xq, k, x, allowed, expand, slide_ids)
 
     def tiles_at(self, magnifications: Sequence[float], slide_ids: set[int] | None) -> int:
         """Indexed tiles at these magnifications of these slides (None: every slide)."""

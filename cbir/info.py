@@ -76,18 +76,5 @@ def bundle_info(col: Collection) -> IndexInfo:
         local_features=man.local.features if man.local else None,
         created=man.created,
         updated=man.updated,
-        slides=[
-            SlideEntry(
-                slide_id=r.slide_id,
-                name=r.info.name,
-                path=r.info.path,
-                base_magnification=r.info.base_magnification,
-                magnification_source=r.info.magnification_source,
-                magnifications=r.magnifications,
-                tiles=r.tiles,
-                added=r.added,
-                labels=r.labels,
-            )
-            for r in col.slides.values()
-        ],
+        slides=[SlideEntry.model_validate(r.flat()) for r in col.slides.values()],
     )

@@ -214,16 +214,7 @@ def create_app(
     def slide_views() -> list[SlideView]:
         with holder.lease() as gen:
             return [
-                SlideView(
-                    slide_id=r.slide_id,
-                    name=r.info.name,
-                    width=r.info.width,
-                    height=r.info.height,
-                    base_magnification=r.info.base_magnification,
-                    magnifications=r.magnifications,
-                    tiles=r.tiles,
-                    dzi=f"/slides/{r.slide_id}.dzi",
-                )
+                SlideView.model_validate({**r.flat(), "dzi": f"/slides/{r.slide_id}.dzi"})
                 for r in sorted(gen.index.slides.values(), key=lambda r: r.slide_id)
             ]
 

@@ -7,6 +7,7 @@ import struct
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import lmdb
 import numpy as np
@@ -75,6 +76,11 @@ class SlideRecord(BaseModel):
     magnifications: list[float]
     tiles: int
     labels: dict[str, str] = {}  # user labels (`cbir label`), e.g. {"diagnosis": "LUAD"}
+
+    def flat(self) -> dict[str, Any]:
+        """Its fields and its slide's (name, path, size, magnification) in one dict: what
+        the views of a slide (`cbir info`, the web page's slide list) pick from."""
+        return {**self.info.model_dump(), **self.model_dump(exclude={"info"})}
 
 
 def tile_key(tile_id: int) -> bytes:
