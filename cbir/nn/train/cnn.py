@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -18,11 +17,13 @@ from cbir.nn.train.method import (
     TrainMethod,
     accuracy_text,
     on_tiles,
+    tile_method,
 )
-from cbir.progress import Progress
 
 if TYPE_CHECKING:
     import torch
+
+    from cbir.nn.train.setup import TrainingRun
 
 
 class CnnTrainConfig(TilesConfig):
@@ -50,14 +51,8 @@ class CnnTrainReport(TilesReport):
     holdout_accuracy: float | None
 
 
-def train_cnn(
-    tiles_root: Path,
-    out: str | os.PathLike[str],
-    config: CnnTrainConfig | None = None,
-    labels_csv: Path | None = None,
-    device: str | None = "auto",
-    progress: Progress | None = None,
-) -> CnnTrainReport:
+@tile_method(CnnTrainConfig)
+def train_cnn(run: TrainingRun, cfg: CnnTrainConfig, out: Path, tiles_root: Path) -> CnnTrainReport:
     """Train, evaluate classification accuracy on the held-out split, save weights whose
     spec records the class names and which tiles were trained on."""
     import torch
@@ -68,13 +63,10 @@ def train_cnn(
     from cbir.nn.cnn import TissueClassifier, to_tensor
     from cbir.nn.train.loop import accuracy as held_out_accuracy
     from cbir.nn.train.loop import fit, one_cycle, shuffled
-    from cbir.nn.train.setup import TrainingRun
     from cbir.nn.verdict import judge
     from cbir.nn.weights import WeightsError
     from cbir.slides.tileset import read_tiles
 
-    cfg = config or CnnTrainConfig()
-    run = TrainingRun.begin(tiles_root, labels_csv, cfg.holdout, cfg.seed, device, progress)
     dev, progress, classes = run.device, run.progress, run.classes
     train_idx, held_idx = run.train_idx, run.held_idx
     y_all = torch.from_numpy(run.y)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -16,11 +15,13 @@ from cbir.nn.train.method import (
     TilesReport,
     TrainMethod,
     on_tiles,
+    tile_method,
 )
-from cbir.progress import Progress
 
 if TYPE_CHECKING:
     import torch
+
+    from cbir.nn.train.setup import TrainingRun
 
 
 class DeepHashTrainConfig(HeadConfig):
@@ -50,13 +51,9 @@ class DeepHashTrainReport(TilesReport):
     bit_statistics: dict[str, float]  # on the held-out tiles (all tiles if none held out)
 
 
+@tile_method(DeepHashTrainConfig)
 def train_deephash(
-    tiles_root: Path,
-    out: str | os.PathLike[str],
-    config: DeepHashTrainConfig | None = None,
-    labels_csv: Path | None = None,
-    device: str | None = "auto",
-    progress: Progress | None = None,
+    run: TrainingRun, cfg: DeepHashTrainConfig, out: Path, tiles_root: Path
 ) -> DeepHashTrainReport:
     """Backbone frozen (from `backbone_weights`, or seeded random init); the autoencoder and
     classifier train full-batch on its features of the training split."""
@@ -68,15 +65,12 @@ def train_deephash(
     from cbir.nn.deephash import TiedHashAutoencoder, deephash_loss
     from cbir.nn.train.finetune import fine_tune
     from cbir.nn.train.loop import fit, whole
-    from cbir.nn.train.setup import TrainingRun
     from cbir.nn.verdict import judge
     from cbir.nn.weights import prefixed_state
     from cbir.slides.tileset import read_tiles
 
-    cfg = config or DeepHashTrainConfig()
     if cfg.base_recipe is not None and cfg.fine_tune_steps:
         raise CbirError("--fine-tune-steps trains a backbone; a --base-recipe descriptor is frozen")
-    run = TrainingRun.begin(tiles_root, labels_csv, cfg.holdout, cfg.seed, device, progress)
     dev, progress, classes = run.device, run.progress, run.classes
     train_idx, held_idx = run.train_idx, run.held_idx
     y = torch.from_numpy(run.y)

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -26,12 +25,15 @@ from cbir.nn.train.method import (
     TrainMethod,
     accuracy_text,
     on_tiles,
+    tile_method,
 )
 from cbir.progress import Progress
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+    from cbir.nn.train.setup import TrainingRun
 
 
 class DelfTrainConfig(TilesConfig):
@@ -99,13 +101,9 @@ def _run_epochs(
     return losses or [math.nan]
 
 
+@tile_method(DelfTrainConfig)
 def train_delf(
-    tiles_root: Path,
-    out: str | os.PathLike[str],
-    config: DelfTrainConfig | None = None,
-    labels_csv: Path | None = None,
-    device: str | None = "auto",
-    progress: Progress | None = None,
+    run: TrainingRun, cfg: DelfTrainConfig, out: Path, tiles_root: Path
 ) -> DelfTrainReport:
     """Train both phases, report held-out classification accuracy of each, save weights
     (trunk + attention head + both classifiers) with the classes and the split."""
@@ -117,13 +115,10 @@ def train_delf(
     from cbir.nn.cnn import to_tensor
     from cbir.nn.delf import DelfNet, attention_pool, dense_features
     from cbir.nn.train.loop import accuracy as held_out_accuracy
-    from cbir.nn.train.setup import TrainingRun
     from cbir.nn.verdict import judge
     from cbir.nn.weights import WeightsError, load_strict
     from cbir.slides.tileset import read_tiles
 
-    cfg = config or DelfTrainConfig()
-    run = TrainingRun.begin(tiles_root, labels_csv, cfg.holdout, cfg.seed, device, progress)
     dev, progress, classes = run.device, run.progress, run.classes
     train_idx, held_idx = run.train_idx, run.held_idx
     y_all = torch.from_numpy(run.y)

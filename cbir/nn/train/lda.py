@@ -4,9 +4,8 @@ trained on a frozen descriptor of labelled tiles: the `lda` descriptor is
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 from pydantic import Field
@@ -16,7 +15,11 @@ from cbir.nn.train.method import (
     TrainConfig,
     TrainMethod,
     accuracy_text,
+    tile_method,
 )
+
+if TYPE_CHECKING:
+    from cbir.nn.train.setup import TrainingRun
 
 
 class LdaTrainConfig(TrainConfig):
@@ -37,29 +40,21 @@ class LdaTrainReport(TilesReport):
     holdout_accuracy: float | None
 
 
-def train_lda(
-    tiles_root: Path,
-    out: str | os.PathLike[str],
-    config: LdaTrainConfig | None = None,
-    labels_csv: Path | None = None,
-    device: str | None = "auto",
-) -> LdaTrainReport:
+@tile_method(LdaTrainConfig)
+def train_lda(run: TrainingRun, cfg: LdaTrainConfig, out: Path, tiles_root: Path) -> LdaTrainReport:
     """Describe the tiles with the base recipe's descriptor, standardise on the training
     split, fit LDA there; save the projection with the base descriptor's config."""
     import torch
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
-    from cbir.nn.train.setup import TrainingRun
     from cbir.nn.verdict import judge
     from cbir.pipeline import TilePipeline
     from cbir.recipes import load_recipe
     from cbir.slides.tileset import read_tiles
 
-    cfg = config or LdaTrainConfig()
     base = load_recipe(cfg.base_recipe)
-    run = TrainingRun.begin(tiles_root, labels_csv, cfg.holdout, cfg.seed, device)
     classes, y, train_idx, held_idx = run.classes, run.y, run.train_idx, run.held_idx
-    descriptor = TilePipeline(base, device=device).descriptor  # frozen: no weights
+    descriptor = TilePipeline(base, device=str(run.device)).descriptor  # frozen: no weights
     x = descriptor.describe(read_tiles(run.data.paths, base.tiling.tile_size)).astype(np.float64)
     mean = x[train_idx].mean(axis=0)
     sd = x[train_idx].std(axis=0)

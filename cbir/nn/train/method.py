@@ -7,12 +7,14 @@ module imports it inside its training function, so `cbir --help` stays light."""
 
 from __future__ import annotations
 
+import functools
 import importlib
+import os
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -22,6 +24,9 @@ from cbir.progress import Progress
 #: What a method trains on: labelled tiles, any tiles (labels only stratify the split),
 #: labelled tiles or images, or slides.
 Inputs = Literal["labelled-tiles", "tiles", "images", "slides"]
+
+C = TypeVar("C", bound="TrainConfig")
+R = TypeVar("R", bound="TrainReport")
 
 #: Modules of this package that are not methods.
 HELPERS = frozenset({"finetune", "loop", "method", "scale_pairs", "setup"})
@@ -133,6 +138,37 @@ class TrainMethod:
     inputs: Inputs
     run: Runner
     summary: Callable[[Any], str]
+
+
+def tile_method(
+    model: type[C], labelled: bool = True
+) -> Callable[[Callable[..., R]], Callable[..., R]]:
+    """Make `fit(run, cfg, out, tiles_root) -> report` the method's training function
+    `train(tiles_root, out, config=None, labels_csv=None, device="auto", progress=None)`:
+    the config defaults to `model()`, and `run` is the started TrainingRun (seeded,
+    device picked, tiles listed and split; labels required unless `labelled` is False)."""
+
+    def decorate(fit: Callable[..., R]) -> Callable[..., R]:
+        @functools.wraps(fit)
+        def train(
+            tiles_root: Path,
+            out: str | os.PathLike[str],
+            config: C | None = None,
+            labels_csv: Path | None = None,
+            device: str | None = "auto",
+            progress: Progress | None = None,
+        ) -> R:
+            from cbir.nn.train.setup import TrainingRun
+
+            cfg = config or model()
+            run = TrainingRun.begin(
+                tiles_root, labels_csv, cfg.holdout, cfg.seed, device, progress, labelled
+            )
+            return fit(run, cfg, Path(out), Path(tiles_root))
+
+        return train
+
+    return decorate
 
 
 def on_tiles(train: Callable[..., Any]) -> Runner:

@@ -3,7 +3,6 @@ augmented tiles, with the semi-hard triplet loss or cross-entropy."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -18,11 +17,13 @@ from cbir.nn.train.method import (
     TrainMethod,
     accuracy_text,
     on_tiles,
+    tile_method,
 )
-from cbir.progress import Progress
 
 if TYPE_CHECKING:
     import torch
+
+    from cbir.nn.train.setup import TrainingRun
 
 
 class MetricTrainConfig(HeadConfig):
@@ -62,13 +63,9 @@ def knn_accuracy(emb: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
     return correct / len(labels)
 
 
+@tile_method(MetricTrainConfig)
 def train_metric(
-    tiles_root: Path,
-    out: str | os.PathLike[str],
-    config: MetricTrainConfig | None = None,
-    labels_csv: Path | None = None,
-    device: str | None = "auto",
-    progress: Progress | None = None,
+    run: TrainingRun, cfg: MetricTrainConfig, out: Path, tiles_root: Path
 ) -> MetricTrainReport:
     import torch
     from torch.nn import functional as F
@@ -77,15 +74,12 @@ def train_metric(
     from cbir.nn.metric import MetricHead, augment_image, semi_hard_triplet_loss
     from cbir.nn.train.finetune import fine_tune
     from cbir.nn.train.loop import fit, sampled, window_losses
-    from cbir.nn.train.setup import TrainingRun
     from cbir.nn.verdict import judge
     from cbir.nn.weights import prefixed_state
     from cbir.slides.tileset import read_tiles
 
-    cfg = config or MetricTrainConfig()
     if cfg.base_recipe is not None and cfg.fine_tune_steps:
         raise CbirError("--fine-tune-steps trains a backbone; a --base-recipe descriptor is frozen")
-    run = TrainingRun.begin(tiles_root, labels_csv, cfg.holdout, cfg.seed, device, progress)
     dev, progress, classes, y_all = run.device, run.progress, run.classes, run.y
     train_idx, held_idx = run.train_idx, run.held_idx
     rng = np.random.default_rng(cfg.seed)

@@ -16,13 +16,14 @@ import torch
 from pydantic import BaseModel
 
 from cbir.nn.device import resolve_device
-from cbir.nn.train.method import TilesReport, TrainReport
 from cbir.nn.verdict import Verdict
 from cbir.nn.weights import save_weights
 from cbir.progress import NoProgress, Progress
 from cbir.slides.tileset import LabelledTiles, load_labelled_tiles, load_tiles
 
-R = TypeVar("R", bound=TrainReport)
+#: A method's report (cbir.nn.train.method.TrainReport; not imported: method.py imports
+#: this module when a method trains).
+R = TypeVar("R", bound=BaseModel)
 
 
 def stratified_split(labels: list[str], holdout: float, seed: int) -> tuple[list[int], list[int]]:
@@ -88,7 +89,7 @@ class Run:
             **fields,
         )
 
-    def counts(self, report: type[TrainReport]) -> dict[str, int]:
+    def counts(self, report: type[BaseModel]) -> dict[str, int]:
         return {}
 
     @property
@@ -136,9 +137,9 @@ class TrainingRun(Run):
             held_idx=held_idx,
         )
 
-    def counts(self, report: type[TrainReport]) -> dict[str, int]:
-        """The split's sizes, for a report on tiles."""
-        if not issubclass(report, TilesReport):
+    def counts(self, report: type[BaseModel]) -> dict[str, int]:
+        """The split's sizes, for a report on tiles (method.TilesReport)."""
+        if "train_tiles" not in report.model_fields:
             return {}
         return {"train_tiles": len(self.train_idx), "holdout_tiles": len(self.held_idx)}
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -17,11 +16,13 @@ from cbir.nn.train.method import (
     TilesReport,
     TrainMethod,
     on_tiles,
+    tile_method,
 )
-from cbir.progress import Progress
 
 if TYPE_CHECKING:
     import torch
+
+    from cbir.nn.train.setup import TrainingRun
 
 
 class SSDHTrainConfig(HeadConfig):
@@ -79,13 +80,9 @@ def load_masks(
     return torch.from_numpy(np.stack(out).astype(np.int64))
 
 
+@tile_method(SSDHTrainConfig)
 def train_ssdh(
-    tiles_root: Path,
-    out: str | os.PathLike[str],
-    config: SSDHTrainConfig | None = None,
-    labels_csv: Path | None = None,
-    device: str | None = "auto",
-    progress: Progress | None = None,
+    run: TrainingRun, cfg: SSDHTrainConfig, out: Path, tiles_root: Path
 ) -> SSDHTrainReport:
     import torch
     from torch.nn import functional as F
@@ -96,15 +93,12 @@ def train_ssdh(
     from cbir.nn.ssdh import SSDHHead, ssdh_loss
     from cbir.nn.train.finetune import fine_tune
     from cbir.nn.train.loop import fit, whole
-    from cbir.nn.train.setup import TrainingRun
     from cbir.nn.verdict import judge
     from cbir.nn.weights import prefixed_state
     from cbir.slides.tileset import read_tiles
 
-    cfg = config or SSDHTrainConfig()
     if cfg.rol and cfg.masks is None:
         raise CbirError("--rol needs --masks (label images); without masks train plain SSDH")
-    run = TrainingRun.begin(tiles_root, labels_csv, cfg.holdout, cfg.seed, device, progress)
     dev, progress, classes, data = run.device, run.progress, run.classes, run.data
     train_idx, held_idx = run.train_idx, run.held_idx
     y = torch.from_numpy(run.y)

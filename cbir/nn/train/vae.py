@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -16,11 +15,13 @@ from cbir.nn.train.method import (
     TilesReport,
     TrainMethod,
     on_tiles,
+    tile_method,
 )
-from cbir.progress import Progress
 
 if TYPE_CHECKING:
     import torch
+
+    from cbir.nn.train.setup import TrainingRun
 
 
 class VaeTrainConfig(TilesConfig):
@@ -44,29 +45,18 @@ class VaeTrainReport(TilesReport):
     holdout_reconstruction_mse: float | None  # per pixel and channel, [0, 1] units
 
 
-def train_vae(
-    tiles_root: Path,
-    out: str | os.PathLike[str],
-    config: VaeTrainConfig | None = None,
-    labels_csv: Path | None = None,
-    device: str | None = "auto",
-    progress: Progress | None = None,
-) -> VaeTrainReport:
+@tile_method(VaeTrainConfig, labelled=False)
+def train_vae(run: TrainingRun, cfg: VaeTrainConfig, out: Path, tiles_root: Path) -> VaeTrainReport:
     """Train on a split (labels, if any, only stratify it); save weights whose spec lists
     the training tiles."""
     import torch
 
     from cbir.nn.augment import augment
     from cbir.nn.train.loop import fit, shuffled
-    from cbir.nn.train.setup import TrainingRun
     from cbir.nn.vae import TileVAE, to_unit, vae_loss
     from cbir.nn.verdict import judge
     from cbir.slides.tileset import read_tiles
 
-    cfg = config or VaeTrainConfig()
-    run = TrainingRun.begin(
-        tiles_root, labels_csv, cfg.holdout, cfg.seed, device, progress, labelled=False
-    )
     dev, progress = run.device, run.progress
     train_idx, held_idx = run.train_idx, run.held_idx
     x_all = to_unit(read_tiles(run.data.paths, cfg.tile_size))
