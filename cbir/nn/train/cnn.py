@@ -7,18 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from pydantic import Field
 
-from cbir.nn.train.method import (
-    BackboneWeights,
-    BatchSize,
-    Epochs,
-    LearningRate,
-    TilesConfig,
-    TilesReport,
-    TrainMethod,
-    accuracy_text,
-    on_tiles,
-    tile_method,
-)
+from cbir.nn.train import method as m
 
 if TYPE_CHECKING:
     import torch
@@ -26,10 +15,10 @@ if TYPE_CHECKING:
     from cbir.nn.train.setup import TrainingRun
 
 
-class CnnTrainConfig(TilesConfig):
-    epochs: Epochs = 60
-    batch_size: BatchSize = 32
-    lr: LearningRate = 3e-3
+class CnnTrainConfig(m.TilesConfig):
+    epochs: m.Epochs = 60
+    batch_size: m.BatchSize = 32
+    lr: m.LearningRate = 3e-3
     weight_decay: float = 1e-4
     width: int = 48
     out_dim: int = 64
@@ -40,10 +29,10 @@ class CnnTrainConfig(TilesConfig):
             "layout), or any registered backbone (cbir backbones), e.g. efficientnet_lite0"
         ),
     ] = "alexnet-like"
-    backbone_weights: BackboneWeights = None
+    backbone_weights: m.BackboneWeights = None
 
 
-class CnnTrainReport(TilesReport):
+class CnnTrainReport(m.TilesReport):
     classes: list[str]
     epochs: int
     first_epoch_loss: float
@@ -51,7 +40,7 @@ class CnnTrainReport(TilesReport):
     holdout_accuracy: float | None
 
 
-@tile_method(CnnTrainConfig)
+@m.tile_method(CnnTrainConfig)
 def train_cnn(run: TrainingRun, cfg: CnnTrainConfig, out: Path, tiles_root: Path) -> CnnTrainReport:
     """Train, evaluate classification accuracy on the held-out split, save weights whose
     spec records the class names and which tiles were trained on."""
@@ -112,13 +101,9 @@ def train_cnn(run: TrainingRun, cfg: CnnTrainConfig, out: Path, tiles_root: Path
         holdout_accuracy=accuracy,
     )
     verdict = judge(epoch_losses[0], epoch_losses[-1], accuracy, run.chance)
-    return run.finish(
-        CnnTrainReport,
-        out,
-        "cnn",
-        spec,
-        model.trunk.state_dict(),
-        verdict,
+    saved = run.finish(out, "cnn", spec, model.trunk.state_dict(), verdict)
+    return CnnTrainReport(
+        **saved,
         classes=classes,
         epochs=cfg.epochs,
         first_epoch_loss=epoch_losses[0],
@@ -132,16 +117,16 @@ def summary(report: CnnTrainReport) -> str:
         f"wrote {report.weights} ({report.train_tiles} training tiles, "
         f"{len(report.classes)} classes, loss {report.first_epoch_loss:.3f} -> "
         f"{report.last_epoch_loss:.3f}, held-out accuracy "
-        f"{accuracy_text(report.holdout_accuracy)}, {report.seconds:.1f} s on {report.device})"
+        f"{m.accuracy_text(report.holdout_accuracy)}, {report.seconds:.1f} s on {report.device})"
     )
 
 
-METHOD = TrainMethod(
+METHOD = m.TrainMethod(
     name="cnn",
     help="Train seed 000's AlexNet-like trunk as a tissue classifier; weights for `cnn`.\n\n"
     "Augmentation: flips, 90-degree rotations, colour jitter.",
     config=CnnTrainConfig,
     inputs="labelled-tiles",
-    run=on_tiles(train_cnn),
+    run=m.on_tiles(train_cnn),
     summary=summary,
 )

@@ -8,15 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import Field
 
 from cbir.errors import CbirError
-from cbir.nn.train.method import (
-    BaseRecipe,
-    Epochs,
-    HeadConfig,
-    TilesReport,
-    TrainMethod,
-    on_tiles,
-    tile_method,
-)
+from cbir.nn.train import method as m
 
 if TYPE_CHECKING:
     import torch
@@ -24,8 +16,8 @@ if TYPE_CHECKING:
     from cbir.nn.train.setup import TrainingRun
 
 
-class DeepHashTrainConfig(HeadConfig):
-    base_recipe: BaseRecipe = None
+class DeepHashTrainConfig(m.HeadConfig):
+    base_recipe: m.BaseRecipe = None
     bits: Annotated[int, Field(ge=8, le=256, description="Hash bits q.")] = 48
     #: The reconstruction term: "sum" over the d input dims (the seed's ||x - x^||^2),
     #: or their "mean", which keeps it from swamping the NLL on wide inputs (1280-d).
@@ -36,13 +28,13 @@ class DeepHashTrainConfig(HeadConfig):
             "||x - x^||^2, which swamps the class term on wide features)"
         ),
     ] = "mean"
-    epochs: Epochs = 300
+    epochs: m.Epochs = 300
     lr: float = 1e-2
     weight_decay: float = 1e-4  # lambda on ||Theta||^2
     fine_tune_batch: int = 32
 
 
-class DeepHashTrainReport(TilesReport):
+class DeepHashTrainReport(m.TilesReport):
     backbone: str
     bits: int
     first_loss: float
@@ -51,7 +43,7 @@ class DeepHashTrainReport(TilesReport):
     bit_statistics: dict[str, float]  # on the held-out tiles (all tiles if none held out)
 
 
-@tile_method(DeepHashTrainConfig)
+@m.tile_method(DeepHashTrainConfig)
 def train_deephash(
     run: TrainingRun, cfg: DeepHashTrainConfig, out: Path, tiles_root: Path
 ) -> DeepHashTrainReport:
@@ -144,13 +136,9 @@ def train_deephash(
         bit_statistics=stats,
     )
     verdict = judge(losses[0], losses[-1], acc, run.chance, stats, cfg.bits, len(eval_idx))
-    return run.finish(
-        DeepHashTrainReport,
-        out,
-        "deephash",
-        spec,
-        state,
-        verdict,
+    saved = run.finish(out, "deephash", spec, state, verdict)
+    return DeepHashTrainReport(
+        **saved,
         backbone=cfg.base_recipe or cfg.backbone,
         bits=cfg.bits,
         first_loss=losses[0],
@@ -170,12 +158,12 @@ def summary(report: DeepHashTrainReport) -> str:
     )
 
 
-METHOD = TrainMethod(
+METHOD = m.TrainMethod(
     name="deephash",
     help="Train seed 001's deep hashing (tied autoencoder + classifier on frozen backbone or "
     "--base-recipe features); weights for the deephash<q>-ivf recipes.",
     config=DeepHashTrainConfig,
     inputs="labelled-tiles",
-    run=on_tiles(train_deephash),
+    run=m.on_tiles(train_deephash),
     summary=summary,
 )

@@ -16,17 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from pydantic import Field
 
-from cbir.nn.train.method import (
-    A_FILE,
-    BatchSize,
-    LearningRate,
-    TilesConfig,
-    TilesReport,
-    TrainMethod,
-    accuracy_text,
-    on_tiles,
-    tile_method,
-)
+from cbir.nn.train import method as m
 from cbir.progress import Progress
 
 if TYPE_CHECKING:
@@ -36,7 +26,7 @@ if TYPE_CHECKING:
     from cbir.nn.train.setup import TrainingRun
 
 
-class DelfTrainConfig(TilesConfig):
+class DelfTrainConfig(m.TilesConfig):
     trunk: Annotated[str, Field(description="resnet50 (conv4_x, 1024-d) or small-dense")] = (
         "resnet50"
     )
@@ -44,22 +34,22 @@ class DelfTrainConfig(TilesConfig):
         str | None,
         Field(
             description="torchvision ResNet-50 state_dict (.pth), read locally",
-            json_schema_extra=A_FILE,
+            json_schema_extra=m.A_FILE,
         ),
     ] = None
     trunk_epochs: Annotated[int, Field(ge=0, description="Phase 1 epochs (the trunk).")] = 20
     attention_epochs: Annotated[
         int, Field(ge=1, description="Phase 2 epochs (the attention head).")
     ] = 20
-    batch_size: BatchSize = 16
-    lr: LearningRate = 1e-3
+    batch_size: m.BatchSize = 16
+    lr: m.LearningRate = 1e-3
     weight_decay: float = 1e-4
     hidden: int = 512  # attention head width
     #: Phase 2 rescales each batch by a factor drawn log-uniformly from this range.
     rescale: tuple[float, float] = (0.7071, 1.4142)
 
 
-class DelfTrainReport(TilesReport):
+class DelfTrainReport(m.TilesReport):
     trunk: str
     classes: list[str]
     trunk_losses: tuple[float, float]  # first and last epoch
@@ -72,9 +62,9 @@ def _freeze_batchnorm(module: nn.Module) -> None:
     """Keep pretrained batch-norm statistics (small batches of one tissue would skew them)."""
     from torch import nn
 
-    for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
+    for part in module.modules():
+        if isinstance(part, nn.modules.batchnorm._BatchNorm):
+            part.eval()
 
 
 def _run_epochs(
@@ -101,7 +91,7 @@ def _run_epochs(
     return losses or [math.nan]
 
 
-@tile_method(DelfTrainConfig)
+@m.tile_method(DelfTrainConfig)
 def train_delf(
     run: TrainingRun, cfg: DelfTrainConfig, out: Path, tiles_root: Path
 ) -> DelfTrainReport:
@@ -212,13 +202,9 @@ def train_delf(
     }
     # the attention phase: what local features are ranked by
     verdict = judge(attention_losses[0], attention_losses[-1], acc_attention, run.chance)
-    return run.finish(
-        DelfTrainReport,
-        out,
-        "delf",
-        spec,
-        state,
-        verdict,
+    saved = run.finish(out, "delf", spec, state, verdict)
+    return DelfTrainReport(
+        **saved,
         trunk=cfg.trunk,
         classes=classes,
         trunk_losses=(trunk_losses[0], trunk_losses[-1]),
@@ -231,18 +217,18 @@ def train_delf(
 def summary(report: DelfTrainReport) -> str:
     return (
         f"wrote {report.weights} ({report.trunk}; held-out accuracy: trunk "
-        f"{accuracy_text(report.holdout_accuracy_trunk)}, attention "
-        f"{accuracy_text(report.holdout_accuracy_attention)}; {report.seconds:.1f} s)"
+        f"{m.accuracy_text(report.holdout_accuracy_trunk)}, attention "
+        f"{m.accuracy_text(report.holdout_accuracy_attention)}; {report.seconds:.1f} s)"
     )
 
 
-METHOD = TrainMethod(
+METHOD = m.TrainMethod(
     name="delf",
     help="Train seed 003's DELF network in two phases: the trunk as a classifier, then the "
     "attention head (trunk frozen, random rescales); weights for delf-hnsw and "
     "--local-weights.",
     config=DelfTrainConfig,
     inputs="images",
-    run=on_tiles(train_delf),
+    run=m.on_tiles(train_delf),
     summary=summary,
 )

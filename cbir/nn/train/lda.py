@@ -10,19 +10,13 @@ from typing import TYPE_CHECKING, Annotated
 import numpy as np
 from pydantic import Field
 
-from cbir.nn.train.method import (
-    TilesReport,
-    TrainConfig,
-    TrainMethod,
-    accuracy_text,
-    tile_method,
-)
+from cbir.nn.train import method as m
 
 if TYPE_CHECKING:
     from cbir.nn.train.setup import TrainingRun
 
 
-class LdaTrainConfig(TrainConfig):
+class LdaTrainConfig(m.TrainConfig):
     base_recipe: Annotated[
         str, Field(description="Recipe whose (frozen) descriptor the projection is fitted on.")
     ] = "effnet-d4-flat"
@@ -32,7 +26,7 @@ class LdaTrainConfig(TrainConfig):
     ] = 0.5
 
 
-class LdaTrainReport(TilesReport):
+class LdaTrainReport(m.TilesReport):
     base_recipe: str
     classes: list[str]
     dim: int
@@ -40,7 +34,7 @@ class LdaTrainReport(TilesReport):
     holdout_accuracy: float | None
 
 
-@tile_method(LdaTrainConfig)
+@m.tile_method(LdaTrainConfig)
 def train_lda(run: TrainingRun, cfg: LdaTrainConfig, out: Path, tiles_root: Path) -> LdaTrainReport:
     """Describe the tiles with the base recipe's descriptor, standardise on the training
     split, fit LDA there; save the projection with the base descriptor's config."""
@@ -80,13 +74,9 @@ def train_lda(run: TrainingRun, cfg: LdaTrainConfig, out: Path, tiles_root: Path
         "scale": torch.from_numpy(scale.astype(np.float32)),
         "projection": torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)),
     }
-    return run.finish(
-        LdaTrainReport,
-        out,
-        "lda",
-        spec,
-        state,
-        verdict,
+    saved = run.finish(out, "lda", spec, state, verdict)
+    return LdaTrainReport(
+        **saved,
         base_recipe=base.name,
         classes=classes,
         dim=dim,
@@ -99,11 +89,11 @@ def summary(report: LdaTrainReport) -> str:
     return (
         f"wrote {report.weights} ({report.dim}-d projection of {report.base_recipe}; "
         f"accuracy train {report.train_accuracy:.3f}, held-out "
-        f"{accuracy_text(report.holdout_accuracy)}; {report.seconds:.1f} s)"
+        f"{m.accuracy_text(report.holdout_accuracy)}; {report.seconds:.1f} s)"
     )
 
 
-METHOD = TrainMethod(
+METHOD = m.TrainMethod(
     name="lda",
     help="Fit a Fisher discriminant (shrinkage LDA) on a frozen descriptor of labelled "
     "tiles; weights for the effnet-lda-flat recipe.",

@@ -10,15 +10,7 @@ import numpy as np
 from pydantic import Field
 
 from cbir.errors import CbirError
-from cbir.nn.train.method import (
-    BaseRecipe,
-    HeadConfig,
-    TilesReport,
-    TrainMethod,
-    accuracy_text,
-    on_tiles,
-    tile_method,
-)
+from cbir.nn.train import method as m
 
 if TYPE_CHECKING:
     import torch
@@ -26,12 +18,12 @@ if TYPE_CHECKING:
     from cbir.nn.train.setup import TrainingRun
 
 
-class MetricTrainConfig(HeadConfig):
+class MetricTrainConfig(m.HeadConfig):
     loss: Annotated[
         Literal["triplet", "crossentropy"],
         Field(description="Loss: triplet is semi-hard, with online mining"),
     ] = "triplet"
-    base_recipe: BaseRecipe = None
+    base_recipe: m.BaseRecipe = None
     dim: Annotated[int, Field(ge=2, description="Embedding size (the seed's 512).")] = 512
     margin: Annotated[float, Field(ge=0.0, description="Triplet margin.")] = 0.2
     augmentations: int = 8  # augmented copies per training tile (features precomputed)
@@ -41,7 +33,7 @@ class MetricTrainConfig(HeadConfig):
     lr: float = 1e-3
 
 
-class MetricTrainReport(TilesReport):
+class MetricTrainReport(m.TilesReport):
     loss: str
     backbone: str
     first_loss: float
@@ -63,7 +55,7 @@ def knn_accuracy(emb: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
     return correct / len(labels)
 
 
-@tile_method(MetricTrainConfig)
+@m.tile_method(MetricTrainConfig)
 def train_metric(
     run: TrainingRun, cfg: MetricTrainConfig, out: Path, tiles_root: Path
 ) -> MetricTrainReport:
@@ -183,13 +175,9 @@ def train_metric(
     )
     first, last = window_losses(losses)
     verdict = judge(first, last, accuracy, run.chance)
-    return run.finish(
-        MetricTrainReport,
-        out,
-        "metric",
-        spec,
-        state,
-        verdict,
+    saved = run.finish(out, "metric", spec, state, verdict)
+    return MetricTrainReport(
+        **saved,
         loss=cfg.loss,
         backbone=cfg.base_recipe or cfg.backbone,
         first_loss=first,
@@ -203,17 +191,17 @@ def summary(report: MetricTrainReport) -> str:
     return (
         f"wrote {report.weights} ({report.loss} loss {report.first_loss:.3f} -> "
         f"{report.last_loss:.3f}; held-out 1-NN accuracy "
-        f"{accuracy_text(report.holdout_knn_accuracy)}; {report.seconds:.1f} s)"
+        f"{m.accuracy_text(report.holdout_knn_accuracy)}; {report.seconds:.1f} s)"
     )
 
 
-METHOD = TrainMethod(
+METHOD = m.TrainMethod(
     name="metric",
     help="Train seed 002's embedding (shift/zoom/rotation/flip augmentation, on a frozen "
     "backbone or --base-recipe descriptor); weights for the metric-flat / metric-hnsw "
     "recipes.",
     config=MetricTrainConfig,
     inputs="labelled-tiles",
-    run=on_tiles(train_metric),
+    run=m.on_tiles(train_metric),
     summary=summary,
 )

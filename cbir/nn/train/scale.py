@@ -9,19 +9,12 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import Field, field_validator
 
-from cbir.nn.train.method import (
-    BatchSize,
-    Epochs,
-    LearningRate,
-    TrainConfig,
-    TrainMethod,
-    TrainReport,
-)
+from cbir.nn.train import method as m
 from cbir.progress import Progress
 from cbir.recipes import DEFAULT_MAGNIFICATIONS
 
 
-class ScaleTrainConfig(TrainConfig):
+class ScaleTrainConfig(m.TrainConfig):
     magnifications: Annotated[
         tuple[float, ...], Field(description="Comma-separated magnifications to tell apart.")
     ] = DEFAULT_MAGNIFICATIONS
@@ -33,9 +26,9 @@ class ScaleTrainConfig(TrainConfig):
     holdout: Annotated[
         float, Field(ge=0.05, le=0.9, description="Bottom fraction of each slide held out.")
     ] = 0.3
-    epochs: Epochs = 12
-    batch_size: BatchSize = 32
-    lr: LearningRate = 1e-3
+    epochs: m.Epochs = 12
+    batch_size: m.BatchSize = 32
+    lr: m.LearningRate = 1e-3
     width: int = 24
     input_size: int = 112
     arch: Annotated[
@@ -47,11 +40,11 @@ class ScaleTrainConfig(TrainConfig):
     def _listed(cls, value: Any) -> Any:
         """ "5,10x,20" (as typed) -> (5.0, 10.0, 20.0)."""
         if isinstance(value, str):
-            return tuple(float(m.strip().rstrip("x")) for m in value.split(",") if m.strip())
+            return tuple(float(v.strip().rstrip("x")) for v in value.split(",") if v.strip())
         return value
 
 
-class ScaleTrainReport(TrainReport):
+class ScaleTrainReport(m.TrainReport):
     magnifications: list[float]
     train_pairs: int
     held_pairs: int
@@ -124,13 +117,9 @@ def train_scale(
         "slides": [str(p) for p in slides],
     }
     verdict = judge(losses[0], losses[-1], accuracy, 0.5)  # pairs are balanced
-    return run.finish(
-        ScaleTrainReport,
-        out,
-        "scale",
-        spec,
-        model.state_dict(),
-        verdict,
+    saved = run.finish(out, "scale", spec, model.state_dict(), verdict)
+    return ScaleTrainReport(
+        **saved,
         magnifications=mags,
         train_pairs=len(x),
         held_pairs=len(hx),
@@ -143,13 +132,13 @@ def train_scale(
 def summary(report: ScaleTrainReport) -> str:
     return (
         f"wrote {report.weights}: {report.train_pairs} training pairs over "
-        f"{', '.join(f'{m:g}x' for m in report.magnifications)}; held-out pair "
+        f"{', '.join(f'{mag:g}x' for mag in report.magnifications)}; held-out pair "
         f"accuracy {report.held_accuracy:.3f} ({report.held_pairs} pairs, "
         f"{report.seconds:.1f} s on {report.device})"
     )
 
 
-METHOD = TrainMethod(
+METHOD = m.TrainMethod(
     name="scale",
     help="Train seed 000's scale comparator on same/different-magnification tile pairs cut "
     "from your slides; reports accuracy on pairs from held-out slide parts.",

@@ -9,7 +9,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,10 +20,6 @@ from cbir.nn.verdict import Verdict
 from cbir.nn.weights import save_weights
 from cbir.progress import NoProgress, Progress
 from cbir.slides.tileset import LabelledTiles, load_labelled_tiles, load_tiles
-
-#: A method's report (cbir.nn.train.method.TrainReport; not imported: method.py imports
-#: this module when a method trains).
-R = TypeVar("R", bound=BaseModel)
 
 
 def stratified_split(labels: list[str], holdout: float, seed: int) -> tuple[list[int], list[int]]:
@@ -68,28 +64,25 @@ class Run:
 
     def finish(
         self,
-        report: type[R],
         out: str | os.PathLike[str],
         model: str,
         spec: dict[str, Any],
         state: dict[str, torch.Tensor],
         verdict: Verdict,
-        **fields: Any,
-    ) -> R:
-        """Save the weights (`save`), then the method's report of them: `fields` plus what
-        every report has."""
+    ) -> dict[str, Any]:
+        """Save the weights (`save`); the fields every report has (method.TrainReport:
+        weights, sha256, verdict, device, seconds; a run on tiles adds its split)."""
         sha = self.save(out, model, spec, state, verdict)
-        return report(
-            weights=str(out),
-            sha256=sha,
-            verdict=verdict,
-            device=str(self.device),
-            seconds=self.seconds,
-            **self.counts(report),
-            **fields,
-        )
+        return {
+            "weights": str(out),
+            "sha256": sha,
+            "verdict": verdict,
+            "device": str(self.device),
+            "seconds": self.seconds,
+            **self.counts(),
+        }
 
-    def counts(self, report: type[BaseModel]) -> dict[str, int]:
+    def counts(self) -> dict[str, int]:
         return {}
 
     @property
@@ -137,10 +130,8 @@ class TrainingRun(Run):
             held_idx=held_idx,
         )
 
-    def counts(self, report: type[BaseModel]) -> dict[str, int]:
-        """The split's sizes, for a report on tiles (method.TilesReport)."""
-        if "train_tiles" not in report.model_fields:
-            return {}
+    def counts(self) -> dict[str, int]:
+        """The split's sizes (method.TilesReport)."""
         return {"train_tiles": len(self.train_idx), "holdout_tiles": len(self.held_idx)}
 
     @property

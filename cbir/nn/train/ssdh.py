@@ -9,15 +9,7 @@ import numpy as np
 from pydantic import Field
 
 from cbir.errors import CbirError
-from cbir.nn.train.method import (
-    A_FOLDER,
-    Epochs,
-    HeadConfig,
-    TilesReport,
-    TrainMethod,
-    on_tiles,
-    tile_method,
-)
+from cbir.nn.train import method as m
 
 if TYPE_CHECKING:
     import torch
@@ -25,7 +17,7 @@ if TYPE_CHECKING:
     from cbir.nn.train.setup import TrainingRun
 
 
-class SSDHTrainConfig(HeadConfig):
+class SSDHTrainConfig(m.HeadConfig):
     bits: Annotated[int, Field(ge=8, le=256, description="Latent bits q.")] = 24
     rol: Annotated[
         bool,
@@ -39,17 +31,17 @@ class SSDHTrainConfig(HeadConfig):
         Field(
             description="Folder of label images (class id per pixel, 0 = background), same "
             "relative names as the tiles.",
-            json_schema_extra=A_FOLDER,
+            json_schema_extra=m.A_FOLDER,
         ),
     ] = None
-    epochs: Epochs = 300
+    epochs: m.Epochs = 300
     lr: float = 3e-3
     alpha: float = 1.0
     beta: float = 1.0
     fine_tune_batch: int = 32
 
 
-class SSDHTrainReport(TilesReport):
+class SSDHTrainReport(m.TilesReport):
     bits: int
     rol: bool
     first_loss: float
@@ -80,7 +72,7 @@ def load_masks(
     return torch.from_numpy(np.stack(out).astype(np.int64))
 
 
-@tile_method(SSDHTrainConfig)
+@m.tile_method(SSDHTrainConfig)
 def train_ssdh(
     run: TrainingRun, cfg: SSDHTrainConfig, out: Path, tiles_root: Path
 ) -> SSDHTrainReport:
@@ -191,13 +183,9 @@ def train_ssdh(
         tile_size=cfg.tile_size,
     )
     verdict = judge(losses[0], losses[-1], acc, run.chance, stats, cfg.bits, len(eval_idx))
-    return run.finish(
-        SSDHTrainReport,
-        out,
-        "ssdh",
-        spec,
-        state,
-        verdict,
+    saved = run.finish(out, "ssdh", spec, state, verdict)
+    return SSDHTrainReport(
+        **saved,
         bits=cfg.bits,
         rol=cfg.rol,
         first_loss=losses[0],
@@ -216,12 +204,12 @@ def summary(report: SSDHTrainReport) -> str:
     )
 
 
-METHOD = TrainMethod(
+METHOD = m.TrainMethod(
     name="ssdh",
     help="Train seed 004's SSDH (latent sigmoid layer before the classifier), optionally "
     "with the ROL; weights for the ssdh<q>-ivf recipes.",
     config=SSDHTrainConfig,
     inputs="labelled-tiles",
-    run=on_tiles(train_ssdh),
+    run=m.on_tiles(train_ssdh),
     summary=summary,
 )

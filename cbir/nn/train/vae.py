@@ -7,16 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from pydantic import Field
 
-from cbir.nn.train.method import (
-    BatchSize,
-    Epochs,
-    LearningRate,
-    TilesConfig,
-    TilesReport,
-    TrainMethod,
-    on_tiles,
-    tile_method,
-)
+from cbir.nn.train import method as m
 
 if TYPE_CHECKING:
     import torch
@@ -24,11 +15,11 @@ if TYPE_CHECKING:
     from cbir.nn.train.setup import TrainingRun
 
 
-class VaeTrainConfig(TilesConfig):
+class VaeTrainConfig(m.TilesConfig):
     latent: Annotated[int, Field(ge=32, le=512, description="Latent size.")] = 128
-    epochs: Epochs = 40
-    batch_size: BatchSize = 32
-    lr: LearningRate = 1e-3
+    epochs: m.Epochs = 40
+    batch_size: m.BatchSize = 32
+    lr: m.LearningRate = 1e-3
     width: int = 32
     depth: int = 5
     beta: float = 1.0
@@ -38,14 +29,14 @@ class VaeTrainConfig(TilesConfig):
     )
 
 
-class VaeTrainReport(TilesReport):
+class VaeTrainReport(m.TilesReport):
     epochs: int
     first_epoch_loss: float
     last_epoch_loss: float
     holdout_reconstruction_mse: float | None  # per pixel and channel, [0, 1] units
 
 
-@tile_method(VaeTrainConfig, labelled=False)
+@m.tile_method(VaeTrainConfig, labelled=False)
 def train_vae(run: TrainingRun, cfg: VaeTrainConfig, out: Path, tiles_root: Path) -> VaeTrainReport:
     """Train on a split (labels, if any, only stratify it); save weights whose spec lists
     the training tiles."""
@@ -92,13 +83,9 @@ def train_vae(run: TrainingRun, cfg: VaeTrainConfig, out: Path, tiles_root: Path
         cfg, tile_size=cfg.tile_size, latent=cfg.latent, width=cfg.width, depth=cfg.depth
     )
     verdict = judge(losses[0], losses[-1])  # no labels: the loss alone
-    return run.finish(
-        VaeTrainReport,
-        out,
-        "vae",
-        spec,
-        model.state_dict(),
-        verdict,
+    saved = run.finish(out, "vae", spec, model.state_dict(), verdict)
+    return VaeTrainReport(
+        **saved,
         epochs=cfg.epochs,
         first_epoch_loss=losses[0],
         last_epoch_loss=losses[-1],
@@ -116,11 +103,11 @@ def summary(report: VaeTrainReport) -> str:
     )
 
 
-METHOD = TrainMethod(
+METHOD = m.TrainMethod(
     name="vae",
     help="Train seed 000's tile VAE; its posterior mean mu is the `vae` descriptor.",
     config=VaeTrainConfig,
     inputs="tiles",
-    run=on_tiles(train_vae),
+    run=m.on_tiles(train_vae),
     summary=summary,
 )
