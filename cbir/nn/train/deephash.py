@@ -104,17 +104,7 @@ def train_deephash(
         assert backbone is not None
         model.train()
         losses += fine_tune(
-            backbone,
-            model.parameters(),
-            batch_loss,
-            tiles,
-            source.normalization,
-            sample,
-            cfg.fine_tune_steps,
-            cfg.lr * 0.1,
-            dev,
-            torch.Generator().manual_seed(cfg.seed),
-            progress,
+            run, cfg, backbone, model.parameters(), batch_loss, tiles, source.normalization, sample
         )
         feats = source.features(tiles)
     model.eval()

@@ -144,17 +144,7 @@ def train_metric(
 
         head.train()
         losses += fine_tune(
-            backbone,
-            head.parameters(),
-            batch_loss,
-            tiles,
-            source.normalization,
-            sample,
-            cfg.fine_tune_steps,
-            cfg.lr * 0.1,
-            dev,
-            torch.Generator().manual_seed(cfg.seed),
-            progress,
+            run, cfg, backbone, head.parameters(), batch_loss, tiles, source.normalization, sample
         )
     accuracy = None
     if len(held_idx) > 1:

@@ -146,17 +146,14 @@ def train_ssdh(
 
         head.train()
         losses += fine_tune(
+            run,
+            cfg,
             backbone,
             head.parameters(),
             batch_loss,
             tiles,
             norm,
             sample,
-            cfg.fine_tune_steps,
-            cfg.lr * 0.1,
-            dev,
-            torch.Generator().manual_seed(cfg.seed),
-            progress,
             geometric=not cfg.rol,
         )
         with torch.inference_mode():
