@@ -44,3 +44,11 @@ def list_encoders() -> list[str]:
 def pack_bits(bits: np.ndarray) -> np.ndarray:
     """(n, nbits) bool -> (n, nbits // 8) uint8, little-endian within each byte (Faiss)."""
     return np.packbits(bits, axis=1, bitorder="little")
+
+
+def standardization(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, d) rows -> per-dimension mean and scale (sd, 1 where a dimension is
+    constant), float32 (d,) each."""
+    x64 = x.astype(np.float64)
+    sd = x64.std(axis=0)
+    return x64.mean(axis=0).astype(np.float32), np.where(sd > 1e-12, sd, 1.0).astype(np.float32)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cbir.encoders.base import register_encoder
+from cbir.encoders.base import register_encoder, standardization
 from cbir.errors import BundleError
 from cbir.specs import EncoderSpec
 
@@ -44,10 +44,7 @@ class FloatEncoder:
 
     def fit(self, x: np.ndarray) -> None:
         if self.spec.standardize:
-            x64 = x.astype(np.float64)
-            self.mean = x64.mean(axis=0).astype(np.float32)
-            sd = x64.std(axis=0)
-            self.scale = np.where(sd > 1e-12, sd, 1.0).astype(np.float32)
+            self.mean, self.scale = standardization(x)
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         z = (x.astype(np.float32) - self.mean) / self.scale

@@ -11,6 +11,7 @@ random initialisation (torch.manual_seed first); entries that are useless untrai
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -116,23 +117,11 @@ for _entry in (
         load=_load_alexnet,
         params=("out_dim",),
     ),
-    BackboneEntry(
-        "vgg16",
-        lambda: VGGFeatures("vgg16"),
-        4096,
-        512,
-        "imagenet",
-        "torchvision",
-        load=load_strict,
-    ),
-    BackboneEntry(
-        "vgg19",
-        lambda: VGGFeatures("vgg19"),
-        4096,
-        512,
-        "imagenet",
-        "torchvision",
-        load=load_strict,
+    *(
+        BackboneEntry(
+            name, functools.partial(VGGFeatures, name), 4096, 512, "imagenet", "torchvision"
+        )
+        for name in ("vgg16", "vgg19")
     ),
     BackboneEntry(
         "resnet50",

@@ -9,50 +9,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+#: torchvision's VGG configurations: conv widths, "M" a max pool.
 _VGG_CFG = {
-    "vgg16": [
-        64,
-        64,
-        "M",
-        128,
-        128,
-        "M",
-        256,
-        256,
-        256,
-        "M",
-        512,
-        512,
-        512,
-        "M",
-        512,
-        512,
-        512,
-        "M",
-    ],
-    "vgg19": [
-        64,
-        64,
-        "M",
-        128,
-        128,
-        "M",
-        256,
-        256,
-        256,
-        256,
-        "M",
-        512,
-        512,
-        512,
-        512,
-        "M",
-        512,
-        512,
-        512,
-        512,
-        "M",
-    ],
+    "vgg16": "64 64 M 128 128 M 256 256 256 M 512 512 512 M 512 512 512 M".split(),
+    "vgg19": "64 64 M 128 128 M 256 256 256 256 M 512 512 512 512 M 512 512 512 512 M".split(),
 }
 
 
