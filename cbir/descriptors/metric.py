@@ -3,48 +3,32 @@ recipe's descriptor, and the head trained by `cbir train metric`."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from cbir.descriptors.base import register_descriptor
 from cbir.descriptors.head_input import HeadInput
-from cbir.descriptors.network import NetworkDescriptor, load_parts, trained_weights
-from cbir.files import sha256_file
+from cbir.descriptors.network import Trained, TrainedDescriptor, load_parts
 from cbir.nn.metric import MetricHead
-from cbir.specs import DescriptorSpec
 
 
 @register_descriptor("metric", learned=True)
-class MetricDescriptor(NetworkDescriptor):
+class MetricDescriptor(TrainedDescriptor):
     """Needs `weights` from `cbir train metric`."""
 
-    def __init__(
-        self,
-        tile_size: int = 224,
-        weights: str | None = None,
-        batch_size: int = 32,
-        device: str | None = "auto",
-    ) -> None:
-        spec, state = trained_weights(weights, "metric")
-        assert weights is not None
-        self.input = HeadInput.from_weights(weights, spec, state, tile_size, device, batch_size)
-        self.head = MetricHead(int(spec["in_dim"]), int(spec["dim"]))
-        load_parts(weights, state, {"head": self.head})
-        self.head.to(self.input.device).eval()
-        self.device = self.input.device
-        self.batch_size = batch_size
-        self.spec = DescriptorSpec(
-            name="metric",
-            dim=int(spec["dim"]),
-            tile_size=tile_size,
-            params={
-                **self.input.describe_params(),
-                "loss": spec["loss"],
-                "weights_sha256": sha256_file(Path(weights)),
-            },
+    name = "metric"
+
+    def build(self, t: Trained) -> tuple[int, dict[str, Any]]:
+        self.input = HeadInput.from_weights(
+            t.weights, t.spec, t.state, t.tile_size, t.device, self.batch_size
         )
+        self.head = MetricHead(int(t.spec["in_dim"]), int(t.spec["dim"]))
+        load_parts(t.weights, t.state, {"head": self.head})
+        self.device = self.input.device
+        self.head.to(self.device).eval()
+        return int(t.spec["dim"]), {**self.input.describe_params(), "loss": t.spec["loss"]}
 
     def forward(self, tiles: np.ndarray) -> torch.Tensor:
         """Unit-length embeddings (b, dim)."""

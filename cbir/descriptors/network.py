@@ -5,8 +5,9 @@ weights file into modules."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -41,6 +42,48 @@ class NetworkDescriptor:
         return run_batched(
             tiles, self.batch_size, self.spec.dim, self.forward, self.device, self.graphs
         )
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A weights file as a descriptor is built from it: its path, spec and state, and the
+    tile size and device the descriptor is made for."""
+
+    weights: str
+    spec: dict[str, Any]
+    state: dict[str, Any]
+    tile_size: int
+    device: str | None
+
+
+class TrainedDescriptor(NetworkDescriptor):
+    """A network descriptor that exists only trained (its weights file is required): the
+    subclass's `build` makes its modules from the weights file and returns its output
+    dim and its DescriptorSpec params (the weights' sha256 is added here)."""
+
+    name: ClassVar[str]
+
+    def __init__(
+        self,
+        tile_size: int = 224,
+        weights: str | None = None,
+        batch_size: int = 32,
+        device: str | None = "auto",
+    ) -> None:
+        spec, state = trained_weights(weights, self.name)
+        assert weights is not None
+        self.batch_size = batch_size
+        dim, params = self.build(Trained(weights, spec, state, tile_size, device))
+        self.spec = DescriptorSpec(
+            name=self.name,
+            dim=dim,
+            tile_size=tile_size,
+            params={**params, "weights_sha256": sha256_file(Path(weights))},
+        )
+
+    def build(self, t: Trained) -> tuple[int, dict[str, Any]]:
+        """Make the modules (and set `device`); (output dim, spec params)."""
+        raise NotImplementedError
 
 
 def trained_weights(weights: str | None, model: str) -> tuple[dict[str, Any], dict[str, Any]]:
