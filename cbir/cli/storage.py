@@ -18,16 +18,13 @@ def register_storage(app: typer.Typer) -> None:
         """Merge a bundle's segments into one, dropping removed tiles."""
         from cbir.storage.compact import compact
 
-        report = compact(index)
-        if json_out:
-            typer.echo(report.model_dump_json())
-        else:
-            typer.echo(
-                f"{index}: {report.segments_before} segments -> {report.segments_after}, "
-                f"{report.tiles} tiles ({report.tombstoned_tiles_dropped} removed tiles "
-                f"dropped), {report.index_kind} index, {report.bytes_written / 1e6:.1f} MB "
-                f"written in {report.seconds:.2f} s"
-            )
+        r = compact(index)
+        line = (
+            f"{index}: {r.segments_before} segments -> {r.segments_after}, {r.tiles} tiles "
+            f"({r.tombstoned_tiles_dropped} removed tiles dropped), {r.index_kind} index, "
+            f"{r.bytes_written / 1e6:.1f} MB written in {r.seconds:.2f} s"
+        )
+        typer.echo(r.model_dump_json() if json_out else line)
 
     @app.command("upgrade")
     @cli_errors
@@ -35,14 +32,12 @@ def register_storage(app: typer.Typer) -> None:
         """Convert a bundle of an older format (2) to this cbir's, in place."""
         from cbir.upgrade import upgrade
 
-        report = upgrade(index)
-        if json_out:
-            typer.echo(report.model_dump_json())
-        else:
-            typer.echo(
-                f"{index}: format {report.from_format} -> {report.to_format}, "
-                f"{report.slides} slides, {report.tiles} tiles in {report.seconds:.2f} s"
-            )
+        r = upgrade(index)
+        line = (
+            f"{index}: format {r.from_format} -> {r.to_format}, {r.slides} slides, "
+            f"{r.tiles} tiles in {r.seconds:.2f} s"
+        )
+        typer.echo(r.model_dump_json() if json_out else line)
 
     @app.command("rebuild")
     @cli_errors

@@ -51,17 +51,6 @@ class Run:
         dev = resolve_device(device)
         return cls(device=dev, progress=progress or NoProgress(), started=started)
 
-    def save(
-        self,
-        out: str | os.PathLike[str],
-        model: str,
-        spec: dict[str, Any],
-        state: dict[str, torch.Tensor],
-        verdict: Verdict,
-    ) -> str:
-        """Write the weights atomically with the verdict in their spec; their sha256."""
-        return save_weights(out, model, {**spec, "verdict": verdict.model_dump()}, state)
-
     def finish(
         self,
         out: str | os.PathLike[str],
@@ -70,9 +59,10 @@ class Run:
         state: dict[str, torch.Tensor],
         verdict: Verdict,
     ) -> dict[str, Any]:
-        """Save the weights (`save`); the fields every report has (method.TrainReport:
-        weights, sha256, verdict, device, seconds; a run on tiles adds its split)."""
-        sha = self.save(out, model, spec, state, verdict)
+        """Write the weights atomically with the verdict in their spec; the fields every
+        report has (method.TrainReport: weights, their sha256, verdict, device, seconds; a
+        run on tiles adds its split)."""
+        sha = save_weights(out, model, {**spec, "verdict": verdict.model_dump()}, state)
         return {
             "weights": str(out),
             "sha256": sha,
