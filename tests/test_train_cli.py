@@ -80,3 +80,38 @@ def test_backbone_help_is_one_text() -> None:
     from cbir.nn.train.method import BACKBONE_HELP
 
     assert cli_help == BACKBONE_HELP
+
+
+def _bounds(field) -> tuple[object, object]:  # type: ignore[no-untyped-def]
+    import annotated_types
+
+    lo = next((m.ge for m in field.metadata if isinstance(m, annotated_types.Ge)), None)
+    hi = next((m.le for m in field.metadata if isinstance(m, annotated_types.Le)), None)
+    return lo, hi
+
+
+def _param(command: str, name: str) -> click.Parameter:
+    import typer
+
+    root = typer.main.get_command(app)
+    cmd = root.get_command(click.Context(root), command)  # type: ignore[attr-defined]
+    assert cmd is not None
+    return next(p for p in cmd.params if p.name == name)
+
+
+def test_other_commands_options_are_checked_against_their_models() -> None:
+    """Options written by hand beside a config model keep its defaults and bounds:
+    `cbir serve --workers` is ServeConfig.pixel_threads, `--log-requests` its
+    log_requests; `build-index --min-tissue` is the recipe's min_tissue_fraction."""
+    from cbir.recipes import TilingConfig
+    from cbir.serve.config import ServeConfig
+
+    fields = ServeConfig.model_fields
+    workers = _param("serve", "workers")
+    assert workers.default == fields["pixel_threads"].default
+    assert (workers.min, workers.max) == _bounds(fields["pixel_threads"])  # type: ignore[attr-defined]
+    assert _param("serve", "log_requests").default == fields["log_requests"].default
+    tissue = _param("build-index", "min_tissue")
+    assert (tissue.min, tissue.max) == _bounds(  # type: ignore[attr-defined]
+        TilingConfig.model_fields["min_tissue_fraction"]
+    )
