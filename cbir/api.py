@@ -16,6 +16,8 @@ from cbir.info import IndexInfo, SlideEntry, bundle_info
 from cbir.search.collection import Collection
 from cbir.search.filters import finished, slide_filter, tiles_at
 from cbir.search.hits import Hit, SearchResult
+from cbir.search.orientation import ORIENTATIONS
+from cbir.search.orientation import merge as merge_orientations
 from cbir.search.query import (
     MAX_QUERY_PIXELS,
     Region,
@@ -125,6 +127,7 @@ class Index:
         slides: Sequence[str] | None = None,
         exclude_query_slide: bool = False,
         vote: str | None = None,
+        orientations: bool = False,
     ) -> SearchResult:
         """Top-k tiles (one-tile query) or regions (larger query) over every slide.
 
@@ -143,6 +146,8 @@ class Index:
         path or checksum). Filters apply before the top k, so k hits come back when the
         kept slides have them.
         vote: a label key: `result.vote` is the majority vote of the hits' values (mMV@k).
+        orientations: also search the query flipped and turned (8 orientations, 8x the
+        describing), merged by distance; each hit says its `orientation`.
         """
         start = time.perf_counter()
         col = self.collection
@@ -152,6 +157,11 @@ class Index:
             raise QueryError(f"k must be >= 1, got {k}")
         verify = self.recipe.search.verify if verify is None else verify
         local = self.recipe.local
+        if verify and orientations:
+            raise QueryError(
+                "--orientations and --verify: RANSAC verification already "
+                "matches a turned or flipped query; use one"
+            )
         if verify and (local is None or self.bundle.local is None):
             raise QueryError(
                 f"{self.bundle.root}: bundle has no local features for --verify (build it "
@@ -189,7 +199,13 @@ class Index:
         x, codes = self.tile_codes(tiles)
         m, n = codes.shape[:2]
         query_features = None
-        if verify:
+        if orientations:
+            found = {"none": self.search_codes(codes, k, x, allowed, expand, slide_ids=keep)}
+            for turn_name, turn in list(ORIENTATIONS.items())[1:]:
+                xt, ct = self.tile_codes(query_tiles(turn(image), t, name))
+                found[turn_name] = self.search_codes(ct, k, xt, allowed, expand, slide_ids=keep)
+            hits = merge_orientations(found, k)
+        elif verify:
             assert local is not None and self.bundle.local is not None
             wide = max(k, local.candidates)
             hits = self.search_codes(codes, wide, x, allowed, expand, slide_ids=keep)

@@ -3,7 +3,7 @@
 images. Are they found at their place?
 
     python tools/eval_queries.py --recipes effnet-flat[,stats-lsh32] [--n 60] [--seed 0]
-        [--transforms none,fliplr,rot90,...] [--workdir DIR] [--reuse] --json
+        [--transforms none,fliplr,rot90,...] [--orientations] [--workdir DIR] [--reuse] --json
 
 Protocol: per recipe, ONE bundle of cmu-1-small-region.svs and tcga-cr-7395-01a-01-ts1.svs
 (../shared/data/wsi, built as tools/eval_offgrid.py builds it). --n rectangles are drawn
@@ -21,11 +21,12 @@ are read at that magnification; then each transform makes one query of it:
                                                  indexed one up (between two indexed
                                                  scales; the rectangle is the same)
 
-Each query is an image (`Index.search(array, k=10)`), so nothing tells the engine where it
-came from. found@1: hit 1 is on the rectangle's slide and its level-0 rectangle overlaps
-the true one with IoU >= 0.5; found@5: one of the first five is. A query the engine
-refuses (a `CbirError`) counts as not found (`errors`, by exception type). Query ms: wall
-time of the search call (the array is in memory).
+Each query is an image (`Index.search(array, k=10)`, with `orientations=True` under
+--orientations), so nothing tells the engine where it came from. found@1: hit 1 is on the
+rectangle's slide and its level-0 rectangle overlaps the true one with IoU >= 0.5;
+found@5: one of the first five is. A query the engine refuses (a `CbirError`) counts as
+not found (`errors`, by exception type). Query ms: wall time of the search call (the
+array is in memory).
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ def run_queries(index: Index, args: argparse.Namespace) -> dict[str, Any]:
                 continue
             t = time.perf_counter()
             try:
-                hits = index.search(image, k=K).hits
+                hits = index.search(image, k=K, orientations=args.orientations).hits
             except CbirError as exc:
                 errors[type(exc).__name__] += 1
                 if errors[type(exc).__name__] == 1:
@@ -187,6 +188,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "cbir-queries"))
     parser.add_argument("--reuse", action="store_true", help="reuse a bundle in --workdir")
+    parser.add_argument("--orientations", action="store_true", help="search 8 orientations")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     args.transforms = [t for t in args.transforms.split(",") if t]
@@ -199,7 +201,12 @@ def main() -> None:
         raise SystemExit(2)
     weights = {k: Path(v) for k, v in key_values(args.weights, "--weights").items()}
     results = [evaluate(r, weights.get(r), args) for r in args.recipes.split(",") if r]
-    out = {"seed": args.seed, "sides_px": [args.min_side, args.max_side], "results": results}
+    out = {
+        "seed": args.seed,
+        "sides_px": [args.min_side, args.max_side],
+        "orientations": args.orientations,
+        "results": results,
+    }
     print(json.dumps(out, indent=None if args.json else 2))
 
 

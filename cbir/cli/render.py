@@ -157,6 +157,9 @@ def show_hits(result: SearchResult) -> None:
     else:
         add_number_column(t, distance_header(result))
     add_number_column(t, "similarity")
+    turned = any(h.orientation != "none" for h in result.hits)
+    if turned:
+        add_text_column(t, "orientation")
     for h in result.hits:
         score = (
             [str(h.inliers), "" if h.matches is None else str(h.matches)]
@@ -173,6 +176,7 @@ def show_hits(result: SearchResult) -> None:
             str(h.h),
             *score,
             "" if h.similarity is None else f"{h.similarity:.3f}",
+            *([h.orientation] if turned else []),
         )
     stdout.print(t)
     why = short_reason(result)

@@ -158,6 +158,14 @@ def search_cmd(
             "the mMV@k decision.",
         ),
     ] = None,
+    orientations: Annotated[
+        bool,
+        typer.Option(
+            "--orientations/--no-orientations",
+            help="Also search the query flipped and turned (8 orientations, about 8x the "
+            "query time); each hit says the orientation that matched.",
+        ),
+    ] = False,
     export: Annotated[
         Path | None,
         typer.Option(
@@ -215,6 +223,7 @@ def search_cmd(
         "slides": names,
         "exclude_query_slide": exclude_query_slide,
         "vote": vote,
+        "orientations": orientations,
     }
     with open_index(index, device=device) as ix:
         note_readonly(ix)

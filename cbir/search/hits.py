@@ -43,6 +43,9 @@ class Hit(BaseModel):
     affine: list[list[float]] | None = None
     #: The slide's labels (`cbir label`), e.g. {"diagnosis": "LUAD"}.
     labels: dict[str, str] = {}
+    #: With --orientations: the flip or turn applied to the query before it matched here
+    #: (cbir.search.orientation); "none" otherwise.
+    orientation: str = "none"
 
 
 class Vote(BaseModel):

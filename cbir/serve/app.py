@@ -346,7 +346,12 @@ def _search_kwargs(gen: Generation, o: SearchOptions) -> dict[str, Any]:
         if unknown:
             raise QueryError(f"slides: no slide {unknown[0]} in this bundle")
         kwargs["slides"] = [gen.index.slides[s].info.path for s in o.slides]
-    return {**kwargs, "exclude_query_slide": o.exclude_query_slide, "vote": o.vote}
+    return {
+        **kwargs,
+        "exclude_query_slide": o.exclude_query_slide,
+        "vote": o.vote,
+        "orientations": o.orientations,
+    }
 
 
 def app_from_environment() -> FastAPI:

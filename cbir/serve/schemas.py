@@ -25,6 +25,9 @@ class SearchOptions(BaseModel):
     vote: str | None = Field(
         None, description="A slide label (cbir label): majority vote of the hits' values."
     )
+    orientations: bool = Field(
+        False, description="Also search the query flipped and turned (8x the query time)."
+    )
 
 
 class RegionSearch(SearchOptions):

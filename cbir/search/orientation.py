@@ -1,0 +1,67 @@
+"""Query orientations: a query image flipped or turned (the 8 elements of the dihedral
+group) searched as such and merged by best distance, so that a screenshot or a photo in
+any orientation finds its place. A hit's `orientation` names the transform applied to the
+query before it matched: "none", "rot90"/"rot180"/"rot270" (np.rot90 counterclockwise
+turns), "fliplr" and "fliplr-rot90"/"-rot180"/"-rot270" (mirrored left-right, then
+turned)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from cbir.search.hits import Hit
+
+
+def _turned(k: int, mirror: bool) -> Callable[[np.ndarray], np.ndarray]:
+    def turn(image: np.ndarray) -> np.ndarray:
+        a = image[:, ::-1] if mirror else image
+        return np.ascontiguousarray(np.rot90(a, k))
+
+    return turn
+
+
+#: Orientation name -> (h, w, 3) -> the turned or mirrored image; "none" first.
+ORIENTATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    ("fliplr" if mirror else "") + ("-" if mirror and k else "") + (f"rot{90 * k}" if k else "")
+    or "none": _turned(k, mirror)
+    for mirror in (False, True)
+    for k in range(4)
+}
+
+#: Two hits of one slide overlapping by at least this IoU are one place.
+SAME_PLACE_IOU = 0.5
+
+
+def _iou(a: Hit, b: Hit) -> float:
+    ix = max(0, min(a.x + a.w, b.x + b.w) - max(a.x, b.x))
+    iy = max(0, min(a.y + a.h, b.y + b.h) - max(a.y, b.y))
+    inter = ix * iy
+    return inter / (a.w * a.h + b.w * b.h - inter)
+
+
+def merge(found: dict[str, list[Hit]], k: int) -> list[Hit]:
+    """The best k hits over every orientation's (orientation -> ranked hits): by distance
+    (ties: orientation order, then rank), one hit per place (same slide and
+    magnification, IoU >= SAME_PLACE_IOU), re-ranked 1..k with their orientation."""
+    order = {name: i for i, name in enumerate(found)}
+    pool = sorted(
+        ((h, name) for name, hits in found.items() for h in hits),
+        key=lambda hn: (hn[0].distance, order[hn[1]], hn[0].rank),
+    )
+    kept: list[tuple[Hit, str]] = []
+    for hit, name in pool:
+        if any(
+            o.slide_id == hit.slide_id
+            and o.magnification == hit.magnification
+            and _iou(o, hit) >= SAME_PLACE_IOU
+            for o, _ in kept
+        ):
+            continue
+        kept.append((hit, name))
+        if len(kept) == k:
+            break
+    return [
+        h.model_copy(update={"rank": i, "orientation": name}) for i, (h, name) in enumerate(kept, 1)
+    ]
