@@ -23,6 +23,7 @@ from cbir.search.query import (
     Region,
     as_rgb,
     check_tissue,
+    fit_to_tile,
     query_tiles,
     read_region_image,
 )
@@ -176,9 +177,12 @@ class Index:
             )
         keep = slide_filter(col, region, slides, exclude_query_slide)
         image, name = self.query_image(query)
+        image, resized = fit_to_tile(image, self.recipe.tiling.tile_size, name)
         t = self.recipe.tiling.tile_size
 
         def done(result: SearchResult) -> SearchResult:
+            if resized != 1.0:
+                result = result.model_copy(update={"query_resized": resized})
             return finished(col, result, k, min_similarity, keep, exclude_query_slide, vote)
 
         if verify and local is not None and local.candidates_from == "votes":

@@ -147,7 +147,7 @@ def test_query_smaller_than_a_tile(bundle: Path, tmp_path: Path) -> None:
     small = tmp_path / "small.png"
     Image.fromarray(np.zeros((100, 300, 3), np.uint8)).save(small)
     code, _, stderr = run("search", bundle, small)
-    assert_one_line_error(code, stderr, "small.png", "smaller than one 224 x 224 tile")
+    assert_one_line_error(code, stderr, "small.png", "smaller than the 112 px a side")
 
 
 @pytest.mark.parametrize(

@@ -79,3 +79,15 @@ def test_cli_and_json_say_the_orientation(bundle: Path, tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     hit = json.loads(res.stdout)["hits"][0]
     assert (hit["x"], hit["y"], hit["orientation"]) == (X, Y, "rot270")  # undoes rot90
+
+
+def test_a_query_shorter_than_a_tile_is_resized_up(bundle: Path) -> None:
+    """Between half a tile and a tile on its short side, a query is resized up to one
+    tile and searched (the result says by how much); below half a tile it is refused."""
+    crop = _crop()[:160, :300]  # 160 px high
+    with cbir.open_index(bundle) as ix:
+        result = ix.search(crop, k=3)
+        assert result.query_resized == pytest.approx(224 / 160, abs=1e-3)
+        assert result.hits and ix.search(_crop(), k=3).query_resized is None
+        with pytest.raises(QueryError, match="smaller than the 112 px a side"):
+            ix.search(crop[:100], k=3)

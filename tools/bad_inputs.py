@@ -454,7 +454,7 @@ IMAGE_FILES: list[tuple[str, str, Callable[[], bytes]]] = [
     ("PNG header claims colour type 5", "colour5.png", lambda: png_claiming(224, 224, 8, 5)),
     ("1 x 1 px", "1x1.png", lambda: png(tissue(1))),
     ("100 x 100 px", "100.png", lambda: png(tissue(100))),
-    ("223 x 224 px", "223.png", lambda: png(tissue(224, 223))),
+    ("111 x 224 px (under half a tile)", "111.png", lambda: png(tissue(224, 111))),
     ("224 x 1 px", "224x1.png", lambda: png(tissue(1, 224))),
     ("1 x 3000 px", "1x3000.png", lambda: png(np.zeros((3000, 1, 3), np.uint8))),
     ("100 x 100 px WebP", "100.webp", lambda: encode(tissue(100), "WEBP")),
@@ -483,6 +483,7 @@ ODD_IMAGES: list[tuple[str, str, Callable[[], bytes]]] = [
     ("multi-page TIFF", "pages.tif", multipage_tiff),
     ("animated GIF", "anim.gif", animated_gif),
     ("JPEG named .png", "jpeg.png", lambda: encode(tissue(), "JPEG")),
+    ("223 x 224 px (resized up to a tile)", "223.png", lambda: png(tissue(224, 223))),
 ]
 
 
@@ -574,7 +575,7 @@ REGIONS: list[tuple[str, str]] = [
     ("magnification inf", "A:0,0,448,448@infx"),
     ("magnification a word", "A:0,0,448,448@highx"),
     ("smaller than a tile", "A:0,0,100,100@20x"),
-    ("a tile at 5x is too small", "A:0,0,448,448@5x"),
+    ("under half a tile at 5x", "A:0,0,400,400@5x"),
     ("no @", "A:0,0,448,448"),
     ("two @", "A:0,0,448,448@20x@10x"),
     ("three numbers", "A:0,0,448@20x"),

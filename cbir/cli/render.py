@@ -145,6 +145,8 @@ def show_hits(result: SearchResult) -> None:
                 + ")"
             )
         line(f"--scale {result.scale}: searched {searched}{probs}")
+    if result.query_resized:
+        line(f"query shorter than a tile: resized up x{result.query_resized:g} to search it")
     verified = " verified," if result.verified else ""
     t = table(f"{result.query} ({kind} query,{verified} {result.seconds * 1e3:.1f} ms)")
     add_number_column(t, "rank")

@@ -66,6 +66,9 @@ class SearchResult(BaseModel):
     query: str
     query_rows: int
     query_cols: int
+    #: The query was shorter than a tile on one side and was resized up by this factor
+    #: (cbir.search.query.fit_to_tile); None: searched as given.
+    query_resized: float | None = None
     magnifications: list[float]  # indexed in the bundle
     scale: str = "all"  # "all", "auto" or one magnification ("20x")
     searched_magnifications: list[float] = []

@@ -96,6 +96,31 @@ def as_rgb(image: np.ndarray, name: str) -> np.ndarray:
     raise QueryError(f"{name}: image shape {image.shape}, expected (h, w, 3)")
 
 
+#: The shortest query side searched, as a fraction of the tile: a query whose short side
+#: lies between this and one tile is resized up to one tile on that side.
+MIN_QUERY_SIDE = 0.5
+
+
+def fit_to_tile(image: np.ndarray, tile_size: int, name: str) -> tuple[np.ndarray, float]:
+    """(h, w, 3) uint8 -> the image resized up (cubic) so its short side is one tile when
+    it is shorter, and the factor (1.0: as given); QueryError below MIN_QUERY_SIDE."""
+    import cv2
+
+    h, w = image.shape[:2]
+    short = min(h, w)
+    if short >= tile_size:
+        return image, 1.0
+    least = int(np.ceil(MIN_QUERY_SIDE * tile_size))
+    if short < least:
+        raise QueryError(
+            f"{name}: query is {w} x {h} px, smaller than the {least} px a side that is "
+            f"searched (half a {tile_size} px tile; a shorter side is resized up to a tile)"
+        )
+    factor = tile_size / short
+    size = (max(tile_size, round(w * factor)), max(tile_size, round(h * factor)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_CUBIC), round(factor, 4)
+
+
 def query_tiles(image: np.ndarray, tile_size: int, name: str) -> np.ndarray:
     """(h, w, 3) uint8 -> (m, n, t, t, 3) tiles from the top-left corner; m, n >= 1."""
     h, w = image.shape[:2]
