@@ -176,9 +176,9 @@ class Index:
                 f"{shown} is an image"
             )
         keep = slide_filter(col, region, slides, exclude_query_slide)
-        image, name = self.query_image(query)
-        image, resized = fit_to_tile(image, self.recipe.tiling.tile_size, name)
+        pixels, name = self.query_image(query)
         t = self.recipe.tiling.tile_size
+        resized = 1.0  # local features need no whole tile: only tile searches resize
 
         def done(result: SearchResult) -> SearchResult:
             if resized != 1.0:
@@ -187,15 +187,16 @@ class Index:
 
         if verify and local is not None and local.candidates_from == "votes":
             if not allow_background:
-                check_tissue(image, t, self.min_tissue, name)
+                check_tissue(pixels, t, self.min_tissue, name)
 
             def tiles_of_query() -> np.ndarray:  # only --scale auto looks at them
-                return query_tiles(image, t, name)
+                return query_tiles(fit_to_tile(pixels, t, name)[0], t, name)
 
             result = local_search(
-                col, self.scale_selector.select, image, name, tiles_of_query, k, scale, start, keep
+                col, self.scale_selector.select, pixels, name, tiles_of_query, k, scale, start, keep
             )
             return done(result)
+        image, resized = fit_to_tile(pixels, t, name)
         tiles = query_tiles(image, t, name)
         if not allow_background:
             check_tissue(image, t, self.min_tissue, name)
@@ -213,7 +214,7 @@ class Index:
             assert local is not None and self.bundle.local is not None
             wide = max(k, local.candidates)
             hits = self.search_codes(codes, wide, x, allowed, expand, slide_ids=keep)
-            features = self.bundle.local.query(image)
+            features = self.bundle.local.query(pixels)  # its own pixels: affine to level 0
             hits = verify_hits(col, features, hits, k)
             query_features = len(features)
         else:
