@@ -24,11 +24,13 @@ Query time: wall time of the search call, reading the region included.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,6 +120,22 @@ def open_bundle(
     return open_index(root), round(time.perf_counter() - t, 2)
 
 
+def timed_search(
+    run: Callable[[], SearchResult], errors: Counter[str], label: str
+) -> tuple[list[Hit], float]:
+    """The hits of one search call and its wall ms; a CbirError gives no hits and counts
+    in `errors` by type (the first of each type is logged under `label`)."""
+    t = time.perf_counter()
+    try:
+        hits = run().hits
+    except CbirError as exc:
+        errors[type(exc).__name__] += 1
+        if errors[type(exc).__name__] == 1:
+            log(label.split(":")[0], f"{label}: {type(exc).__name__}: {exc}")
+        hits = []
+    return hits, 1e3 * (time.perf_counter() - t)
+
+
 def rate(values: list[Any]) -> float | None:
     return round(float(np.mean(values)), 3) if values else None
 
@@ -134,15 +152,12 @@ def evaluate(recipe: str, weights: Path | None, args: argparse.Namespace) -> dic
         errors: Counter[str] = Counter()
         for i in range(args.n):
             crop = draw_crop(index, recs, rng)
-            t = time.perf_counter()
-            try:
-                hits = search(index, crop.region, K, **args.search_kw).hits
-            except CbirError as exc:
-                errors[type(exc).__name__] += 1
-                if errors[type(exc).__name__] == 1:
-                    log("offgrid", f"{recipe}: {crop.region}: {type(exc).__name__}: {exc}")
-                hits = []
-            ms.append(1e3 * (time.perf_counter() - t))
+            hits, took = timed_search(
+                functools.partial(search, index, crop.region, K, **args.search_kw),
+                errors,
+                f"offgrid: {recipe}: {crop.region}",
+            )
+            ms.append(took)
             rank = next((h.rank for h in hits if is_at(h, crop)), None)
             rows.append((crop.size, bool(hits) and is_at(hits[0], crop), rank))
             if (i + 1) % 50 == 0:

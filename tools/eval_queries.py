@@ -32,11 +32,11 @@ array is in memory).
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import sys
 import tempfile
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,12 +44,11 @@ from typing import Any
 
 import numpy as np
 from benchutil import log
-from eval_offgrid import DATA, SLIDES, key_values, open_bundle, rate  # same folder
+from eval_offgrid import DATA, SLIDES, key_values, open_bundle, rate, timed_search
 from PIL import Image
 
 from cbir.api import Index
-from cbir.errors import CbirError
-from cbir.search.hits import Hit
+from cbir.search.hits import Hit, iou
 from cbir.search.query import Region, read_region_image
 from cbir.slides.tissue import tissue_mask
 from cbir.storage.metadata import SlideRecord
@@ -117,13 +116,6 @@ def query(rect: Rect, transform: str) -> np.ndarray | None:
     return pixels
 
 
-def iou(hit: Hit, r: Region) -> float:
-    ix = max(0, min(hit.x + hit.w, r.x + r.w) - max(hit.x, r.x))
-    iy = max(0, min(hit.y + hit.h, r.y + r.h) - max(hit.y, r.y))
-    inter = ix * iy
-    return inter / (hit.w * hit.h + r.w * r.h - inter)
-
-
 def at_place(hit: Hit, rect: Rect) -> bool:
     return hit.slide_id == rect.record.slide_id and iou(hit, rect.region) >= MIN_IOU
 
@@ -147,15 +139,12 @@ def run_queries(index: Index, args: argparse.Namespace) -> dict[str, Any]:
             image = query(rect, transform)
             if image is None:
                 continue
-            t = time.perf_counter()
-            try:
-                hits = index.search(image, k=K, orientations=args.orientations).hits
-            except CbirError as exc:
-                errors[type(exc).__name__] += 1
-                if errors[type(exc).__name__] == 1:
-                    log("queries", f"{transform}: {type(exc).__name__}: {exc}")
-                hits = []
-            ms.append(1e3 * (time.perf_counter() - t))
+            hits, took = timed_search(
+                functools.partial(index.search, image, k=K, orientations=args.orientations),
+                errors,
+                f"queries: {transform}",
+            )
+            ms.append(took)
             found1.append(bool(hits) and at_place(hits[0], rect))
             found5.append(any(at_place(h, rect) for h in hits[:5]))
             if hits and hits[0].slide_id == rect.record.slide_id:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -89,6 +90,15 @@ class SearchResult(BaseModel):
     slides: list[str] | None = None  # names of the slides searched (None: every slide)
     exclude_query_slide: bool = False  # hits on a region query's own slide were dropped
     vote: Vote | None = None  # majority vote of a label over the hits (--vote KEY)
+
+
+def iou(a: Any, b: Any) -> float:
+    """Intersection over union of two level-0 rectangles (anything with x, y, w, h: a
+    Hit, a Region)."""
+    ix = max(0, min(a.x + a.w, b.x + b.w) - max(a.x, b.x))
+    iy = max(0, min(a.y + a.h, b.y + b.h) - max(a.y, b.y))
+    inter = ix * iy
+    return inter / (a.w * a.h + b.w * b.h - inter)
 
 
 def majority_vote(hits: Sequence[Hit], key: str) -> Vote:

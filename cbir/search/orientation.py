@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from cbir.search.hits import Hit
+from cbir.search.hits import Hit, iou
 
 
 def _turned(k: int, mirror: bool) -> Callable[[np.ndarray], np.ndarray]:
@@ -34,13 +34,6 @@ ORIENTATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 SAME_PLACE_IOU = 0.5
 
 
-def _iou(a: Hit, b: Hit) -> float:
-    ix = max(0, min(a.x + a.w, b.x + b.w) - max(a.x, b.x))
-    iy = max(0, min(a.y + a.h, b.y + b.h) - max(a.y, b.y))
-    inter = ix * iy
-    return inter / (a.w * a.h + b.w * b.h - inter)
-
-
 def merge(found: dict[str, list[Hit]], k: int) -> list[Hit]:
     """The best k hits over every orientation's (orientation -> ranked hits): by distance
     (ties: orientation order, then rank), one hit per place (same slide and
@@ -55,7 +48,7 @@ def merge(found: dict[str, list[Hit]], k: int) -> list[Hit]:
         if any(
             o.slide_id == hit.slide_id
             and o.magnification == hit.magnification
-            and _iou(o, hit) >= SAME_PLACE_IOU
+            and iou(o, hit) >= SAME_PLACE_IOU
             for o, _ in kept
         ):
             continue

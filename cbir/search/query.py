@@ -104,12 +104,12 @@ MIN_QUERY_SIDE = 0.5
 def fit_to_tile(image: np.ndarray, tile_size: int, name: str) -> tuple[np.ndarray, float]:
     """(h, w, 3) uint8 -> the image resized up (cubic) so its short side is one tile when
     it is shorter, and the factor (1.0: as given); QueryError below MIN_QUERY_SIDE."""
-    import cv2
-
     h, w = image.shape[:2]
     short = min(h, w)
     if short >= tile_size:
         return image, 1.0
+    import cv2
+
     least = int(np.ceil(MIN_QUERY_SIDE * tile_size))
     if short < least:
         raise QueryError(
