@@ -160,8 +160,8 @@ def show_hits(result: SearchResult) -> None:
         add_number_column(t, distance_header(result))
     add_number_column(t, "similarity")
     turned = any(h.orientation != "none" for h in result.hits)
-    if turned:
-        add_text_column(t, "orientation")
+    if turned:  # names fold (fliplr-rot270) so the table keeps within 80 columns
+        t.add_column("turned", justify="left", overflow="fold")
     for h in result.hits:
         score = (
             [str(h.inliers), "" if h.matches is None else str(h.matches)]
