@@ -18,6 +18,7 @@ from cbir.search.filters import finished, slide_filter, tiles_at
 from cbir.search.hits import Hit, SearchResult
 from cbir.search.orientation import ORIENTATIONS
 from cbir.search.orientation import merge as merge_orientations
+from cbir.search.placement import QueryFrame, place_hits
 from cbir.search.query import (
     MAX_QUERY_PIXELS,
     Region,
@@ -93,9 +94,26 @@ class Index:
         if isinstance(query, Region):
             stored = self._by_path.get(str(Path(query.slide).resolve()))
             base = stored.info.base_magnification if stored else None
-            return read_region_image(query, base), str(query)
+            return read_region_image(self.at_indexed(query), base), str(query)
         path = Path(query)
         return decode_image(path, MAX_QUERY_PIXELS), str(path)
+
+    def at_indexed(self, region: Region) -> Region:
+        """The region at the indexed magnification nearest its own (a tie: the higher),
+        so that it is searched at the scale its hits are at; itself when indexed or when
+        nothing is indexed at or below its own magnification's slide base."""
+        mags = self.magnifications
+        if not mags or region.magnification in mags:
+            return region
+        near = min(mags, key=lambda m: (abs(m - region.magnification), -m))
+        if near > region.magnification:  # reading above the region's magnification
+            stored = self._by_path.get(str(Path(region.slide).resolve()))
+            if stored is not None and near > stored.info.base_magnification * (1 + 1e-6):
+                lower = [m for m in mags if m < region.magnification]
+                if not lower:
+                    return region
+                near = lower[-1]
+        return region.model_copy(update={"magnification": near})
 
     def query_codes(self, image: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
         """(h, w, 3) uint8 -> descriptors (m, n, d) float32 and codes (m, n, e) of its tile
@@ -180,9 +198,15 @@ class Index:
         t = self.recipe.tiling.tile_size
         resized = 1.0  # local features need no whole tile: only tile searches resize
 
+        read_at = None if region is None else self.at_indexed(region).magnification
+        if region is not None and read_at == region.magnification:
+            read_at = None
+
         def done(result: SearchResult) -> SearchResult:
             if resized != 1.0:
                 result = result.model_copy(update={"query_resized": resized})
+            if read_at is not None:
+                result = result.model_copy(update={"query_read_at": read_at})
             return finished(col, result, k, min_similarity, keep, exclude_query_slide, vote)
 
         if verify and local is not None and local.candidates_from == "votes":
@@ -204,21 +228,26 @@ class Index:
         x, codes = self.tile_codes(tiles)
         m, n = codes.shape[:2]
         query_features = None
+
+        def placed(turned: np.ndarray, x: np.ndarray, codes: np.ndarray, k: int) -> list[Hit]:
+            hits = self.search_codes(codes, k, x, allowed, expand, slide_ids=keep)
+            return place_hits(col, hits, codes, QueryFrame.of(turned, t))
+
         if orientations:
-            found = {"none": self.search_codes(codes, k, x, allowed, expand, slide_ids=keep)}
+            found = {"none": placed(image, x, codes, k)}
             for turn_name, turn in list(ORIENTATIONS.items())[1:]:
-                xt, ct = self.tile_codes(query_tiles(turn(image), t, name))
-                found[turn_name] = self.search_codes(ct, k, xt, allowed, expand, slide_ids=keep)
+                turned = turn(image)
+                xt, ct = self.tile_codes(query_tiles(turned, t, name))
+                found[turn_name] = placed(turned, xt, ct, k)
             hits = merge_orientations(found, k)
         elif verify:
             assert local is not None and self.bundle.local is not None
-            wide = max(k, local.candidates)
-            hits = self.search_codes(codes, wide, x, allowed, expand, slide_ids=keep)
+            hits = placed(image, x, codes, max(k, local.candidates))
             features = self.bundle.local.query(pixels)  # its own pixels: affine to level 0
             hits = verify_hits(col, features, hits, k)
             query_features = len(features)
         else:
-            hits = self.search_codes(codes, k, x, allowed, expand, slide_ids=keep)
+            hits = placed(image, x, codes, k)
         two_step = m * n == 1 and reranks(col, x)
         return done(
             SearchResult(

@@ -20,8 +20,11 @@ are read at that magnification; then each transform makes one query of it:
                                                  between the magnification and the next
                                                  indexed one up (between two indexed
                                                  scales; the rectangle is the same)
+    region-unindexed-mag                         that rectangle and magnification as a
+                                                 region query (slide:x,y,w,h@MAGx): the
+                                                 engine knows its magnification
 
-Each query is an image (`Index.search(array, k=10)`, with `orientations=True` under
+Each query but the last is an image (`Index.search(array, k=10)`, with `orientations=True` under
 --orientations), so nothing tells the engine where it came from. found@1: hit 1 is on the
 rectangle's slide and its level-0 rectangle overlaps the true one with IoU >= 0.5;
 found@5: one of the first five is. A query the engine refuses (a `CbirError`) counts as
@@ -55,7 +58,7 @@ from cbir.storage.metadata import SlideRecord
 
 TRANSFORMS = (
     "none", "fliplr", "rot90", "rot180", "rot270", "jpeg90", "jpeg70", "jpeg50", "colour",
-    "unindexed-mag",
+    "unindexed-mag", "region-unindexed-mag",
 )  # fmt: skip
 MIN_TISSUE, MAX_TRIES, K, MIN_IOU = 0.5, 200, 10, 0.5
 
@@ -92,14 +95,17 @@ def draw(recs: list[SlideRecord], rng: np.random.Generator, lo: int, hi: int) ->
     raise RuntimeError("eval_queries: no tissue rectangle found within the allowed tries")
 
 
-def query(rect: Rect, transform: str) -> np.ndarray | None:
-    """The query image of a rectangle under a transform (None: it does not apply)."""
+def query(rect: Rect, transform: str) -> np.ndarray | Region | None:
+    """The query image (or region) of a rectangle under a transform (None: it does not
+    apply)."""
     region, base = rect.region, rect.record.info.base_magnification
-    if transform == "unindexed-mag":
+    if transform.endswith("unindexed-mag"):
         if rect.next_mag is None:
             return None
-        mid = (region.magnification + rect.next_mag) / 2
-        return read_region_image(region.model_copy(update={"magnification": mid}), base)
+        mid = region.model_copy(
+            update={"magnification": (region.magnification + rect.next_mag) / 2}
+        )
+        return mid if transform.startswith("region") else read_region_image(mid, base)
     pixels = read_region_image(region, base)
     if transform == "fliplr":
         return np.ascontiguousarray(pixels[:, ::-1])

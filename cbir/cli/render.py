@@ -145,6 +145,11 @@ def show_hits(result: SearchResult) -> None:
                 + ")"
             )
         line(f"--scale {result.scale}: searched {searched}{probs}")
+    if result.query_read_at:
+        line(
+            "region's magnification is not indexed: read at the nearest indexed one, "
+            f"{result.query_read_at:g}x"
+        )
     if result.query_resized:
         line(f"query shorter than a tile: resized up x{result.query_resized:g} to search it")
     verified = " verified," if result.verified else ""

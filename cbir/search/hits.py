@@ -13,8 +13,10 @@ class Hit(BaseModel):
     """One ranked result: a tile or a region of an indexed slide.
 
     x, y, w, h are level-0 pixels of the slide, so the hit can be cut with
-    `cbir.open_slide(slide_path).read_region(x, y, w, h, magnification)`: a tile or region
-    hit reads back as (rows * tile, cols * tile, 3) pixels at its magnification.
+    `cbir.open_slide(slide_path).read_region(x, y, w, h, magnification)`: the query's own
+    extent placed where it matched, to a fraction of a grid cell (cbir.search.placement;
+    within the slide), so it reads back about the query's size at its magnification.
+    row, col, rows, cols name the grid cells its whole tiles matched.
     """
 
     rank: int  # 1-based
@@ -26,9 +28,9 @@ class Hit(BaseModel):
     y: int
     w: int
     h: int
-    row: int  # grid cell of the top-left tile at this magnification
+    row: int  # grid cell of the top-left matched tile at this magnification
     col: int
-    rows: int  # tiles in the hit (1 x 1 for a tile query)
+    rows: int  # whole query tiles matched (1 x 1 for a tile query)
     cols: int
     distance: float  # Hamming for a tile; D = d_near(Q, B') + d_near(B', Q) for a region;
     # the coarse distance for hits verified from a global search; -inliers for hits found by
@@ -70,6 +72,9 @@ class SearchResult(BaseModel):
     #: The query was shorter than a tile on one side and was resized up by this factor
     #: (cbir.search.query.fit_to_tile); None: searched as given.
     query_resized: float | None = None
+    #: A region query at a magnification not indexed in the bundle was read at this one,
+    #: the nearest indexed (Index.at_indexed); None: read at its own.
+    query_read_at: float | None = None
     magnifications: list[float]  # indexed in the bundle
     scale: str = "all"  # "all", "auto" or one magnification ("20x")
     searched_magnifications: list[float] = []

@@ -121,8 +121,18 @@ def fit_to_tile(image: np.ndarray, tile_size: int, name: str) -> tuple[np.ndarra
     return cv2.resize(image, size, interpolation=cv2.INTER_CUBIC), round(factor, 4)
 
 
+def centred(image: np.ndarray, tile_size: int) -> np.ndarray:
+    """(h, w, ...) -> its middle (t * (h // t), t * (w // t), ...): whole tiles, the rest
+    of each side split evenly between its two edges (cbir.search.placement.QueryFrame); a
+    side shorter than a tile is kept whole."""
+    h, w = image.shape[:2]
+    hh, ww = (s - s % tile_size if s >= tile_size else s for s in (h, w))
+    y, x = (h - hh) // 2, (w - ww) // 2
+    return image[y : y + hh, x : x + ww]
+
+
 def query_tiles(image: np.ndarray, tile_size: int, name: str) -> np.ndarray:
-    """(h, w, 3) uint8 -> (m, n, t, t, 3) tiles from the top-left corner; m, n >= 1."""
+    """(h, w, 3) uint8 -> (m, n, t, t, 3) whole tiles centred in it; m, n >= 1."""
     h, w = image.shape[:2]
     if h < tile_size or w < tile_size:
         raise QueryError(
@@ -134,15 +144,15 @@ def query_tiles(image: np.ndarray, tile_size: int, name: str) -> np.ndarray:
             f"{name}: query is {rows} x {cols} tiles; a region query takes at most "
             f"{MAX_QUERY_TILES} tiles (crop it, or query at a lower magnification)"
         )
-    return split_tiles(image, tile_size)
+    return split_tiles(centred(image, tile_size), tile_size)
 
 
 def tissue_fractions(image: np.ndarray, tile_size: int) -> np.ndarray:
-    """(h, w, 3) uint8 -> (m, n) tissue fraction of each query tile (the tissue mask of
-    indexing, computed on the whole query)."""
+    """(h, w, 3) uint8 -> (m, n) tissue fraction of each query tile (query_tiles; the
+    tissue mask of indexing, computed on the whole query)."""
     mask = tissue_mask(image).astype(np.float32)
     rows, cols = max(1, image.shape[0] // tile_size), max(1, image.shape[1] // tile_size)
-    cropped = mask[: rows * tile_size, : cols * tile_size]
+    cropped = centred(mask, tile_size)
     return cropped.reshape(rows, cropped.shape[0] // rows, cols, -1).mean(axis=(1, 3))
 
 

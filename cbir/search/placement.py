@@ -1,0 +1,104 @@
+"""Hits at the query's own extent. A search matches the query's tile grid to grid cells of
+a slide; the hit is then the whole query rectangle placed there, at sub-cell precision:
+the distances of the query to the cells one step either side of the match, fitted with a
+V (equiangular line fit, the usual sub-pixel fit of block matching), say how far between
+cells the query lies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cbir.search.collection import Collection
+from cbir.search.hamming import hamming_matrix
+from cbir.search.hits import Hit
+from cbir.search.region import region_distance, squared_l2_matrix
+from cbir.storage.metadata import CodeGrid
+
+#: A sub-cell offset is at most this many cells (a better neighbour than the match
+#: moves the hit towards it, never past it).
+MAX_SHIFT = 1.0
+
+
+@dataclass(frozen=True)
+class QueryFrame:
+    """Where a query's tile grid lies in it, in query px (after any resize): the first
+    tile's top-left corner `offset` (x, y) and the query's `size` (w, h)."""
+
+    offset: tuple[int, int]
+    size: tuple[int, int]
+
+    @classmethod
+    def of(cls, image: np.ndarray, tile_size: int) -> QueryFrame:
+        """The frame of (h, w, 3) `image` cut by cbir.search.query.query_tiles (its whole
+        tiles centred in it)."""
+        h, w = image.shape[:2]
+        return cls(offset=((w % tile_size) // 2, (h % tile_size) // 2), size=(w, h))
+
+
+def shift_distances(
+    col: Collection, grid: CodeGrid, codes: np.ndarray, row: int, col_: int
+) -> np.ndarray:
+    """D (as the region search scores it) of query codes (m, n, e) at cells (row + dr,
+    col_ + dc) for dr, dc in (-1, 0, 1) -> (3, 3) float64; inf where the shifted grid
+    leaves the slide or holds no indexed cell."""
+    m, n, e = codes.shape
+    f = col.per_tile
+    g = grid.geometry
+    out = np.full((3, 3), np.inf)
+    shifts = [(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1)]
+    r0 = np.array([row + dr for dr, _ in shifts])
+    c0 = np.array([col_ + dc for _, dc in shifts])
+    inside = (r0 >= 0) & (c0 >= 0) & (r0 + f * (m - 1) < g.rows) & (c0 + f * (n - 1) < g.cols)
+    if not inside.any():
+        return out
+    rr = r0[inside, None, None] + f * np.arange(m)[None, :, None]
+    cc = c0[inside, None, None] + f * np.arange(n)[None, None, :]
+    valid = grid.valid[rr, cc].reshape(-1, m * n)
+    pipe = col.bundle.pipeline
+    cand = pipe.codes_from_bytes(grid.codes[rr, cc]).reshape(-1, m * n, e)
+    pairwise = hamming_matrix if pipe.binary else squared_l2_matrix
+    d = region_distance(codes.reshape(m * n, e), cand, valid, pairwise)
+    d[~valid.any(axis=1)] = np.inf
+    flat = out.reshape(-1)
+    flat[np.flatnonzero(inside)] = d
+    return out
+
+
+def subcell(before: float, at: float, after: float) -> float:
+    """Offset in cells in [-MAX_SHIFT, MAX_SHIFT] of the minimum of a V through the
+    distances at -1, 0 and +1 cells (0 when a side is missing, all are equal, or the match
+    is exact: distance 0 means the query's pixels are the cell's)."""
+    if at == 0 or not (np.isfinite(before) and np.isfinite(after) and np.isfinite(at)):
+        return 0.0
+    rise = max(before, after) - at
+    if rise <= 0:
+        return 0.0
+    return float(np.clip((before - after) / (2 * rise), -MAX_SHIFT, MAX_SHIFT))
+
+
+def place_hits(col: Collection, hits: list[Hit], codes: np.ndarray, frame: QueryFrame) -> list[Hit]:
+    """Grid-cell hits of query codes (m, n, e) -> the same hits with x, y, w, h the query's
+    rectangle (level-0 px, within the slide) at its sub-cell place; row, col, rows, cols
+    still name the matched cells. Hits without a code grid keep their rectangle."""
+    placed = []
+    for h in hits:
+        grid = col.grids.get(h.slide_id, h.magnification)
+        if grid is None:
+            placed.append(h)
+            continue
+        g = grid.geometry
+        d = shift_distances(col, grid, codes, h.row, h.col)
+        dr = subcell(d[0, 1], d[1, 1], d[2, 1])
+        dc = subcell(d[1, 0], d[1, 1], d[1, 2])
+        per_px = g.level0_per_px
+        info = col.slides[h.slide_id].info
+        w = min(round(frame.size[0] * per_px), info.width)
+        hh = min(round(frame.size[1] * per_px), info.height)
+        x = round((h.col + dc) * g.step - frame.offset[0] * per_px)
+        y = round((h.row + dr) * g.step - frame.offset[1] * per_px)
+        x = min(max(0, x), info.width - w)
+        y = min(max(0, y), info.height - hh)
+        placed.append(h.model_copy(update={"x": x, "y": y, "w": w, "h": hh}))
+    return placed
