@@ -16,17 +16,17 @@ from cbir.info import IndexInfo, SlideEntry, bundle_info
 from cbir.search.collection import Collection
 from cbir.search.filters import finished, slide_filter, tiles_at
 from cbir.search.hits import Hit, SearchResult
+from cbir.search.junk import check_looks
 from cbir.search.orientation import ORIENTATIONS
 from cbir.search.orientation import merge as merge_orientations
-from cbir.search.placement import QueryFrame, place_hits
+from cbir.search.placement import QueryFrame, distinct_places, place_hits
 from cbir.search.query import (
     MAX_QUERY_PIXELS,
     Region,
     as_rgb,
-    check_tissue,
     fit_to_tile,
     query_tiles,
-    read_region_image,
+    read_region_at,
 )
 from cbir.search.region_hits import region_hits
 from cbir.search.scales import ScaleSelector
@@ -88,32 +88,32 @@ class Index:
     # -- query preparation ------------------------------------------------------------
     def query_image(self, query: Query) -> tuple[np.ndarray, str]:
         """Resolve a query to its (h, w, 3) uint8 pixels and a display name."""
+        pixels, name, _ = self.query_pixels(query)
+        return pixels, name
+
+    def query_pixels(self, query: Query) -> tuple[np.ndarray, str, float | None]:
+        """query_image, and the magnification a region was read at (None: an image): the
+        nearest indexed to its own (`nearest_indexed`)."""
         if isinstance(query, np.ndarray):
-            return as_rgb(query, "<array>"), "<array>"
+            return as_rgb(query, "<array>"), "<array>", None
         query = as_region(query) or query
         if isinstance(query, Region):
             stored = self._by_path.get(str(Path(query.slide).resolve()))
             base = stored.info.base_magnification if stored else None
-            return read_region_image(self.at_indexed(query), base), str(query)
+            pixels, read_at = read_region_at(query, base, self.nearest_indexed)
+            return pixels, str(query), read_at
         path = Path(query)
-        return decode_image(path, MAX_QUERY_PIXELS), str(path)
+        return decode_image(path, MAX_QUERY_PIXELS), str(path), None
 
-    def at_indexed(self, region: Region) -> Region:
-        """The region at the indexed magnification nearest its own (a tie: the higher),
-        so that it is searched at the scale its hits are at; itself when indexed or when
-        nothing is indexed at or below its own magnification's slide base."""
-        mags = self.magnifications
-        if not mags or region.magnification in mags:
-            return region
-        near = min(mags, key=lambda m: (abs(m - region.magnification), -m))
-        if near > region.magnification:  # reading above the region's magnification
-            stored = self._by_path.get(str(Path(region.slide).resolve()))
-            if stored is not None and near > stored.info.base_magnification * (1 + 1e-6):
-                lower = [m for m in mags if m < region.magnification]
-                if not lower:
-                    return region
-                near = lower[-1]
-        return region.model_copy(update={"magnification": near})
+    def nearest_indexed(self, magnification: float, base: float) -> float:
+        """The indexed magnification nearest `magnification` (a tie: the higher) that a
+        slide of `base` has, so that a region is read at a scale its hits can be at;
+        `magnification` itself when indexed, when none is at or below `base`, or when it
+        lies outside [half the lowest indexed, base]."""
+        mags = [m for m in self.magnifications if m <= base * (1 + 1e-6)]
+        if not mags or magnification in mags or not mags[0] / 2 <= magnification <= base:
+            return magnification  # outside the indexed range: as asked (or refused)
+        return min(mags, key=lambda m: (abs(m - magnification), -m))
 
     def query_codes(self, image: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
         """(h, w, 3) uint8 -> descriptors (m, n, d) float32 and codes (m, n, e) of its tile
@@ -155,8 +155,10 @@ class Index:
         verify: rank by local-feature RANSAC inliers (None: the recipe's default). Needs a
         bundle with local features; candidates come from local-feature votes or from this
         search's own top hits, as the recipe's [local] section says.
-        allow_background: search a query without tissue (refused by default: none of its
-        tiles has the tissue fraction the bundle's tiles were indexed with).
+        allow_background: search a query that is refused by default: without tissue (none
+        of its tiles has the tissue fraction the bundle's tiles were indexed with), or not
+        brightfield tissue (cbir.search.junk: noise, blur, pen ink, a dark or inverted
+        image).
         min_similarity: drop hits whose similarity in [0, 1] is below it (fewer than k
         hits may come back; `below_min_similarity` counts the dropped ones).
         expand: query expansion of tile queries (None: the recipe's; 0: off).
@@ -194,24 +196,23 @@ class Index:
                 f"{shown} is an image"
             )
         keep = slide_filter(col, region, slides, exclude_query_slide)
-        pixels, name = self.query_image(query)
+        pixels, name, read_at = self.query_pixels(query)
         t = self.recipe.tiling.tile_size
-        resized = 1.0  # local features need no whole tile: only tile searches resize
-
-        read_at = None if region is None else self.at_indexed(region).magnification
-        if region is not None and read_at == region.magnification:
-            read_at = None
 
         def done(result: SearchResult) -> SearchResult:
             if resized != 1.0:
                 result = result.model_copy(update={"query_resized": resized})
-            if read_at is not None:
+            if region is not None and read_at != region.magnification:
                 result = result.model_copy(update={"query_read_at": read_at})
             return finished(col, result, k, min_similarity, keep, exclude_query_slide, vote)
 
-        if verify and local is not None and local.candidates_from == "votes":
-            if not allow_background:
-                check_tissue(pixels, t, self.min_tissue, name)
+        by_votes = verify and local is not None and local.candidates_from == "votes"
+        # local features need no whole tile: only tile searches resize (or refuse) a small
+        # query, and that first; the looks are checked on the query as given
+        image, resized = (pixels, 1.0) if by_votes else fit_to_tile(pixels, t, name)
+        if not allow_background:
+            check_looks(pixels, t, self.min_tissue, name)
+        if by_votes:
 
             def tiles_of_query() -> np.ndarray:  # only --scale auto looks at them
                 return query_tiles(fit_to_tile(pixels, t, name)[0], t, name)
@@ -220,18 +221,19 @@ class Index:
                 col, self.scale_selector.select, pixels, name, tiles_of_query, k, scale, start, keep
             )
             return done(result)
-        image, resized = fit_to_tile(pixels, t, name)
         tiles = query_tiles(image, t, name)
-        if not allow_background:
-            check_tissue(image, t, self.min_tissue, name)
         allowed, probabilities = self.scale_selector.select(scale, tiles)
         x, codes = self.tile_codes(tiles)
         m, n = codes.shape[:2]
         query_features = None
 
         def placed(turned: np.ndarray, x: np.ndarray, codes: np.ndarray, k: int) -> list[Hit]:
-            hits = self.search_codes(codes, k, x, allowed, expand, slide_ids=keep)
-            return place_hits(col, hits, codes, QueryFrame.of(turned, t))
+            # overlapping cells find one place up to per_tile^2 times: ask for that many
+            wide = k * col.per_tile**2
+            hits = self.search_codes(codes, wide, x, allowed, expand, slide_ids=keep)
+            frame = QueryFrame.of(turned, t)  # refined once the places are distinct
+            coarse = distinct_places(place_hits(col, hits, codes, frame, refine=False), k)
+            return place_hits(col, coarse, codes, frame)
 
         if orientations:
             found = {"none": placed(image, x, codes, k)}

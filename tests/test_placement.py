@@ -27,6 +27,7 @@ def test_subcell_finds_the_bottom_of_a_v(shift: float) -> None:
 def test_subcell_stays_put_without_both_sides_or_for_an_exact_match() -> None:
     assert subcell(np.inf, 2.0, 5.0) == 0.0  # the grid's edge
     assert subcell(4.0, 0.0, 9.0) == 0.0  # distance 0: the cell's own pixels
+    assert subcell(4.0, 1e-7, 9.0) == 0.0  # to float precision
     assert subcell(3.0, 3.0, 3.0) == 0.0  # flat: nothing to say
     assert subcell(9.0, 5.0, 1.0) == 1.0  # a better neighbour: towards it, not past
 

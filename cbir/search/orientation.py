@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from cbir.search.hits import Hit, iou
+from cbir.search.hits import Hit
+from cbir.search.placement import distinct_places
 
 
 def _turned(k: int, mirror: bool) -> Callable[[np.ndarray], np.ndarray]:
@@ -30,31 +31,14 @@ ORIENTATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     for k in range(4)
 }
 
-#: Two hits of one slide overlapping by at least this IoU are one place.
-SAME_PLACE_IOU = 0.5
-
 
 def merge(found: dict[str, list[Hit]], k: int) -> list[Hit]:
     """The best k hits over every orientation's (orientation -> ranked hits): by distance
     (ties: orientation order, then rank), one hit per place (same slide and
-    magnification, IoU >= SAME_PLACE_IOU), re-ranked 1..k with their orientation."""
+    magnification, IoU >= placement.SAME_PLACE_IOU), re-ranked 1..k with their orientation."""
     order = {name: i for i, name in enumerate(found)}
     pool = sorted(
-        ((h, name) for name, hits in found.items() for h in hits),
-        key=lambda hn: (hn[0].distance, order[hn[1]], hn[0].rank),
+        (h.model_copy(update={"orientation": name}) for name, hits in found.items() for h in hits),
+        key=lambda h: (h.distance, order[h.orientation], h.rank),
     )
-    kept: list[tuple[Hit, str]] = []
-    for hit, name in pool:
-        if any(
-            o.slide_id == hit.slide_id
-            and o.magnification == hit.magnification
-            and iou(o, hit) >= SAME_PLACE_IOU
-            for o, _ in kept
-        ):
-            continue
-        kept.append((hit, name))
-        if len(kept) == k:
-            break
-    return [
-        h.model_copy(update={"rank": i, "orientation": name}) for i, (h, name) in enumerate(kept, 1)
-    ]
+    return distinct_places(pool, k)

@@ -2,7 +2,8 @@
 a slide; the hit is then the whole query rectangle placed there, at sub-cell precision:
 the distances of the query to the cells one step either side of the match, fitted with a
 V (equiangular line fit, the usual sub-pixel fit of block matching), say how far between
-cells the query lies."""
+cells the query lies. Only grids of overlapping tiles (a recipe `stride` below the tile)
+are refined: there a neighbour shares part of the matched tile's pixels."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import numpy as np
 
 from cbir.search.collection import Collection
 from cbir.search.hamming import hamming_matrix
-from cbir.search.hits import Hit
+from cbir.search.hits import Hit, iou
 from cbir.search.region import region_distance, squared_l2_matrix
 from cbir.storage.metadata import CodeGrid
 
+#: A match this much closer than its neighbours (relative distance) is exact.
+EXACT = 1e-4
 #: A sub-cell offset is at most this many cells (a better neighbour than the match
 #: moves the hit towards it, never past it).
 MAX_SHIFT = 1.0
@@ -69,8 +72,11 @@ def shift_distances(
 def subcell(before: float, at: float, after: float) -> float:
     """Offset in cells in [-MAX_SHIFT, MAX_SHIFT] of the minimum of a V through the
     distances at -1, 0 and +1 cells (0 when a side is missing, all are equal, or the match
-    is exact: distance 0 means the query's pixels are the cell's)."""
-    if at == 0 or not (np.isfinite(before) and np.isfinite(after) and np.isfinite(at)):
+    is exact: a distance of 0, to float precision, means the query's pixels are the
+    cell's)."""
+    if not (np.isfinite(before) and np.isfinite(after) and np.isfinite(at)):
+        return 0.0
+    if at <= EXACT * max(before, after):
         return 0.0
     rise = max(before, after) - at
     if rise <= 0:
@@ -78,10 +84,13 @@ def subcell(before: float, at: float, after: float) -> float:
     return float(np.clip((before - after) / (2 * rise), -MAX_SHIFT, MAX_SHIFT))
 
 
-def place_hits(col: Collection, hits: list[Hit], codes: np.ndarray, frame: QueryFrame) -> list[Hit]:
+def place_hits(
+    col: Collection, hits: list[Hit], codes: np.ndarray, frame: QueryFrame, refine: bool = True
+) -> list[Hit]:
     """Grid-cell hits of query codes (m, n, e) -> the same hits with x, y, w, h the query's
-    rectangle (level-0 px, within the slide) at its sub-cell place; row, col, rows, cols
-    still name the matched cells. Hits without a code grid keep their rectangle."""
+    rectangle (level-0 px, within the slide) at its sub-cell place (at its cell without
+    `refine`); row, col, rows, cols still name the matched cells. Hits without a code grid
+    keep their rectangle."""
     placed = []
     for h in hits:
         grid = col.grids.get(h.slide_id, h.magnification)
@@ -89,9 +98,11 @@ def place_hits(col: Collection, hits: list[Hit], codes: np.ndarray, frame: Query
             placed.append(h)
             continue
         g = grid.geometry
-        d = shift_distances(col, grid, codes, h.row, h.col)
-        dr = subcell(d[0, 1], d[1, 1], d[2, 1])
-        dc = subcell(d[1, 0], d[1, 1], d[1, 2])
+        dr = dc = 0.0
+        if refine and g.per_tile > 1:  # without overlap a neighbour shares no pixels: no V to fit
+            d = shift_distances(col, grid, codes, h.row, h.col)
+            dr = subcell(d[0, 1], d[1, 1], d[2, 1])
+            dc = subcell(d[1, 0], d[1, 1], d[1, 2])
         per_px = g.level0_per_px
         info = col.slides[h.slide_id].info
         w = min(round(frame.size[0] * per_px), info.width)
@@ -102,3 +113,26 @@ def place_hits(col: Collection, hits: list[Hit], codes: np.ndarray, frame: Query
         y = min(max(0, y), info.height - hh)
         placed.append(h.model_copy(update={"x": x, "y": y, "w": w, "h": hh}))
     return placed
+
+
+#: Two hits of one slide and magnification overlapping by at least this IoU are one place.
+SAME_PLACE_IOU = 0.5
+
+
+def distinct_places(hits: list[Hit], k: int) -> list[Hit]:
+    """The first k of ranked `hits` that are distinct places: a hit overlapping a kept one
+    of the same slide and magnification by SAME_PLACE_IOU or more is dropped (overlapping
+    grid cells match one query several times); ranks renumbered 1..k."""
+    kept: list[Hit] = []
+    for hit in hits:
+        if any(
+            o.slide_id == hit.slide_id
+            and o.magnification == hit.magnification
+            and iou(o, hit) >= SAME_PLACE_IOU
+            for o in kept
+        ):
+            continue
+        kept.append(hit)
+        if len(kept) == k:
+            break
+    return [h.model_copy(update={"rank": i}) for i, h in enumerate(kept, 1)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -58,6 +59,17 @@ class Region(BaseModel):
 
 def read_region_image(region: Region, base_magnification: float | None) -> np.ndarray:
     """Pixels of a region at its magnification -> (h', w', 3) uint8."""
+    return read_region_at(region, base_magnification)[0]
+
+
+def read_region_at(
+    region: Region,
+    base_magnification: float | None,
+    read_at: Callable[[float, float], float] | None = None,
+) -> tuple[np.ndarray, float]:
+    """A region checked at its own magnification and read at `read_at(magnification,
+    slide base)` (None: its own; e.g. the nearest indexed one) -> ((h', w', 3) uint8
+    pixels, the magnification read)."""
     with open_slide(region.slide, base_magnification) as slide:
         width, height = slide.dimensions
         if region.w <= 0 or region.h <= 0:
@@ -74,15 +86,16 @@ def read_region_image(region: Region, base_magnification: float | None) -> np.nd
             raise QueryError(
                 f"{region}: {region.magnification:g}x is above the slide's base {base:g}x"
             )
-        scale = region.magnification / base
+        mag = region.magnification if read_at is None else read_at(region.magnification, base)
+        scale = mag / base
         pixels = region.w * scale * region.h * scale
         if pixels > MAX_QUERY_PIXELS:
             raise QueryError(
-                f"{region}: {pixels / 1e6:.0f} megapixels at {region.magnification:g}x is "
+                f"{region}: {pixels / 1e6:.0f} megapixels at {mag:g}x is "
                 f"larger than a query may be ({MAX_QUERY_PIXELS / 1e6:.0f}; query a smaller "
                 "region or a lower magnification)"
             )
-        return slide.read_region(region.x, region.y, region.w, region.h, region.magnification)
+        return slide.read_region(region.x, region.y, region.w, region.h, mag), mag
 
 
 def as_rgb(image: np.ndarray, name: str) -> np.ndarray:

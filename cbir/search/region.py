@@ -32,9 +32,13 @@ def d_near(dist: np.ndarray, valid_q: np.ndarray, valid_p: np.ndarray) -> np.nda
 
 
 def squared_l2_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(..., n, d) and (..., m, d) float32 -> (..., n, m) float64 squared L2 distances."""
-    diff = a[..., :, None, :].astype(np.float64) - b[..., None, :, :].astype(np.float64)
-    return (diff * diff).sum(axis=-1)
+    """(..., n, d) and (..., m, d) float32 -> (..., n, m) float64 squared L2 distances,
+    as |a|^2 + |b|^2 - 2 a.b (a batched matrix product: no (..., n, m, d) difference
+    array), clipped at 0."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    aa = np.einsum("...nd,...nd->...n", a, a)[..., :, None]
+    bb = np.einsum("...md,...md->...m", b, b)[..., None, :]
+    return np.maximum(aa + bb - 2.0 * (a @ np.swapaxes(b, -1, -2)), 0.0)
 
 
 def region_distance(
