@@ -112,7 +112,8 @@ def search_cmd(
         bool,
         typer.Option(
             "--allow-background/--no-allow-background",
-            help="Search a query without tissue (refused by default).",
+            help="Search a query refused by default: no tissue, or not brightfield "
+            "tissue (noise, blur, pen ink, a dark or inverted image).",
         ),
     ] = False,
     min_similarity: Annotated[
@@ -188,6 +189,8 @@ def search_cmd(
 
     A batch shows a progress bar on stderr and ends with a summary; a query that
     fails gets one line on stderr, the others still run, and the exit code is then 1."""
+    import json
+
     from cbir.api import open_index
     from cbir.cli.render import note_readonly
     from cbir.errors import QueryError
@@ -232,7 +235,12 @@ def search_cmd(
         if batch is None:
             single = Region.parse(region) if region is not None else query
             assert single is not None
-            result = ix.search(single, **options)  # type: ignore[arg-type]
+            try:
+                result = ix.search(single, **options)  # type: ignore[arg-type]
+            except QueryError as exc:  # a refused query: its reason as JSON too, exit 2
+                if json_out:
+                    typer.echo(json.dumps({"query": str(single), "error": str(exc)}))
+                raise
             _print_result(result, json_out)
             if export is not None:
                 _export_one(ix, single, result, export, json_out)

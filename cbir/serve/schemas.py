@@ -15,7 +15,11 @@ class SearchOptions(BaseModel):
     k: int | None = Field(None, ge=1, le=1000, description="Hits (the recipe's k if unset).")
     scale: str = Field("all", description='"all", "auto" or one magnification such as "20x".')
     verify: bool | None = Field(None, description="Rank by local-feature RANSAC inliers.")
-    allow_background: bool = Field(False, description="Search a query without tissue.")
+    allow_background: bool = Field(
+        False,
+        description="Search a query refused by default: no tissue, or not brightfield "
+        "tissue (noise, blur, pen ink, a dark or inverted image).",
+    )
     min_similarity: float | None = Field(None, ge=0.0, le=1.0)
     expand: int | None = Field(None, ge=0, le=100, description="Query expansion (tile queries).")
     slides: list[int] | None = Field(None, description="Search only these slide ids.")

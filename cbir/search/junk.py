@@ -1,0 +1,171 @@
+"""Queries that are not brightfield tissue: noise, a heavily blurred field, pen or marker
+strokes, a dark (fluorescence or dark-field) image, an inverted or green-dominant one.
+Each check is a registered `JunkCheck`: a measure of the query's `Looks`, a limit, and
+the reason a refused query is told. The limits sit between real tissue tiles of every
+shared slide at 5-20x, and the skimage IHC sample at 40x, and the junk the tests make
+(tests/test_junk.py; measured ranges in each check's docstring)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+
+import cv2
+import numpy as np
+
+from cbir.errors import QueryError
+from cbir.search.query import check_tissue
+from cbir.slides.tissue import tissue_mask
+
+#: A pixel darker than this (max of R, G, B; 0..255) is dark: glass is ~240, the
+#: darkest stained tissue ~100.
+DARK_VALUE = 60
+#: A pixel more saturated than this (HSV saturation, 0..255) is vivid: ink, not stain.
+VIVID_SATURATION = 150
+
+
+class Looks:
+    """What the checks measure on one (h, w, 3) uint8 RGB query, computed once."""
+
+    def __init__(self, rgb: np.ndarray) -> None:
+        self.rgb = rgb
+
+    @cached_property
+    def grey(self) -> np.ndarray:
+        """(h, w) float32 luminance, 0..255."""
+        return cv2.cvtColor(self.rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+
+    @cached_property
+    def hsv(self) -> np.ndarray:
+        """(h, w, 3) uint8 HSV (OpenCV: H 0..179, S and V 0..255)."""
+        return cv2.cvtColor(self.rgb, cv2.COLOR_RGB2HSV)
+
+    @cached_property
+    def tissue(self) -> np.ndarray:
+        """(h, w) bool: the tissue mask of indexing (stained, i.e. saturated, pixels)."""
+        return tissue_mask(self.rgb)
+
+    @cached_property
+    def dark(self) -> np.ndarray:
+        """(h, w) bool: pixels darker than DARK_VALUE."""
+        return self.hsv[..., 2] < DARK_VALUE
+
+    def of_tissue(self, pixels: np.ndarray) -> float:
+        """Fraction of the tissue pixels where `pixels` (h, w) bool holds (0: no tissue)."""
+        n = int(self.tissue.sum())
+        return float((pixels & self.tissue).sum() / n) if n else 0.0
+
+
+@dataclass(frozen=True)
+class JunkCheck:
+    """Refuse a query when `measure(looks)` is above `limit` (below it with `below`)."""
+
+    name: str
+    measure: Callable[[Looks], float]
+    limit: float
+    below: bool
+    reason: str
+    what: str  # what the measure is, for the message
+
+    def refuses(self, value: float) -> bool:
+        return value < self.limit if self.below else value > self.limit
+
+
+#: name -> check, in the order they run (the first that refuses is reported).
+JUNK_CHECKS: dict[str, JunkCheck] = {}
+
+
+def register_check(
+    name: str, limit: float, reason: str, what: str, below: bool = False
+) -> Callable[[Callable[[Looks], float]], Callable[[Looks], float]]:
+    def add(measure: Callable[[Looks], float]) -> Callable[[Looks], float]:
+        JUNK_CHECKS[name] = JunkCheck(name, measure, limit, below, reason, what)
+        return measure
+
+    return add
+
+
+@register_check("noise", 0.3, "noise, not an image of tissue", "neighbour correlation", True)
+def neighbour_correlation(looks: Looks) -> float:
+    """Correlation of each pixel's luminance with its right neighbour's: tissue 0.57-1.0,
+    uniform or Gaussian noise ~0."""
+    g = looks.grey
+    a, b = g[:, :-1].ravel(), g[:, 1:].ravel()
+    if a.std() < 1e-3 or b.std() < 1e-3:
+        return 1.0  # flat: the tissue check speaks for it
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+@register_check("dark", 0.5, "a dark image (fluorescence or dark field?), not brightfield",
+                "dark pixels")  # fmt: skip
+def dark_fraction(looks: Looks) -> float:
+    """Fraction of dark pixels: brightfield tissue at most 0.11, a fluorescence-like image
+    (spots on black) 0.84."""
+    return float(looks.dark.mean())
+
+
+@register_check("green", 0.3, "green-dominant colours (fluorescence, or an inverted image), "
+                "not a brightfield stain", "green-dominant pixels of the stained")  # fmt: skip
+def green_fraction(looks: Looks) -> float:
+    """Fraction of the stained pixels whose green exceeds red and blue: H&E and IHC
+    absorb green most (tissue at most 0.08), an inverted H&E tile is 0.85-1."""
+    rgb = looks.rgb.astype(np.int16)
+    green = (rgb[..., 1] > rgb[..., 0]) & (rgb[..., 1] > rgb[..., 2])
+    return looks.of_tissue(green)
+
+
+@register_check("pen", 0.85, "pen or marker ink, not stained tissue", "ink pixels of the stained")
+def ink_fraction(looks: Looks) -> float:
+    """Fraction of the stained pixels that are vivid or dark, as ink is: tissue at most
+    0.6, pen strokes on glass (blue, green, red, black) ~1."""
+    vivid = looks.hsv[..., 1] > VIVID_SATURATION
+    return looks.of_tissue(vivid | looks.dark)
+
+
+#: The query is downsampled by this much before the Laplacian: a field upsampled a few
+#: times (the IHC sample at 40x) is still sharp there; a heavily blurred one is not.
+BLUR_DOWNSAMPLE = 4
+
+
+@register_check("blur", 0.07, "out of focus (heavily blurred)", "sharpness", below=True)
+def sharpness(looks: Looks) -> float:
+    """Variance of the Laplacian over the variance of the luminance, after downsampling
+    by BLUR_DOWNSAMPLE: tissue tiles 0.15-10 (the lowest: the IHC sample at 40x, 4x
+    upsampled; its crops of 224-896 px at least 0.117), tissue tiles blurred with a
+    Gaussian of sigma 10 px at most 0.05 (sigma 8: 0.10)."""
+    g = looks.grey
+    d = BLUR_DOWNSAMPLE
+    if min(g.shape) >= 8 * d:
+        g = cv2.resize(g, (g.shape[1] // d, g.shape[0] // d), interpolation=cv2.INTER_AREA)
+    var = float(g.var())
+    if var < 1e-3:
+        return np.inf  # flat: the tissue check speaks for it
+    return float(cv2.Laplacian(g, cv2.CV_32F).var() / var)
+
+
+def measure_all(image: np.ndarray) -> dict[str, float]:
+    """(h, w, 3) uint8 -> every check's measure, by name."""
+    looks = Looks(image)
+    return {name: check.measure(looks) for name, check in JUNK_CHECKS.items()}
+
+
+def check_not_junk(image: np.ndarray, name: str) -> None:
+    """Refuse (QueryError, one line) a query the first JUNK_CHECKS check finds junk."""
+    looks = Looks(image)
+    for check in JUNK_CHECKS.values():
+        value = check.measure(looks)
+        if check.refuses(value):
+            side = "below" if check.below else "above"
+            raise QueryError(
+                f"{name}: {check.reason} ({check.what} {value:.2f}, {side} the "
+                f"{check.limit:g} of brightfield tissue); --allow-background searches it "
+                "anyway"
+            )
+
+
+def check_looks(image: np.ndarray, tile_size: int, min_fraction: float, name: str) -> None:
+    """Refuse a query without tissue (cbir.search.query.check_tissue), then one that is
+    not brightfield tissue (check_not_junk)."""
+    check_tissue(image, tile_size, min_fraction, name)
+    check_not_junk(image, name)
