@@ -355,7 +355,7 @@ def demo_cmd(
     ),
     json_out: JsonOpt = False,
 ) -> None:
-    """Index the embedded sample slide (scikit-image IHC) and search a crop of it."""
+    """Index the embedded sample slide (scikit-image IHC) and search a rectangle of it."""
     from cbir.cli.render import RichProgress, show_hits, show_report, stdout
     from cbir.demo import run_demo
 
@@ -364,14 +364,15 @@ def demo_cmd(
     if json_out:
         typer.echo(demo.model_dump_json())
     else:
-        stdout.print(f"sample slide: {demo.slide}")
+        stdout.print(f"sample slide: {demo.slide}, recipe {demo.recipe}")
         show_report(demo.report)
         stdout.print(
-            f"query: {demo.query}, a crop of the slide at x={demo.expected_x} "
-            f"y={demo.expected_y} (level-0 px), {demo.magnification:g}x"
+            f"query: {demo.query}, a {demo.expected_w} x {demo.expected_h} rectangle of the "
+            f"slide at x={demo.expected_x} y={demo.expected_y} (level-0 px), off the tile "
+            f"grid, read at {demo.magnification:g}x"
         )
         show_hits(demo.result)
         verdict = "found at rank 1" if demo.found_at_rank_1 else "NOT found at rank 1"
-        stdout.print(f"the crop's own place: {verdict}")
+        stdout.print(f"the rectangle's own place: {verdict} (IoU {demo.iou:.2f})")
     if not demo.found_at_rank_1:
         sys.exit(1)
