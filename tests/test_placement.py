@@ -95,3 +95,22 @@ def test_a_region_at_an_unindexed_magnification_is_read_at_the_nearest(
     hit = result.hits[0]
     assert hit.magnification == 20.0 and (hit.w, hit.h) == (region.w, region.h)
     assert iou(hit, region) >= 0.5
+
+
+def test_hits_that_are_one_place_are_one_hit() -> None:
+    from cbir.search.hits import Hit
+    from cbir.search.placement import distinct_places
+
+    def hit(rank: int, x: int, slide_id: int = 1, mag: float = 20.0) -> Hit:
+        return Hit(
+            rank=rank, slide="a", slide_path="a", slide_id=slide_id, magnification=mag,
+            x=x, y=0, w=400, h=300, row=0, col=0, rows=1, cols=1, distance=rank,
+        )  # fmt: skip
+
+    hits = [hit(1, 0), hit(2, 100), hit(3, 250), hit(4, 0, slide_id=2), hit(5, 0, mag=10.0)]
+    kept = distinct_places(hits, 10)  # x=100 overlaps x=0 by IoU 0.6; x=250 by 0.23
+    assert [(h.x, h.slide_id, h.magnification) for h in kept] == [
+        (0, 1, 20.0), (250, 1, 20.0), (0, 2, 20.0), (0, 1, 10.0)
+    ]  # fmt: skip
+    assert [h.rank for h in kept] == [1, 2, 3, 4]
+    assert len(distinct_places(hits, 2)) == 2
