@@ -3,6 +3,9 @@ with no training: e.g. ImageNet EfficientNet-Lite0 from its packaged weights."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import threading
 import weakref
 from pathlib import Path
@@ -18,9 +21,14 @@ from cbir.nn.backbones import backbone_entry, backbone_weights_file, loaded_back
 from cbir.nn.cnn import normalise, to_tensor
 from cbir.nn.cuda_graphs import graphed
 from cbir.nn.device import for_inference, resolve_device
+from cbir.nn.onnx_runtime import OnnxForward, use_onnx
 from cbir.specs import DescriptorSpec
 
+log = logging.getLogger("cbir")
+
 POOLINGS = ("avg", "gem", "avg+max")
+#: Test-time views whose pooled features are averaged (see `views`).
+TTAS = ("none", "quad", "rot90", "d4")
 #: Generalised-mean exponent of `gem` pooling.
 GEM_P = 3.0
 
@@ -44,10 +52,43 @@ def pool(fmap: torch.Tensor, pooling: str) -> torch.Tensor:
     return torch.cat([fmap.mean(dim=(2, 3)), fmap.amax(dim=(2, 3))], dim=1)
 
 
+def turned(x: torch.Tensor, k: int) -> torch.Tensor:
+    """(n, c, h, w) turned k times by 90 degrees counterclockwise: torch.rot90(x, k,
+    (2, 3)) written as flips and transposes, which ONNX exports (aten::rot90 it does not)."""
+    for _ in range(k % 4):
+        x = x.flip(3).transpose(2, 3)
+    return x
+
+
 def dihedral(x: torch.Tensor) -> list[torch.Tensor]:
     """The 8 flips/90-degree rotations of (n, 3, h, w) square images."""
-    rots = [torch.rot90(x, r, dims=(2, 3)) for r in range(4)]
+    rots = [turned(x, r) for r in range(4)]
     return rots + [r.flip(3) for r in rots]
+
+
+def rotated_quadrants(x: torch.Tensor) -> torch.Tensor:
+    """(n, 3, s, s) square images -> the same with their quadrants (top-left, top-right,
+    bottom-left, bottom-right; s // 2 px each) rotated in place by 0, 90, 180 and 270
+    degrees: every orientation in one view, at the cost of one."""
+    h = x.shape[3] // 2
+    out = x.clone()
+    for k, (r, c) in enumerate(((0, 0), (0, h), (h, 0), (h, h))):
+        out[:, :, r : r + h, c : c + h] = turned(x[:, :, r : r + h, c : c + h], k)
+    return out
+
+
+def views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
+    """The views of (n, 3, s, s) square images whose pooled features are averaged:
+    "none" x; "quad" its `rotated_quadrants` (1x the cost); "rot90" x and x rotated by
+    90 degrees (2x; rotating by 180 degrees or flipping gains less); "d4" its 8
+    flips/rotations (8x)."""
+    if tta == "d4":
+        return dihedral(x)
+    if tta == "rot90":
+        return [x, turned(x, 1)]
+    if tta == "quad":
+        return [rotated_quadrants(x)]
+    return [x]
 
 
 @register_descriptor("backbone", learned=True)
@@ -60,8 +101,9 @@ class BackboneDescriptor:
     first; the last feature map comes last unless `final` is False. Each pooled block is
     L2-normalised and the concatenation divided by sqrt(blocks), so descriptors are unit
     vectors (spec params "blocks": the dims, "unit_norm": True).
-    tta "d4": the mean over the 8 flips/rotations of each tile (histology has no up or
-    down), 8x the cost."""
+    tta (histology has no up or down): "d4" the mean over the 8 flips/rotations of each
+    tile, 8x the cost; "rot90" over the tile and its 90-degree rotation, 2x; "quad" one
+    tile whose quadrants are rotated by 0/90/180/270 degrees, 1x (see `views`)."""
 
     def __init__(
         self,
@@ -77,8 +119,8 @@ class BackboneDescriptor:
     ) -> None:
         if pooling not in POOLINGS:
             raise ValueError(f"pooling {pooling!r}; valid: {', '.join(POOLINGS)}")
-        if tta not in ("none", "d4"):
-            raise ValueError(f"tta {tta!r}; valid: none, d4")
+        if tta not in TTAS:
+            raise ValueError(f"tta {tta!r}; valid: {', '.join(TTAS)}")
         torch.manual_seed(0)
         self.device = resolve_device(device)
         path = backbone_weights_file(backbone, weights)
@@ -115,6 +157,32 @@ class BackboneDescriptor:
                 "weights_sha256": sha256_file(Path(path)) if path else "random-init-seed-0",
             },
         )
+        #: ONNX Runtime on the CPU (cbir.nn.onnx_runtime; CBIR_RUNTIME), else None: torch.
+        self.onnx = self._onnx(tile_size)
+
+    def _onnx(self, tile_size: int) -> OnnxForward | None:
+        """This descriptor's `_forward` exported and run by ONNX Runtime, when it runs on
+        the CPU and onnxruntime is installed; None (PyTorch) when the export fails."""
+        if not use_onnx(self.device):
+            return None
+        me = weakref.ref(self)
+
+        class Forward(torch.nn.Module):
+            def __init__(self, net: torch.nn.Module) -> None:
+                super().__init__()
+                self.net = net
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return me()._forward(x)  # type: ignore[union-attr]
+
+        what = json.dumps({**self.spec.params, "tile_size": tile_size}, sort_keys=True)
+        key = "backbone-" + hashlib.sha256(what.encode()).hexdigest()[:24]
+        example = torch.zeros(2, 3, tile_size, tile_size)
+        try:
+            return OnnxForward(Forward(self.net), example, key)
+        except Exception as exc:  # an op ONNX cannot express: PyTorch describes
+            log.warning("ONNX Runtime unavailable for %s (%s); using PyTorch", key, exc)
+            return None
 
     def _block_dims(self, tile_size: int) -> list[int]:
         with torch.inference_mode():
@@ -140,15 +208,20 @@ class BackboneDescriptor:
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """(n, 3, t, t) normalised tiles on the device -> (n, dim) unit vectors."""
-        views = dihedral(x) if self.tta == "d4" else [x]
         blocks = [
             F.normalize(torch.stack(parts).mean(0), dim=1)
-            for parts in zip(*(self._pooled(v) for v in views), strict=True)
+            for parts in zip(*(self._pooled(v) for v in views(x, self.tta)), strict=True)
         ]
         return torch.cat(blocks, dim=1) / len(blocks) ** 0.5
 
     def describe(self, tiles: np.ndarray) -> np.ndarray:
         """(n, t, t, 3) uint8 -> (n, dim) float32."""
+        if self.onnx is not None:
+            out = [
+                self.onnx(to_tensor(tiles[i : i + self.batch_size], self.normalization).numpy())
+                for i in range(0, len(tiles), self.batch_size)
+            ]
+            return np.concatenate(out) if out else np.zeros((0, self.spec.dim), np.float32)
         return run_batched(
             tiles, self.batch_size, self.spec.dim, self._features, self.device, self.graphs
         )
