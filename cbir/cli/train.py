@@ -12,7 +12,6 @@ import inspect
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args, get_origin
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -21,6 +20,7 @@ from cbir.cli.options import BaseMagOpt, DeviceOpt, JsonOpt, LabelsOpt, OutWeigh
 from cbir.cli.paths import expand_slides
 
 if TYPE_CHECKING:
+    import click  # typer >= 0.2x vendors click: not installed on its own
     from pydantic import BaseModel
     from pydantic.fields import FieldInfo
 
