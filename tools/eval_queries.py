@@ -3,7 +3,8 @@
 images. Are they found at their place?
 
     python tools/eval_queries.py --recipes effnet-flat[,stats-lsh32] [--n 60] [--seed 0]
-        [--transforms none,fliplr,rot90,...] [--orientations] [--workdir DIR] [--reuse] --json
+        [--transforms none,fliplr,rot90,...] [--orientations] [--scale all|auto]
+        [--workdir DIR] [--reuse] --json
 
 Protocol: per recipe, ONE bundle of cmu-1-small-region.svs and tcga-cr-7395-01a-01-ts1.svs
 (../shared/data/wsi, built as tools/eval_offgrid.py builds it). --n rectangles are drawn
@@ -146,7 +147,9 @@ def run_queries(index: Index, args: argparse.Namespace) -> dict[str, Any]:
             if image is None:
                 continue
             hits, took = timed_search(
-                functools.partial(index.search, image, k=K, orientations=args.orientations),
+                functools.partial(
+                    index.search, image, k=K, orientations=args.orientations, scale=args.scale
+                ),
                 errors,
                 f"queries: {transform}",
             )
@@ -184,6 +187,7 @@ def main() -> None:
     parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "cbir-queries"))
     parser.add_argument("--reuse", action="store_true", help="reuse a bundle in --workdir")
     parser.add_argument("--orientations", action="store_true", help="search 8 orientations")
+    parser.add_argument("--scale", default="all", help="all, auto (needs --scale-weights)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     args.transforms = [t for t in args.transforms.split(",") if t]
@@ -198,6 +202,7 @@ def main() -> None:
     results = [evaluate(r, weights.get(r), args) for r in args.recipes.split(",") if r]
     out = {
         "seed": args.seed,
+        "scale": args.scale,
         "sides_px": [args.min_side, args.max_side],
         "orientations": args.orientations,
         "results": results,
