@@ -25,34 +25,51 @@ DARK_VALUE = 60
 VIVID_SATURATION = 150
 
 
+#: Colour and noise are measured on at most this many px a side: a larger query is
+#: sampled (colours: every k-th pixel of the whole; noise: its central crop), so a 900 px
+#: query costs what a 512 px one does. Sharpness always sees the whole query.
+SAMPLE_SIDE = 512
+
+
 class Looks:
     """What the checks measure on one (h, w, 3) uint8 RGB query, computed once."""
 
     def __init__(self, rgb: np.ndarray) -> None:
         self.rgb = rgb
+        step = -(-max(rgb.shape[:2]) // SAMPLE_SIDE)  # ceil
+        #: (h', w', 3): every `step`-th pixel, for the colour fractions.
+        self.colours = rgb[::step, ::step] if step > 1 else rgb
 
     @cached_property
     def grey(self) -> np.ndarray:
-        """(h, w) float32 luminance, 0..255."""
+        """(h, w) float32 luminance of the whole query, 0..255."""
         return cv2.cvtColor(self.rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
 
     @cached_property
+    def grey_centre(self) -> np.ndarray:
+        """The central SAMPLE_SIDE x SAMPLE_SIDE px (at most) of `grey`."""
+        h, w = self.rgb.shape[:2]
+        y, x = max(0, (h - SAMPLE_SIDE) // 2), max(0, (w - SAMPLE_SIDE) // 2)
+        crop = self.rgb[y : y + SAMPLE_SIDE, x : x + SAMPLE_SIDE]
+        return cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2GRAY).astype(np.float32)
+
+    @cached_property
     def hsv(self) -> np.ndarray:
-        """(h, w, 3) uint8 HSV (OpenCV: H 0..179, S and V 0..255)."""
-        return cv2.cvtColor(self.rgb, cv2.COLOR_RGB2HSV)
+        """(h', w', 3) uint8 HSV of `colours` (OpenCV: H 0..179, S and V 0..255)."""
+        return cv2.cvtColor(np.ascontiguousarray(self.colours), cv2.COLOR_RGB2HSV)
 
     @cached_property
     def tissue(self) -> np.ndarray:
-        """(h, w) bool: the tissue mask of indexing (stained, i.e. saturated, pixels)."""
-        return tissue_mask(self.rgb)
+        """(h', w') bool: the tissue mask of indexing on `colours` (stained pixels)."""
+        return tissue_mask(np.ascontiguousarray(self.colours))
 
     @cached_property
     def dark(self) -> np.ndarray:
-        """(h, w) bool: pixels darker than DARK_VALUE."""
+        """(h', w') bool: pixels of `colours` darker than DARK_VALUE."""
         return self.hsv[..., 2] < DARK_VALUE
 
     def of_tissue(self, pixels: np.ndarray) -> float:
-        """Fraction of the tissue pixels where `pixels` (h, w) bool holds (0: no tissue)."""
+        """Fraction of the tissue pixels where `pixels` (h', w') bool holds (0: none)."""
         n = int(self.tissue.sum())
         return float((pixels & self.tissue).sum() / n) if n else 0.0
 
@@ -90,7 +107,7 @@ def register_check(
 def neighbour_correlation(looks: Looks) -> float:
     """Correlation of each pixel's luminance with its right neighbour's: tissue 0.57-1.0,
     uniform or Gaussian noise ~0."""
-    g = looks.grey
+    g = looks.grey_centre
     a, b = g[:, :-1].ravel(), g[:, 1:].ravel()
     if a.std() < 1e-3 or b.std() < 1e-3:
         return 1.0  # flat: the tissue check speaks for it
@@ -110,7 +127,7 @@ def dark_fraction(looks: Looks) -> float:
 def green_fraction(looks: Looks) -> float:
     """Fraction of the stained pixels whose green exceeds red and blue: H&E and IHC
     absorb green most (tissue at most 0.08), an inverted H&E tile is 0.85-1."""
-    rgb = looks.rgb.astype(np.int16)
+    rgb = looks.colours.astype(np.int16)
     green = (rgb[..., 1] > rgb[..., 0]) & (rgb[..., 1] > rgb[..., 2])
     return looks.of_tissue(green)
 
