@@ -7,8 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from cbir.search.hamming import hamming_matrix
 from cbir.search.hits import Hit
-from cbir.search.region import GridCache
+from cbir.search.region import GridCache, Pairwise, squared_l2_matrix
 from cbir.search.similarity import SimilarityScale, code_scale, vector_scale
 
 if TYPE_CHECKING:
@@ -49,6 +50,12 @@ class Collection:
     @property
     def recipe(self) -> Recipe:
         return self.bundle.recipe
+
+    @property
+    def pairwise(self) -> Pairwise:
+        """How two sets of this bundle's codes compare: Hamming on packed bits, squared
+        L2 on float vectors ((..., n, e), (..., m, e) -> (..., n, m))."""
+        return hamming_matrix if self.bundle.pipeline.binary else squared_l2_matrix
 
     @property
     def magnifications(self) -> list[float]:

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from cbir.search.collection import Collection
-from cbir.search.hamming import hamming_matrix
 from cbir.search.hits import Hit, iou
-from cbir.search.region import region_distance, squared_l2_matrix
+from cbir.search.region import region_distance, sub_grids
 from cbir.storage.metadata import CodeGrid
 
 #: A match this much closer than its neighbours (relative distance) is exact.
@@ -56,13 +55,9 @@ def shift_distances(
     inside = (r0 >= 0) & (c0 >= 0) & (r0 + f * (m - 1) < g.rows) & (c0 + f * (n - 1) < g.cols)
     if not inside.any():
         return out
-    rr = r0[inside, None, None] + f * np.arange(m)[None, :, None]
-    cc = c0[inside, None, None] + f * np.arange(n)[None, None, :]
-    valid = grid.valid[rr, cc].reshape(-1, m * n)
-    pipe = col.bundle.pipeline
-    cand = pipe.codes_from_bytes(grid.codes[rr, cc]).reshape(-1, m * n, e)
-    pairwise = hamming_matrix if pipe.binary else squared_l2_matrix
-    d = region_distance(codes.reshape(m * n, e), cand, valid, pairwise)
+    origins = np.stack([r0[inside], c0[inside]], axis=1)
+    cand, valid = sub_grids(grid, origins, m, n, f, col.bundle.pipeline.codes_from_bytes)
+    d = region_distance(codes.reshape(m * n, e), cand, valid, col.pairwise)
     d[~valid.any(axis=1)] = np.inf
     flat = out.reshape(-1)
     flat[np.flatnonzero(inside)] = d

@@ -90,6 +90,18 @@ class GridCache:
         return self._grids[key]
 
 
+def sub_grids(
+    grid: CodeGrid, origins: np.ndarray, m: int, n: int, per_tile: int, decode: Decode
+) -> tuple[np.ndarray, np.ndarray]:
+    """The m x n tile sub-grids of `grid` whose top-left cells are `origins` (c, 2) (row,
+    col; every cell inside the grid), tiles `per_tile` cells apart -> their codes
+    (c, m * n, e) (stored bytes through `decode`) and indexed flags (c, m * n) bool."""
+    rr = origins[:, 0, None, None] + per_tile * np.arange(m)[None, :, None]
+    cc = origins[:, 1, None, None] + per_tile * np.arange(n)[None, None, :]
+    codes = decode(grid.codes[rr, cc])
+    return codes.reshape(len(origins), m * n, -1), grid.valid[rr, cc].reshape(-1, m * n)
+
+
 def region_candidates(
     q: np.ndarray,
     index: TileIndex,
@@ -139,10 +151,7 @@ def region_candidates(
         rc = rc[ok]
         if not len(rc):
             continue
-        rr = rc[:, 0, None, None] + f * np.arange(m)[None, :, None]
-        cc = rc[:, 1, None, None] + f * np.arange(n)[None, None, :]
-        sub_valid = grid.valid[rr, cc].reshape(len(rc), m * n)
-        sub_codes = decode(grid.codes[rr, cc]).reshape(len(rc), m * n, e)
+        sub_codes, sub_valid = sub_grids(grid, rc, m, n, f, decode)
         enough = sub_valid.sum(axis=1) >= need
         if not enough.any():
             continue

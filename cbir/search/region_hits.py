@@ -6,9 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from cbir.search.collection import Collection
-from cbir.search.hamming import hamming_matrix
 from cbir.search.hits import Hit
-from cbir.search.region import region_candidates, squared_l2_matrix, suppress_overlaps
+from cbir.search.region import region_candidates, suppress_overlaps
 
 
 def region_hits(
@@ -35,7 +34,7 @@ def region_hits(
             cfg.region_min_valid,
             max_seeds,
             decode=pipeline.codes_from_bytes,
-            pairwise=hamming_matrix if pipeline.binary else squared_l2_matrix,
+            pairwise=col.pairwise,
             allowed=allowed,
             per_tile=col.per_tile,
         )
