@@ -73,7 +73,7 @@ class SearchResult(BaseModel):
     #: (cbir.search.query.fit_to_tile); None: searched as given.
     query_resized: float | None = None
     #: A region query at a magnification not indexed in the bundle was read at this one,
-    #: the nearest indexed (Index.at_indexed); None: read at its own.
+    #: the nearest indexed (Index.nearest_indexed); None: read at its own.
     query_read_at: float | None = None
     magnifications: list[float]  # indexed in the bundle
     scale: str = "all"  # "all", "auto" or one magnification ("20x")

@@ -13,6 +13,7 @@ import numpy as np
 
 from cbir.search.collection import Collection
 from cbir.search.hits import Hit, iou
+from cbir.search.query import centred_box
 from cbir.search.region import region_distance, sub_grids
 from cbir.storage.metadata import CodeGrid
 
@@ -36,7 +37,8 @@ class QueryFrame:
         """The frame of (h, w, 3) `image` cut by cbir.search.query.query_tiles (its whole
         tiles centred in it)."""
         h, w = image.shape[:2]
-        return cls(offset=((w % tile_size) // 2, (h % tile_size) // 2), size=(w, h))
+        x, y, _, _ = centred_box(h, w, tile_size)
+        return cls(offset=(x, y), size=(w, h))
 
 
 def shift_distances(

@@ -134,13 +134,17 @@ def fit_to_tile(image: np.ndarray, tile_size: int, name: str) -> tuple[np.ndarra
     return cv2.resize(image, size, interpolation=cv2.INTER_CUBIC), round(factor, 4)
 
 
-def centred(image: np.ndarray, tile_size: int) -> np.ndarray:
-    """(h, w, ...) -> its middle (t * (h // t), t * (w // t), ...): whole tiles, the rest
-    of each side split evenly between its two edges (cbir.search.placement.QueryFrame); a
-    side shorter than a tile is kept whole."""
-    h, w = image.shape[:2]
+def centred_box(h: int, w: int, tile_size: int) -> tuple[int, int, int, int]:
+    """(x, y, w', h') of the whole tiles centred in an h x w image (px): w' = t * (w // t),
+    the rest of each side split evenly between its two edges; a side shorter than a tile
+    is kept whole."""
     hh, ww = (s - s % tile_size if s >= tile_size else s for s in (h, w))
-    y, x = (h - hh) // 2, (w - ww) // 2
+    return (w - ww) // 2, (h - hh) // 2, ww, hh
+
+
+def centred(image: np.ndarray, tile_size: int) -> np.ndarray:
+    """(h, w, ...) -> its `centred_box` (cbir.search.placement.QueryFrame says where)."""
+    x, y, ww, hh = centred_box(*image.shape[:2], tile_size)
     return image[y : y + hh, x : x + ww]
 
 
