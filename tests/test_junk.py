@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 import cbir
 from cbir.cli.main import app
 from cbir.errors import QueryError
-from cbir.search.junk import JUNK_CHECKS, check_not_junk, measure_all
+from cbir.search.junk import JUNK_CHECKS, check_not_junk, first_refusal, measure_all
 from cbir.slides import open_slide
 from cbir.slides.tissue import tissue_mask
 from conftest import CMU, KIDNEY, TCGA, needs_shared_data, sample_image
@@ -48,8 +48,8 @@ def slide_tiles(path: Path, mag: float, side: int = 3000) -> list[np.ndarray]:
 
 def refused_by(image: np.ndarray) -> str | None:
     """The first check that refuses the image, or None."""
-    values = measure_all(image)
-    return next((n for n, c in JUNK_CHECKS.items() if c.refuses(values[n])), None)
+    refusal = first_refusal(image)
+    return None if refusal is None else refusal[0].name
 
 
 def glass(rng: np.random.Generator) -> np.ndarray:

@@ -167,18 +167,27 @@ def measure_all(image: np.ndarray) -> dict[str, float]:
     return {name: check.measure(looks) for name, check in JUNK_CHECKS.items()}
 
 
-def check_not_junk(image: np.ndarray, name: str) -> None:
-    """Refuse (QueryError, one line) a query the first JUNK_CHECKS check finds junk."""
+def first_refusal(image: np.ndarray) -> tuple[JunkCheck, float] | None:
+    """(h, w, 3) uint8 -> the first JUNK_CHECKS check that refuses it and its measure
+    (later checks are not measured), or None."""
     looks = Looks(image)
     for check in JUNK_CHECKS.values():
         value = check.measure(looks)
         if check.refuses(value):
-            side = "below" if check.below else "above"
-            raise QueryError(
-                f"{name}: {check.reason} ({check.what} {value:.2f}, {side} the "
-                f"{check.limit:g} of brightfield tissue); --allow-background searches it "
-                "anyway"
-            )
+            return check, value
+    return None
+
+
+def check_not_junk(image: np.ndarray, name: str) -> None:
+    """Refuse (QueryError, one line) a query the first JUNK_CHECKS check finds junk."""
+    refusal = first_refusal(image)
+    if refusal is not None:
+        check, value = refusal
+        side = "below" if check.below else "above"
+        raise QueryError(
+            f"{name}: {check.reason} ({check.what} {value:.2f}, {side} the "
+            f"{check.limit:g} of brightfield tissue); --allow-background searches it anyway"
+        )
 
 
 def check_looks(image: np.ndarray, tile_size: int, min_fraction: float, name: str) -> None:
