@@ -120,6 +120,14 @@ class Index:
         grid (e = bits / 8 uint8 for binary recipes, dim float32 for float ones)."""
         return self.tile_codes(query_tiles(image, self.recipe.tiling.tile_size, name))
 
+    def scale_probabilities(self, query: Query) -> dict[str, float] | None:
+        """Seed 000's scale comparator on a query: P(same magnification) against each
+        indexed magnification ({"20x": p}); None when the comparator did not learn.
+        Refused (QueryError) for a bundle built without `--scale-weights`."""
+        pixels, name, _ = self.query_pixels(query)
+        t = self.recipe.tiling.tile_size
+        return self.scale_selector.of_tiles(query_tiles(fit_to_tile(pixels, t, name)[0], t, name))
+
     def tile_codes(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(m, n, t, t, 3) uint8 tiles -> descriptors (m, n, d), codes (m, n, e)."""
         m, n, t = tiles.shape[:3]
@@ -150,8 +158,7 @@ class Index:
     ) -> SearchResult:
         """Top-k tiles (one-tile query) or regions (larger query) over every slide.
 
-        scale: "all" searches every indexed magnification; "20x" one of them; "auto" those
-        the bundle's scale comparator finds most like the query, with their neighbours.
+        scale: "all" searches every indexed magnification; "20x" one of them.
         verify: rank by local-feature RANSAC inliers (None: the recipe's default). Needs a
         bundle with local features; candidates come from local-feature votes or from this
         search's own top hits, as the recipe's [local] section says.
@@ -213,16 +220,12 @@ class Index:
         if not allow_background:
             check_looks(pixels, t, self.min_tissue, name)
         if by_votes:
-
-            def tiles_of_query() -> np.ndarray:  # only --scale auto looks at them
-                return query_tiles(fit_to_tile(pixels, t, name)[0], t, name)
-
             result = local_search(
-                col, self.scale_selector.select, pixels, name, tiles_of_query, k, scale, start, keep
+                col, self.scale_selector.select, pixels, name, k, scale, start, keep
             )
             return done(result)
         tiles = query_tiles(image, t, name)
-        allowed, probabilities = self.scale_selector.select(scale, tiles)
+        allowed = self.scale_selector.select(scale)
         x, codes = self.tile_codes(tiles)
         m, n = codes.shape[:2]
         query_features = None
@@ -259,7 +262,6 @@ class Index:
                 magnifications=self.magnifications,
                 scale=scale,
                 searched_magnifications=sorted(allowed) if allowed else self.magnifications,
-                scale_probabilities=probabilities,
                 verified=verify,
                 query_features=query_features,
                 hits=hits,

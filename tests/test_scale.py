@@ -1,4 +1,5 @@
-"""Scale detection: the comparator, pairs from slides, --scale all / 20x / auto."""
+"""Scale detection: the comparator, pairs from slides, --scale all / 20x, and the
+comparator's P(same magnification) of a query (Index.scale_probabilities)."""
 
 from __future__ import annotations
 
@@ -83,12 +84,12 @@ def test_scale_modes(tmp_path: Path, generated_slide: Path, tiny_scale: Path) ->
         only = index.search(tile, k=5, scale="20x")
         assert only.searched_magnifications == [20.0]
         assert len(only.hits) == 5 and all(h.magnification == 20.0 for h in only.hits)
-        auto = index.search(tile, k=5, scale="auto")
-        assert set(auto.scale_probabilities) == {f"{m:g}x" for m in index.magnifications}
-        best = max(auto.scale_probabilities, key=auto.scale_probabilities.get)
-        assert float(best.rstrip("x")) in auto.searched_magnifications
-        assert 1 <= len(auto.searched_magnifications) <= 3
-        assert all(h.magnification in auto.searched_magnifications for h in auto.hits)
+        probs = index.scale_probabilities(tile)
+        assert probs is not None
+        assert set(probs) == {f"{m:g}x" for m in index.magnifications}
+        assert all(0.0 <= p <= 1.0 for p in probs.values())
+        with pytest.raises(QueryError, match="--scale auto was removed"):
+            index.search(tile, scale="auto")
         region = index.search(f"{generated_slide}:896,0,896,896@20x", k=3, scale="20x")
         assert all(h.magnification == 20.0 for h in region.hits)
         with pytest.raises(QueryError, match="not indexed"):
@@ -96,12 +97,12 @@ def test_scale_modes(tmp_path: Path, generated_slide: Path, tiny_scale: Path) ->
     plain = tmp_path / "plain"
     cbir.build_index([generated_slide], plain, "stats-lsh32")
     with cbir.open_index(plain) as index:
-        assert index.bundle.meta.reference_tiles() == {}  # only kept for --scale auto
+        assert index.bundle.meta.reference_tiles() == {}  # only kept with a comparator
         with pytest.raises(QueryError, match="no scale comparator"):
-            index.search(tile, scale="auto")
+            index.scale_probabilities(tile)
 
 
-def test_auto_searches_every_magnification_when_the_comparator_did_not_learn(
+def test_no_probabilities_when_the_comparator_did_not_learn(
     tmp_path: Path, generated_slide: Path
 ) -> None:
     cfg = tiny_config(epochs=1)
@@ -110,6 +111,4 @@ def test_auto_searches_every_magnification_when_the_comparator_did_not_learn(
     out = tmp_path / "idx"
     cbir.build_index([generated_slide], out, "stats-lsh32", scale_weights=tmp_path / "s.pt")
     with cbir.open_index(out) as index:
-        auto = index.search(f"{generated_slide}:448,224,224,224@40x", k=5, scale="auto")
-        assert auto.searched_magnifications == index.magnifications
-        assert auto.scale_probabilities is None
+        assert index.scale_probabilities(f"{generated_slide}:448,224,224,224@40x") is None

@@ -633,7 +633,7 @@ SEARCH_OPTIONS: list[tuple[str, list[object]]] = [
     ("scale not indexed (7x)", ["--scale", "7x"]),
     ("scale 1e400x", ["--scale", "1e400x"]),
     ("scale nanx", ["--scale", "nanx"]),
-    ("scale auto without a comparator", ["--scale", "auto"]),
+    ("scale auto (removed)", ["--scale", "auto"]),
     ("min-similarity 2", ["--min-similarity", "2"]),
     ("min-similarity -0.5", ["--min-similarity", "-0.5"]),
     ("min-similarity nan", ["--min-similarity", "nan"]),

@@ -37,7 +37,7 @@ from bench_search import build_bundle  # same folder
 from benchutil import log
 from PIL import Image
 from serve_traffic import ms as traffic_ms
-from serve_traffic import run_clients, tile_urls, two_slide_bundle
+from serve_traffic import run_client_processes, run_clients, tile_urls, two_slide_bundle
 
 import cbir
 from cbir.serve.process import free_port, start_server, stop_server, tree_peak_rss_mb
@@ -117,13 +117,19 @@ def bench_deep_zoom(tmp: Path) -> dict[str, object]:
 
 
 def bench_mixed(
-    tmp: Path, counts: list[int], seconds: float, share: float, processes: int = 1
+    tmp: Path,
+    counts: list[int],
+    seconds: float,
+    share: float,
+    processes: int = 1,
+    client_processes: bool = False,
 ) -> dict[str, object]:
-    """Single-client search p50, then `counts` concurrent mixed clients, each on a fresh
-    server of `processes` processes: latencies, statuses and the server's peak RSS (the
-    sum over its processes)."""
+    """Single-client search p50, then `counts` concurrent mixed clients (threads of this
+    process, or one process each), each count on a fresh server of `processes`
+    processes: latencies, statuses and the server's peak RSS (the sum over its
+    processes)."""
     bundle = two_slide_bundle(tmp)
-    out: dict[str, object] = {"processes": processes}
+    out: dict[str, object] = {"processes": processes, "client_processes": client_processes}
     for clients in [1, *counts]:
         proc, url = start_server(
             bundle, free_port(), "--no-log-requests", "--processes", str(processes)
@@ -132,7 +138,8 @@ def bench_mixed(
             urls = tile_urls(url, 1) + tile_urls(url, 2)
             solo = clients == 1
             run_clients(url, clients, 3, 0.0 if not solo else 1.0, urls, seed=99)  # warm up
-            t = run_clients(url, clients, seconds, 1.0 if solo else share, urls)
+            clients_run = run_client_processes if client_processes else run_clients
+            t = clients_run(url, clients, seconds, 1.0 if solo else share, urls)
             out["single_client_search" if solo else f"clients_{clients}"] = {
                 "search": traffic_ms(t.times["search"]),
                 **({} if solo else {"tile": traffic_ms(t.times["tile"])}),
@@ -157,6 +164,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="Mixed load: per count.")
     parser.add_argument("--search-share", type=float, default=0.2)
     parser.add_argument("--processes", type=int, default=1, help="Mixed load: cbir serve's.")
+    parser.add_argument(
+        "--client-processes",
+        action="store_true",
+        help="Mixed load: each client its own process (default: threads of this one).",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     sections = set(args.sections.split(","))
@@ -177,7 +189,12 @@ def main() -> None:
             mixed_dir = Path(tmp) / "mixed"
             mixed_dir.mkdir()
             out["mixed"] = bench_mixed(
-                mixed_dir, counts, args.seconds, args.search_share, args.processes
+                mixed_dir,
+                counts,
+                args.seconds,
+                args.search_share,
+                args.processes,
+                args.client_processes,
             )
     out["protocol"] = (
         "HTTP clients on 127.0.0.1, one keep-alive connection each; multipart 224 px PNG, "

@@ -3,7 +3,7 @@
 images. Are they found at their place?
 
     python tools/eval_queries.py --recipes effnet-flat[,stats-lsh32] [--n 60] [--seed 0]
-        [--transforms none,fliplr,rot90,...] [--orientations] [--scale all|auto]
+        [--transforms none,fliplr,rot90,...] [--orientations] [--scale all|20x]
         [--workdir DIR] [--reuse] --json
 
 Protocol: per recipe, ONE bundle of cmu-1-small-region.svs and tcga-cr-7395-01a-01-ts1.svs
@@ -187,7 +187,7 @@ def main() -> None:
     parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "cbir-queries"))
     parser.add_argument("--reuse", action="store_true", help="reuse a bundle in --workdir")
     parser.add_argument("--orientations", action="store_true", help="search 8 orientations")
-    parser.add_argument("--scale", default="all", help="all, auto (needs --scale-weights)")
+    parser.add_argument("--scale", default="all", help="all, or one magnification (20x)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     args.transforms = [t for t in args.transforms.split(",") if t]

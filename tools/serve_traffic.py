@@ -125,3 +125,29 @@ def ms(seconds: list[float]) -> dict[str, float]:
         "p99_ms": round(float(np.percentile(a, 99)), 2),
         "n": len(a),
     }
+
+
+def _one_client_process(args: tuple[str, float, float, list[str], int]) -> Traffic:
+    url, seconds, search_share, urls, seed = args
+    traffic = run_clients(url, 1, seconds, search_share, urls, seed=seed)
+    traffic.lock = None  # type: ignore[assignment]  # a lock does not pickle
+    return traffic
+
+
+def run_client_processes(
+    url: str, clients: int, seconds: float, search_share: float, urls: list[str], seed: int = 0
+) -> Traffic:
+    """run_clients with each client in its own process (one thread each), so that the
+    clients do not queue on one interpreter lock: what the server's latency is when its
+    clients are separate programs (browsers), still on this machine's cores."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    jobs = [(url, seconds, search_share, urls, seed * 1000 + i) for i in range(clients)]
+    out = Traffic()
+    with ProcessPoolExecutor(clients) as pool:
+        for part in pool.map(_one_client_process, jobs):
+            for kind, times in part.times.items():
+                out.times[kind].extend(times)
+            out.statuses.update(part.statuses)
+            out.errors.extend(part.errors)
+    return out

@@ -97,7 +97,8 @@ def build_index_cmd(
     scale_weights: Annotated[
         Path | None,
         typer.Option(
-            "--scale-weights", help="Scale comparator (cbir train scale) for --scale auto."
+            "--scale-weights",
+            help="Scale comparator (cbir train scale): Index.scale_probabilities.",
         ),
     ] = None,
     local_weights: Annotated[

@@ -137,14 +137,7 @@ def show_hits(result: SearchResult) -> None:
     kind = f"{result.query_rows} x {result.query_cols} tile region" if region else "tile"
     if result.scale != "all":
         searched = ", ".join(f"{m:g}x" for m in result.searched_magnifications)
-        probs = ""
-        if result.scale_probabilities:
-            probs = (
-                " (P(same scale): "
-                + ", ".join(f"{m} {p:.2f}" for m, p in result.scale_probabilities.items())
-                + ")"
-            )
-        line(f"--scale {result.scale}: searched {searched}{probs}")
+        line(f"--scale {result.scale}: searched {searched}")
     if result.query_read_at:
         line(
             "region's magnification is not indexed: read at the nearest indexed one, "

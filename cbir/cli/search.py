@@ -95,10 +95,7 @@ def search_cmd(
     k: KOpt = None,
     scale: Annotated[
         str,
-        typer.Option(
-            help="Magnifications to search: all, auto (the bundle's scale comparator picks), "
-            "or one such as 20x."
-        ),
+        typer.Option(help="Magnifications to search: all, or one such as 20x."),
     ] = "all",
     verify: Annotated[
         bool | None,

@@ -76,9 +76,8 @@ class SearchResult(BaseModel):
     #: the nearest indexed (Index.nearest_indexed); None: read at its own.
     query_read_at: float | None = None
     magnifications: list[float]  # indexed in the bundle
-    scale: str = "all"  # "all", "auto" or one magnification ("20x")
+    scale: str = "all"  # "all" or one magnification ("20x")
     searched_magnifications: list[float] = []
-    scale_probabilities: dict[str, float] | None = None  # --scale auto: P(same scale) per mag
     verified: bool = False  # ranked by local-feature RANSAC inliers
     query_features: int | None = None  # local features of the query (--verify)
     hits: list[Hit]

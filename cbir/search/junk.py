@@ -34,11 +34,14 @@ SAMPLE_SIDE = 512
 class Looks:
     """What the checks measure on one (h, w, 3) uint8 RGB query, computed once."""
 
-    def __init__(self, rgb: np.ndarray) -> None:
+    def __init__(self, rgb: np.ndarray, tissue: np.ndarray | None = None) -> None:
+        """tissue: the (h, w) bool tissue mask of `rgb`, when the caller has made it."""
         self.rgb = rgb
         step = -(-max(rgb.shape[:2]) // SAMPLE_SIDE)  # ceil
         #: (h', w', 3): every `step`-th pixel, for the colour fractions.
         self.colours = rgb[::step, ::step] if step > 1 else rgb
+        if tissue is not None and step == 1:  # the mask `tissue` would make: not twice
+            self.__dict__["tissue"] = tissue
 
     @cached_property
     def grey(self) -> np.ndarray:
@@ -108,10 +111,12 @@ def neighbour_correlation(looks: Looks) -> float:
     """Correlation of each pixel's luminance with its right neighbour's: tissue 0.57-1.0,
     uniform or Gaussian noise ~0."""
     g = looks.grey_centre
-    a, b = g[:, :-1].ravel(), g[:, 1:].ravel()
-    if a.std() < 1e-3 or b.std() < 1e-3:
-        return 1.0  # flat: the tissue check speaks for it
-    return float(np.corrcoef(a, b)[0, 1])
+    a, b = g[:, :-1], g[:, 1:]
+    a, b = a - a.mean(), b - b.mean()  # contiguous float32
+    aa, bb = float(np.vdot(a, a)), float(np.vdot(b, b))
+    if min(aa, bb) < 1e-6 * a.size:  # std < 1e-3: flat, the tissue check speaks for it
+        return 1.0
+    return float(np.vdot(a, b)) / float(np.sqrt(aa * bb))
 
 
 @register_check("dark", 0.5, "a dark image (fluorescence or dark field?), not brightfield",
@@ -127,7 +132,7 @@ def dark_fraction(looks: Looks) -> float:
 def green_fraction(looks: Looks) -> float:
     """Fraction of the stained pixels whose green exceeds red and blue: H&E and IHC
     absorb green most (tissue at most 0.08), an inverted H&E tile is 0.85-1."""
-    rgb = looks.colours.astype(np.int16)
+    rgb = looks.colours
     green = (rgb[..., 1] > rgb[..., 0]) & (rgb[..., 1] > rgb[..., 2])
     return looks.of_tissue(green)
 
@@ -167,10 +172,13 @@ def measure_all(image: np.ndarray) -> dict[str, float]:
     return {name: check.measure(looks) for name, check in JUNK_CHECKS.items()}
 
 
-def first_refusal(image: np.ndarray) -> tuple[JunkCheck, float] | None:
+def first_refusal(
+    image: np.ndarray, tissue: np.ndarray | None = None
+) -> tuple[JunkCheck, float] | None:
     """(h, w, 3) uint8 -> the first JUNK_CHECKS check that refuses it and its measure
-    (later checks are not measured), or None."""
-    looks = Looks(image)
+    (later checks are not measured), or None. tissue: its (h, w) bool tissue mask, if
+    made."""
+    looks = Looks(image, tissue)
     for check in JUNK_CHECKS.values():
         value = check.measure(looks)
         if check.refuses(value):
@@ -178,9 +186,10 @@ def first_refusal(image: np.ndarray) -> tuple[JunkCheck, float] | None:
     return None
 
 
-def check_not_junk(image: np.ndarray, name: str) -> None:
-    """Refuse (QueryError, one line) a query the first JUNK_CHECKS check finds junk."""
-    refusal = first_refusal(image)
+def check_not_junk(image: np.ndarray, name: str, tissue: np.ndarray | None = None) -> None:
+    """Refuse (QueryError, one line) a query the first JUNK_CHECKS check finds junk.
+    tissue: its (h, w) bool tissue mask, if made."""
+    refusal = first_refusal(image, tissue)
     if refusal is not None:
         check, value = refusal
         side = "below" if check.below else "above"
@@ -192,6 +201,7 @@ def check_not_junk(image: np.ndarray, name: str) -> None:
 
 def check_looks(image: np.ndarray, tile_size: int, min_fraction: float, name: str) -> None:
     """Refuse a query without tissue (cbir.search.query.check_tissue), then one that is
-    not brightfield tissue (check_not_junk)."""
-    check_tissue(image, tile_size, min_fraction, name)
-    check_not_junk(image, name)
+    not brightfield tissue (check_not_junk); the tissue mask is made once for both."""
+    mask = tissue_mask(image)
+    check_tissue(image, tile_size, min_fraction, name, mask)
+    check_not_junk(image, name, mask)

@@ -164,10 +164,12 @@ def query_tiles(image: np.ndarray, tile_size: int, name: str) -> np.ndarray:
     return split_tiles(centred(image, tile_size), tile_size)
 
 
-def tissue_fractions(image: np.ndarray, tile_size: int) -> np.ndarray:
+def tissue_fractions(
+    image: np.ndarray, tile_size: int, mask: np.ndarray | None = None
+) -> np.ndarray:
     """(h, w, 3) uint8 -> (m, n) tissue fraction of each query tile (query_tiles; the
-    tissue mask of indexing, computed on the whole query)."""
-    mask = tissue_mask(image).astype(np.float32)
+    tissue mask of indexing, computed on the whole query unless given as (h, w) bool)."""
+    mask = (tissue_mask(image) if mask is None else mask).astype(np.float32)
     rows, cols = max(1, image.shape[0] // tile_size), max(1, image.shape[1] // tile_size)
     cropped = centred(mask, tile_size)
     return cropped.reshape(rows, cropped.shape[0] // rows, cols, -1).mean(axis=(1, 3))
@@ -179,11 +181,18 @@ def tissue_fractions(image: np.ndarray, tile_size: int) -> np.ndarray:
 QUERY_MIN_TISSUE = 0.25
 
 
-def check_tissue(image: np.ndarray, tile_size: int, min_fraction: float, name: str) -> float:
+def check_tissue(
+    image: np.ndarray,
+    tile_size: int,
+    min_fraction: float,
+    name: str,
+    mask: np.ndarray | None = None,
+) -> float:
     """Refuse a query without tissue: the most tissue in one of its tiles (the mask that
-    indexing uses) must reach min(min_fraction, QUERY_MIN_TISSUE), min_fraction being the
-    bundle's indexing threshold. Returns that largest fraction."""
-    best = float(tissue_fractions(image, tile_size).max())
+    indexing uses; `mask` when the caller made it) must reach min(min_fraction,
+    QUERY_MIN_TISSUE), min_fraction being the bundle's indexing threshold. Returns that
+    largest fraction."""
+    best = float(tissue_fractions(image, tile_size, mask).max())
     need = min(min_fraction, QUERY_MIN_TISSUE)
     if best < need:
         raise QueryError(

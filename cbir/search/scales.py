@@ -1,9 +1,9 @@
-"""Which magnifications a query searches: all, one, or the comparator's choice (seed 000)."""
+"""Which magnifications a query searches (all or one), and seed 000's scale comparator:
+P(same magnification) of a query against each indexed magnification."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,7 +22,7 @@ log = logging.getLogger("cbir")
 
 class ScaleSelector:
     """Resolves `--scale` for an opened bundle; loads the comparator on first use (on
-    `device`)."""
+    `device`) for `of_tiles`."""
 
     def __init__(self, col: Collection, device: str | None = "auto") -> None:
         self.col = col
@@ -32,46 +32,40 @@ class ScaleSelector:
         self._ref_features = None
         self._learned = True  # the comparator's training verdict
 
-    def select(
-        self, scale: str, tiles: np.ndarray | Callable[[], np.ndarray]
-    ) -> tuple[set[float] | None, dict[str, float] | None]:
-        """(magnifications to search or None for all, P(same scale) per magnification).
-        `tiles`: the query's (m, n, t, t, 3) tiles, or a function making them (called only
-        for "auto", the one choice that looks at them)."""
+    def select(self, scale: str) -> set[float] | None:
+        """Magnifications to search (None: all) for `--scale` "all" or one magnification
+        ("20x"). "auto" is refused: it searched no faster than "all" at the same found
+        rate, since every magnification's hits come from one index (README)."""
         mags = self.col.magnifications
         text = scale.strip().lower()
         if text == "all":
-            return None, None
+            return None
         if text == "auto":
-            self._comparator()
-            if not self._learned:  # a comparator at chance would drop the true scale
-                log.warning(
-                    "%s: the scale comparator did not learn; --scale auto searches every "
-                    "magnification",
-                    self.col.bundle.root,
-                )
-                return None, None
-            return self.auto(tiles() if callable(tiles) else tiles)
+            raise QueryError(
+                "--scale auto was removed (no faster than --scale all at the same found "
+                "rate); use all or one magnification like 20x"
+            )
         try:
             wanted = float(np.float32(float(text.rstrip("x"))))  # as stored (float32)
         except ValueError:
             raise QueryError(
-                f"--scale {scale!r}: expected all, auto or a magnification like 20x"
+                f"--scale {scale!r}: expected all or a magnification like 20x"
             ) from None
         if wanted not in mags:
             listed = ", ".join(f"{m:g}x" for m in mags)
             raise QueryError(f"--scale {scale}: not indexed in this bundle ({listed})")
-        return {wanted}, None
+        return {wanted}
 
-    def auto(self, tiles: np.ndarray) -> tuple[set[float], dict[str, float]]:
-        """Compare up to QUERY_TILES query tiles (m, n, t, t, 3) with the reference tiles of
-        every magnification; search the most probable one and its neighbours."""
+    def of_tiles(self, tiles: np.ndarray) -> dict[str, float] | None:
+        """The comparator's P(same magnification) of a query's (m, n, t, t, 3) tiles per
+        indexed magnification ({"20x": p}); None when it did not learn (a verdict of its
+        training), since chance-level numbers would mislead."""
+        self._comparator()
+        if not self._learned:
+            log.warning("%s: the scale comparator did not learn", self.col.bundle.root)
+            return None
         probs = self.probabilities(tiles)
-        mags = self.col.magnifications
-        best = max(probs, key=lambda m: (probs[m], -m))
-        i = mags.index(best)
-        chosen = set(mags[max(0, i - 1) : i + 2])
-        return chosen, {f"{m:g}x": round(p, 4) for m, p in sorted(probs.items())}
+        return {f"{m:g}x": round(p, 4) for m, p in sorted(probs.items())}
 
     def probabilities(self, tiles: np.ndarray) -> dict[float, float]:
         """Mean P(same scale) of the query tiles against each magnification's references."""
@@ -120,7 +114,7 @@ class ScaleSelector:
             if not self._refs:
                 raise QueryError(
                     f"{self.col.bundle.root}: bundle keeps no reference tiles "
-                    "for --scale auto (rebuild it with this cbir)"
+                    "for the scale comparator (rebuild it with this cbir)"
                 )
         return self._refs
 

@@ -16,7 +16,7 @@ from cbir.search.local import VerifiedGroup, verify_tiles, vote_and_verify
 from cbir.search.similarity import INLIERS
 
 #: (scale, query tiles maker) -> (magnifications to search or None, P(same scale)).
-ScaleSelect = Callable[[str, Callable[[], np.ndarray]], tuple[set[float] | None, dict | None]]
+ScaleSelect = Callable[[str], set[float] | None]
 
 
 def _level0_per_px(col: Collection, slide_id: int, magnification: float) -> float:
@@ -68,7 +68,6 @@ def local_search(
     select: ScaleSelect,
     image: np.ndarray,
     name: str,
-    query_tiles: Callable[[], np.ndarray],
     k: int,
     scale: str,
     start: float,
@@ -81,7 +80,7 @@ def local_search(
     assert col.bundle.local_index is not None
     t = col.recipe.tiling.tile_size
     h_px, w_px = image.shape[:2]
-    allowed, probabilities = select(scale, query_tiles)
+    allowed = select(scale)
     features = col.bundle.local.query(image)
     groups = vote_and_verify(
         features,
@@ -106,7 +105,6 @@ def local_search(
         magnifications=col.magnifications,
         scale=scale,
         searched_magnifications=sorted(allowed) if allowed else col.magnifications,
-        scale_probabilities=probabilities,
         verified=True,
         query_features=len(features),
         hits=hits,

@@ -13,7 +13,7 @@ class SearchOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     k: int | None = Field(None, ge=1, le=1000, description="Hits (the recipe's k if unset).")
-    scale: str = Field("all", description='"all", "auto" or one magnification such as "20x".')
+    scale: str = Field("all", description='"all" or one magnification such as "20x".')
     verify: bool | None = Field(None, description="Rank by local-feature RANSAC inliers.")
     allow_background: bool = Field(
         False,

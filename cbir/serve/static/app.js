@@ -238,7 +238,7 @@ async function init() {
     $("bundle-info").textContent =
       `${health.recipe}, ${health.slides} slides, generation ${health.generation}`;
     const mags = [...new Set(slides.flatMap((s) => s.magnifications))].sort((a, b) => a - b);
-    for (const value of ["auto", ...mags.map((m) => `${m}x`)]) {
+    for (const value of mags.map((m) => `${m}x`)) {
       $("opt-scale").append(new Option(value, value));
     }
     for (const s of slides) $("slide-select").append(new Option(s.name, String(s.slide_id)));
