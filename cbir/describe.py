@@ -288,7 +288,7 @@ def describe_slides(
     per_slide: Mapping[str, tuple[float | None, float | None]] | None = None,
 ) -> list[DescribedSlide]:
     """Plan every slide first (so bad input fails before any long work), then describe.
-    `references`: keep sample tiles for `--scale auto` (bundles with a scale comparator).
+    `references`: keep sample tiles for the scale comparator (bundles that have one).
     `skipped`: when given, a slide that cannot be read or has no tissue is listed there
     and left out instead of failing the whole call. `per_slide`: (base magnification,
     min tissue fraction) by path, instead of the two arguments (`cbir rebuild`)."""

@@ -97,7 +97,7 @@ def build_index(
     the slides on the Ray cluster at this address ("auto": join or start one); the
     bundle is the same as without; `ray_workers` describers (default: one per 2 CPUs).
     `weights`: model file of a learned descriptor, copied into the bundle;
-    `scale_weights`: a scale comparator (`cbir train scale`) for `--scale auto`;
+    `scale_weights`: a scale comparator (`cbir train scale`, Index.scale_probabilities);
     `local_weights`: DELF weights (`cbir train delf`): store local features for `--verify`
     (recipes with a [local] section have them anyway). `labels`: by slide path;
     `per_slide`: (base magnification, min tissue fraction) by slide path (one process)."""

@@ -16,6 +16,7 @@ import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,20 @@ def use_onnx(device: torch.device) -> bool:
     return True
 
 
+def int8_runtime_check() -> None:
+    """An int8 network runs only in ONNX Runtime: refuse (RecipeError, one line) when
+    CBIR_RUNTIME is "torch" or the packages are missing."""
+    from cbir.errors import RecipeError
+
+    if runtime_wanted() == "torch":
+        raise RecipeError("CBIR_RUNTIME=torch, but an int8 descriptor runs in ONNX Runtime")
+    if not available():
+        raise RecipeError(
+            "an int8 descriptor runs in ONNX Runtime: pip install 'cbir[fast]' "
+            "(onnxruntime and onnx)"
+        )
+
+
 def cache_dir() -> Path:
     root = os.environ.get("CBIR_CACHE_DIR") or Path.home() / ".cache" / "cbir"
     return Path(root) / "onnx"
@@ -65,28 +80,47 @@ def cache_dir() -> Path:
 class OnnxForward:
     """`module` (n, *shape) float32 -> (n, d) float32, exported with a dynamic batch and
     run by ONNX Runtime on the CPU. `key`: names what the module computes (weights,
-    layers, pooling...): the cached file is `<cache>/<key>.onnx`."""
+    layers, pooling...): the cached file is `<cache>/<key>.onnx`. `int8`: the
+    calibration batches of a static int8 model (cbir.nn.quantize) to run instead."""
 
-    def __init__(self, module: nn.Module, example: torch.Tensor, key: str) -> None:
-        import onnxruntime as ort
-
+    def __init__(
+        self,
+        module: nn.Module,
+        example: torch.Tensor,
+        key: str,
+        int8: Callable[[], list[np.ndarray]] | None = None,
+    ) -> None:
         tag = f"{key}-t{torch.__version__}-e{EXPORT_VERSION}".replace("+", "_")
         self.path = cache_dir() / f"{tag}.onnx"
+        try:
+            self.session = self._session(module, example, int8)
+        except Exception:  # a damaged cache file: export (and quantise) again, once
+            self.path.unlink(missing_ok=True)
+            if int8 is not None:
+                from cbir.nn.quantize import int8_path
+
+                int8_path(self.path).unlink(missing_ok=True)
+            self.session = self._session(module, example, int8)
+
+    def _session(
+        self,
+        module: nn.Module,
+        example: torch.Tensor,
+        int8: Callable[[], list[np.ndarray]] | None,
+    ):  # type: ignore[no-untyped-def]
+        import onnxruntime as ort
+
         if not self.path.exists():
             self._export(module, example)
+        path = self.path
+        if int8 is not None:
+            from cbir.nn.quantize import quantize
+
+            path = quantize(self.path, int8)
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         options.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(
-                str(self.path), options, providers=["CPUExecutionProvider"]
-            )
-        except Exception:  # a damaged cache file: export again, once
-            self.path.unlink(missing_ok=True)
-            self._export(module, example)
-            self.session = ort.InferenceSession(
-                str(self.path), options, providers=["CPUExecutionProvider"]
-            )
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def _export(self, module: nn.Module, example: torch.Tensor) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

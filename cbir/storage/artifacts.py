@@ -297,7 +297,7 @@ class LocalFeatures(Artifact):
 
 @register
 class ScaleReferences(Artifact):
-    """Sample tissue tiles per magnification for `--scale auto` (the first ones kept)."""
+    """Sample tissue tiles per magnification for the scale comparator (the first ones kept)."""
 
     name = "references"
 

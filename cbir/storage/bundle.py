@@ -89,7 +89,7 @@ class Bundle:
         self.state = state  # directory of the collection state files
         self.segments = segments
         self.pipeline = pipeline
-        self.scale_weights = scale_weights  # comparator for --scale auto, if the bundle has one
+        self.scale_weights = scale_weights  # the scale comparator, if the bundle has one
         self.local = local  # local features for --verify, if the bundle has them
         self.shards: list[object] = []  # Ray actors holding the indexes (cbir.distributed.search)
         self._closed = False
