@@ -3,6 +3,7 @@ export cached once, CBIR_RUNTIME obeyed."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -132,8 +133,11 @@ def test_int8_model_is_cached_and_made_again_when_damaged(
     tiles = sample_tiles()[:4]
     expected = again.describe(tiles)
     path.write_bytes(b"not a model")
-    fixed = describer(monkeypatch, "onnx", precision="int8")
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    fixed = describer(monkeypatch, "onnx", precision="int8")  # quantised again
     assert path.stat().st_size > 1_000_000
+    assert root.handlers == handlers and root.level == level  # its chatter went nowhere
     assert np.array_equal(fixed.describe(tiles), expected)
 
 

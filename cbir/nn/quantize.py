@@ -11,9 +11,11 @@ same onnxruntime is the same model; the cached file's name carries that version.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -42,6 +44,22 @@ def calibration_tiles(tile_size: int) -> np.ndarray:
             for x in range(0, w - tile_size + 1, tile_size):
                 tiles.append(small[y : y + tile_size, x : x + tile_size])
     return np.stack(tiles)
+
+
+@contextmanager
+def quiet_root_logger() -> Iterator[None]:
+    """The quantiser logs a warning per shape tensor through `logging.warning`, which
+    would also give the root logger a stderr handler for the rest of the process: hold
+    it at ERROR, with a handler of its own, meanwhile."""
+    root = logging.getLogger()
+    level, guard = root.level, logging.NullHandler()
+    root.addHandler(guard)
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.removeHandler(guard)
+        root.setLevel(level)
 
 
 def int8_path(fp32: Path) -> Path:
@@ -75,7 +93,7 @@ def quantize(fp32: Path, inputs: Callable[[], list[np.ndarray]]) -> Path:
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.batches, None)
 
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp, quiet_root_logger():
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
         quantized = Path(tmp) / "int8.onnx"
