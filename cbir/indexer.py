@@ -90,8 +90,11 @@ def build_index(
     ray_workers: int | None = None,
     labels: dict[str, dict[str, str]] | None = None,
     per_slide: dict[str, tuple[float | None, float | None]] | None = None,
+    untrained: bool = False,
 ) -> IndexReport:
     """Index `slides` into a new bundle at `out` (atomic: on any error nothing is written).
+    A learned recipe without its weights is refused unless `untrained` (seeded random
+    weights, a baseline).
     `skip_errors`: leave out slides that cannot be read or have no tissue (listed in the
     report's `skipped`) instead of failing; it fails when none is left. `ray`: describe
     the slides on the Ray cluster at this address ("auto": join or start one); the
@@ -109,6 +112,8 @@ def build_index(
         raise _nothing_left(skipped) if skipped else CbirError("no slides given")
     timer = StageTimer()
     pipeline = TilePipeline(recipe, weights=weights, device=device)
+    if not untrained:
+        pipeline.check_trained()
     recipe, local = local_stage_for(recipe, weights, local_weights, device)
     if scale_weights is not None:
         from cbir.nn.weights import load_weights

@@ -13,6 +13,13 @@ from cbir.files import load_npz, save_npz
 from cbir.recipes import Recipe
 from cbir.specs import DescriptorSpec, EncoderSpec
 
+#: The command that trains each learned descriptor that can start from random weights.
+TRAIN_COMMANDS = {
+    "cnn": "cbir train cnn",
+    "vae": "cbir train vae",
+    "delf": "cbir train delf",
+}
+
 
 class TilePipeline:
     """Tiles -> descriptors -> codes, as a recipe says."""
@@ -55,6 +62,28 @@ class TilePipeline:
     def learned(self) -> bool:
         """Whether the descriptor is a network that takes a weights file."""
         return is_learned(self.recipe.descriptor.name)
+
+    @property
+    def untrained(self) -> bool:
+        """A learned descriptor on seeded random weights: no file was given and none is
+        packaged for it."""
+        if not self.learned:
+            return False
+        sha = self.descriptor.spec.params.get("weights_sha256")
+        return sha is None or str(sha).startswith("random-init")
+
+    def check_trained(self) -> None:
+        """Refuse (RecipeError, one line) to index with an `untrained` network."""
+        if not self.untrained:
+            return
+        name = self.recipe.descriptor.name
+        train = TRAIN_COMMANDS.get(name)
+        how = f"make them with `{train}`" if train else "give a checkpoint of its backbone"
+        raise RecipeError(
+            f"recipe {self.recipe.name!r} needs the weights of its {name} network "
+            f"(--weights FILE): {how}; --untrained indexes with seeded random weights "
+            "instead (a baseline that finds little)"
+        )
 
     @property
     def descriptor_spec(self) -> DescriptorSpec:

@@ -324,7 +324,7 @@ def test_exclude_query_slide_in_local_feature_votes(
     recipe = tmp_path / "delf-small.toml"
     recipe.write_text(DELF_VOTES_RECIPE)
     out = tmp_path / "idx"
-    cbir.build_index([generated_slide, second_slide], out, recipe, device="cpu")
+    cbir.build_index([generated_slide, second_slide], out, recipe, device="cpu", untrained=True)
     region = f"{generated_slide}:448,448,896,896@20x"
     with cbir.open_index(out, device="cpu") as ix:
         plain = ix.search(region, k=3)

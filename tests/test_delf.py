@@ -147,7 +147,7 @@ def test_train_delf_two_phases_and_weights_load(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def delf_bundle(tmp_path_factory: pytest.TempPathFactory, generated_slide: Path) -> Path:
     tmp = tmp_path_factory.mktemp("delf")
-    build_index([generated_slide], tmp / "idx", delf_recipe(tmp), device="cpu")
+    build_index([generated_slide], tmp / "idx", delf_recipe(tmp), device="cpu", untrained=True)
     return tmp / "idx"
 
 
@@ -189,7 +189,7 @@ def test_add_and_remove_keep_the_local_index_consistent(
     tmp_path: Path, generated_slide: Path, second_slide: Path
 ) -> None:
     recipe = delf_recipe(tmp_path, "[20]")
-    build_index([generated_slide], tmp_path / "idx", recipe, device="cpu")
+    build_index([generated_slide], tmp_path / "idx", recipe, device="cpu", untrained=True)
     add_slides(tmp_path / "idx", [second_slide])
     with open_index(tmp_path / "idx") as ix:
         both = ix.bundle.local_index.ntotal
@@ -375,7 +375,9 @@ def test_pca_is_fitted_early_and_later_tiles_projected_at_once(
         seen.append((self.fitted, len(self._pending)))
 
     monkeypatch.setattr(stage.LocalStage, "observe", spy)
-    build_index([generated_slide], tmp_path / "idx", delf_recipe(tmp_path), device="cpu")
+    build_index(
+        [generated_slide], tmp_path / "idx", delf_recipe(tmp_path), device="cpu", untrained=True
+    )
     assert seen[0][0] is False and seen[-1] == (True, 0)  # nothing waits once fitted
     with open_index(tmp_path / "idx") as ix:
         assert ix.bundle.local_index.ntotal == ix.bundle.meta.local_feature_count()

@@ -18,7 +18,9 @@ def test_float_recipe_end_to_end(
     recipe: str, tmp_path: Path, generated_slide: Path, second_slide: Path
 ) -> None:
     out = tmp_path / "idx"
-    report = cbir.build_index([generated_slide, second_slide], out, recipe, device="cpu")
+    report = cbir.build_index(
+        [generated_slide, second_slide], out, recipe, device="cpu", untrained=True
+    )
     assert report.index_kind == "float"
     region = f"{generated_slide}:896,0,896,896@20x"
     tile = f"{generated_slide}:448,224,224,224@40x"

@@ -141,9 +141,11 @@ def test_gpu_build_gathers_tiles_and_records_float16(
 
     monkeypatch.setattr(cbir.describe, "gathering", spy)
     interval = sys.getswitchinterval()
-    cbir.build_index([generated_slide], tmp_path / "cuda", "cnn-flat", device="cuda")
+    cbir.build_index(
+        [generated_slide], tmp_path / "cuda", "cnn-flat", device="cuda", untrained=True
+    )
     assert sys.getswitchinterval() == interval  # lowered while gathering, then restored
-    cbir.build_index([generated_slide], tmp_path / "cpu", "cnn-flat", device="cpu")
+    cbir.build_index([generated_slide], tmp_path / "cpu", "cnn-flat", device="cpu", untrained=True)
     assert used and all(b.batches > 0 for b in used)  # the GPU build gathered its tiles
     assert all(g.replays > 0 for g in graphs)  # and replayed CUDA graphs
     assert read_manifest(tmp_path / "cuda").precision == "float16"

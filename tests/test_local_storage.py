@@ -175,7 +175,7 @@ def test_small_bundle_gets_pq_codes_once_it_has_enough_features(
 
     recipe = delf_recipe(tmp_path, "[20]", max_features=100)
     root = tmp_path / "idx"
-    build_index([generated_slide], root, recipe, device="cpu")
+    build_index([generated_slide], root, recipe, device="cpu", untrained=True)
     with cbir.open_index(root, device="cpu") as ix:
         first = ix.bundle.local_index.ntotal
         assert isinstance(ix.bundle.segments[0].local_index.index, faiss.IndexIVFFlat)
@@ -218,7 +218,9 @@ def test_replacing_a_slide_does_not_count_its_old_features(
     from cbir.indexer import add_slides, build_index
 
     root = tmp_path / "idx"
-    build_index([generated_slide], root, delf_recipe(tmp_path, "[20]", 100), device="cpu")
+    build_index(
+        [generated_slide], root, delf_recipe(tmp_path, "[20]", 100), device="cpu", untrained=True
+    )
     add_slides(root, [second_slide])
     with cbir.open_index(root, device="cpu") as ix:
         live = ix.bundle.local_index.ntotal

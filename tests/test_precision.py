@@ -64,7 +64,7 @@ def test_bundle_records_its_precision_and_warns_on_another(
 ) -> None:
     monkeypatch.setenv(PRECISION_ENV, "auto")
     cbir.build_index([generated_slide], tmp_path / "stats", "stats-lsh32")
-    cbir.build_index([generated_slide], tmp_path / "cnn", "cnn-flat", device="cpu")
+    cbir.build_index([generated_slide], tmp_path / "cnn", "cnn-flat", device="cpu", untrained=True)
     assert read_manifest(tmp_path / "stats").precision is None  # no network
     assert read_manifest(tmp_path / "cnn").precision == "float32"
     with caplog.at_level(logging.WARNING, logger="cbir"):

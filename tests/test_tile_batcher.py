@@ -66,7 +66,9 @@ def test_an_error_reaches_every_waiting_reader() -> None:
 def test_build_gathering_tiles_equals_the_plain_build(
     tmp_path: Path, generated_slide: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cbir.build_index([generated_slide], tmp_path / "plain", "cnn-flat", device="cpu")
+    cbir.build_index(
+        [generated_slide], tmp_path / "plain", "cnn-flat", device="cpu", untrained=True
+    )
     used: list[tuple[TileBatcher, object]] = []
 
     def spy(pipeline: object) -> TileBatcher:
@@ -76,7 +78,9 @@ def test_build_gathering_tiles_equals_the_plain_build(
 
     monkeypatch.setattr(cbir.describe, "gathers_for_gpu", lambda pipeline: True)
     monkeypatch.setattr(cbir.describe, "gathering", spy)
-    cbir.build_index([generated_slide], tmp_path / "gathered", "cnn-flat", device="cpu")
+    cbir.build_index(
+        [generated_slide], tmp_path / "gathered", "cnn-flat", device="cpu", untrained=True
+    )
     assert used and all(b.batches > 0 for b, _ in used)
     # the network takes a gathered batch whole (its own batch size raised to GPU_BATCH)
     assert all(d.batch_size == GPU_BATCH for _, d in used)  # type: ignore[attr-defined]

@@ -69,7 +69,7 @@ def test_vae_descriptor_from_weights(tiny_vae: Path) -> None:
 
 def test_vae_flat_recipe_end_to_end(tmp_path: Path, generated_slide: Path) -> None:
     out = tmp_path / "idx"
-    cbir.build_index([generated_slide], out, "vae-flat", device="cpu")  # untrained VAE
+    cbir.build_index([generated_slide], out, "vae-flat", device="cpu", untrained=True)
     with cbir.open_index(out, device="cpu") as index:
         hits = index.search(f"{generated_slide}:896,0,896,896@20x", k=2).hits
     assert (hits[0].x, hits[0].y) == (896, 0) and hits[0].distance == pytest.approx(0, abs=1e-6)

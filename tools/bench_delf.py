@@ -128,7 +128,12 @@ def crc9(
     root = tmp / "crc9"
     t = time.perf_counter()
     build_index(
-        paths, root, recipe(trunk, 224, [20.0], local), weights=weights, base_magnification=20
+        paths,
+        root,
+        recipe(trunk, 224, [20.0], local),
+        weights=weights,
+        base_magnification=20,
+        untrained=weights is None,
     )
     build_s = time.perf_counter() - t
     found = {"global": 0, "votes_ransac": 0, "global_top100_ransac": 0}
@@ -174,7 +179,13 @@ def slide_crops(
     slides = [DATA / "wsi" / "cmu-1-small-region.svs", DATA / "wsi" / "tcga-cr-7395-01a-01-ts1.svs"]
     root = tmp / "wsi"
     t = time.perf_counter()
-    build_index(slides, root, recipe(trunk, 224, [10.0, 20.0], local), weights=weights)
+    build_index(
+        slides,
+        root,
+        recipe(trunk, 224, [10.0, 20.0], local),
+        weights=weights,
+        untrained=weights is None,
+    )
     build_s = time.perf_counter() - t
     rng = np.random.default_rng(0)
     ok = {"unverified": 0, "verified": 0}

@@ -277,7 +277,9 @@ def build_rate(
     try:
         with tempfile.TemporaryDirectory() as tmp, profiled(profile):  # type: ignore[attr-defined]
             t0 = time.perf_counter()
-            report = cbir.build_index([slide], Path(tmp) / "idx", recipe, device=device)
+            report = cbir.build_index(
+                [slide], Path(tmp) / "idx", recipe, device=device, untrained=True
+            )
             seconds = time.perf_counter() - t0
     finally:
         cbir.describe.gathering = gathering

@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         report = cbir.build_index(
-            [args.slide.expanduser()], Path(tmp) / "idx", recipe, device="cpu"
+            [args.slide.expanduser()], Path(tmp) / "idx", recipe, device="cpu", untrained=True
         )
         wall = time.perf_counter() - t0
     batches = max(len(sizes), 1)

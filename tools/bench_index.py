@@ -115,7 +115,9 @@ def timed_builds(
         out = tmp / f"{label}-{i}"
         meter, cpu0 = benchutil.CpuMeter(), cpu_seconds()
         t0 = time.perf_counter()
-        report = cbir.build_index([str(s) for s in slides], out, recipe, overwrite=True)
+        report = cbir.build_index(
+            [str(s) for s in slides], out, recipe, overwrite=True, untrained=True
+        )
         wall = time.perf_counter() - t0
         if cpu is not None:
             used = round(cpu_seconds() - cpu0, 2)

@@ -100,7 +100,7 @@ def build_bundle(root: Path, recipe: str) -> None:
     """The bundle of the generated sample slide at root/idx (in a child process, like
     the query files)."""
     slide = write_pyramidal_tiff(root / "s.tif", sample_image(), mpp=0.25)
-    cbir.build_index([slide], root / "idx", recipe)
+    cbir.build_index([slide], root / "idx", recipe, untrained=True)
 
 
 def write_queries(root: Path) -> list[Path]:

@@ -30,7 +30,7 @@ SLIDES = [WSI / "cmu-1-small-region.svs", WSI / "tcga-cr-7395-01a-01-ts1.svs"]
 
 def timed_build(out: Path, recipe: str, **kw: object) -> tuple[float, int]:
     start = time.perf_counter()
-    report = cbir.build_index(SLIDES, out, recipe, overwrite=True, **kw)
+    report = cbir.build_index(SLIDES, out, recipe, overwrite=True, untrained=True, **kw)
     return time.perf_counter() - start, report.tiles_total
 
 

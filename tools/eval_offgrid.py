@@ -116,7 +116,7 @@ def open_bundle(
         tiling = TilingConfig(**{**r.tiling.model_dump(), "stride": stride})
         r = r.model_copy(update={"tiling": tiling})
     t = time.perf_counter()
-    build_index(SLIDES, root, r, weights=weights, overwrite=True)
+    build_index(SLIDES, root, r, weights=weights, overwrite=True, untrained=weights is None)
     return open_index(root), round(time.perf_counter() - t, 2)
 
 

@@ -111,6 +111,14 @@ def build_index_cmd(
     device: DeviceOpt = "auto",
     skip_errors: SkipErrorsOpt = False,
     ray: RayOpt = None,
+    untrained: Annotated[
+        bool,
+        typer.Option(
+            "--untrained",
+            help="Let a learned recipe without --weights index with seeded random weights "
+            "(a baseline).",
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Index slides into a new bundle."""
@@ -132,6 +140,7 @@ def build_index_cmd(
             local_weights=local_weights,
             skip_errors=skip_errors,
             ray=ray,
+            untrained=untrained,
         )
     _finish(report, json_out)
 
