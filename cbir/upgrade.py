@@ -26,13 +26,26 @@ class UpgradeReport(BaseModel):
     slides: int
     tiles: int
     seconds: float
+    upgraded: bool = True  # False: the bundle was already of this format (nothing done)
 
 
 def upgrade(bundle: str | os.PathLike[str]) -> UpgradeReport:
     """Convert a format-2 bundle to format 3 in place, atomically: its state files are
     copied, its one generation becomes one segment (grids re-encoded, tile ids, codes,
-    vectors, local features and labels kept)."""
+    vectors, local features and labels kept). A bundle already of this format is left
+    as it is (`upgraded` False)."""
     start = time.perf_counter()
+    current = read_manifest(Path(bundle))
+    if not current.readonly:
+        return UpgradeReport(
+            bundle=str(bundle),
+            from_format=current.format_version,
+            to_format=current.format_version,
+            slides=current.counts.slides,
+            tiles=current.counts.tiles,
+            seconds=round(time.perf_counter() - start, 4),
+            upgraded=False,
+        )
     with transaction(bundle, create=False, upgrade=True) as writer:
         live, previous = writer.live, writer.previous
         assert live is not None and previous is not None

@@ -38,3 +38,71 @@ def test_a_learned_recipe_without_weights_is_refused(
     )  # fmt: skip
     assert code == 0, stderr
     assert (out / "manifest.json").is_file()
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory, generated_slide: Path) -> Path:
+    out = tmp_path_factory.mktemp("first-hour") / "idx"
+    code, _, stderr = run("build-index", generated_slide, "--out", out)
+    assert code == 0, stderr
+    code, _, stderr = run("label", out, generated_slide.name, "diagnosis=LUAD")
+    assert code == 0, stderr
+    return out
+
+
+def test_counts_are_in_words(bundle: Path) -> None:
+    code, stdout, _ = run("info", bundle)
+    assert code == 0 and ", 1 slide, " in stdout and "1 segment" in stdout
+
+
+def test_search_without_a_query_says_what_to_give(bundle: Path) -> None:
+    line = one_line_error(*run("search", bundle)[::2])
+    assert "nothing to search for" in line and "--region" in line and "not both" not in line
+
+
+def test_search_table_shows_the_slides_labels(bundle: Path, generated_slide: Path) -> None:
+    region = f"{generated_slide}:448,224,224,224@40x"
+    code, stdout, stderr = run("search", bundle, "--region", region, "-k", "3")
+    assert code == 0, stderr
+    assert f"labels of {generated_slide.name}: diagnosis=LUAD" in stdout
+
+
+def test_upgrade_of_a_current_bundle_is_nothing_to_do(bundle: Path) -> None:
+    from conftest import tree_digest
+
+    before = tree_digest(bundle)
+    code, stdout, stderr = run("upgrade", bundle)
+    assert code == 0, stderr
+    assert "already bundle format 3; nothing to do" in stdout
+    assert tree_digest(bundle) == before
+    code, stdout, _ = run("upgrade", bundle, "--json")
+    assert code == 0 and '"upgraded":false' in stdout.replace(" ", "")
+
+
+def test_recipes_mark_the_default_and_what_needs_weights() -> None:
+    import json
+
+    code, stdout, _ = run("recipes")
+    lines = {line.split(" ")[0].rstrip(":"): line for line in stdout.splitlines()}
+    assert code == 0
+    assert "[default]" in lines["stats-lsh32"]
+    assert "[needs --weights: cbir train cnn]" in lines["cnn-lsh32"]
+    assert "needs" not in lines["effnet-flat"].split(":")[0]  # packaged weights
+    assert "cbir[fast]" in lines["effnet-int8-flat"].split(":")[0]
+    code, stdout, _ = run("recipes", "--json")
+    rows = {r["name"]: r for r in json.loads(stdout)}
+    assert rows["stats-lsh32"]["default"] and not rows["cnn-flat"]["default"]
+    assert rows["ssdh24-ivf"]["weights_from"] == "cbir train ssdh"
+    assert rows["effnet-flat"]["weights_from"] is None
+
+
+def test_the_page_has_a_favicon(bundle: Path) -> None:
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from cbir.serve.app import create_app
+
+    with TestClient(create_app(bundle, device="cpu")) as client:
+        icon = client.get("/favicon.ico")
+        assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg")
+        assert 'rel="icon"' in client.get("/").text

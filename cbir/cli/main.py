@@ -11,6 +11,7 @@ import typer
 from cbir.cli.errors import OneLineErrors, cli_errors
 from cbir.cli.labels import register as register_label
 from cbir.cli.options import (
+    DEFAULT_RECIPE,
     BackboneOpt,
     BaseMagOpt,
     DeviceOpt,
@@ -75,7 +76,7 @@ def _recipe_with(  # type: ignore[no-untyped-def]
 def build_index_cmd(
     slides: Annotated[list[Path], typer.Argument(help="Slides, images or folders of them.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Bundle directory to create.")],
-    recipe: RecipeOpt = "stats-lsh32",
+    recipe: RecipeOpt = DEFAULT_RECIPE,
     magnifications: Annotated[
         str | None,
         typer.Option(help="Comma-separated magnifications, e.g. 5,10,20 (default: the recipe's)."),
@@ -153,7 +154,10 @@ def _finish(report: Any, json_out: bool) -> None:
     for skipped in report.skipped:
         typer.echo(f"cbir: skipped: {skipped.reason}", err=True)
     if report.skipped:
-        typer.echo(f"cbir: {len(report.skipped)} slide(s) skipped (--skip-errors)", err=True)
+        from cbir.cli.words import plural
+
+        count = plural(len(report.skipped), "slide")
+        typer.echo(f"cbir: {count} skipped (--skip-errors)", err=True)
         raise typer.Exit(3)
 
 
@@ -272,14 +276,29 @@ def recipes_cmd(json_out: JsonOpt = False) -> None:
     """List the index recipes."""
     import json
 
+    from cbir.pipeline import weights_needed
     from cbir.recipes import list_recipes, load_recipe
 
     recipes = [load_recipe(n) for n in list_recipes()]
+    rows = [
+        {
+            **r.model_dump(mode="json"),
+            "default": r.name == DEFAULT_RECIPE,
+            "weights_from": weights_needed(r),
+        }
+        for r in recipes
+    ]
     if json_out:
-        typer.echo(json.dumps([r.model_dump(mode="json") for r in recipes]))
-    else:
-        for r in recipes:
-            typer.echo(f"{r.name}: {r.description}")
+        typer.echo(json.dumps(rows))
+        return
+    for row in rows:
+        marks = (["default"] if row["default"] else []) + (
+            [f"needs --weights: {row['weights_from']}"] if row["weights_from"] else []
+        )
+        if row["descriptor"]["params"].get("precision") == "int8":
+            marks.append("needs pip install 'cbir[fast]'")
+        tag = f" [{'; '.join(marks)}]" if marks else ""
+        typer.echo(f"{row['name']}{tag}: {row['description']}")
 
 
 @app.command("evaluate")
@@ -292,7 +311,7 @@ def evaluate_cmd(
             help="Labelled tiles: class sub-folders, or a labels.csv with columns path,label.",
         ),
     ],
-    recipe: RecipeOpt = "stats-lsh32",
+    recipe: RecipeOpt = DEFAULT_RECIPE,
     labels: Annotated[
         Path | None, typer.Option(help="CSV path,label (default: TILES/labels.csv if present).")
     ] = None,

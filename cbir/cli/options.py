@@ -9,6 +9,8 @@ import typer
 
 IndexArg = Annotated[Path, typer.Argument(help="Index bundle directory.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+#: The recipe of build-index and evaluate when none is named (no network, no torch).
+DEFAULT_RECIPE = "stats-lsh32"
 RecipeOpt = Annotated[str, typer.Option("--recipe", "-r", help="Recipe name or .toml path.")]
 BaseMagOpt = Annotated[
     float | None,

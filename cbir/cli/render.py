@@ -11,6 +11,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from cbir.cli.words import plural
+
 if TYPE_CHECKING:  # light at run time: `cbir info` and errors import no model code
     from cbir.api import Index, IndexInfo
     from cbir.eval import EvalReport
@@ -89,7 +91,7 @@ def show_report(report: IndexReport) -> None:
     for s in report.added:
         per_mag = ", ".join(f"{m} {n}" for m, n in s.tiles_per_magnification.items())
         line(
-            f"indexed {s.name}: {s.tiles} tiles at base {s.base_magnification:g}x "
+            f"indexed {s.name}: {plural(s.tiles, 'tile')} at base {s.base_magnification:g}x "
             f"({s.magnification_source}) [{per_mag}]"
         )
     for p in report.replaced:
@@ -97,7 +99,8 @@ def show_report(report: IndexReport) -> None:
     for p in report.removed:
         line(f"removed {p}")
     line(
-        f"{report.bundle}: {report.slides_total} slides, {report.tiles_total} tiles, "
+        f"{report.bundle}: {plural(report.slides_total, 'slide')}, "
+        f"{plural(report.tiles_total, 'tile')}, "
         f"{report.index_kind} index, recipe {report.recipe} ({report.seconds:.2f} s)"
     )
 
@@ -179,6 +182,9 @@ def show_hits(result: SearchResult) -> None:
             *([h.orientation] if turned else []),
         )
     stdout.print(t)
+    labelled = {h.slide: h.labels for h in result.hits if h.labels}  # in rank order
+    for slide, labels in labelled.items():  # under the table: a column would fold them
+        line(f"labels of {slide}: " + ", ".join(f"{k}={v}" for k, v in sorted(labels.items())))
     why = short_reason(result)
     if why:
         line(why)
@@ -233,10 +239,10 @@ def show_info(info: IndexInfo) -> None:
         f"{info.path}: recipe {info.recipe} ({info.descriptor} -> {info.encoder} "
         f"{info.bits} bits), {info.index_kind} index"
         + (f" nlist {info.nlist} nprobe {info.nprobe}" if info.nlist else "")
-        + f", {len(info.slides)} slides, {info.tiles} tiles, "
+        + f", {plural(len(info.slides), 'slide')}, {plural(info.tiles, 'tile')}, "
         + (f"{info.local_features} local features, " if info.local_features is not None else "")
         + f"{info.bytes_on_disk / 1e6:.2f} MB, generation {info.generation}, "
-        + f"{info.segments} segment{'s' if info.segments != 1 else ''}"
+        + plural(info.segments, "segment")
         + (f" ({info.removed_tiles} removed tiles)" if info.removed_tiles else "")
     )
     if info.bit_statistics:

@@ -196,7 +196,12 @@ def search_cmd(
     from cbir.search.query import Region
     from cbir.storage.labels import check_key
 
-    if (query is None) == (region is None):
+    if query is None and region is None:
+        raise QueryError(
+            "nothing to search for: give a query (an image, a folder of images or a CSV of "
+            "regions) or --region SLIDE:x,y,w,h@MAGx"
+        )
+    if query is not None and region is not None:
         raise QueryError("give either a query (image, folder or CSV) or --region, not both")
     names = _split_slides(slides)
     if vote is not None:

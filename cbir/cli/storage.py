@@ -9,6 +9,7 @@ import typer
 
 from cbir.cli.errors import cli_errors
 from cbir.cli.options import IndexArg, JsonOpt
+from cbir.cli.words import plural
 
 
 def register_storage(app: typer.Typer) -> None:
@@ -20,7 +21,8 @@ def register_storage(app: typer.Typer) -> None:
 
         r = compact(index)
         line = (
-            f"{index}: {r.segments_before} segments -> {r.segments_after}, {r.tiles} tiles "
+            f"{index}: {plural(r.segments_before, 'segment')} -> {r.segments_after}, "
+            f"{plural(r.tiles, 'tile')} "
             f"({r.tombstoned_tiles_dropped} removed tiles dropped), {r.index_kind} index, "
             f"{r.bytes_written / 1e6:.1f} MB written in {r.seconds:.2f} s"
         )
@@ -34,8 +36,10 @@ def register_storage(app: typer.Typer) -> None:
 
         r = upgrade(index)
         line = (
-            f"{index}: format {r.from_format} -> {r.to_format}, {r.slides} slides, "
-            f"{r.tiles} tiles in {r.seconds:.2f} s"
+            f"{index}: format {r.from_format} -> {r.to_format}, {plural(r.slides, 'slide')}, "
+            f"{plural(r.tiles, 'tile')} in {r.seconds:.2f} s"
+            if r.upgraded
+            else f"{index}: already bundle format {r.to_format}; nothing to do"
         )
         typer.echo(r.model_dump_json() if json_out else line)
 

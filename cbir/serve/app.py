@@ -190,6 +190,10 @@ def create_app(
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:  # what a browser asks for before reading the page
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+
     def health() -> Health:
         with holder.lease() as gen:
             return Health(
