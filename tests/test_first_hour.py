@@ -106,3 +106,38 @@ def test_the_page_has_a_favicon(bundle: Path) -> None:
         icon = client.get("/favicon.ico")
         assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg")
         assert 'rel="icon"' in client.get("/").text
+
+
+def all_commands() -> list[list[str]]:
+    """Every command path of the CLI: [], ["search"], ["train", "cnn"], ..."""
+    import typer
+
+    root = typer.main.get_command(app)
+    paths: list[list[str]] = [[]]
+    for name, command in root.commands.items():  # type: ignore[attr-defined]
+        paths.append([name])
+        for sub in getattr(command, "list_commands", lambda ctx: [])(None) or []:
+            paths.append([name, sub])
+    return paths
+
+
+def test_help_keeps_every_option_whole_at_80_columns() -> None:
+    import typer
+
+    root = typer.main.get_command(app)
+    seen = 0
+    for path in all_commands():
+        result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "80"})
+        assert result.exit_code == 0, (path, result.output)
+        out = result.output
+        assert "…" not in out, (path, out)
+        assert max(len(line) for line in out.splitlines()) <= 80, path
+        command = root
+        for name in path:
+            command = command.get_command(None, name)  # type: ignore[attr-defined]
+        for param in command.params:
+            for opt in [*param.opts, *param.secondary_opts]:
+                if opt.startswith("--"):
+                    assert opt in out, (path, opt)
+                    seen += 1
+    assert seen > 100  # every command's options were looked at

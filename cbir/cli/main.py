@@ -35,6 +35,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     help="Content-based image retrieval for whole-slide histology images.",
+    rich_markup_mode=None,  # click's help: wraps at any width, never cuts an option's name
 )
 
 

@@ -49,7 +49,10 @@ def method_command(name: str) -> click.Command | None:
 
 
 train_app = typer.Typer(
-    cls=_Methods, no_args_is_help=True, help="Train the networks of learned recipes."
+    cls=_Methods,
+    no_args_is_help=True,
+    help="Train the networks of learned recipes.",
+    rich_markup_mode=None,  # as cbir's: click's help, whole option names at any width
 )
 
 KW = inspect.Parameter.KEYWORD_ONLY
@@ -163,6 +166,6 @@ def _command(method: TrainMethod) -> click.Command:
     )
     command.__doc__ = method.help
     command.__name__ = f"train_{method.name}"
-    one = typer.Typer(add_completion=False)
+    one = typer.Typer(add_completion=False, rich_markup_mode=None)
     one.command(method.name)(cli_errors(command))
     return typer.main.get_command(one)
