@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from cbir.delf.extract import LocalFeatures
 from cbir.delf.stage import LocalStage
 from cbir.errors import (
+    CbirError,
     EmptyTissueError,
     SlideReadError,
 )
@@ -75,10 +76,40 @@ class DescribedSlide:
 
 
 class SkippedSlide(BaseModel):
-    """A slide `--skip-errors` left out: unreadable, or no tissue."""
+    """A slide left out of a build: without a tissue tile (always), or unreadable
+    (`--skip-errors`)."""
 
     path: str
     reason: str
+    no_tissue: bool = False  # no tile with tissue: nothing to index, not an error
+
+
+#: How a refused unreadable slide says what would have left it out.
+SKIP_HINT = "; --skip-errors leaves such slides out and indexes the rest"
+
+
+class Skips(list[SkippedSlide]):
+    """The slides a build leaves out, with why: a slide without a tissue tile always
+    (a warning, not a failure), an unreadable one only when `unreadable` (--skip-errors);
+    otherwise its error is raised, with a hint."""
+
+    def __init__(self, unreadable: bool) -> None:
+        super().__init__()
+        self.unreadable = unreadable
+
+    def keep(self, slide: SkippedSlide) -> None:
+        """Leave `slide` out, or raise (CbirError) when an unreadable one may not be."""
+        if not (slide.no_tissue or self.unreadable):
+            raise CbirError(slide.reason + SKIP_HINT)
+        self.append(slide)
+
+    def take(self, path: str | os.PathLike[str], exc: Exception) -> None:
+        """Leave out the slide at `path` that failed with `exc` (SKIPPABLE), or raise
+        `exc` again (its own type, with the hint)."""
+        no_tissue = isinstance(exc, EmptyTissueError)
+        if not (no_tissue or self.unreadable):
+            raise type(exc)(str(exc) + SKIP_HINT) from None
+        self.append(SkippedSlide(path=str(path), reason=str(exc), no_tissue=no_tissue))
 
 
 #: What `--skip-errors` skips: a slide that cannot be read or has no tissue tile.
@@ -126,8 +157,15 @@ def plan_slide(
                 f"{path}: base magnification {slide.info.base_magnification:g}x is below every "
                 f"indexed magnification ({', '.join(f'{m:g}x' for m in tiling.magnifications)})"
             )
+        grids = [grid_for(slide, m, tiling.tile_size, tiling.stride) for m in mags]
+        if all(g.rows == 0 or g.cols == 0 for g in grids):
+            w, h = slide.dimensions
+            raise EmptyTissueError(
+                f"{path}: {w} x {h} px at {slide.info.base_magnification:g}x is smaller than "
+                f"one {tiling.tile_size} px tile at every indexed magnification "
+                f"({', '.join(f'{m:g}x' for m in mags)}); nothing to index"
+            )
         with timer("tissue"):
-            grids = [grid_for(slide, m, tiling.tile_size, tiling.stride) for m in mags]
             tissue = slide_tissue(slide, smallest_tile=min(g.size for g in grids))
             keeps = [tissue_cells(g, tissue, min_tissue) for g in grids]
     plan = SlidePlan(Path(path), slide.info, checksum, base_magnification, min_tissue, grids, keeps)
@@ -284,13 +322,13 @@ def describe_slides(
     timer: StageTimer,
     references: bool = False,
     local: LocalStage | None = None,
-    skipped: list[SkippedSlide] | None = None,
+    skipped: Skips | None = None,
     per_slide: Mapping[str, tuple[float | None, float | None]] | None = None,
 ) -> list[DescribedSlide]:
     """Plan every slide first (so bad input fails before any long work), then describe.
     `references`: keep sample tiles for the scale comparator (bundles that have one).
-    `skipped`: when given, a slide that cannot be read or has no tissue is listed there
-    and left out instead of failing the whole call. `per_slide`: (base magnification,
+    `skipped`: when given, a slide without tissue (and, as it says, an unreadable one) is
+    listed there and left out instead of failing the whole call. `per_slide`: (base magnification,
     min tissue fraction) by path, instead of the two arguments (`cbir rebuild`)."""
 
     def plan(p: Path) -> SlidePlan | Exception:
@@ -300,6 +338,8 @@ def describe_slides(
         except SKIPPABLE as exc:
             if skipped is None:
                 raise
+            if not (isinstance(exc, EmptyTissueError) or skipped.unreadable):
+                skipped.take(p, exc)  # raises, with the hint: before any long work
             return exc
 
     with ThreadPoolExecutor(max_workers=DEFAULT_WORKERS) as pool:  # thumbnails decode in C
@@ -315,5 +355,5 @@ def describe_slides(
         except SKIPPABLE as exc:
             if skipped is None:
                 raise
-            skipped.append(SkippedSlide(path=str(path), reason=str(exc)))
+            skipped.take(path, exc)
     return described

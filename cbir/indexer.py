@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from cbir.delf.stage import LocalStage
-from cbir.describe import DescribedSlide, SkippedSlide, describe_slides
+from cbir.describe import DescribedSlide, SkippedSlide, Skips, describe_slides
 from cbir.distributed.segments import on_ray
 from cbir.errors import (
     BundleMismatchError,
@@ -46,23 +46,19 @@ class IndexReport(BaseModel):
     index_kind: str
     seconds: float
     stage_seconds: dict[str, float]
-    skipped: list[SkippedSlide] = []  # --skip-errors: slides left out, with why
+    skipped: list[SkippedSlide] = []  # slides left out (no tissue; unreadable), with why
 
 
-def _unique_paths(
-    paths: Sequence[str | os.PathLike[str]], skipped: list[SkippedSlide] | None = None
-) -> list[Path]:
+def _unique_paths(paths: Sequence[str | os.PathLike[str]], skipped: Skips) -> list[Path]:
     """Absolute paths, duplicates dropped (first kept); SlideReadError naming a path that
-    cannot be resolved (a symlink loop), or an entry in `skipped` when it is given."""
+    cannot be resolved (a symlink loop), or an entry in `skipped` when it leaves such
+    slides out."""
     seen: dict[Path, None] = {}
     for p in paths:
         try:
             seen.setdefault(Path(p).resolve(), None)
         except (RuntimeError, OSError) as exc:  # RuntimeError: a symlink loop (Python 3.11)
-            error = f"{p}: cannot resolve the path ({exc})"
-            if skipped is None:
-                raise SlideReadError(error) from None
-            skipped.append(SkippedSlide(path=str(p), reason=error))
+            skipped.take(p, SlideReadError(f"{p}: cannot resolve the path ({exc})"))
     return list(seen)
 
 
@@ -95,8 +91,9 @@ def build_index(
     """Index `slides` into a new bundle at `out` (atomic: on any error nothing is written).
     A learned recipe without its weights is refused unless `untrained` (seeded random
     weights, a baseline).
-    `skip_errors`: leave out slides that cannot be read or have no tissue (listed in the
-    report's `skipped`) instead of failing; it fails when none is left. `ray`: describe
+    A slide without a tissue tile (or smaller than one tile) is always left out, listed in
+    the report's `skipped` with `no_tissue`; `skip_errors`: leave out unreadable slides
+    too instead of failing. It fails when none is left. `ray`: describe
     the slides on the Ray cluster at this address ("auto": join or start one); the
     bundle is the same as without; `ray_workers` describers (default: one per 2 CPUs).
     `weights`: model file of a learned descriptor, copied into the bundle;
@@ -106,7 +103,7 @@ def build_index(
     `per_slide`: (base magnification, min tissue fraction) by slide path (one process)."""
     start = time.perf_counter()
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(str(recipe))
-    skipped: list[SkippedSlide] | None = [] if skip_errors else None
+    skipped = Skips(unreadable=skip_errors)
     paths = _unique_paths(slides, skipped)
     if not paths:
         raise _nothing_left(skipped) if skipped else CbirError("no slides given")
@@ -215,7 +212,7 @@ def _report(
         index_kind=manifest.index_kind,
         seconds=round(time.perf_counter() - start, 4),
         stage_seconds=timer.as_dict(),
-        skipped=skipped or [],
+        skipped=list(skipped or []),
     )
 
 
@@ -253,7 +250,7 @@ def add_slides(
     as for `build_index`."""
     start = time.perf_counter()
     timer = StageTimer()
-    skipped: list[SkippedSlide] | None = [] if skip_errors else None
+    skipped = Skips(unreadable=skip_errors)
     paths = _unique_paths(slides, skipped)
     if not paths:
         raise _nothing_left(skipped) if skipped else CbirError("no slides given")
@@ -303,7 +300,7 @@ def add_slides(
         if not described and not summaries:
             assert skipped
             raise _nothing_left(skipped)
-        left_out = {s.path for s in skipped or []}
+        left_out = {s.path for s in skipped}
         replaced = [p for p in replaced if p not in left_out]
         summaries += add_described(writer, described, timer, replaced, written=summaries)
         with timer("commit"):

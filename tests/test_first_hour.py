@@ -141,3 +141,51 @@ def test_help_keeps_every_option_whole_at_80_columns() -> None:
                     assert opt in out, (path, opt)
                     seen += 1
     assert seen > 100  # every command's options were looked at
+
+
+@pytest.fixture()
+def slides_without_tissue(tmp_path: Path) -> tuple[Path, Path]:
+    import numpy as np
+    from PIL import Image
+
+    blank = tmp_path / "blank.png"  # glass only
+    Image.fromarray(np.full((1200, 1200, 3), 245, np.uint8)).save(blank)
+    tiny = tmp_path / "tiny.png"  # smaller than one tile
+    Image.fromarray(np.full((150, 200, 3), 120, np.uint8)).save(tiny)
+    return blank, tiny
+
+
+def test_a_slide_without_tissue_is_left_out_with_a_warning(
+    tmp_path: Path, generated_slide: Path, second_slide: Path, slides_without_tissue
+) -> None:
+    import json
+
+    blank, tiny = slides_without_tissue
+    out = tmp_path / "idx"
+    code, stdout, stderr = run("build-index", generated_slide, blank, tiny, "--out", out, "--json")
+    assert code == 0, stderr
+    report = json.loads(stdout)
+    assert [a["name"] for a in report["added"]] == ["generated.tif"]
+    assert [(Path(s["path"]).name, s["no_tissue"]) for s in report["skipped"]] == [
+        ("blank.png", True),
+        ("tiny.png", True),
+    ]
+    warnings = [line for line in stderr.splitlines() if line.startswith("cbir: warning:")]
+    assert len(warnings) == 2 and "blank.png" in warnings[0] and "tissue" in warnings[0]
+    assert "tiny.png: 200 x 150 px" in warnings[1] and "smaller than one 224 px tile" in warnings[1]
+    assert "2 slides without tissue left out" in stderr
+    code, _, stderr = run("add", out, second_slide, blank)
+    assert code == 0 and "blank.png" in stderr, stderr
+    code, stdout, _ = run("info", out)
+    assert ", 2 slides, " in stdout
+    code, _, stderr = run("build-index", blank, tiny, "--out", tmp_path / "none")
+    assert code == 2 and "no slide could be indexed" in stderr and not (tmp_path / "none").exists()
+
+
+def test_an_unreadable_slide_names_skip_errors(tmp_path: Path, generated_slide: Path) -> None:
+    garbage = tmp_path / "garbage.svs"
+    garbage.write_bytes(b"not a slide")
+    out = tmp_path / "idx"
+    line = one_line_error(*run("build-index", generated_slide, garbage, "--out", out)[::2])
+    assert "garbage.svs" in line and "--skip-errors" in line
+    assert not out.exists()

@@ -56,13 +56,16 @@ def test_skip_errors_indexes_the_rest(
     report = json.loads(proc.stdout)
     assert [a["name"] for a in report["added"]] == ["generated.tif"]
     assert [Path(s["path"]).name for s in report["skipped"]] == ["garbage.svs", "blank.png"]
+    assert [s["no_tissue"] for s in report["skipped"]] == [False, True]
     lines = [line for line in proc.stderr.splitlines() if line.startswith("cbir: skipped:")]
-    assert len(lines) == 2 and "garbage.svs" in lines[0] and "tissue" in lines[1]
+    assert len(lines) == 1 and "garbage.svs" in lines[0]
+    warned = [line for line in proc.stderr.splitlines() if line.startswith("cbir: warning:")]
+    assert len(warned) == 1 and "blank.png" in warned[0] and "tissue" in warned[0]
     with cbir.open_index(out) as index:
         assert [s.info.name for s in index.slides.values()] == ["generated.tif"]
     # without the flag the build stays all-or-nothing
     proc = cbir_cli("build-index", generated_slide, garbage, "--out", tmp_path / "idx2")
-    assert proc.returncode == 2 and "garbage.svs" in proc.stderr
+    assert proc.returncode == 2 and "garbage.svs" in proc.stderr and "--skip-errors" in proc.stderr
     assert not (tmp_path / "idx2").exists()
 
 

@@ -148,16 +148,22 @@ def build_index_cmd(
 
 
 def _finish(report: Any, json_out: bool) -> None:
-    """Print an index report; name each skipped slide on stderr; exit 3 if any was."""
+    """Print an index report; name each skipped slide on stderr; exit 3 if an unreadable
+    one was (--skip-errors; a slide without tissue is only a warning)."""
     from cbir.cli.render import show_report
+    from cbir.cli.words import plural
 
     typer.echo(report.model_dump_json()) if json_out else show_report(report)
-    for skipped in report.skipped:
-        typer.echo(f"cbir: skipped: {skipped.reason}", err=True)
-    if report.skipped:
-        from cbir.cli.words import plural
-
-        count = plural(len(report.skipped), "slide")
+    empty = [s for s in report.skipped if s.no_tissue]
+    unreadable = [s for s in report.skipped if not s.no_tissue]
+    for s in empty:
+        typer.echo(f"cbir: warning: skipped, no tissue: {s.reason}", err=True)
+    for s in unreadable:
+        typer.echo(f"cbir: skipped: {s.reason}", err=True)
+    if empty:
+        typer.echo(f"cbir: {plural(len(empty), 'slide')} without tissue left out", err=True)
+    if unreadable:
+        count = plural(len(unreadable), "unreadable slide")
         typer.echo(f"cbir: {count} skipped (--skip-errors)", err=True)
         raise typer.Exit(3)
 

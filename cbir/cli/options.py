@@ -59,8 +59,9 @@ SkipErrorsOpt = Annotated[
     bool,
     typer.Option(
         "--skip-errors",
-        help="Leave out slides that cannot be read or have no tissue (one line each on "
-        "stderr, `skipped` in --json) and index the rest; exit code 3 when any was skipped.",
+        help="Leave out slides that cannot be read (one line each on stderr, `skipped` in "
+        "--json) and index the rest; exit code 3 when any was. A slide without a tissue "
+        "tile is always left out, with a warning.",
     ),
 ]
 RayOpt = Annotated[

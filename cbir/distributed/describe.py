@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from cbir.describe import SKIPPABLE, DescribedSlide, SkippedSlide, describe_plan, plan_slide
-from cbir.errors import CbirError
+from cbir.errors import CbirError, EmptyTissueError
 from cbir.recipes import Recipe
 
 #: A describer that dies (a lost node, an out-of-memory kill) is restarted this often,
@@ -58,4 +58,5 @@ class SlideDescriber:
             plan = plan_slide(path, self.recipe, self.base_magnification, self.min_tissue_fraction)
             return describe_plan(plan, self.pipeline, None, None, references=self.references)
         except SKIPPABLE as exc:
-            return SkippedSlide(path=path, reason=str(exc))
+            no_tissue = isinstance(exc, EmptyTissueError)
+            return SkippedSlide(path=path, reason=str(exc), no_tissue=no_tissue)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cbir.describe import DescribedSlide, SkippedSlide
+from cbir.describe import DescribedSlide, SkippedSlide, Skips
 from cbir.distributed.describe import MAX_RESTARTS, SlideDescriber, connect
 from cbir.errors import CbirError
 from cbir.progress import NoProgress, Progress
@@ -207,7 +207,7 @@ def write_segments_ray(
     min_tissue_fraction: float | None,
     progress: Progress | None = None,
     references: bool = False,
-    skipped: list[SkippedSlide] | None = None,
+    skipped: Skips | None = None,
     actors: int | None = None,
     fit: CollectionState | None = None,
 ) -> list[SlideSummary]:
@@ -251,7 +251,7 @@ def write_segments_ray(
             if isinstance(results[p], SkippedSlide):
                 if skipped is None:
                     raise CbirError(results[p].reason)
-                skipped.append(results[p])
+                skipped.keep(results[p])
             else:
                 kept.append(p)
         if not kept:
@@ -304,7 +304,7 @@ def on_ray(
     min_tissue_fraction: float | None,
     progress: Progress | None,
     timer: StageTimer,
-    skipped: list[SkippedSlide] | None,
+    skipped: Skips | None,
     local: LocalStage | None,
     workers: int | None = None,
     fit: CollectionState | None = None,
