@@ -47,6 +47,7 @@ class IndexReport(BaseModel):
     seconds: float
     stage_seconds: dict[str, float]
     skipped: list[SkippedSlide] = []  # slides left out (no tissue; unreadable), with why
+    same_content: list[str] = []  # an added slide whose file another indexed one has
 
 
 def _unique_paths(paths: Sequence[str | os.PathLike[str]], skipped: Skips) -> list[Path]:
@@ -60,6 +61,20 @@ def _unique_paths(paths: Sequence[str | os.PathLike[str]], skipped: Skips) -> li
         except (RuntimeError, OSError) as exc:  # RuntimeError: a symlink loop (Python 3.11)
             skipped.take(p, SlideReadError(f"{p}: cannot resolve the path ({exc})"))
     return list(seen)
+
+
+def _same_content(added: Sequence[SlideSummary], indexed: dict[str, str]) -> list[str]:
+    """One line per added slide whose file content (`checksum`: size and ends) is that
+    of a slide indexed before (`indexed`: checksum -> path) or added earlier in the call."""
+    seen, lines = dict(indexed), []
+    for s in added:
+        first = seen.setdefault(s.checksum, s.path) if s.checksum else s.path
+        if first != s.path:
+            lines.append(
+                f"{s.path}: the same file as {first}, indexed too (`cbir add --replace` "
+                "re-indexes a slide in place; `cbir remove` drops a copy)"
+            )
+    return lines
 
 
 def _nothing_left(skipped: list[SkippedSlide]) -> CbirError:
@@ -200,7 +215,9 @@ def _report(
     start: float,
     timer: StageTimer,
     skipped: list[SkippedSlide] | None = None,
+    indexed: dict[str, str] | None = None,
 ) -> IndexReport:
+    """`indexed`: checksum -> path of the slides the bundle had before (same_content)."""
     return IndexReport(
         bundle=str(out),
         recipe=manifest.recipe.name,
@@ -213,6 +230,7 @@ def _report(
         seconds=round(time.perf_counter() - start, 4),
         stage_seconds=timer.as_dict(),
         skipped=list(skipped or []),
+        same_content=_same_content(added, indexed or {}),
     )
 
 
@@ -260,6 +278,8 @@ def add_slides(
         _check_recipe(bundle_recipe, recipe, index_path)
         pipeline = writer.pipeline
         replaced = []
+        assert writer.live is not None
+        before = [(r.checksum, r.info.path) for r in writer.live.meta.slide_list()]
         for p in paths:
             if writer.slide_id_for_path(str(p)) is not None:
                 if not replace:
@@ -305,7 +325,11 @@ def add_slides(
         summaries += add_described(writer, described, timer, replaced, written=summaries)
         with timer("commit"):
             manifest = writer.commit(bundle_recipe)
-    return _report(index_path, manifest, summaries, replaced, [], start, timer, skipped)
+    indexed: dict[str, str] = {}
+    for checksum, path in before:
+        if path not in replaced:
+            indexed.setdefault(checksum, path)
+    return _report(index_path, manifest, summaries, replaced, [], start, timer, skipped, indexed)
 
 
 def add_described(

@@ -189,3 +189,28 @@ def test_an_unreadable_slide_names_skip_errors(tmp_path: Path, generated_slide: 
     line = one_line_error(*run("build-index", generated_slide, garbage, "--out", out)[::2])
     assert "garbage.svs" in line and "--skip-errors" in line
     assert not out.exists()
+
+
+def test_a_second_copy_of_an_indexed_slide_is_added_with_a_warning(
+    tmp_path: Path, generated_slide: Path
+) -> None:
+    import shutil
+
+    copy = tmp_path / "copy" / "renamed.tif"
+    copy.parent.mkdir()
+    shutil.copy(generated_slide, copy)
+    out = tmp_path / "idx"
+    code, _, stderr = run("build-index", generated_slide, "--out", out, "--magnifications", "10")
+    assert code == 0 and "warning" not in stderr, stderr
+    code, _, stderr = run("add", out, copy)
+    assert code == 0, stderr
+    warned = [line for line in stderr.splitlines() if line.startswith("cbir: warning:")]
+    assert len(warned) == 1 and "renamed.tif" in warned[0]
+    assert str(generated_slide) in warned[0] and "--replace" in warned[0]
+    code, _, stderr = run("add", out, copy, "--replace")  # itself again: no warning
+    assert code == 0 and "same file" in stderr  # still a copy of generated.tif
+    both = tmp_path / "both"
+    code, _, stderr = run(
+        "build-index", generated_slide, copy, "--out", both, "--magnifications", "10"
+    )
+    assert code == 0 and stderr.count("the same file as") == 1, stderr

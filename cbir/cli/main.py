@@ -154,6 +154,8 @@ def _finish(report: Any, json_out: bool) -> None:
     from cbir.cli.words import plural
 
     typer.echo(report.model_dump_json()) if json_out else show_report(report)
+    for text in report.same_content:
+        typer.echo(f"cbir: warning: {text}", err=True)
     empty = [s for s in report.skipped if s.no_tissue]
     unreadable = [s for s in report.skipped if not s.no_tissue]
     for s in empty:

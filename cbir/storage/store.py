@@ -32,6 +32,7 @@ class SlideSummary(BaseModel):
     magnification_source: str
     tiles: int
     tiles_per_magnification: dict[str, int]
+    checksum: str = ""  # of the file (size and ends): a second copy has the same
 
 
 def _code_grids(
@@ -67,6 +68,7 @@ def _summary(slide_id: int, d: DescribedSlide) -> SlideSummary:
         tiles_per_magnification={
             f"{s.geometry.magnification:g}x": len(s.descriptors) for s in d.scales
         },
+        checksum=d.checksum,
     )
 
 
