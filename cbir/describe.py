@@ -344,6 +344,9 @@ def describe_slides(
 
     with ThreadPoolExecutor(max_workers=DEFAULT_WORKERS) as pool:  # thumbnails decode in C
         planned = list(pool.map(plan, paths))
+    ready = [p for p in planned if isinstance(p, SlidePlan)]
+    if progress is not None:
+        progress.plan(len(ready), sum(p.n_tiles for p in ready))
     described = []
     for path, result in zip(paths, planned, strict=True):
         try:

@@ -9,10 +9,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import BaseModel
-
 from cbir.delf.stage import LocalStage
-from cbir.describe import DescribedSlide, SkippedSlide, Skips, describe_slides
+from cbir.describe import DescribedSlide, Skips, describe_slides
 from cbir.distributed.segments import on_ray
 from cbir.errors import (
     BundleMismatchError,
@@ -25,29 +23,12 @@ from cbir.progress import Progress
 from cbir.recipes import LocalConfig, Recipe, load_recipe
 from cbir.storage.artifacts import TileCodes
 from cbir.storage.compact import auto_compact
-from cbir.storage.manifest import Manifest
+from cbir.storage.report import IndexReport, index_report
 from cbir.storage.segment_meta import SegmentedMeta
 from cbir.storage.state import CollectionState
 from cbir.storage.store import SlideSummary, store_slides, write_new_bundle
 from cbir.storage.writer import BundleWriter, transaction
 from cbir.timing import StageTimer
-
-
-class IndexReport(BaseModel):
-    """What a build or add did, with stage timings (seconds)."""
-
-    bundle: str
-    recipe: str
-    added: list[SlideSummary]
-    replaced: list[str]
-    removed: list[str]
-    slides_total: int
-    tiles_total: int
-    index_kind: str
-    seconds: float
-    stage_seconds: dict[str, float]
-    skipped: list[SkippedSlide] = []  # slides left out (no tissue; unreadable), with why
-    same_content: list[str] = []  # an added slide whose file another indexed one has
 
 
 def _unique_paths(paths: Sequence[str | os.PathLike[str]], skipped: Skips) -> list[Path]:
@@ -63,21 +44,7 @@ def _unique_paths(paths: Sequence[str | os.PathLike[str]], skipped: Skips) -> li
     return list(seen)
 
 
-def _same_content(added: Sequence[SlideSummary], indexed: dict[str, str]) -> list[str]:
-    """One line per added slide whose file content (`checksum`: size and ends) is that
-    of a slide indexed before (`indexed`: checksum -> path) or added earlier in the call."""
-    seen, lines = dict(indexed), []
-    for s in added:
-        first = seen.setdefault(s.checksum, s.path) if s.checksum else s.path
-        if first != s.path:
-            lines.append(
-                f"{s.path}: the same file as {first}, indexed too (`cbir add --replace` "
-                "re-indexes a slide in place; `cbir remove` drops a copy)"
-            )
-    return lines
-
-
-def _nothing_left(skipped: list[SkippedSlide]) -> CbirError:
+def _nothing_left(skipped: Skips) -> CbirError:
     return CbirError(
         f"no slide could be indexed: all {len(skipped)} were skipped (first: {skipped[0].reason})"
     )
@@ -157,7 +124,7 @@ def build_index(
             give_labels(writer, summaries, labels or {})
             with timer("commit"):
                 manifest = writer.commit(recipe)
-            return _report(out, manifest, summaries, [], [], start, timer, skipped)
+            return index_report(out, manifest, summaries, [], [], start, timer, skipped)
         described = describe_slides(
             paths,
             pipeline,
@@ -184,7 +151,7 @@ def build_index(
             scale,
             labels,
         )
-    return _report(out, manifest, summaries, [], [], start, timer, skipped)
+    return index_report(out, manifest, summaries, [], [], start, timer, skipped)
 
 
 def local_stage_for(
@@ -204,34 +171,6 @@ def local_stage_for(
         local_weights = weights
     path = Path(local_weights) if local_weights is not None else None
     return recipe, LocalStage(recipe.local, path, device)
-
-
-def _report(
-    out: str | os.PathLike[str],
-    manifest: Manifest,
-    added: list[SlideSummary],
-    replaced: list[str],
-    removed: list[str],
-    start: float,
-    timer: StageTimer,
-    skipped: list[SkippedSlide] | None = None,
-    indexed: dict[str, str] | None = None,
-) -> IndexReport:
-    """`indexed`: checksum -> path of the slides the bundle had before (same_content)."""
-    return IndexReport(
-        bundle=str(out),
-        recipe=manifest.recipe.name,
-        added=added,
-        replaced=replaced,
-        removed=removed,
-        slides_total=manifest.counts.slides,
-        tiles_total=manifest.counts.tiles,
-        index_kind=manifest.index_kind,
-        seconds=round(time.perf_counter() - start, 4),
-        stage_seconds=timer.as_dict(),
-        skipped=list(skipped or []),
-        same_content=_same_content(added, indexed or {}),
-    )
 
 
 def _check_recipe(bundle_recipe: Recipe, recipe: str | Recipe | None, out: object) -> None:
@@ -329,7 +268,9 @@ def add_slides(
     for checksum, path in before:
         if path not in replaced:
             indexed.setdefault(checksum, path)
-    return _report(index_path, manifest, summaries, replaced, [], start, timer, skipped, indexed)
+    return index_report(
+        index_path, manifest, summaries, replaced, [], start, timer, skipped, indexed
+    )
 
 
 def add_described(
@@ -399,4 +340,4 @@ def remove_slides(index_path: str | os.PathLike[str], slides: Sequence[str]) -> 
         with timer("compact"):
             auto_compact(writer)
         manifest = writer.commit(writer.previous.recipe)
-    return _report(index_path, manifest, [], [], list(dict.fromkeys(stored)), start, timer)
+    return index_report(index_path, manifest, [], [], list(dict.fromkeys(stored)), start, timer)

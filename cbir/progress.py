@@ -6,8 +6,12 @@ from typing import Protocol
 
 
 class Progress(Protocol):
-    def start(self, label: str, total: int) -> None:
-        """A new unit of work of `total` steps begins."""
+    def plan(self, units: int, steps: int) -> None:
+        """The whole work: `units` units (slides) of `steps` steps (tiles) in all."""
+        ...
+
+    def start(self, label: str, total: int, unit: str = "tiles") -> None:
+        """A new unit of work of `total` steps (`unit`: what a step is) begins."""
         ...
 
     def advance(self, steps: int) -> None: ...
@@ -16,7 +20,10 @@ class Progress(Protocol):
 class NoProgress:
     """Progress that shows nothing (library default)."""
 
-    def start(self, label: str, total: int) -> None:
+    def plan(self, units: int, steps: int) -> None:
+        pass
+
+    def start(self, label: str, total: int, unit: str = "tiles") -> None:
         pass
 
     def advance(self, steps: int) -> None:

@@ -214,3 +214,45 @@ def test_a_second_copy_of_an_indexed_slide_is_added_with_a_warning(
         "build-index", generated_slide, copy, "--out", both, "--magnifications", "10"
     )
     assert code == 0 and stderr.count("the same file as") == 1, stderr
+
+
+def test_progress_is_plain_lines_when_stderr_is_not_a_terminal() -> None:
+    import io
+
+    from cbir.cli.progress import LineProgress
+
+    now = [0.0]
+    out = io.StringIO()
+    p = LineProgress(out, every=5.0, clock=lambda: now[0])
+    p.plan(2, 300)
+    p.start("a.svs", 100)
+    for _ in range(10):  # 10 tiles a second: a line at most every 5 s
+        now[0] += 1.0
+        p.advance(10)
+    p.start("b.svs", 200)
+    now[0] += 1.0
+    p.advance(200)  # the unit ends: a line whatever the time
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "cbir: a.svs 1/2: 50/100 tiles; all: 50/300 tiles, 10.0 tiles/s, 25s left"
+    assert lines[1].startswith("cbir: a.svs 1/2: 100/100 tiles")
+    assert lines[-1].startswith("cbir: b.svs 2/2: 200/200 tiles; all: 300/300 tiles")
+    assert len(lines) == 3
+
+
+def test_a_piped_build_prints_progress_lines(tmp_path: Path, generated_slide: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "idx"
+    cli = "import sys; from cbir.cli.main import app; sys.argv[0] = 'cbir'; app()"
+    proc = subprocess.run(
+        [sys.executable, "-c", cli, "build-index", str(generated_slide), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CBIR_PROGRESS_SECONDS": "0"},  # a line at each batch
+    )  # stderr is a pipe
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if "tiles/s" in line]
+    assert lines and lines[-1].startswith("cbir: generated.tif 1/1: ")
+    assert "; all: " in lines[-1] and lines[-1].endswith("left")

@@ -86,10 +86,10 @@ class OneLineErrors(TyperGroup):
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except UsageProblem as exc:
-            if type(exc).__name__ == "NoArgsIsHelpError":  # `cbir` alone: the help was shown
+            if type(exc).__name__ == "NoArgsIsHelpError":  # `cbir` alone: its help, on stdout
                 message = exc.format_message()
                 if message.strip():
-                    typer.echo(message, err=True)
+                    typer.echo(message)
             else:
                 typer.echo(usage_line(exc), err=True)
             sys.exit(getattr(exc, "exit_code", 2))

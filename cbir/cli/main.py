@@ -10,6 +10,7 @@ import typer
 
 from cbir.cli.errors import OneLineErrors, cli_errors
 from cbir.cli.labels import register as register_label
+from cbir.cli.listing import register as register_listing
 from cbir.cli.options import (
     DEFAULT_RECIPE,
     BackboneOpt,
@@ -124,10 +125,10 @@ def build_index_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Index slides into a new bundle."""
-    from cbir.cli.render import RichProgress
+    from cbir.cli.progress import stderr_progress
     from cbir.indexer import build_index
 
-    with RichProgress() as progress:
+    with stderr_progress() as progress:
         report = build_index(
             expand_slides(slides),
             out,
@@ -189,10 +190,10 @@ def add_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Add slides to a bundle (its stored standardisation and hyperplanes are reused)."""
-    from cbir.cli.render import RichProgress
+    from cbir.cli.progress import stderr_progress
     from cbir.indexer import add_slides
 
-    with RichProgress() as progress:
+    with stderr_progress() as progress:
         report = add_slides(
             index,
             expand_slides(slides),
@@ -246,68 +247,7 @@ def info_cmd(index: IndexArg, json_out: JsonOpt = False) -> None:
         show_labels(info)
 
 
-@app.command("backbones")
-@cli_errors
-def backbones_cmd(json_out: JsonOpt = False) -> None:
-    """List the registered backbones: dims, input normalisation, checkpoint layout."""
-    import json
-
-    from cbir.nn.backbones import backbone_entry, list_backbones
-
-    rows = []
-    for name in list_backbones():
-        e = backbone_entry(name)
-        packaged = e.default_weights()
-        rows.append(
-            {
-                "name": name,
-                "dim": e.dim,
-                "map_channels": e.map_channels,
-                "input_size": e.input_size,
-                "normalization": e.normalization,
-                "layout": e.layout,
-                "pretrained": "packaged" if packaged else ("needed" if e.requires_weights else "-"),
-            }
-        )
-    if json_out:
-        typer.echo(json.dumps(rows))
-        return
-    for r in rows:
-        typer.echo(
-            f"{r['name']}: {r['dim']}-d, map {r['map_channels']} ch, {r['input_size']} px, "
-            f"{r['normalization']} normalisation, {r['layout']} keys, weights {r['pretrained']}"
-        )
-
-
-@app.command("recipes")
-@cli_errors
-def recipes_cmd(json_out: JsonOpt = False) -> None:
-    """List the index recipes."""
-    import json
-
-    from cbir.pipeline import weights_needed
-    from cbir.recipes import list_recipes, load_recipe
-
-    recipes = [load_recipe(n) for n in list_recipes()]
-    rows = [
-        {
-            **r.model_dump(mode="json"),
-            "default": r.name == DEFAULT_RECIPE,
-            "weights_from": weights_needed(r),
-        }
-        for r in recipes
-    ]
-    if json_out:
-        typer.echo(json.dumps(rows))
-        return
-    for row in rows:
-        marks = (["default"] if row["default"] else []) + (
-            [f"needs --weights: {row['weights_from']}"] if row["weights_from"] else []
-        )
-        if row["descriptor"]["params"].get("precision") == "int8":
-            marks.append("needs pip install 'cbir[fast]'")
-        tag = f" [{'; '.join(marks)}]" if marks else ""
-        typer.echo(f"{row['name']}{tag}: {row['description']}")
+register_listing(app)  # cbir/cli/listing.py: backbones, recipes
 
 
 @app.command("evaluate")
@@ -394,10 +334,11 @@ def demo_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Index the embedded sample slide (scikit-image IHC) and search a rectangle of it."""
-    from cbir.cli.render import RichProgress, show_hits, show_report, stdout
+    from cbir.cli.progress import stderr_progress
+    from cbir.cli.render import show_hits, show_report, stdout
     from cbir.demo import run_demo
 
-    with RichProgress() as progress:
+    with stderr_progress() as progress:
         demo = run_demo(workdir, progress)
     if json_out:
         typer.echo(demo.model_dump_json())

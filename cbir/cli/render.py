@@ -7,7 +7,6 @@ import sys
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -51,40 +50,6 @@ def setup_logging() -> None:
     logging.basicConfig(
         format="cbir: %(levelname)s: %(message)s", level=logging.WARNING, force=True
     )
-
-
-class RichProgress:
-    """`cbir.progress.Progress` drawn as a rich bar on stderr, one bar per slide."""
-
-    def __init__(self) -> None:
-        self.bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("tiles"),
-            TimeRemainingColumn(),
-            console=stderr,
-            transient=True,
-        )
-        self.task: int | None = None
-        self.started = False
-
-    def __enter__(self) -> RichProgress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.started:
-            self.bar.stop()
-
-    def start(self, label: str, total: int) -> None:
-        if not self.started:  # draw nothing until there is work to show
-            self.bar.start()
-            self.started = True
-        self.task = self.bar.add_task(label, total=total)
-
-    def advance(self, steps: int) -> None:
-        if self.task is not None:
-            self.bar.advance(self.task, steps)
 
 
 def show_report(report: IndexReport) -> None:

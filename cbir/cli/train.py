@@ -136,7 +136,8 @@ def _command(method: TrainMethod) -> click.Command:
     fields = {n: f for n, f in method.config.model_fields.items() if f.description}
 
     def command(**given: Any) -> None:
-        from cbir.cli.render import RichProgress, show_verdict, stdout
+        from cbir.cli.progress import stderr_progress
+        from cbir.cli.render import show_verdict, stdout
         from cbir.nn.train.method import TrainInputs
 
         json_out, device, out = given.pop("json_out"), given.pop("device"), given.pop("out")
@@ -147,7 +148,7 @@ def _command(method: TrainMethod) -> click.Command:
             base_magnification=given.pop("base_magnification", None),
         )
         cfg = _config(method.config, given)
-        with RichProgress() as progress:
+        with stderr_progress() as progress:
             report = method.run(inputs, out, cfg, device, progress)
         show_verdict(report.verdict)
         if json_out:

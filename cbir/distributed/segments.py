@@ -233,7 +233,7 @@ def write_segments_ray(
     )
     pool = [remote.remote(*args) for _ in range(n)]
     progress = progress or NoProgress()
-    progress.start(f"describe on Ray ({n} workers)", len(paths))
+    progress.start(f"describe on Ray ({n} workers)", len(paths), "slides")
     owner = {str(p): i % n for i, p in enumerate(paths)}
     try:
         pending = {

@@ -30,7 +30,7 @@ def fit(
     """Run `rounds` rounds; loss(batch) -> scalar tensor. Returns the size-weighted mean
     loss of each round (nan for a round without batches)."""
     progress = progress or NoProgress()
-    progress.start(label, rounds)
+    progress.start(label, rounds, "rounds")
     means = []
     for _ in range(rounds):
         if before_round is not None:
