@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from cbir.descriptors import create_descriptor, is_learned
+from cbir.descriptors import DESCRIPTORS, Descriptor, create_descriptor, is_learned
 from cbir.encoders import create_encoder
-from cbir.errors import RecipeError
+from cbir.errors import BundleMismatchError, RecipeError
 from cbir.files import load_npz, save_npz
 from cbir.recipes import Recipe
 from cbir.specs import DescriptorSpec, EncoderSpec
@@ -39,38 +40,92 @@ class TilePipeline:
     """Tiles -> descriptors -> codes, as a recipe says."""
 
     def __init__(
-        self, recipe: Recipe, weights: str | Path | None = None, device: str | None = "auto"
+        self,
+        recipe: Recipe,
+        weights: str | Path | None = None,
+        device: str | None = "auto",
+        stored: DescriptorSpec | None = None,
+        where: object = None,
     ) -> None:
         """`weights`: a model file for a learned descriptor (`cbir train ...`); `device`
-        where it runs ("auto": CUDA when available)."""
+        where it runs ("auto": CUDA when available). `stored`: the descriptor spec a
+        bundle recorded (`where`, for messages): the descriptor (a network: torch, its
+        weights) is then built on first use, and must give that spec; a pipeline that
+        only reads codes (`cbir info`, `label`, `remove`, `compact`) never builds it."""
         self.recipe = recipe
         self.weights = Path(weights) if weights is not None else None
-        extra: dict[str, object] = {}
-        if self.learned:
-            extra = {"weights": str(self.weights) if self.weights else None, "device": device}
-        elif weights is not None:
-            raise RecipeError(
-                f"recipe {recipe.name!r}: descriptor {recipe.descriptor.name!r} takes no weights"
-            )
-        self.descriptor = create_descriptor(
-            recipe.descriptor.name,
-            tile_size=recipe.tiling.tile_size,
-            **recipe.descriptor.params,
-            **extra,
-        )
+        self.device = device
+        self.stored, self.where = stored, where
+        self._descriptor: Descriptor | None = None
+        self._when_built: list[Callable[[Descriptor], object]] = []
+        self._batch_cap: int | None = None
+        if stored is not None:  # what can be checked without building: now
+            DESCRIPTORS.require(recipe.descriptor.name)
+            if (stored.name, stored.tile_size) != (recipe.descriptor.name, recipe.tiling.tile_size):
+                raise self._mismatch()
+        spec = stored if stored is not None else self.descriptor.spec
         try:
             self.encoder = create_encoder(
-                recipe.encoder.name, input_dim=self.descriptor.spec.dim, **recipe.encoder.params
+                recipe.encoder.name, input_dim=spec.dim, **recipe.encoder.params
             )
         except RecipeError as exc:
             source = f" with {self.weights}" if self.weights else ""
             raise RecipeError(f"recipe {recipe.name!r}{source}: {exc}") from None
         blocks = recipe.encoder.params.get("blocks")
-        if blocks is not None and blocks != self.descriptor.spec.params.get("blocks", blocks):
+        if blocks is not None and blocks != spec.params.get("blocks", blocks):
             raise RecipeError(
                 f"recipe {recipe.name!r}: encoder blocks {blocks} are not the descriptor's "
-                f"{self.descriptor.spec.params['blocks']}"
+                f"{spec.params['blocks']}"
             )
+
+    @property
+    def descriptor(self) -> Descriptor:
+        """The recipe's descriptor, built on first use (see `stored`)."""
+        if self._descriptor is None:
+            built = self._build()
+            if self.stored is not None and built.spec != self.stored:
+                raise self._mismatch()
+            self._descriptor = built
+            if self._batch_cap is not None:
+                self.cap_batch(self._batch_cap)
+            for fn in self._when_built:
+                fn(built)
+        return self._descriptor
+
+    def _mismatch(self) -> BundleMismatchError:
+        return BundleMismatchError(
+            f"{self.where}: component specs of the bundle differ from those its recipe "
+            f"{self.recipe.name!r} builds in this cbir"
+        )
+
+    @property
+    def built(self) -> bool:
+        """Whether the descriptor exists yet."""
+        return self._descriptor is not None
+
+    def when_built(self, fn: Callable[[Descriptor], object]) -> None:
+        """Call fn(descriptor) once it is built (now, if it is)."""
+        if self._descriptor is not None:
+            fn(self._descriptor)
+        else:
+            self._when_built.append(fn)
+
+    def _build(self) -> Descriptor:
+        recipe = self.recipe
+        extra: dict[str, object] = {}
+        if self.learned:
+            weights = str(self.weights) if self.weights else None
+            extra = {"weights": weights, "device": self.device}
+        elif self.weights is not None:
+            raise RecipeError(
+                f"recipe {recipe.name!r}: descriptor {recipe.descriptor.name!r} takes no weights"
+            )
+        return create_descriptor(
+            recipe.descriptor.name,
+            tile_size=recipe.tiling.tile_size,
+            **recipe.descriptor.params,
+            **extra,
+        )
 
     @property
     def learned(self) -> bool:
@@ -101,7 +156,7 @@ class TilePipeline:
 
     @property
     def descriptor_spec(self) -> DescriptorSpec:
-        return self.descriptor.spec
+        return self.stored if self.stored is not None else self.descriptor.spec
 
     @property
     def encoder_spec(self) -> EncoderSpec:
@@ -133,6 +188,9 @@ class TilePipeline:
     def cap_batch(self, n: int) -> None:
         """Describe at most `n` tiles a network batch from now on (a network's
         activations grow with its batch; descriptors without a network ignore it)."""
+        if self._descriptor is None:  # applied when it is built
+            self._batch_cap = n
+            return
         batch = getattr(self.descriptor, "batch_size", None)
         if isinstance(batch, int) and batch > n:
             self.descriptor.batch_size = n  # type: ignore[attr-defined]

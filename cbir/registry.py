@@ -71,15 +71,20 @@ class Registry(Generic[T]):
 
         return decorate
 
+    def require(self, name: str) -> None:
+        """Refuse (UnknownComponentError) a name neither declared nor registered, without
+        importing anything."""
+        if name not in self._factories and name not in self._modules:
+            valid = ", ".join(self.names()) or "(none)"
+            raise UnknownComponentError(f"unknown {self.kind} {name!r}; valid names: {valid}")
+
     def factory(self, name: str) -> Callable[..., T]:
         """The factory of `name`, importing its module first if it is declared."""
         found = self._factories.get(name)
         if found is not None:
             return found
-        module = self._modules.get(name)
-        if module is None:
-            valid = ", ".join(self.names()) or "(none)"
-            raise UnknownComponentError(f"unknown {self.kind} {name!r}; valid names: {valid}")
+        self.require(name)
+        module = self._modules[name]
         importlib.import_module(module)
         found = self._factories.get(name)
         if found is None:

@@ -174,3 +174,53 @@ def test_a_declared_registry_is_strict(tmp_path: Path, monkeypatch: pytest.Monke
         reg.declare("good", "fake_components.good")
     with pytest.raises(UnknownComponentError, match="valid names: elsewhere, good, silent"):
         reg.create("nope")
+
+
+def test_a_pretrained_bundle_is_read_and_edited_without_torch(
+    tmp_path: Path, generated_slide: Path, second_slide: Path
+) -> None:
+    """`cbir info`, `label`, `remove` and `compact` on an effnet-flat bundle build no
+    network (torch stays out); a search then builds it, once."""
+    import cbir
+    from cbir.nn.efficientnet import packaged_lite0_weights
+    from cbir.recipes import load_recipe
+
+    if packaged_lite0_weights() is None:
+        pytest.skip("no Lite0 weights package")
+    recipe = load_recipe("effnet-flat")
+    recipe = recipe.model_copy(
+        update={"tiling": recipe.tiling.model_copy(update={"magnifications": (10.0,)})}
+    )
+    bundle = tmp_path / "idx"
+    cbir.build_index([generated_slide, second_slide], bundle, recipe, device="cpu")
+    out = fresh_python(
+        """
+        import json, sys
+        from cbir.cli.main import app
+
+        bundle, slide = sys.argv[1:3]
+
+        def cli(*args):
+            try:
+                app(list(args))
+            except SystemExit as exc:
+                return exc.code
+            return None
+
+        codes = [
+            cli("info", bundle),
+            cli("label", bundle, "second.tif", "diagnosis=LUAD"),
+            cli("remove", bundle, "second.tif"),
+            cli("compact", bundle),
+            cli("info", bundle),
+        ]
+        before = "torch" in sys.modules
+        codes.append(cli("search", bundle, "--region", slide + ":448,224,896,896@10x", "-k", "1"))
+        after = "torch" in sys.modules
+        print(json.dumps({"codes": codes, "torch_before": before, "torch_after": after}))
+        """,
+        str(bundle),
+        str(generated_slide),
+    )
+    assert out["codes"] == [0, 0, 0, 0, 0, 0]
+    assert out["torch_before"] is False and out["torch_after"] is True

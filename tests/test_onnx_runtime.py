@@ -172,5 +172,7 @@ def test_an_int8_bundle_finds_an_off_grid_crop_at_its_place(
         assert hit.magnification == 10.0
         assert abs(hit.x - 500) <= 120 and abs(hit.y - 380) <= 120
     monkeypatch.setenv("CBIR_RUNTIME", "torch")
-    with pytest.raises(RecipeError, match="int8 descriptor"):
-        cbir.open_index(out, device="cpu")
+    with cbir.open_index(out, device="cpu") as index:  # opening builds no network
+        assert len(index.slides) == 1
+        with pytest.raises(RecipeError, match="int8 descriptor"):
+            index.search(f"{generated_slide}:500,380,1200,1000@10x", k=3)

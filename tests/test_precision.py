@@ -67,13 +67,15 @@ def test_bundle_records_its_precision_and_warns_on_another(
     cbir.build_index([generated_slide], tmp_path / "cnn", "cnn-flat", device="cpu", untrained=True)
     assert read_manifest(tmp_path / "stats").precision is None  # no network
     assert read_manifest(tmp_path / "cnn").precision == "float32"
+    tile = f"{generated_slide}:448,224,224,224@40x"
     with caplog.at_level(logging.WARNING, logger="cbir"):
-        with cbir.open_index(tmp_path / "cnn", device="cpu"):
-            pass
+        with cbir.open_index(tmp_path / "cnn", device="cpu") as index:
+            index.search(tile, k=1)
         assert not caplog.records
         monkeypatch.setenv(PRECISION_ENV, "bf16")
-        with cbir.open_index(tmp_path / "cnn", device="cpu"):
-            pass
+        with cbir.open_index(tmp_path / "cnn", device="cpu") as index:
+            assert not caplog.records  # opening builds no network: nothing to warn about
+            index.search(tile, k=1)  # the network is built: the warning comes now
         cbir.add_slides(tmp_path / "cnn", [second_slide], device="cpu")
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) >= 2 and all("CBIR_PRECISION=fp32" in w for w in warnings)

@@ -173,8 +173,12 @@ class Bundle:
         segments: list[Segment] = []
         try:
             local = _open_local_stage(root, manifest, state, device)
-            current = network_precision(pipeline.descriptor, local.extractor if local else None)
-            warn_if_different(root, manifest.precision, current)
+            extractor = local.extractor if local else None
+            pipeline.when_built(  # a network is built when it is used: warn then
+                lambda d: warn_if_different(
+                    root, manifest.precision, network_precision(d, extractor)
+                )
+            )
             for entry, path in zip(entries, dirs, strict=True):
                 segments.append(_open_segment(root, manifest, entry, path, layout))
             bundle = cls(root, manifest, state, segments, pipeline, scale_weights, local)
@@ -244,7 +248,9 @@ def _open_state(
     weights = None
     if manifest.weights_sha256 is not None:
         weights = _checked(root, state / WEIGHTS_FILE, manifest.weights_sha256, "model weights")
-    pipeline = TilePipeline(manifest.recipe, weights=weights, device=device)
+    pipeline = TilePipeline(
+        manifest.recipe, weights=weights, device=device, stored=manifest.descriptor, where=root
+    )
     scale_weights = None
     if manifest.scale_weights_sha256 is not None:
         scale_weights = _checked(
