@@ -256,3 +256,22 @@ def test_a_piped_build_prints_progress_lines(tmp_path: Path, generated_slide: Pa
     lines = [line for line in proc.stderr.splitlines() if "tiles/s" in line]
     assert lines and lines[-1].startswith("cbir: generated.tif 1/1: ")
     assert "; all: " in lines[-1] and lines[-1].endswith("left")
+
+
+def test_api_docs_load_nothing_from_the_internet(bundle: Path) -> None:
+    pytest.importorskip("fastapi")
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from cbir.serve.app import create_app
+
+    with TestClient(create_app(bundle, device="cpu")) as client:
+        page = client.get("/docs")
+        assert page.status_code == 200
+        urls = re.findall(r"""(?:src|href)=["']([^"']+)["']|url: ?["']([^"']+)["']""", page.text)
+        urls = [u for pair in urls for u in pair if u]
+        assert urls and all(u.startswith("/") for u in urls), urls  # same origin, no CDN
+        for u in urls:
+            assert client.get(u).status_code == 200, u
+        assert client.get("/redoc").status_code == 404  # ReDoc would need a CDN

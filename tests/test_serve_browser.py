@@ -150,3 +150,32 @@ def test_upload_a_crop_and_open_the_hit(server: str, tmp_path: Path) -> None:
             assert errors == []
         finally:
             browser.close()
+
+
+def test_api_docs_render_offline(server: str, tmp_path: Path) -> None:
+    """/docs in chromium with every request off 127.0.0.1 refused: Swagger UI renders the
+    API's operations from files the server itself serves."""
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            outside: list[str] = []
+
+            def only_local(route: playwright_api.Route) -> None:
+                if route.request.url.startswith(server):
+                    route.continue_()
+                else:
+                    outside.append(route.request.url)
+                    route.abort()
+
+            page.route("**/*", only_local)
+            page.goto(f"{server}/docs")
+            page.wait_for_selector(".opblock-summary-path", timeout=30_000)
+            paths = page.locator(".opblock-summary-path").all_inner_texts()
+            shot = tmp_path / "docs.png"
+            page.screenshot(path=str(shot))
+            print(f"screenshot: {shot}")
+        finally:
+            browser.close()
+    assert "/search" in paths and "/healthz" in paths
+    assert outside == []

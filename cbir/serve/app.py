@@ -38,6 +38,7 @@ from cbir.serve.bodies import (
     read_upload,
 )
 from cbir.serve.config import ServeConfig
+from cbir.serve.docs import add_offline_docs
 from cbir.serve.generation import Generation, SlideNotFound
 from cbir.serve.holder import BundleHolder
 from cbir.serve.imagery import TileCache, dz_tile_jpeg, dzi_xml, region_png
@@ -147,9 +148,12 @@ def create_app(
         version=__version__,
         description=f"Content-based image retrieval over the bundle {holder.root}.",
         lifespan=lifespan,
+        docs_url=None,  # add_offline_docs: Swagger UI from local files, not a CDN
+        redoc_url=None,
     )
     app.state.holder = holder
     app.state.workers = workers
+    add_offline_docs(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     # outermost last: access log -> Host check -> CORS -> token -> body limit -> routes
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)

@@ -36,7 +36,13 @@ class BundleHolder:
     def _open(self, stamp: tuple[int, int]) -> Generation:
         from cbir.api import open_index
 
-        return Generation(open_index(self.root, device=self.device, ray=self.ray), stamp)
+        index = open_index(self.root, device=self.device, ray=self.ray)
+        try:  # a server searches: its network is built now, not in the first request
+            index.bundle.pipeline.descriptor  # noqa: B018
+        except BaseException:
+            index.close()
+            raise
+        return Generation(index, stamp)
 
     def _refresh(self) -> Generation:
         """The current generation, after swapping in a newly published one (under _lock)."""
