@@ -34,6 +34,7 @@ from cbir.search.tiles import RERANK_TIE_WIDEN, reranks, tile_hits
 from cbir.search.verified import local_search, verify_hits
 from cbir.slides.open import decode_image
 from cbir.storage.bundle import Bundle
+from cbir.storage.metadata import SlideRecord
 
 __all__ = [
     "RERANK_TIE_WIDEN",
@@ -98,12 +99,54 @@ class Index:
             return as_rgb(query, "<array>"), "<array>", None
         query = as_region(query) or query
         if isinstance(query, Region):
-            stored = self._by_path.get(str(Path(query.slide).resolve()))
+            resolved = self.resolve_region(query)
+            stored = self._by_path.get(resolved.slide)
             base = stored.info.base_magnification if stored else None
-            pixels, read_at = read_region_at(query, base, self.nearest_indexed)
-            return pixels, str(query), read_at
+            pixels, read_at = read_region_at(resolved, base, self.nearest_indexed)
+            shown = query.model_copy(update={"magnification": resolved.magnification})
+            return pixels, str(shown), read_at
         path = Path(query)
         return decode_image(path, MAX_QUERY_PIXELS), str(path), None
+
+    def resolve_region(self, region: Region) -> Region:
+        """`region` with its slide as a file path (an indexed slide's stored path when it
+        is one: named by path or by its unique file name) and its magnification when
+        unset: the highest indexed one of that slide at which it covers a whole tile."""
+        given = Path(region.slide)
+        record = self._by_path.get(str(given.resolve())) if given.exists() else None
+        if record is None and not given.exists():
+            named = [r for r in self.slides.values() if r.info.name in (region.slide, given.name)]
+            if not named:
+                raise QueryError(
+                    f"{region.slide}: no such file, and no slide of this name in {self.bundle.root}"
+                )
+            if len(named) > 1:
+                raise QueryError(
+                    f"{region.slide}: several indexed slides have this name; give its path"
+                )
+            record = named[0]
+        slide = record.info.path if record is not None else str(given)
+        mag = region.magnification
+        if mag is None:
+            if record is None:
+                raise QueryError(
+                    f"{region}: {slide} is not indexed here; give its magnification (@20x)"
+                )
+            mag = self.region_magnification(record, region.w, region.h)
+        return region.model_copy(update={"slide": slide, "magnification": mag})
+
+    def region_magnification(self, record: SlideRecord, w: int, h: int) -> float:
+        """The highest magnification indexed for `record` at which a region of w x h
+        level-0 px covers a whole tile (QueryError when none does)."""
+        tile = self.recipe.tiling.tile_size
+        base = record.info.base_magnification
+        fits = [m for m in record.magnifications if min(w, h) * m / base >= tile]
+        if not fits:
+            raise QueryError(
+                f"region {w} x {h} px is smaller than one {tile} px tile at every magnification "
+                f"indexed for {record.info.name}"
+            )
+        return max(fits)
 
     def nearest_indexed(self, magnification: float, base: float) -> float:
         """The indexed magnification nearest `magnification` (a tie: the higher) that a
@@ -197,6 +240,8 @@ class Index:
                 "with --local-weights, or with recipe delf-hnsw)"
             )
         region = as_region(query)
+        if region is not None:  # its slide as a path and its magnification, for the filters
+            region = self.resolve_region(region)
         if exclude_query_slide and region is None:
             shown = "<array>" if isinstance(query, np.ndarray) else str(query)
             raise QueryError(
@@ -301,11 +346,12 @@ class Index:
 
 
 def as_region(query: Query) -> Region | None:
-    """The region a query names (a `Region` or a `SLIDE:x,y,w,h@MAGx` string), else None."""
+    """The region a query names (a `Region` or a `SLIDE:x,y,w,h[@MAGx]` string), else None."""
     if isinstance(query, Region):
         return query
-    if isinstance(query, str) and not Path(query).exists() and "@" in query:
-        return Region.parse(query)
+    if isinstance(query, str) and not Path(query).exists():
+        if "@" in query or Region.matches(query):
+            return Region.parse(query)
     return None
 
 

@@ -275,3 +275,34 @@ def test_api_docs_load_nothing_from_the_internet(bundle: Path) -> None:
         for u in urls:
             assert client.get(u).status_code == 200, u
         assert client.get("/redoc").status_code == 404  # ReDoc would need a CDN
+
+
+def test_a_region_names_its_slide_by_file_name_and_may_leave_out_the_magnification(
+    bundle: Path, generated_slide: Path
+) -> None:
+    import json
+
+    import cbir
+
+    by_path = f"{generated_slide}:448,224,896,896@40x"  # 40x: the slide's highest
+    code, stdout, stderr = run("search", bundle, "--region", by_path, "-k", "3", "--json")
+    assert code == 0, stderr
+    expected = [(h["slide"], h["x"], h["y"]) for h in json.loads(stdout)["hits"]]
+    for text in (
+        "generated.tif:448,224,896,896@40x",  # the indexed slide's file name
+        "generated.tif:448,224,896,896",  # and the magnification left out
+        f"{generated_slide}:448,224,896,896",
+    ):
+        code, stdout, stderr = run("search", bundle, "--region", text, "-k", "3", "--json")
+        assert code == 0, (text, stderr)
+        got = json.loads(stdout)
+        assert [(h["slide"], h["x"], h["y"]) for h in got["hits"]] == expected, text
+    with cbir.open_index(bundle) as index:  # the API takes the same
+        region = index.resolve_region(cbir.Region.parse("generated.tif:448,224,896,896"))
+        assert region.slide == str(generated_slide.resolve()) and region.magnification == 40.0
+        hits = index.search("generated.tif:448,224,896,896", k=3).hits
+        assert [(h.slide, h.x, h.y) for h in hits] == expected
+    line = one_line_error(*run("search", bundle, "--region", "nope.tif:0,0,500,500")[::2])
+    assert "nope.tif" in line and "no slide of this name" in line
+    line = one_line_error(*run("search", bundle, "--region", "generated.tif:0,0,100,100")[::2])
+    assert "smaller than one 224 px tile" in line

@@ -576,7 +576,7 @@ REGIONS: list[tuple[str, str]] = [
     ("magnification a word", "A:0,0,448,448@highx"),
     ("smaller than a tile", "A:0,0,100,100@20x"),
     ("under half a tile at 5x", "A:0,0,400,400@5x"),
-    ("no @", "A:0,0,448,448"),
+    ("no @ and under one tile at every magnification", "A:0,0,100,100"),
     ("two @", "A:0,0,448,448@20x@10x"),
     ("three numbers", "A:0,0,448@20x"),
     ("five numbers", "A:0,0,448,448,448@20x"),

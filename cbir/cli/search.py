@@ -90,7 +90,12 @@ def search_cmd(
         ),
     ] = None,
     region: Annotated[
-        str | None, typer.Option(help="Region of a slide: SLIDE:x,y,w,h@MAGx, level-0 pixels.")
+        str | None,
+        typer.Option(
+            help="Region of a slide: SLIDE:x,y,w,h[@MAGx], level-0 pixels; SLIDE a path or "
+            "an indexed slide's file name; without @MAGx the highest magnification indexed "
+            "for it at which the region covers a tile."
+        ),
     ] = None,
     k: KOpt = None,
     scale: Annotated[

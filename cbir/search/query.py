@@ -24,12 +24,15 @@ MAX_QUERY_PIXELS = 40_000_000
 
 _REGION = re.compile(
     r"^(?P<slide>.+):(?P<x>-?\d+),(?P<y>-?\d+),(?P<w>-?\d+),(?P<h>-?\d+)"
-    r"@(?P<mag>\d+(?:\.\d+)?)x?$"
+    r"(?:@(?P<mag>\d+(?:\.\d+)?)x?)?$"
 )
 
 
 class Region(BaseModel):
-    """A rectangle of a slide: x, y, w, h in level-0 pixels, read at `magnification`."""
+    """A rectangle of a slide: x, y, w, h in level-0 pixels, read at `magnification`.
+    `slide`: a path, or the file name of an indexed slide; `magnification` None: the
+    highest indexed one of that slide at which the region covers a tile
+    (`Index.resolve_region`)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -38,23 +41,30 @@ class Region(BaseModel):
     y: int
     w: int
     h: int
-    magnification: float
+    magnification: float | None = None
+
+    @staticmethod
+    def matches(text: str) -> bool:
+        """Whether `text` has the form SLIDE:x,y,w,h[@MAGx]."""
+        return _REGION.match(text.strip()) is not None
 
     @classmethod
     def parse(cls, text: str) -> Region:
-        """`slide.svs:x,y,w,h@20x` -> Region."""
+        """`slide.svs:x,y,w,h@20x` (or without `@20x`) -> Region."""
         match = _REGION.match(text.strip())
         if not match:
-            raise QueryError(f"{text}: not a region; expected SLIDE:x,y,w,h@MAGx (level-0 px)")
+            raise QueryError(f"{text}: not a region; expected SLIDE:x,y,w,h[@MAGx] (level-0 px)")
         g = match.groupdict()
         try:
             x, y, w, h = (int(g[k]) for k in "xywh")
         except ValueError:  # more digits than int() converts (sys.get_int_max_str_digits)
             raise QueryError(f"{text[:200]}: a coordinate has too many digits") from None
-        return cls(slide=g["slide"], x=x, y=y, w=w, h=h, magnification=float(g["mag"]))
+        mag = float(g["mag"]) if g["mag"] is not None else None
+        return cls(slide=g["slide"], x=x, y=y, w=w, h=h, magnification=mag)
 
     def __str__(self) -> str:
-        return f"{self.slide}:{self.x},{self.y},{self.w},{self.h}@{self.magnification:g}x"
+        at = "" if self.magnification is None else f"@{self.magnification:g}x"
+        return f"{self.slide}:{self.x},{self.y},{self.w},{self.h}{at}"
 
 
 def read_region_image(region: Region, base_magnification: float | None) -> np.ndarray:

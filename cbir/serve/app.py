@@ -326,15 +326,7 @@ def _region_query(gen: Generation, r: RegionSearch):  # type: ignore[no-untyped-
         raise SlideNotFound(f"no slide {r.slide} in this bundle")
     mag = r.magnification
     if mag is None:
-        tile = gen.index.recipe.tiling.tile_size
-        scale = lambda m: m / record.info.base_magnification  # noqa: E731
-        fits = [m for m in record.magnifications if min(r.w, r.h) * scale(m) >= tile]
-        if not fits:
-            raise QueryError(
-                f"region {r.w} x {r.h} px is smaller than one {tile} px tile at every "
-                "indexed magnification"
-            )
-        mag = max(fits)
+        mag = gen.index.region_magnification(record, r.w, r.h)
     region = Region(slide=record.info.path, x=r.x, y=r.y, w=r.w, h=r.h, magnification=mag)
     return region, str(region.model_copy(update={"slide": record.info.name}))
 
