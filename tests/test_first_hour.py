@@ -306,3 +306,26 @@ def test_a_region_names_its_slide_by_file_name_and_may_leave_out_the_magnificati
     assert "nope.tif" in line and "no slide of this name" in line
     line = one_line_error(*run("search", bundle, "--region", "generated.tif:0,0,100,100")[::2])
     assert "smaller than one 224 px tile" in line
+
+
+def test_a_refused_upload_is_named_and_says_why_in_the_apis_words(bundle: Path) -> None:
+    pytest.importorskip("fastapi")
+    import io
+
+    import numpy as np
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from cbir.serve.app import create_app
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((300, 300, 3), 245, np.uint8)).save(buf, "PNG")
+    with TestClient(create_app(bundle, device="cpu")) as client:
+        files = {"image": ("glass.png", buf.getvalue(), "image/png")}
+        refused = client.post("/search", files=files)
+        assert refused.status_code == 400
+        detail = refused.json()["detail"]
+        assert detail.startswith("glass.png: no tissue") and "allow_background" in detail
+        assert "<array>" not in detail and "--" not in detail
+        allowed = client.post("/search", files=files, data={"allow_background": "true"})
+        assert allowed.status_code == 200 and allowed.json()["query"] == "glass.png"

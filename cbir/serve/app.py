@@ -32,6 +32,7 @@ from cbir.errors import CbirError, QueryError
 from cbir.serve.bodies import (
     MAX_JSON_BYTES,
     BodyTooLarge,
+    api_words,
     decode_upload,
     parse_region,
     read_capped,
@@ -179,9 +180,10 @@ def create_app(
     async def too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=413, headers={"connection": "close"})
 
-    @app.exception_handler(CbirError)
+    @app.exception_handler(CbirError)  # in the API's words: an option, not a CLI flag
     async def cbir_error(request: Request, exc: CbirError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc).splitlines()[0][:1000]}, status_code=400)
+        detail = api_words(str(exc).splitlines()[0][:1000])
+        return JSONResponse({"detail": detail}, status_code=400)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -260,7 +262,10 @@ def create_app(
                     query, shown = decode_upload(data, name), name
                 kwargs = _search_kwargs(gen, options)
                 with gen.search_lock:
-                    result = gen.index.search(query, **kwargs)
+                    try:
+                        result = gen.index.search(query, **kwargs)
+                    except CbirError as exc:  # an upload is named as sent, not "<array>"
+                        raise type(exc)(str(exc).replace("<array>", shown, 1)) from None
             return result.model_copy(update={"query": shown}).model_dump_json()
 
         return Response(await workers.search(run), media_type="application/json")

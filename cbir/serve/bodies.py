@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +122,12 @@ def decode_upload(data: bytes, name: str) -> np.ndarray:
             return to_rgb8(im)  # as `cbir search` decodes a file: alpha onto white
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise QueryError(f"{name}: not a readable image ({str(exc).splitlines()[0]})") from exc
+
+
+_FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9]*(?:-[a-z0-9]+)*)")
+
+
+def api_words(message: str) -> str:
+    """A core error message as the HTTP API says it: a CLI flag (`--allow-background`)
+    becomes the request option of the same name (`allow_background`)."""
+    return _FLAG.sub(lambda m: m.group(1).replace("-", "_"), message)
