@@ -179,3 +179,56 @@ def test_api_docs_render_offline(server: str, tmp_path: Path) -> None:
             browser.close()
     assert "/search" in paths and "/healthz" in paths
     assert outside == []
+
+
+def test_a_hits_rectangle_goes_when_the_slide_or_the_query_changes(
+    server: str, tmp_path: Path
+) -> None:
+    with open_slide(CMU) as slide:
+        Image.fromarray(slide.read_region(896, 1120, 224, 224, 20)).save(tmp_path / "q.png")
+        Image.fromarray(slide.read_region(784, 1008, 448, 448, 20)).save(tmp_path / "q2.png")
+    marks = """() => ({overlays: window.cbir.viewer.currentOverlays.length,
+                       selected: document.querySelectorAll('#hits .hit.selected').length,
+                       rect: window.cbir.overlay,
+                       caption: document.getElementById('viewer-caption').textContent})"""
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(server + "/")
+            page.wait_for_selector("body[data-ready='1']")
+            page.set_input_files("#query-file", str(tmp_path / "q.png"))
+            page.wait_for_selector("#hits .hit")
+            page.click("#hits .hit >> nth=0")
+            page.wait_for_function("window.cbir.overlayReady === true", timeout=20_000)
+            shown = page.evaluate(marks)
+            assert (shown["overlays"], shown["selected"]) == (1, 1) and shown["rect"]
+            assert " px at " in shown["caption"]
+            # another slide chosen by hand (the same one again, reopened): no stale marks
+            page.select_option("#slide-select", page.evaluate("String(window.cbir.slideId)"))
+            page.dispatch_event("#slide-select", "change")
+            page.wait_for_timeout(500)
+            assert page.evaluate(marks) == {
+                "overlays": 0,
+                "selected": 0,
+                "rect": None,
+                "caption": CMU.name,
+            }
+            # a hit opened again, then a new query: its marks go with the old hits
+            page.click("#hits .hit >> nth=0")
+            page.wait_for_function("window.cbir.overlayReady === true", timeout=20_000)
+            page.set_input_files("#query-file", str(tmp_path / "q2.png"))
+            page.wait_for_function(
+                "document.getElementById('status').textContent.includes('q2.png')"
+            )
+            page.wait_for_selector("#hits .hit")
+            assert page.evaluate(marks) == {
+                "overlays": 0,
+                "selected": 0,
+                "rect": None,
+                "caption": CMU.name,
+            }
+            page.screenshot(path=str(tmp_path / "cleared.png"))
+            print(f"screenshot: {tmp_path / 'cleared.png'}")
+        finally:
+            browser.close()

@@ -78,6 +78,16 @@ function openSlide(slideId, rect) {
     : slideName(slideId);
 }
 
+// The marks of a hit: its rectangle on the slide and its highlight in the list. They go
+// when the query or the slide changes, so that nothing stale is shown.
+function clearHitMarks() {
+  if (state.viewer) state.viewer.clearOverlays();
+  state.overlay = null;
+  state.overlayReady = false;
+  for (const el of document.querySelectorAll("#hits .hit.selected")) el.classList.remove("selected");
+  if (state.slideId != null) $("viewer-caption").textContent = slideName(state.slideId);
+}
+
 function setupViewer() {
   state.viewer = OpenSeadragon({
     id: "viewer",
@@ -160,6 +170,7 @@ async function searchRegion(r) {
 
 async function runSearch(label, request) {
   setStatus(`searching ${label}...`);
+  clearHitMarks();
   $("hits").replaceChildren();
   const started = performance.now();
   try {
@@ -231,7 +242,10 @@ async function init() {
     if (e.dataTransfer.files.length) searchImage(e.dataTransfer.files[0]);
   });
   $("draw-toggle").addEventListener("click", () => setDrawing(!state.drawing));
-  $("slide-select").addEventListener("change", (e) => openSlide(Number(e.target.value)));
+  $("slide-select").addEventListener("change", (e) => {
+    clearHitMarks();
+    openSlide(Number(e.target.value));
+  });
   try {
     const [health, slides] = await Promise.all([getJSON("/healthz"), getJSON("/slides")]);
     state.slides = slides;
