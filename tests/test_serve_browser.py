@@ -232,3 +232,40 @@ def test_a_hits_rectangle_goes_when_the_slide_or_the_query_changes(
             print(f"screenshot: {tmp_path / 'cleared.png'}")
         finally:
             browser.close()
+
+
+def test_the_search_controls(server: str, tmp_path: Path) -> None:
+    """min similarity drops weak hits, allow background searches glass, a vote shows."""
+    with open_slide(CMU) as slide:
+        Image.fromarray(slide.read_region(896, 1120, 224, 224, 20)).save(tmp_path / "q.png")
+    Image.new("RGB", (300, 300), (245, 245, 245)).save(tmp_path / "glass.png")
+
+    def search(page: playwright_api.Page, image: Path) -> str:
+        done = page.evaluate("window.cbir.searches")
+        page.set_input_files("#query-file", str(image))
+        page.wait_for_function(f"window.cbir.searches > {done}", timeout=30_000)
+        return page.inner_text("#status")
+
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(server + "/")
+            page.wait_for_selector("body[data-ready='1']")
+            assert "hits for q.png" in search(page, tmp_path / "q.png")
+            every = page.evaluate("window.cbir.hits.map(h => h.similarity)")
+            page.fill("#opt-min-sim", "0.9")
+            page.fill("#opt-vote", "diagnosis")
+            assert "for q.png" in search(page, tmp_path / "q.png")  # "4 hits (4 of k=10)"
+            strong = page.evaluate("window.cbir.hits.map(h => h.similarity)")
+            assert strong and all(s >= 0.9 for s in strong) and len(strong) < len(every)
+            assert page.inner_text("#vote") == "diagnosis: no hit is labelled"
+            page.fill("#opt-min-sim", "")
+            refused = search(page, tmp_path / "glass.png")
+            assert "glass.png: no tissue" in refused and "--" not in refused  # the API's words
+            page.check("#opt-background")
+            assert "for glass.png" in search(page, tmp_path / "glass.png")
+            page.screenshot(path=str(tmp_path / "controls.png"))
+            print(f"screenshot: {tmp_path / 'controls.png'}")
+        finally:
+            browser.close()

@@ -12,6 +12,7 @@ const state = {
   overlay: null,      // {x, y, w, h} level-0 px of the drawn hit rectangle
   overlayReady: false,
   hits: [],           // hits of the last search
+  searches: 0,        // searches answered (or refused) so far
   drawing: false,
 };
 window.cbir = state;
@@ -142,8 +143,16 @@ function setDrawing(on) {
 }
 
 // -- search ---------------------------------------------------------------------------
+// The search options of the controls; unset ones are left out (the server's defaults).
 function options() {
-  return { k: Number($("opt-k").value) || 10, scale: $("opt-scale").value };
+  const o = { k: Number($("opt-k").value) || 10, scale: $("opt-scale").value };
+  const minSim = $("opt-min-sim").value.trim();
+  if (minSim !== "") o.min_similarity = Number(minSim);
+  if ($("opt-background").checked) o.allow_background = true;
+  if ($("opt-orientations").checked) o.orientations = true;
+  const vote = $("opt-vote").value.trim();
+  if (vote) o.vote = vote;
+  return o;
 }
 
 async function searchImage(file) {
@@ -172,17 +181,25 @@ async function runSearch(label, request) {
   setStatus(`searching ${label}...`);
   clearHitMarks();
   $("hits").replaceChildren();
+  $("vote").textContent = "";
   const started = performance.now();
   try {
     const result = await getJSON("/search", request);
     state.hits = result.hits;
     renderHits(result);
+    const v = result.vote;
+    $("vote").textContent = v
+      ? `${v.key}: ${v.value ?? "no hit is labelled"}` +
+        (v.value ? ` (${v.count} of ${v.of} hits)` : "")
+      : "";
     const ms = Math.round(performance.now() - started);
     const few = result.hits.length < (result.k || 0) ? ` (${result.hits.length} of k=${result.k})` : "";
     setStatus(`${result.hits.length} hits${few} for ${result.query}, ${ms} ms`);
   } catch (err) {
     state.hits = [];
     setStatus(err.message, true);
+  } finally {
+    state.searches += 1;
   }
 }
 
@@ -233,6 +250,7 @@ async function init() {
   const zone = $("drop-zone");
   $("query-file").addEventListener("change", (e) => {
     if (e.target.files.length) searchImage(e.target.files[0]);
+    e.target.value = "";  // picking the same file again (other options) searches again
   });
   zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
   zone.addEventListener("dragleave", () => zone.classList.remove("over"));
