@@ -13,6 +13,7 @@ const state = {
   overlayReady: false,
   hits: [],           // hits of the last search
   searches: 0,        // searches answered (or refused) so far
+  current: -1,        // index in hits of the hit open in the viewer (-1: none)
   drawing: false,
 };
 window.cbir = state;
@@ -58,6 +59,7 @@ function openSlide(slideId, rect) {
       el.className = "hit-overlay";
       el.id = "hit-overlay";
       state.viewer.addOverlay({ element: el, location: r });
+      addMarkers(slideId, rect);
       const margin = Math.max(r.width, r.height) * 1.5;
       state.viewer.viewport.fitBounds(
         new OpenSeadragon.Rect(r.x - margin, r.y - margin, r.width + 2 * margin,
@@ -79,12 +81,28 @@ function openSlide(slideId, rect) {
     : slideName(slideId);
 }
 
+// Every other hit on the shown slide as a small numbered marker (its rectangle, thin).
+function addMarkers(slideId, open) {
+  for (const hit of state.hits) {
+    if (hit.slide_id !== slideId) continue;
+    if (open && hit.x === open.x && hit.y === open.y && hit.w === open.w) continue;
+    const el = document.createElement("div");
+    el.className = "hit-marker";
+    el.textContent = String(hit.rank);
+    el.title = `hit ${hit.rank}`;
+    const r = state.viewer.viewport.imageToViewportRectangle(hit.x, hit.y, hit.w, hit.h);
+    state.viewer.addOverlay({ element: el, location: r });
+  }
+}
+
 // The marks of a hit: its rectangle on the slide and its highlight in the list. They go
 // when the query or the slide changes, so that nothing stale is shown.
 function clearHitMarks() {
   if (state.viewer) state.viewer.clearOverlays();
   state.overlay = null;
   state.overlayReady = false;
+  state.current = -1;
+  $("compare").hidden = true;
   for (const el of document.querySelectorAll("#hits .hit.selected")) el.classList.remove("selected");
   if (state.slideId != null) $("viewer-caption").textContent = slideName(state.slideId);
 }
@@ -233,15 +251,34 @@ function renderHits(result) {
       cap.appendChild(span);
     }
     li.append(img, cap);
-    const open = () => {
-      for (const el of list.querySelectorAll(".hit.selected")) el.classList.remove("selected");
-      li.classList.add("selected");
-      openSlide(hit.slide_id, { x: hit.x, y: hit.y, w: hit.w, h: hit.h });
-    };
+    const index = state.hits.indexOf(hit);
+    const open = () => openHit(index);
     li.addEventListener("click", open);
     li.addEventListener("keydown", (e) => { if (e.key === "Enter") open(); });
     list.appendChild(li);
   }
+}
+
+// Open hit `i` of the list: selected, shown on its slide, and side by side with the query.
+function openHit(i) {
+  if (!state.hits.length) return;
+  i = (i + state.hits.length) % state.hits.length;
+  const hit = state.hits[i];
+  const items = $("hits").querySelectorAll(".hit");
+  for (const el of items) el.classList.remove("selected");
+  items[i].classList.add("selected");
+  items[i].scrollIntoView({ block: "nearest" });
+  state.current = i;
+  openSlide(hit.slide_id, { x: hit.x, y: hit.y, w: hit.w, h: hit.h });
+  $("compare-query").src = $("query-preview").src;
+  $("compare-hit").src = regionURL(hit, 320);
+  $("compare-hit-caption").textContent =
+    `hit ${hit.rank} of ${state.hits.length}: ${hit.slide}, ${hit.magnification}x`;
+  $("compare").hidden = false;
+}
+
+function stepHit(by) {
+  openHit(state.current < 0 ? (by > 0 ? 0 : -1) : state.current + by);
 }
 
 // -- setup ----------------------------------------------------------------------------
@@ -260,6 +297,13 @@ async function init() {
     if (e.dataTransfer.files.length) searchImage(e.dataTransfer.files[0]);
   });
   $("draw-toggle").addEventListener("click", () => setDrawing(!state.drawing));
+  $("hit-prev").addEventListener("click", () => stepHit(-1));
+  $("hit-next").addEventListener("click", () => stepHit(1));
+  document.addEventListener("keydown", (e) => {  // n / p: next / previous hit
+    if (e.target.closest && e.target.closest("input, select, textarea")) return;
+    if (e.key === "n") stepHit(1);
+    else if (e.key === "p") stepHit(-1);
+  });
   $("slide-select").addEventListener("change", (e) => {
     clearHitMarks();
     openSlide(Number(e.target.value));
