@@ -315,3 +315,47 @@ def test_step_through_the_hits_beside_the_query(server: str, tmp_path: Path) -> 
             print(f"screenshot: {tmp_path / 'compare.png'}")
         finally:
             browser.close()
+
+
+def test_the_page_state_is_in_its_url(server: str, tmp_path: Path) -> None:
+    """A region query, its options, the open hit and the view come back from the URL,
+    on a new page (a shared link) and on reload."""
+    state = """() => ({hits: window.cbir.hits.length, current: window.cbir.current,
+                       region: window.cbir.region, k: document.getElementById('opt-k').value,
+                       minSim: document.getElementById('opt-min-sim').value,
+                       background: document.getElementById('opt-background').checked,
+                       rect: window.cbir.overlay,
+                       centre: window.cbir.viewer.viewport.getCenter(),
+                       zoom: window.cbir.viewer.viewport.getZoom()})"""
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(server + "/")
+            page.wait_for_selector("body[data-ready='1']")
+            slide_id = page.evaluate("window.cbir.slides[0].slide_id")
+            link = (
+                f"{server}/#slide={slide_id}&region=896,1120,448,448&k=5&hit=2"
+                "&min_similarity=0.2&allow_background=1"
+            )
+            shared = browser.new_page(viewport={"width": 1400, "height": 900})
+            shared.goto(link)
+            shared.wait_for_selector("body[data-ready='1']", timeout=60_000)
+            got = shared.evaluate(state)
+            assert got["hits"] == 5 and got["current"] == 1 and got["k"] == "5"
+            assert got["region"] == {"x": 896, "y": 1120, "w": 448, "h": 448}
+            assert got["minSim"] == "0.2" and got["background"] is True
+            hit = shared.evaluate("window.cbir.hits[1]")
+            assert (got["rect"]["x"], got["rect"]["y"]) == (hit["x"], hit["y"])
+            url = shared.url
+            assert "hit=2" in url and "view=" in url and "region=896%2C1120" in url
+            shared.reload()  # the same view again
+            shared.wait_for_selector("body[data-ready='1']", timeout=60_000)
+            again = shared.evaluate(state)
+            assert (again["hits"], again["current"], again["rect"]) == (5, 1, got["rect"])
+            assert again["zoom"] == pytest.approx(got["zoom"], rel=1e-3)
+            assert again["centre"]["x"] == pytest.approx(got["centre"]["x"], abs=1e-4)
+            shared.screenshot(path=str(tmp_path / "from-url.png"))
+            print(f"screenshot: {tmp_path / 'from-url.png'}")
+        finally:
+            browser.close()

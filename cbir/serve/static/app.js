@@ -14,6 +14,9 @@ const state = {
   hits: [],           // hits of the last search
   searches: 0,        // searches answered (or refused) so far
   current: -1,        // index in hits of the hit open in the viewer (-1: none)
+  region: null,       // {x, y, w, h} of the last region query (null: an image query)
+  opened: Promise.resolve(),  // settles when the slide asked for last is shown
+  restoring: false,   // the page is being set from its URL (pagestate.js)
   drawing: false,
 };
 window.cbir = state;
@@ -67,11 +70,15 @@ function openSlide(slideId, rect) {
       state.overlayReady = true;
     }
   };
+  let shown;
+  state.opened = new Promise((resolve) => { shown = resolve; });
+  const showThen = () => { show(); shown(); writeURL(); };
   if (state.slideId === slideId && state.viewer.world.getItemCount() > 0) {
-    show();
+    showThen();
   } else {
     state.slideId = slideId;
-    state.viewer.addOnceHandler("open", show);
+    state.viewer.addOnceHandler("open", showThen);
+    state.viewer.addOnceHandler("open-failed", () => shown());
     state.viewer.open(`/slides/${slideId}.dzi`);
   }
   $("slide-select").value = String(slideId);
@@ -113,8 +120,11 @@ function setupViewer() {
     prefixUrl: "/static/openseadragon/images/",
     showNavigator: true,
     maxZoomPixelRatio: 2,
+    preserveImageSizeOnResize: true,  // the strip of the hit beside the query rescales nothing
     gestureSettingsMouse: { clickToZoom: false },
   });
+  state.viewer.addHandler("animation-finish", () => writeURL());
+  state.viewer.addHandler("resize", () => writeURL());
   // Region drawing: drag on the slide while "Draw a region" is on.
   let start = null;
   let box = null;
@@ -174,6 +184,7 @@ function options() {
 }
 
 async function searchImage(file) {
+  state.region = null;  // an uploaded image is not in the page's URL
   const preview = $("query-preview");
   preview.src = URL.createObjectURL(file);
   const form = new FormData();
@@ -183,6 +194,7 @@ async function searchImage(file) {
 }
 
 async function searchRegion(r) {
+  state.region = r;
   const body = { ...options(), slide: state.slideId, ...r };
   if ($("opt-exclude").checked) body.exclude_query_slide = true;
   const slide = state.slides.find((s) => s.slide_id === state.slideId);
@@ -218,6 +230,7 @@ async function runSearch(label, request) {
     setStatus(err.message, true);
   } finally {
     state.searches += 1;
+    writeURL();
   }
 }
 
@@ -275,6 +288,7 @@ function openHit(i) {
   $("compare-hit-caption").textContent =
     `hit ${hit.rank} of ${state.hits.length}: ${hit.slide}, ${hit.magnification}x`;
   $("compare").hidden = false;
+  writeURL();
 }
 
 function stepHit(by) {
@@ -318,7 +332,10 @@ async function init() {
       $("opt-scale").append(new Option(value, value));
     }
     for (const s of slides) $("slide-select").append(new Option(s.name, String(s.slide_id)));
-    if (slides.length) openSlide(slides[0].slide_id);
+    for (const el of document.querySelectorAll(".options input, .options select")) {
+      el.addEventListener("change", () => writeURL());
+    }
+    if (!(await restoreFromURL()) && slides.length) openSlide(slides[0].slide_id);
     document.body.dataset.ready = "1";
   } catch (err) {
     setStatus(err.message, true);
