@@ -359,3 +359,34 @@ def test_the_page_state_is_in_its_url(server: str, tmp_path: Path) -> None:
             print(f"screenshot: {tmp_path / 'from-url.png'}")
         finally:
             browser.close()
+
+
+def test_scale_bar_and_magnification_readout(server: str, tmp_path: Path) -> None:
+    read = """() => ({mag: document.getElementById('scale-mag').textContent,
+                      bar: document.getElementById('scale-bar').textContent,
+                      width: document.getElementById('scale-bar').getBoundingClientRect().width,
+                      hidden: document.getElementById('scale-bar').hidden,
+                      mpp: window.cbir.slides[0].mpp})"""
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(server + "/")
+            page.wait_for_selector("body[data-ready='1']")
+            page.wait_for_function("document.getElementById('scale-mag').textContent !== ''")
+            before = page.evaluate(read)
+            assert before["mpp"] and not before["hidden"]  # CMU-1 states its mpp
+            page.evaluate("window.cbir.viewer.viewport.zoomBy(4, null, true)")
+            page.wait_for_timeout(300)
+            after = page.evaluate(read)
+            mag = lambda text: float(text.split("x")[0])  # noqa: E731
+            assert mag(after["mag"]) == pytest.approx(4 * mag(before["mag"]), rel=0.02)
+            for shown in (before, after):  # the bar's length is the length it says
+                value, unit = shown["bar"].split(" ")
+                um = float(value) * (1000 if unit == "mm" else 1)
+                zoom = mag(shown["mag"]) / 20  # screen px per level-0 px (CMU-1: 20x)
+                assert shown["width"] == pytest.approx(um / shown["mpp"] * zoom, rel=0.05, abs=4)
+            page.screenshot(path=str(tmp_path / "scale.png"))
+            print(f"screenshot: {tmp_path / 'scale.png'}")
+        finally:
+            browser.close()

@@ -54,6 +54,7 @@ class SlideView(BaseModel):
     width: int  # level-0 pixels
     height: int
     base_magnification: float
+    mpp: float | None = None  # micrometres per level-0 pixel, when the file states it
     magnifications: list[float]
     tiles: int
     dzi: str  # URL of its Deep Zoom descriptor

@@ -125,6 +125,8 @@ function setupViewer() {
   });
   state.viewer.addHandler("animation-finish", () => writeURL());
   state.viewer.addHandler("resize", () => writeURL());
+  state.viewer.addHandler("animation", () => updateScale());
+  state.viewer.addHandler("open", () => updateScale());
   // Region drawing: drag on the slide while "Draw a region" is on.
   let start = null;
   let box = null;
