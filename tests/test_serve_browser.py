@@ -390,3 +390,24 @@ def test_scale_bar_and_magnification_readout(server: str, tmp_path: Path) -> Non
             print(f"screenshot: {tmp_path / 'scale.png'}")
         finally:
             browser.close()
+
+
+def test_the_region_tool_says_and_takes_its_magnification(server: str) -> None:
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(server + "/")
+            page.wait_for_selector("body[data-ready='1']")
+            offered = page.eval_on_selector_all("#region-mag option", "os => os.map(o => o.value)")
+            mags = page.evaluate("window.cbir.slides[0].magnifications")
+            assert offered == ["", *[f"{m:g}" for m in sorted(mags, reverse=True)]]
+            region = "{x: 896, y: 1120, w: 896, h: 896}"
+            page.evaluate(f"searchRegion({region})")  # the highest that fits: 20x here
+            assert "(region read at 20x)" in page.inner_text("#status")
+            page.select_option("#region-mag", "10")
+            page.evaluate(f"searchRegion({region})")
+            status = page.inner_text("#status")
+            assert "@10x" in status and "(region read at 10x)" in status
+        finally:
+            browser.close()

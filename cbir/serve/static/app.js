@@ -51,7 +51,20 @@ function regionURL(hit, maxSide) {
 }
 
 // -- viewer ---------------------------------------------------------------------------
+// The magnifications a region of the shown slide can be searched at.
+function fillRegionMagnifications(slideId) {
+  const slide = state.slides.find((s) => s.slide_id === slideId);
+  const select = $("region-mag");
+  const kept = select.value;
+  select.replaceChildren(new Option("highest that fits", ""));
+  for (const m of slide ? [...slide.magnifications].reverse() : []) {
+    select.append(new Option(`${m}x`, String(m)));
+  }
+  select.value = [...select.options].some((o) => o.value === kept) ? kept : "";
+}
+
 function openSlide(slideId, rect) {
+  fillRegionMagnifications(slideId);
   state.overlayReady = false;
   state.overlay = rect || null;
   const show = () => {
@@ -198,6 +211,8 @@ async function searchImage(file) {
 async function searchRegion(r) {
   state.region = r;
   const body = { ...options(), slide: state.slideId, ...r };
+  const at = $("region-mag").value;
+  if (at) body.magnification = Number(at);
   if ($("opt-exclude").checked) body.exclude_query_slide = true;
   const slide = state.slides.find((s) => s.slide_id === state.slideId);
   $("query-preview").src = regionURL(
@@ -207,6 +222,12 @@ async function searchRegion(r) {
     headers: { "Content-Type": "application/json" },
     body: JSON.stringify(body),
   });
+}
+
+// The magnification a region query was read at, from its name (slide:x,y,w,h@20x).
+function regionMag(result) {
+  const m = /@([\d.]+)x$/.exec(result.query || "");
+  return m ? m[1] : "?";
 }
 
 async function runSearch(label, request) {
@@ -226,7 +247,8 @@ async function runSearch(label, request) {
       : "";
     const ms = Math.round(performance.now() - started);
     const few = result.hits.length < (result.k || 0) ? ` (${result.hits.length} of k=${result.k})` : "";
-    setStatus(`${result.hits.length} hits${few} for ${result.query}, ${ms} ms`);
+    const at = state.region ? ` (region read at ${result.query_read_at || regionMag(result)}x)` : "";
+    setStatus(`${result.hits.length} hits${few} for ${result.query}${at}, ${ms} ms`);
   } catch (err) {
     state.hits = [];
     setStatus(err.message, true);
