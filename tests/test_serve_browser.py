@@ -43,6 +43,25 @@ def free_port() -> int:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("browser") / "idx"
     cbir.build_index([CMU], root, "stats-lsh32")
+    yield from serving(root)
+
+
+@pytest.fixture(scope="module")
+def labelled_server(
+    tmp_path_factory: pytest.TempPathFactory, generated_slide: Path
+) -> Iterator[str]:
+    """Two slides, labelled diagnosis=A (CMU-1) and diagnosis=B (the generated one)."""
+    root = tmp_path_factory.mktemp("browser-labelled") / "idx"
+    labels = {
+        str(CMU.resolve()): {"diagnosis": "A"},
+        str(generated_slide.resolve()): {"diagnosis": "B"},
+    }
+    cbir.build_index([CMU, generated_slide], root, "stats-lsh32", labels=labels)
+    yield from serving(root)
+
+
+def serving(root: Path) -> Iterator[str]:
+    """`cbir serve root` in a subprocess on a free port, until the test module ends."""
     port = free_port()
     cmd = [sys.executable, "-c", "from cbir.cli.main import app; app()", "serve", str(root)]
     proc = subprocess.Popen(
@@ -409,5 +428,41 @@ def test_the_region_tool_says_and_takes_its_magnification(server: str) -> None:
             page.evaluate(f"searchRegion({region})")
             status = page.inner_text("#status")
             assert "@10x" in status and "(region read at 10x)" in status
+        finally:
+            browser.close()
+
+
+def test_slide_gallery_and_label_filter(labelled_server: str, tmp_path: Path) -> None:
+    with open_slide(CMU) as slide:
+        Image.fromarray(slide.read_region(896, 1120, 224, 224, 20)).save(tmp_path / "q.png")
+    gallery = """() => [...document.querySelectorAll('#gallery li')].map(
+        li => [li.querySelector('div').textContent, li.querySelector('.labels').textContent])"""
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(labelled_server + "/")
+            page.wait_for_selector("body[data-ready='1']")
+            page.click("#gallery-panel summary")
+            shown = sorted(page.evaluate(gallery))
+            assert shown == [[CMU.name, "diagnosis=A"], ["generated.tif", "diagnosis=B"]]
+            page.fill("#label-filter", "diagnosis=B")
+            assert page.evaluate(gallery) == [["generated.tif", "diagnosis=B"]]
+            done = page.evaluate("window.cbir.searches")
+            page.set_input_files("#query-file", str(tmp_path / "q.png"))
+            page.wait_for_function(f"window.cbir.searches > {done}", timeout=30_000)
+            slides = set(page.evaluate("window.cbir.hits.map(h => h.slide)"))
+            assert slides == {"generated.tif"}  # only the slides the filter lets through
+            page.click("#gallery li >> nth=0")  # opens that slide
+            page.wait_for_function("window.cbir.viewer.world.getItemCount() > 0")
+            slide_id = page.evaluate("window.cbir.slideId")
+            names = page.evaluate("window.cbir.slides")
+            assert next(s["name"] for s in names if s["slide_id"] == slide_id) == "generated.tif"
+            page.wait_for_function(
+                "[...document.querySelectorAll('#gallery img')].every(i => i.naturalWidth > 0)",
+                timeout=10_000,
+            )
+            page.screenshot(path=str(tmp_path / "gallery.png"))
+            print(f"screenshot: {tmp_path / 'gallery.png'}")
         finally:
             browser.close()

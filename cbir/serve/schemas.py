@@ -57,6 +57,7 @@ class SlideView(BaseModel):
     mpp: float | None = None  # micrometres per level-0 pixel, when the file states it
     magnifications: list[float]
     tiles: int
+    labels: dict[str, str] = {}  # its labels (cbir label)
     dzi: str  # URL of its Deep Zoom descriptor
 
 

@@ -195,6 +195,8 @@ function options() {
   if ($("opt-orientations").checked) o.orientations = true;
   const vote = $("opt-vote").value.trim();
   if (vote) o.vote = vote;
+  const slides = slideFilterOption();
+  if (slides) o.slides = slides;
   return o;
 }
 
@@ -204,7 +206,9 @@ async function searchImage(file) {
   preview.src = URL.createObjectURL(file);
   const form = new FormData();
   form.append("image", file, file.name);
-  for (const [key, value] of Object.entries(options())) form.append(key, String(value));
+  for (const [key, value] of Object.entries(options())) {  // slides: comma-separated ids
+    form.append(key, Array.isArray(value) ? value.join(",") : String(value));
+  }
   await runSearch(`${file.name}`, { method: "POST", body: form });
 }
 
@@ -359,7 +363,9 @@ async function init() {
     for (const el of document.querySelectorAll(".options input, .options select")) {
       el.addEventListener("change", () => writeURL());
     }
+    $("label-filter").addEventListener("input", () => { renderGallery(); writeURL(); });
     if (!(await restoreFromURL()) && slides.length) openSlide(slides[0].slide_id);
+    renderGallery();
     document.body.dataset.ready = "1";
   } catch (err) {
     setStatus(err.message, true);

@@ -6,7 +6,7 @@
 
 // URL key -> control id: text fields (left out at their defaults) and check boxes.
 const URL_FIELDS = { k: ["opt-k", "10"], scale: ["opt-scale", "all"],
-  min_similarity: ["opt-min-sim", ""], vote: ["opt-vote", ""] };
+  min_similarity: ["opt-min-sim", ""], vote: ["opt-vote", ""], label: ["label-filter", ""] };
 const URL_FLAGS = { allow_background: "opt-background", orientations: "opt-orientations",
   exclude_query_slide: "opt-exclude" };
 
