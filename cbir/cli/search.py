@@ -98,10 +98,7 @@ def search_cmd(
         ),
     ] = None,
     k: KOpt = None,
-    scale: Annotated[
-        str,
-        typer.Option(help="Magnifications to search: all, or one such as 20x."),
-    ] = "all",
+    scale: Annotated[str, typer.Option(help="Magnifications to search: all, or one: 20x.")] = "all",
     verify: Annotated[
         bool | None,
         typer.Option(
