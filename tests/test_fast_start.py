@@ -20,10 +20,24 @@ from cbir.slides.sample import sample_image
 HEAVY = ("torch", "sklearn")
 
 
+#: Defined before the code `fresh_python` runs: cli(*args) runs `cbir ARGS` in that
+#: process and returns its exit code (None: 0).
+CLI_FUNCTION = """
+from cbir.cli.main import app
+
+def cli(*args):
+    try:
+        app(list(args))
+    except SystemExit as exc:
+        return exc.code
+    return None
+"""
+
+
 def fresh_python(code: str, *args: str) -> dict:
-    """Run `code` in a new interpreter; it prints one JSON object last."""
+    """Run `code` (after CLI_FUNCTION) in a new interpreter; it prints one JSON object last."""
     proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code), *args],
+        [sys.executable, "-c", CLI_FUNCTION + textwrap.dedent(code), *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -41,20 +55,12 @@ def test_stats_bundle_api_and_cli_import_neither_torch_nor_sklearn(
         """
         import json, sys
         import cbir
-        from cbir.cli.main import app
 
         slide, bundle, query, tmp = sys.argv[1:5]
         cbir.build_index([slide], bundle, recipe="stats-lsh32")
         with cbir.open_index(bundle) as ix:
             hits = len(ix.search(query, k=5).hits)
         after_api = sorted(m for m in ("torch", "sklearn") if m in sys.modules)
-
-        def cli(*args):
-            try:
-                app(list(args))
-            except SystemExit as exc:
-                return exc.code
-            return None
 
         codes = {
             "search": cli("search", bundle, query, "-k", "3"),
@@ -99,7 +105,6 @@ def test_cli_start_imports_no_heavy_module() -> None:
     out = fresh_python(
         """
         import json, sys
-        from cbir.cli.main import app
         from cbir.descriptors import list_descriptors
         from cbir.encoders import list_encoders
         try:
@@ -196,16 +201,8 @@ def test_a_pretrained_bundle_is_read_and_edited_without_torch(
     out = fresh_python(
         """
         import json, sys
-        from cbir.cli.main import app
 
         bundle, slide = sys.argv[1:3]
-
-        def cli(*args):
-            try:
-                app(list(args))
-            except SystemExit as exc:
-                return exc.code
-            return None
 
         codes = [
             cli("info", bundle),

@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,22 @@ pytestmark = [
     needs_shared_data,
     pytest.mark.skipif(CHROMIUM is None, reason="no chromium (apt-get install chromium)"),
 ]
+
+#: The page size of the tests' browser (px).
+VIEWPORT = {"width": 1400, "height": 900}
+
+
+@contextmanager
+def browser_page(
+    viewport: dict[str, int] | None = VIEWPORT,
+) -> Iterator[playwright_api.Page]:
+    """A new chromium page (`viewport`: its size; None: playwright's default)."""
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield browser.new_page(**({"viewport": viewport} if viewport else {}))
+        finally:
+            browser.close()
 
 
 def free_port() -> int:
@@ -106,96 +123,86 @@ def test_upload_a_crop_and_open_the_hit(server: str, tmp_path: Path) -> None:
     # a 224 px crop at 20x (the slide's base) where an indexed tile lies
     with open_slide(CMU) as slide:
         Image.fromarray(slide.read_region(896, 1120, 224, 224, 20)).save(tmp_path / "q.png")
-    with playwright_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(server + "/")
-            page.wait_for_selector("body[data-ready='1']")
-            page.set_input_files("#query-file", str(tmp_path / "q.png"))
-            page.wait_for_selector("#hits .hit")
-            assert "hits for q.png" in page.inner_text("#status")
-            hit = page.evaluate("window.cbir.hits[0]")
-            assert hit["slide"] == CMU.name and hit["magnification"] == 20
-            assert (hit["x"], hit["y"], hit["w"], hit["h"]) == (896, 1120, 224, 224)
-            # the thumbnail is the hit's crop, served by the API
-            page.wait_for_function(
-                "document.querySelector('#hits .hit img').naturalWidth > 0", timeout=10_000
-            )
-            page.click("#hits .hit >> nth=0")
-            page.wait_for_function("window.cbir.overlayReady === true", timeout=20_000)
-            page.wait_for_function(
-                "window.cbir.viewer.world.getItemAt(0).getFullyLoaded()", timeout=20_000
-            )
-            shown = page.evaluate(
-                """() => {
-                  const v = window.cbir.viewer;
-                  const o = v.currentOverlays[0];
-                  const r = v.viewport.viewportToImageRectangle(o.getBounds(v.viewport));
-                  const box = document.getElementById('hit-overlay').getBoundingClientRect();
-                  return {slide: window.cbir.slideId, url: v.world.getItemAt(0).source.tilesUrl,
-                          x: r.x, y: r.y, w: r.width, h: r.height,
-                          visible: box.width > 4 && box.height > 4};
-                }"""
-            )
-            assert shown["slide"] == hit["slide_id"]
-            assert shown["url"].endswith(f"/slides/{hit['slide_id']}_files/")
-            for key in ("x", "y", "w", "h"):
-                assert shown[key] == pytest.approx(hit[key], abs=1.0)
-            assert shown["visible"]
-            page.screenshot(path=str(tmp_path / "hit.png"))
-            print(f"screenshot: {tmp_path / 'hit.png'}")
+    with browser_page() as page:
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(server + "/")
+        page.wait_for_selector("body[data-ready='1']")
+        page.set_input_files("#query-file", str(tmp_path / "q.png"))
+        page.wait_for_selector("#hits .hit")
+        assert "hits for q.png" in page.inner_text("#status")
+        hit = page.evaluate("window.cbir.hits[0]")
+        assert hit["slide"] == CMU.name and hit["magnification"] == 20
+        assert (hit["x"], hit["y"], hit["w"], hit["h"]) == (896, 1120, 224, 224)
+        # the thumbnail is the hit's crop, served by the API
+        page.wait_for_function(
+            "document.querySelector('#hits .hit img').naturalWidth > 0", timeout=10_000
+        )
+        page.click("#hits .hit >> nth=0")
+        page.wait_for_function("window.cbir.overlayReady === true", timeout=20_000)
+        page.wait_for_function(
+            "window.cbir.viewer.world.getItemAt(0).getFullyLoaded()", timeout=20_000
+        )
+        shown = page.evaluate(
+            """() => {
+              const v = window.cbir.viewer;
+              const o = v.currentOverlays[0];
+              const r = v.viewport.viewportToImageRectangle(o.getBounds(v.viewport));
+              const box = document.getElementById('hit-overlay').getBoundingClientRect();
+              return {slide: window.cbir.slideId, url: v.world.getItemAt(0).source.tilesUrl,
+                      x: r.x, y: r.y, w: r.width, h: r.height,
+                      visible: box.width > 4 && box.height > 4};
+            }"""
+        )
+        assert shown["slide"] == hit["slide_id"]
+        assert shown["url"].endswith(f"/slides/{hit['slide_id']}_files/")
+        for key in ("x", "y", "w", "h"):
+            assert shown[key] == pytest.approx(hit[key], abs=1.0)
+        assert shown["visible"]
+        page.screenshot(path=str(tmp_path / "hit.png"))
+        print(f"screenshot: {tmp_path / 'hit.png'}")
 
-            # draw a region on the slide: it is searched and found at its place
-            page.click("#draw-toggle")
-            corner = screen_point(page, hit["x"], hit["y"])
-            end = screen_point(page, hit["x"] + hit["w"], hit["y"] + hit["h"])
-            page.mouse.move(*corner)
-            page.mouse.down()
-            page.mouse.move((corner[0] + end[0]) / 2, (corner[1] + end[1]) / 2, steps=5)
-            page.mouse.move(*end, steps=5)
-            page.mouse.up()
-            page.wait_for_function(
-                "document.getElementById('status').textContent.includes('region')",
-                timeout=20_000,
-            )
-            page.wait_for_selector("#hits .hit")
-            region_hit = page.evaluate("window.cbir.hits[0]")
-            assert region_hit["slide_id"] == hit["slide_id"]
-            assert abs(region_hit["x"] - hit["x"]) <= 8 and abs(region_hit["y"] - hit["y"]) <= 8
-            page.screenshot(path=str(tmp_path / "region.png"))
-            assert errors == []
-        finally:
-            browser.close()
+        # draw a region on the slide: it is searched and found at its place
+        page.click("#draw-toggle")
+        corner = screen_point(page, hit["x"], hit["y"])
+        end = screen_point(page, hit["x"] + hit["w"], hit["y"] + hit["h"])
+        page.mouse.move(*corner)
+        page.mouse.down()
+        page.mouse.move((corner[0] + end[0]) / 2, (corner[1] + end[1]) / 2, steps=5)
+        page.mouse.move(*end, steps=5)
+        page.mouse.up()
+        page.wait_for_function(
+            "document.getElementById('status').textContent.includes('region')",
+            timeout=20_000,
+        )
+        page.wait_for_selector("#hits .hit")
+        region_hit = page.evaluate("window.cbir.hits[0]")
+        assert region_hit["slide_id"] == hit["slide_id"]
+        assert abs(region_hit["x"] - hit["x"]) <= 8 and abs(region_hit["y"] - hit["y"]) <= 8
+        page.screenshot(path=str(tmp_path / "region.png"))
+        assert errors == []
 
 
 def test_api_docs_render_offline(server: str, tmp_path: Path) -> None:
     """/docs in chromium with every request off 127.0.0.1 refused: Swagger UI renders the
     API's operations from files the server itself serves."""
-    with playwright_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page()
-            outside: list[str] = []
+    with browser_page(viewport=None) as page:
+        outside: list[str] = []
 
-            def only_local(route: playwright_api.Route) -> None:
-                if route.request.url.startswith(server):
-                    route.continue_()
-                else:
-                    outside.append(route.request.url)
-                    route.abort()
+        def only_local(route: playwright_api.Route) -> None:
+            if route.request.url.startswith(server):
+                route.continue_()
+            else:
+                outside.append(route.request.url)
+                route.abort()
 
-            page.route("**/*", only_local)
-            page.goto(f"{server}/docs")
-            page.wait_for_selector(".opblock-summary-path", timeout=30_000)
-            paths = page.locator(".opblock-summary-path").all_inner_texts()
-            shot = tmp_path / "docs.png"
-            page.screenshot(path=str(shot))
-            print(f"screenshot: {shot}")
-        finally:
-            browser.close()
+        page.route("**/*", only_local)
+        page.goto(f"{server}/docs")
+        page.wait_for_selector(".opblock-summary-path", timeout=30_000)
+        paths = page.locator(".opblock-summary-path").all_inner_texts()
+        shot = tmp_path / "docs.png"
+        page.screenshot(path=str(shot))
+        print(f"screenshot: {shot}")
     assert "/search" in paths and "/healthz" in paths
     assert outside == []
 
@@ -210,47 +217,40 @@ def test_a_hits_rectangle_goes_when_the_slide_or_the_query_changes(
                        selected: document.querySelectorAll('#hits .hit.selected').length,
                        rect: window.cbir.overlay,
                        caption: document.getElementById('viewer-caption').textContent})"""
-    with playwright_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(server + "/")
-            page.wait_for_selector("body[data-ready='1']")
-            page.set_input_files("#query-file", str(tmp_path / "q.png"))
-            page.wait_for_selector("#hits .hit")
-            page.click("#hits .hit >> nth=0")
-            page.wait_for_function("window.cbir.overlayReady === true", timeout=20_000)
-            shown = page.evaluate(marks)
-            assert shown["overlays"] >= 1 and shown["selected"] == 1 and shown["rect"]
-            assert " px at " in shown["caption"]
-            # another slide chosen by hand (the same one again, reopened): no stale marks
-            page.select_option("#slide-select", page.evaluate("String(window.cbir.slideId)"))
-            page.dispatch_event("#slide-select", "change")
-            page.wait_for_timeout(500)
-            assert page.evaluate(marks) == {
-                "overlays": 0,
-                "selected": 0,
-                "rect": None,
-                "caption": CMU.name,
-            }
-            # a hit opened again, then a new query: its marks go with the old hits
-            page.click("#hits .hit >> nth=0")
-            page.wait_for_function("window.cbir.overlayReady === true", timeout=20_000)
-            page.set_input_files("#query-file", str(tmp_path / "q2.png"))
-            page.wait_for_function(
-                "document.getElementById('status').textContent.includes('q2.png')"
-            )
-            page.wait_for_selector("#hits .hit")
-            assert page.evaluate(marks) == {
-                "overlays": 0,
-                "selected": 0,
-                "rect": None,
-                "caption": CMU.name,
-            }
-            page.screenshot(path=str(tmp_path / "cleared.png"))
-            print(f"screenshot: {tmp_path / 'cleared.png'}")
-        finally:
-            browser.close()
+    with browser_page() as page:
+        page.goto(server + "/")
+        page.wait_for_selector("body[data-ready='1']")
+        page.set_input_files("#query-file", str(tmp_path / "q.png"))
+        page.wait_for_selector("#hits .hit")
+        page.click("#hits .hit >> nth=0")
+        page.wait_for_function("window.cbir.overlayReady === true", timeout=20_000)
+        shown = page.evaluate(marks)
+        assert shown["overlays"] >= 1 and shown["selected"] == 1 and shown["rect"]
+        assert " px at " in shown["caption"]
+        # another slide chosen by hand (the same one again, reopened): no stale marks
+        page.select_option("#slide-select", page.evaluate("String(window.cbir.slideId)"))
+        page.dispatch_event("#slide-select", "change")
+        page.wait_for_timeout(500)
+        assert page.evaluate(marks) == {
+            "overlays": 0,
+            "selected": 0,
+            "rect": None,
+            "caption": CMU.name,
+        }
+        # a hit opened again, then a new query: its marks go with the old hits
+        page.click("#hits .hit >> nth=0")
+        page.wait_for_function("window.cbir.overlayReady === true", timeout=20_000)
+        page.set_input_files("#query-file", str(tmp_path / "q2.png"))
+        page.wait_for_function("document.getElementById('status').textContent.includes('q2.png')")
+        page.wait_for_selector("#hits .hit")
+        assert page.evaluate(marks) == {
+            "overlays": 0,
+            "selected": 0,
+            "rect": None,
+            "caption": CMU.name,
+        }
+        page.screenshot(path=str(tmp_path / "cleared.png"))
+        print(f"screenshot: {tmp_path / 'cleared.png'}")
 
 
 def test_the_search_controls(server: str, tmp_path: Path) -> None:
@@ -265,29 +265,24 @@ def test_the_search_controls(server: str, tmp_path: Path) -> None:
         page.wait_for_function(f"window.cbir.searches > {done}", timeout=30_000)
         return page.inner_text("#status")
 
-    with playwright_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(server + "/")
-            page.wait_for_selector("body[data-ready='1']")
-            assert "hits for q.png" in search(page, tmp_path / "q.png")
-            every = page.evaluate("window.cbir.hits.map(h => h.similarity)")
-            page.fill("#opt-min-sim", "0.9")
-            page.fill("#opt-vote", "diagnosis")
-            assert "for q.png" in search(page, tmp_path / "q.png")  # "4 hits (4 of k=10)"
-            strong = page.evaluate("window.cbir.hits.map(h => h.similarity)")
-            assert strong and all(s >= 0.9 for s in strong) and len(strong) < len(every)
-            assert page.inner_text("#vote") == "diagnosis: no hit is labelled"
-            page.fill("#opt-min-sim", "")
-            refused = search(page, tmp_path / "glass.png")
-            assert "glass.png: no tissue" in refused and "--" not in refused  # the API's words
-            page.check("#opt-background")
-            assert "for glass.png" in search(page, tmp_path / "glass.png")
-            page.screenshot(path=str(tmp_path / "controls.png"))
-            print(f"screenshot: {tmp_path / 'controls.png'}")
-        finally:
-            browser.close()
+    with browser_page() as page:
+        page.goto(server + "/")
+        page.wait_for_selector("body[data-ready='1']")
+        assert "hits for q.png" in search(page, tmp_path / "q.png")
+        every = page.evaluate("window.cbir.hits.map(h => h.similarity)")
+        page.fill("#opt-min-sim", "0.9")
+        page.fill("#opt-vote", "diagnosis")
+        assert "for q.png" in search(page, tmp_path / "q.png")  # "4 hits (4 of k=10)"
+        strong = page.evaluate("window.cbir.hits.map(h => h.similarity)")
+        assert strong and all(s >= 0.9 for s in strong) and len(strong) < len(every)
+        assert page.inner_text("#vote") == "diagnosis: no hit is labelled"
+        page.fill("#opt-min-sim", "")
+        refused = search(page, tmp_path / "glass.png")
+        assert "glass.png: no tissue" in refused and "--" not in refused  # the API's words
+        page.check("#opt-background")
+        assert "for glass.png" in search(page, tmp_path / "glass.png")
+        page.screenshot(path=str(tmp_path / "controls.png"))
+        print(f"screenshot: {tmp_path / 'controls.png'}")
 
 
 def test_step_through_the_hits_beside_the_query(server: str, tmp_path: Path) -> None:
@@ -302,38 +297,33 @@ def test_step_through_the_hits_beside_the_query(server: str, tmp_path: Path) -> 
                      hitImage: document.getElementById('compare-hit').getAttribute('src'),
                      markers: document.querySelectorAll('.hit-marker').length,
                      rect: window.cbir.overlay})"""
-    with playwright_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(server + "/")
-            page.wait_for_selector("body[data-ready='1']")
-            page.set_input_files("#query-file", str(tmp_path / "q.png"))
-            page.wait_for_selector("#hits .hit")
-            hits = page.evaluate("window.cbir.hits")
-            page.keyboard.press("n")  # the first hit
-            page.wait_for_function("window.cbir.overlayReady === true", timeout=20_000)
-            first = page.evaluate(now)
-            assert (first["current"], first["selected"], first["compare"]) == (0, 0, True)
-            assert first["rect"]["x"] == hits[0]["x"] and first["rect"]["y"] == hits[0]["y"]
-            on_slide = sum(h["slide_id"] == hits[0]["slide_id"] for h in hits)
-            assert first["markers"] == on_slide - 1
-            page.click("#hit-next")
-            page.wait_for_function("window.cbir.current === 1")
-            second = page.evaluate(now)
-            assert second["selected"] == 1 and second["rect"]["x"] == hits[1]["x"]
-            assert second["hitImage"] != first["hitImage"]
-            page.keyboard.press("p")
-            page.wait_for_function("window.cbir.current === 0")
-            page.click("#hit-prev")  # wraps to the last
-            page.wait_for_function(f"window.cbir.current === {len(hits) - 1}")
-            page.wait_for_function(
-                "document.getElementById('compare-hit').naturalWidth > 0", timeout=10_000
-            )
-            page.screenshot(path=str(tmp_path / "compare.png"))
-            print(f"screenshot: {tmp_path / 'compare.png'}")
-        finally:
-            browser.close()
+    with browser_page() as page:
+        page.goto(server + "/")
+        page.wait_for_selector("body[data-ready='1']")
+        page.set_input_files("#query-file", str(tmp_path / "q.png"))
+        page.wait_for_selector("#hits .hit")
+        hits = page.evaluate("window.cbir.hits")
+        page.keyboard.press("n")  # the first hit
+        page.wait_for_function("window.cbir.overlayReady === true", timeout=20_000)
+        first = page.evaluate(now)
+        assert (first["current"], first["selected"], first["compare"]) == (0, 0, True)
+        assert first["rect"]["x"] == hits[0]["x"] and first["rect"]["y"] == hits[0]["y"]
+        on_slide = sum(h["slide_id"] == hits[0]["slide_id"] for h in hits)
+        assert first["markers"] == on_slide - 1
+        page.click("#hit-next")
+        page.wait_for_function("window.cbir.current === 1")
+        second = page.evaluate(now)
+        assert second["selected"] == 1 and second["rect"]["x"] == hits[1]["x"]
+        assert second["hitImage"] != first["hitImage"]
+        page.keyboard.press("p")
+        page.wait_for_function("window.cbir.current === 0")
+        page.click("#hit-prev")  # wraps to the last
+        page.wait_for_function(f"window.cbir.current === {len(hits) - 1}")
+        page.wait_for_function(
+            "document.getElementById('compare-hit').naturalWidth > 0", timeout=10_000
+        )
+        page.screenshot(path=str(tmp_path / "compare.png"))
+        print(f"screenshot: {tmp_path / 'compare.png'}")
 
 
 def test_the_page_state_is_in_its_url(server: str, tmp_path: Path) -> None:
@@ -346,38 +336,33 @@ def test_the_page_state_is_in_its_url(server: str, tmp_path: Path) -> None:
                        rect: window.cbir.overlay,
                        centre: window.cbir.viewer.viewport.getCenter(),
                        zoom: window.cbir.viewer.viewport.getZoom()})"""
-    with playwright_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(server + "/")
-            page.wait_for_selector("body[data-ready='1']")
-            slide_id = page.evaluate("window.cbir.slides[0].slide_id")
-            link = (
-                f"{server}/#slide={slide_id}&region=896,1120,448,448&k=5&hit=2"
-                "&min_similarity=0.2&allow_background=1"
-            )
-            shared = browser.new_page(viewport={"width": 1400, "height": 900})
-            shared.goto(link)
-            shared.wait_for_selector("body[data-ready='1']", timeout=60_000)
-            got = shared.evaluate(state)
-            assert got["hits"] == 5 and got["current"] == 1 and got["k"] == "5"
-            assert got["region"] == {"x": 896, "y": 1120, "w": 448, "h": 448}
-            assert got["minSim"] == "0.2" and got["background"] is True
-            hit = shared.evaluate("window.cbir.hits[1]")
-            assert (got["rect"]["x"], got["rect"]["y"]) == (hit["x"], hit["y"])
-            url = shared.url
-            assert "hit=2" in url and "view=" in url and "region=896%2C1120" in url
-            shared.reload()  # the same view again
-            shared.wait_for_selector("body[data-ready='1']", timeout=60_000)
-            again = shared.evaluate(state)
-            assert (again["hits"], again["current"], again["rect"]) == (5, 1, got["rect"])
-            assert again["zoom"] == pytest.approx(got["zoom"], rel=1e-3)
-            assert again["centre"]["x"] == pytest.approx(got["centre"]["x"], abs=1e-4)
-            shared.screenshot(path=str(tmp_path / "from-url.png"))
-            print(f"screenshot: {tmp_path / 'from-url.png'}")
-        finally:
-            browser.close()
+    with browser_page() as page:
+        page.goto(server + "/")
+        page.wait_for_selector("body[data-ready='1']")
+        slide_id = page.evaluate("window.cbir.slides[0].slide_id")
+        link = (
+            f"{server}/#slide={slide_id}&region=896,1120,448,448&k=5&hit=2"
+            "&min_similarity=0.2&allow_background=1"
+        )
+        shared = page.context.new_page()
+        shared.goto(link)
+        shared.wait_for_selector("body[data-ready='1']", timeout=60_000)
+        got = shared.evaluate(state)
+        assert got["hits"] == 5 and got["current"] == 1 and got["k"] == "5"
+        assert got["region"] == {"x": 896, "y": 1120, "w": 448, "h": 448}
+        assert got["minSim"] == "0.2" and got["background"] is True
+        hit = shared.evaluate("window.cbir.hits[1]")
+        assert (got["rect"]["x"], got["rect"]["y"]) == (hit["x"], hit["y"])
+        url = shared.url
+        assert "hit=2" in url and "view=" in url and "region=896%2C1120" in url
+        shared.reload()  # the same view again
+        shared.wait_for_selector("body[data-ready='1']", timeout=60_000)
+        again = shared.evaluate(state)
+        assert (again["hits"], again["current"], again["rect"]) == (5, 1, got["rect"])
+        assert again["zoom"] == pytest.approx(got["zoom"], rel=1e-3)
+        assert again["centre"]["x"] == pytest.approx(got["centre"]["x"], abs=1e-4)
+        shared.screenshot(path=str(tmp_path / "from-url.png"))
+        print(f"screenshot: {tmp_path / 'from-url.png'}")
 
 
 def test_scale_bar_and_magnification_readout(server: str, tmp_path: Path) -> None:
@@ -386,50 +371,40 @@ def test_scale_bar_and_magnification_readout(server: str, tmp_path: Path) -> Non
                       width: document.getElementById('scale-bar').getBoundingClientRect().width,
                       hidden: document.getElementById('scale-bar').hidden,
                       mpp: window.cbir.slides[0].mpp})"""
-    with playwright_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(server + "/")
-            page.wait_for_selector("body[data-ready='1']")
-            page.wait_for_function("document.getElementById('scale-mag').textContent !== ''")
-            before = page.evaluate(read)
-            assert before["mpp"] and not before["hidden"]  # CMU-1 states its mpp
-            page.evaluate("window.cbir.viewer.viewport.zoomBy(4, null, true)")
-            page.wait_for_timeout(300)
-            after = page.evaluate(read)
-            mag = lambda text: float(text.split("x")[0])  # noqa: E731
-            assert mag(after["mag"]) == pytest.approx(4 * mag(before["mag"]), rel=0.02)
-            for shown in (before, after):  # the bar's length is the length it says
-                value, unit = shown["bar"].split(" ")
-                um = float(value) * (1000 if unit == "mm" else 1)
-                zoom = mag(shown["mag"]) / 20  # screen px per level-0 px (CMU-1: 20x)
-                assert shown["width"] == pytest.approx(um / shown["mpp"] * zoom, rel=0.05, abs=4)
-            page.screenshot(path=str(tmp_path / "scale.png"))
-            print(f"screenshot: {tmp_path / 'scale.png'}")
-        finally:
-            browser.close()
+    with browser_page() as page:
+        page.goto(server + "/")
+        page.wait_for_selector("body[data-ready='1']")
+        page.wait_for_function("document.getElementById('scale-mag').textContent !== ''")
+        before = page.evaluate(read)
+        assert before["mpp"] and not before["hidden"]  # CMU-1 states its mpp
+        page.evaluate("window.cbir.viewer.viewport.zoomBy(4, null, true)")
+        page.wait_for_timeout(300)
+        after = page.evaluate(read)
+        mag = lambda text: float(text.split("x")[0])  # noqa: E731
+        assert mag(after["mag"]) == pytest.approx(4 * mag(before["mag"]), rel=0.02)
+        for shown in (before, after):  # the bar's length is the length it says
+            value, unit = shown["bar"].split(" ")
+            um = float(value) * (1000 if unit == "mm" else 1)
+            zoom = mag(shown["mag"]) / 20  # screen px per level-0 px (CMU-1: 20x)
+            assert shown["width"] == pytest.approx(um / shown["mpp"] * zoom, rel=0.05, abs=4)
+        page.screenshot(path=str(tmp_path / "scale.png"))
+        print(f"screenshot: {tmp_path / 'scale.png'}")
 
 
 def test_the_region_tool_says_and_takes_its_magnification(server: str) -> None:
-    with playwright_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(server + "/")
-            page.wait_for_selector("body[data-ready='1']")
-            offered = page.eval_on_selector_all("#region-mag option", "os => os.map(o => o.value)")
-            mags = page.evaluate("window.cbir.slides[0].magnifications")
-            assert offered == ["", *[f"{m:g}" for m in sorted(mags, reverse=True)]]
-            region = "{x: 896, y: 1120, w: 896, h: 896}"
-            page.evaluate(f"searchRegion({region})")  # the highest that fits: 20x here
-            assert "(region read at 20x)" in page.inner_text("#status")
-            page.select_option("#region-mag", "10")
-            page.evaluate(f"searchRegion({region})")
-            status = page.inner_text("#status")
-            assert "@10x" in status and "(region read at 10x)" in status
-        finally:
-            browser.close()
+    with browser_page() as page:
+        page.goto(server + "/")
+        page.wait_for_selector("body[data-ready='1']")
+        offered = page.eval_on_selector_all("#region-mag option", "os => os.map(o => o.value)")
+        mags = page.evaluate("window.cbir.slides[0].magnifications")
+        assert offered == ["", *[f"{m:g}" for m in sorted(mags, reverse=True)]]
+        region = "{x: 896, y: 1120, w: 896, h: 896}"
+        page.evaluate(f"searchRegion({region})")  # the highest that fits: 20x here
+        assert "(region read at 20x)" in page.inner_text("#status")
+        page.select_option("#region-mag", "10")
+        page.evaluate(f"searchRegion({region})")
+        status = page.inner_text("#status")
+        assert "@10x" in status and "(region read at 10x)" in status
 
 
 def test_slide_gallery_and_label_filter(labelled_server: str, tmp_path: Path) -> None:
@@ -437,32 +412,27 @@ def test_slide_gallery_and_label_filter(labelled_server: str, tmp_path: Path) ->
         Image.fromarray(slide.read_region(896, 1120, 224, 224, 20)).save(tmp_path / "q.png")
     gallery = """() => [...document.querySelectorAll('#gallery li')].map(
         li => [li.querySelector('div').textContent, li.querySelector('.labels').textContent])"""
-    with playwright_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(labelled_server + "/")
-            page.wait_for_selector("body[data-ready='1']")
-            page.click("#gallery-panel summary")
-            shown = sorted(page.evaluate(gallery))
-            assert shown == [[CMU.name, "diagnosis=A"], ["generated.tif", "diagnosis=B"]]
-            page.fill("#label-filter", "diagnosis=B")
-            assert page.evaluate(gallery) == [["generated.tif", "diagnosis=B"]]
-            done = page.evaluate("window.cbir.searches")
-            page.set_input_files("#query-file", str(tmp_path / "q.png"))
-            page.wait_for_function(f"window.cbir.searches > {done}", timeout=30_000)
-            slides = set(page.evaluate("window.cbir.hits.map(h => h.slide)"))
-            assert slides == {"generated.tif"}  # only the slides the filter lets through
-            page.click("#gallery li >> nth=0")  # opens that slide
-            page.wait_for_function("window.cbir.viewer.world.getItemCount() > 0")
-            slide_id = page.evaluate("window.cbir.slideId")
-            names = page.evaluate("window.cbir.slides")
-            assert next(s["name"] for s in names if s["slide_id"] == slide_id) == "generated.tif"
-            page.wait_for_function(
-                "[...document.querySelectorAll('#gallery img')].every(i => i.naturalWidth > 0)",
-                timeout=10_000,
-            )
-            page.screenshot(path=str(tmp_path / "gallery.png"))
-            print(f"screenshot: {tmp_path / 'gallery.png'}")
-        finally:
-            browser.close()
+    with browser_page() as page:
+        page.goto(labelled_server + "/")
+        page.wait_for_selector("body[data-ready='1']")
+        page.click("#gallery-panel summary")
+        shown = sorted(page.evaluate(gallery))
+        assert shown == [[CMU.name, "diagnosis=A"], ["generated.tif", "diagnosis=B"]]
+        page.fill("#label-filter", "diagnosis=B")
+        assert page.evaluate(gallery) == [["generated.tif", "diagnosis=B"]]
+        done = page.evaluate("window.cbir.searches")
+        page.set_input_files("#query-file", str(tmp_path / "q.png"))
+        page.wait_for_function(f"window.cbir.searches > {done}", timeout=30_000)
+        slides = set(page.evaluate("window.cbir.hits.map(h => h.slide)"))
+        assert slides == {"generated.tif"}  # only the slides the filter lets through
+        page.click("#gallery li >> nth=0")  # opens that slide
+        page.wait_for_function("window.cbir.viewer.world.getItemCount() > 0")
+        slide_id = page.evaluate("window.cbir.slideId")
+        names = page.evaluate("window.cbir.slides")
+        assert next(s["name"] for s in names if s["slide_id"] == slide_id) == "generated.tif"
+        page.wait_for_function(
+            "[...document.querySelectorAll('#gallery img')].every(i => i.naturalWidth > 0)",
+            timeout=10_000,
+        )
+        page.screenshot(path=str(tmp_path / "gallery.png"))
+        print(f"screenshot: {tmp_path / 'gallery.png'}")
