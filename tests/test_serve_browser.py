@@ -45,7 +45,8 @@ def browser_page(
     with playwright_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
-            yield browser.new_page(**({"viewport": viewport} if viewport else {}))
+            context = browser.new_context(**({"viewport": viewport} if viewport else {}))
+            yield context.new_page()  # page.context.new_page() opens a second one
         finally:
             browser.close()
 
