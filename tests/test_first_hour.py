@@ -329,3 +329,39 @@ def test_a_refused_upload_is_named_and_says_why_in_the_apis_words(bundle: Path) 
         assert "<array>" not in detail and "--" not in detail
         allowed = client.post("/search", files=files, data={"allow_background": "true"})
         assert allowed.status_code == 200 and allowed.json()["query"] == "glass.png"
+
+
+def test_export_over_http_is_the_cli_export_zipped(bundle: Path, generated_slide: Path) -> None:
+    pytest.importorskip("fastapi")
+    import io
+    import zipfile
+
+    from fastapi.testclient import TestClient
+
+    from cbir.serve.app import create_app
+
+    with TestClient(create_app(bundle, device="cpu")) as client:
+        slide_id = client.get("/slides").json()[0]["slide_id"]
+        body = {"slide": slide_id, "x": 448, "y": 224, "w": 896, "h": 896, "k": 3}
+        answer = client.post("/export", json=body)
+        assert answer.status_code == 200
+        assert answer.headers["content-type"] == "application/zip"
+        assert "cbir-export.zip" in answer.headers["content-disposition"]
+        names = set(zipfile.ZipFile(io.BytesIO(answer.content)).namelist())
+        for expected in ("query.png", "montage.png", "report.html", "result.json", "export.json"):
+            assert expected in names, names
+        assert sum(n.startswith("hits/") for n in names) == 3
+        assert any(n.startswith("geojson/") for n in names)
+        code, _, stderr = run(
+            "search", bundle, "--region", f"{generated_slide}:448,224,896,896", "-k", "3",
+            "--export", bundle.parent / "cli-export",
+        )  # fmt: skip
+        assert code == 0, stderr
+        cli_names = {
+            p.relative_to(bundle.parent / "cli-export").as_posix()
+            for p in (bundle.parent / "cli-export").rglob("*")
+            if p.is_file()
+        }
+        assert names == cli_names  # the same files as `cbir search --export`
+        refused = client.post("/export", json={**body, "w": 10, "h": 10})
+        assert refused.status_code == 400 and "smaller than" in refused.json()["detail"]

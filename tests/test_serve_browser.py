@@ -437,3 +437,24 @@ def test_slide_gallery_and_label_filter(labelled_server: str, tmp_path: Path) ->
         )
         page.screenshot(path=str(tmp_path / "gallery.png"))
         print(f"screenshot: {tmp_path / 'gallery.png'}")
+
+
+def test_export_from_the_page(server: str, tmp_path: Path) -> None:
+    import zipfile
+
+    with open_slide(CMU) as slide:
+        Image.fromarray(slide.read_region(896, 1120, 224, 224, 20)).save(tmp_path / "q.png")
+    with browser_page() as page:
+        page.goto(server + "/")
+        page.wait_for_selector("body[data-ready='1']")
+        assert page.is_disabled("#export")  # nothing to export yet
+        page.set_input_files("#query-file", str(tmp_path / "q.png"))
+        page.wait_for_selector("#hits .hit")
+        with page.expect_download(timeout=60_000) as download:
+            page.click("#export")
+        saved = tmp_path / "export.zip"
+        download.value.save_as(saved)
+        names = set(zipfile.ZipFile(saved).namelist())
+        assert {"query.png", "montage.png", "report.html", "result.json"} <= names
+        assert sum(n.startswith("hits/") for n in names) == 10
+        assert page.inner_text("#status") == "exported: cbir-export.zip"

@@ -271,7 +271,7 @@ def _export_one(
     from cbir.export import export_result
 
     image, _ = ix.query_image(query)
-    report = export_result(result, image, out, _infos(ix), _region_of(query))
+    report = export_result(result, image, out, _infos(ix), _region_of(ix, query))
     _export_lines(report.missing, f"exported to {out}", json_out)
 
 
@@ -288,10 +288,11 @@ def _infos(ix: Index) -> dict[int, SlideInfo]:
     return {sid: r.info for sid, r in ix.slides.items()}
 
 
-def _region_of(query: Path | Region | str) -> Region | None:
+def _region_of(ix: Index, query: Path | Region | str) -> Region | None:
     from cbir.api import as_region
 
-    return as_region(query)
+    region = as_region(query)  # resolved: its slide's path and its magnification
+    return ix.resolve_region(region) if region is not None else None
 
 
 def _run_batch(
@@ -354,7 +355,7 @@ def _export_item(
     source = item.query if isinstance(item.query, Path) else Path(item.query.slide)
     name = f"{i:0{width}d}-{safe_stem(source.name)}"
     image, _ = ix.query_image(item.query)
-    report = write_export(result, image, stage / name, _infos(ix), _region_of(item.query))
+    report = write_export(result, image, stage / name, _infos(ix), _region_of(ix, item.query))
     for line in report.missing:
         plain(stderr, f"cbir: warning: {item.source}: crop not written: {line}")
     top = result.hits[0] if result.hits else None

@@ -40,6 +40,7 @@ from cbir.serve.bodies import (
 )
 from cbir.serve.config import ServeConfig
 from cbir.serve.docs import add_offline_docs
+from cbir.serve.export_zip import export_zip
 from cbir.serve.generation import Generation, SlideNotFound
 from cbir.serve.holder import BundleHolder
 from cbir.serve.imagery import TileCache, dz_tile_jpeg, dzi_xml, region_png
@@ -242,8 +243,17 @@ def create_app(
         finally:
             workers.search_ended()
 
-    async def _search(request: Request) -> Response:
-        """A search, from reading its body to its JSON answer."""
+    @app.post("/export", openapi_extra=SEARCH_BODY, response_class=Response)
+    async def export(request: Request) -> Response:
+        """The same search; answered with the files of `cbir search --export` as a zip."""
+        workers.search_started()
+        try:
+            return await _search(request, as_zip=True)
+        finally:
+            workers.search_ended()
+
+    async def _search(request: Request, as_zip: bool = False) -> Response:
+        """A search, from reading its body to its JSON answer (or its export, zipped)."""
         kind = request.headers.get("content-type", "")
         if kind.startswith("multipart/form-data"):
             data, name, options = await read_upload(request)
@@ -254,7 +264,7 @@ def create_app(
         else:
             raise QueryError("send multipart/form-data (an image) or application/json")
 
-        def run() -> str:
+        def run() -> str | bytes:
             with holder.lease() as gen:
                 if region is not None:
                     query, shown = _region_query(gen, region)
@@ -266,8 +276,15 @@ def create_app(
                         result = gen.index.search(query, **kwargs)
                     except CbirError as exc:  # an upload is named as sent, not "<array>"
                         raise type(exc)(str(exc).replace("<array>", shown, 1)) from None
-            return result.model_copy(update={"query": shown}).model_dump_json()
+                result = result.model_copy(update={"query": shown})
+                if as_zip:
+                    return export_zip(gen.index, result, query)
+            return result.model_dump_json()
 
+        if as_zip:
+            headers = {"content-disposition": 'attachment; filename="cbir-export.zip"'}
+            body = await workers.search(run)
+            return Response(body, media_type="application/zip", headers=headers)
         return Response(await workers.search(run), media_type="application/json")
 
     @app.get("/slides/{slide_id:int}/region.png", response_class=Response)

@@ -235,6 +235,8 @@ function regionMag(result) {
 }
 
 async function runSearch(label, request) {
+  state.lastRequest = request;  // what Export sends again
+  $("export").disabled = true;
   setStatus(`searching ${label}...`);
   clearHitMarks();
   $("hits").replaceChildren();
@@ -244,6 +246,7 @@ async function runSearch(label, request) {
     const result = await getJSON("/search", request);
     state.hits = result.hits;
     renderHits(result);
+    $("export").disabled = result.hits.length === 0;
     const v = result.vote;
     $("vote").textContent = v
       ? `${v.key}: ${v.value ?? "no hit is labelled"}` +
@@ -319,6 +322,25 @@ function openHit(i) {
   writeURL();
 }
 
+// The last search again, answered with its export (a zip) that the browser downloads.
+async function exportHits() {
+  if (!state.lastRequest) return;
+  setStatus("exporting...");
+  const response = await fetch("/export", state.lastRequest);
+  if (!response.ok) {
+    const body = await response.json().catch(() => ({}));
+    setStatus(typeof body.detail === "string" ? body.detail : `${response.status}`, true);
+    return;
+  }
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(await response.blob());
+  link.download = "cbir-export.zip";
+  document.body.appendChild(link);
+  link.click();
+  link.remove();
+  setStatus("exported: cbir-export.zip");
+}
+
 function stepHit(by) {
   openHit(state.current < 0 ? (by > 0 ? 0 : -1) : state.current + by);
 }
@@ -340,6 +362,7 @@ async function init() {
   });
   $("draw-toggle").addEventListener("click", () => setDrawing(!state.drawing));
   $("hit-prev").addEventListener("click", () => stepHit(-1));
+  $("export").addEventListener("click", () => exportHits());
   $("hit-next").addEventListener("click", () => stepHit(1));
   document.addEventListener("keydown", (e) => {  // n / p: next / previous hit
     if (e.target.closest && e.target.closest("input, select, textarea")) return;
