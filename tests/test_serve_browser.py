@@ -214,7 +214,7 @@ def test_a_hits_rectangle_goes_when_the_slide_or_the_query_changes(
     with open_slide(CMU) as slide:
         Image.fromarray(slide.read_region(896, 1120, 224, 224, 20)).save(tmp_path / "q.png")
         Image.fromarray(slide.read_region(784, 1008, 448, 448, 20)).save(tmp_path / "q2.png")
-    marks = """() => ({overlays: window.cbir.viewer.currentOverlays.length,
+    marks = """() => ({overlays: document.querySelectorAll('.hit-overlay').length,
                        selected: document.querySelectorAll('#hits .hit.selected').length,
                        rect: window.cbir.overlay,
                        caption: document.getElementById('viewer-caption').textContent})"""
@@ -226,7 +226,7 @@ def test_a_hits_rectangle_goes_when_the_slide_or_the_query_changes(
         page.click("#hits .hit >> nth=0")
         page.wait_for_function("window.cbir.overlayReady === true", timeout=20_000)
         shown = page.evaluate(marks)
-        assert shown["overlays"] >= 1 and shown["selected"] == 1 and shown["rect"]
+        assert shown["overlays"] == 1 and shown["selected"] == 1 and shown["rect"]
         assert " px at " in shown["caption"]
         # another slide chosen by hand (the same one again, reopened): no stale marks
         page.select_option("#slide-select", page.evaluate("String(window.cbir.slideId)"))
@@ -458,3 +458,35 @@ def test_export_from_the_page(server: str, tmp_path: Path) -> None:
         assert {"query.png", "montage.png", "report.html", "result.json"} <= names
         assert sum(n.startswith("hits/") for n in names) == 10
         assert page.inner_text("#status") == "exported: cbir-export.zip"
+
+
+def test_all_hits_at_once(labelled_server: str, tmp_path: Path) -> None:
+    """After a search, every hit on the shown slide is a marker there and a dot on the
+    overview; the hits per slide are listed, and each opens its slide with its markers."""
+    with open_slide(CMU) as slide:
+        Image.fromarray(slide.read_region(896, 1120, 224, 224, 20)).save(tmp_path / "q.png")
+    count = """() => ({markers: document.querySelectorAll('#viewer .hit-marker').length,
+                       dots: document.querySelectorAll('.nav-marker').length})"""
+    with browser_page() as page:
+        page.goto(labelled_server + "/")
+        page.wait_for_selector("body[data-ready='1']")
+        page.set_input_files("#query-file", str(tmp_path / "q.png"))
+        page.wait_for_selector("#hits .hit")
+        hits = page.evaluate("window.cbir.hits")
+        per_slide = page.eval_on_selector_all(
+            "#per-slide button", "bs => bs.map(b => [Number(b.dataset.slideId), b.textContent])"
+        )
+        expected = {}
+        for h in hits:
+            expected[h["slide_id"]] = expected.get(h["slide_id"], 0) + 1
+        assert {sid: int(text.rsplit("(", 1)[1].rstrip(")")) for sid, text in per_slide} == expected
+        for slide_id, n in expected.items():
+            page.click(f"#per-slide button[data-slide-id='{slide_id}']")
+            page.wait_for_function(
+                f"window.cbir.slideId === {slide_id} && "
+                f"document.querySelectorAll('#viewer .hit-marker').length === {n}",
+                timeout=20_000,
+            )
+            assert page.evaluate(count) == {"markers": n, "dots": n}
+        page.screenshot(path=str(tmp_path / "all-hits.png"))
+        print(f"screenshot: {tmp_path / 'all-hits.png'}")

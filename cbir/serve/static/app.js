@@ -68,20 +68,20 @@ function openSlide(slideId, rect) {
   state.overlayReady = false;
   state.overlay = rect || null;
   const show = () => {
-    state.viewer.clearOverlays();
+    clearOverlays();
     if (rect) {
       const r = state.viewer.viewport.imageToViewportRectangle(rect.x, rect.y, rect.w, rect.h);
       const el = document.createElement("div");
       el.className = "hit-overlay";
       el.id = "hit-overlay";
       state.viewer.addOverlay({ element: el, location: r });
-      addMarkers(slideId, rect);
       const margin = Math.max(r.width, r.height) * 1.5;
       state.viewer.viewport.fitBounds(
         new OpenSeadragon.Rect(r.x - margin, r.y - margin, r.width + 2 * margin,
                                r.height + 2 * margin), true);
       state.overlayReady = true;
     }
+    addMarkers(slideId, rect);  // after the hit: currentOverlays[0] is the hit
   };
   let shown;
   state.opened = new Promise((resolve) => { shown = resolve; });
@@ -99,32 +99,6 @@ function openSlide(slideId, rect) {
   $("viewer-caption").textContent = rect
     ? `${slideName(slideId)}: ${rect.w} x ${rect.h} px at (${rect.x}, ${rect.y})`
     : slideName(slideId);
-}
-
-// Every other hit on the shown slide as a small numbered marker (its rectangle, thin).
-function addMarkers(slideId, open) {
-  for (const hit of state.hits) {
-    if (hit.slide_id !== slideId) continue;
-    if (open && hit.x === open.x && hit.y === open.y && hit.w === open.w) continue;
-    const el = document.createElement("div");
-    el.className = "hit-marker";
-    el.textContent = String(hit.rank);
-    el.title = `hit ${hit.rank}`;
-    const r = state.viewer.viewport.imageToViewportRectangle(hit.x, hit.y, hit.w, hit.h);
-    state.viewer.addOverlay({ element: el, location: r });
-  }
-}
-
-// The marks of a hit: its rectangle on the slide and its highlight in the list. They go
-// when the query or the slide changes, so that nothing stale is shown.
-function clearHitMarks() {
-  if (state.viewer) state.viewer.clearOverlays();
-  state.overlay = null;
-  state.overlayReady = false;
-  state.current = -1;
-  $("compare").hidden = true;
-  for (const el of document.querySelectorAll("#hits .hit.selected")) el.classList.remove("selected");
-  if (state.slideId != null) $("viewer-caption").textContent = slideName(state.slideId);
 }
 
 function setupViewer() {
@@ -246,6 +220,7 @@ async function runSearch(label, request) {
     const result = await getJSON("/search", request);
     state.hits = result.hits;
     renderHits(result);
+    showResultMarks();
     $("export").disabled = result.hits.length === 0;
     const v = result.vote;
     $("vote").textContent = v
@@ -258,6 +233,7 @@ async function runSearch(label, request) {
     setStatus(`${result.hits.length} hits${few} for ${result.query}${at}, ${ms} ms`);
   } catch (err) {
     state.hits = [];
+    showResultMarks();
     setStatus(err.message, true);
   } finally {
     state.searches += 1;
