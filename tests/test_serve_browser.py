@@ -51,6 +51,14 @@ def browser_page(
             browser.close()
 
 
+def open_and_search(page: playwright_api.Page, url: str, image: Path) -> None:
+    """Open the page at `url`, upload `image` as the query and wait for its hits."""
+    page.goto(url + "/")
+    page.wait_for_selector("body[data-ready='1']")
+    page.set_input_files("#query-file", str(image))
+    page.wait_for_selector("#hits .hit")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -127,10 +135,7 @@ def test_upload_a_crop_and_open_the_hit(server: str, tmp_path: Path) -> None:
     with browser_page() as page:
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(server + "/")
-        page.wait_for_selector("body[data-ready='1']")
-        page.set_input_files("#query-file", str(tmp_path / "q.png"))
-        page.wait_for_selector("#hits .hit")
+        open_and_search(page, server, tmp_path / "q.png")
         assert "hits for q.png" in page.inner_text("#status")
         hit = page.evaluate("window.cbir.hits[0]")
         assert hit["slide"] == CMU.name and hit["magnification"] == 20
@@ -219,10 +224,7 @@ def test_a_hits_rectangle_goes_when_the_slide_or_the_query_changes(
                        rect: window.cbir.overlay,
                        caption: document.getElementById('viewer-caption').textContent})"""
     with browser_page() as page:
-        page.goto(server + "/")
-        page.wait_for_selector("body[data-ready='1']")
-        page.set_input_files("#query-file", str(tmp_path / "q.png"))
-        page.wait_for_selector("#hits .hit")
+        open_and_search(page, server, tmp_path / "q.png")
         page.click("#hits .hit >> nth=0")
         page.wait_for_function("window.cbir.overlayReady === true", timeout=20_000)
         shown = page.evaluate(marks)
@@ -299,10 +301,7 @@ def test_step_through_the_hits_beside_the_query(server: str, tmp_path: Path) -> 
                      markers: document.querySelectorAll('.hit-marker').length,
                      rect: window.cbir.overlay})"""
     with browser_page() as page:
-        page.goto(server + "/")
-        page.wait_for_selector("body[data-ready='1']")
-        page.set_input_files("#query-file", str(tmp_path / "q.png"))
-        page.wait_for_selector("#hits .hit")
+        open_and_search(page, server, tmp_path / "q.png")
         hits = page.evaluate("window.cbir.hits")
         page.keyboard.press("n")  # the first hit
         page.wait_for_function("window.cbir.overlayReady === true", timeout=20_000)
@@ -468,10 +467,7 @@ def test_all_hits_at_once(labelled_server: str, tmp_path: Path) -> None:
     count = """() => ({markers: document.querySelectorAll('#viewer .hit-marker').length,
                        dots: document.querySelectorAll('.nav-marker').length})"""
     with browser_page() as page:
-        page.goto(labelled_server + "/")
-        page.wait_for_selector("body[data-ready='1']")
-        page.set_input_files("#query-file", str(tmp_path / "q.png"))
-        page.wait_for_selector("#hits .hit")
+        open_and_search(page, labelled_server, tmp_path / "q.png")
         hits = page.evaluate("window.cbir.hits")
         per_slide = page.eval_on_selector_all(
             "#per-slide button", "bs => bs.map(b => [Number(b.dataset.slideId), b.textContent])"
