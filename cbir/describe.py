@@ -103,12 +103,17 @@ class Skips(list[SkippedSlide]):
             raise CbirError(slide.reason + SKIP_HINT)
         self.append(slide)
 
+    def check(self, exc: Exception) -> None:
+        """Raise `exc` (SKIPPABLE) again, its own type with the hint, unless its slide may
+        be left out."""
+        if not (isinstance(exc, EmptyTissueError) or self.unreadable):
+            raise type(exc)(str(exc) + SKIP_HINT) from None
+
     def take(self, path: str | os.PathLike[str], exc: Exception) -> None:
         """Leave out the slide at `path` that failed with `exc` (SKIPPABLE), or raise
-        `exc` again (its own type, with the hint)."""
+        (`check`)."""
+        self.check(exc)
         no_tissue = isinstance(exc, EmptyTissueError)
-        if not (no_tissue or self.unreadable):
-            raise type(exc)(str(exc) + SKIP_HINT) from None
         self.append(SkippedSlide(path=str(path), reason=str(exc), no_tissue=no_tissue))
 
 
@@ -338,8 +343,7 @@ def describe_slides(
         except SKIPPABLE as exc:
             if skipped is None:
                 raise
-            if not (isinstance(exc, EmptyTissueError) or skipped.unreadable):
-                skipped.take(p, exc)  # raises, with the hint: before any long work
+            skipped.check(exc)  # an unreadable slide may fail the build: before any long work
             return exc
 
     with ThreadPoolExecutor(max_workers=DEFAULT_WORKERS) as pool:  # thumbnails decode in C

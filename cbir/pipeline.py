@@ -98,11 +98,6 @@ class TilePipeline:
             f"{self.recipe.name!r} builds in this cbir"
         )
 
-    @property
-    def built(self) -> bool:
-        """Whether the descriptor exists yet."""
-        return self._descriptor is not None
-
     def when_built(self, fn: Callable[[Descriptor], object]) -> None:
         """Call fn(descriptor) once it is built (now, if it is)."""
         if self._descriptor is not None:
