@@ -87,14 +87,16 @@ def labelled_server(
 
 
 def serving(root: Path) -> Iterator[str]:
-    """`cbir serve root` in a subprocess on a free port, until the test module ends."""
+    """`cbir serve root` in a subprocess on a free port, until the test module ends. Its
+    output (one access-log line a request) goes to a file beside the bundle: a pipe that
+    nobody reads fills after a few hundred requests and blocks the server."""
     port = free_port()
     cmd = [sys.executable, "-c", "from cbir.cli.main import app; app()", "serve", str(root)]
-    proc = subprocess.Popen(
-        [*cmd, "--port", str(port), "--device", "cpu"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    log_path = root.parent / "serve.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [*cmd, "--port", str(port), "--device", "cpu"], stdout=log, stderr=subprocess.STDOUT
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):
@@ -104,8 +106,7 @@ def serving(root: Path) -> Iterator[str]:
                         break
             except OSError:
                 if proc.poll() is not None:
-                    out = proc.stdout.read().decode() if proc.stdout else ""
-                    pytest.fail(f"cbir serve exited: {out}")
+                    pytest.fail(f"cbir serve exited: {log_path.read_text()}")
                 time.sleep(0.1)
         else:
             pytest.fail("cbir serve did not answer /healthz in 30 s")
@@ -486,3 +487,36 @@ def test_all_hits_at_once(labelled_server: str, tmp_path: Path) -> None:
             assert page.evaluate(count) == {"markers": n, "dots": n}
         page.screenshot(path=str(tmp_path / "all-hits.png"))
         print(f"screenshot: {tmp_path / 'all-hits.png'}")
+
+
+def test_query_and_hit_are_shown_at_the_same_scale(server: str, tmp_path: Path) -> None:
+    """Beside the query, a hit is drawn at the query's scale: a region read at 10x that
+    matches at 20x covers half the level-0 px, so it is drawn half as wide."""
+    sizes = """() => ({query: [document.getElementById('compare-query').clientWidth,
+                                document.getElementById('compare-query').clientHeight],
+                       hit: [document.getElementById('compare-hit').clientWidth,
+                             document.getElementById('compare-hit').clientHeight],
+                       caption: document.getElementById('compare-scale').textContent})"""
+    with browser_page() as page:
+        page.goto(server + "/")
+        page.wait_for_selector("body[data-ready='1']")
+        base = page.evaluate("window.cbir.slides[0].base_magnification")
+        page.select_option("#region-mag", "10")
+        page.evaluate("searchRegion({x: 896, y: 1120, w: 448, h: 448})")
+        hits = page.evaluate("window.cbir.hits")
+        assert {h["magnification"] for h in hits} >= {10.0, 20.0}, hits
+        for i, hit in enumerate(hits):
+            page.evaluate(f"openHit({i})")
+            page.wait_for_function(  # showCompare sizes both, then writes the captions
+                "document.getElementById('compare-hit-caption').textContent"
+                f".startsWith('hit {hit['rank']} of')"
+            )
+            got = page.evaluate(sizes)
+            scale = 160 / max(448 / base, hit["w"] / base, hit["h"] / base)
+            assert got["query"] == pytest.approx([448 / base * scale] * 2, abs=1)
+            assert got["hit"] == pytest.approx(
+                [hit["w"] / base * scale, hit["h"] / base * scale], abs=1
+            )
+            assert got["caption"] == f"both at {scale:.1f}x on screen"
+        page.screenshot(path=str(tmp_path / "same-scale.png"))
+        print(f"screenshot: {tmp_path / 'same-scale.png'}")

@@ -15,6 +15,7 @@ const state = {
   searches: 0,        // searches answered (or refused) so far
   current: -1,        // index in hits of the hit open in the viewer (-1: none)
   region: null,       // {x, y, w, h} of the last region query (null: an image query)
+  queryExtent: null,  // {w, h} px at 1x of the last region query (compare.js)
   opened: Promise.resolve(),  // settles when the slide asked for last is shown
   restoring: false,   // the page is being set from its URL (pagestate.js)
   drawing: false,
@@ -176,6 +177,7 @@ function options() {
 
 async function searchImage(file) {
   state.region = null;  // an uploaded image is not in the page's URL
+  state.queryExtent = null;  // its scale is each hit's magnification (compare.js)
   const preview = $("query-preview");
   preview.src = URL.createObjectURL(file);
   const form = new FormData();
@@ -193,6 +195,7 @@ async function searchRegion(r) {
   if (at) body.magnification = Number(at);
   if ($("opt-exclude").checked) body.exclude_query_slide = true;
   const slide = state.slides.find((s) => s.slide_id === state.slideId);
+  state.queryExtent = regionExtent(r, slide);
   $("query-preview").src = regionURL(
     { ...r, slide_id: state.slideId, magnification: slide.base_magnification }, 320);
   await runSearch(`${slideName(state.slideId)} region`, {
@@ -290,11 +293,7 @@ function openHit(i) {
   items[i].scrollIntoView({ block: "nearest" });
   state.current = i;
   openSlide(hit.slide_id, { x: hit.x, y: hit.y, w: hit.w, h: hit.h });
-  $("compare-query").src = $("query-preview").src;
-  $("compare-hit").src = regionURL(hit, 320);
-  $("compare-hit-caption").textContent =
-    `hit ${hit.rank} of ${state.hits.length}: ${hit.slide}, ${hit.magnification}x`;
-  $("compare").hidden = false;
+  showCompare(hit);
   writeURL();
 }
 
