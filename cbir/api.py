@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +31,8 @@ from cbir.search.query import (
 )
 from cbir.search.region_hits import region_hits
 from cbir.search.scales import ScaleSelector
+from cbir.search.slide_hits import SlideSearchResult
+from cbir.search.slide_search import search_slide
 from cbir.search.tiles import RERANK_TIE_WIDEN, reranks, tile_hits
 from cbir.search.verified import local_search, verify_hits
 from cbir.slides.open import decode_image
@@ -336,6 +339,20 @@ class Index:
                 self.collection, codes.reshape(1, -1), k, x1, allowed, expand, slide_ids
             )
         return region_hits(self.collection, codes, k, allowed, slide_ids)
+
+    def search_slide(
+        self, slide: str | os.PathLike[str] | int, k: int | None = None, **options: Any
+    ) -> SlideSearchResult:
+        """Top-k slides like `slide`: an indexed slide (id, path, file name, or a file with
+        its content: its stored mosaic, nothing read) or a slide file (its mosaic tiles
+        read and described). Options (cbir.search.slide_search.search_slide): `method`
+        "pooled" (cosine of mean-pooled codes), "median" or "mosaic" (then median-of-
+        minimum to every tile / the mosaic tiles); exclude_query_slide, with `case_label` also
+        every slide sharing the query's value of that label; slides and vote as `search`."""
+        self.bundle.pipeline.descriptor  # noqa: B018  # built on first use; not timed
+        k = self.recipe.search.k if k is None else k
+        query = slide if isinstance(slide, int) else str(slide)
+        return search_slide(self.collection, query, k, self.min_tissue, **options)
 
     def tiles_at(self, magnifications: Sequence[float], slide_ids: set[int] | None) -> int:
         """Indexed tiles at these magnifications of these slides (None: every slide)."""

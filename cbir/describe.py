@@ -25,6 +25,7 @@ from cbir.pipeline import TilePipeline
 from cbir.progress import NoProgress, Progress
 from cbir.recipes import Recipe
 from cbir.slides import Slide, SlideInfo, open_slide
+from cbir.slides.mosaic import SlideMosaic, ThumbnailColours, slide_mosaic
 from cbir.slides.open import file_checksum
 from cbir.slides.tile_batcher import GPU_READERS, gathering, gathers_for_gpu
 from cbir.slides.tiling import (
@@ -35,11 +36,12 @@ from cbir.slides.tiling import (
     grid_for,
     read_superblock,
     slide_magnifications,
-    slide_tissue,
     superblock_side,
     superblocks,
     tissue_cells,
+    tissue_thumbnail,
 )
+from cbir.slides.tissue import TissueFractions, tissue_mask
 from cbir.timing import StageTimer
 
 log = logging.getLogger("cbir")
@@ -69,6 +71,7 @@ class DescribedSlide:
     min_tissue_fraction: float
     scales: list[DescribedScale]
     references: dict[float, np.ndarray] = field(default_factory=dict)  # {mag: (r,t,t,3)}
+    mosaic: SlideMosaic | None = None  # None: chosen by place when stored
 
     @property
     def n_tiles(self) -> int:
@@ -132,6 +135,7 @@ class SlidePlan:
     min_tissue_fraction: float
     grids: list[GridGeometry]
     keeps: list[np.ndarray]  # (rows, cols) bool per grid
+    mosaic: SlideMosaic | None = None  # the tiles a slide query searches with
 
     @property
     def n_tiles(self) -> int:
@@ -171,9 +175,14 @@ def plan_slide(
                 f"({', '.join(f'{m:g}x' for m in mags)}); nothing to index"
             )
         with timer("tissue"):
-            tissue = slide_tissue(slide, smallest_tile=min(g.size for g in grids))
+            thumb = tissue_thumbnail(slide, smallest_tile=min(g.size for g in grids))
+            tissue = TissueFractions(tissue_mask(thumb), slide.dimensions)
             keeps = [tissue_cells(g, tissue, min_tissue) for g in grids]
-    plan = SlidePlan(Path(path), slide.info, checksum, base_magnification, min_tissue, grids, keeps)
+        with timer("mosaic"):
+            mosaic = slide_mosaic(grids, keeps, ThumbnailColours(thumb, slide.dimensions))
+    plan = SlidePlan(
+        Path(path), slide.info, checksum, base_magnification, min_tissue, grids, keeps, mosaic
+    )
     if plan.n_tiles == 0:
         raise EmptyTissueError(
             f"{path}: no tile has at least {min_tissue:.0%} tissue at any magnification "
@@ -264,7 +273,9 @@ def describe_plan(
         if references:
             with timer("references"):
                 refs = reference_tiles(slide, grids, keeps)
-    return DescribedSlide(plan.info, plan.checksum, plan.min_tissue_fraction, scales, refs)
+    return DescribedSlide(
+        plan.info, plan.checksum, plan.min_tissue_fraction, scales, refs, plan.mosaic
+    )
 
 
 def _describe_tiles(

@@ -254,16 +254,34 @@ register_listing(app)  # cbir/cli/listing.py: backbones, recipes
 @cli_errors
 def evaluate_cmd(
     tiles: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--tiles",
             help="Labelled tiles: class sub-folders, or a labels.csv with columns path,label.",
         ),
-    ],
+    ] = None,
+    slides: Annotated[
+        Path | None,
+        typer.Option(
+            "--slides",
+            help="Labelled slides (a folder; --labels: CSV slide,label[,case]): each slide "
+            "queries an index of the others, its case left out.",
+        ),
+    ] = None,
     recipe: RecipeOpt = DEFAULT_RECIPE,
     labels: Annotated[
-        Path | None, typer.Option(help="CSV path,label (default: TILES/labels.csv if present).")
+        Path | None,
+        typer.Option(
+            help="CSV path,label (tiles) or slide,label[,case] (slides) (default: "
+            "labels.csv in the folder)."
+        ),
     ] = None,
+    method: Annotated[
+        str,
+        typer.Option(
+            help="Slides: rank by pooled, median or mosaic (as cbir search --slide-ranking)."
+        ),
+    ] = "pooled",
     weights: WeightsOpt = None,
     space: Annotated[
         str,
@@ -296,9 +314,23 @@ def evaluate_cmd(
 ) -> None:
     """Leave-one-out retrieval quality on labelled tiles: seed-000 MAP@10, mAP@10, P@k,
     majority vote@5, per class and averaged over classes. With --weights, the tiles the
-    weights were trained on are left out."""
-    from cbir.cli.render import show_eval
+    weights were trained on are left out. With --slides: leave-one-case-out slide
+    retrieval, Acc@1/3/5, MV@1/3/5, mAP@5 and macro-F1."""
+    from cbir.cli.render import show_eval, show_slide_eval
+    from cbir.errors import CbirError
     from cbir.eval import evaluate_tiles
+
+    if (tiles is None) == (slides is None):
+        raise CbirError("evaluate: give one of --tiles DIR or --slides DIR")
+    if slides is not None:
+        from cbir.eval.slides import evaluate_slides
+
+        found = evaluate_slides(
+            slides, labels, recipe, method=method, weights=weights, device=device
+        )
+        typer.echo(found.model_dump_json()) if json_out else show_slide_eval(found)
+        return
+    assert tiles is not None
 
     if bits_sweep:
         import json

@@ -15,6 +15,7 @@ from cbir.cli.words import plural
 if TYPE_CHECKING:  # light at run time: `cbir info` and errors import no model code
     from cbir.api import Index, IndexInfo
     from cbir.eval import EvalReport
+    from cbir.eval.slides import SlideEvalReport, SlideMetricSet
     from cbir.indexer import IndexReport
     from cbir.nn.verdict import Verdict
     from cbir.search.hits import SearchResult
@@ -263,6 +264,29 @@ def show_eval(report: EvalReport) -> None:
     t.add_row(*row("mean (classes)", report.mean))
     t.add_row(*row("mean (queries)", report.micro))
     stdout.print(t)
+
+
+def show_slide_eval(report: SlideEvalReport) -> None:
+    t = table(
+        f"{report.recipe} ({report.method}): {report.slides} slides, {report.classes} "
+        f"classes ({report.protocol})"
+    )
+    cols = ("acc_at_1", "acc_at_3", "acc_at_5", "mv_at_1", "mv_at_3", "mv_at_5", "map_at_5")
+    add_text_column(t, "class")
+    for c in (*cols, "f1", "n"):
+        add_number_column(t, c.replace("_at_", "@").replace("_", " "))
+
+    def row(m: SlideMetricSet) -> list[str]:
+        f1 = "" if m.f1 is None else f"{m.f1:.3f}"
+        return [f"{getattr(m, c):.3f}" for c in cols] + [f1, str(m.queries)]
+
+    for name, m in report.per_class.items():
+        t.add_row(Text(name), *row(m))
+    t.add_row("mean", *row(report.mean))  # of the classes' means (f1: macro-F1)
+    t.add_row("all", *row(report.micro))  # every query alike
+    stdout.print(t)
+    if report.skipped:
+        stderr.print(f"not queried (no tissue): {', '.join(report.skipped)}")
 
 
 def show_verdict(verdict: Verdict) -> None:

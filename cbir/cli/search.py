@@ -11,6 +11,7 @@ import typer
 from cbir.cli.errors import cli_errors
 from cbir.cli.options import DeviceOpt, IndexArg, KOpt
 from cbir.cli.search_batch import export_lines, infos, print_result, region_of, run_batch, summary
+from cbir.cli.search_slide import run_slide_query
 from cbir.search.batch import BatchItem, csv_queries, folder_queries
 
 if TYPE_CHECKING:
@@ -46,6 +47,15 @@ def search_cmd(
             help="Region of a slide: SLIDE:x,y,w,h[@MAGx], level-0 pixels; SLIDE a path or "
             "an indexed slide's file name; without @MAGx the highest magnification indexed "
             "for it at which the region covers a tile."
+        ),
+    ] = None,
+    slide: Annotated[
+        str | None,
+        typer.Option(
+            "--slide",
+            help="A whole slide as the query: a slide file, a DICOM folder, or an indexed "
+            "slide's name; answers the most similar slides, each with its matched tile "
+            "pairs.",
         ),
     ] = None,
     k: KOpt = None,
@@ -100,6 +110,24 @@ def search_cmd(
             "back when other slides have them).",
         ),
     ] = False,
+    case_label: Annotated[
+        str | None,
+        typer.Option(
+            "--case-label",
+            metavar="KEY",
+            help="Slide queries with --exclude-query-slide: also drop the slides that share "
+            "the query's value of this label (the other slides of its case).",
+        ),
+    ] = None,
+    slide_ranking: Annotated[
+        str,
+        typer.Option(
+            "--slide-ranking",
+            help="Slide queries: pooled (cosine of mean-pooled codes), or median / mosaic "
+            "(then median-of-minimum to every tile / the mosaic tiles of the first 100 "
+            "slides).",
+        ),
+    ] = "pooled",
     vote: Annotated[
         str | None,
         typer.Option(
@@ -149,6 +177,27 @@ def search_cmd(
     from cbir.search.query import Region
     from cbir.storage.labels import check_key
 
+    names = _split_slides(slides)
+    if vote is not None:
+        check_key(vote)
+    if slide is not None:
+        _check_slide_options(query, region, scale, verify, min_similarity, orientations, export)
+        with open_index(index, device=device) as ix:
+            note_readonly(ix)
+            run_slide_query(
+                ix,
+                slide,
+                json_out,
+                k=k,
+                method=slide_ranking,
+                slides=names,
+                exclude_query_slide=exclude_query_slide,
+                case_label=case_label,
+                vote=vote,
+            )
+        return
+    if case_label is not None:
+        raise QueryError("--case-label is for slide queries (--slide)")
     if query is None and region is None:
         raise QueryError(
             "nothing to search for: give a query (an image, a folder of images or a CSV of "
@@ -156,9 +205,6 @@ def search_cmd(
         )
     if query is not None and region is not None:
         raise QueryError("give either a query (image, folder or CSV) or --region, not both")
-    names = _split_slides(slides)
-    if vote is not None:
-        check_key(vote)
     if export is not None:
         check_target(export)
     batch: list[BatchItem] | None = None
@@ -214,6 +260,32 @@ def _export_one(
     image, _ = ix.query_image(query)
     report = export_result(result, image, out, infos(ix), region_of(ix, query))
     export_lines(report.missing, f"exported to {out}", json_out)
+
+
+def _check_slide_options(
+    query: Path | None,
+    region: str | None,
+    scale: str,
+    verify: bool | None,
+    min_similarity: float | None,
+    orientations: bool,
+    export: Path | None,
+) -> None:
+    """A slide query takes none of the patch queries' own options."""
+    from cbir.errors import QueryError
+
+    if query is not None or region is not None:
+        raise QueryError("give one query: an image, --region or --slide")
+    given = {
+        "--scale": scale != "all",
+        "--verify": bool(verify),
+        "--min-similarity": min_similarity is not None,
+        "--orientations": orientations,
+        "--export": export is not None,
+    }
+    if any(given.values()):
+        names = ", ".join(n for n, on in given.items() if on)
+        raise QueryError(f"{names}: not for slide queries (--slide)")
 
 
 def register(app: typer.Typer) -> None:

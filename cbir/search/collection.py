@@ -4,8 +4,8 @@ cbir.search take a `Collection`, never the API's `Index`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from cbir.search.hamming import hamming_matrix
 from cbir.search.hits import Hit
@@ -29,6 +29,8 @@ class Collection:
     per_tile: int
     code_similarity: SimilarityScale  # distances between codes (the index's)
     vector_similarity: SimilarityScale  # squared L2 between stored descriptors (rerank)
+    #: Slide mosaics read so far ({slide id: StoredMosaic or None}; cbir.search.slide_rank).
+    mosaics: dict[int, Any] = field(default_factory=dict)
 
     @classmethod
     def of(cls, bundle: Bundle) -> Collection:

@@ -1,6 +1,7 @@
 """`cbir serve`: the HTTP API and web page over one bundle.
 
     POST /search                     multipart image (+ form fields), or a JSON region
+    POST /search/slide               an indexed slide as the query: similar slides
     GET  /slides, /info, /healthz
     GET  /slides/{id}/region.png     a rectangle of an indexed slide at a magnification
     GET  /slides/{id}.dzi            Deep Zoom descriptor, and its tiles:
@@ -41,11 +42,12 @@ from cbir.serve.bodies import (
 from cbir.serve.config import ServeConfig
 from cbir.serve.docs import add_offline_docs
 from cbir.serve.export_zip import export_zip
-from cbir.serve.generation import Generation, SlideNotFound
+from cbir.serve.generation import SlideNotFound
 from cbir.serve.holder import BundleHolder
 from cbir.serve.imagery import TileCache, dz_tile_jpeg, dzi_xml, region_png
 from cbir.serve.limits import BodyLimit
-from cbir.serve.schemas import Health, RegionSearch, SearchOptions, SlideView
+from cbir.serve.queries import region_query, search_kwargs, slide_search_kwargs
+from cbir.serve.schemas import Health, RegionSearch, SearchOptions, SlideSearch, SlideView
 from cbir.serve.security import AccessLog, HostCheck, TokenGate
 
 STATIC = Path(__file__).parent / "static"
@@ -267,10 +269,10 @@ def create_app(
         def run() -> str | bytes:
             with holder.lease() as gen:
                 if region is not None:
-                    query, shown = _region_query(gen, region)
+                    query, shown = region_query(gen, region)
                 else:
                     query, shown = decode_upload(data, name), name
-                kwargs = _search_kwargs(gen, options)
+                kwargs = search_kwargs(gen, options)
                 with gen.search_lock:
                     try:
                         result = gen.index.search(query, **kwargs)
@@ -286,6 +288,23 @@ def create_app(
             body = await workers.search(run)
             return Response(body, media_type="application/zip", headers=headers)
         return Response(await workers.search(run), media_type="application/json")
+
+    @app.post("/search/slide")
+    async def search_slide(body: SlideSearch) -> Response:
+        """An indexed slide as the query: the slides most like it, each with its tile
+        pairs (query tile -> nearest tile), from the slide's stored mosaic."""
+
+        def run() -> str:
+            with holder.lease() as gen:
+                kwargs = slide_search_kwargs(gen, body)
+                with gen.search_lock:
+                    return gen.index.search_slide(**kwargs).model_dump_json()
+
+        workers.search_started()
+        try:
+            return Response(await workers.search(run), media_type="application/json")
+        finally:
+            workers.search_ended()
 
     @app.get("/slides/{slide_id:int}/region.png", response_class=Response)
     async def region(
@@ -336,44 +355,6 @@ def create_app(
             raise HTTPException(404, str(exc)) from None
 
     return app
-
-
-def _region_query(gen: Generation, r: RegionSearch):  # type: ignore[no-untyped-def]
-    """A region search's query (a `Region` of the slide's file) and the name shown for
-    it (the slide's name: the server's paths stay on the server)."""
-    from cbir.search.query import Region
-
-    record = gen.index.slides.get(r.slide)
-    if record is None:
-        raise SlideNotFound(f"no slide {r.slide} in this bundle")
-    mag = r.magnification
-    if mag is None:
-        mag = gen.index.region_magnification(record, r.w, r.h)
-    region = Region(slide=record.info.path, x=r.x, y=r.y, w=r.w, h=r.h, magnification=mag)
-    return region, str(region.model_copy(update={"slide": record.info.name}))
-
-
-def _search_kwargs(gen: Generation, o: SearchOptions) -> dict[str, Any]:
-    """`Index.search` keyword arguments from the request's options."""
-    kwargs: dict[str, Any] = {
-        "k": o.k,
-        "scale": o.scale,
-        "verify": o.verify,
-        "allow_background": o.allow_background,
-        "min_similarity": o.min_similarity,
-        "expand": o.expand,
-    }
-    if o.slides is not None:
-        unknown = [s for s in o.slides if s not in gen.index.slides]
-        if unknown:
-            raise QueryError(f"slides: no slide {unknown[0]} in this bundle")
-        kwargs["slides"] = [gen.index.slides[s].info.path for s in o.slides]
-    return {
-        **kwargs,
-        "exclude_query_slide": o.exclude_query_slide,
-        "vote": o.vote,
-        "orientations": o.orientations,
-    }
 
 
 def app_from_environment() -> FastAPI:

@@ -46,6 +46,31 @@ class RegionSearch(SearchOptions):
     magnification: float | None = Field(None, gt=0)
 
 
+class SlideSearch(BaseModel):
+    """An indexed slide as the query (its stored mosaic): the slides most like it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    slide: int = Field(strict=True, description="Slide id (GET /slides).")
+    k: int | None = Field(None, ge=1, le=1000, description="Slides (the recipe's k if unset).")
+    method: str = Field(
+        "pooled",
+        description='"pooled": cosine of mean-pooled code vectors; "median" / "mosaic": '
+        "then median-of-minimum from the query's mosaic tiles to every tile / the mosaic "
+        "tiles of the first 100 slides.",
+    )
+    slides: list[int] | None = Field(None, description="Rank only these slide ids.")
+    exclude_query_slide: bool = Field(False, description="Leave out the query slide.")
+    case_label: str | None = Field(
+        None,
+        description="With exclude_query_slide: also leave out the slides sharing the "
+        "query's value of this label (its case).",
+    )
+    vote: str | None = Field(
+        None, description="A slide label: majority vote of the ranked slides' values."
+    )
+
+
 class SlideView(BaseModel):
     """An indexed slide as the web page needs it."""
 

@@ -107,14 +107,20 @@ def grid_for(
 MIN_THUMBNAIL_PX_PER_TILE = 8
 
 
-def slide_tissue(slide: Slide, smallest_tile: float) -> TissueFractions:
-    """Tissue fractions of `slide`, from the thumbnail stored in the file when it resolves
-    a tile of `smallest_tile` level-0 px well enough, else from one read of the slide."""
-    width, height = slide.dimensions
+def tissue_thumbnail(slide: Slide, smallest_tile: float) -> np.ndarray:
+    """(h, w, 3) uint8 overview of `slide` for its tissue mask: the thumbnail stored in
+    the file when it resolves a tile of `smallest_tile` level-0 px well enough, else one
+    read of the slide."""
+    width = slide.dimensions[0]
     thumb = slide.stored_thumbnail()
     if thumb is None or width / thumb.shape[1] > smallest_tile / MIN_THUMBNAIL_PX_PER_TILE:
         thumb, _ = slide.thumbnail(THUMBNAIL_SIDE)
-    return TissueFractions(tissue_mask(thumb), (width, height))
+    return thumb
+
+
+def slide_tissue(slide: Slide, smallest_tile: float) -> TissueFractions:
+    """Tissue fractions of `slide`, from its `tissue_thumbnail`."""
+    return TissueFractions(tissue_mask(tissue_thumbnail(slide, smallest_tile)), slide.dimensions)
 
 
 def tissue_cells(grid: GridGeometry, tissue: TissueFractions, min_fraction: float) -> np.ndarray:

@@ -324,3 +324,46 @@ class ScaleReferences(Artifact):
 
     def rows_of(self, store: MetadataStore, tile_ids: np.ndarray) -> int:
         return 0  # references are not tiles of a slide: they stay until a merge drops them
+
+
+@register
+class SlideMosaics(Artifact):
+    """Each slide's mosaic tile ids and mean-pooled code vector (cbir.storage.mosaics),
+    by slide id in LMDB: what a slide query searches with and ranks slides by first."""
+
+    name = "mosaics"
+
+    def store(self, seg: SegmentStage, state: CollectionState, rows: SlideRows) -> None:
+        from cbir.slides.mosaic import mosaic_magnification
+        from cbir.storage.mosaics import mosaic_from_grid, put_mosaic
+
+        assert seg.meta is not None
+        chosen = rows.described.mosaic
+        mags = [g.geometry.magnification for g in rows.grids if g.valid.any()]
+        if not mags:
+            return
+        mag = chosen.magnification if chosen is not None else mosaic_magnification(mags)
+        grid = next(g for g in rows.grids if g.geometry.magnification == mag)
+        pipe = state.pipeline
+        stored = mosaic_from_grid(grid, pipe.codes_from_bytes, pipe.binary, chosen)
+        put_mosaic(seg.meta, rows.txn, rows.slide_id, stored)
+
+    def copy(self, seg: SegmentStage, state: CollectionState, rows: MergedRows) -> None:
+        from cbir.storage.mosaics import copy_mosaics
+
+        assert seg.meta is not None
+        copy_mosaics(seg.meta, rows.txn, rows.source.store, rows.live)
+
+    def finish(self, seg: SegmentStage, state: CollectionState) -> ArtifactEntry:
+        assert seg.meta is not None
+        return ArtifactEntry(rows=seg.meta.value_count("mosaics"))
+
+    def rows_of(self, store: MetadataStore, tile_ids: np.ndarray) -> int:
+        return len(set((np.asarray(tile_ids, np.int64) >> 32).tolist()) & _mosaic_slides(store))
+
+
+def _mosaic_slides(store: MetadataStore) -> set[int]:
+    """Ids of the slides with a stored mosaic."""
+    from cbir.storage.mosaics import read_mosaic
+
+    return {r.slide_id for r in store.slide_list() if read_mosaic(store, r.slide_id) is not None}

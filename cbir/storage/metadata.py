@@ -88,7 +88,7 @@ def tile_key(tile_id: int) -> bytes:
 
 
 #: Named databases of a store (format 2 also had "tiles": one record per tile).
-DATABASES = (b"slides", b"paths", b"grids", b"vectors", b"refs", b"locals")
+DATABASES = (b"slides", b"paths", b"grids", b"vectors", b"refs", b"locals", b"mosaics")
 
 
 _SHARED: dict[tuple, list] = {}  # (path, file identity) -> [store, references]
@@ -108,8 +108,8 @@ def _release(key: tuple) -> bool:
 
 class MetadataStore:
     """An LMDB environment with named databases slides, paths, grids, vectors, refs,
-    locals. `layout`: the bundle format its grids are stored in (2 or 3). Decoded grids
-    are cached: stores are immutable once published."""
+    locals, mosaics (cbir.storage.mosaics). `layout`: the bundle format its grids are
+    stored in (2 or 3). Decoded grids are cached: stores are immutable once published."""
 
     def __init__(self, path: Path, readonly: bool, layout: int = 3) -> None:
         self.path = path
@@ -133,6 +133,11 @@ class MetadataStore:
         self.locals: object | None = None  # bundles written before local features lack it
         try:
             self.locals = self.env.open_db(b"locals", create=not readonly)
+        except lmdb.NotFoundError:
+            pass
+        self.mosaics: object | None = None  # nor bundles written before slide mosaics
+        try:
+            self.mosaics = self.env.open_db(b"mosaics", create=not readonly)
         except lmdb.NotFoundError:
             pass
         self._grids: dict[tuple[int, float], CodeGrid | None] = {}
