@@ -22,17 +22,28 @@ SLIDE_SUFFIXES = {
 
 
 def expand_slides(paths: list[Path]) -> list[Path]:
-    """Files as given; directories expand to the slide and image files inside them.
-    A directory with none is an error naming it (CbirError)."""
+    """Files as given; a DICOM WSI folder is one slide; other directories expand to the
+    slide and image files and the DICOM WSI folders inside them. A directory with none
+    is an error naming it (CbirError)."""
     from cbir.errors import CbirError
+    from cbir.slides.dicom_slide import is_dicom_folder
 
     out: list[Path] = []
     for p in paths:
-        if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.suffix.lower() in SLIDE_SUFFIXES)
+        if is_dicom_folder(p):
+            out.append(p)
+        elif p.is_dir():
+            found = sorted(
+                f
+                for f in p.iterdir()
+                if (f.is_file() and f.suffix.lower() in SLIDE_SUFFIXES) or is_dicom_folder(f)
+            )
             if not found:
                 suffixes = ", ".join(sorted(SLIDE_SUFFIXES))
-                raise CbirError(f"{p}: no slide or image files in this folder ({suffixes})")
+                raise CbirError(
+                    f"{p}: no slide or image files in this folder ({suffixes}), nor DICOM "
+                    "WSI folders"
+                )
             out.extend(found)
         else:
             out.append(p)

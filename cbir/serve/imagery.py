@@ -44,10 +44,9 @@ class SlideView:
     def read_region(
         self, location: tuple[int, int], level: int, size: tuple[int, int]
     ) -> Image.Image:
-        """(w, h) RGBA pixels of `level` whose top left is `location` (level-0 px)."""
-        d = self.level_downsamples[level]
-        x, y = round(location[0] / d), round(location[1] / d)
-        rgb = self._slide.read_level(level, x, y, size[0], size[1])
+        """(w, h) RGBA pixels of `level` whose top left is `location` (level-0 px, as
+        `Slide.read_level` takes it)."""
+        rgb = self._slide.read_level(level, location[0], location[1], size[0], size[1])
         return Image.fromarray(np.ascontiguousarray(rgb)).convert("RGBA")
 
 

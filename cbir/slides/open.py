@@ -15,6 +15,13 @@ from PIL import Image
 from cbir.errors import SlideReadError
 from cbir.slides.array_slide import ArraySlide
 from cbir.slides.base import Slide, SlideInfo, magnification_from_mpp
+from cbir.slides.dicom_slide import (
+    dicom_files,
+    instance_note,
+    is_dicom_file,
+    is_dicom_folder,
+    open_dicom,
+)
 from cbir.slides.openslide_slide import OpenSlideSlide
 
 #: Base magnification assumed for a slide that states neither objective power nor mpp.
@@ -28,7 +35,13 @@ Image.MAX_IMAGE_PIXELS = None  # plain images can be large scans; we read them o
 
 
 def file_checksum(path: Path, chunk: int = 1 << 20) -> str:
-    """sha256 of (size, first MiB, last MiB): identifies a slide file without reading GBs."""
+    """sha256 of (size, first MiB, last MiB): identifies a slide file without reading GBs;
+    a DICOM folder's is that of its files' names and checksums."""
+    if path.is_dir():
+        digest = hashlib.sha256()
+        for f in dicom_files(path):
+            digest.update(f"{f.name}:{file_checksum(f, chunk)}\n".encode())
+        return "sha256-dicom:" + digest.hexdigest()
     size = path.stat().st_size
     digest = hashlib.sha256(str(size).encode())
     with path.open("rb") as fh:
@@ -151,11 +164,15 @@ def open_slide(path: str | os.PathLike[str], base_magnification: float | None = 
     ):
         raise SlideReadError(f"{p}: base magnification {base_magnification} must be > 0")
     if p.is_dir():
-        raise SlideReadError(f"{p}: is a directory, not a slide")
+        if is_dicom_folder(p):
+            return open_dicom(p, base_magnification, _base_magnification)
+        raise SlideReadError(f"{p}: is a directory, not a slide (nor a DICOM WSI series)")
     if not p.is_file():
         raise SlideReadError(f"{p}: no such file")
     if p.stat().st_size == 0:
         raise SlideReadError(f"{p}: file is empty (0 bytes)")
+    if is_dicom_file(p):
+        raise SlideReadError(instance_note(p))
     try:
         vendor = openslide.OpenSlide.detect_format(str(p))
     except openslide.OpenSlideError:
