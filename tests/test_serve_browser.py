@@ -520,3 +520,37 @@ def test_query_and_hit_are_shown_at_the_same_scale(server: str, tmp_path: Path) 
             assert got["caption"] == f"both at {scale:.1f}x on screen"
         page.screenshot(path=str(tmp_path / "same-scale.png"))
         print(f"screenshot: {tmp_path / 'same-scale.png'}")
+
+
+def test_similar_slides(labelled_server: str, tmp_path: Path) -> None:
+    """ "Similar slides" on the shown slide lists the other slides with scores; opening one
+    numbers its matched tiles on it, and the same numbers on the query slide's tiles."""
+    pairs = "document.querySelectorAll('#viewer .pair-marker').length"
+    with browser_page() as page:
+        page.goto(labelled_server + "/")
+        page.wait_for_selector("body[data-ready='1']")
+        query = page.evaluate("window.cbir.slideId")
+        page.click("#similar-slides")
+        page.wait_for_selector("#hits .slide-hit")
+        result = page.evaluate("window.cbir.slideQuery.result")
+        assert result["hits"] and all(h["slide_id"] != query for h in result["hits"])
+        assert "similarity" in page.inner_text("#hits .slide-hit")
+        n = len(result["hits"])
+        assert page.inner_text("#status").startswith(f"{n} slide{'s' if n > 1 else ''} like")
+        page.keyboard.press("n")  # the first ranked slide
+        hit = result["hits"][0]
+        shown = min(10, len(hit["pairs"]))
+        page.wait_for_function(
+            f"window.cbir.slideId === {hit['slide_id']} && {pairs} === {shown}", timeout=20_000
+        )
+        assert not page.evaluate("document.getElementById('compare').hidden")
+        page.wait_for_function("document.getElementById('compare-hit').naturalWidth > 0")
+        page.screenshot(path=str(tmp_path / "similar-hit.png"))
+        page.select_option("#slide-select", str(query))  # the query slide: the same pairs
+        page.wait_for_function(
+            f"window.cbir.slideId === {query} && {pairs} === {shown}", timeout=20_000
+        )
+        page.screenshot(path=str(tmp_path / "similar-query.png"))
+        print(f"screenshots: {tmp_path}")
+        page.set_input_files("#query-file", str(tmp_path / "similar-hit.png"))
+        page.wait_for_function("window.cbir.slideQuery === null")  # a patch search replaces it

@@ -16,6 +16,7 @@ const state = {
   current: -1,        // index in hits of the hit open in the viewer (-1: none)
   region: null,       // {x, y, w, h} of the last region query (null: an image query)
   queryExtent: null,  // {w, h} px at 1x of the last region query (compare.js)
+  slideQuery: null,   // {query, result, current} of "Similar slides" (slidequery.js)
   opened: Promise.resolve(),  // settles when the slide asked for last is shown
   restoring: false,   // the page is being set from its URL (pagestate.js)
   drawing: false,
@@ -83,6 +84,7 @@ function openSlide(slideId, rect) {
       state.overlayReady = true;
     }
     addMarkers(slideId, rect);  // after the hit: currentOverlays[0] is the hit
+    addPairMarks(slideId);  // a slide query's matched tiles (slidequery.js)
   };
   let shown;
   state.opened = new Promise((resolve) => { shown = resolve; });
@@ -212,6 +214,7 @@ function regionMag(result) {
 }
 
 async function runSearch(label, request) {
+  state.slideQuery = null;  // a patch search replaces a slide query's results
   state.lastRequest = request;  // what Export sends again
   $("export").disabled = true;
   setStatus(`searching ${label}...`);
@@ -317,6 +320,12 @@ async function exportHits() {
 }
 
 function stepHit(by) {
+  const sq = state.slideQuery;
+  if (sq && sq.result.hits.length) {  // the ranked slides of "Similar slides"
+    const n = sq.result.hits.length;
+    openSlideHit(sq.current < 0 ? (by > 0 ? 0 : n - 1) : (sq.current + by + n) % n);
+    return;
+  }
   openHit(state.current < 0 ? (by > 0 ? 0 : -1) : state.current + by);
 }
 
@@ -339,6 +348,7 @@ async function init() {
   $("hit-prev").addEventListener("click", () => stepHit(-1));
   $("export").addEventListener("click", () => exportHits());
   $("hit-next").addEventListener("click", () => stepHit(1));
+  $("similar-slides").addEventListener("click", () => searchSimilarSlides());
   document.addEventListener("keydown", (e) => {  // n / p: next / previous hit
     if (e.target.closest && e.target.closest("input, select, textarea")) return;
     if (e.key === "n") stepHit(1);

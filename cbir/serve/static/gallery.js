@@ -19,6 +19,14 @@ function slideFilterOption() {
   return kept.length === state.slides.length ? null : kept.map((s) => s.slide_id);
 }
 
+// A whole slide's thumbnail (at most 160 px a side).
+function slideThumbURL(slide) {
+  const side = Math.max(slide.width, slide.height);
+  const q = new URLSearchParams({ x: 0, y: 0, w: slide.width, h: slide.height,
+    magnification: slide.base_magnification * Math.min(1, 2048 / side), max_side: 160 });
+  return `/slides/${slide.slide_id}/region.png?${q}`;
+}
+
 function renderGallery() {
   const list = $("gallery");
   list.replaceChildren();
@@ -27,10 +35,7 @@ function renderGallery() {
     li.dataset.slideId = String(slide.slide_id);
     li.classList.toggle("current", slide.slide_id === state.slideId);
     const img = document.createElement("img");
-    const side = Math.max(slide.width, slide.height);
-    const q = new URLSearchParams({ x: 0, y: 0, w: slide.width, h: slide.height,
-      magnification: slide.base_magnification * Math.min(1, 2048 / side), max_side: 160 });
-    img.src = `/slides/${slide.slide_id}/region.png?${q}`;
+    img.src = slideThumbURL(slide);
     img.alt = slide.name;
     img.loading = "lazy";
     const name = document.createElement("div");
