@@ -66,7 +66,8 @@ def test_mosaic_covers_each_colour_and_place() -> None:
     assert np.array_equal(kept, choose_mosaic(centres, colours))
     capped = choose_mosaic(centres, colours, MosaicSpec(max_tiles=10))
     assert 2 <= len(capped) <= 10 and set(left[:0]) <= {True, False}
-    assert len(choose_mosaic(centres[:3], None)) == 1  # a tiny slide: one tile stands for it
+    assert len(choose_mosaic(centres[:3], None)) == 3  # a tiny slide: all its tiles
+    assert len(choose_mosaic(centres[:100], None)) == 16  # a small one: MIN_MOSAIC_TILES
 
 
 @needs_shared_data
@@ -203,3 +204,17 @@ def test_evaluate_slides(parts: Path) -> None:
     assert r.exit_code != 0 and "nosuch.tif: no such slide" in r.output
     r = runner.invoke(app, ["evaluate"])
     assert r.exit_code != 0 and "give one of --tiles DIR or --slides DIR" in r.output
+
+
+def test_a_bundle_from_before_mosaics_answers_slide_queries(tmp_path: Path) -> None:
+    """Bundles written before mosaics were stored (format 2 here) have no `mosaics`
+    table: a slide's mosaic is chosen from its stored grid (by place) when asked."""
+    root = tmp_path / "idx"
+    shutil.copytree(Path(__file__).parent / "data" / "bundle-format2", root)
+    with cbir.open_index(root) as ix:
+        for method in METHODS:
+            result = ix.search_slide(1, k=2, method=method)
+            assert result.query_tiles >= 1
+            assert [h.slide for h in result.hits] == ["generated.tif", "second.tif"]
+            assert result.hits[0].similarity == pytest.approx(1.0)
+            assert result.hits[0].pairs[0].query == result.hits[0].pairs[0].hit

@@ -21,6 +21,9 @@ COLOUR_CLUSTERS = 9
 MOSAIC_FRACTION = 0.05
 #: Most tiles in a mosaic: a slide query searches this many tiles at most.
 MAX_MOSAIC_TILES = 100
+#: Fewest tiles in a mosaic (all of a slide's tiles when it has fewer): 5% of a small
+#: slide or a biopsy would be one or two tiles, too few for a median.
+MIN_MOSAIC_TILES = 16
 #: Mosaics are taken at this magnification (Yottixel's and SISH's), so that slides
 #: scanned at 20x and at 40x compare at the same scale.
 MOSAIC_MAGNIFICATION = 20.0
@@ -38,6 +41,7 @@ class MosaicSpec:
     clusters: int = COLOUR_CLUSTERS
     fraction: float = MOSAIC_FRACTION
     max_tiles: int = MAX_MOSAIC_TILES
+    min_tiles: int = MIN_MOSAIC_TILES
 
 
 class ThumbnailColours:
@@ -99,7 +103,7 @@ def choose_mosaic(
 ) -> np.ndarray:
     """The mosaic of a slide's n tiles: centres (n, 2) level-0 px, colours (n, f) (None:
     by place only) -> sorted (m,) int64 indices of the kept tiles, 1 <= m <= max_tiles
-    (m = n when n is that small). Deterministic for a seed."""
+    (about fraction * n, at least min(n, min_tiles)). Deterministic for a seed."""
     n = len(centres)
     if n == 0:
         return np.zeros(0, np.int64)
@@ -110,7 +114,7 @@ def choose_mosaic(
         labels = _kmeans(z, spec.clusters, seed)
     groups = [np.flatnonzero(labels == c) for c in np.unique(labels)]
     # each colour cluster keeps its share of the mosaic, at least one tile
-    want = min(spec.max_tiles, max(len(groups), round(spec.fraction * n)))
+    want = min(spec.max_tiles, n, max(len(groups), spec.min_tiles, round(spec.fraction * n)))
     shares = [max(1, round(want * len(g) / n)) for g in groups]
     while sum(shares) > spec.max_tiles:  # rounding up the small clusters overshot
         shares[int(np.argmax(shares))] -= 1
