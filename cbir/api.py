@@ -115,20 +115,11 @@ class Index:
         """`region` with its slide as a file path (an indexed slide's stored path when it
         is one: named by path or by its unique file name) and its magnification when
         unset: the highest indexed one of that slide at which it covers a whole tile."""
-        given = Path(region.slide)
-        record = self._by_path.get(str(given.resolve())) if given.exists() else None
-        if record is None and not given.exists():
-            named = [r for r in self.slides.values() if r.info.name in (region.slide, given.name)]
-            if not named:
-                raise QueryError(
-                    f"{region.slide}: no such file, and no slide of this name in {self.bundle.root}"
-                )
-            if len(named) > 1:
-                raise QueryError(
-                    f"{region.slide}: several indexed slides have this name; give its path"
-                )
-            record = named[0]
-        slide = record.info.path if record is not None else str(given)
+        from cbir.storage.slide_names import lookup_slide
+
+        records = list(self.slides.values())
+        record = lookup_slide(records, region.slide, self.bundle.root, error=QueryError, files=True)
+        slide = record.info.path if record is not None else str(Path(region.slide))
         mag = region.magnification
         if mag is None:
             if record is None:

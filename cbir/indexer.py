@@ -313,19 +313,9 @@ def give_labels(
 
 def resolve_slide(meta: SegmentedMeta, name_or_path: str, bundle: object) -> str:
     """The stored path of a slide given by path or by file name (which must be unique)."""
-    resolved = str(Path(name_or_path).resolve())
-    records = meta.slide_list()
-    for r in records:
-        if r.info.path == resolved:
-            return r.info.path
-    by_name = [
-        r for r in records if r.info.name == name_or_path or r.info.name == Path(name_or_path).name
-    ]
-    if len(by_name) == 1:
-        return by_name[0].info.path
-    if len(by_name) > 1:
-        raise CbirError(f"{name_or_path}: several slides in {bundle} have this name; give the path")
-    raise CbirError(f"{name_or_path}: not in {bundle}")
+    from cbir.storage.slide_names import find_slide
+
+    return find_slide(meta.slide_list(), name_or_path, bundle).info.path
 
 
 def remove_slides(index_path: str | os.PathLike[str], slides: Sequence[str]) -> IndexReport:

@@ -303,7 +303,7 @@ def test_a_region_names_its_slide_by_file_name_and_may_leave_out_the_magnificati
         hits = index.search("generated.tif:448,224,896,896", k=3).hits
         assert [(h.slide, h.x, h.y) for h in hits] == expected
     line = one_line_error(*run("search", bundle, "--region", "nope.tif:0,0,500,500")[::2])
-    assert "nope.tif" in line and "no slide of this name" in line
+    assert "nope.tif: no such file, and not a slide of" in line and "generated.tif" in line
     line = one_line_error(*run("search", bundle, "--region", "generated.tif:0,0,100,100")[::2])
     assert "smaller than one 224 px tile" in line
 

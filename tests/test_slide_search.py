@@ -148,7 +148,7 @@ def test_a_slide_file_not_indexed_is_read_and_described(parts: Path, tmp_path: P
 @needs_shared_data
 def test_slide_query_refusals(parts_index: Path) -> None:
     with cbir.open_index(parts_index) as ix:
-        with pytest.raises(QueryError, match="nosuch.tif: no such file, and no slide"):
+        with pytest.raises(QueryError, match="nosuch.tif: no such file, and not a slide of"):
             ix.search_slide("nosuch.tif")
         with pytest.raises(QueryError, match="needs exclude_query_slide"):
             ix.search_slide("cmu-0.tif", case_label="case")

@@ -38,7 +38,8 @@ def label_cmd(
     hits' values."""
     import json
 
-    from cbir.storage.labels import find_slide, label_slide, parse_labels
+    from cbir.storage.labels import LabelError, label_slide, parse_labels
+    from cbir.storage.slide_names import find_slide
 
     new = parse_labels(labels or [])
     if new or unset:
@@ -47,7 +48,7 @@ def label_cmd(
         from cbir.storage.bundle import Bundle
 
         with Bundle.open(index) as bundle:
-            record = find_slide(bundle.meta.slide_list(), slide, index)
+            record = find_slide(bundle.meta.slide_list(), slide, index, LabelError)
     if json_out:
         out = {"slide": record.info.name, "path": record.info.path, "labels": record.labels}
         typer.echo(json.dumps(out))

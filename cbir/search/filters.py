@@ -19,16 +19,9 @@ def slide_filter(
     """Slide ids a search may return (None: every slide): `slides` by path or file name,
     less the query `region`'s own slide with `exclude_query_slide` (an image query has no
     region: then that is an error)."""
-    from cbir.storage.labels import find_slide
-
     if slides is None and not exclude_query_slide:
         return None
-    records = list(col.slides.values())
-    keep = (
-        {find_slide(records, s, col.bundle.root).slide_id for s in slides}
-        if slides is not None
-        else set(col.slides)
-    )
+    keep = named_slide_ids(col, slides)
     if exclude_query_slide:
         if region is None:
             raise QueryError(
@@ -41,6 +34,16 @@ def slide_filter(
                 f"{region}: nothing to search: the only slides left are the query's own"
             )
     return keep
+
+
+def named_slide_ids(col: Collection, slides: Sequence[str] | None) -> set[int]:
+    """Ids of the slides named (by path or unique file name; None: every slide)."""
+    from cbir.storage.slide_names import find_slide
+
+    if slides is None:
+        return set(col.slides)
+    records = list(col.slides.values())
+    return {find_slide(records, s, col.bundle.root, QueryError).slide_id for s in slides}
 
 
 def own_slide_ids(col: Collection, path: str) -> set[int]:

@@ -24,16 +24,14 @@ def resolve_query_slide(col: Collection, slide: str | int) -> int | Path:
         if slide not in col.slides:
             raise QueryError(f"no slide {slide} in {col.bundle.root}")
         return slide
-    given = Path(slide)
-    if given.exists():
-        ids = own_slide_ids(col, str(given))
-        return min(ids) if ids else given
-    named = [r.slide_id for r in col.slides.values() if r.info.name in (slide, given.name)]
-    if not named:
-        raise QueryError(f"{slide}: no such file, and no slide of this name in {col.bundle.root}")
-    if len(named) > 1:
-        raise QueryError(f"{slide}: several indexed slides have this name; give its path")
-    return named[0]
+    from cbir.storage.slide_names import lookup_slide
+
+    records = list(col.slides.values())
+    record = lookup_slide(records, slide, col.bundle.root, error=QueryError, files=True)
+    if record is not None:
+        return record.slide_id
+    ids = own_slide_ids(col, slide)  # a copy of an indexed slide: the same checksum
+    return min(ids) if ids else Path(slide)
 
 
 def indexed_query(col: Collection, slide_id: int) -> QueryMosaic:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cbir.errors import QueryError
 from cbir.search.collection import Collection
-from cbir.search.filters import own_slide_ids
+from cbir.search.filters import named_slide_ids, own_slide_ids
 from cbir.search.slide_hits import SlideSearchResult
 from cbir.search.slide_query import file_query, indexed_query, resolve_query_slide
 from cbir.search.slide_rank import (
@@ -30,16 +30,11 @@ def _kept(
     case_label: str | None,
 ) -> set[int] | None:
     """The slides a slide query may return (None: every slide)."""
-    from cbir.storage.labels import check_key, find_slide
+    from cbir.storage.labels import check_key
 
     if slides is None and not exclude_query_slide:
         return None
-    records = list(col.slides.values())
-    keep = (
-        {find_slide(records, s, col.bundle.root).slide_id for s in slides}
-        if slides is not None
-        else set(col.slides)
-    )
+    keep = named_slide_ids(col, slides)
     if exclude_query_slide:
         own = {q.slide_id} if q.slide_id is not None else set()
         if path is not None:
@@ -47,7 +42,7 @@ def _kept(
         if case_label is not None:
             key = check_key(case_label)
             cases = {col.slides[s].labels.get(key) for s in own} - {None}
-            own |= {r.slide_id for r in records if r.labels.get(key) in cases}
+            own |= {r.slide_id for r in col.slides.values() if r.labels.get(key) in cases}
         keep -= own
     return keep
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 
 from cbir.errors import CbirError
 from cbir.storage.metadata import SlideRecord
+from cbir.storage.slide_names import find_slide
 
 #: A label key: letters, digits, `_`, `.`, `-` (no `=`, `,` or spaces), e.g. `diagnosis`.
 LABEL_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
@@ -43,25 +43,6 @@ def parse_labels(items: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def find_slide(records: Sequence[SlideRecord], name: str, bundle: object) -> SlideRecord:
-    """The slide given by its path or its file name (which must then be unique)."""
-    resolved = str(Path(name).resolve())
-    for r in records:
-        if r.info.path == resolved:
-            return r
-    by_name = [r for r in records if r.info.name in (name, Path(name).name)]
-    if len(by_name) == 1:
-        return by_name[0]
-    if by_name:
-        paths = ", ".join(r.info.path for r in by_name)
-        raise LabelError(
-            f"{name}: several slides in {bundle} have this name ({paths}); give the path"
-        )
-    known = ", ".join(sorted(r.info.name for r in records)[:10])
-    more = ", ..." if len(records) > 10 else ""
-    raise LabelError(f"{name}: not a slide of {bundle} (it has {known or 'none'}{more})")
-
-
 def label_slide(
     bundle: str | os.PathLike[str],
     slide: str,
@@ -78,7 +59,7 @@ def label_slide(
         check_key(key)
     with transaction(bundle, create=False) as writer:
         assert writer.live is not None and writer.previous is not None
-        record = find_slide(writer.live.meta.slide_list(), slide, bundle)
+        record = find_slide(writer.live.meta.slide_list(), slide, bundle, LabelError)
         merged = {k: v for k, v in record.labels.items() if k not in set(unset)}
         merged.update(labels)
         record = record.model_copy(update={"labels": dict(sorted(merged.items()))})
