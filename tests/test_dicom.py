@@ -5,6 +5,8 @@ place in the other, it ranks its source first as a slide query, it is one slide 
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import numpy as np
@@ -127,3 +129,25 @@ def test_cli_and_server_take_a_dicom_folder(dicom_cmu: Path, tmp_path: Path) -> 
             params={"x": 0, "y": 0, "w": 2220, "h": 2967, "magnification": 2.5, "max_side": 160},
         )
         assert region.status_code == 200
+
+
+def test_add_and_export_take_a_dicom_folder(dicom_cmu: Path, tmp_path: Path) -> None:
+    """`cbir add` of a DICOM folder to a bundle, and an export of a region query whose
+    hits are read back from it."""
+    root = tmp_path / "idx"
+    r = runner.invoke(app, ["build-index", str(TCGA), "-o", str(root), "--recipe", "stats-lsh32"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["add", str(root), str(dicom_cmu), "--json"])
+    assert r.exit_code == 0, r.output
+    added = json.loads(r.stdout)["added"]
+    assert [a["name"] for a in added] == ["cmu-dicom"] and added[0]["tiles"] == 73
+    out = tmp_path / "export"
+    region = f"{dicom_cmu}:448,448,896,896@20x"
+    r = runner.invoke(
+        app, ["search", str(root), "--region", region, "-k", "3", "--export", str(out)]
+    )
+    assert r.exit_code == 0, r.output
+    result = json.loads((out / "result.json").read_text())
+    assert result["hits"][0]["slide"] == "cmu-dicom"
+    crops = sorted((out / "hits").glob("01-*.png"))
+    assert crops and crops[0].stat().st_size > 1000
