@@ -552,5 +552,18 @@ def test_similar_slides(labelled_server: str, tmp_path: Path) -> None:
         )
         page.screenshot(path=str(tmp_path / "similar-query.png"))
         print(f"screenshots: {tmp_path}")
+        page.click("#hits .slide-hit >> nth=0")  # the first ranked slide again: in the URL
+        page.wait_for_function(f"window.cbir.slideId === {hit['slide_id']} && {pairs} === {shown}")
+        url = page.url
+        assert f"similar={query}" in url and "slidehit=1" in url and "region=" not in url
+        page.goto("about:blank")
+        page.goto(url)  # a shared link: the same slide query, ranked slide and pairs
+        page.wait_for_function(
+            f"window.cbir.slideQuery && window.cbir.slideQuery.current === 0 "
+            f"&& window.cbir.slideId === {hit['slide_id']} && {pairs} === {shown}",
+            timeout=30_000,
+        )
+        assert page.locator("#hits .slide-hit").count() == n
+        assert not page.evaluate("document.getElementById('compare').hidden")
         page.set_input_files("#query-file", str(tmp_path / "similar-hit.png"))
         page.wait_for_function("window.cbir.slideQuery === null")  # a patch search replaces it

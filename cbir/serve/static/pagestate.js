@@ -1,5 +1,6 @@
 // The page's state in its URL, after "#": slide, view (centre and zoom), region query,
-// options and the open hit, so that a view can be shared and reloaded. An uploaded
+// options and the open hit, or a slide query ("Similar slides") and its open slide hit,
+// so that a view can be shared and reloaded. An uploaded
 // image is not in it (only its results were on the page). Loaded before app.js, whose
 // `state`, `$`, `openSlide`, `searchRegion` and `openHit` it uses when called.
 "use strict";
@@ -16,6 +17,9 @@ function writeURL() {
   if (state.slideId != null) q.set("slide", String(state.slideId));
   if (state.region) q.set("region", ["x", "y", "w", "h"].map((k) => state.region[k]).join(","));
   if (state.current >= 0) q.set("hit", String(state.current + 1));
+  const sq = state.slideQuery;
+  if (sq) q.set("similar", String(sq.query));
+  if (sq && sq.current >= 0) q.set("slidehit", String(sq.current + 1));
   for (const [key, [id, fallback]] of Object.entries(URL_FIELDS)) {
     const value = $(id).value.trim();
     if (value && value !== fallback) q.set(key, value);
@@ -45,6 +49,18 @@ async function restoreFromURL() {
       await searchRegion({ x, y, w, h });
       if (q.has("hit") && state.hits.length) {
         openHit(Number(q.get("hit")) - 1);
+        await state.opened;
+      }
+    }
+    const similar = Number(q.get("similar"));
+    if (q.has("similar") && state.slides.some((s) => s.slide_id === similar)) {
+      if (state.slideId !== similar) {
+        openSlide(similar);
+        await state.opened;
+      }
+      await searchSimilarSlides();
+      if (q.has("slidehit") && state.slideQuery && state.slideQuery.result.hits.length) {
+        openSlideHit(Number(q.get("slidehit")) - 1);
         await state.opened;
       }
     }

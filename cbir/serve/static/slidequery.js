@@ -12,6 +12,8 @@ async function searchSimilarSlides() {
   if (slideId == null) return;
   clearHitMarks();
   state.hits = [];
+  state.current = -1;
+  state.region = null;  // the slide is the query now, not a region of it
   showResultMarks();
   $("hits").replaceChildren();
   $("vote").textContent = "";
@@ -39,6 +41,7 @@ async function searchSimilarSlides() {
     state.slideQuery = null;
     setStatus(err.message, true);
   }
+  writeURL();
 }
 
 function renderSlideHits(result) {
@@ -76,10 +79,10 @@ function renderSlideHits(result) {
 function openSlideHit(i) {
   const sq = state.slideQuery;
   if (!sq || !sq.result.hits.length) return;
-  sq.current = i;
-  const hit = sq.result.hits[i];
+  sq.current = Math.min(Math.max(i, 0), sq.result.hits.length - 1);  // a URL may say any
+  const hit = sq.result.hits[sq.current];
   for (const [n, el] of [...$("hits").querySelectorAll(".hit")].entries()) {
-    el.classList.toggle("selected", n === i);
+    el.classList.toggle("selected", n === sq.current);
   }
   openSlide(hit.slide_id);
   const pair = hit.pairs[0];
