@@ -86,7 +86,7 @@ def test_add_remove_cli(fresh_bundle: Path, second_slide: Path, generated_slide:
     code, stdout, _ = run("remove", fresh_bundle, second_slide.name, "--json")
     assert code == 0 and json.loads(stdout)["slides_total"] == 1
     code, _, stderr = run("remove", fresh_bundle, "nope.svs")
-    assert_one_line_error(code, stderr, "nope.svs", "not in")
+    assert_one_line_error(code, stderr, "nope.svs", "not a slide of", "generated.tif")
 
 
 def bad_files(tmp: Path, generated_slide: Path) -> dict[str, tuple[Path, str]]:

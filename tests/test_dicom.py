@@ -6,7 +6,6 @@ place in the other, it ranks its source first as a slide query, it is one slide 
 from __future__ import annotations
 
 import json
-
 from pathlib import Path
 
 import numpy as np

@@ -20,6 +20,7 @@ three finest Deep Zoom levels: p50/p99 of search and tile, non-200 answers, and 
 server's peak RSS (VmHWM of /proc/<pid>/status).
 
     python tools/bench_serve.py --sections mixed --clients 8,24 --seconds 30 [--processes 2]
+        [--workers N]   # cbir serve's threads for tiles and regions (default 8)
 """
 
 from __future__ import annotations
@@ -123,16 +124,22 @@ def bench_mixed(
     share: float,
     processes: int = 1,
     client_processes: bool = False,
+    workers: int | None = None,
 ) -> dict[str, object]:
     """Single-client search p50, then `counts` concurrent mixed clients (threads of this
     process, or one process each), each count on a fresh server of `processes`
     processes: latencies, statuses and the server's peak RSS (the sum over its
     processes)."""
     bundle = two_slide_bundle(tmp)
-    out: dict[str, object] = {"processes": processes, "client_processes": client_processes}
+    out: dict[str, object] = {
+        "processes": processes,
+        "client_processes": client_processes,
+        "workers": workers,
+    }
+    extra = ["--workers", str(workers)] if workers else []
     for clients in [1, *counts]:
         proc, url = start_server(
-            bundle, free_port(), "--no-log-requests", "--processes", str(processes)
+            bundle, free_port(), "--no-log-requests", "--processes", str(processes), *extra
         )
         try:
             urls = tile_urls(url, 1) + tile_urls(url, 2)
@@ -169,6 +176,9 @@ def main() -> None:
         action="store_true",
         help="Mixed load: each client its own process (default: threads of this one).",
     )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="Mixed load: cbir serve --workers (tiles)."
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     sections = set(args.sections.split(","))
@@ -195,6 +205,7 @@ def main() -> None:
                 args.search_share,
                 args.processes,
                 args.client_processes,
+                args.workers,
             )
     out["protocol"] = (
         "HTTP clients on 127.0.0.1, one keep-alive connection each; multipart 224 px PNG, "
