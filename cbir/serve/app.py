@@ -16,12 +16,11 @@ the event loop."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-import anyio
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -49,6 +48,7 @@ from cbir.serve.limits import BodyLimit
 from cbir.serve.queries import region_query, search_kwargs, slide_search_kwargs
 from cbir.serve.schemas import Health, RegionSearch, SearchOptions, SlideSearch, SlideView
 from cbir.serve.security import AccessLog, HostCheck, TokenGate
+from cbir.serve.workers import Workers
 
 STATIC = Path(__file__).parent / "static"
 T = TypeVar("T")
@@ -72,62 +72,8 @@ SEARCH_BODY = {
 }
 
 
-#: While a search is in flight, tile and region reads wait up to this long (seconds)
-#: before they take the CPU: a server process runs Python on one core at a time (the
-#: GIL), and a search is one request a user waits on, a tile one of many
-#: (tools/bench_serve.py, 8 clients: 20 ms with polling gave tile p99 45 ms, 40 ms on
-#: an event 40-45 ms with searches faster).
-SEARCH_FIRST_S = 0.04
-
 #: `cbir serve --processes N` passes the app's arguments to its worker processes here.
 SPEC_ENV = "CBIR_SERVE_SPEC"
-
-
-class Workers:
-    """Two bounded thread pools: `pixels` (tiles, regions, status pages) and `search`
-    (decode + search; an Index searches one query at a time, so few threads). `searching`
-    counts searches in flight (SEARCH_FIRST_S)."""
-
-    def __init__(self, pixels: int, search: int) -> None:
-        self.sizes = (pixels, search)
-        self.searching = 0
-        self._idle: anyio.Event | None = None  # set when the last search in flight ends
-        self._limiters: tuple[anyio.CapacityLimiter, anyio.CapacityLimiter] | None = None
-
-    def _get(self) -> tuple[anyio.CapacityLimiter, anyio.CapacityLimiter]:
-        if self._limiters is None:  # made in the event loop that uses them
-            self._limiters = (
-                anyio.CapacityLimiter(self.sizes[0]),
-                anyio.CapacityLimiter(self.sizes[1]),
-            )
-        return self._limiters
-
-    async def searches_first(self) -> None:
-        """Wait (in the event loop, on an event: no CPU) while a search is in flight, at
-        most SEARCH_FIRST_S."""
-        if self.searching and self._idle is not None:
-            with anyio.move_on_after(SEARCH_FIRST_S):
-                await self._idle.wait()
-
-    def search_started(self) -> None:
-        """A search request began (called in the event loop, so no lock is needed)."""
-        if self.searching == 0:
-            self._idle = anyio.Event()
-        self.searching += 1
-
-    def search_ended(self) -> None:
-        """A search request ended; the last one wakes the waiting tile reads."""
-        self.searching -= 1
-        if self.searching == 0 and self._idle is not None:
-            self._idle.set()
-
-    async def pixels(self, fn: Callable[[], T], first: bool = True) -> T:
-        if first:
-            await self.searches_first()
-        return await anyio.to_thread.run_sync(fn, limiter=self._get()[0])
-
-    async def search(self, fn: Callable[[], T]) -> T:
-        return await anyio.to_thread.run_sync(fn, limiter=self._get()[1])
 
 
 def create_app(
