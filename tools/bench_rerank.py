@@ -6,7 +6,7 @@
 Builds the synthetic collection of bench_search.py (smooth, clustered 12-d descriptors;
 not real slides) with stats-lsh32 plus `rerank`, so each tile's descriptor is kept in
 LMDB; then times single queries (descriptor of a random tile plus noise) through
-`Index.tile_hits` with K = 100 and K = 1000, metadata lookup included.
+`tile_hits` with K = 100 and K = 1000, metadata lookup included.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from bench_search import synthetic_slides  # same folder
 import cbir
 from cbir.pipeline import TilePipeline
 from cbir.recipes import load_recipe
+from cbir.search.tiles import tile_hits
 from cbir.storage.store import write_new_bundle
 from cbir.storage.writer import transaction
 from cbir.timing import StageTimer
@@ -86,7 +87,7 @@ def main() -> None:
                 found, times = 0, []
                 for i in range(args.queries):
                     s = time.perf_counter()
-                    hits = index.tile_hits(codes[i : i + 1], 10, x[i : i + 1])
+                    hits = tile_hits(index.collection, codes[i : i + 1], 10, x[i : i + 1])
                     times.append(time.perf_counter() - s)
                     found += bool(hits) and hits[0].tile_id == int(pick[i])
                 out[f"rerank_{k}"] = {

@@ -7,7 +7,7 @@ What it measures
     metadata, Faiss binary index -- an IndexBinaryIVF from 100,000 tiles on -- and the
     atomic commit), opened with `cbir.open_index`, and queried:
 
-    * tile queries: one code at a time through `Index.tile_hits(xq, 10)` (Faiss search,
+    * tile queries: one code at a time through `tile_hits(collection, xq, 10)` (Faiss search,
       tie ordering, LMDB tile records, `Hit` objects) -> p50 / p99 latency in ms;
       the same queries are then timed stage by stage (Faiss alone, tie-ordered Faiss,
       LMDB lookup alone) to show where the time goes;
@@ -64,6 +64,7 @@ from cbir.describe import DescribedScale, DescribedSlide
 from cbir.pipeline import TilePipeline
 from cbir.recipes import load_recipe
 from cbir.search.region import region_candidates, region_distance
+from cbir.search.tiles import tile_hits
 from cbir.slides.base import SlideInfo
 from cbir.slides.tiling import GridGeometry
 from cbir.storage.store import write_new_bundle
@@ -121,6 +122,28 @@ def synthetic_descriptors(
     return x.reshape(rows * cols, DIM).astype(np.float32)
 
 
+def synthetic_slide(i: int, keep: np.ndarray, x: np.ndarray) -> DescribedSlide:
+    """Synthetic slide `i`: one 20x grid of keep's (rows, cols) cells, the kept ones
+    described by x (n_kept, DIM), row-major."""
+    rows, cols = keep.shape
+    geometry = GridGeometry(
+        magnification=MAGNIFICATION, rows=rows, cols=cols, step=float(TILE), tile_size=TILE
+    )
+    name = f"slide-{i:04d}.svs"
+    info = SlideInfo(
+        path=f"/synthetic/{name}",
+        name=name,
+        backend="synthetic",
+        width=cols * TILE,
+        height=rows * TILE,
+        level_count=1,
+        base_magnification=MAGNIFICATION,
+        magnification_source="synthetic",
+        mpp=0.5,
+    )
+    return DescribedSlide(info, f"synthetic-{i}", 0.0, [DescribedScale(geometry, keep, x)])
+
+
 def synthetic_slides(n: int, seed: int) -> list[DescribedSlide]:
     """DescribedSlide objects totalling n tiles, 10,000 per slide (a 100 x 100 20x grid)."""
     rng = np.random.default_rng(seed)
@@ -133,25 +156,8 @@ def synthetic_slides(n: int, seed: int) -> list[DescribedSlide]:
         rows = -(-count // cols)
         keep = np.zeros((rows, cols), dtype=bool)
         keep.ravel()[:count] = True
-        geometry = GridGeometry(
-            magnification=MAGNIFICATION, rows=rows, cols=cols, step=float(TILE), tile_size=TILE
-        )
         x = synthetic_descriptors(rng, types, rows, cols)[:count]
-        name = f"slide-{i:04d}.svs"
-        info = SlideInfo(
-            path=f"/synthetic/{name}",
-            name=name,
-            backend="synthetic",
-            width=cols * TILE,
-            height=rows * TILE,
-            level_count=1,
-            base_magnification=MAGNIFICATION,
-            magnification_source="synthetic",
-            mpp=0.5,
-        )
-        slides.append(
-            DescribedSlide(info, f"synthetic-{i}", 0.0, [DescribedScale(geometry, keep, x)])
-        )
+        slides.append(synthetic_slide(i, keep, x))
     return slides
 
 
@@ -239,19 +245,21 @@ def bench_tiles(
     flips: int,
     rng: np.random.Generator,
 ) -> dict[str, object]:
-    """Single tile queries via Index.tile_hits, stage breakdown, recall vs exact."""
+    """Single tile queries via tile_hits, stage breakdown, recall vs exact."""
     picks = rng.choice(len(codes), size=n_queries, replace=len(codes) < n_queries)
     xq = np.stack([flip_bits(rng, codes[i], flips) for i in picks])[:, None, :]  # (q, 1, nb)
     warm = xq[: min(50, len(xq))]
     for q in warm:
-        index.tile_hits(q, K)
+        tile_hits(index.collection, q, K)
 
-    t_hits, hits = time_each(lambda q: index.tile_hits(q, K), xq)
+    t_hits, hits = time_each(lambda q: tile_hits(index.collection, q, K), xq)
     bindex, meta = index.bundle.index, index.bundle.meta
     t_faiss, _ = time_each(lambda q: bindex.search(q, K), xq)
     t_tie, tie_res = time_each(lambda q: bindex.search_tie_ordered(q, K), xq)
     t_meta, _ = time_each(lambda q: meta.tiles_of(q), [r[1] for r in tie_res])
-    t_again, _ = time_each(lambda q: index.tile_hits(q, K), xq)  # caches as warm as the stages
+    t_again, _ = time_each(
+        lambda q: tile_hits(index.collection, q, K), xq
+    )  # caches as warm as the stages
     # how often search_tie_ordered has to widen past its first 2k + 8 search
     D28, _ = bindex.search(xq[:, 0], 2 * K + 8)
     widened = float(np.mean(D28[:, -1] == D28[:, K - 1]))

@@ -36,14 +36,11 @@ from pathlib import Path
 
 import benchutil
 import numpy as np
-from bench_search import DIM, MAGNIFICATION, N_TYPES, TILE, synthetic_descriptors
+from bench_search import DIM, N_TYPES, synthetic_descriptors, synthetic_slide
 
 import cbir
-from cbir.describe import DescribedScale, DescribedSlide
 from cbir.pipeline import TilePipeline
 from cbir.recipes import load_recipe
-from cbir.slides.base import SlideInfo
-from cbir.slides.tiling import GridGeometry
 from cbir.storage.store import write_new_bundle
 from cbir.storage.writer import transaction
 from cbir.timing import StageTimer
@@ -61,23 +58,7 @@ def slides(n: int, tiles: int, seed: int):  # type: ignore[no-untyped-def]
     rows, cols = side, -(-tiles // side)
     for i in range(n):
         keep = np.ones((rows, cols), dtype=bool)
-        geometry = GridGeometry(
-            magnification=MAGNIFICATION, rows=rows, cols=cols, step=float(TILE), tile_size=TILE
-        )
-        x = synthetic_descriptors(rng, types, rows, cols)
-        name = f"slide-{i:04d}.svs"
-        info = SlideInfo(
-            path=f"/synthetic/{name}",
-            name=name,
-            backend="synthetic",
-            width=cols * TILE,
-            height=rows * TILE,
-            level_count=1,
-            base_magnification=MAGNIFICATION,
-            magnification_source="synthetic",
-            mpp=0.5,
-        )
-        yield DescribedSlide(info, f"synthetic-{i}", 0.0, [DescribedScale(geometry, keep, x)])
+        yield synthetic_slide(i, keep, synthetic_descriptors(rng, types, rows, cols))
 
 
 def build(root: Path, n: int, tiles: int, seed: int, batch: int) -> dict[str, object]:
