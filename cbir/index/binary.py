@@ -95,6 +95,10 @@ class BinaryTileIndex:
             return cls.trained_ivf(bits, cfg, xt, len(xt))
         return cls.empty_exact(bits, cfg)
 
+    def outgrown(self, cfg: IndexConfig, n: int) -> bool:
+        """Whether an exact index should become an IVF at n tiles."""
+        return self.kind == "flat" and n >= cfg.ivf_threshold
+
     def emptied(self) -> BinaryTileIndex:
         """A copy without rows (same IVF quantizer)."""
         index = faiss.deserialize_index_binary(faiss.serialize_index_binary(self.index))

@@ -1,7 +1,18 @@
-"""Faiss float index over tile vectors (squared L2), with tile ids."""
+"""Faiss float index over tile vectors (squared L2), with tile ids.
+
+The recipe's `float_factory` is any Faiss factory string: "Flat" (exact), "HNSW32,Flat",
+or a compressed IVF such as "IVF{nlist},PQ46" (46 bytes a 552-d vector; `{nlist}`: the
+recipe's nlist, else sqrt(n) as a power of two, at most n / 39). An IVF factory
+applies from `ivf_threshold` tiles on; a smaller collection is exact (Flat), and grows
+into the IVF when `add` or `compact` finds it past the threshold. Compressed distances
+are approximate: such recipes set `rerank` (cbir.search.tiles), which orders the top
+candidates by exact squared L2 on the vectors the code grids keep.
+"""
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 
 import faiss
@@ -10,6 +21,37 @@ import numpy as np
 from cbir.index.faiss_io import write_float_index
 from cbir.index.threads import threads_for
 from cbir.recipes import IndexConfig
+
+#: Training rows per IVF list, at least (Faiss warns below 39) and at most (a seeded
+#: sample: k-means over more adds time, not accuracy).
+MIN_TRAIN_PER_LIST, MAX_TRAIN_PER_LIST = 39, 64
+#: Rows a PQ with 8-bit sub-quantisers needs (256 centroids, 39 rows each).
+MIN_PQ_TRAIN = 39 * 256
+
+
+def is_ivf(factory: str) -> bool:
+    return re.match(r"(OPQ\d+(_\d+)?,)?IVF", factory) is not None
+
+
+def float_factory(cfg: IndexConfig, n: int) -> str:
+    """The Faiss factory of a float index for n tiles: the recipe's, its IVF lists
+    resolved, or "Flat" below `ivf_threshold` (or too few rows to train a PQ on)."""
+    factory = cfg.float_factory
+    if not is_ivf(factory):
+        return factory
+    if n < cfg.ivf_threshold or n < MIN_PQ_TRAIN:
+        return "Flat"
+    most = 2 ** math.floor(math.log2(max(n // MIN_TRAIN_PER_LIST, 1)))
+    auto = int(min(65536, max(64, 2 ** round(math.log2(math.sqrt(n))))))
+    nlist = min(cfg.nlist or auto, most)
+    return factory.replace("{nlist}", str(nlist))
+
+
+def _wrapped(inner: faiss.Index) -> faiss.Index:
+    """Tile ids over an index: IndexIDMap2 (reconstruct by id) over exact and HNSW
+    indexes; IndexIDMap over IVF (16 bytes of ids a row, not IDMap2's hash table)."""
+    ivf = faiss.try_extract_index_ivf(inner) is not None
+    return faiss.IndexIDMap(inner) if ivf else faiss.IndexIDMap2(inner)
 
 
 class FloatSearch:
@@ -42,7 +84,8 @@ class FloatSearch:
 
 class FloatTileIndex(FloatSearch):
     """`IndexIDMap2(index_factory(dim, <float_factory>))`: "Flat" (exact), "HNSW32,Flat",
-    "IVF1024,Flat", ... Removal rebuilds indexes that cannot remove (HNSW)."""
+    or `IndexIDMap` over an IVF ("IVF1024,PQ46", ...). Removal rebuilds indexes that
+    cannot remove (HNSW)."""
 
     kind = "float"
 
@@ -57,8 +100,19 @@ class FloatTileIndex(FloatSearch):
 
     @property
     def nlist(self) -> int | None:
-        inner = faiss.downcast_index(self.index.index)
-        return int(inner.nlist) if isinstance(inner, faiss.IndexIVF) else None
+        ivf = faiss.try_extract_index_ivf(self.index.index)
+        return int(ivf.nlist) if ivf is not None else None
+
+    @property
+    def approximate(self) -> bool:
+        """Whether distances are of compressed codes (IVF with PQ or SQ codes)."""
+        ivf = faiss.try_extract_index_ivf(self.index.index)
+        return ivf is not None and not isinstance(ivf, faiss.IndexIVFFlat)
+
+    def outgrown(self, cfg: IndexConfig, n: int) -> bool:
+        """Whether an exact index of a recipe with an IVF factory should become that IVF
+        at n tiles (`cbir.storage.compact.retrain_index`)."""
+        return self.nlist is None and float_factory(cfg, n) != "Flat" and is_ivf(cfg.float_factory)
 
     @property
     def nprobe(self) -> int:
@@ -72,29 +126,33 @@ class FloatTileIndex(FloatSearch):
         inner = faiss.downcast_index(self.index.index)
         if isinstance(inner, faiss.IndexHNSW):
             inner.hnsw.efSearch = cfg.ef_search
-        if isinstance(inner, faiss.IndexIVF):
-            inner.nprobe = cfg.nprobe
+        ivf = faiss.try_extract_index_ivf(inner)
+        if ivf is not None:
+            ivf.nprobe = cfg.nprobe
 
     @classmethod
     def for_collection(
         cls, dim: int, cfg: IndexConfig, xb: np.ndarray, ids: np.ndarray
     ) -> FloatTileIndex:
         """The recipe's float index holding (n, dim) float32 `xb` with int64 `ids`."""
-        inner = faiss.index_factory(dim, cfg.float_factory, faiss.METRIC_L2)
-        if not inner.is_trained:
-            inner.train(np.ascontiguousarray(xb, dtype=np.float32))
-        index = cls(faiss.IndexIDMap2(inner), cfg)
+        index = cls.template(dim, cfg, xb)
         index.add(xb, ids)
         return index
 
     @classmethod
     def template(cls, dim: int, cfg: IndexConfig, xt: np.ndarray) -> FloatTileIndex:
         """The empty index every segment starts from, trained on (n, dim) `xt` if the
-        factory needs training (IVF)."""
-        inner = faiss.index_factory(dim, cfg.float_factory, faiss.METRIC_L2)
+        factory needs training (IVF: on a seeded sample of at most 256 rows a list)."""
+        inner = faiss.index_factory(dim, float_factory(cfg, len(xt)), faiss.METRIC_L2)
         if not inner.is_trained:
+            ivf = faiss.try_extract_index_ivf(inner)
+            most = MAX_TRAIN_PER_LIST * (int(ivf.nlist) if ivf is not None else 1)
+            most = max(most, MIN_PQ_TRAIN)
+            if len(xt) > most:
+                rng = np.random.default_rng(1234)
+                xt = xt[np.sort(rng.choice(len(xt), most, replace=False))]
             inner.train(np.ascontiguousarray(xt, dtype=np.float32))
-        return cls(faiss.IndexIDMap2(inner), cfg)
+        return cls(_wrapped(inner), cfg)
 
     def emptied(self) -> FloatTileIndex:
         """A copy without rows (same training)."""
@@ -146,6 +204,6 @@ class FloatTileIndex(FloatSearch):
     @classmethod
     def load(cls, path: Path, cfg: IndexConfig) -> FloatTileIndex:
         index = faiss.read_index(str(path))
-        if not isinstance(index, faiss.IndexIDMap2):
+        if not isinstance(index, faiss.IndexIDMap2 | faiss.IndexIDMap):
             raise ValueError(f"{path}: unexpected float index type {type(index).__name__}")
         return cls(index, cfg)

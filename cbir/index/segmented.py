@@ -143,6 +143,11 @@ class SegmentedIndex:
     def segments(self) -> int:
         return len(self.parts)
 
+    @property
+    def approximate(self) -> bool:
+        """Whether some segment's distances are of compressed float codes (IVF-PQ)."""
+        return any(getattr(p.index, "approximate", False) for p in self.parts)
+
     def search(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(nq, e) -> D (nq, k'), I (nq, k') with k' = min(k, live rows) (at least 1),
         ordered by distance then id; -1 where fewer rows exist."""

@@ -20,6 +20,48 @@ def reranks(col: Collection, x: np.ndarray | None) -> bool:
     return bool(col.recipe.search.rerank and col.bundle.pipeline.binary and x is not None)
 
 
+def reranks_codes(col: Collection) -> bool:
+    """Whether a float search is two-step: compressed codes (IVF-PQ) for candidates,
+    then exact squared L2 on the float vectors the code grids keep."""
+    return bool(
+        col.recipe.search.rerank
+        and not col.bundle.pipeline.binary
+        and getattr(col.bundle.index, "approximate", False)
+    )
+
+
+def stored_codes(col: Collection, tile_ids: np.ndarray) -> np.ndarray:
+    """(n,) tile ids -> (n, e) their codes as stored in the grids (float vectors of a
+    float recipe, exact); NaN rows for ids without a record."""
+    decode = col.bundle.pipeline.codes_from_bytes
+    out: list[np.ndarray | None] = []
+    for rec in col.bundle.meta.tiles_of(tile_ids):
+        if rec is None:
+            out.append(None)
+            continue
+        grid = col.grids.get(rec.slide_id, rec.magnification)
+        out.append(decode(grid.codes[rec.row, rec.col][None])[0])
+    dim = next((v.shape[0] for v in out if v is not None), 0)
+    return np.stack([v if v is not None else np.full(dim, np.nan, np.float32) for v in out])
+
+
+def rerank_codes(
+    col: Collection, xq: np.ndarray, k: int, coarse_k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-`coarse_k` by the compressed index, ordered by exact squared L2 between the
+    query code xq (1, e) and their stored vectors. D (m,) float32, I (m,), m <= k, ties
+    by id."""
+    D, I = col.bundle.index.search(xq, coarse_k)
+    I = I[0][I[0] >= 0]
+    if not len(I):
+        return D[0][:0], I
+    stored = stored_codes(col, I).astype(np.float64)
+    D = ((stored - xq.astype(np.float64)) ** 2).sum(axis=1)
+    D = np.where(np.isnan(D), np.inf, D).astype(np.float32)
+    order = np.lexsort((I, D))[:k]
+    return D[order], I[order]
+
+
 def rerank(
     col: Collection, xq: np.ndarray, x: np.ndarray, k: int, coarse_k: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -64,6 +106,9 @@ def _ranked(
     if reranks(col, x):
         assert x is not None and col.recipe.search.rerank
         return rerank(col, xq, x, k, max(col.recipe.search.rerank, k))
+    if reranks_codes(col):
+        assert col.recipe.search.rerank
+        return rerank_codes(col, xq, k, max(col.recipe.search.rerank, k))
     return col.bundle.index.search_tie_ordered(xq, k)
 
 

@@ -68,11 +68,11 @@ def _live(s: Segment) -> int:
 
 
 def needs_ivf(writer: BundleWriter, extra: int = 0) -> bool:
-    """Whether an exact binary index has grown past the recipe's IVF threshold."""
+    """Whether an exact index has grown past the recipe's IVF threshold."""
     assert writer.state is not None and writer.previous is not None
     cfg = writer.previous.recipe.index
     live = sum(_live(s) for s in writer.live_segments()) + extra
-    return writer.state.empty_index.kind == "flat" and live >= cfg.ivf_threshold
+    return writer.state.empty_index.outgrown(cfg, live)
 
 
 def needs_local_retrain(writer: BundleWriter) -> bool:

@@ -1,0 +1,155 @@
+"""Float recipes at scale: a compressed IVF-PQ index for the pretrained features
+(`effnet-ivfpq`), exact below its threshold, candidates reordered by exact L2 on the
+vectors the grids keep; segments, growth past the threshold, removal and compaction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import cbir
+from cbir.describe import DescribedScale, DescribedSlide
+from cbir.indexer import add_described
+from cbir.pipeline import TilePipeline
+from cbir.recipes import Recipe, load_recipe
+from cbir.slides.base import SlideInfo
+from cbir.slides.tiling import GridGeometry
+from cbir.storage.compact import compact
+from cbir.storage.store import write_new_bundle
+from cbir.storage.writer import transaction
+from cbir.timing import StageTimer
+
+DIM, SIDE = 552, 80  # effnet's descriptor; 6,400 tiles a slide
+THRESHOLD = 10_000
+
+
+def recipe(factory: str) -> Recipe:
+    r = load_recipe("effnet-ivfpq")
+    index = r.index.model_copy(update={"float_factory": factory, "ivf_threshold": THRESHOLD})
+    return r.model_copy(update={"index": index})
+
+
+def slides(first: int, count: int, seed: int = 0) -> list[DescribedSlide]:
+    """Slides of SIDE x SIDE tiles with 552-d descriptors of low intrinsic dimension
+    (a 16-d latent through a random ReLU layer, plus noise), smooth across each slide."""
+    rng = np.random.default_rng(seed)
+    w1 = rng.standard_normal((16, 128)).astype(np.float32)
+    w2 = rng.standard_normal((128, DIM)).astype(np.float32)
+    out = []
+    for i in range(first, first + count):
+        r = np.random.default_rng(1000 + i)
+        z = r.standard_normal((SIDE * SIDE, 16)).astype(np.float32)
+        x = np.maximum(z @ w1, 0) @ w2 + 2.0 * r.standard_normal((SIDE * SIDE, DIM))
+        geometry = GridGeometry(magnification=20.0, rows=SIDE, cols=SIDE, step=224.0, tile_size=224)
+        keep = np.ones((SIDE, SIDE), bool)
+        name = f"s{i}.svs"
+        info = SlideInfo(
+            path=f"/synthetic/{name}",
+            name=name,
+            backend="synthetic",
+            width=SIDE * 224,
+            height=SIDE * 224,
+            level_count=1,
+            base_magnification=20.0,
+            magnification_source="synthetic",
+            mpp=0.5,
+        )
+        scale = DescribedScale(geometry, keep, x.astype(np.float32))
+        out.append(DescribedSlide(info, f"synthetic-{i}", 0.0, [scale]))
+    return out
+
+
+def build(root: Path, r: Recipe, described: list[DescribedSlide]) -> Path:
+    with transaction(root, create=True, overwrite=True) as writer:
+        write_new_bundle(writer, r, TilePipeline(r), described, StageTimer())
+    return root
+
+
+def add(root: Path, described: list[DescribedSlide], compact: bool = True) -> None:
+    with transaction(root, create=False) as writer:
+        add_described(writer, described, StageTimer(), compact=compact)
+        writer.commit(writer.previous.recipe)
+
+
+def queries(ix: cbir.Index, n: int, seed: int = 1) -> np.ndarray:
+    """n stored tile vectors (from the grids), slightly moved: (n, 1, 1, DIM)."""
+    rng = np.random.default_rng(seed)
+    grids = [g for sid in ix.slides for g in ix.bundle.meta.grids_of(sid)]
+    out = []
+    for _ in range(n):
+        g = grids[rng.integers(len(grids))]
+        row, col = rng.integers(SIDE, size=2)
+        v = ix.bundle.pipeline.codes_from_bytes(g.codes[row, col][None])[0]
+        v = v + 0.01 * rng.standard_normal(DIM).astype(np.float32)
+        out.append(v / np.linalg.norm(v))
+    return np.stack(out)[:, None, None, :].astype(np.float32)
+
+
+def top(ix: cbir.Index, q: np.ndarray, k: int = 10) -> list[tuple[str, int, int]]:
+    return [(h.slide, h.x, h.y) for h in ix.search_codes(q, k)]
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The same 3 slides (19,200 tiles) in an IVF-PQ bundle and an exact one."""
+    tmp = tmp_path_factory.mktemp("float-ivf")
+    described = slides(0, 3)
+    ivf = build(tmp / "ivf", recipe("IVF{nlist},PQ138x4fs"), described)
+    flat = build(tmp / "flat", recipe("Flat"), described)
+    return ivf, flat
+
+
+def test_the_ivf_index_finds_what_the_exact_one_does(pair: tuple[Path, Path]) -> None:
+    ivf, flat = pair
+    with cbir.open_index(ivf) as a, cbir.open_index(flat) as b:
+        assert a.bundle.index.approximate and a.bundle.manifest.nlist == 128
+        assert not b.bundle.index.approximate
+        q = queries(b, 40)
+        overlap = []
+        for i in range(len(q)):
+            got, want = top(a, q[i : i + 1]), top(b, q[i : i + 1])
+            assert got[0] == want[0]  # the moved tile itself, first
+            overlap.append(len(set(got) & set(want)) / 10)
+        assert np.mean(overlap) >= 0.9
+        # reordered by exact L2: the distances are the exact index's
+        ha, hb = a.search_codes(q[:1], 10), b.search_codes(q[:1], 10)
+        same = {(h.slide, h.x, h.y): h.distance for h in hb}
+        for h in ha:
+            if (h.slide, h.x, h.y) in same:
+                assert h.distance == pytest.approx(same[(h.slide, h.x, h.y)], abs=1e-4)
+
+
+def test_small_collections_are_exact_and_grow_into_the_ivf(tmp_path: Path) -> None:
+    root = build(tmp_path / "idx", recipe("IVF{nlist},PQ138x4fs"), slides(0, 1))
+    with cbir.open_index(root) as ix:
+        assert not ix.bundle.index.approximate  # 6,400 tiles < THRESHOLD: Flat
+    add(root, slides(1, 1))  # 12,800: past the threshold, retrained into the IVF
+    with cbir.open_index(root) as ix:
+        assert ix.bundle.index.approximate and ix.bundle.index.ntotal == 2 * SIDE * SIDE
+        q = queries(ix, 10)
+        assert all(len(top(ix, q[i : i + 1])) == 10 for i in range(len(q)))
+
+
+def test_segments_removal_and_compaction(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    import shutil
+
+    root = tmp_path / "ivf"
+    shutil.copytree(pair[0], root)
+    add(root, slides(3, 1), compact=False)  # a second segment, sharing the quantizer
+    with cbir.open_index(root) as ix:
+        assert ix.bundle.index.segments == 2 and ix.bundle.index.approximate
+        q = queries(ix, 20, seed=3)
+        before = [top(ix, q[i : i + 1]) for i in range(len(q))]
+    cbir.remove_slides(root, ["s0.svs"])
+    with cbir.open_index(root) as ix:
+        after = [top(ix, q[i : i + 1]) for i in range(len(q))]
+        assert all(s != "s0.svs" for hits in after for s, _, _ in hits)
+        assert all(len(hits) == 10 for hits in after)
+    compact(root)
+    with cbir.open_index(root) as ix:
+        assert ix.bundle.index.segments == 1 and ix.bundle.index.approximate
+        assert [top(ix, q[i : i + 1]) for i in range(len(q))] == after
+    kept = [h for hits in before for h in hits if h[0] != "s0.svs"]
+    assert kept  # the other slides' hits were there before too
