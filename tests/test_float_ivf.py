@@ -153,3 +153,21 @@ def test_segments_removal_and_compaction(pair: tuple[Path, Path], tmp_path: Path
         assert [top(ix, q[i : i + 1]) for i in range(len(q))] == after
     kept = [h for hits in before for h in hits if h[0] != "s0.svs"]
     assert kept  # the other slides' hits were there before too
+
+
+def test_codes_are_read_without_whole_grids(pair: tuple[Path, Path]) -> None:
+    """`codes_of` reads single codes from the LMDB map, equal to the grids' cells; tile
+    records keep the grids' layout without their codes."""
+    with cbir.open_index(pair[0]) as ix:
+        meta = ix.bundle.meta
+        rng = np.random.default_rng(5)
+        sid = sorted(ix.slides)[1]
+        ids = meta.tile_ids_of(sid)[rng.choice(SIDE * SIDE, 50, replace=False)]
+        got = meta.codes_of(np.concatenate([ids, [ids[0] + 10**6]]))
+        assert got[-1] is None
+        grid = meta.grid(sid, 20.0)
+        for tid, raw in zip(ids.tolist(), got, strict=False):
+            rec = meta.tile(tid)
+            assert raw == grid.codes[rec.row, rec.col].tobytes()
+        store = meta.store_of(sid)
+        assert all(g.codes.shape[-1] == 0 for g in store._tiles(sid).grids)

@@ -33,16 +33,13 @@ def reranks_codes(col: Collection) -> bool:
 def stored_codes(col: Collection, tile_ids: np.ndarray) -> np.ndarray:
     """(n,) tile ids -> (n, e) their codes as stored in the grids (float vectors of a
     float recipe, exact); NaN rows for ids without a record."""
-    decode = col.bundle.pipeline.codes_from_bytes
-    out: list[np.ndarray | None] = []
-    for rec in col.bundle.meta.tiles_of(tile_ids):
-        if rec is None:
-            out.append(None)
-            continue
-        grid = col.grids.get(rec.slide_id, rec.magnification)
-        out.append(decode(grid.codes[rec.row, rec.col][None])[0])
-    dim = next((v.shape[0] for v in out if v is not None), 0)
-    return np.stack([v if v is not None else np.full(dim, np.nan, np.float32) for v in out])
+    raw = col.bundle.meta.codes_of(tile_ids)
+    size = next((len(r) for r in raw if r is not None), 0)
+    if not size:
+        return np.full((len(raw), 1), np.nan, np.float32)
+    blank = b"\xff" * size  # float32 NaN bytes: a missing tile sorts last
+    packed = np.frombuffer(b"".join(r if r is not None else blank for r in raw), np.uint8)
+    return col.bundle.pipeline.codes_from_bytes(packed.reshape(len(raw), size))
 
 
 def rerank_codes(

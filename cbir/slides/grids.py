@@ -83,14 +83,30 @@ def encode_grid(grid: CodeGrid, layout: int = 3) -> bytes:
     )
 
 
-def decode_grid(slide_id: int, magnification: float, raw: bytes, layout: int = 3) -> CodeGrid:
+def code_span(raw: bytes | memoryview) -> tuple[int, int, int, int]:
+    """Where a format-3 grid value keeps its codes: (first tile number, count, code
+    bytes, offset of the first code); the code of tile number t lies at offset +
+    (t - first) * code bytes."""
+    rows, cols, _, _, _, nbytes = _HEAD.unpack_from(raw)
+    first, count = _HEAD3.unpack_from(raw, _HEAD.size)
+    return first, count, nbytes, _HEAD.size + _HEAD3.size + (rows * cols + 7) // 8
+
+
+def decode_grid(
+    slide_id: int, magnification: float, raw: bytes, layout: int = 3, codes: bool = True
+) -> CodeGrid:
+    """A grid from its LMDB value; `codes` False leaves the codes out ((rows, cols, 0):
+    the layout of the tiles alone, a fraction of the memory of float codes)."""
     rows, cols, step, tile_size, stride, nbytes = _HEAD.unpack_from(raw)
+    nbytes_kept = nbytes if codes else 0
     geometry = GridGeometry(magnification, rows, cols, step, tile_size, stride)
     off, n = _HEAD.size, rows * cols
     if layout == 2:
         ids = np.frombuffer(raw, dtype="<i8", count=n, offset=off).reshape(rows, cols)
-        codes = np.frombuffer(raw, dtype=np.uint8, count=n * nbytes, offset=off + 8 * n)
-        return CodeGrid(slide_id, geometry, ids, codes.reshape(rows, cols, nbytes))
+        if not codes:
+            return CodeGrid(slide_id, geometry, ids.copy(), np.zeros((rows, cols, 0), np.uint8))
+        cells = np.frombuffer(raw, dtype=np.uint8, count=n * nbytes, offset=off + 8 * n)
+        return CodeGrid(slide_id, geometry, ids, cells.reshape(rows, cols, nbytes))
     first, count = _HEAD3.unpack_from(raw, off)
     off += _HEAD3.size
     packed = np.frombuffer(raw, np.uint8, count=(n + 7) // 8, offset=off)
@@ -98,11 +114,12 @@ def decode_grid(slide_id: int, magnification: float, raw: bytes, layout: int = 3
     off += len(packed)
     ids = np.full((rows, cols), -1, np.int64)
     ids[valid] = (np.int64(slide_id) << SLIDE_SHIFT) + first + np.arange(count, dtype=np.int64)
-    codes = np.zeros((rows, cols, nbytes), np.uint8)
-    codes[valid] = np.frombuffer(raw, np.uint8, count=count * nbytes, offset=off).reshape(
-        count, nbytes
-    )
-    return CodeGrid(slide_id, geometry, ids, codes)
+    kept = np.zeros((rows, cols, nbytes_kept), np.uint8)
+    if codes:
+        kept[valid] = np.frombuffer(raw, np.uint8, count=count * nbytes, offset=off).reshape(
+            count, nbytes
+        )
+    return CodeGrid(slide_id, geometry, ids, kept)
 
 
 class SlideTiles:

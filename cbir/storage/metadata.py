@@ -14,7 +14,15 @@ import numpy as np
 from pydantic import BaseModel
 
 from cbir.slides.base import SlideInfo
-from cbir.slides.grids import GRID_KEY, CodeGrid, SlideTiles, TileRecord, decode_grid, encode_grid
+from cbir.slides.grids import (
+    GRID_KEY,
+    CodeGrid,
+    SlideTiles,
+    TileRecord,
+    code_span,
+    decode_grid,
+    encode_grid,
+)
 from cbir.storage.lmdb_file import check_lmdb_file
 from cbir.storage.local_points import decode_points, encode_points, feature_count
 
@@ -172,7 +180,8 @@ class MetadataStore:
     def _tiles(self, slide_id: int) -> SlideTiles:
         tiles = self._slide_tiles.get(slide_id)
         if tiles is None:
-            tiles = self._slide_tiles[slide_id] = SlideTiles(list(self.grids_of(slide_id)))
+            grids = list(self.grids_of(slide_id, codes=False))  # the layout, not the codes
+            tiles = self._slide_tiles[slide_id] = SlideTiles(grids)
         return tiles
 
     def tile(self, tile_id: int) -> TileRecord | None:
@@ -213,7 +222,38 @@ class MetadataStore:
             )
         return self._grids[key]
 
-    def grids_of(self, slide_id: int) -> Iterator[CodeGrid]:
+    def codes_of(self, tile_ids: np.ndarray) -> list[bytes | None]:
+        """The stored code bytes of each tile (None where unknown), read from the LMDB
+        map without decoding (or caching) whole grids: a float recipe's rerank reads a
+        few hundred 2 KB codes, not the grids of every slide it touches."""
+        ids = np.asarray(tile_ids, np.int64).reshape(-1)
+        out: list[bytes | None] = [None] * len(ids)
+        if self.layout == 2:  # bundles before format 3: from the decoded grids
+            for p, rec in enumerate(self.tiles_of(ids)):
+                grid = None if rec is None else self.grid(rec.slide_id, rec.magnification)
+                if grid is not None and rec is not None:
+                    out[p] = grid.codes[rec.row, rec.col].tobytes()
+            return out
+        with self.env.begin(buffers=True) as txn:
+            cursor = txn.cursor(db=self.grids)
+            for sid in np.unique(ids >> 32).tolist():
+                pos = np.flatnonzero((ids >> 32) == sid)
+                numbers = ids[pos] - (np.int64(sid) << 32)
+                prefix = _SLIDE_KEY.pack(sid)
+                if not cursor.set_range(prefix):
+                    continue
+                for key, raw in cursor:
+                    if not bytes(key).startswith(prefix):
+                        break
+                    first, count, nbytes, offset = code_span(raw)
+                    inside = (numbers >= first) & (numbers < first + count)
+                    for p, t in zip(pos[inside].tolist(), numbers[inside].tolist(), strict=True):
+                        at = offset + (t - first) * nbytes
+                        out[p] = bytes(raw[at : at + nbytes])
+        return out
+
+    def grids_of(self, slide_id: int, codes: bool = True) -> Iterator[CodeGrid]:
+        """The slide's grids, one per magnification (`codes` False: without codes)."""
         prefix = _SLIDE_KEY.pack(slide_id)
         with self.env.begin() as txn:
             cursor = txn.cursor(db=self.grids)
@@ -222,7 +262,7 @@ class MetadataStore:
                     if not key.startswith(prefix):
                         break
                     sid, mag = GRID_KEY.unpack(key)
-                    yield decode_grid(sid, mag, raw, self.layout)
+                    yield decode_grid(sid, mag, raw, self.layout, codes)
 
     def all_grids(self) -> Iterator[CodeGrid]:
         with self.env.begin() as txn:
@@ -232,7 +272,7 @@ class MetadataStore:
 
     def tile_ids_of(self, slide_id: int) -> np.ndarray:
         """(n,) int64 ids of a slide's tiles, grid by grid."""
-        return SlideTiles(list(self.grids_of(slide_id))).ids()
+        return SlideTiles(list(self.grids_of(slide_id, codes=False))).ids()
 
     def vectors_of(self, tile_ids: np.ndarray, dim: int) -> np.ndarray:
         """Stored descriptors of tiles -> (n, dim) float32 (NaN rows where absent)."""

@@ -93,6 +93,15 @@ class SegmentedMeta:
                 out[p] = rec
         return out
 
+    def codes_of(self, tile_ids: np.ndarray) -> list[bytes | None]:
+        """Stored code bytes of tiles (None where unknown or removed), store by store."""
+        ids = np.asarray(tile_ids, np.int64).reshape(-1)
+        out: list[bytes | None] = [None] * len(ids)
+        for store, pos in self._by_store(ids):
+            for p, raw in zip(pos.tolist(), store.codes_of(ids[pos]), strict=True):
+                out[p] = raw
+        return out
+
     # -- per-tile products -------------------------------------------------------------
     def _by_store(self, tile_ids: np.ndarray) -> Iterator[tuple[MetadataStore, np.ndarray]]:
         """(store, positions into tile_ids) for the live tiles among tile_ids."""
