@@ -114,6 +114,23 @@ def _release(key: tuple) -> bool:
         return False
 
 
+def _slide_values(cursor: lmdb.Cursor, slide_id: int) -> Iterator[tuple[bytes, Any]]:
+    """(key, value) of a slide's grids; the value a view into the map in a `buffers`
+    transaction. (py-lmdb touches every page of a value it hands out, so the map's pages
+    are faulted in, clean and reclaimable, but not copied; iterating the cursor would
+    also hand out the next slide's value.)"""
+    prefix = _SLIDE_KEY.pack(slide_id)
+    if not cursor.set_range(prefix):
+        return
+    while True:
+        key = bytes(cursor.key())
+        if not key.startswith(prefix):
+            return
+        yield key, cursor.value()
+        if not cursor.next():
+            return
+
+
 class MetadataStore:
     """An LMDB environment with named databases slides, paths, grids, vectors, refs,
     locals, mosaics (cbir.storage.mosaics). `layout`: the bundle format its grids are
@@ -223,8 +240,8 @@ class MetadataStore:
         return self._grids[key]
 
     def codes_of(self, tile_ids: np.ndarray) -> list[bytes | None]:
-        """The stored code bytes of each tile (None where unknown), read from the LMDB
-        map without decoding (or caching) whole grids: a float recipe's rerank reads a
+        """The stored code bytes of each tile (None where unknown), sliced from the LMDB
+        map without decoding (or caching) whole grids: a float recipe's rerank copies a
         few hundred 2 KB codes, not the grids of every slide it touches."""
         ids = np.asarray(tile_ids, np.int64).reshape(-1)
         out: list[bytes | None] = [None] * len(ids)
@@ -239,12 +256,7 @@ class MetadataStore:
             for sid in np.unique(ids >> 32).tolist():
                 pos = np.flatnonzero((ids >> 32) == sid)
                 numbers = ids[pos] - (np.int64(sid) << 32)
-                prefix = _SLIDE_KEY.pack(sid)
-                if not cursor.set_range(prefix):
-                    continue
-                for key, raw in cursor:
-                    if not bytes(key).startswith(prefix):
-                        break
+                for _, raw in _slide_values(cursor, sid):
                     first, count, nbytes, offset = code_span(raw)
                     inside = (numbers >= first) & (numbers < first + count)
                     for p, t in zip(pos[inside].tolist(), numbers[inside].tolist(), strict=True):
@@ -253,16 +265,12 @@ class MetadataStore:
         return out
 
     def grids_of(self, slide_id: int, codes: bool = True) -> Iterator[CodeGrid]:
-        """The slide's grids, one per magnification (`codes` False: without codes)."""
-        prefix = _SLIDE_KEY.pack(slide_id)
-        with self.env.begin() as txn:
-            cursor = txn.cursor(db=self.grids)
-            if cursor.set_range(prefix):
-                for key, raw in cursor:
-                    if not key.startswith(prefix):
-                        break
-                    sid, mag = GRID_KEY.unpack(key)
-                    yield decode_grid(sid, mag, raw, self.layout, codes)
+        """The slide's grids, one per magnification. `codes` False: without codes, read
+        in place from the LMDB map (the codes are not copied)."""
+        with self.env.begin(buffers=not codes) as txn:
+            for key, raw in _slide_values(txn.cursor(db=self.grids), slide_id):
+                sid, mag = GRID_KEY.unpack(key)
+                yield decode_grid(sid, mag, raw, self.layout, codes)  # copies what it keeps
 
     def all_grids(self) -> Iterator[CodeGrid]:
         with self.env.begin() as txn:
