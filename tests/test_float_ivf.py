@@ -171,3 +171,7 @@ def test_codes_are_read_without_whole_grids(pair: tuple[Path, Path]) -> None:
             assert raw == grid.codes[rec.row, rec.col].tobytes()
         store = meta.store_of(sid)
         assert all(g.codes.shape[-1] == 0 for g in store._tiles(sid).grids)
+        # the rerank's own copies: float16, one LMDB value a tile
+        kept = meta.vectors_of(ids, DIM)
+        codes = np.frombuffer(b"".join(got[:-1]), np.float32).reshape(len(ids), DIM)
+        assert np.abs(kept - codes).max() < 1e-3

@@ -45,14 +45,17 @@ def stored_codes(col: Collection, tile_ids: np.ndarray) -> np.ndarray:
 def rerank_codes(
     col: Collection, xq: np.ndarray, k: int, coarse_k: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-`coarse_k` by the compressed index, ordered by exact squared L2 between the
-    query code xq (1, e) and their stored vectors. D (m,) float32, I (m,), m <= k, ties
-    by id."""
+    """Top-`coarse_k` by the compressed index, ordered by squared L2 between the query
+    code xq (1, e) and their stored vectors (float16 copies of the codes, one LMDB value
+    a tile). D (m,) float32, I (m,), m <= k, ties by id."""
     D, I = col.bundle.index.search(xq, coarse_k)
     I = I[0][I[0] >= 0]
     if not len(I):
         return D[0][:0], I
-    stored = stored_codes(col, I).astype(np.float64)
+    stored = col.bundle.meta.vectors_of(I, xq.shape[1]).astype(np.float64)  # float16 codes
+    missing = np.isnan(stored[:, 0])
+    if missing.any():  # no stored vector (a bundle written before them): from the grids
+        stored[missing] = stored_codes(col, I[missing])
     D = ((stored - xq.astype(np.float64)) ** 2).sum(axis=1)
     D = np.where(np.isnan(D), np.inf, D).astype(np.float32)
     order = np.lexsort((I, D))[:k]

@@ -230,16 +230,26 @@ class TileCodes(Artifact):
 
 @register
 class RerankVectors(Artifact):
-    """The descriptors of a two-step recipe's tiles (float32 by tile id in LMDB)."""
+    """The vectors a two-step search reorders its candidates by, by tile id in LMDB: a
+    binary recipe's descriptors (float32); a float recipe's codes as float16 when its
+    index is compressed (IVF-PQ), one small value a tile, so a query reads a few hundred
+    of them, not whole grids."""
 
     name = "vectors"
 
     def present(self, state: CollectionState) -> bool:
-        return bool(state.pipeline.recipe.search.rerank and state.pipeline.binary)
+        from cbir.index.float import is_ivf
+
+        recipe = state.pipeline.recipe
+        compressed = not state.pipeline.binary and is_ivf(recipe.index.float_factory)
+        return bool(recipe.search.rerank and (state.pipeline.binary or compressed))
 
     def store(self, seg: SegmentStage, state: CollectionState, rows: SlideRows) -> None:
         assert seg.meta is not None
-        x = np.concatenate([sc.descriptors for sc in rows.described.scales])
+        if state.pipeline.binary:
+            x = np.concatenate([sc.descriptors for sc in rows.described.scales])
+        else:
+            x = np.asarray(rows.codes, np.float32).astype(np.float16)
         seg.meta.put_vectors(rows.txn, rows.ids, x)
 
     def copy(self, seg: SegmentStage, state: CollectionState, rows: MergedRows) -> None:

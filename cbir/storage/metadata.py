@@ -283,19 +283,22 @@ class MetadataStore:
         return SlideTiles(list(self.grids_of(slide_id, codes=False))).ids()
 
     def vectors_of(self, tile_ids: np.ndarray, dim: int) -> np.ndarray:
-        """Stored descriptors of tiles -> (n, dim) float32 (NaN rows where absent)."""
+        """Stored vectors of tiles -> (n, dim) float32 (NaN rows where absent); each row
+        stored as float32 or float16 (told apart by its length)."""
         out = np.full((len(tile_ids), dim), np.nan, dtype=np.float32)
         with self.env.begin() as txn:
             for i, tid in enumerate(tile_ids.tolist()):
                 raw = txn.get(tile_key(tid), db=self.vectors)
                 if raw is not None:
-                    out[i] = np.frombuffer(raw, dtype="<f4")
+                    out[i] = np.frombuffer(raw, dtype="<f2" if len(raw) == 2 * dim else "<f4")
         return out
 
     def put_vectors(self, txn: lmdb.Transaction, tile_ids: np.ndarray, x: np.ndarray) -> None:
-        """Store (n, d) float32 descriptors under their tile ids (for reranking)."""
+        """Store (n, d) vectors under their tile ids (for reranking): float16 ones as
+        float16, others as float32."""
+        kind = "<f2" if x.dtype == np.float16 else "<f4"
         items = [
-            (tile_key(int(t)), row.astype("<f4").tobytes())
+            (tile_key(int(t)), row.astype(kind).tobytes())
             for t, row in zip(tile_ids.tolist(), x, strict=True)
         ]
         txn.cursor(db=self.vectors).putmulti(items, dupdata=False, overwrite=True)
