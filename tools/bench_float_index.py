@@ -21,7 +21,8 @@ as a bundle of the recipe `effnet-ivfpq` (its index config; the vectors stand fo
 described tiles), opened with `cbir.open_index`, and the same queries through
 `Index.search_codes` (tile query: IVF-PQ candidates, then exact L2 on the codes read
 from the LMDB map, tile records, hits): p50 / p99, recall@10 of the hits against Flat,
-bundle bytes a tile on disk, and the query process's peak RSS.
+bundle bytes a tile on disk, the index's bytes a tile, and the mapped file pages the
+queries brought in.
 
 Run (from the repository root, with the venv active)
     python tools/bench_float_index.py --n 1000000 --json
@@ -91,7 +92,7 @@ def exact_top10(x: np.ndarray, q: np.ndarray, chunk: int = 500_000) -> np.ndarra
 def rss_mb() -> tuple[float, float]:
     """This process's resident memory now, MiB: (anonymous, file-backed). File-backed
     pages are mapped files (LMDB, Faiss files): clean, shared with the page cache and
-    reclaimable; anonymous pages are the heap (the loaded indexes)."""
+    reclaimable."""
     found = {}
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(("RssAnon:", "RssFile:")):
@@ -108,11 +109,17 @@ def ms(times: list[float]) -> dict[str, float]:
 
 
 def bench(
-    factory: str, x: np.ndarray, q: np.ndarray, truth: np.ndarray, rerank: int, nprobe: int
-) -> dict:
+    factory: str,
+    x: np.ndarray,
+    q: np.ndarray,
+    truth: np.ndarray,
+    rerank: int,
+    nprobes: list[int],
+) -> list[dict]:
+    """One row per nprobe (one index built)."""
     recipe = load_recipe("effnet-ivfpq")
     cfg = recipe.index.model_copy(
-        update={"float_factory": factory, "ivf_threshold": 1, "nprobe": nprobe}
+        update={"float_factory": factory, "ivf_threshold": 1, "nprobe": nprobes[0]}
     )
     resolved = float_factory(cfg, len(x))
     t = time.perf_counter()
@@ -124,8 +131,31 @@ def bench(
         index.add(x[start : start + 200_000], ids[start : start + 200_000])
     add = time.perf_counter() - t
     size = len(faiss.serialize_index(index.index))
-    whole, alone, found = [], [], []
     approximate = index.approximate
+    rows = []
+    for nprobe in nprobes if index.nlist else nprobes[:1]:
+        index.set_nprobe(nprobe)
+        rows.append(queries(index, x, q, truth, rerank if approximate else 0))
+        rows[-1] = {
+            "factory": resolved,
+            "rerank": rerank if approximate else None,
+            "nprobe": nprobe if index.nlist else None,
+            **rows[-1],
+            "index_bytes_per_tile": round(size / len(x), 1),
+            "train_seconds": round(train, 1),
+            "add_seconds": round(add, 1),
+        }
+        log(str(rows[-1]))
+    return rows
+
+
+def queries(
+    index: FloatTileIndex, x: np.ndarray, q: np.ndarray, truth: np.ndarray, rerank: int
+) -> dict:
+    """Each query alone: top `rerank` from the index reordered by exact L2 on x (0: the
+    index's own top 10)."""
+    whole, alone, found = [], [], []
+    approximate = rerank > 0
     for i in range(len(q)):
         t0 = time.perf_counter()
         D, I = index.search(q[i : i + 1], rerank if approximate else 10)
@@ -138,19 +168,11 @@ def bench(
         whole.append(t2 - t0)
         alone.append(t1 - t0)
         found.append(len(set(cand[:10].tolist()) & set(truth[i].tolist())) / 10)
-    out = {
-        "factory": resolved,
-        "rerank": rerank if approximate else None,
-        "nprobe": nprobe if index.nlist else None,
+    return {
         "recall_at_10": round(float(np.mean(found)), 4),
         "query": ms(whole),
         "index_search": ms(alone),
-        "index_bytes_per_tile": round(size / len(x), 1),
-        "train_seconds": round(train, 1),
-        "add_seconds": round(add, 1),
     }
-    log(str(out))
-    return out
 
 
 def engine(x: np.ndarray, q: np.ndarray, truth: np.ndarray, workdir: Path) -> dict:
@@ -229,8 +251,8 @@ def engine(x: np.ndarray, q: np.ndarray, truth: np.ndarray, workdir: Path) -> di
         "query": ms(whole),
         "bundle_bytes_per_tile_on_disk": round(disk / len(x), 1),
         "index_bytes_per_tile": round(index_bytes / len(x), 1),
-        # open + queries: heap (the index) and mapped LMDB pages py-lmdb touched
-        "rss_anon_growth_bytes_per_tile": round((rss1[0] - rss0[0]) * 2**20 / len(x), 1),
+        # open + queries: mapped file pages (the index's file, LMDB pages py-lmdb
+        # touched: clean, reclaimable)
         "rss_file_growth_mb": round(rss1[1] - rss0[1], 1),
     }
     log(str(out))
@@ -245,7 +267,7 @@ def main() -> None:
         "--factories", default="Flat,IVF{nlist},PQ138x4fs,IVF{nlist},PQ46x4fs", help="';'-free list"
     )
     parser.add_argument("--rerank", type=int, default=256)
-    parser.add_argument("--nprobe", type=int, default=32)
+    parser.add_argument("--nprobe", default="32", help="IVF lists probed, e.g. 32,64")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--engine", action="store_true", help="also through a bundle")
     parser.add_argument("--dtype", default="float32", help="float16 for 1e7 vectors")
@@ -267,7 +289,8 @@ def main() -> None:
     factories = [
         f for f in args.factories.replace(",IVF", ";IVF").replace(",Flat", ";Flat").split(";") if f
     ]
-    rows = [bench(f, x, q, truth, args.rerank, args.nprobe) for f in factories]
+    nprobes = [int(p) for p in args.nprobe.split(",")]
+    rows = [row for f in factories for row in bench(f, x, q, truth, args.rerank, nprobes)]
     out = {
         "n": args.n,
         "dim": DIM,
