@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 
 import cbir
-from cbir.describe import DescribedScale, DescribedSlide
+from cbir.describe import DescribedSlide
+from cbir.eval.synthetic import synthetic_slide
 from cbir.indexer import add_described
 from cbir.pipeline import TilePipeline
 from cbir.recipes import Recipe, load_recipe
-from cbir.slides.base import SlideInfo
-from cbir.slides.tiling import GridGeometry
 from cbir.storage.compact import compact
 from cbir.storage.store import write_new_bundle
 from cbir.storage.writer import transaction
@@ -42,22 +41,8 @@ def slides(first: int, count: int, seed: int = 0) -> list[DescribedSlide]:
         r = np.random.default_rng(1000 + i)
         z = r.standard_normal((SIDE * SIDE, 16)).astype(np.float32)
         x = np.maximum(z @ w1, 0) @ w2 + 2.0 * r.standard_normal((SIDE * SIDE, DIM))
-        geometry = GridGeometry(magnification=20.0, rows=SIDE, cols=SIDE, step=224.0, tile_size=224)
         keep = np.ones((SIDE, SIDE), bool)
-        name = f"s{i}.svs"
-        info = SlideInfo(
-            path=f"/synthetic/{name}",
-            name=name,
-            backend="synthetic",
-            width=SIDE * 224,
-            height=SIDE * 224,
-            level_count=1,
-            base_magnification=20.0,
-            magnification_source="synthetic",
-            mpp=0.5,
-        )
-        scale = DescribedScale(geometry, keep, x.astype(np.float32))
-        out.append(DescribedSlide(info, f"synthetic-{i}", 0.0, [scale]))
+        out.append(synthetic_slide(f"s{i}.svs", keep, x.astype(np.float32)))
     return out
 
 

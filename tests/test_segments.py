@@ -15,14 +15,13 @@ import numpy as np
 import pytest
 
 import cbir
-from cbir.describe import DescribedScale, DescribedSlide
+from cbir.describe import DescribedSlide
 from cbir.errors import BundleError
+from cbir.eval.synthetic import synthetic_slide
 from cbir.indexer import add_described, remove_slides
 from cbir.pipeline import TilePipeline
 from cbir.recipes import Recipe, load_recipe
-from cbir.slides.base import SlideInfo
 from cbir.slides.sample import sample_image
-from cbir.slides.tiling import GridGeometry
 from cbir.storage.compact import compact
 from cbir.storage.manifest import read_manifest
 from cbir.storage.store import write_new_bundle
@@ -55,20 +54,8 @@ def synthetic(n_slides: int, seed: int, tiles: int = 300, first: int = 0) -> lis
         rows = -(-tiles // cols)
         keep = np.zeros((rows, cols), bool)
         keep.ravel()[rng.permutation(rows * cols)[:tiles]] = True
-        g = GridGeometry(magnification=20.0, rows=rows, cols=cols, step=224.0, tile_size=224)
         x = rng.standard_normal((tiles, 12)).astype(np.float32)
-        info = SlideInfo(
-            path=f"/synthetic/s{i:03d}.svs",
-            name=f"s{i:03d}.svs",
-            backend="synthetic",
-            width=cols * 224,
-            height=rows * 224,
-            level_count=1,
-            base_magnification=20.0,
-            magnification_source="synthetic",
-            mpp=0.5,
-        )
-        out.append(DescribedSlide(info, f"sum-{i}", 0.0, [DescribedScale(g, keep, x)]))
+        out.append(synthetic_slide(f"s{i:03d}.svs", keep, x))
     return out
 
 

@@ -179,10 +179,8 @@ def engine(x: np.ndarray, q: np.ndarray, truth: np.ndarray, workdir: Path) -> di
     """Build an effnet-ivfpq bundle of `x` (100 slides of 10,000 tiles) and time tile
     queries through Index.search_codes (see the module docstring)."""
     import cbir
-    from cbir.describe import DescribedScale, DescribedSlide
+    from cbir.eval.synthetic import synthetic_slide
     from cbir.pipeline import TilePipeline
-    from cbir.slides.base import SlideInfo
-    from cbir.slides.tiling import GridGeometry
     from cbir.storage.store import write_new_bundle
     from cbir.storage.writer import transaction
     from cbir.timing import StageTimer
@@ -195,21 +193,7 @@ def engine(x: np.ndarray, q: np.ndarray, truth: np.ndarray, workdir: Path) -> di
         rows = -(-m // side)
         keep = np.zeros((rows, side), bool)
         keep.ravel()[:m] = True
-        geometry = GridGeometry(magnification=20.0, rows=rows, cols=side, step=224.0, tile_size=224)
-        name = f"slide-{i:04d}.svs"
-        info = SlideInfo(
-            path=f"/synthetic/{name}",
-            name=name,
-            backend="synthetic",
-            width=side * 224,
-            height=rows * 224,
-            level_count=1,
-            base_magnification=20.0,
-            magnification_source="synthetic",
-            mpp=0.5,
-        )
-        scale = DescribedScale(geometry, keep, x[start : start + m])
-        described.append(DescribedSlide(info, f"synthetic-{i}", 0.0, [scale]))
+        described.append(synthetic_slide(f"slide-{i:04d}.svs", keep, x[start : start + m]))
     # the encoder standardises and normalises: its codes are what the bundle stores, so
     # the truth is taken again on them
     root = workdir / "bundle"

@@ -60,13 +60,12 @@ import numpy as np
 
 import cbir
 from cbir.api import Index
-from cbir.describe import DescribedScale, DescribedSlide
+from cbir.describe import DescribedSlide
+from cbir.eval.synthetic import synthetic_slide as make_slide
 from cbir.pipeline import TilePipeline
 from cbir.recipes import load_recipe
 from cbir.search.region import region_candidates, region_distance
 from cbir.search.tiles import tile_hits
-from cbir.slides.base import SlideInfo
-from cbir.slides.tiling import GridGeometry
 from cbir.storage.store import write_new_bundle
 from cbir.storage.writer import transaction
 from cbir.timing import StageTimer
@@ -123,25 +122,9 @@ def synthetic_descriptors(
 
 
 def synthetic_slide(i: int, keep: np.ndarray, x: np.ndarray) -> DescribedSlide:
-    """Synthetic slide `i`: one 20x grid of keep's (rows, cols) cells, the kept ones
-    described by x (n_kept, DIM), row-major."""
-    rows, cols = keep.shape
-    geometry = GridGeometry(
-        magnification=MAGNIFICATION, rows=rows, cols=cols, step=float(TILE), tile_size=TILE
-    )
-    name = f"slide-{i:04d}.svs"
-    info = SlideInfo(
-        path=f"/synthetic/{name}",
-        name=name,
-        backend="synthetic",
-        width=cols * TILE,
-        height=rows * TILE,
-        level_count=1,
-        base_magnification=MAGNIFICATION,
-        magnification_source="synthetic",
-        mpp=0.5,
-    )
-    return DescribedSlide(info, f"synthetic-{i}", 0.0, [DescribedScale(geometry, keep, x)])
+    """Synthetic slide `i` (slide-0001.svs, ...): keep's (rows, cols) cells at 20x, the
+    kept ones described by x (n_kept, DIM), row-major."""
+    return make_slide(f"slide-{i:04d}.svs", keep, x, MAGNIFICATION)
 
 
 def synthetic_slides(n: int, seed: int) -> list[DescribedSlide]:

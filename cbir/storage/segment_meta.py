@@ -4,13 +4,16 @@ tombstoned slides left out, labels taken from the manifest."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TypeVar
 
 import numpy as np
 
 from cbir.delf.stage import local_ids
 from cbir.slides.grids import SLIDE_SHIFT, CodeGrid, TileRecord
 from cbir.storage.metadata import MetadataStore, SlideRecord
+
+T = TypeVar("T")
 
 
 class SegmentedMeta:
@@ -86,20 +89,21 @@ class SegmentedMeta:
 
     def tiles_of(self, tile_ids: np.ndarray) -> list[TileRecord | None]:
         """Records of tiles (None where unknown or removed), store by store."""
-        ids = np.asarray(tile_ids, np.int64).reshape(-1)
-        out: list[TileRecord | None] = [None] * len(ids)
-        for store, pos in self._by_store(ids):
-            for p, rec in zip(pos.tolist(), store.tiles_of(ids[pos]), strict=True):
-                out[p] = rec
-        return out
+        return self._gathered(tile_ids, MetadataStore.tiles_of)
 
     def codes_of(self, tile_ids: np.ndarray) -> list[bytes | None]:
         """Stored code bytes of tiles (None where unknown or removed), store by store."""
+        return self._gathered(tile_ids, MetadataStore.codes_of)
+
+    def _gathered(
+        self, tile_ids: np.ndarray, read: Callable[[MetadataStore, np.ndarray], list[T]]
+    ) -> list[T | None]:
+        """`read(store, ids)` of each store's tiles, put back in the order of tile_ids."""
         ids = np.asarray(tile_ids, np.int64).reshape(-1)
-        out: list[bytes | None] = [None] * len(ids)
+        out: list[T | None] = [None] * len(ids)
         for store, pos in self._by_store(ids):
-            for p, raw in zip(pos.tolist(), store.codes_of(ids[pos]), strict=True):
-                out[p] = raw
+            for p, value in zip(pos.tolist(), read(store, ids[pos]), strict=True):
+                out[p] = value
         return out
 
     # -- per-tile products -------------------------------------------------------------
