@@ -5,8 +5,9 @@ or a compressed IVF such as "IVF{nlist},PQ46" (46 bytes a 552-d vector; `{nlist}
 recipe's nlist, else sqrt(n) as a power of two, at most n / 39). An IVF factory
 applies from `ivf_threshold` tiles on; a smaller collection is exact (Flat), and grows
 into the IVF when `add` or `compact` finds it past the threshold. Compressed distances
-are approximate: such recipes set `rerank` (cbir.search.tiles), which orders the top
-candidates by exact squared L2 on the vectors the code grids keep.
+are approximate: such recipes set `rerank` (cbir.search.tiles.rerank_codes), which
+orders the top candidates by squared L2 on float16 copies of the tile vectors (the
+`vectors` artifact).
 """
 
 from __future__ import annotations
@@ -142,7 +143,8 @@ class FloatTileIndex(FloatSearch):
     @classmethod
     def template(cls, dim: int, cfg: IndexConfig, xt: np.ndarray) -> FloatTileIndex:
         """The empty index every segment starts from, trained on (n, dim) `xt` if the
-        factory needs training (IVF: on a seeded sample of at most 256 rows a list)."""
+        factory needs training (IVF: on a seeded sample of at most MAX_TRAIN_PER_LIST rows
+        a list, and at least MIN_PQ_TRAIN)."""
         inner = faiss.index_factory(dim, float_factory(cfg, len(xt)), faiss.METRIC_L2)
         if not inner.is_trained:
             ivf = faiss.try_extract_index_ivf(inner)

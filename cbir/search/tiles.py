@@ -22,7 +22,7 @@ def reranks(col: Collection, x: np.ndarray | None) -> bool:
 
 def reranks_codes(col: Collection) -> bool:
     """Whether a float search is two-step: compressed codes (IVF-PQ) for candidates,
-    then exact squared L2 on the float vectors the code grids keep."""
+    then squared L2 on the stored float vectors (`rerank_codes`)."""
     return bool(
         col.recipe.search.rerank
         and not col.bundle.pipeline.binary
@@ -52,12 +52,22 @@ def rerank_codes(
     I = I[0][I[0] >= 0]
     if not len(I):
         return D[0][:0], I
-    stored = col.bundle.meta.vectors_of(I, xq.shape[1]).astype(np.float64)  # float16 codes
+    stored = col.bundle.meta.vectors_of(I, xq.shape[1])  # float16 copies of the codes
     missing = np.isnan(stored[:, 0])
     if missing.any():  # no stored vector (a bundle written before them): from the grids
         stored[missing] = stored_codes(col, I[missing])
-    D = ((stored - xq.astype(np.float64)) ** 2).sum(axis=1)
-    D = np.where(np.isnan(D), np.inf, D).astype(np.float32)
+    D, I = nearest_stored(stored, xq, I, k)
+    return D.astype(np.float32), I
+
+
+def nearest_stored(
+    stored: np.ndarray, target: np.ndarray, I: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The k of candidates I (m,) whose stored vectors (m, d) are nearest `target`
+    (1, d) by squared L2 (float64; a NaN row, a tile without a vector, goes last), ties
+    by id: D (k',) float64, I (k',)."""
+    D = ((stored.astype(np.float64) - target.astype(np.float64)) ** 2).sum(axis=1)
+    D = np.where(np.isnan(D), np.inf, D)
     order = np.lexsort((I, D))[:k]
     return D[order], I[order]
 
@@ -76,11 +86,7 @@ def rerank(
         D2, I2 = index.search(xq, min(ntotal, coarse_k * RERANK_TIE_WIDEN))
         keep = (D2[0] <= D[-1]) & (I2[0] >= 0)
         I = I2[0][keep]
-    stored = col.bundle.meta.vectors_of(I, x.shape[1])
-    D = ((stored.astype(np.float64) - x.astype(np.float64)) ** 2).sum(axis=1)
-    D = np.where(np.isnan(D), np.inf, D)  # a tile without a stored vector goes last
-    order = np.lexsort((I, D))[:k]
-    return D[order], I[order]
+    return nearest_stored(col.bundle.meta.vectors_of(I, x.shape[1]), x, I, k)
 
 
 def expanded(col: Collection, xq: np.ndarray, expand: int) -> np.ndarray:
@@ -91,13 +97,9 @@ def expanded(col: Collection, xq: np.ndarray, expand: int) -> np.ndarray:
             f"(recipe {col.recipe.name!r} does not normalise them)"
         )
     _, I = col.bundle.index.search_tie_ordered(xq, expand)
-    vectors = []
-    for rec in col.bundle.meta.tiles_of(I):
-        grid = col.grids.get(rec.slide_id, rec.magnification)
-        vectors.append(col.bundle.pipeline.codes_from_bytes(grid.codes[rec.row, rec.col]))
-    if not vectors:
+    if not len(I):
         return xq
-    return expand_query(xq[0], np.stack(vectors), col.recipe.search.expand_alpha)[None]
+    return expand_query(xq[0], stored_codes(col, I), col.recipe.search.expand_alpha)[None]
 
 
 def _ranked(
