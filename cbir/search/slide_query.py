@@ -40,7 +40,7 @@ def indexed_query(col: Collection, slide_id: int) -> QueryMosaic:
     mosaic = stored_mosaic(col, slide_id)
     if mosaic is None:
         raise QueryError(f"{info.name}: the slide has no indexed tile to query with")
-    codes, _ = mosaic_codes(col, slide_id, mosaic)
+    codes, _ = mosaic_codes(col, mosaic)
     records = col.bundle.meta.tiles_of(mosaic.tile_ids)
     return QueryMosaic(
         name=info.name,

@@ -13,6 +13,7 @@ import numpy as np
 
 from cbir.search.collection import Collection
 from cbir.search.slide_hits import SlideHit, TilePair
+from cbir.search.tiles import stored_codes
 from cbir.slides.mosaic import mosaic_magnification
 from cbir.storage.mosaics import StoredMosaic, mosaic_from_grid, read_mosaic
 
@@ -22,7 +23,7 @@ SLIDE_CANDIDATES = 100
 #: slide ("median") or to its mosaic's tiles ("mosaic", Yottixel's); or the coarse only.
 METHODS = ("median", "mosaic", "pooled")
 #: What `cbir search --slide` ranks by: the best of the three on the slide set cut from
-#: the shared slides (tools/eval_slides.py: mAP@5 0.718 against 0.584 median and 0.612
+#: the shared slides (tools/eval_slides.py: mAP@5 0.718 against 0.593 median and 0.610
 #: mosaic on stats-lsh32; 1.0 against 0.963 median on effnet-lsh64; all 1.0 on
 #: effnet-flat).
 DEFAULT_METHOD = "pooled"
@@ -73,13 +74,10 @@ def slide_codes(col: Collection, slide_id: int, magnification: float) -> tuple:
     return col.bundle.pipeline.codes_from_bytes(grid.codes[valid]), grid.ids[valid], grid
 
 
-def mosaic_codes(col: Collection, slide_id: int, mosaic: StoredMosaic) -> tuple:
-    """A slide's mosaic tiles: codes (m, e) as compared and tile ids (m,)."""
-    grid = col.grids.get(slide_id, mosaic.magnification)
-    records = col.bundle.meta.tiles_of(mosaic.tile_ids)
-    assert grid is not None and all(r is not None for r in records)
-    raw = np.stack([grid.codes[r.row, r.col] for r in records])  # type: ignore[union-attr]
-    return col.bundle.pipeline.codes_from_bytes(raw), mosaic.tile_ids
+def mosaic_codes(col: Collection, mosaic: StoredMosaic) -> tuple:
+    """A slide's mosaic tiles: codes (m, e) as compared and tile ids (m,), read tile by
+    tile (not the whole grid)."""
+    return stored_codes(col, mosaic.tile_ids), mosaic.tile_ids
 
 
 def nearest(query: np.ndarray, base: np.ndarray, binary: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -131,7 +129,7 @@ def rank_slides(
     for i in fine:
         sid = comparable[i]
         if method == "mosaic":
-            codes, tile_ids = mosaic_codes(col, sid, mosaics[sid])
+            codes, tile_ids = mosaic_codes(col, mosaics[sid])  # type: ignore[arg-type]
         else:
             codes, tile_ids, _ = slide_codes(col, sid, q.magnification)
         D, rows = nearest(q.codes, codes, binary)
