@@ -21,7 +21,7 @@ from cbir.nn.backbones import backbone_entry, backbone_weights_file, loaded_back
 from cbir.nn.cnn import normalise, to_tensor
 from cbir.nn.cuda_graphs import graphed
 from cbir.nn.device import for_inference, resolve_device
-from cbir.nn.onnx_runtime import OnnxForward, int8_runtime_check, use_onnx
+from cbir.nn.onnx_runtime import OnnxForward, cpu_engine, int8_runtime_check
 from cbir.nn.quantize import CALIBRATION_BATCH, calibration_tiles
 from cbir.specs import DescriptorSpec
 
@@ -168,17 +168,25 @@ class BackboneDescriptor:
                 **({"precision": precision} if precision != "fp32" else {}),
             },
         )
-        #: ONNX Runtime on the CPU (cbir.nn.onnx_runtime; CBIR_RUNTIME), else None: torch.
+        #: OpenVINO or ONNX Runtime on the CPU (cbir.nn.onnx_runtime.cpu_engine), else
+        #: None: PyTorch.
         self.onnx = self._onnx(tile_size)
+
+    @property
+    def runs_at(self) -> str | None:
+        """ "bfloat16" when OpenVINO runs the network at bfloat16 (cbir.nn.precision),
+        else None: the process's precision (cbir.nn.device.autocast_dtype)."""
+        return "bfloat16" if self.onnx is not None and self.onnx.precision == "bf16" else None
 
     def _onnx(self, tile_size: int) -> OnnxForward | None:
         """This descriptor's `_forward` exported and run by ONNX Runtime, when it runs on
         the CPU and onnxruntime is installed; None (PyTorch) when the export fails. An
         int8 descriptor always runs here (on the CPU), or is refused."""
         int8 = self.precision == "int8"
+        engine = ("onnx", "int8") if int8 else cpu_engine(self.device)
         if int8:
             int8_runtime_check()
-        elif not use_onnx(self.device):
+        elif engine is None:
             return None
         me = weakref.ref(self)
 
@@ -208,6 +216,8 @@ class BackboneDescriptor:
                 example,
                 key,
                 int8=calibration if int8 else None,
+                engine=engine[0],
+                precision=engine[1],
             )
         except Exception as exc:  # an op ONNX cannot express: PyTorch describes
             if int8:

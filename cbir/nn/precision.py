@@ -25,8 +25,13 @@ def _device(component: object) -> object | None:
 
 def network_precision(*components: object) -> str | None:
     """The precision the first network among `components` runs inference at here
-    ("float32", "float16", "bfloat16"); None when none is a network."""
+    ("float32", "float16", "bfloat16"); None when none is a network. A component that
+    runs outside PyTorch says so in `runs_at` (e.g. a backbone in OpenVINO at bfloat16)."""
     for c in components:
+        for holder in (c, getattr(c, "input", None)):
+            runs_at = getattr(holder, "runs_at", None)
+            if isinstance(runs_at, str):
+                return runs_at
         device = _device(c)
         if device is not None:
             import torch
