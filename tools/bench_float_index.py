@@ -24,8 +24,13 @@ from the LMDB map, tile records, hits): p50 / p99, recall@10 of the hits against
 bundle bytes a tile on disk, the index's bytes a tile, and the mapped file pages the
 queries brought in.
 
+With `--bundle PATH` the vectors are instead a float bundle's (e.g. an effnet-flat build
+of real slides): `--queries` of its tiles, drawn with the seed, are held out of the index
+and are the queries; their true 10 nearest are the nearest other tiles.
+
 Run (from the repository root, with the venv active)
     python tools/bench_float_index.py --n 1000000 --json
+    python tools/bench_float_index.py --bundle IDX --factories 'Flat,IVF{nlist},PQ138x4fs' --json
     python tools/bench_float_index.py --n 1000000 --factories '' --engine --json
 """
 
@@ -70,6 +75,20 @@ def vectors(n: int, seed: int, dtype: str = "float32", chunk: int = 200_000) -> 
             mean, std = v.mean(axis=0), v.std(axis=0)
         v = (v - mean) / std
         x[start : start + m] = v / np.linalg.norm(v, axis=1, keepdims=True)
+    return x
+
+
+def bundle_vectors(path: Path) -> np.ndarray:
+    """(n, DIM) float32: every indexed tile's vector as the float bundle at `path` stores
+    it (its code grids: real described tiles)."""
+    import cbir
+
+    with cbir.open_index(path, device="cpu") as index:
+        decode = index.bundle.pipeline.codes_from_bytes
+        parts = [decode(g.codes[g.valid]) for g in index.bundle.meta.all_grids()]
+    x = np.ascontiguousarray(np.concatenate(parts), np.float32)
+    if x.shape[1] != DIM:
+        raise SystemExit(f"bench_float_index: {path} holds {x.shape[1]}-d vectors, not {DIM}")
     return x
 
 
@@ -204,9 +223,22 @@ def engine(x: np.ndarray, q: np.ndarray, truth: np.ndarray, workdir: Path) -> di
     build = time.perf_counter() - t
     log(f"bundle written in {build:.0f} s: {timer.as_dict()}")
     del described
+    with cbir.open_index(root, device="cpu") as ix:  # the bundle's own vectors
+        codes = ix.bundle.pipeline.encode(q)
+    out = {"recipe": recipe.name, "build_seconds": round(build, 1)}
+    out |= {"build_stage_seconds": timer.as_dict(), **engine_queries(root, codes)}
+    log(str(out))
+    return out
+
+
+def engine_queries(root: Path, codes: np.ndarray) -> dict:
+    """Tile queries (nq, d) of vectors as the bundle at `root` stores them, each alone
+    through Index.search_codes: recall@10 against exact L2 over every stored vector,
+    p50 / p99, bytes a tile on disk and of the index, mapped file pages brought in."""
+    import cbir
+
     disk = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
     with cbir.open_index(root, device="cpu") as ix:  # the truth: exact L2 on the codes
-        codes = ix.bundle.pipeline.encode(q)
         exact = faiss.IndexFlatL2(codes.shape[1])
         ids = [ix.bundle.meta.tile_ids_of(sid) for sid in sorted(ix.slides)]
         exact_ids = np.concatenate(ids)
@@ -220,27 +252,26 @@ def engine(x: np.ndarray, q: np.ndarray, truth: np.ndarray, workdir: Path) -> di
     rss0 = rss_mb()
     whole, found = [], []
     with cbir.open_index(root, device="cpu") as ix:
-        index_bytes = sum(len(faiss.serialize_index(p.index.index)) for p in ix.bundle.index.parts)
+        parts = [p.index.index for p in ix.bundle.index.parts]
+        index_bytes = sum(len(faiss.serialize_index(p)) for p in parts)
+        kind = [faiss.try_extract_index_ivf(p) is not None for p in parts]
         for i in range(len(codes)):
             t0 = time.perf_counter()
             hits = ix.search_codes(codes[i : i + 1, None, None, :], 10)
             whole.append(time.perf_counter() - t0)
             found.append(len({h.tile_id for h in hits} & want[i]) / 10)
         rss1 = rss_mb()
-    out = {
-        "recipe": recipe.name,
-        "build_seconds": round(build, 1),
-        "build_stage_seconds": timer.as_dict(),
+    return {
+        "tiles": len(exact_ids),
+        "ivf": any(kind),
         "recall_at_10": round(float(np.mean(found)), 4),
         "query": ms(whole),
-        "bundle_bytes_per_tile_on_disk": round(disk / len(x), 1),
-        "index_bytes_per_tile": round(index_bytes / len(x), 1),
+        "bundle_bytes_per_tile_on_disk": round(disk / len(exact_ids), 1),
+        "index_bytes_per_tile": round(index_bytes / len(exact_ids), 1),
         # open + queries: mapped file pages (the index's file, LMDB pages py-lmdb
         # touched: clean, reclaimable)
         "rss_file_growth_mb": round(rss1[1] - rss0[1], 1),
     }
-    log(str(out))
-    return out
 
 
 def main() -> None:
@@ -256,14 +287,24 @@ def main() -> None:
     parser.add_argument("--engine", action="store_true", help="also through a bundle")
     parser.add_argument("--dtype", default="float32", help="float16 for 1e7 vectors")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument(
+        "--bundle", type=Path, default=None, help="real vectors: a float bundle's (not --n)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     t = time.perf_counter()
-    x = vectors(args.n, args.seed, args.dtype)
     rng = np.random.default_rng(args.seed + 1)
-    q = x[rng.choice(args.n, args.queries, replace=False)].astype(np.float32)
-    q = q + 0.01 * rng.standard_normal(q.shape).astype(np.float32)
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    if args.bundle is not None:  # real tiles; each query is a held-out tile
+        x = bundle_vectors(args.bundle)
+        held = np.zeros(len(x), bool)
+        held[rng.choice(len(x), args.queries, replace=False)] = True
+        q, x = x[held], np.ascontiguousarray(x[~held])
+        args.n = len(x)
+    else:
+        x = vectors(args.n, args.seed, args.dtype)
+        q = x[rng.choice(args.n, args.queries, replace=False)].astype(np.float32)
+        q = q + 0.01 * rng.standard_normal(q.shape).astype(np.float32)
+        q /= np.linalg.norm(q, axis=1, keepdims=True)
     log(f"{args.n} vectors in {time.perf_counter() - t:.0f} s")
     truth = np.zeros((len(q), 10), np.int64)
     if args.factories:
@@ -279,10 +320,20 @@ def main() -> None:
         "n": args.n,
         "dim": DIM,
         "queries": args.queries,
-        "data": "synthetic (see docstring)",
+        "data": f"real: {args.bundle}, queries held out" if args.bundle else "synthetic",
         "rows": rows,
     }
-    if args.engine:
+    if args.engine and args.bundle is not None:  # that bundle, queried with its tiles
+        import cbir
+
+        with cbir.open_index(args.bundle, device="cpu") as ix:
+            ids = np.concatenate([ix.bundle.meta.tile_ids_of(s) for s in sorted(ix.slides)])
+            pick = np.sort(rng.choice(ids, args.queries, replace=False))
+            raw = ix.bundle.meta.codes_of(pick)
+            codes = np.frombuffer(b"".join(raw), np.float32).reshape(len(pick), DIM)
+        out["engine"] = engine_queries(args.bundle, codes)
+        log(str(out["engine"]))
+    elif args.engine:
         import tempfile
 
         with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:

@@ -5,7 +5,7 @@ against PyTorch eager's 327-348 ms (2 cores), outputs equal to 2e-7.
 
 The same exported file is what OpenVINO runs (cbir.nn.openvino_runtime), faster still.
 `CBIR_RUNTIME` chooses: "auto" (default: OpenVINO on the CPU when `openvino` and `onnx`
-are installed, else ONNX Runtime when `onnxruntime` and `onnx` are, extra `cbir[fast]`),
+are installed, as they are with cbir; else ONNX Runtime, extra `cbir[fast]`),
 "torch", "onnx" or "openvino"; `cpu_engine` says which runs, given the precision
 (CBIR_PRECISION: bfloat16 runs in OpenVINO or PyTorch). The cache lives in
 `$CBIR_CACHE_DIR/onnx` (default ~/.cache/cbir/onnx); a file is written whole (a temporary
@@ -63,7 +63,7 @@ def cpu_engine(device: torch.device) -> tuple[str, str] | None:
         return None
     if wanted == "openvino" and not openvino_runtime.available():
         raise RuntimeError(
-            "CBIR_RUNTIME=openvino needs openvino and onnx: pip install 'cbir[fast]'"
+            "CBIR_RUNTIME=openvino needs openvino and onnx: pip install openvino onnx"
         )
     if wanted == "onnx" and not available():
         raise RuntimeError("CBIR_RUNTIME=onnx needs onnxruntime and onnx: pip install 'cbir[fast]'")
