@@ -279,7 +279,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument(
-        "--factories", default="Flat,IVF{nlist},PQ138x4fs,IVF{nlist},PQ46x4fs", help="';'-free list"
+        "--factories",
+        default="Flat,IVF{nlist},PQ138x4fs,IVF{nlist},PQ46x4fs",
+        help="comma-joined, or ';'-separated (needed for e.g. OPQ138,IVF{nlist},PQ138x4fs)",
     )
     parser.add_argument("--rerank", type=int, default=256)
     parser.add_argument("--nprobe", default="32", help="IVF lists probed, e.g. 32,64")
@@ -311,9 +313,11 @@ def main() -> None:
         t = time.perf_counter()
         truth = exact_top10(x, q)
         log(f"exact top 10 in {time.perf_counter() - t:.0f} s")
-    factories = [
-        f for f in args.factories.replace(",IVF", ";IVF").replace(",Flat", ";Flat").split(";") if f
-    ]
+    if ";" in args.factories:  # explicit separators (factories with a pre-transform)
+        factories = [f for f in args.factories.split(";") if f]
+    else:
+        split = args.factories.replace(",IVF", ";IVF").replace(",Flat", ";Flat")
+        factories = [f for f in split.split(";") if f]
     nprobes = [int(p) for p in args.nprobe.split(",")]
     rows = [row for f in factories for row in bench(f, x, q, truth, args.rerank, nprobes)]
     out = {
