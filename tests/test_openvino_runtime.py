@@ -91,6 +91,16 @@ def test_openvino_float32_gives_the_descriptors_of_pytorch(
         outs = list(pool.map(lambda i: ov.describe(tiles[i : i + 4]), range(0, 8, 2)))
     for i, out in zip(range(0, 8, 2), outs, strict=True):
         assert np.abs(out - got[i : i + 4]).max() < 1e-5
+    # the compiled model is cached beside the export; the next descriptor loads it
+    cached = tmp_path / "onnx" / "openvino"
+    assert cached.is_dir() and any(cached.iterdir())
+    again = describer(monkeypatch, "openvino", "fp32")
+    assert np.abs(again.describe(tiles) - got).max() < 1e-5
+    for blob in cached.rglob("*.blob"):  # damaged: compiled again, the same answers
+        blob.chmod(0o644)  # OpenVINO writes them read-only
+        blob.write_bytes(b"not a model")
+    fixed = describer(monkeypatch, "openvino", "fp32")
+    assert np.abs(fixed.describe(tiles) - got).max() < 1e-5
 
 
 @needs_openvino

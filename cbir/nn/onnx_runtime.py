@@ -139,7 +139,8 @@ class OnnxForward:
         if self.engine == "openvino":
             from cbir.nn.openvino_runtime import OpenVinoSession
 
-            return OpenVinoSession(self.path, torch.get_num_threads(), self.precision).run
+            threads, cache = torch.get_num_threads(), self.path.parent / "openvino"
+            return OpenVinoSession(self.path, threads, self.precision, cache).run
         import onnxruntime as ort
 
         path = self.path
