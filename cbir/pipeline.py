@@ -166,14 +166,22 @@ class TilePipeline:
     def binary(self) -> bool:
         return self.encoder.spec.kind == "binary"
 
+    @property
+    def _half(self) -> bool:
+        return self.encoder.spec.kind == "float" and self.encoder.spec.code_dtype == "float16"
+
     def code_view(self, codes: np.ndarray) -> np.ndarray:
         """Codes (n, ...) -> (n, code_bytes) uint8, how grids and LMDB store them."""
+        if self._half:
+            codes = np.asarray(codes, np.float32).astype("<f2")
         return np.ascontiguousarray(codes).view(np.uint8).reshape(len(codes), self.code_bytes)
 
     def codes_from_bytes(self, raw: np.ndarray) -> np.ndarray:
         """(..., code_bytes) uint8 -> (..., bits / 8) uint8 or (..., dim) float32."""
         if self.binary:
             return raw
+        if self._half:
+            return np.ascontiguousarray(raw).view("<f2").astype(np.float32)
         return np.ascontiguousarray(raw).view(np.float32)
 
     def describe(self, tiles: np.ndarray) -> np.ndarray:

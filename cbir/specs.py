@@ -31,8 +31,13 @@ class EncoderSpec(BaseModel):
     dim: int = 0  # float: vector length, vectors are (dim,) float32; binary: 0
     standardize: bool
     params: dict[str, Any] = {}
+    #: float: how grids store the vectors (float16 halves them; the encoder then rounds
+    #: its output to float16's values, so index, grids and queries agree)
+    code_dtype: Literal["float32", "float16"] = "float32"
 
     @property
     def code_bytes(self) -> int:
-        """Bytes per stored code: bits / 8, or 4 * dim for float vectors."""
-        return self.bits // 8 if self.kind == "binary" else 4 * self.dim
+        """Bytes per stored code: bits / 8, or 4 (float16: 2) * dim for float vectors."""
+        if self.kind == "binary":
+            return self.bits // 8
+        return (2 if self.code_dtype == "float16" else 4) * self.dim

@@ -169,7 +169,41 @@ def test_codes_are_read_without_whole_grids(pair: tuple[Path, Path]) -> None:
             assert raw == grid.codes[rec.row, rec.col].tobytes()
         store = meta.store_of(sid)
         assert all(g.codes.shape[-1] == 0 for g in store._tiles(sid).grids)
-        # the rerank's own copies: float16, one LMDB value a tile
+        # the grids keep float16 vectors (recipe store = "float16"): 2 bytes a dim
+        assert all(len(raw) == 2 * DIM for raw in got[:-1])
+        assert ix.bundle.pipeline.code_bytes == 2 * DIM
+        # the rerank's own copies: float16, one LMDB value a tile, equal to the grids'
         kept = meta.vectors_of(ids, DIM)
-        codes = np.frombuffer(b"".join(got[:-1]), np.float32).reshape(len(ids), DIM)
-        assert np.abs(kept - codes).max() < 1e-3
+        raw = np.frombuffer(b"".join(got[:-1]), np.uint8).reshape(len(ids), -1)
+        assert np.array_equal(kept, ix.bundle.pipeline.codes_from_bytes(raw))
+
+
+def test_float16_grids_halve_the_vectors_and_keep_the_hits(tmp_path: Path) -> None:
+    """A float recipe with `store = "float16"` keeps its grids' vectors in half the
+    bytes; the encoder rounds to float16's values, so a stored tile queried with its own
+    vector is at distance 0 and the hits are a float32 build's."""
+    described = slides(0, 1)
+    r16 = recipe("Flat")
+    r32 = r16.model_copy(
+        update={
+            "encoder": r16.encoder.model_copy(
+                update={"params": {**r16.encoder.params, "store": "float32"}}
+            )
+        }
+    )
+    half, full = build(tmp_path / "half", r16, described), build(tmp_path / "full", r32, described)
+
+    def lmdb_bytes(root: Path) -> int:
+        return sum(f.stat().st_size for f in root.rglob("*.mdb"))
+
+    assert lmdb_bytes(half) < 0.6 * lmdb_bytes(full)  # the grids are most of it
+    with cbir.open_index(half) as a, cbir.open_index(full) as b:
+        assert a.bundle.pipeline.code_bytes == DIM * 2 and b.bundle.pipeline.code_bytes == DIM * 4
+        q = queries(b, 20, seed=7)
+        for i in range(len(q)):
+            got, want = top(a, q[i : i + 1]), top(b, q[i : i + 1])
+            assert got[0] == want[0] and len(set(got) & set(want)) >= 8
+        g = next(iter(a.bundle.meta.grids_of(sorted(a.slides)[0])))
+        own = a.bundle.pipeline.codes_from_bytes(g.codes[3, 4][None])  # (1, DIM) float32
+        hit = a.search_codes(own[:, None, None, :], 1)[0]
+        assert (hit.row, hit.col, hit.distance) == (3, 4, 0.0)

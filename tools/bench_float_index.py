@@ -242,9 +242,9 @@ def engine_queries(root: Path, codes: np.ndarray) -> dict:
         exact = faiss.IndexFlatL2(codes.shape[1])
         ids = [ix.bundle.meta.tile_ids_of(sid) for sid in sorted(ix.slides)]
         exact_ids = np.concatenate(ids)
-        stored = ix.bundle.meta.codes_of(exact_ids)
-        exact.add(np.frombuffer(b"".join(stored), np.float32).reshape(len(exact_ids), -1))
-        del stored
+        raw = np.frombuffer(b"".join(ix.bundle.meta.codes_of(exact_ids)), np.uint8)
+        exact.add(ix.bundle.pipeline.codes_from_bytes(raw.reshape(len(exact_ids), -1)))
+        del raw
         _, nn = exact.search(codes, 10)
         del exact
     want = [set(exact_ids[row].tolist()) for row in nn]
@@ -333,8 +333,8 @@ def main() -> None:
         with cbir.open_index(args.bundle, device="cpu") as ix:
             ids = np.concatenate([ix.bundle.meta.tile_ids_of(s) for s in sorted(ix.slides)])
             pick = np.sort(rng.choice(ids, args.queries, replace=False))
-            raw = ix.bundle.meta.codes_of(pick)
-            codes = np.frombuffer(b"".join(raw), np.float32).reshape(len(pick), DIM)
+            raw = np.frombuffer(b"".join(ix.bundle.meta.codes_of(pick)), np.uint8)
+            codes = ix.bundle.pipeline.codes_from_bytes(raw.reshape(len(pick), -1))
         out["engine"] = engine_queries(args.bundle, codes)
         log(str(out["engine"]))
     elif args.engine:

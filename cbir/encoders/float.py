@@ -22,7 +22,10 @@ class FloatEncoder:
         standardize: bool = False,
         normalize: bool = False,
         blocks: list[int] | None = None,
+        store: str = "float32",
     ):
+        if store not in ("float32", "float16"):
+            raise ValueError(f"store {store!r}; valid: float32, float16")
         if blocks is not None and (sum(blocks) != input_dim or min(blocks) < 1):
             raise ValueError(f"blocks {blocks} do not add up to the descriptor's {input_dim} dims")
         params: dict[str, object] = {"normalize": normalize}
@@ -36,6 +39,7 @@ class FloatEncoder:
             dim=input_dim,
             standardize=standardize,
             params=params,
+            code_dtype=store,  # type: ignore[arg-type]
         )
         self.normalize = normalize
         self.bounds = np.cumsum([0, *blocks]) if blocks else None
@@ -54,6 +58,8 @@ class FloatEncoder:
             z /= np.sqrt(len(self.bounds) - 1)
         if self.normalize:
             z /= np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+        if self.spec.code_dtype == "float16":
+            z = z.astype(np.float16)
         return np.ascontiguousarray(z, dtype=np.float32)
 
     def state(self) -> dict[str, np.ndarray]:
