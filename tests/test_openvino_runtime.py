@@ -152,3 +152,20 @@ def test_a_bundle_records_the_precision_openvino_ran_at(
         with cbir.open_index(out, device="cpu") as index:
             hit = index.search(f"{generated_slide}:500,380,1200,1000@10x", k=1).hits[0]
             assert abs(hit.x - 500) <= 120 and abs(hit.y - 380) <= 120
+
+
+def test_heads_and_lda_record_the_precision_of_their_base() -> None:
+    """A head on a backbone (its input's base) and an LDA (its base) run their base's
+    network: the manifest records where that base runs (cbir.nn.precision)."""
+    from types import SimpleNamespace
+
+    from cbir.descriptors.head_input import HeadInput
+    from cbir.nn.precision import network_precision
+
+    base = SimpleNamespace(runs_at="bfloat16", device=torch.device("cpu"))
+    head = SimpleNamespace(input=HeadInput(torch.device("cpu"), base=base))  # type: ignore[arg-type]
+    lda = SimpleNamespace(base=base)
+    assert network_precision(head) == network_precision(lda) == "bfloat16"
+    plain = SimpleNamespace(base=SimpleNamespace(device=torch.device("cpu")))
+    assert network_precision(plain) == "float32"
+    assert network_precision(SimpleNamespace()) is None

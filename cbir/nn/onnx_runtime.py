@@ -140,7 +140,9 @@ class OnnxForward:
             from cbir.nn.openvino_runtime import OpenVinoSession
 
             threads, cache = torch.get_num_threads(), self.path.parent / "openvino"
-            return OpenVinoSession(self.path, threads, self.precision, cache).run
+            session = OpenVinoSession(self.path, threads, self.precision, cache)
+            self.precision = session.precision  # what it compiled (cbir.nn.precision)
+            return session.run
         import onnxruntime as ort
 
         path = self.path

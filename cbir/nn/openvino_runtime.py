@@ -60,6 +60,10 @@ class OpenVinoSession:
         if self.compiled is None:
             core = ov.Core()
             self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        #: "bf16" or "fp32": what the plugin compiled, which a CPU may decide against
+        #: the hint (what the bundle's manifest then records)
+        ran = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        self.precision = "bf16" if ran == "bf16" else "fp32"
         self._local = threading.local()
 
     def run(self, x: np.ndarray) -> np.ndarray:

@@ -14,9 +14,17 @@ log = logging.getLogger("cbir")
 ENV_VALUE = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 
 
+def _holders(component: object) -> list[object]:
+    """The component and what runs its network: its head input, that input's base
+    descriptor (heads on a backbone), its own base (LDA)."""
+    head = getattr(component, "input", None)
+    found = [component, head, getattr(head, "base", None), getattr(component, "base", None)]
+    return [h for h in found if h is not None]
+
+
 def _device(component: object) -> object | None:
     """A network component's torch device (descriptors, heads on a base, extractors)."""
-    for holder in (component, getattr(component, "input", None)):
+    for holder in _holders(component):
         device = getattr(holder, "device", None)
         if device is not None and type(device).__module__.startswith("torch"):
             return device
@@ -28,7 +36,7 @@ def network_precision(*components: object) -> str | None:
     ("float32", "float16", "bfloat16"); None when none is a network. A component that
     runs outside PyTorch says so in `runs_at` (e.g. a backbone in OpenVINO at bfloat16)."""
     for c in components:
-        for holder in (c, getattr(c, "input", None)):
+        for holder in _holders(c):
             runs_at = getattr(holder, "runs_at", None)
             if isinstance(runs_at, str):
                 return runs_at
