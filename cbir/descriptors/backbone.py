@@ -179,9 +179,10 @@ class BackboneDescriptor:
         return "bfloat16" if self.onnx is not None and self.onnx.precision == "bf16" else None
 
     def _onnx(self, tile_size: int) -> OnnxForward | None:
-        """This descriptor's `_forward` exported and run by ONNX Runtime, when it runs on
-        the CPU and onnxruntime is installed; None (PyTorch) when the export fails. An
-        int8 descriptor always runs here (on the CPU), or is refused."""
+        """This descriptor's `_forward` exported to ONNX and run by the runtime
+        `cpu_engine` picks (OpenVINO or ONNX Runtime, on the CPU); None (PyTorch) when it
+        picks none or the export fails. An int8 descriptor always runs in ONNX Runtime
+        (on the CPU), or is refused."""
         int8 = self.precision == "int8"
         engine = ("onnx", "int8") if int8 else cpu_engine(self.device)
         if int8:

@@ -5,9 +5,10 @@ infer request per calling thread.
 On EfficientNet-Lite0 with effnet-flat's four pooled blocks (2 cores, AMD EPYC with
 AVX-512) it described 32 tiles at 106-156 tiles/s against ONNX Runtime's 80-96, vectors
 equal to float32 PyTorch's (precision "f32" is asked for explicitly: OpenVINO would
-otherwise run bf16 on CPUs with AMX). Precision "bf16" (a recipe's `precision = "bf16"`)
-runs the convolutions in bfloat16 where the CPU has it (AVX-512 BF16 or AMX): 183-270
-tiles/s there, each tile's 10 nearest tiles 98.6% those of float32 (tools/eval_int8.py).
+otherwise run bf16 on CPUs with AMX). Precision "bf16" (CBIR_PRECISION's "auto" on a CPU
+with bfloat16 instructions, or "bf16": cbir.nn.onnx_runtime.cpu_engine) runs the
+convolutions in bfloat16 (AVX-512 BF16 or AMX): 183-270 tiles/s there, each tile's 10
+nearest tiles 98.6% those of float32 (tools/eval_precision.py).
 """
 
 from __future__ import annotations
@@ -25,13 +26,6 @@ HINTS = {"fp32": "f32", "bf16": "bf16"}
 def available() -> bool:
     """openvino (to run) and onnx (for torch's exporter) are importable."""
     return all(importlib.util.find_spec(m) is not None for m in ("openvino", "onnx"))
-
-
-def has_bf16() -> bool:
-    """The CPU computes bfloat16 natively (OpenVINO's BF16 capability)."""
-    import openvino as ov
-
-    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 class OpenVinoSession:
