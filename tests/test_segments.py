@@ -415,3 +415,39 @@ def test_rebuild_describes_slides_with_their_settings(tmp_path: Path) -> None:
     with cbir.open_index(root) as ix:
         (record,) = ix.slides.values()
     assert record.info.base_magnification == 40 and record.min_tissue_fraction == 0.05
+
+
+def mapped_files() -> set[str]:
+    """Paths of the files this process has memory-mapped (Linux /proc/self/maps)."""
+    lines = Path("/proc/self/maps").read_text().splitlines()
+    return {parts[5] for line in lines if len(parts := line.split(maxsplit=5)) == 6}
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc/self/maps")
+def test_segment_indexes_are_memory_mapped_and_outlive_a_compaction(tmp_path: Path) -> None:
+    """An opened bundle maps its segments' Faiss files (IVF lists) instead of reading
+    them into memory; searches equal the same index read into memory, and go on
+    unchanged after a compaction unlinks the mapped files."""
+    from cbir.index.binary import BinaryTileIndex
+    from cbir.storage.manifest import INDEX_FILE
+
+    recipe = recipe_with(bits=16, ivf_threshold=1000, nlist=16, nprobe=4)
+    root = tmp_path / "b"
+    build(root, recipe, synthetic(6, seed=2), segments=3)
+    codes, _ = live_codes(root)
+    queries = codes[:: len(codes) // 20][:20]
+    with cbir.open_index(root) as ix:
+        files = [s.path / INDEX_FILE for s in ix.bundle.segments]
+        assert {str(f.resolve()) for f in files} <= mapped_files()
+        before = [ix.bundle.index.search_tie_ordered(q[None], 10) for q in queries]
+        copies = [BinaryTileIndex.load(f, nprobe=4) for f in files]  # read, not mapped
+        for q, (D, I) in zip(queries, before, strict=True):
+            parts = [c.search_tie_ordered(q[None], 10) for c in copies]
+            d = np.concatenate([p[0] for p in parts])
+            i = np.concatenate([p[1] for p in parts])
+            order = np.lexsort((i, d))[:10]
+            assert d[order].tolist() == D.tolist() and i[order].tolist() == I.tolist()
+        compact(root)  # merges the three segments; their files are unlinked
+        assert not any(f.exists() for f in files)
+        after = [ix.bundle.index.search_tie_ordered(q[None], 10) for q in queries]
+    assert [[x.tolist() for x in r] for r in after] == [[x.tolist() for x in r] for r in before]

@@ -29,7 +29,7 @@ class SegmentShard:
 
         self.indexes = {}
         for name, path in files.items():
-            index = load_tile_index(Path(path), kind, cfg)
+            index = load_tile_index(Path(path), kind, cfg, mmap=True)
             index.set_nprobe(nprobe)
             self.indexes[name] = index
 

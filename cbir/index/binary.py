@@ -9,7 +9,7 @@ from typing import Literal
 import faiss
 import numpy as np
 
-from cbir.index.faiss_io import write_binary_index
+from cbir.index.faiss_io import read_flags, write_binary_index
 from cbir.index.threads import threads_for
 from cbir.recipes import IndexConfig
 
@@ -173,8 +173,9 @@ class BinaryTileIndex:
         return cls(index, kind, nprobe)
 
     @classmethod
-    def load(cls, path: Path, nprobe: int) -> BinaryTileIndex:
-        index = faiss.read_index_binary(str(path))
+    def load(cls, path: Path, nprobe: int, mmap: bool = False) -> BinaryTileIndex:
+        """Read `path`; `mmap` maps its codes and lists (read-only use, see faiss_io)."""
+        index = faiss.read_index_binary(str(path), read_flags(mmap))
         kind: IndexKind = "ivf" if isinstance(index, faiss.IndexBinaryIVF) else "flat"
         if kind == "flat" and not isinstance(index, faiss.IndexBinaryIDMap2):
             raise ValueError(f"{path}: unexpected binary index type {type(index).__name__}")

@@ -11,6 +11,17 @@ import faiss
 import numpy as np
 
 
+def read_flags(mmap: bool) -> int:
+    """Faiss read flags: with `mmap`, IO_FLAG_MMAP_IFC maps the file's large arrays (flat
+    codes, IVF lists) instead of copying them into memory. Opening a segment then costs
+    no reading, its pages are the OS's file cache (shared by every process that opens the
+    bundle, dropped under memory pressure) and only what queries touch is read. The
+    arrays are read-only: such an index is searched, serialised or copied, never added
+    to or removed from. Segment files are immutable and replaced by new names, so a
+    mapping stays valid while a writer publishes (an unlinked file lives until unmapped)."""
+    return faiss.IO_FLAG_MMAP_IFC if mmap else 0
+
+
 def write_serialized(path: Path, data: np.ndarray) -> None:
     """Write (n,) uint8 serialised index bytes to `path`, flushed to the OS."""
     with open(path, "wb") as fh:

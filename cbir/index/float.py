@@ -19,7 +19,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from cbir.index.faiss_io import write_float_index
+from cbir.index.faiss_io import read_flags, write_float_index
 from cbir.index.threads import threads_for
 from cbir.recipes import IndexConfig
 
@@ -204,8 +204,9 @@ class FloatTileIndex(FloatSearch):
         return cls(faiss.deserialize_index(data), cfg)
 
     @classmethod
-    def load(cls, path: Path, cfg: IndexConfig) -> FloatTileIndex:
-        index = faiss.read_index(str(path))
+    def load(cls, path: Path, cfg: IndexConfig, mmap: bool = False) -> FloatTileIndex:
+        """Read `path`; `mmap` maps its vectors and lists (read-only use, see faiss_io)."""
+        index = faiss.read_index(str(path), read_flags(mmap))
         if not isinstance(index, faiss.IndexIDMap2 | faiss.IndexIDMap):
             raise ValueError(f"{path}: unexpected float index type {type(index).__name__}")
         return cls(index, cfg)

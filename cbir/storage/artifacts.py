@@ -225,7 +225,9 @@ class TileCodes(Artifact):
         return entry.model_copy(update={"spec": self.recipe_spec(state.pipeline.recipe)})
 
     def open(self, path: Path, entry: ArtifactEntry, manifest: Manifest) -> object:
-        return load_tile_index(path / INDEX_FILE, manifest.index_kind, manifest.recipe.index)
+        return load_tile_index(
+            path / INDEX_FILE, manifest.index_kind, manifest.recipe.index, mmap=True
+        )
 
 
 @register
