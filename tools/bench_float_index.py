@@ -41,6 +41,7 @@ import gc
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import faiss
@@ -58,14 +59,12 @@ def log(msg: str) -> None:
     _log("bench_float_index", msg)
 
 
-def vectors(n: int, seed: int, dtype: str = "float32", chunk: int = 200_000) -> np.ndarray:
-    """(n, DIM) unit vectors (see the module docstring), standardised with the mean and
-    spread of the first chunk (the generator is the same everywhere); `dtype` float16
-    halves the memory of 1e7 vectors (they are the stored vectors of the rerank)."""
+def iter_vectors(n: int, seed: int, chunk: int = 200_000) -> Iterator[np.ndarray]:
+    """The (n, DIM) float32 unit vectors of the module docstring in consecutive chunks of
+    `chunk` rows, standardised with the mean and spread of the first chunk."""
     rng = np.random.default_rng(seed)
     w1 = rng.standard_normal((16, 128)).astype(np.float32)
     w2 = rng.standard_normal((128, DIM)).astype(np.float32)
-    x = np.empty((n, DIM), dtype)
     mean = std = None
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
@@ -74,7 +73,17 @@ def vectors(n: int, seed: int, dtype: str = "float32", chunk: int = 200_000) -> 
         if mean is None:
             mean, std = v.mean(axis=0), v.std(axis=0)
         v = (v - mean) / std
-        x[start : start + m] = v / np.linalg.norm(v, axis=1, keepdims=True)
+        yield v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def vectors(n: int, seed: int, dtype: str = "float32") -> np.ndarray:
+    """(n, DIM) unit vectors (`iter_vectors`, the same everywhere); `dtype` float16
+    halves the memory of 1e7 vectors (they are the stored vectors of the rerank)."""
+    x = np.empty((n, DIM), dtype)
+    start = 0
+    for v in iter_vectors(n, seed):
+        x[start : start + len(v)] = v
+        start += len(v)
     return x
 
 
@@ -92,20 +101,39 @@ def bundle_vectors(path: Path) -> np.ndarray:
     return x
 
 
-def exact_top10(x: np.ndarray, q: np.ndarray, chunk: int = 500_000) -> np.ndarray:
-    """(nq, 10) ids of each query's 10 nearest rows of x by squared L2 (brute force in
-    chunks, float32)."""
-    best_d = np.full((len(q), 10), np.inf, np.float32)
-    best_i = np.zeros((len(q), 10), np.int64)
-    qn = (q * q).sum(axis=1)[:, None]
-    for start in range(0, len(x), chunk):
-        xc = np.asarray(x[start : start + chunk], np.float32)
-        d = qn - 2.0 * (q @ xc.T) + (xc * xc).sum(axis=1)[None, :]
-        d = np.concatenate([best_d, d], axis=1)
-        i = np.concatenate([best_i, start + np.arange(len(xc))[None, :].repeat(len(q), 0)], axis=1)
+class Top10:
+    """Each of (nq, d) queries' 10 nearest rows by squared L2 (float32), over row blocks
+    given one at a time (`add`): `ids` (nq, 10), nearest first."""
+
+    def __init__(self, q: np.ndarray) -> None:
+        self.q = np.ascontiguousarray(q, np.float32)
+        self.qn = (self.q * self.q).sum(axis=1)[:, None]
+        self.d = np.full((len(q), 10), np.inf, np.float32)
+        self.i = np.zeros((len(q), 10), np.int64)
+
+    def add(self, xc: np.ndarray, ids: np.ndarray) -> None:
+        """Rows (m, d) with ids (m,)."""
+        xc = np.asarray(xc, np.float32)
+        d = self.qn - 2.0 * (self.q @ xc.T) + (xc * xc).sum(axis=1)[None, :]
+        d = np.concatenate([self.d, d], axis=1)
+        i = np.concatenate([self.i, np.broadcast_to(ids, (len(self.q), len(ids)))], axis=1)
         top = np.argpartition(d, 10, axis=1)[:, :10]
-        best_d, best_i = np.take_along_axis(d, top, 1), np.take_along_axis(i, top, 1)
-    return best_i
+        self.d, self.i = np.take_along_axis(d, top, 1), np.take_along_axis(i, top, 1)
+
+    @property
+    def ids(self) -> np.ndarray:
+        order = np.argsort(self.d, axis=1, kind="stable")
+        return np.take_along_axis(self.i, order, 1)
+
+
+def exact_top10(x: np.ndarray, q: np.ndarray, chunk: int = 500_000) -> np.ndarray:
+    """(nq, 10) row numbers of each query's 10 nearest rows of x by squared L2 (brute
+    force in chunks, float32)."""
+    top = Top10(q)
+    for start in range(0, len(x), chunk):
+        xc = x[start : start + chunk]
+        top.add(xc, start + np.arange(len(xc)))
+    return top.ids
 
 
 def rss_mb() -> tuple[float, float]:
@@ -231,6 +259,71 @@ def engine(x: np.ndarray, q: np.ndarray, truth: np.ndarray, workdir: Path) -> di
     return out
 
 
+def engine_streamed(
+    n: int, seed: int, nq: int, batch: int, nlist: int | None, workdir: Path
+) -> dict:
+    """The `--engine` bundle of n vectors written as a user grows one: `build-index` of
+    the first `batch` (the encoder and the IVF-PQ fitted on them, `nlist` lists), then
+    one `add` (a segment) per further batch; only one batch is in memory. Queries: `nq`
+    stored vectors moved slightly, as without --batch."""
+    import itertools
+
+    import cbir
+    from cbir.eval.synthetic import synthetic_slide
+    from cbir.indexer import add_described
+    from cbir.pipeline import TilePipeline
+    from cbir.storage.store import write_new_bundle
+    from cbir.storage.writer import transaction
+    from cbir.timing import StageTimer
+
+    side = 100
+    base = load_recipe("effnet-ivfpq")
+    update = {"max_segments": max(base.index.max_segments, -(-n // batch) + 1)}
+    if nlist:
+        update["nlist"] = nlist
+    recipe = base.model_copy(update={"index": base.index.model_copy(update=update)})
+    rng = np.random.default_rng(seed + 1)
+    pick = np.sort(rng.choice(n, nq, replace=False))
+    root, timer, picked, start = workdir / "bundle", StageTimer(), [], 0
+    chunks = iter_vectors(n, seed)
+    t = time.perf_counter()
+    while block := list(itertools.islice(chunks, max(1, batch // 200_000))):
+        x = np.concatenate(block)
+        del block
+        mine = pick[(pick >= start) & (pick < start + len(x))] - start
+        picked.append(x[mine])
+        described = []
+        for lo in range(0, len(x), side * side):
+            m = min(side * side, len(x) - lo)
+            keep = np.zeros((-(-m // side), side), bool)
+            keep.ravel()[:m] = True
+            name = f"slide-{(start + lo) // (side * side):05d}.svs"
+            described.append(synthetic_slide(name, keep, x[lo : lo + m]))
+        t1 = time.perf_counter()
+        if start == 0:
+            with transaction(root, create=True, overwrite=True) as writer:
+                write_new_bundle(writer, recipe, TilePipeline(recipe), described, timer)
+        else:
+            with transaction(root, create=False) as writer:
+                add_described(writer, described, timer)
+                writer.commit(recipe)
+        start += len(x)
+        log(f"{start} vectors written ({time.perf_counter() - t1:.0f} s); RSS {rss_mb()}")
+        del described, x
+    build = time.perf_counter() - t
+    log(f"bundle written in {build:.0f} s: {timer.as_dict()}")
+    q = np.concatenate(picked)
+    q = q + 0.01 * rng.standard_normal(q.shape).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    with cbir.open_index(root, device="cpu") as ix:
+        codes = ix.bundle.pipeline.encode(q)
+        segments = len(ix.bundle.segments)
+    out = {"recipe": recipe.name, "build_seconds": round(build, 1), "segments": segments}
+    out |= {"build_stage_seconds": timer.as_dict(), **engine_queries(root, codes)}
+    log(str(out))
+    return out
+
+
 def engine_queries(root: Path, codes: np.ndarray) -> dict:
     """Tile queries (nq, d) of vectors as the bundle at `root` stores them, each alone
     through Index.search_codes: recall@10 against exact L2 over every stored vector,
@@ -238,16 +331,17 @@ def engine_queries(root: Path, codes: np.ndarray) -> dict:
     import cbir
 
     disk = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+    top, tiles = Top10(codes), 0
     with cbir.open_index(root, device="cpu") as ix:  # the truth: exact L2 on the codes
-        exact = faiss.IndexFlatL2(codes.shape[1])
-        ids = [ix.bundle.meta.tile_ids_of(sid) for sid in sorted(ix.slides)]
-        exact_ids = np.concatenate(ids)
-        raw = np.frombuffer(b"".join(ix.bundle.meta.codes_of(exact_ids)), np.uint8)
-        exact.add(ix.bundle.pipeline.codes_from_bytes(raw.reshape(len(exact_ids), -1)))
-        del raw
-        _, nn = exact.search(codes, 10)
-        del exact
-    want = [set(exact_ids[row].tolist()) for row in nn]
+        meta, decode = ix.bundle.meta, ix.bundle.pipeline.codes_from_bytes
+        sids = sorted(ix.slides)
+        for lo in range(0, len(sids), 20):  # 20 slides' vectors at a time
+            ids = np.concatenate([meta.tile_ids_of(sid) for sid in sids[lo : lo + 20]])
+            raw = np.frombuffer(b"".join(meta.codes_of(ids)), np.uint8)
+            top.add(decode(raw.reshape(len(ids), -1)), ids)
+            tiles += len(ids)
+    nn = top.ids
+    want = [set(row.tolist()) for row in nn]
     gc.collect()
     rss0 = rss_mb()
     whole, found = [], []
@@ -262,12 +356,12 @@ def engine_queries(root: Path, codes: np.ndarray) -> dict:
             found.append(len({h.tile_id for h in hits} & want[i]) / 10)
         rss1 = rss_mb()
     return {
-        "tiles": len(exact_ids),
+        "tiles": tiles,
         "ivf": any(kind),
         "recall_at_10": round(float(np.mean(found)), 4),
         "query": ms(whole),
-        "bundle_bytes_per_tile_on_disk": round(disk / len(exact_ids), 1),
-        "index_bytes_per_tile": round(index_bytes / len(exact_ids), 1),
+        "bundle_bytes_per_tile_on_disk": round(disk / tiles, 1),
+        "index_bytes_per_tile": round(index_bytes / tiles, 1),
         # open + queries: mapped file pages (the index's file, LMDB pages py-lmdb
         # touched: clean, reclaimable)
         "rss_file_growth_mb": round(rss1[1] - rss0[1], 1),
@@ -290,10 +384,31 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", help="float16 for 1e7 vectors")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="--engine only, no --factories: write the bundle streamed, one segment per "
+        "batch of this many vectors (a multiple of 200,000), for 1e7",
+    )
+    parser.add_argument("--nlist", type=int, default=None, help="--batch: the IVF lists")
+    parser.add_argument(
         "--bundle", type=Path, default=None, help="real vectors: a float bundle's (not --n)"
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.batch:
+        if args.factories or not args.engine or args.bundle is not None:
+            parser.error("--batch is for --engine --factories '' without --bundle")
+        import tempfile
+
+        with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+            out = {"n": args.n, "dim": DIM, "queries": args.queries, "data": "synthetic"}
+            out["engine"] = engine_streamed(
+                args.n, args.seed, args.queries, args.batch, args.nlist, Path(tmp)
+            )
+        if args.json:
+            print(json.dumps(out, indent=1))
+        return
     t = time.perf_counter()
     rng = np.random.default_rng(args.seed + 1)
     if args.bundle is not None:  # real tiles; each query is a held-out tile

@@ -43,6 +43,7 @@ One JSON object goes to stdout with --json (a short summary otherwise); logs go 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -50,7 +51,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import benchutil
@@ -62,8 +63,9 @@ import cbir
 from cbir.api import Index
 from cbir.describe import DescribedSlide
 from cbir.eval.synthetic import synthetic_slide as make_slide
+from cbir.indexer import add_described
 from cbir.pipeline import TilePipeline
-from cbir.recipes import load_recipe
+from cbir.recipes import Recipe, load_recipe
 from cbir.search.region import region_candidates, region_distance
 from cbir.search.tiles import tile_hits
 from cbir.storage.store import write_new_bundle
@@ -127,12 +129,12 @@ def synthetic_slide(i: int, keep: np.ndarray, x: np.ndarray) -> DescribedSlide:
     return make_slide(f"slide-{i:04d}.svs", keep, x, MAGNIFICATION)
 
 
-def synthetic_slides(n: int, seed: int) -> list[DescribedSlide]:
-    """DescribedSlide objects totalling n tiles, 10,000 per slide (a 100 x 100 20x grid)."""
+def iter_synthetic_slides(n: int, seed: int) -> Iterator[DescribedSlide]:
+    """DescribedSlide objects totalling n tiles, 10,000 per slide (a 100 x 100 20x grid),
+    made one at a time (the same slides however many are taken at once)."""
     rng = np.random.default_rng(seed)
     types = rng.standard_normal((N_TYPES, DIM)).astype(np.float32)
     per_slide = GRID_SIDE * GRID_SIDE
-    slides = []
     for i, start in enumerate(range(0, n, per_slide)):
         count = min(per_slide, n - start)
         cols = GRID_SIDE if count >= GRID_SIDE else count
@@ -140,12 +142,94 @@ def synthetic_slides(n: int, seed: int) -> list[DescribedSlide]:
         keep = np.zeros((rows, cols), dtype=bool)
         keep.ravel()[:count] = True
         x = synthetic_descriptors(rng, types, rows, cols)[:count]
-        slides.append(synthetic_slide(i, keep, x))
-    return slides
+        yield synthetic_slide(i, keep, x)
+
+
+def synthetic_slides(n: int, seed: int) -> list[DescribedSlide]:
+    """All of `iter_synthetic_slides(n, seed)`."""
+    return list(iter_synthetic_slides(n, seed))
+
+
+def bench_recipe(
+    bits: int, n: int, nlist: int | None, nprobe: int | None, batch: int | None
+) -> Recipe:
+    """stats-lsh{bits}, with `nlist` IVF lists and `nprobe` when given and, for a streamed build of
+    n tiles in batches, room for one segment a batch (`max_segments`: no merging)."""
+    recipe = load_recipe(f"stats-lsh{bits}")
+    update: dict[str, object] = {}
+    if nlist:
+        update["nlist"] = nlist
+    if nprobe:
+        update["nprobe"] = nprobe
+    if batch:
+        update["max_segments"] = max(recipe.index.max_segments, -(-n // batch) + 1)
+    if not update:
+        return recipe
+    return recipe.model_copy(update={"index": recipe.index.model_copy(update=update)})
+
+
+def memory_mb() -> dict[str, float]:
+    """This process's resident memory now and at its peak since the last
+    `reset_peak_memory` (VmRSS, VmHWM; RssAnon = its own, RssFile = mapped files, shared
+    with the OS's cache), in MB; {} where /proc is missing."""
+    try:
+        text = Path("/proc/self/status").read_text()
+    except OSError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+            out[key] = round(int(rest.split()[0]) / 1024, 1)
+    return out
+
+
+def reset_peak_memory() -> None:
+    """Reset VmHWM (Linux: write 5 to /proc/self/clear_refs); no-op elsewhere."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def build_streamed(root: Path, recipe: Recipe, n: int, seed: int, batch: int) -> dict[str, object]:
+    """Write the synthetic collection as a user would build a large one: `build-index`
+    of the first `batch` tiles (the LSH and the IVF quantizer fitted on them), then one
+    `add` transaction (`cbir.indexer.add_described`, a new segment each) per further
+    batch. Only one batch of slides is in memory at a time."""
+    per = max(1, batch // (GRID_SIDE * GRID_SIDE))
+    slides = iter_synthetic_slides(n, seed)
+    pipeline = TilePipeline(recipe)
+    timer = StageTimer()
+    t0 = time.perf_counter()
+    first = list(itertools.islice(slides, per))
+    with transaction(root, create=True, overwrite=True) as writer:
+        _, manifest = write_new_bundle(writer, recipe, pipeline, first, timer)
+    count, done, adds = len(first), sum(d.n_tiles for d in first), []
+    log(f"first {done} tiles written in {time.perf_counter() - t0:.1f} s (nlist={manifest.nlist})")
+    while chunk := list(itertools.islice(slides, per)):
+        t1 = time.perf_counter()
+        with transaction(root, create=False) as writer:
+            add_described(writer, chunk, timer)
+            writer.commit(recipe)
+        adds.append(time.perf_counter() - t1)
+        count += len(chunk)
+        done += sum(d.n_tiles for d in chunk)
+        log(f"{done} tiles: add of {len(chunk)} slides in {adds[-1]:.1f} s; {memory_mb()}")
+    build = time.perf_counter() - t0
+    log(f"bundle written in {build:.1f} s; stages {timer.as_dict()}")
+    return {
+        "build_seconds": round(build, 3),
+        "build_stage_seconds": timer.as_dict(),
+        "slides": count,
+        "streamed_batch_tiles": per * GRID_SIDE * GRID_SIDE,
+        "add_seconds_per_batch_median": round(statistics.median(adds), 3) if adds else None,
+        "add_seconds_per_batch_last": round(adds[-1], 3) if adds else None,
+    }
 
 
 def build_bundle(
-    root: Path, recipe_name: str, n: int, seed: int, segments: int = 1
+    root: Path, recipe: Recipe, n: int, seed: int, segments: int = 1
 ) -> dict[str, object]:
     """Write the synthetic collection as a bundle at root, its slides split into
     `segments` segments (one fitted state, as a Ray build writes them); returns build
@@ -154,7 +238,6 @@ def build_bundle(
     described = synthetic_slides(n, seed)
     t_synth = time.perf_counter() - t0
     log(f"synthesised {len(described)} slides, {n} descriptors in {t_synth:.1f} s")
-    recipe = load_recipe(recipe_name)
     pipeline = TilePipeline(recipe)
     timer = StageTimer()
     t0 = time.perf_counter()
@@ -227,8 +310,10 @@ def bench_tiles(
     n_queries: int,
     flips: int,
     rng: np.random.Generator,
+    out: dict[str, object] | None = None,
 ) -> dict[str, object]:
-    """Single tile queries via tile_hits, stage breakdown, recall vs exact."""
+    """Single tile queries via tile_hits, stage breakdown, recall vs exact. `out` gets
+    the queries ("xq", (q, 1, nb) uint8) and their hits ("hits")."""
     picks = rng.choice(len(codes), size=n_queries, replace=len(codes) < n_queries)
     xq = np.stack([flip_bits(rng, codes[i], flips) for i in picks])[:, None, :]  # (q, 1, nb)
     warm = xq[: min(50, len(xq))]
@@ -236,6 +321,8 @@ def bench_tiles(
         tile_hits(index.collection, q, K)
 
     t_hits, hits = time_each(lambda q: tile_hits(index.collection, q, K), xq)
+    if out is not None:
+        out.update(xq=xq, hits=hits)
     bindex, meta = index.bundle.index, index.bundle.meta
     t_faiss, _ = time_each(lambda q: bindex.search(q, K), xq)
     t_tie, tie_res = time_each(lambda q: bindex.search_tie_ordered(q, K), xq)
@@ -345,6 +432,44 @@ def bench_regions(
     }
 
 
+def engine_memory(index: Index, rng: np.random.Generator, n: int = 200) -> dict[str, float]:
+    """Memory (MB, `memory_mb`) of the opened bundle after `n` tile queries of codes from
+    random slides' grids: what a search process holds, before this benchmark reads every
+    code for its exact reference."""
+    sids = list(index.slides)
+    for _ in range(n):
+        g = index.bundle.meta.grid(int(sids[int(rng.integers(len(sids)))]), MAGNIFICATION)
+        codes = g.codes[g.valid]
+        tile_hits(index.collection, codes[int(rng.integers(len(codes)))][None], K)
+    return memory_mb()
+
+
+def compare_sharded(root: Path, asked: dict[str, object], address: str) -> dict[str, object]:
+    """The same tile queries through the bundle opened with its segments on Ray actors
+    (`cbir.open_index(root, ray=address)`): how many hit lists equal the one-process
+    ones (tile ids, distances, order) and the sharded p50 / p99."""
+    xq, hits = asked["xq"], asked["hits"]
+    t0 = time.perf_counter()
+    with cbir.open_index(root, ray=address) as index:
+        placed = time.perf_counter() - t0
+        actors = len(index.bundle.shards)
+        for q in xq[: min(50, len(xq))]:
+            tile_hits(index.collection, q, K)
+        times, sharded = time_each(lambda q: tile_hits(index.collection, q, K), xq)
+    key = [[(h.tile_id, h.distance) for h in hs] for hs in hits]
+    same = sum(a == [(h.tile_id, h.distance) for h in b] for a, b in zip(key, sharded, strict=True))
+    p50, p99 = ms_percentiles(times)
+    log(f"sharded over {actors} Ray actors: {same}/{len(xq)} hit lists equal, p50 {p50} ms")
+    return {
+        "sharded_ray_actors": actors,
+        "sharded_place_seconds": round(placed, 3),
+        "sharded_equal_hit_lists": same,
+        "sharded_queries": len(xq),
+        "sharded_tile_p50_ms": p50,
+        "sharded_tile_p99_ms": p99,
+    }
+
+
 def region_failures(
     index: Index, failed: list[tuple[int, int, int, np.ndarray, float | None]]
 ) -> dict[str, int]:
@@ -415,13 +540,22 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         faiss.omp_set_num_threads(args.faiss_threads)
     whole = benchutil.CpuMeter()
     try:
+        recipe = bench_recipe(args.bits, args.n, args.nlist, args.nprobe, args.batch)
         log(f"building {args.n} tiles, recipe {recipe_name}, bundle {root}")
-        build = build_bundle(root, recipe_name, args.n, args.seed, args.segments)
+        reset_peak_memory()
+        if args.batch:
+            build = build_streamed(root, recipe, args.n, args.seed, args.batch)
+        else:
+            build = build_bundle(root, recipe, args.n, args.seed, args.segments)
+        build["build_memory_mb"] = memory_mb()
         size, allocated = dir_bytes(root)
         rng = np.random.default_rng(args.seed + 1)
+        reset_peak_memory()
+        t_open = time.perf_counter()
         with cbir.open_index(root) as index:
-            if args.nprobe:
-                index.bundle.index.set_nprobe(args.nprobe)
+            build["open_seconds"] = round(time.perf_counter() - t_open, 3)
+            build["open_memory_mb"] = memory_mb()
+            build["engine_memory_mb"] = engine_memory(index, rng)
             info = index.info()
             codes, ids = collection_codes(index)
             distinct = len(np.unique(codes.view(f"V{codes.shape[1]}")))
@@ -432,7 +566,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             )
             log(f"{args.queries} tile queries ...")
             queries_meter = benchutil.CpuMeter()
-            tiles = bench_tiles(index, codes, ids, args.queries, flips, rng)
+            asked: dict[str, object] = {}
+            tiles = bench_tiles(index, codes, ids, args.queries, flips, rng, asked)
+            del codes, ids
             log(
                 f"tile p50 {tiles['tile_p50_ms']} ms, p99 {tiles['tile_p99_ms']} ms, "
                 f"recall@10 {tiles['recall_at_10']}; breakdown {tiles['tile_breakdown_p50_ms']}"
@@ -445,6 +581,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             )
             nprobe = index.bundle.index.nprobe if info.index_kind == "ivf" else None
             other_q = queries_meter.other_seconds()
+        sharded = compare_sharded(root, asked, args.ray) if args.ray else {}
         notes = targets_notes(tiles, regions)
         other = whole.other_seconds()
         if other is not None and other > 1.0:
@@ -470,6 +607,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             "distinct_codes": distinct,
             **tiles,
             **regions,
+            **sharded,
             "seed": args.seed,
             "faiss_threads": faiss.omp_get_max_threads(),
             "cpu_count": os.cpu_count(),
@@ -543,6 +681,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=None,
         help="faiss.omp_set_num_threads for the whole run (default: Faiss's, = cores)",
+    )
+    p.add_argument("--nlist", type=int, default=None, help="IVF lists (default: the recipe's)")
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="build streamed: first this many tiles, then one add (a segment) per batch",
+    )
+    p.add_argument(
+        "--ray",
+        default=None,
+        help="also search with the segments on Ray actors at this address ('auto': a "
+        "local cluster) and compare the hits with one-process search",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
