@@ -15,23 +15,42 @@ import numpy as np
 
 from cbir.distributed.describe import connect
 from cbir.errors import BundleError
-from cbir.index.segmented import Part, SegmentedIndex, complete_batch, complete_single, first_extra
+from cbir.index.segmented import (
+    Part,
+    SegmentedIndex,
+    complete_batch,
+    complete_single,
+    first_extra,
+    stacked_ivf,
+)
 from cbir.recipes import IndexConfig
 from cbir.storage.bundle import Bundle
 from cbir.storage.manifest import INDEX_FILE
 
 
-class SegmentShard:
-    """A Ray actor's state: the tile indexes of some segments, by segment name."""
+def stack_name(names: Sequence[str]) -> str:
+    """The name a shard answers to for several segments searched as one."""
+    return "+".join(names)
 
-    def __init__(self, files: dict[str, str], kind: str, cfg: IndexConfig, nprobe: int) -> None:
+
+class SegmentShard:
+    """A Ray actor's state: the tile indexes of some segments, by segment name; with
+    `stack`, binary IVF segments are one index (`stacked_ivf`) named `stack_name(names)`,
+    so a query costs one call to the actor, not one a segment."""
+
+    def __init__(
+        self, files: dict[str, str], kind: str, cfg: IndexConfig, nprobe: int, stack: bool
+    ) -> None:
         from cbir.index.tile import load_tile_index
 
-        self.indexes = {}
+        self.indexes: dict[str, Any] = {}
         for name, path in files.items():
             index = load_tile_index(Path(path), kind, cfg, mmap=True)
             index.set_nprobe(nprobe)
             self.indexes[name] = index
+        if stack and len(files) > 1:
+            (one,) = stacked_ivf([Part(index) for index in self.indexes.values()])
+            self.indexes = {stack_name(list(files)): one.index}
 
     def ntotal(self) -> dict[str, int]:
         return {name: index.ntotal for name, index in self.indexes.items()}
@@ -81,22 +100,28 @@ def shard_on_ray(bundle: Bundle, address: str, actors: int | None = None) -> lis
     man = bundle.manifest
     nprobe = bundle.index.nprobe
     shard = ray.remote(num_cpus=0)(SegmentShard)
+    stack = man.index_kind == "ivf"  # binary IVF segments share the collection's quantizer
     handles: list[Any] = []
     parts = []
     try:
         for group in groups:
             files = {s.entry.name: str(s.path / INDEX_FILE) for s in group}
-            actor = shard.remote(files, man.index_kind, man.recipe.index, nprobe)
+            actor = shard.remote(files, man.index_kind, man.recipe.index, nprobe, stack)
             handles.append(actor)
             counts = ray.get(actor.ntotal.remote())
-            for s in group:
-                if counts[s.entry.name] != s.index.ntotal:
+            stacked = stack and len(group) > 1
+            # a stacked shard is one part: its segments' tombstones together (ids are
+            # unique across segments: slide id << 32 + row)
+            for members in [group] if stacked else [[s] for s in group]:
+                name = stack_name([s.entry.name for s in members])
+                if counts.get(name) != sum(s.index.ntotal for s in members):
                     raise BundleError(
-                        f"{bundle.root}: the shard of {s.entry.name} holds other rows "
+                        f"{bundle.root}: the shard of {name} holds other rows "
                         "(the bundle changed while it was placed); open it again"
                     )
-                remote = RemoteIndex(ray, actor, s.entry.name, counts[s.entry.name])
-                parts.append(Part(remote, s.dead, s.entry.dead_tiles))
+                remote = RemoteIndex(ray, actor, name, counts[name])
+                dead = frozenset().union(*(s.dead for s in members))
+                parts.append(Part(remote, dead, sum(s.entry.dead_tiles for s in members)))
     except BaseException as exc:
         for actor in handles:
             ray.kill(actor)
