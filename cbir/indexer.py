@@ -181,11 +181,27 @@ def _check_recipe(bundle_recipe: Recipe, recipe: str | Recipe | None, out: objec
         raise BundleMismatchError(
             f"{out}: bundle was built with recipe {bundle_recipe.name!r}, not {wanted.name!r}"
         )
-    if TileCodes.recipe_spec(wanted) != TileCodes.recipe_spec(bundle_recipe):
+    differ = spec_differences(TileCodes.recipe_spec(bundle_recipe), TileCodes.recipe_spec(wanted))
+    if differ:
         raise BundleMismatchError(
             f"{out}: bundle's {bundle_recipe.name!r} has other descriptor or encoder "
-            f"parameters than the recipe file {wanted.name!r}"
+            f"parameters than the recipe file {wanted.name!r}: {'; '.join(differ[:4])} "
+            "(add without --recipe to use the bundle's own)"
         )
+
+
+def spec_differences(have: object, want: object, at: str = "") -> list[str]:
+    """Where two nested recipe specs differ: 'encoder.params.store: bundle 'float32',
+    recipe 'float16'' per differing leaf (a missing key shows as None)."""
+    if isinstance(have, dict) and isinstance(want, dict):
+        return [
+            line
+            for key in sorted({*have, *want})
+            for line in spec_differences(have.get(key), want.get(key), f"{at}{key}.")
+        ]
+    if have == want:
+        return []
+    return [f"{at.rstrip('.')}: bundle {have!r}, recipe {want!r}"]
 
 
 def add_slides(

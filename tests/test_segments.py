@@ -451,3 +451,24 @@ def test_segment_indexes_are_memory_mapped_and_outlive_a_compaction(tmp_path: Pa
         assert not any(f.exists() for f in files)
         after = [ix.bundle.index.search_tie_ordered(q[None], 10) for q in queries]
     assert [[x.tolist() for x in r] for r in after] == [[x.tolist() for x in r] for r in before]
+
+
+def test_add_with_another_recipe_names_what_differs(
+    tmp_path: Path, generated_slide: Path
+) -> None:
+    """`add --recipe` of a recipe whose encoder differs from the bundle's is refused in
+    one line naming the parameter, its two values and the way out; nothing changes."""
+    from cbir.errors import BundleMismatchError
+
+    root = tmp_path / "b"
+    build(root, recipe_with(bits=16), synthetic(2, seed=3))
+    before = tree_digest(root)
+    with pytest.raises(BundleMismatchError) as err:
+        other = recipe_with(bits=32).model_copy(update={"name": "stats-lsh16"})
+        cbir.add_slides(root, [generated_slide], recipe=other)
+    line = str(err.value)
+    assert "\n" not in line
+    assert "encoder.params.bits: bundle 16, recipe 32" in line and "without --recipe" in line
+    with pytest.raises(BundleMismatchError, match="built with recipe 'stats-lsh16', not"):
+        cbir.add_slides(root, [generated_slide], recipe="effnet-flat")
+    assert tree_digest(root) == before
