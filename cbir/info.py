@@ -38,10 +38,33 @@ class IndexInfo(BaseModel):
     slides: list[SlideEntry]
     tiles: int
     bytes_on_disk: int
-    bit_statistics: dict[str, float] | None = None  # binary recipes: over the indexed codes
+    # binary recipes: over the indexed codes ("codes": how many; whole slides, at most
+    # about BIT_STATISTICS_CODES)
+    bit_statistics: dict[str, float] | None = None
     local_features: int | None = None  # rows of the local-feature index (--verify)
     created: str
     updated: str
+
+
+#: Codes `cbir info` computes bit statistics on, at most (whole slides, spread evenly).
+BIT_STATISTICS_CODES = 1_000_000
+
+
+def sampled_codes(col: Collection, most: int = BIT_STATISTICS_CODES) -> np.ndarray:
+    """(n, bytes) uint8 codes of whole slides taken evenly over the slide ids until about
+    `most` rows (every slide when the bundle is that small): a 1e8-tile bundle's
+    statistics read 1e6 codes, not 1e8 (12 GB unpacked)."""
+    sids = sorted(col.slides)
+    per_slide = max(1, col.bundle.manifest.counts.tiles // max(1, len(sids)))
+    step = max(1, round(len(sids) * per_slide / most))
+    parts, n = [], 0
+    for sid in sids[::step]:
+        for g in col.bundle.meta.grids_of(sid):
+            parts.append(g.codes[g.valid])
+            n += len(parts[-1])
+        if n >= most:
+            break
+    return np.concatenate(parts) if parts else np.zeros((0, 1), np.uint8)
 
 
 def bundle_info(col: Collection) -> IndexInfo:
@@ -53,10 +76,10 @@ def bundle_info(col: Collection) -> IndexInfo:
     size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
     stats = None
     if bundle.pipeline.binary and man.counts.tiles:
-        codes = np.concatenate([g.codes[g.valid] for g in bundle.meta.all_grids()])
+        codes = sampled_codes(col)
         q = int(man.encoder.params.get("q", man.encoder.bits))  # without byte padding
         bits = np.unpackbits(codes, axis=1, bitorder="little")[:, :q].astype(bool)
-        stats = bit_statistics(bits)
+        stats = {**bit_statistics(bits), "codes": float(len(codes))}
     return IndexInfo(
         path=str(root),
         format_version=man.format_version,

@@ -472,3 +472,18 @@ def test_add_with_another_recipe_names_what_differs(
     with pytest.raises(BundleMismatchError, match="built with recipe 'stats-lsh16', not"):
         cbir.add_slides(root, [generated_slide], recipe="effnet-flat")
     assert tree_digest(root) == before
+
+
+def test_info_bit_statistics_read_a_sample_of_whole_slides(tmp_path: Path) -> None:
+    """`Index.info()` of a binary bundle computes bit statistics on whole slides spread
+    over the bundle, about BIT_STATISTICS_CODES codes (all of a small bundle)."""
+    from cbir import info as info_module
+
+    root = tmp_path / "b"
+    build(root, recipe_with(bits=16), synthetic(10, seed=4, tiles=300))
+    with cbir.open_index(root) as ix:
+        assert ix.info().bit_statistics["codes"] == 3000  # all of them
+        sample = info_module.sampled_codes(ix.collection, most=900)
+        assert len(sample) == 900  # slides 1, 4, 7 of 10: whole slides, evenly spaced
+        first = next(ix.bundle.meta.grids_of(min(ix.slides)))
+        assert np.array_equal(sample[:300], first.codes[first.valid])

@@ -543,7 +543,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         recipe = bench_recipe(args.bits, args.n, args.nlist, args.nprobe, args.batch)
         log(f"building {args.n} tiles, recipe {recipe_name}, bundle {root}")
         reset_peak_memory()
-        if args.batch:
+        if args.reuse:
+            build: dict[str, object] = {"reused": str(root)}
+            log(f"reusing the bundle at {root}")
+        elif args.batch:
             build = build_streamed(root, recipe, args.n, args.seed, args.batch)
         else:
             build = build_bundle(root, recipe, args.n, args.seed, args.segments)
@@ -704,8 +707,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="where to write the bundle (kept); default a temp dir, deleted at the end",
     )
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="query the bundle a run with the same --workdir and options wrote, unbuilt",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     args = p.parse_args(argv)
+    if args.reuse and not args.workdir:
+        p.error("--reuse needs the --workdir of the run that built the bundle")
     if args.n < 1000 or args.queries < 1 or args.region_queries < 1:
         p.error("--n must be >= 1000; --queries and --region-queries >= 1")
     return args

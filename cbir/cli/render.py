@@ -217,6 +217,7 @@ def show_info(info: IndexInfo) -> None:
             f"codes: bit balance {st['bit_balance']:.3f} (0 is ideal), mean |bit "
             f"correlation| {st['bit_correlation']:.3f}, constant bits "
             f"{int(st['constant_bits'])}"
+            + (f" (over {int(st['codes']):,} codes)" if st.get("codes", 0) < info.tiles else "")
         )
     t = table()
     add_number_column(t, "id")
