@@ -142,22 +142,40 @@ class BinaryTileIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top k of one query (1, bits / 8), ties at equal distance broken by smaller id.
 
-        Widens the Faiss search until every code at the k-th distance is in the result
-        (or all probed codes are), so the order does not depend on Faiss internals.
+        When codes tied at the k-th distance may lie past the first search's 2k + 8, every
+        code at or below that distance (in the probed lists) is fetched at once by a
+        Faiss range search (radius: k-th distance + 1), or, with a preassignment, by
+        widening the search; so the order does not depend on Faiss internals.
         Returns D (m,) int32, I (m,) int64 with m <= k.
         """
-        want = k
-        while True:
-            D, I = self.search(xq, want * 2 + 8, assigned)
-            D, I = D[0], I[0]
-            valid = I >= 0
-            D, I = D[valid], I[valid]
-            exhausted = len(I) < min(want * 2 + 8, self.ntotal)
-            if len(D) <= k or exhausted or D[-1] > D[k - 1] or want * 2 + 8 >= self.ntotal:
-                break
-            want *= 4
+        asked = min(k * 2 + 8, self.ntotal)
+        D, I = self._first(xq, asked, assigned)
+        # more codes at the k-th distance may exist: the search was full, not exhaustive
+        if len(D) > k and D[-1] == D[k - 1] and len(D) == asked < self.ntotal:
+            if assigned is None:
+                with threads_for(1):
+                    lims, Dr, Ir = self.index.range_search(
+                        np.ascontiguousarray(xq), int(D[k - 1]) + 1
+                    )
+                D, I = Dr[lims[0] : lims[1]].astype(np.int32), Ir[lims[0] : lims[1]]
+            else:
+                want = k
+                while True:
+                    want *= 4
+                    D, I = self._first(xq, want * 2 + 8, assigned)
+                    exhausted = len(I) < min(want * 2 + 8, self.ntotal)
+                    if exhausted or D[-1] > D[k - 1] or want * 2 + 8 >= self.ntotal:
+                        break
         order = np.lexsort((I, D))[:k]
         return D[order], I[order]
+
+    def _first(
+        self, xq: np.ndarray, k: int, assigned: tuple[np.ndarray, np.ndarray] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest of one query, valid ids only: D (m,), I (m,)."""
+        D, I = self.search(xq, k, assigned)
+        valid = I[0] >= 0
+        return D[0][valid], I[0][valid]
 
     def save(self, path: Path) -> None:
         write_binary_index(self.index, path)
