@@ -453,9 +453,7 @@ def test_segment_indexes_are_memory_mapped_and_outlive_a_compaction(tmp_path: Pa
     assert [[x.tolist() for x in r] for r in after] == [[x.tolist() for x in r] for r in before]
 
 
-def test_add_with_another_recipe_names_what_differs(
-    tmp_path: Path, generated_slide: Path
-) -> None:
+def test_add_with_another_recipe_names_what_differs(tmp_path: Path, generated_slide: Path) -> None:
     """`add --recipe` of a recipe whose encoder differs from the bundle's is refused in
     one line naming the parameter, its two values and the way out; nothing changes."""
     from cbir.errors import BundleMismatchError

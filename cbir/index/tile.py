@@ -23,9 +23,7 @@ def build_tile_index(
     return FloatTileIndex.for_collection(spec.dim, cfg, xb, ids)
 
 
-def load_tile_index(
-    path: Path, kind: str, cfg: IndexConfig, mmap: bool = False
-) -> TileIndex:
+def load_tile_index(path: Path, kind: str, cfg: IndexConfig, mmap: bool = False) -> TileIndex:
     """Read an index file written by `save`; `kind` is the manifest's index_kind.
     `mmap`: map the file's large arrays (codes, inverted lists) instead of reading them
     (read-only use: a segment's index, never added to or removed from)."""
