@@ -152,3 +152,23 @@ def test_server_searches_on_ray_shards(
         sharded = c.post("/search", json=region).json()
     assert plain["hits"] and plain["hits"] == sharded["hits"]
     assert (plain["hits"][0]["slide"], plain["hits"][0]["x"]) == ("second.tif", 448)
+
+
+def test_a_shard_stacks_only_binary_ivf_segments(tmp_path: Path) -> None:
+    """A shard given binary IVF segments answers for them as one index; given a segment
+    that is not IVF (a Ray worker's, finished on the old exact index) it keeps each."""
+    from test_segments import build, recipe_with, synthetic
+
+    from cbir.distributed.search import SegmentShard, stack_name
+    from cbir.storage.manifest import INDEX_FILE, read_manifest
+
+    ivf, flat = tmp_path / "ivf", tmp_path / "flat"
+    build(ivf, recipe_with(bits=8, ivf_threshold=1000, nlist=16), synthetic(4, 1), segments=2)
+    build(flat, recipe_with(bits=8), synthetic(2, 2))
+    a, b = (ivf / s.name / INDEX_FILE for s in read_manifest(ivf).segments)
+    c = flat / read_manifest(flat).segments[0].name / INDEX_FILE
+    cfg = read_manifest(ivf).recipe.index
+    both = SegmentShard({"a": str(a), "b": str(b)}, "ivf", cfg, 16, stack=True)
+    assert both.ntotal() == {stack_name(["a", "b"]): 1200}
+    mixed = SegmentShard({"a": str(a), "c": str(c)}, "ivf", cfg, 16, stack=True)
+    assert mixed.ntotal() == {"a": 600, "c": 600}

@@ -49,8 +49,9 @@ class SegmentShard:
             index.set_nprobe(nprobe)
             self.indexes[name] = index
         if stack and len(files) > 1:
-            (one,) = stacked_ivf([Part(index) for index in self.indexes.values()])
-            self.indexes = {stack_name(list(files)): one.index}
+            stacked = stacked_ivf([Part(index) for index in self.indexes.values()])
+            if len(stacked) == 1:  # all binary IVF (else each segment stays itself)
+                self.indexes = {stack_name(list(files)): stacked[0].index}
 
     def ntotal(self) -> dict[str, int]:
         return {name: index.ntotal for name, index in self.indexes.items()}
@@ -109,7 +110,7 @@ def shard_on_ray(bundle: Bundle, address: str, actors: int | None = None) -> lis
             actor = shard.remote(files, man.index_kind, man.recipe.index, nprobe, stack)
             handles.append(actor)
             counts = ray.get(actor.ntotal.remote())
-            stacked = stack and len(group) > 1
+            stacked = len(group) > 1 and stack_name([s.entry.name for s in group]) in counts
             # a stacked shard is one part: its segments' tombstones together (ids are
             # unique across segments: slide id << 32 + row)
             for members in [group] if stacked else [[s] for s in group]:
