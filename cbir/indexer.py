@@ -190,16 +190,26 @@ def _check_recipe(bundle_recipe: Recipe, recipe: str | Recipe | None, out: objec
         )
 
 
+class _Missing:
+    def __repr__(self) -> str:
+        return "(not set)"
+
+
+_MISSING = _Missing()
+
+
 def spec_differences(have: object, want: object, at: str = "") -> list[str]:
     """Where two nested recipe specs differ: 'encoder.params.store: bundle 'float32',
-    recipe 'float16'' per differing leaf (a missing key shows as None)."""
+    recipe 'float16'' per differing leaf (a key on one side only: '(not set)')."""
     if isinstance(have, dict) and isinstance(want, dict):
         return [
             line
             for key in sorted({*have, *want})
-            for line in spec_differences(have.get(key), want.get(key), f"{at}{key}.")
+            for line in spec_differences(
+                have.get(key, _MISSING), want.get(key, _MISSING), f"{at}{key}."
+            )
         ]
-    if have == want:
+    if have is not _MISSING and want is not _MISSING and have == want:
         return []
     return [f"{at.rstrip('.')}: bundle {have!r}, recipe {want!r}"]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from pydantic import BaseModel
 
@@ -56,7 +58,7 @@ def sampled_codes(col: Collection, most: int = BIT_STATISTICS_CODES) -> np.ndarr
     statistics read 1e6 codes, not 1e8 (12 GB unpacked)."""
     sids = sorted(col.slides)
     per_slide = max(1, col.bundle.manifest.counts.tiles // max(1, len(sids)))
-    step = max(1, round(len(sids) * per_slide / most))
+    step = max(1, math.ceil(len(sids) * per_slide / most))  # up: the newest slides too
     parts, n = [], 0
     for sid in sids[::step]:
         for g in col.bundle.meta.grids_of(sid):

@@ -81,3 +81,21 @@ def test_ties_are_broken_by_smaller_id() -> None:
     D, I = index.search_tie_ordered(code, 5)
     np.testing.assert_array_equal(I, [0, 10, 20, 30, 40])
     assert (D == 0).all()
+
+
+def test_tie_ordered_search_without_range_search_widens() -> None:
+    """An exact index Faiss cannot range-search (an HNSW `exact_factory`) still gives the
+    top k with ties by id, by widening; a Flat one by range search: the same answer."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 4, (3000, 1), dtype=np.uint8)  # 8-bit codes: heavy ties
+    ids = np.arange(3000, dtype=np.int64)
+    flat = BinaryTileIndex.for_collection(8, IndexConfig(exact_factory="BFlat"), x, ids)
+    hnsw = BinaryTileIndex.for_collection(8, IndexConfig(exact_factory="BHNSW32"), x, ids)
+    assert flat.ranges and not hnsw.ranges
+    for q in x[:5]:
+        D, I = flat.search_tie_ordered(q[None], 5)
+        d = np.unpackbits(x ^ q, axis=1).sum(axis=1)
+        order = np.lexsort((ids, d))[:5]
+        assert D.tolist() == d[order].tolist() and I.tolist() == ids[order].tolist()
+        Dh, _ = hnsw.search_tie_ordered(q[None], 5)
+        assert Dh.tolist() == D.tolist()  # HNSW is approximate: distances, not ids

@@ -467,6 +467,9 @@ def test_add_with_another_recipe_names_what_differs(tmp_path: Path, generated_sl
     line = str(err.value)
     assert "\n" not in line
     assert "encoder.params.bits: bundle 16, recipe 32" in line and "without --recipe" in line
+    from cbir.indexer import spec_differences
+
+    assert spec_differences({"p": {"q": None}}, {"p": {}}) == ["p.q: bundle None, recipe (not set)"]
     with pytest.raises(BundleMismatchError, match="built with recipe 'stats-lsh16', not"):
         cbir.add_slides(root, [generated_slide], recipe="effnet-flat")
     assert tree_digest(root) == before
@@ -482,6 +485,6 @@ def test_info_bit_statistics_read_a_sample_of_whole_slides(tmp_path: Path) -> No
     with cbir.open_index(root) as ix:
         assert ix.info().bit_statistics["codes"] == 3000  # all of them
         sample = info_module.sampled_codes(ix.collection, most=900)
-        assert len(sample) == 900  # slides 1, 4, 7 of 10: whole slides, evenly spaced
+        assert len(sample) == 900  # slides 1, 5, 9 of 10: whole slides, evenly spaced
         first = next(ix.bundle.meta.grids_of(min(ix.slides)))
         assert np.array_equal(sample[:300], first.codes[first.valid])

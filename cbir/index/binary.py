@@ -144,15 +144,16 @@ class BinaryTileIndex:
 
         When codes tied at the k-th distance may lie past the first search's 2k + 8, every
         code at or below that distance (in the probed lists) is fetched at once by a
-        Faiss range search (radius: k-th distance + 1), or, with a preassignment, by
-        widening the search; so the order does not depend on Faiss internals.
+        Faiss range search (radius: k-th distance + 1), or, with a preassignment or an
+        index without range search, by widening the search; so the order does not
+        depend on Faiss internals.
         Returns D (m,) int32, I (m,) int64 with m <= k.
         """
         asked = min(k * 2 + 8, self.ntotal)
         D, I = self._first(xq, asked, assigned)
         # more codes at the k-th distance may exist: the search was full, not exhaustive
         if len(D) > k and D[-1] == D[k - 1] and len(D) == asked < self.ntotal:
-            if assigned is None:
+            if assigned is None and self.ranges:
                 with threads_for(1):
                     lims, Dr, Ir = self.index.range_search(
                         np.ascontiguousarray(xq), int(D[k - 1]) + 1
@@ -168,6 +169,15 @@ class BinaryTileIndex:
                         break
         order = np.lexsort((I, D))[:k]
         return D[order], I[order]
+
+    @property
+    def ranges(self) -> bool:
+        """Whether Faiss range search works on this index (IVF, or exact over
+        IndexBinaryFlat; not e.g. an HNSW `exact_factory`)."""
+        if self.kind == "ivf":
+            return True
+        inner = faiss.downcast_IndexBinary(self.index.index)
+        return isinstance(inner, faiss.IndexBinaryFlat)
 
     def _first(
         self, xq: np.ndarray, k: int, assigned: tuple[np.ndarray, np.ndarray] | None

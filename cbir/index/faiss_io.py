@@ -19,7 +19,7 @@ def read_flags(mmap: bool) -> int:
     arrays are read-only: such an index is searched, serialised or copied, never added
     to or removed from. Segment files are immutable and replaced by new names, so a
     mapping stays valid while a writer publishes (an unlinked file lives until unmapped)."""
-    return faiss.IO_FLAG_MMAP_IFC if mmap else 0
+    return getattr(faiss, "IO_FLAG_MMAP_IFC", 0) if mmap else 0  # (older Faiss: read)
 
 
 def write_serialized(path: Path, data: np.ndarray) -> None:
