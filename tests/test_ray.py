@@ -168,7 +168,7 @@ def test_a_shard_stacks_only_binary_ivf_segments(tmp_path: Path) -> None:
     a, b = (ivf / s.name / INDEX_FILE for s in read_manifest(ivf).segments)
     c = flat / read_manifest(flat).segments[0].name / INDEX_FILE
     cfg = read_manifest(ivf).recipe.index
-    both = SegmentShard({"a": str(a), "b": str(b)}, "ivf", cfg, 16, stack=True)
+    both = SegmentShard({"a": str(a), "b": str(b)}, "ivf", cfg, 16)
     assert both.ntotal() == {stack_name(["a", "b"]): 1200}
-    mixed = SegmentShard({"a": str(a), "c": str(c)}, "ivf", cfg, 16, stack=True)
+    mixed = SegmentShard({"a": str(a), "c": str(c)}, "ivf", cfg, 16)
     assert mixed.ntotal() == {"a": 600, "c": 600}

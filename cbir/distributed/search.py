@@ -34,13 +34,11 @@ def stack_name(names: Sequence[str]) -> str:
 
 
 class SegmentShard:
-    """A Ray actor's state: the tile indexes of some segments, by segment name; with
-    `stack`, binary IVF segments are one index (`stacked_ivf`) named `stack_name(names)`,
-    so a query costs one call to the actor, not one a segment."""
+    """A Ray actor's state: the tile indexes of some segments, by segment name; segments
+    that are all binary IVF (one collection quantizer) are one index (`stacked_ivf`)
+    named `stack_name(names)`, so a query costs one call to the actor, not one a segment."""
 
-    def __init__(
-        self, files: dict[str, str], kind: str, cfg: IndexConfig, nprobe: int, stack: bool
-    ) -> None:
+    def __init__(self, files: dict[str, str], kind: str, cfg: IndexConfig, nprobe: int) -> None:
         from cbir.index.tile import load_tile_index
 
         self.indexes: dict[str, Any] = {}
@@ -48,7 +46,7 @@ class SegmentShard:
             index = load_tile_index(Path(path), kind, cfg, mmap=True)
             index.set_nprobe(nprobe)
             self.indexes[name] = index
-        if stack and len(files) > 1:
+        if len(files) > 1:
             stacked = stacked_ivf([Part(index) for index in self.indexes.values()])
             if len(stacked) == 1:  # all binary IVF (else each segment stays itself)
                 self.indexes = {stack_name(list(files)): stacked[0].index}
@@ -101,13 +99,12 @@ def shard_on_ray(bundle: Bundle, address: str, actors: int | None = None) -> lis
     man = bundle.manifest
     nprobe = bundle.index.nprobe
     shard = ray.remote(num_cpus=0)(SegmentShard)
-    stack = man.index_kind == "ivf"  # binary IVF segments share the collection's quantizer
     handles: list[Any] = []
     parts = []
     try:
         for group in groups:
             files = {s.entry.name: str(s.path / INDEX_FILE) for s in group}
-            actor = shard.remote(files, man.index_kind, man.recipe.index, nprobe, stack)
+            actor = shard.remote(files, man.index_kind, man.recipe.index, nprobe)
             handles.append(actor)
             counts = ray.get(actor.ntotal.remote())
             stacked = len(group) > 1 and stack_name([s.entry.name for s in group]) in counts
