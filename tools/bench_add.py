@@ -91,13 +91,7 @@ def proc_io() -> dict[str, int]:
 
 def rss_mb() -> float | None:
     """This process's resident set size now, in MiB (from /proc/self/status)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
+    return benchutil.memory_mb().get("VmRSS")
 
 
 def dir_bytes(root: Path) -> tuple[int, int]:

@@ -44,6 +44,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import benchutil
 import faiss
 import numpy as np
 from benchutil import log as _log
@@ -140,10 +141,7 @@ def rss_mb() -> tuple[float, float]:
     """This process's resident memory now, MiB: (anonymous, file-backed). File-backed
     pages are mapped files (LMDB, Faiss files): clean, shared with the page cache and
     reclaimable."""
-    found = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(("RssAnon:", "RssFile:")):
-            found[line.split(":")[0]] = int(line.split()[1]) / 1024
+    found = benchutil.memory_mb()
     return found.get("RssAnon", float("nan")), found.get("RssFile", float("nan"))
 
 

@@ -168,30 +168,6 @@ def bench_recipe(
     return recipe.model_copy(update={"index": recipe.index.model_copy(update=update)})
 
 
-def memory_mb() -> dict[str, float]:
-    """This process's resident memory now and at its peak since the last
-    `reset_peak_memory` (VmRSS, VmHWM; RssAnon = its own, RssFile = mapped files, shared
-    with the OS's cache), in MB; {} where /proc is missing."""
-    try:
-        text = Path("/proc/self/status").read_text()
-    except OSError:
-        return {}
-    out = {}
-    for line in text.splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
-            out[key] = round(int(rest.split()[0]) / 1024, 1)
-    return out
-
-
-def reset_peak_memory() -> None:
-    """Reset VmHWM (Linux: write 5 to /proc/self/clear_refs); no-op elsewhere."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-
-
 def build_streamed(root: Path, recipe: Recipe, n: int, seed: int, batch: int) -> dict[str, object]:
     """Write the synthetic collection as a user would build a large one: `build-index`
     of the first `batch` tiles (the LSH and the IVF quantizer fitted on them), then one
@@ -215,7 +191,8 @@ def build_streamed(root: Path, recipe: Recipe, n: int, seed: int, batch: int) ->
         adds.append(time.perf_counter() - t1)
         count += len(chunk)
         done += sum(d.n_tiles for d in chunk)
-        log(f"{done} tiles: add of {len(chunk)} slides in {adds[-1]:.1f} s; {memory_mb()}")
+        mem = benchutil.memory_mb()
+        log(f"{done} tiles: add of {len(chunk)} slides in {adds[-1]:.1f} s; {mem}")
     build = time.perf_counter() - t0
     log(f"bundle written in {build:.1f} s; stages {timer.as_dict()}")
     return {
@@ -433,7 +410,7 @@ def bench_regions(
 
 
 def engine_memory(index: Index, rng: np.random.Generator, n: int = 200) -> dict[str, float]:
-    """Memory (MB, `memory_mb`) of the opened bundle after `n` tile queries of codes from
+    """Memory (MB, `benchutil.memory_mb`) of the opened bundle after `n` tile queries of codes from
     random slides' grids: what a search process holds, before this benchmark reads every
     code for its exact reference."""
     sids = list(index.slides)
@@ -441,7 +418,7 @@ def engine_memory(index: Index, rng: np.random.Generator, n: int = 200) -> dict[
         g = index.bundle.meta.grid(int(sids[int(rng.integers(len(sids)))]), MAGNIFICATION)
         codes = g.codes[g.valid]
         tile_hits(index.collection, codes[int(rng.integers(len(codes)))][None], K)
-    return memory_mb()
+    return benchutil.memory_mb()
 
 
 def compare_sharded(root: Path, asked: dict[str, object], address: str) -> dict[str, object]:
@@ -542,7 +519,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     try:
         recipe = bench_recipe(args.bits, args.n, args.nlist, args.nprobe, args.batch)
         log(f"building {args.n} tiles, recipe {recipe_name}, bundle {root}")
-        reset_peak_memory()
+        benchutil.reset_peak_memory()
         if args.reuse:
             build: dict[str, object] = {"reused": str(root)}
             log(f"reusing the bundle at {root}")
@@ -550,14 +527,14 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             build = build_streamed(root, recipe, args.n, args.seed, args.batch)
         else:
             build = build_bundle(root, recipe, args.n, args.seed, args.segments)
-        build["build_memory_mb"] = memory_mb()
+        build["build_memory_mb"] = benchutil.memory_mb()
         size, allocated = dir_bytes(root)
         rng = np.random.default_rng(args.seed + 1)
-        reset_peak_memory()
+        benchutil.reset_peak_memory()
         t_open = time.perf_counter()
         with cbir.open_index(root) as index:
             build["open_seconds"] = round(time.perf_counter() - t_open, 3)
-            build["open_memory_mb"] = memory_mb()
+            build["open_memory_mb"] = benchutil.memory_mb()
             build["engine_memory_mb"] = engine_memory(index, rng)
             info = index.info()
             codes, ids = collection_codes(index)

@@ -38,3 +38,27 @@ class CpuMeter:
         if self.start is None or end is None:
             return None
         return round(max(0.0, (end[0] - self.start[0]) - (end[1] - self.start[1])), 2)
+
+
+def memory_mb() -> dict[str, float]:
+    """This process's resident memory now and at its peak since the last
+    `reset_peak_memory` (VmRSS, VmHWM; RssAnon = its own, RssFile = mapped files, shared
+    with the OS's cache), in MB; {} where /proc is missing."""
+    try:
+        text = Path("/proc/self/status").read_text()
+    except OSError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+            out[key] = round(int(rest.split()[0]) / 1024, 1)
+    return out
+
+
+def reset_peak_memory() -> None:
+    """Reset VmHWM (Linux: write 5 to /proc/self/clear_refs); no-op elsewhere."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
