@@ -17,6 +17,7 @@ from cbir.pipeline import TilePipeline
 from cbir.recipes import Recipe, load_recipe
 from cbir.storage.compact import compact
 from cbir.storage.store import write_new_bundle
+from cbir.storage.vector_rows import rows_of
 from cbir.storage.writer import transaction
 from cbir.timing import StageTimer
 
@@ -137,9 +138,17 @@ def test_segments_removal_and_compaction(pair: tuple[Path, Path], tmp_path: Path
     shutil.copytree(pair[0], root)
     add(root, slides(3, 1), compact=False)  # a second segment, sharing the quantizer
     with cbir.open_index(root) as ix:
-        assert ix.bundle.index.segments == 2 and ix.bundle.index.approximate
+        index = ix.bundle.index
+        assert index.segments == 2 and index.approximate and len(ix.bundle.rows) == 2
         q = queries(ix, 20, seed=3)
         before = [top(ix, q[i : i + 1]) for i in range(len(q))]
+        # one quantizer search serves every segment: the same lists as each their own
+        xq = q[:, 0, 0, :]
+        assert index._assigned(xq) is not None
+        shared = index.search(xq, 50)
+        index._assigned = lambda xq: None  # type: ignore[method-assign]
+        own = index.search(xq, 50)
+        assert np.array_equal(shared[1], own[1]) and np.allclose(shared[0], own[0])
     cbir.remove_slides(root, ["s0.svs"])
     with cbir.open_index(root) as ix:
         after = [top(ix, q[i : i + 1]) for i in range(len(q))]
@@ -148,6 +157,8 @@ def test_segments_removal_and_compaction(pair: tuple[Path, Path], tmp_path: Path
     compact(root)
     with cbir.open_index(root) as ix:
         assert ix.bundle.index.segments == 1 and ix.bundle.index.approximate
+        (rows,) = ix.bundle.rows  # the merge rewrote the live rows into one file
+        assert rows.ntotal == ix.bundle.index.ntotal == 3 * SIDE * SIDE
         assert [top(ix, q[i : i + 1]) for i in range(len(q))] == after
     kept = [h for hits in before for h in hits if h[0] != "s0.svs"]
     assert kept  # the other slides' hits were there before too
@@ -172,10 +183,13 @@ def test_codes_are_read_without_whole_grids(pair: tuple[Path, Path]) -> None:
         # the grids keep float16 vectors (recipe store = "float16"): 2 bytes a dim
         assert all(len(raw) == 2 * DIM for raw in got[:-1])
         assert ix.bundle.pipeline.code_bytes == 2 * DIM
-        # the rerank's own copies: float16, one LMDB value a tile, equal to the grids'
-        kept = meta.vectors_of(ids, DIM)
+        # the rerank's own copies: float16 rows in the segment's mapped file, equal to
+        # the grids' (no LMDB copies any more)
+        kept = rows_of(ix.bundle.rows, ids, DIM)
         raw = np.frombuffer(b"".join(got[:-1]), np.uint8).reshape(len(ids), -1)
         assert np.array_equal(kept, ix.bundle.pipeline.codes_from_bytes(raw))
+        assert np.isnan(meta.vectors_of(ids[:3], DIM)).all()
+        assert np.isnan(rows_of(ix.bundle.rows, ids[:1] + 10**6, DIM)).all()
 
 
 def test_float16_grids_halve_the_vectors_and_keep_the_hits(tmp_path: Path) -> None:

@@ -64,16 +64,43 @@ class FloatSearch:
     def ntotal(self) -> int:
         return int(self.index.ntotal)
 
-    def search(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(nq, dim) float32 -> D (nq, k) float32 squared L2, I (nq, k) int64 (-1 = none)."""
+    def search(
+        self, xq: np.ndarray, k: int, assigned: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(nq, dim) float32 -> D (nq, k) float32 squared L2, I (nq, k) int64 (-1 = none).
+        `assigned`: the queries' probed IVF lists from `coarse` (same quantizer)."""
         k = max(1, min(k, self.ntotal)) if self.ntotal else 1
         xq = np.ascontiguousarray(xq, dtype=np.float32)
         with threads_for(len(xq)):
+            if assigned is not None and self.ivf is not None:
+                return self.search_preassigned(xq, k, assigned)
             return self.index.search(xq, k)
 
-    def search_tie_ordered(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    @property
+    def ivf(self) -> faiss.IndexIVF | None:
+        """The IVF a query's probed lists can be given to (None: exact, HNSW, OPQ)."""
+        return None
+
+    def search_preassigned(
+        self, xq: np.ndarray, k: int, assigned: tuple[np.ndarray, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def coarse(self, xq: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """The IVF lists each query (nq, dim) probes: (Dq, Iq) (nq, nprobe); None where
+        the index has no IVF to give them to. Segments sharing one quantizer search with
+        one assignment (`assigned`) instead of one quantizer search each."""
+        ivf = self.ivf
+        if ivf is None:
+            return None
+        with threads_for(len(xq)):
+            return ivf.quantizer.search(np.ascontiguousarray(xq, dtype=np.float32), ivf.nprobe)
+
+    def search_tie_ordered(
+        self, xq: np.ndarray, k: int, assigned: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top k of one query (1, dim), equal distances ordered by id. D (m,), I (m,)."""
-        D, I = self.search(xq, k)
+        D, I = self.search(xq, k, assigned)
         valid = I[0] >= 0
         D, I = D[0][valid], I[0][valid]
         order = np.lexsort((I, D))
@@ -103,6 +130,26 @@ class FloatTileIndex(FloatSearch):
     def nlist(self) -> int | None:
         ivf = faiss.try_extract_index_ivf(self.index.index)
         return int(ivf.nlist) if ivf is not None else None
+
+    @property
+    def ivf(self) -> faiss.IndexIVF | None:
+        """The IVF under the id map when queries go to it untransformed (not OPQ)."""
+        inner = faiss.downcast_index(self.index.index)
+        return inner if isinstance(inner, faiss.IndexIVF) else None
+
+    def search_preassigned(
+        self, xq: np.ndarray, k: int, assigned: tuple[np.ndarray, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The IVF's search over the given lists (Dq, Iq) (nq, nprobe), its row numbers
+        mapped to tile ids through the id map (read in place)."""
+        ivf = self.ivf
+        assert ivf is not None
+        if not self.ntotal:
+            return self.index.search(xq, k)
+        D, rows = ivf.search_preassigned(xq, k, assigned[1], assigned[0])
+        ids = faiss.rev_swig_ptr(self.index.id_map.data(), self.ntotal)
+        found = rows >= 0
+        return D, np.where(found, ids[np.where(found, rows, 0)], -1).astype(np.int64)
 
     @property
     def approximate(self) -> bool:

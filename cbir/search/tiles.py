@@ -10,6 +10,7 @@ from cbir.errors import QueryError
 from cbir.search.collection import Collection
 from cbir.search.expansion import expand_query
 from cbir.search.hits import Hit
+from cbir.storage.vector_rows import rows_of
 
 #: The coarse step of a two-step search keeps codes tied with its K-th, up to K times this.
 RERANK_TIE_WIDEN = 8
@@ -46,15 +47,18 @@ def rerank_codes(
     col: Collection, xq: np.ndarray, k: int, coarse_k: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-`coarse_k` by the compressed index, ordered by squared L2 between the query
-    code xq (1, e) and their stored vectors (float16 copies of the codes, one LMDB value
-    a tile). D (m,) float32, I (m,), m <= k, ties by id."""
+    code xq (1, e) and their stored vectors (float16 copies of the codes in the segments'
+    mapped row files, read at once). D (m,) float32, I (m,), m <= k, ties by id."""
     D, I = col.bundle.index.search(xq, coarse_k)
     I = I[0][I[0] >= 0]
     if not len(I):
         return D[0][:0], I
-    stored = col.bundle.meta.vectors_of(I, xq.shape[1])  # float16 copies of the codes
+    stored = rows_of(col.bundle.rows, I, xq.shape[1])
     missing = np.isnan(stored[:, 0])
-    if missing.any():  # no stored vector (a bundle written before them): from the grids
+    if missing.any():  # segments written before the row files: their LMDB copies
+        stored[missing] = col.bundle.meta.vectors_of(I[missing], xq.shape[1])
+        missing = np.isnan(stored[:, 0])
+    if missing.any():  # written before any copies: from the grids
         stored[missing] = stored_codes(col, I[missing])
     D, I = nearest_stored(stored, xq, I, k)
     return D.astype(np.float32), I

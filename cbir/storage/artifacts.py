@@ -1,9 +1,10 @@
 """Per-tile products of a segment as registered artifacts: tile codes (grids + Faiss
-index), rerank vectors, local features (keypoints + their Faiss index), scale
-references. Each declares when a bundle carries it, how a new slide's rows are stored,
-how live rows are copied when segments merge, which files it finishes into, how it is
-opened and how many of its rows a removed slide takes. Writers, merges and readers loop
-over the registry; none branches on which products a recipe has."""
+index), rerank vectors (LMDB) and rows (a mapped file), local features (keypoints +
+their Faiss index), scale references. Each declares when a bundle carries it, how a
+new slide's rows are stored, how live rows are copied when segments merge, which files
+it finishes into, how it is opened and how many of its rows a removed slide takes.
+Writers, merges and readers loop over the registry; none branches on which products a
+recipe has."""
 
 from __future__ import annotations
 
@@ -232,26 +233,18 @@ class TileCodes(Artifact):
 
 @register
 class RerankVectors(Artifact):
-    """The vectors a two-step search reorders its candidates by, by tile id in LMDB: a
-    binary recipe's descriptors (float32); a float recipe's codes as float16 when its
-    index is compressed (IVF-PQ), one small value a tile, so a query reads a few hundred
-    of them, not whole grids."""
+    """The descriptors a binary recipe's two-step search reorders its Hamming candidates
+    by (float32), by tile id in LMDB. (Float bundles written before `RerankRows` carry
+    their float16 copies here too; a merge moves them into `RerankRows`.)"""
 
     name = "vectors"
 
     def present(self, state: CollectionState) -> bool:
-        from cbir.index.float import is_ivf
-
-        recipe = state.pipeline.recipe
-        compressed = not state.pipeline.binary and is_ivf(recipe.index.float_factory)
-        return bool(recipe.search.rerank and (state.pipeline.binary or compressed))
+        return bool(state.pipeline.recipe.search.rerank and state.pipeline.binary)
 
     def store(self, seg: SegmentStage, state: CollectionState, rows: SlideRows) -> None:
         assert seg.meta is not None
-        if state.pipeline.binary:
-            x = np.concatenate([sc.descriptors for sc in rows.described.scales])
-        else:
-            x = np.asarray(rows.codes, np.float32).astype(np.float16)
+        x = np.concatenate([sc.descriptors for sc in rows.described.scales])
         seg.meta.put_vectors(rows.txn, rows.ids, x)
 
     def copy(self, seg: SegmentStage, state: CollectionState, rows: MergedRows) -> None:
@@ -261,6 +254,42 @@ class RerankVectors(Artifact):
     def finish(self, seg: SegmentStage, state: CollectionState) -> ArtifactEntry:
         assert seg.meta is not None
         return ArtifactEntry(rows=seg.meta.value_count("vectors"))
+
+
+@register
+class RerankRows(Artifact):
+    """Float16 copies of the vectors of a float recipe whose index is compressed
+    (IVF-PQ): one memory-mapped file a segment (cbir.storage.vector_rows) that a query's
+    few hundred candidates are read from at once, then reordered by exact squared L2.
+    Written from the staged tile codes, so a new slide and a merge store nothing else."""
+
+    name = "rows"
+
+    def present(self, state: CollectionState) -> bool:
+        from cbir.index.float import is_ivf
+
+        recipe = state.pipeline.recipe
+        compressed = not state.pipeline.binary and is_ivf(recipe.index.float_factory)
+        return bool(recipe.search.rerank and compressed)
+
+    def finish(self, seg: SegmentStage, state: CollectionState) -> ArtifactEntry:
+        from cbir.storage.vector_rows import ROWS_FILE, RUNS_FILE, write_rows
+
+        assert seg.meta is not None
+        dim = state.pipeline.encoder.spec.dim
+        blocks = ((x.astype(np.float16), ids) for x, ids in seg.staged_rows("codes"))
+        rows, expected = write_rows(seg.path, blocks, dim), seg.meta.tile_count()
+        if rows != expected:
+            raise BundleError(
+                f"{seg.path.parent}: refusing to publish an inconsistent segment ({self.name}: "
+                f"{rows} rows, LMDB {expected})"
+            )
+        return ArtifactEntry(rows=rows, files=[ROWS_FILE, RUNS_FILE], spec={"dim": dim})
+
+    def open(self, path: Path, entry: ArtifactEntry, manifest: Manifest) -> object:
+        from cbir.storage.vector_rows import VectorRows
+
+        return VectorRows(path, int(entry.spec["dim"]))
 
 
 @register

@@ -107,6 +107,8 @@ class Bundle:
             REFERENCE_LIMIT,
             [s.readers.get("locals") for s in segments],
         )
+        #: float16 rows a compressed float index's candidates are reordered by
+        self.rows = [s.readers["rows"] for s in segments if "rows" in s.readers]
         self.local_index: SegmentedIndex | None = None
         if local is not None and manifest.recipe.local is not None:
             self.local_index = self._searched(
