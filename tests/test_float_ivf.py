@@ -221,3 +221,37 @@ def test_float16_grids_halve_the_vectors_and_keep_the_hits(tmp_path: Path) -> No
         own = a.bundle.pipeline.codes_from_bytes(g.codes[3, 4][None])  # (1, DIM) float32
         hit = a.search_codes(own[:, None, None, :], 1)[0]
         assert (hit.row, hit.col, hit.distance) == (3, 4, 0.0)
+
+
+def test_bundles_with_lmdb_copies_rerank_the_same(
+    pair: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A float bundle written before the row files kept its rerank copies as LMDB values
+    (the `vectors` artifact): it is read as before, gives the same hits, and a merge
+    rewrites them as rows."""
+    from cbir.storage.artifacts import RerankRows, RerankVectors
+
+    def old_store(self: object, seg: object, state: object, rows: object) -> None:
+        x = np.asarray(rows.codes, np.float32).astype(np.float16)  # type: ignore[attr-defined]
+        seg.meta.put_vectors(rows.txn, rows.ids, x)  # type: ignore[attr-defined]
+
+    with monkeypatch.context() as m:
+        m.setattr(RerankRows, "present", lambda self, state: False)
+        m.setattr(RerankVectors, "present", lambda self, state: True)
+        m.setattr(RerankVectors, "store", old_store)
+        old = build(tmp_path / "old", recipe("IVF{nlist},PQ138x4fs"), slides(0, 3))
+    with cbir.open_index(old) as a, cbir.open_index(pair[0]) as b:
+        assert not a.bundle.rows and "vectors" in a.bundle.segments[0].entry.artifacts
+        q = queries(b, 10, seed=11)
+        want = [top(b, q[i : i + 1]) for i in range(len(q))]
+        assert [top(a, q[i : i + 1]) for i in range(len(q))] == want
+    add(old, slides(3, 1), compact=False)  # a new segment with rows beside the old one
+    with cbir.open_index(old) as a:
+        assert len(a.bundle.rows) == 1 and a.bundle.index.segments == 2
+        mixed = [top(a, q[i : i + 1]) for i in range(len(q))]
+        assert all(len(hits) == 10 for hits in mixed)
+    compact(old)
+    with cbir.open_index(old) as a:
+        assert len(a.bundle.rows) == 1 and a.bundle.rows[0].ntotal == 4 * SIDE * SIDE
+        assert "vectors" not in a.bundle.segments[0].entry.artifacts
+        assert [top(a, q[i : i + 1]) for i in range(len(q))] == mixed

@@ -65,10 +65,11 @@ def reset_peak_memory() -> None:
 
 
 def evict_from_cache(root: Path) -> int:
-    """Drop every file under `root` from the OS page cache (posix_fadvise DONTNEED: clean
-    pages go; no root needed), so the next reads come from the disk. Files counted."""
+    """Drop `root`, or every file under it, from the OS page cache (posix_fadvise
+    DONTNEED: clean pages go; no root needed), so the next reads come from the disk.
+    Files counted."""
     count = 0
-    for f in root.rglob("*"):
+    for f in [root] if root.is_file() else root.rglob("*"):
         if f.is_file():
             fd = os.open(f, os.O_RDONLY)
             try:
