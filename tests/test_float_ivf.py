@@ -255,3 +255,40 @@ def test_bundles_with_lmdb_copies_rerank_the_same(
         assert len(a.bundle.rows) == 1 and a.bundle.rows[0].ntotal == 4 * SIDE * SIDE
         assert "vectors" not in a.bundle.segments[0].entry.artifacts
         assert [top(a, q[i : i + 1]) for i in range(len(q))] == mixed
+
+
+def test_tile_records_read_the_layouts_not_the_codes(
+    pair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A hit's tile record comes from the grid's layout, stored apart from its codes (a
+    few hundred bytes, not the slide's megabytes of codes); a store without the layouts
+    (segments written before) derives the same records from the grids."""
+    import shutil
+
+    import lmdb
+
+    from cbir.slides.grids import GRID_KEY, layout_bytes
+    from cbir.storage.manifest import META_DIR
+    from cbir.storage.metadata import MetadataStore
+
+    with cbir.open_index(pair[0]) as ix:
+        seg = ix.bundle.segments[0]
+        sid = sorted(ix.slides)[0]
+        ids = seg.store.tile_ids_of(sid)[::97]
+        want = seg.store.tiles_of(ids)
+        path = seg.path / META_DIR
+    key = GRID_KEY.pack(sid, 20.0)
+    store = MetadataStore(path, readonly=True)
+    with store.env.begin() as txn:
+        grid, layout = txn.get(key, db=store.grids), txn.get(key, db=store.layouts)
+    store.env.close()
+    assert layout == grid[: layout_bytes(grid)] and len(layout) < 1000 < len(grid)
+    old = tmp_path / "old.lmdb"
+    shutil.copytree(path, old)
+    env = lmdb.open(str(old), max_dbs=8, subdir=True)
+    with env.begin(write=True) as txn:
+        txn.drop(env.open_db(b"layouts", txn=txn), delete=True)
+    env.close()
+    store = MetadataStore(old, readonly=True)
+    assert store.layouts is None and store.tiles_of(ids) == want
+    store.env.close()

@@ -33,7 +33,19 @@ def reranks_codes(col: Collection) -> bool:
 
 def stored_codes(col: Collection, tile_ids: np.ndarray) -> np.ndarray:
     """(n,) tile ids -> (n, e) their codes as stored in the grids (float vectors of a
-    float recipe, exact); NaN rows for ids without a record."""
+    float recipe, exact); NaN rows for ids without a record. Float16 grids' vectors come
+    from the segments' row files when they have them (the same numbers, read at once)."""
+    spec = col.bundle.pipeline.encoder.spec
+    if col.bundle.rows and spec.code_dtype == "float16":
+        out = rows_of(col.bundle.rows, tile_ids, spec.dim)
+        missing = np.isnan(out[:, 0])
+        if missing.any():
+            out[missing] = _grid_codes(col, np.asarray(tile_ids)[missing])
+        return out
+    return _grid_codes(col, tile_ids)
+
+
+def _grid_codes(col: Collection, tile_ids: np.ndarray) -> np.ndarray:
     raw = col.bundle.meta.codes_of(tile_ids)
     size = next((len(r) for r in raw if r is not None), 0)
     if not size:

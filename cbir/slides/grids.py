@@ -92,6 +92,12 @@ def code_span(raw: bytes | memoryview) -> tuple[int, int, int, int]:
     return first, count, nbytes, _HEAD.size + _HEAD3.size + (rows * cols + 7) // 8
 
 
+def layout_bytes(raw: bytes | memoryview) -> int:
+    """Bytes of a format-3 grid value before its codes: what `decode_grid` with `codes`
+    False reads (the codes' offset)."""
+    return code_span(raw)[3]
+
+
 def decode_grid(
     slide_id: int, magnification: float, raw: bytes, layout: int = 3, codes: bool = True
 ) -> CodeGrid:

@@ -22,6 +22,7 @@ from cbir.slides.grids import (
     code_span,
     decode_grid,
     encode_grid,
+    layout_bytes,
 )
 from cbir.storage.lmdb_file import check_lmdb_file
 from cbir.storage.local_points import decode_points, encode_points, feature_count
@@ -96,7 +97,7 @@ def tile_key(tile_id: int) -> bytes:
 
 
 #: Named databases of a store (format 2 also had "tiles": one record per tile).
-DATABASES = (b"slides", b"paths", b"grids", b"vectors", b"refs", b"locals", b"mosaics")
+DATABASES = (b"slides", b"paths", b"grids", b"vectors", b"refs", b"locals", b"mosaics", b"layouts")
 
 
 _SHARED: dict[tuple, list] = {}  # (path, file identity) -> [store, references]
@@ -165,6 +166,15 @@ class MetadataStore:
             self.mosaics = self.env.open_db(b"mosaics", create=not readonly)
         except lmdb.NotFoundError:
             pass
+        # Each format-3 grid's value without its codes, so that the tile records of a
+        # hit read a few hundred bytes, not the slide's codes (py-lmdb touches every
+        # page of a value it returns: megabytes from the disk); older segments lack it.
+        self.layouts: object | None = None
+        if layout >= 3:
+            try:
+                self.layouts = self.env.open_db(b"layouts", create=not readonly)
+            except lmdb.NotFoundError:
+                pass
         self._grids: dict[tuple[int, float], CodeGrid | None] = {}
         self._slide_tiles: dict[int, SlideTiles] = {}
         self._shared_key: tuple | None = None
@@ -267,8 +277,9 @@ class MetadataStore:
     def grids_of(self, slide_id: int, codes: bool = True) -> Iterator[CodeGrid]:
         """The slide's grids, one per magnification. `codes` False: without codes, read
         in place from the LMDB map (the codes are not copied)."""
+        db = self.grids if codes or self.layouts is None else self.layouts
         with self.env.begin(buffers=not codes) as txn:
-            for key, raw in _slide_values(txn.cursor(db=self.grids), slide_id):
+            for key, raw in _slide_values(txn.cursor(db=db), slide_id):
                 sid, mag = GRID_KEY.unpack(key)
                 yield decode_grid(sid, mag, raw, self.layout, codes)  # copies what it keeps
 
@@ -375,7 +386,10 @@ class MetadataStore:
         txn.put(record.info.path.encode(), _SLIDE_KEY.pack(sid), db=self.paths)
         for grid in grids:
             key = GRID_KEY.pack(sid, grid.geometry.magnification)
-            txn.put(key, encode_grid(grid, self.layout), db=self.grids)
+            value = encode_grid(grid, self.layout)
+            txn.put(key, value, db=self.grids)
+            if self.layouts is not None:
+                txn.put(key, value[: layout_bytes(value)], db=self.layouts)
 
     def copy_values(
         self, txn: lmdb.Transaction, source: MetadataStore, db: str, tile_ids: np.ndarray
