@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 import lmdb
 
 from cbir.errors import BundleError, BundleMismatchError
-from cbir.files import sha256_file
 from cbir.index.local import LocalIndex
 from cbir.index.segmented import Part, SegmentedIndex, stacked_ivf
 from cbir.index.tile import TileIndex
@@ -19,6 +18,8 @@ from cbir.nn.precision import network_precision, warn_if_different
 from cbir.pipeline import TilePipeline
 from cbir.recipes import Recipe
 from cbir.storage.artifacts import get_artifact
+from cbir.storage.file_checks import check_sizes, check_sums, sha256_matches
+from cbir.storage.lmdb_file import address_limit_note
 from cbir.storage.manifest import (
     EMPTY_INDEX_FILE,
     INDEX_FILE,
@@ -35,7 +36,7 @@ from cbir.storage.manifest import (
     gen_dir,
     read_manifest,
 )
-from cbir.storage.metadata import MetadataStore, address_limit_note
+from cbir.storage.metadata import MetadataStore
 from cbir.storage.segment_meta import SegmentedMeta
 
 if TYPE_CHECKING:
@@ -285,8 +286,8 @@ def _open_segment(
         for name in product.files:
             if not (path / name).is_file():
                 raise BundleError(f"{root}: bundle is incomplete ({path.name}/{name} missing)")
-    _check_sizes(root, entry, path)
-    _check_sums(root, entry, path)  # before LMDB maps a file that could crash it
+    check_sizes(root, entry, path)
+    check_sums(root, entry, path)  # before LMDB maps a file that could crash it
     try:
         store = MetadataStore.open_shared(path / META_DIR, layout)
     except Exception as exc:  # lmdb.Error has no common base with OSError
@@ -320,58 +321,6 @@ def _open_segment(
         store.close()
         raise
     return Segment(entry, path, store, readers)
-
-
-#: Segments up to this many bytes have every file's sha256 checked when first opened
-#: in a process (about 0.2 s at 1.3 GB/s); larger ones only sizes and headers at open,
-#: checksums by `cbir verify`.
-OPEN_CHECKSUM_BYTES = 256 << 20
-
-_SUMMED: set[tuple[str, str, int, int, int]] = set()  # files whose sha256 matched
-
-
-def sha256_matches(f: Path, sha: str) -> bool:
-    """Whether file `f` has sha256 `sha`: hashed once per process, then remembered by
-    (sha, path, inode, mtime, size) (published files are never rewritten in place)."""
-    st = f.stat()
-    key = (sha, str(f.resolve()), st.st_ino, st.st_mtime_ns, st.st_size)
-    if key in _SUMMED:
-        return True
-    if sha256_file(f) != sha:
-        return False
-    _SUMMED.add(key)
-    return True
-
-
-def _check_sums(root: Path, entry: SegmentEntry, path: Path) -> None:
-    """sha256 of a segment's files against its manifest (sha256_matches); segments over
-    OPEN_CHECKSUM_BYTES skip it."""
-    if entry.bytes > OPEN_CHECKSUM_BYTES:
-        return
-    for name, sha in entry.sha256.items():
-        if not sha256_matches(path / name, sha):
-            raise BundleError(
-                f"{root}: {path.name}/{name} is damaged (its sha256 differs from the "
-                "manifest's; `cbir verify` lists every damaged file)"
-            )
-
-
-def _check_sizes(root: Path, entry: SegmentEntry, path: Path) -> None:
-    """The cheap check at every open: each file of a segment has the size its manifest
-    records (a truncated or grown file is named); checksums are `cbir verify`'s."""
-    if entry.sizes:
-        for name, size in entry.sizes.items():
-            f = path / name
-            have = f.stat().st_size if f.is_file() else None
-            if have != size:
-                what = "missing" if have is None else f"{have} bytes, its manifest says {size}"
-                raise BundleError(f"{root}: {path.name}/{name} is damaged ({what})")
-    elif entry.sha256:  # written before per-file sizes were recorded
-        size = sum((path / f).stat().st_size for f in entry.sha256 if (path / f).is_file())
-        if size != entry.bytes:
-            raise BundleError(
-                f"{root}: segment {path.name} has {size} bytes, its manifest says {entry.bytes}"
-            )
 
 
 def _open_local_stage(

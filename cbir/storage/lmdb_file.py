@@ -1,9 +1,11 @@
-"""A check of an LMDB data file before it is memory-mapped: a file shorter than the
-pages its meta page says are in use (a truncated copy, a disk that filled) would kill
-the process with SIGBUS on first access instead of raising an error."""
+"""A segment's LMDB file: a check before it is memory-mapped (a file shorter than the
+pages its meta page says are in use, a truncated copy or a disk that filled, would kill
+the process with SIGBUS on first access instead of raising an error), and the map
+sizes stores are opened with."""
 
 from __future__ import annotations
 
+import resource
 import struct
 from pathlib import Path
 
@@ -50,3 +52,38 @@ def check_lmdb_file(env_dir: Path) -> None:
             f"{data}: truncated ({size} bytes; its pages need {needed}): the bundle's "
             "metadata is damaged (restore it, or rebuild the bundle)"
         )
+
+
+#: LMDB map size of a store being written: the file grows with the data, this is only
+#: the ceiling, lowered to a quarter of the process's address-space limit
+#: (`ulimit -v`) when one is set. A published store is read with a map of its own size.
+MAP_SIZE = 1 << 40
+MIN_MAP = 1 << 20
+
+
+def writer_map_size() -> int:
+    """Bytes of address space a staged store may map: MAP_SIZE, or a quarter of
+    RLIMIT_AS when that is lower (several stores and the networks share it)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY:
+        return MAP_SIZE
+    return max(MIN_MAP, min(MAP_SIZE, soft // 4))
+
+
+def address_limit_note() -> str:
+    """'' without an address-space limit; else a note naming it, for an error."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY:
+        return ""
+    return (
+        f" (this process may map {soft / 2**30:.1f} GiB: `ulimit -v`; a store being written "
+        f"maps at most a quarter of it, {writer_map_size() / 2**30:.1f} GiB)"
+    )
+
+
+def reader_map_size(path: Path) -> int:
+    """A read-only store maps exactly its data file (LMDB rounds it up to the pages the
+    file's meta page says are in use)."""
+    data = path / "data.mdb"
+    size = data.stat().st_size if data.is_file() else 0
+    return max(MIN_MAP, size)

@@ -24,49 +24,10 @@ from cbir.slides.grids import (
     encode_grid,
     layout_bytes,
 )
-from cbir.storage.lmdb_file import check_lmdb_file
+from cbir.storage.lmdb_file import check_lmdb_file, reader_map_size, writer_map_size
 from cbir.storage.local_points import decode_points, encode_points, feature_count
 
 __all__ = ["CodeGrid", "MetadataStore", "SlideRecord", "TileRecord"]
-
-#: LMDB map size of a store being written: the file grows with the data, this is only
-#: the ceiling, lowered to a quarter of the process's address-space limit
-#: (`ulimit -v`) when one is set. A published store is read with a map of its own size.
-MAP_SIZE = 1 << 40
-MIN_MAP = 1 << 20
-
-
-def writer_map_size() -> int:
-    """Bytes of address space a staged store may map: MAP_SIZE, or a quarter of
-    RLIMIT_AS when that is lower (several stores and the networks share it)."""
-    import resource
-
-    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-    if soft == resource.RLIM_INFINITY:
-        return MAP_SIZE
-    return max(MIN_MAP, min(MAP_SIZE, soft // 4))
-
-
-def address_limit_note() -> str:
-    """'' without an address-space limit; else a note naming it, for an error."""
-    import resource
-
-    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-    if soft == resource.RLIM_INFINITY:
-        return ""
-    return (
-        f" (this process may map {soft / 2**30:.1f} GiB: `ulimit -v`; a store being written "
-        f"maps at most a quarter of it, {writer_map_size() / 2**30:.1f} GiB)"
-    )
-
-
-def reader_map_size(path: Path) -> int:
-    """A read-only store maps exactly its data file (LMDB rounds it up to the pages the
-    file's meta page says are in use)."""
-    data = path / "data.mdb"
-    size = data.stat().st_size if data.is_file() else 0
-    return max(MIN_MAP, size)
-
 
 _SLIDE_KEY = struct.Struct(">I")
 _TILE_KEY = struct.Struct(">q")

@@ -22,7 +22,7 @@ import lmdb
 from pydantic import BaseModel
 
 from cbir.errors import BundleError, CbirError
-from cbir.storage.bundle import sha256_matches
+from cbir.storage.file_checks import sha256_matches
 from cbir.storage.manifest import (
     EMPTY_INDEX_FILE,
     EMPTY_LOCAL_INDEX_FILE,
@@ -217,7 +217,8 @@ def _verify_segment(root: Path, m: Manifest, entry: SegmentEntry, r: VerifyRepor
 
 def _lmdb_problem(env_dir: Path) -> str | None:
     """None when every record of every database of the LMDB at `env_dir` reads."""
-    from cbir.storage.metadata import DATABASES, reader_map_size
+    from cbir.storage.lmdb_file import reader_map_size
+    from cbir.storage.metadata import DATABASES
 
     try:
         env = lmdb.open(

@@ -22,6 +22,7 @@ from cbir.errors import BundleError
 from cbir.index.local import load_local_index
 from cbir.index.tile import load_tile_index
 from cbir.storage.bundle import Bundle, Segment
+from cbir.storage.lmdb_file import address_limit_note, writer_map_size
 from cbir.storage.manifest import (
     EMPTY_INDEX_FILE,
     EMPTY_LOCAL_INDEX_FILE,
@@ -32,7 +33,6 @@ from cbir.storage.manifest import (
     readonly_error,
     segment_name,
 )
-from cbir.storage.metadata import address_limit_note, writer_map_size
 from cbir.storage.publish import publish
 from cbir.storage.state import CollectionState, SegmentStage
 
