@@ -99,3 +99,35 @@ def test_tie_ordered_search_without_range_search_widens() -> None:
         assert D.tolist() == d[order].tolist() and I.tolist() == ids[order].tolist()
         Dh, _ = hnsw.search_tie_ordered(q[None], 5)
         assert Dh.tolist() == D.tolist()  # HNSW is approximate: distances, not ids
+
+
+@pytest.mark.parametrize("kind", ["binary", "float"])
+def test_segments_probing_more_lists_than_exist_search_each_alone(kind: str) -> None:
+    """Faiss probes min(nprobe, nlist) lists, so one quantizer search of nprobe lists
+    cannot be shared with the segments (its rows would be read at the wrong width): with
+    nprobe > nlist each segment searches alone, and a batch equals its queries one by one."""
+    from cbir.index.float import FloatTileIndex
+    from cbir.index.segmented import Part, SegmentedIndex
+
+    rng = np.random.default_rng(8)
+    n, cfg = 12_000, IndexConfig(ivf_threshold=1, nlist=16, nprobe=32)  # (a float IVF: >= 9,984)
+    if kind == "binary":
+        xb = clustered_codes(n, 64, 40, 0.05, 5)
+        template = BinaryTileIndex.template(64, cfg, xb)
+    else:
+        xb = rng.standard_normal((n, 16)).astype(np.float32)
+        float_cfg = cfg.model_copy(update={"float_factory": "IVF{nlist},Flat"})
+        template = FloatTileIndex.template(16, float_cfg, xb)
+    parts = []
+    for half in (slice(0, n // 2), slice(n // 2, n)):
+        seg = template.emptied()
+        seg.add(xb[half], np.arange(n, dtype=np.int64)[half])
+        parts.append(Part(seg))
+    index = SegmentedIndex(parts, kind, 32, 16, 64 if kind == "binary" else 16)
+    assert all(p.index.nlist == 16 for p in parts)
+    xq = xb[:6]
+    assert index._assigned(xq) is None
+    D, I = index.search(xq, 10)
+    for i in range(len(xq)):
+        _, I1 = index.search(xq[i : i + 1], 10)
+        np.testing.assert_array_equal(I1[0], I[i])

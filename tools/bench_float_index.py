@@ -319,21 +319,31 @@ def engine_streamed(
         segments = len(ix.bundle.segments)
     np.save(workdir / "queries.npy", codes)  # the queries as stored (--keep --reuse)
     out = {"recipe": recipe.name, "build_seconds": round(build, 1), "segments": segments}
-    out |= {"build_stage_seconds": timer.as_dict(), **engine_queries(root, codes)}
+    truth = engine_queries(root, codes, workdir / "truth.npz")
+    out |= {"build_stage_seconds": timer.as_dict(), **truth}
     log(str(out))
     return out
 
 
-def engine_queries(root: Path, codes: np.ndarray) -> dict:
+def engine_queries(root: Path, codes: np.ndarray, truth_file: Path | None = None) -> dict:
     """Tile queries (nq, d) of vectors as the bundle at `root` stores them, each alone
     through Index.search_codes: recall@10 against exact L2 over every stored vector,
     p50 / p99, bytes a tile on disk and of the index, mapped file pages brought in."""
     import cbir
 
     disk = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
-    kept = root.parent / "truth.npz"  # --keep --reuse: computed once
-    if kept.is_file() and np.load(kept)["codes"].shape == codes.shape:
-        nn, tiles = np.load(kept)["nn"], int(np.load(kept)["tiles"])
+    kept = truth_file  # --keep --reuse: computed once for these queries of this bundle
+    with cbir.open_index(root, device="cpu") as ix:
+        generation = ix.bundle.manifest.generation
+    same = None
+    if kept is not None and kept.is_file():
+        same = np.load(kept)
+        if "generation" not in same.files or int(same["generation"]) != generation:
+            same = None
+        elif not np.array_equal(same["codes"], codes):
+            same = None
+    if same is not None:
+        nn, tiles = same["nn"], int(same["tiles"])
     else:
         top, tiles = Top10(codes), 0
         with cbir.open_index(root, device="cpu") as ix:  # the truth: exact L2 on the codes
@@ -345,7 +355,8 @@ def engine_queries(root: Path, codes: np.ndarray) -> dict:
                 top.add(decode(raw.reshape(len(ids), -1)), ids)
                 tiles += len(ids)
         nn = top.ids
-        np.savez(kept, codes=codes, nn=nn, tiles=tiles)
+        if kept is not None:
+            np.savez(kept, codes=codes, nn=nn, tiles=tiles, generation=generation)
     want = [set(row.tolist()) for row in nn]
     gc.collect()
     benchutil.evict_from_cache(root)  # the first pass reads what it needs from the disk
@@ -448,7 +459,8 @@ def main() -> None:
             if args.reuse:
                 log(f"reusing {kept}")
                 codes = np.load(args.workdir / "queries.npy")
-                out["engine"] = {"reused": str(kept), **engine_queries(kept, codes)}
+                truth = engine_queries(kept, codes, args.workdir / "truth.npz")
+                out["engine"] = {"reused": str(kept), **truth}
             else:
                 out["engine"] = engine_streamed(
                     args.n, args.seed, args.queries, args.batch, args.nlist, args.workdir

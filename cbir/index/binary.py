@@ -117,8 +117,8 @@ class BinaryTileIndex:
     def coarse(self, xq: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """The IVF lists each query probes: (Dq, Iq) (nq, nprobe); None when exact.
         Segments sharing one quantizer search with one assignment (`assigned`)."""
-        if self.kind != "ivf":
-            return None
+        if self.kind != "ivf" or self.nprobe > self.index.nlist:
+            return None  # (Faiss probes min(nprobe, nlist) lists: searched per segment)
         with threads_for(len(xq)):
             return self.index.quantizer.search(np.ascontiguousarray(xq), self.nprobe)
 

@@ -7,7 +7,7 @@ applies from `ivf_threshold` tiles on; a smaller collection is exact (Flat), and
 into the IVF when `add` or `compact` finds it past the threshold. Compressed distances
 are approximate: such recipes set `rerank` (cbir.search.tiles.rerank_codes), which
 orders the top candidates by squared L2 on float16 copies of the tile vectors (the
-`vectors` artifact).
+`rows` artifact, cbir.storage.vector_rows).
 """
 
 from __future__ import annotations
@@ -91,8 +91,8 @@ class FloatSearch:
         the index has no IVF to give them to. Segments sharing one quantizer search with
         one assignment (`assigned`) instead of one quantizer search each."""
         ivf = self.ivf
-        if ivf is None:
-            return None
+        if ivf is None or ivf.nprobe > ivf.nlist:
+            return None  # (Faiss probes min(nprobe, nlist) lists: searched per segment)
         with threads_for(len(xq)):
             return ivf.quantizer.search(np.ascontiguousarray(xq, dtype=np.float32), ivf.nprobe)
 

@@ -163,7 +163,12 @@ class SegmentedIndex:
         share the collection's quantizer); None for exact or remote indexes."""
         first = self.parts[0].index if self.parts else None
         coarse = getattr(first, "coarse", None)
-        return coarse(xq) if coarse is not None and len(self.parts) > 1 else None
+        if coarse is None or len(self.parts) < 2:
+            return None
+        nlist = getattr(first, "nlist", None)
+        if any(getattr(p.index, "nlist", None) != nlist for p in self.parts):
+            return None  # not one quantizer (an exact segment beside IVF ones)
+        return coarse(xq)
 
     @staticmethod
     def _searcher(p: Part, assigned: tuple | None, tie_ordered: bool = False) -> Search:

@@ -207,6 +207,9 @@ class Bundle:
             return
         self._closed = True
         self.meta.close()
+        self.rows = []  # their maps (and file descriptors) go with the last reference
+        for s in self.segments:
+            s.readers.pop("rows", None)
         if self.shards:
             import ray
 
@@ -305,9 +308,10 @@ def _open_segment(
         for name, product in entry.artifacts.items():
             try:
                 reader = get_artifact(root, name).open(path, product, manifest)
-            except (RuntimeError, ValueError) as exc:
+            except (RuntimeError, ValueError, OSError, EOFError) as exc:
+                note = address_limit_note() if isinstance(exc, OSError) else ""
                 raise BundleError(
-                    f"{root}: unreadable {name} index in {path.name} ({exc})"
+                    f"{root}: unreadable {name} index in {path.name} ({exc}){note}"
                 ) from exc
             if reader is None:
                 continue

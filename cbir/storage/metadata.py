@@ -105,7 +105,7 @@ class MetadataStore:
         self.env = lmdb.open(
             str(path),
             map_size=reader_map_size(path) if readonly else writer_map_size(),
-            max_dbs=8,
+            max_dbs=len(DATABASES) + 1,
             readonly=readonly,
             lock=not readonly,
             readahead=False,
