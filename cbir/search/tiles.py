@@ -71,7 +71,7 @@ def rerank_codes(
         stored[missing] = col.bundle.meta.vectors_of(I[missing], xq.shape[1])
         missing = np.isnan(stored[:, 0])
     if missing.any():  # written before any copies: from the grids
-        stored[missing] = stored_codes(col, I[missing])
+        stored[missing] = _grid_codes(col, I[missing])
     D, I = nearest_stored(stored, xq, I, k)
     return D.astype(np.float32), I
 

@@ -117,28 +117,23 @@ class MetadataStore:
         self.grids = self.env.open_db(b"grids", create=not readonly)
         self.vectors = self.env.open_db(b"vectors", create=not readonly)
         self.refs = self.env.open_db(b"refs", create=not readonly)
-        self.locals: object | None = None  # bundles written before local features lack it
-        try:
-            self.locals = self.env.open_db(b"locals", create=not readonly)
-        except lmdb.NotFoundError:
-            pass
-        self.mosaics: object | None = None  # nor bundles written before slide mosaics
-        try:
-            self.mosaics = self.env.open_db(b"mosaics", create=not readonly)
-        except lmdb.NotFoundError:
-            pass
+        # bundles written before local features, slide mosaics or layouts lack theirs
+        self.locals = self._optional_db(b"locals", readonly)
+        self.mosaics = self._optional_db(b"mosaics", readonly)
         # Each format-3 grid's value without its codes, so that the tile records of a
         # hit read a few hundred bytes, not the slide's codes (py-lmdb touches every
-        # page of a value it returns: megabytes from the disk); older segments lack it.
-        self.layouts: object | None = None
-        if layout >= 3:
-            try:
-                self.layouts = self.env.open_db(b"layouts", create=not readonly)
-            except lmdb.NotFoundError:
-                pass
+        # page of a value it returns: megabytes from the disk).
+        self.layouts = self._optional_db(b"layouts", readonly) if layout >= 3 else None
         self._grids: dict[tuple[int, float], CodeGrid | None] = {}
         self._slide_tiles: dict[int, SlideTiles] = {}
         self._shared_key: tuple | None = None
+
+    def _optional_db(self, name: bytes, readonly: bool) -> object | None:
+        """A named database that older stores may lack (None there, when read)."""
+        try:
+            return self.env.open_db(name, create=not readonly)
+        except lmdb.NotFoundError:
+            return None
 
     def close(self) -> None:
         if self._shared_key is not None and not _release(self._shared_key):
