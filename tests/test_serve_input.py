@@ -225,6 +225,23 @@ def test_cors_only_for_named_origins(guarded: TestClient, client: TestClient) ->
     assert "access-control-allow-origin" not in plain.headers
 
 
+def test_cached_tiles_pass_the_same_gates(guarded: TestClient) -> None:
+    """A Deep Zoom tile in the tile cache is answered before routing (CachedTiles), but
+    inside the token, Host and CORS middlewares, and as the route answers it."""
+    auth = {"Authorization": "Bearer s3cret"}
+    path = "/slides/1_files/8/0_0.jpeg"
+    first = guarded.get(path, headers=auth)  # a miss: read by the route, then cached
+    again = guarded.get(path, headers={**auth, "origin": "https://a.example"})
+    assert first.status_code == again.status_code == 200
+    assert again.content == first.content
+    for key in ("content-type", "content-length"):
+        assert again.headers[key] == first.headers[key]
+    assert again.headers["access-control-allow-origin"] == "https://a.example"
+    assert guarded.get(path).status_code == 401
+    assert guarded.get(path, headers={**auth, "host": "evil.example"}).status_code == 400
+    assert guarded.head(path, headers=auth).status_code == 405  # GET only, as the route
+
+
 def test_exposed_host_needs_a_token() -> None:
     from cbir.errors import CbirError
 

@@ -12,14 +12,15 @@ tissue check, describe, encode, Faiss, LMDB, JSON).
 Deep Zoom: a bundle of the generated sample slide (a 3-level pyramidal TIFF) is served
 the same way; every tile of its pyramid's three highest levels is fetched once cold and
 once warm; p50/p99 per tile.
-Mixed load (`--clients 8,24`): a bundle of two generated pyramidal slides is served; one
-client posting searches only gives the single-client search p50; then, on a fresh server
-for each count, that many clients (one keep-alive connection each) for `--seconds`, each
-request a multipart search with probability `--search-share`, else a random tile of the
-three finest Deep Zoom levels: p50/p99 of search and tile, non-200 answers, and the
-server's peak RSS (VmHWM of /proc/<pid>/status).
+Mixed load (`--clients 8,24`): a bundle of two generated pyramidal slides is served, on a
+fresh server for each count; `--rounds` times, one client posts searches only (the
+single-client search p50), then that many clients (one keep-alive connection each) send
+requests, each a multipart search with probability `--search-share`, else a random tile
+of the three finest Deep Zoom levels; the two windows split `--seconds`: p50/p99 of
+search and tile, their ratio to one client's, non-200 answers, and the server's peak RSS
+(VmHWM of /proc/<pid>/status).
 
-    python tools/bench_serve.py --sections mixed --clients 8,24 --seconds 30 [--processes 2]
+    python tools/bench_serve.py --sections mixed --clients 8,24 --seconds 60 [--processes 2]
         [--workers N]   # cbir serve's threads for tiles and regions (default 8)
 """
 
@@ -37,8 +38,14 @@ import numpy as np
 from bench_search import build_bundle  # same folder
 from benchutil import log
 from PIL import Image
+from serve_traffic import (
+    Traffic,
+    run_client_processes,
+    run_clients,
+    tile_urls,
+    two_slide_bundle,
+)
 from serve_traffic import ms as traffic_ms
-from serve_traffic import run_client_processes, run_clients, tile_urls, two_slide_bundle
 
 import cbir
 from cbir.serve.process import free_port, start_server, stop_server, tree_peak_rss_mb
@@ -125,37 +132,60 @@ def bench_mixed(
     processes: int = 1,
     client_processes: bool = False,
     workers: int | None = None,
+    rounds: int = 6,
 ) -> dict[str, object]:
-    """Single-client search p50, then `counts` concurrent mixed clients (threads of this
-    process, or one process each), each count on a fresh server of `processes`
-    processes: latencies, statuses and the server's peak RSS (the sum over its
-    processes)."""
+    """For each client count, on a fresh server of `processes` processes: `rounds` rounds,
+    each one client posting searches only for `seconds / rounds`, then `count` concurrent
+    mixed clients (threads of this process, or one process each) for as long. Solo and
+    loaded windows alternate on the same server so that a drift of the machine's speed
+    (single-client p50 varied 5.3-9.1 ms between runs minutes apart) falls on both:
+    latencies pooled over the rounds, their ratio, each round's ratio, statuses and the
+    server's peak RSS (the sum over its processes)."""
     bundle = two_slide_bundle(tmp)
     out: dict[str, object] = {
         "processes": processes,
         "client_processes": client_processes,
         "workers": workers,
+        "rounds": rounds,
+        "window_seconds": seconds / rounds / 2,
     }
     extra = ["--workers", str(workers)] if workers else []
-    for clients in [1, *counts]:
+    window = seconds / rounds / 2
+    clients_run = run_client_processes if client_processes else run_clients
+    for clients in counts:
         proc, url = start_server(
             bundle, free_port(), "--no-log-requests", "--processes", str(processes), *extra
         )
         try:
             urls = tile_urls(url, 1) + tile_urls(url, 2)
-            solo = clients == 1
-            run_clients(url, clients, 3, 0.0 if not solo else 1.0, urls, seed=99)  # warm up
-            clients_run = run_client_processes if client_processes else run_clients
-            t = clients_run(url, clients, seconds, 1.0 if solo else share, urls)
-            out["single_client_search" if solo else f"clients_{clients}"] = {
-                "search": traffic_ms(t.times["search"]),
-                **({} if solo else {"tile": traffic_ms(t.times["tile"])}),
-                "statuses": {str(k): v for k, v in sorted(t.statuses.items())},
-                "transport_errors": len(t.errors),
+            run_clients(url, clients, 3, share, urls, seed=99)  # warm up
+            solo: list[float] = []
+            loaded = Traffic()
+            per_round = []
+            for r in range(rounds):
+                one = run_clients(url, 1, window, 1.0, urls, seed=1000 + r)
+                many = clients_run(url, clients, window, share, urls, seed=r)
+                solo += one.times["search"]
+                for kind, times in many.times.items():
+                    loaded.times[kind] += times
+                loaded.statuses.update(one.statuses + many.statuses)
+                loaded.errors += one.errors + many.errors
+                per_round.append(
+                    float(np.median(many.times["search"]) / np.median(one.times["search"]))
+                )
+            single, search = traffic_ms(solo), traffic_ms(loaded.times["search"])
+            out[f"clients_{clients}"] = {
+                "single_client_search": single,
+                "search": search,
+                "tile": traffic_ms(loaded.times["tile"]),
+                "search_p50_ratio": round(search["p50_ms"] / single["p50_ms"], 2),
+                "search_p50_ratio_per_round": [round(x, 2) for x in per_round],
+                "statuses": {str(k): v for k, v in sorted(loaded.statuses.items())},
+                "transport_errors": len(loaded.errors),
                 "server_peak_rss_mb": round(tree_peak_rss_mb(proc.pid), 1),
                 "server_alive": proc.poll() is None,
             }
-            log("bench_serve", f"{clients} client(s): {out}")
+            log("bench_serve", f"{clients} client(s): {out[f'clients_{clients}']}")
         finally:
             stop_server(proc)
     return out
@@ -168,7 +198,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--sections", default="search,zoom,mixed")
     parser.add_argument("--clients", default="8,24", help="Mixed load: client counts.")
-    parser.add_argument("--seconds", type=float, default=30.0, help="Mixed load: per count.")
+    parser.add_argument(
+        "--seconds", type=float, default=60.0, help="Mixed load: per count, solo + loaded."
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=6, help="Mixed load: solo/loaded alternations."
+    )
     parser.add_argument("--search-share", type=float, default=0.2)
     parser.add_argument("--processes", type=int, default=1, help="Mixed load: cbir serve's.")
     parser.add_argument(
@@ -206,6 +241,7 @@ def main() -> None:
                 args.processes,
                 args.client_processes,
                 args.workers,
+                args.rounds,
             )
     out["protocol"] = (
         "HTTP clients on 127.0.0.1, one keep-alive connection each; multipart 224 px PNG, "

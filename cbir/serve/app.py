@@ -38,6 +38,7 @@ from cbir.serve.bodies import (
     read_capped,
     read_upload,
 )
+from cbir.serve.cached_tiles import CachedTiles
 from cbir.serve.config import ServeConfig
 from cbir.serve.docs import add_offline_docs
 from cbir.serve.export_zip import export_zip
@@ -105,7 +106,9 @@ def create_app(
     app.state.workers = workers
     add_offline_docs(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    # outermost last: access log -> Host check -> CORS -> token -> body limit -> routes
+    # outermost last: access log -> Host check -> CORS -> token -> body limit -> cached
+    # tiles -> routes
+    app.add_middleware(CachedTiles, holder=holder, tiles=tiles, workers=workers)
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     if config.token:
         app.add_middleware(TokenGate, token=config.token)
@@ -278,13 +281,9 @@ def create_app(
 
     @app.get("/slides/{slide_id:int}_files/{level:int}/{col:int}_{row:int}.jpeg")
     async def dz_tile(slide_id: int, level: int, col: int, row: int) -> Response:
-        await workers.searches_first()
-        gen = holder.peek()  # a cached tile of the live generation: no thread hop
-        record = gen.index.slides.get(slide_id) if gen is not None else None
-        if record is not None:
-            cached = tiles.get((record.checksum, level, col, row))
-            if cached is not None:
-                return Response(cached, media_type="image/jpeg")
+        """A Deep Zoom tile of an indexed slide (JPEG)."""
+        # Cached tiles were answered by CachedTiles (after any search in flight); this
+        # one is read and encoded in a worker thread.
 
         def read() -> bytes:
             with holder.lease() as gen, gen.slide(slide_id) as entry:
