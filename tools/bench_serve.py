@@ -135,7 +135,7 @@ def bench_mixed(
     rounds: int = 6,
 ) -> dict[str, object]:
     """For each client count, on a fresh server of `processes` processes: `rounds` rounds,
-    each one client posting searches only for `seconds / rounds`, then `count` concurrent
+    each one client posting searches only for `seconds / rounds / 2`, then `count` concurrent
     mixed clients (threads of this process, or one process each) for as long. Solo and
     loaded windows alternate on the same server so that a drift of the machine's speed
     (single-client p50 varied 5.3-9.1 ms between runs minutes apart) falls on both:
