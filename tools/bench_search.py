@@ -206,11 +206,12 @@ def build_streamed(root: Path, recipe: Recipe, n: int, seed: int, batch: int) ->
 
 
 def build_bundle(
-    root: Path, recipe: Recipe, n: int, seed: int, segments: int = 1
+    root: Path, recipe: Recipe | str, n: int, seed: int, segments: int = 1
 ) -> dict[str, object]:
     """Write the synthetic collection as a bundle at root, its slides split into
     `segments` segments (one fitted state, as a Ray build writes them); returns build
-    stats."""
+    stats. `recipe`: a Recipe or a packaged recipe's name."""
+    recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
     t0 = time.perf_counter()
     described = synthetic_slides(n, seed)
     t_synth = time.perf_counter() - t0
