@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cbir.eval.harness import l2_ranking
+from cbir.eval.harness import l2_ranking, leave_one_out_order
 from cbir.eval.metrics import seed_map_at_k
 from cbir.pipeline import TilePipeline
 from cbir.recipes import load_recipe
@@ -109,10 +109,10 @@ def k_reciprocal(z: np.ndarray, k1: int, k2: int, lam: float) -> np.ndarray:
 
 
 def distance_order(d: np.ndarray) -> np.ndarray:
-    n = len(d)
+    """Leave-one-out orders (n, n - 1) of (n, n) distances (the diagonal left out)."""
     d = d.copy()
     np.fill_diagonal(d, np.inf)
-    return np.lexsort((np.broadcast_to(np.arange(n), (n, n)), d), axis=1)[:, : n - 1]
+    return leave_one_out_order(d)[0]
 
 
 def main() -> None:

@@ -54,6 +54,13 @@ def ranking(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n = len(codes)
     dist = hamming_matrix(codes, codes).astype(np.int64)
     dist[np.arange(n), np.arange(n)] = np.iinfo(np.int32).max  # the query itself goes last
+    return leave_one_out_order(dist)
+
+
+def leave_one_out_order(dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, n) distances whose diagonal sorts last -> each row's order of the others
+    (n, n - 1) int64, ascending, ties by index, and their distances (n, n - 1)."""
+    n = len(dist)
     order = np.lexsort((np.broadcast_to(np.arange(n), (n, n)), dist), axis=1)[:, : n - 1]
     return order, np.take_along_axis(dist, order, axis=1)
 
@@ -88,8 +95,7 @@ def l2_ranking(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     sq = (x.astype(np.float64) ** 2).sum(1)
     dist = sq[:, None] + sq[None, :] - 2 * (x.astype(np.float64) @ x.astype(np.float64).T)
     dist[np.arange(n), np.arange(n)] = np.inf
-    order = np.lexsort((np.broadcast_to(np.arange(n), (n, n)), dist), axis=1)[:, : n - 1]
-    return order, np.take_along_axis(dist, order, axis=1)
+    return leave_one_out_order(dist)
 
 
 def evaluate_tiles(
