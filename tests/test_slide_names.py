@@ -1,5 +1,5 @@
 """One way to name an indexed slide everywhere (cbir.storage.slide_names): by its path,
-or by its file name when unique; a file that is not indexed is a slide to read where a
+or by its bare file name when unique (a path elsewhere never names it); a file that is not indexed is a slide to read where a
 command reads slides; unknown and ambiguous names refused in one line."""
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ def test_by_path_or_unique_name(records: list, tmp_path: Path) -> None:
     first = records[0]
     assert find_slide(records, first.info.path, "idx") == first
     assert find_slide(records, first.info.name, "idx") == first
-    assert find_slide(records, f"elsewhere/{first.info.name}", "idx") == first  # its name
+    with pytest.raises(QueryError, match=r"not the path of a slide of idx \(indexed from /"):
+        find_slide(records, f"elsewhere/{first.info.name}", "idx", QueryError)
     with pytest.raises(QueryError, match=r"^nope.tif: not a slide of idx \(it has generated"):
         find_slide(records, "nope.tif", "idx", QueryError)
 
@@ -48,7 +49,8 @@ def test_an_existing_file_not_indexed_is_read(records: list, tmp_path: Path) -> 
     other = tmp_path / records[0].info.name  # same name, another file
     other.write_bytes(b"x")
     assert lookup_slide(records, str(other), "idx", files=True) is None
-    assert lookup_slide(records, str(other), "idx") == records[0]  # a name where only names go
+    with pytest.raises(CbirError, match="not the path of a slide of idx"):  # not its twin
+        lookup_slide(records, str(other), "idx")
     with pytest.raises(CbirError, match="no such file, and not a slide of idx"):
         lookup_slide(records, "nope.tif", "idx", files=True)
 
@@ -70,3 +72,22 @@ def test_every_command_says_the_same(tmp_path: Path) -> None:
         assert done.exit_code != 0, argv
         assert "nope.tif:" in done.output and "a slide of" in done.output, (argv, done.output)
         assert "generated.tif" in done.output, (argv, done.output)  # names what it has
+
+
+def test_remove_and_label_never_take_a_namesake(tmp_path: Path) -> None:
+    """`remove b /elsewhere/x.tif` is refused, and the bundle keeps x.tif indexed from
+    another folder (it used to remove it: a path's file name matched)."""
+    root = tmp_path / "idx"
+    shutil.copytree(FORMAT2, root)
+    assert runner.invoke(app, ["upgrade", str(root)]).exit_code == 0
+    with Bundle.open(root) as bundle:
+        before = [r.info.path for r in bundle.meta.slide_list()]
+    elsewhere = str(tmp_path / "elsewhere" / Path(before[0]).name)
+    for argv in (["remove", str(root), elsewhere], ["label", str(root), elsewhere, "a=b"]):
+        done = runner.invoke(app, argv)
+        assert done.exit_code == 2, (argv, done.output)
+        assert "not the path of a slide of" in done.output and before[0] in done.output
+    with Bundle.open(root) as bundle:
+        records = bundle.meta.slide_list()
+    assert [r.info.path for r in records] == before
+    assert all("a" not in r.labels for r in records)

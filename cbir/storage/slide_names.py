@@ -1,6 +1,7 @@
 """How a user names an indexed slide, the same everywhere (`label`, `remove`, `--slides`,
-`--region`, `--slide`, the API): by its path, or by its file name when no other indexed
-slide has that name."""
+`--region`, `--slide`, the API): by its path, or by its bare file name when no other
+indexed slide has that name. A path with folders names only the slide indexed at that
+path: `remove b /elsewhere/a.svs` never removes the `a.svs` indexed from another folder."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ def lookup_slide(
     error: type[CbirError] = CbirError,
     files: bool = False,
 ) -> SlideRecord | None:
-    """The record of the slide `name` gives: the indexed slide at that path, else the one
-    of that file name. With `files`, an existing file or folder that is not an indexed
+    """The record of the slide `name` gives: the indexed slide at that path, else (a bare
+    file name only) the one of that file name. With `files`, an existing file or folder that is not an indexed
     path is a slide to read, not a name: None. Raises `error` in one line when the name is
     unknown (naming up to 10 indexed slides) or several slides have it."""
     given = Path(name)
@@ -30,7 +31,12 @@ def lookup_slide(
             return r
     if files and given.exists():
         return None
-    by_name = [r for r in records if r.info.name in (name, given.name)]
+    if len(given.parts) > 1:  # a path, not a name: only an indexed path matches it
+        same = [r.info.path for r in records if r.info.name == given.name]
+        hint = f" (indexed from {', '.join(same)})" if same else ""
+        missing = "no such file, and not" if files else "not"
+        raise error(f"{name}: {missing} the path of a slide of {bundle}{hint}")
+    by_name = [r for r in records if r.info.name == name]
     if len(by_name) == 1:
         return by_name[0]
     if by_name:
