@@ -20,7 +20,7 @@ from cbir.search.hits import Hit, SearchResult
 from cbir.search.junk import check_looks
 from cbir.search.orientation import ORIENTATIONS
 from cbir.search.orientation import merge as merge_orientations
-from cbir.search.placement import QueryFrame, distinct_places, place_hits
+from cbir.search.placement import QueryFrame, placed_places
 from cbir.search.query import (
     MAX_QUERY_PIXELS,
     Region,
@@ -274,9 +274,7 @@ class Index:
             # overlapping cells find one place up to per_tile^2 times: ask for that many
             wide = k * col.per_tile**2
             hits = self.search_codes(codes, wide, x, allowed, expand, slide_ids=keep)
-            frame = QueryFrame.of(turned, t)  # refined once the places are distinct
-            coarse = distinct_places(place_hits(col, hits, codes, frame, refine=False), k)
-            return place_hits(col, coarse, codes, frame)
+            return placed_places(col, hits, codes, QueryFrame.of(turned, t), k)
 
         if orientations:
             found = {"none": placed(image, x, codes, k)}

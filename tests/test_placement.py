@@ -84,6 +84,20 @@ def test_rectangles_of_any_size_are_found_with_their_extent(
     assert np.mean(refined) > np.mean([iou(h, r) for h, r in zip(coarse, regions, strict=True)])
 
 
+def test_refined_hits_are_distinct_places(generated_slide: Path, effnet_20x: Path) -> None:
+    """Cells a stride apart can both move onto the query's place when refined: each hit of
+    a top k is still a place of its own (a user trial found hits 1 and 4 at IoU 0.91)."""
+    from cbir.search.placement import same_place
+
+    with cbir.open_index(effnet_20x) as ix:
+        results = [ix.search(r, k=5) for r in rectangles(generated_slide, 6, 0)]
+    for result in results:
+        hits = result.hits
+        assert [h.rank for h in hits] == list(range(1, len(hits) + 1))
+        twins = [(a.rank, b.rank) for i, a in enumerate(hits) for b in hits[i + 1 :]]
+        assert not [t for t in twins if same_place(hits[t[0] - 1], hits[t[1] - 1])], twins
+
+
 def test_a_region_at_an_unindexed_magnification_is_read_at_the_nearest(
     generated_slide: Path, effnet_20x: Path
 ) -> None:

@@ -116,20 +116,42 @@ def place_hits(
 SAME_PLACE_IOU = 0.5
 
 
+def same_place(a: Hit, b: Hit) -> bool:
+    """One slide, one magnification, IoU >= SAME_PLACE_IOU."""
+    return (
+        a.slide_id == b.slide_id
+        and a.magnification == b.magnification
+        and iou(a, b) >= SAME_PLACE_IOU
+    )
+
+
 def distinct_places(hits: list[Hit], k: int) -> list[Hit]:
-    """The first k of ranked `hits` that are distinct places: a hit overlapping a kept one
-    of the same slide and magnification by SAME_PLACE_IOU or more is dropped (overlapping
-    grid cells match one query several times); ranks renumbered 1..k."""
+    """The first k of ranked `hits` that are distinct places: a hit at the same place as
+    a kept one (`same_place`) is dropped (overlapping grid cells match one query several
+    times); ranks renumbered 1..k."""
     kept: list[Hit] = []
     for hit in hits:
-        if any(
-            o.slide_id == hit.slide_id
-            and o.magnification == hit.magnification
-            and iou(o, hit) >= SAME_PLACE_IOU
-            for o in kept
-        ):
+        if any(same_place(o, hit) for o in kept):
             continue
         kept.append(hit)
+        if len(kept) == k:
+            break
+    return [h.model_copy(update={"rank": i}) for i, h in enumerate(kept, 1)]
+
+
+def placed_places(
+    col: Collection, hits: list[Hit], codes: np.ndarray, frame: QueryFrame, k: int
+) -> list[Hit]:
+    """Ranked grid-cell hits -> the first k distinct places, each refined (`place_hits`).
+    Distinct cells can become one place once refined (two cells a stride apart both move
+    onto the query's true place), so each is refined before it is compared with the kept
+    ones, and only as many as it takes are refined."""
+    kept: list[Hit] = []
+    for hit in distinct_places(place_hits(col, hits, codes, frame, refine=False), len(hits)):
+        (fine,) = place_hits(col, [hit], codes, frame)
+        if any(same_place(o, fine) for o in kept):
+            continue
+        kept.append(fine)
         if len(kept) == k:
             break
     return [h.model_copy(update={"rank": i}) for i, h in enumerate(kept, 1)]
