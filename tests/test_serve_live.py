@@ -231,6 +231,22 @@ def test_declared_oversized_body_is_refused_before_reading(
     assert status.startswith(b"HTTP/1.1 413"), status
 
 
+@pytest.mark.parametrize("size", [17 << 10, 120_000])
+def test_headers_over_16k_sent_at_once_are_refused(
+    in_process_server: tuple[object, str], size: int
+) -> None:
+    """Request line and headers are bounded even when they arrive in one write (h11's own
+    bound holds only while they are incomplete: 120 KB of headers used to get 200)."""
+    _, url = in_process_server
+    port = int(url.rsplit(":", 1)[1])
+    for extra, expected in ((size, b"HTTP/1.1 400"), (8 << 10, b"HTTP/1.1 200")):
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX: " + b"a" * extra
+                         + b"\r\nConnection: close\r\n\r\n")  # fmt: skip
+            status = _status_line(sock)
+        assert status.startswith(expected), (extra, status)
+
+
 def test_slow_headers_are_cut_off(
     in_process_server: tuple[object, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -26,6 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.convertors import IntegerConvertor, register_url_convertor
 
 from cbir import __version__
 from cbir.errors import CbirError, QueryError
@@ -34,6 +35,7 @@ from cbir.serve.bodies import (
     BodyTooLarge,
     api_words,
     decode_upload,
+    parse_json,
     parse_region,
     read_capped,
     read_upload,
@@ -52,6 +54,17 @@ from cbir.serve.security import AccessLog, HostCheck, TokenGate
 from cbir.serve.workers import Workers
 
 STATIC = Path(__file__).parent / "static"
+
+
+class IdConvertor(IntegerConvertor):
+    """Path integers (slide ids, Deep Zoom levels, columns, rows) of at most 18 digits: a
+    longer one matches no route (404), where Starlette's `int` would raise on over 4300
+    digits (a 500)."""
+
+    regex = "[0-9]{1,18}"
+
+
+register_url_convertor("id", IdConvertor())
 T = TypeVar("T")
 
 SEARCH_BODY = {
@@ -69,6 +82,14 @@ SEARCH_BODY = {
             },
             "application/json": {"schema": RegionSearch.model_json_schema()},
         }
+    }
+}
+
+
+SLIDE_SEARCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": SlideSearch.model_json_schema()}},
     }
 }
 
@@ -238,10 +259,14 @@ def create_app(
             return Response(body, media_type="application/zip", headers=headers)
         return Response(await workers.search(run), media_type="application/json")
 
-    @app.post("/search/slide")
-    async def search_slide(body: SlideSearch) -> Response:
+    @app.post("/search/slide", openapi_extra=SLIDE_SEARCH_BODY)
+    async def search_slide(request: Request) -> Response:
         """An indexed slide as the query: the slides most like it, each with its tile
-        pairs (query tile -> nearest tile), from the slide's stored mosaic."""
+        pairs (query tile -> nearest tile), from the slide's stored mosaic. The JSON body
+        is read and checked as /search's (at most MAX_JSON_BYTES, strict JSON, 400)."""
+        if not request.headers.get("content-type", "").startswith("application/json"):
+            raise QueryError("send application/json (a SlideSearch object)")
+        body = parse_json(await read_capped(request, MAX_JSON_BYTES), SlideSearch)
 
         def run() -> str:
             with holder.lease() as gen:
@@ -255,7 +280,7 @@ def create_app(
         finally:
             workers.search_ended()
 
-    @app.get("/slides/{slide_id:int}/region.png", response_class=Response)
+    @app.get("/slides/{slide_id:id}/region.png", response_class=Response)
     async def region(
         slide_id: int,
         x: int,
@@ -271,7 +296,7 @@ def create_app(
 
         return Response(await workers.pixels(read), media_type="image/png")
 
-    @app.get("/slides/{slide_id:int}.dzi", response_class=Response)
+    @app.get("/slides/{slide_id:id}.dzi", response_class=Response)
     async def dzi(slide_id: int) -> Response:
         def read() -> str:
             with holder.lease() as gen, gen.slide(slide_id) as entry:
@@ -279,7 +304,7 @@ def create_app(
 
         return Response(await workers.pixels(read), media_type="application/xml")
 
-    @app.get("/slides/{slide_id:int}_files/{level:int}/{col:int}_{row:int}.jpeg")
+    @app.get("/slides/{slide_id:id}_files/{level:id}/{col:id}_{row:id}.jpeg")
     async def dz_tile(slide_id: int, level: int, col: int, row: int) -> Response:
         """A Deep Zoom tile of an indexed slide (JPEG)."""
         # Cached tiles were answered by CachedTiles (after any search in flight); this

@@ -1,5 +1,5 @@
-"""Request bodies of POST /search, read and checked before any work: a JSON region (at
-most MAX_JSON_BYTES, strict JSON) or a multipart upload (one image of at most
+"""Request bodies of POST /search and /search/slide, read and checked before any work: a
+JSON object (at most MAX_JSON_BYTES, strict JSON) or a multipart upload (one image of at most
 MAX_UPLOAD_BYTES and MAX_QUERY_PIXELS). Every malformed body is a QueryError of one
 line (HTTP 400); a body over its limit is BodyTooLarge (HTTP 413)."""
 
@@ -9,16 +9,18 @@ import io
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from cbir.errors import CbirError, QueryError, validation_line
 from cbir.serve.schemas import RegionSearch, SearchOptions
 from cbir.slides.open import to_rgb8
+
+M = TypeVar("M", bound=BaseModel)
 
 #: Uploaded query images: at most this many bytes and pixels.
 MAX_UPLOAD_BYTES = 64 << 20
@@ -49,10 +51,10 @@ def _no_constant(name: str) -> float:
     raise ValueError(f"{name} is not a number JSON allows")
 
 
-def parse_region(body: bytes) -> RegionSearch:
-    """A JSON region search body -> RegionSearch; QueryError of one line when it is not
-    UTF-8, not JSON (nesting too deep, NaN/Infinity, an integer of over 4300 digits), not
-    an object or not a valid region."""
+def parse_json(body: bytes, model: type[M]) -> M:
+    """A JSON body -> `model`; QueryError of one line when it is not UTF-8, not JSON
+    (nesting too deep, NaN/Infinity, an integer of over 4300 digits), not an object or not
+    a valid `model`."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -68,9 +70,14 @@ def parse_region(body: bytes) -> RegionSearch:
     if not isinstance(value, dict):
         raise QueryError(f"body must be a JSON object, not {type(value).__name__}")
     try:
-        return RegionSearch.model_validate(value)
+        return model.model_validate(value)
     except ValidationError as exc:
         raise QueryError(validation_line(exc)[:500]) from None
+
+
+def parse_region(body: bytes) -> RegionSearch:
+    """A JSON region search body -> RegionSearch (`parse_json`)."""
+    return parse_json(body, RegionSearch)
 
 
 async def read_upload(request: Request) -> tuple[bytes, str, SearchOptions]:

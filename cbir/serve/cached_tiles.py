@@ -18,8 +18,11 @@ from cbir.serve.holder import BundleHolder
 from cbir.serve.imagery import TileCache
 from cbir.serve.workers import Workers
 
-#: The tile route's path (app.py: /slides/{slide_id:int}_files/{level:int}/{col}_{row}.jpeg).
-TILE_PATH = re.compile(r"/slides/([0-9]+)_files/([0-9]+)/([0-9]+)_([0-9]+)\.jpeg")
+#: The tile route's path (app.py: /slides/{slide_id:id}_files/{level:id}/{col:id}_{row:id}.jpeg,
+#: integers of at most 18 digits).
+TILE_PATH = re.compile(
+    r"/slides/([0-9]{1,18})_files/([0-9]{1,18})/([0-9]{1,18})_([0-9]{1,18})\.jpeg"
+)
 
 
 class CachedTiles:

@@ -7,6 +7,7 @@ import asyncio
 import json
 from typing import Any
 
+import h11
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -78,17 +79,35 @@ async def _reply(send: Send, status: int, detail: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def head_bytes(event: h11.Request) -> int:
+    """About the bytes of a request's line and headers as sent."""
+    line = len(event.method) + len(event.target) + 11
+    return line + sum(len(k) + len(v) + 4 for k, v in event.headers.raw_items())
+
+
 class HeaderTimeoutH11(H11Protocol):
-    """uvicorn's h11 protocol plus a header-read timeout: a connection that has not sent
-    a whole request line and headers within HEADER_TIMEOUT_S of connecting (or of its
-    previous response) is closed. uvicorn itself only times out idle keep-alive
-    connections, and only until their first byte: a client sending one header byte at a
-    time (slowloris) would hold a connection for ever."""
+    """uvicorn's h11 protocol plus a header-read timeout and a size bound on the request
+    line and headers. A connection that has not sent a whole request line and headers
+    within HEADER_TIMEOUT_S of connecting (or of its previous response) is closed: uvicorn
+    itself only times out idle keep-alive connections, and only until their first byte, so
+    a client sending one header byte at a time (slowloris) would hold a connection for
+    ever. A request whose line and headers pass MAX_HEADER_BYTES gets uvicorn's 400 for a
+    malformed request: h11's own bound holds only while they are incomplete, so 100 KB of
+    headers sent in one write were accepted."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._header_timer: asyncio.TimerHandle | None = None
         self._arm()
+        next_event = self.conn.next_event
+
+        def bounded() -> Any:
+            event = next_event()
+            if isinstance(event, h11.Request) and head_bytes(event) > MAX_HEADER_BYTES:
+                raise h11.RemoteProtocolError("request line and headers too large")
+            return event
+
+        self.conn.next_event = bounded  # type: ignore[method-assign]
 
     def _arm(self) -> None:
         self._disarm()
