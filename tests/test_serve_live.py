@@ -247,6 +247,35 @@ def test_headers_over_16k_sent_at_once_are_refused(
         assert status.startswith(expected), (extra, status)
 
 
+def test_a_client_leaving_mid_upload_is_no_server_error(
+    in_process_server: tuple[object, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that hangs up before its body is in: no 500 and no traceback in the log
+    (anyone could fill it so); the access log says 499."""
+    import logging
+
+    _, url = in_process_server
+    port = int(url.rsplit(":", 1)[1])
+    caplog.set_level(logging.INFO)
+    part = b'--b\r\nContent-Disposition: form-data; name="image"; filename="q.png"\r\n\r\nPNG'
+    starts = [
+        (b"/search", b"application/json", b'{"slide": 1'),
+        (b"/search", b"multipart/form-data; boundary=b", part),
+        (b"/search/slide", b"application/json", b'{"slide": 1'),
+    ]
+    for route, kind, start in starts:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: %s\r\n"
+                         b"Content-Length: 100000\r\n\r\n%s" % (route, kind, start))  # fmt: skip
+            threading.Event().wait(0.3)
+    assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
+    threading.Event().wait(0.5)
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert not [r for r in caplog.records if r.exc_info], text
+    assert " 500 " not in text and "Exception in ASGI" not in text, text
+    assert text.count(" 499 ") == 3, text
+
+
 def test_slow_headers_are_cut_off(
     in_process_server: tuple[object, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

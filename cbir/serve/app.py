@@ -27,6 +27,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.convertors import IntegerConvertor, register_url_convertor
+from starlette.requests import ClientDisconnect
 
 from cbir import __version__
 from cbir.errors import CbirError, QueryError
@@ -152,6 +153,12 @@ def create_app(
     @app.exception_handler(BodyTooLarge)
     async def too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=413, headers={"connection": "close"})
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
+        """The client left before its body was read: nobody to answer, nothing broken.
+        Logged as 499 (nginx's "client closed request"), not a 500 with a traceback."""
+        return Response(status_code=499)
 
     @app.exception_handler(CbirError)  # in the API's words: an option, not a CLI flag
     async def cbir_error(request: Request, exc: CbirError) -> JSONResponse:
