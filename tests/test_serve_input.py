@@ -122,6 +122,24 @@ def test_malformed_multipart_gets_one_line_4xx(client: TestClient, name: str) ->
     one_line_4xx(client.post("/search", **BAD_FORMS[name]))
 
 
+def test_upload_larger_than_a_cli_query_is_refused_from_its_header(client: TestClient) -> None:
+    """A small PNG of 7000 x 7000 px: refused before decoding, with the CLI's limit and
+    words (it used to be decoded: 600 MB for a 60 KB file); PIL's words for an unknown
+    format carry no object address."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (7000, 7000)).save(buf, "PNG")
+    files = {"image": ("big.png", buf.getvalue(), "image/png")}
+    detail = one_line_4xx(client.post("/search", files=files, data={"allow_background": "1"}), 400)
+    assert "7000 x 7000 px is larger than a query may be (40 megapixels" in detail
+    files = {"image": ("notes.png", b"hello, not an image", "image/png")}
+    detail = one_line_4xx(client.post("/search", files=files), 400)
+    assert detail == "notes.png: not a readable image (not a format PIL reads)"
+
+
 RAW_MULTIPART = {
     "no-boundary": ("multipart/form-data", b"--x\r\n\r\n"),
     "wrong-boundary": ("multipart/form-data; boundary=abc", b"--xyz\r\nfoo\r\n--xyz--\r\n"),

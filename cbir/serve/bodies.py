@@ -17,14 +17,15 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from cbir.errors import CbirError, QueryError, validation_line
+from cbir.search.query import MAX_QUERY_PIXELS
 from cbir.serve.schemas import RegionSearch, SearchOptions
 from cbir.slides.open import to_rgb8
 
 M = TypeVar("M", bound=BaseModel)
 
-#: Uploaded query images: at most this many bytes and pixels.
+#: Uploaded query images: at most this many bytes (and MAX_QUERY_PIXELS pixels, as a
+#: query file given to `cbir search`).
 MAX_UPLOAD_BYTES = 64 << 20
-MAX_QUERY_PIXELS = 64_000_000
 #: A JSON search body: at most this many bytes.
 MAX_JSON_BYTES = 64 << 10
 #: Multipart: at most this many fields, each non-file field at most this many bytes.
@@ -125,9 +126,14 @@ def decode_upload(data: bytes, name: str) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as im:
             if im.width * im.height > MAX_QUERY_PIXELS:
-                raise QueryError(f"{name}: {im.width} x {im.height} px is too large a query")
+                raise QueryError(
+                    f"{name}: {im.width} x {im.height} px is larger than a query may be "
+                    f"({MAX_QUERY_PIXELS / 1e6:.0f} megapixels; crop it or scale it down)"
+                )
             return to_rgb8(im)  # as `cbir search` decodes a file: alpha onto white
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+    except UnidentifiedImageError:
+        raise QueryError(f"{name}: not a readable image (not a format PIL reads)") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise QueryError(f"{name}: not a readable image ({str(exc).splitlines()[0]})") from exc
 
 
