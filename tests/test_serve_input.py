@@ -140,6 +140,18 @@ def test_upload_larger_than_a_cli_query_is_refused_from_its_header(client: TestC
     assert detail == "notes.png: not a readable image (not a format PIL reads)"
 
 
+def test_region_errors_name_the_slide_not_the_servers_path(
+    client: TestClient, generated_slide: Path
+) -> None:
+    for body in (
+        {"slide": 1, "x": 0, "y": 0, "w": 448, "h": 448, "magnification": 80},  # above base
+        {"slide": 1, "x": 10**6, "y": 0, "w": 448, "h": 448, "magnification": 20},  # outside
+    ):
+        detail = one_line_4xx(client.post("/search", json=body), 400)
+        assert detail.startswith(f"{generated_slide.name}:"), detail
+        assert str(generated_slide.parent) not in detail, detail
+
+
 RAW_MULTIPART = {
     "no-boundary": ("multipart/form-data", b"--x\r\n\r\n"),
     "wrong-boundary": ("multipart/form-data; boundary=abc", b"--xyz\r\nfoo\r\n--xyz--\r\n"),

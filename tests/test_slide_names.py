@@ -1,6 +1,7 @@
 """One way to name an indexed slide everywhere (cbir.storage.slide_names): by its path,
-or by its bare file name when unique (a path elsewhere never names it); a file that is not indexed is a slide to read where a
-command reads slides; unknown and ambiguous names refused in one line."""
+or by its bare file name when unique (a path elsewhere never names it); a file that is
+not indexed is a slide to read where a command reads slides; unknown and ambiguous names
+refused in one line."""
 
 from __future__ import annotations
 

@@ -253,8 +253,10 @@ def create_app(
                 with gen.search_lock:
                     try:
                         result = gen.index.search(query, **kwargs)
-                    except CbirError as exc:  # an upload is named as sent, not "<array>"
-                        raise type(exc)(str(exc).replace("<array>", shown, 1)) from None
+                    except CbirError as exc:  # an upload named as sent, not "<array>"; a
+                        # region by its slide's name, as its answer: not the server's path
+                        said = str(query) if region is not None else "<array>"
+                        raise type(exc)(str(exc).replace(said, shown, 1)) from None
                 result = result.model_copy(update={"query": shown})
                 if as_zip:
                     return export_zip(gen.index, result, query)

@@ -13,7 +13,8 @@ from cbir.serve.schemas import RegionSearch, SearchOptions, SlideSearch
 
 def region_query(gen: Generation, r: RegionSearch):  # type: ignore[no-untyped-def]
     """A region search's query (a `Region` of the slide's file) and the name shown for
-    it (the slide's name: the server's paths stay on the server)."""
+    it (the slide's name, in its answer and its errors; hits and /info carry the indexed
+    slides' paths, as `cbir search --json` does)."""
     from cbir.search.query import Region
 
     record = gen.index.slides.get(r.slide)

@@ -21,9 +21,10 @@ def lookup_slide(
     files: bool = False,
 ) -> SlideRecord | None:
     """The record of the slide `name` gives: the indexed slide at that path, else (a bare
-    file name only) the one of that file name. With `files`, an existing file or folder that is not an indexed
-    path is a slide to read, not a name: None. Raises `error` in one line when the name is
-    unknown (naming up to 10 indexed slides) or several slides have it."""
+    file name only) the one of that file name. With `files`, an existing file or folder
+    that is not an indexed path is a slide to read, not a name: None. Raises `error` in
+    one line when the name is unknown (naming up to 10 indexed slides) or several slides
+    have it."""
     given = Path(name)
     resolved = str(given.resolve())
     for r in records:
