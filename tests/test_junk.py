@@ -163,3 +163,26 @@ def test_refused_over_http(stats_index: Path) -> None:
     with TestClient(create_app(stats_index)) as client:
         res = client.post("/search", files={"image": ("b.png", buf, "image/png")})
         assert res.status_code == 400 and "out of focus" in res.json()["detail"]
+
+
+def test_every_refused_single_query_prints_one_json_object(
+    stats_index: Path, tmp_path: Path, generated_slide: Path
+) -> None:
+    """Whatever refuses a single query under --json (an unreadable file, a missing one, a
+    malformed region, an unknown slide filter), stdout has one {"query", "error"} object
+    and the exit code is 2; before, only refusals of the search itself printed one."""
+    text = tmp_path / "text.png"
+    text.write_text("hi")
+    tissue = tmp_path / "q.png"
+    Image.fromarray(np.full((224, 224, 3), (200, 100, 150), np.uint8)).save(tissue)
+    cases = [
+        ([str(text)], str(text), "unreadable"),
+        ([str(tmp_path / "none.png")], str(tmp_path / "none.png"), "no such file"),
+        (["--region", f"{generated_slide}:1,2,3"], f"{generated_slide}:1,2,3", "not a region"),
+        ([str(tissue), "--slides", "nosuch.tif"], str(tissue), "nosuch.tif: not a slide of"),
+    ]
+    for argv, query, words in cases:
+        res = runner.invoke(app, ["search", str(stats_index), *argv, "--json"])
+        out = json.loads(res.stdout)
+        assert res.exit_code == 2 and out["query"] == query, (argv, res.stdout)
+        assert set(out) == {"query", "error"} and words in out["error"], (argv, out)

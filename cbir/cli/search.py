@@ -170,8 +170,9 @@ def search_cmd(
     import json
 
     from cbir.api import open_index
+    from cbir.cli.errors import one_line
     from cbir.cli.render import note_readonly
-    from cbir.errors import QueryError
+    from cbir.errors import CbirError, QueryError
     from cbir.export.staging import check_target
     from cbir.search.filters import slide_filter
     from cbir.search.query import Region
@@ -231,21 +232,24 @@ def search_cmd(
     }
     with open_index(index, device=device) as ix:
         note_readonly(ix)
-        if names is not None:
-            slide_filter(ix.collection, None, names, False)  # unknown: one line, first
         if batch is None:
-            single = Region.parse(region) if region is not None else query
-            assert single is not None
             try:
+                if names is not None:
+                    slide_filter(ix.collection, None, names, False)
+                single = Region.parse(region) if region is not None else query
+                assert single is not None
                 result = ix.search(single, **options)  # type: ignore[arg-type]
-            except QueryError as exc:  # a refused query: its reason as JSON too, exit 2
+            except CbirError as exc:  # a refused query: its reason as JSON too, exit 2
                 if json_out:
-                    typer.echo(json.dumps({"query": str(single), "error": str(exc)}))
+                    shown = region if region is not None else str(query)
+                    typer.echo(json.dumps({"query": shown, "error": one_line(str(exc))}))
                 raise
             print_result(result, json_out)
             if export is not None:
                 _export_one(ix, single, result, export, json_out)
             return
+        if names is not None:
+            slide_filter(ix.collection, None, names, False)  # unknown: one line, first
         failed = run_batch(ix, batch, options, export, json_out)
     summary(len(batch), failed, json_out)
     if failed:
