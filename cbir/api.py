@@ -249,7 +249,7 @@ class Index:
         def done(result: SearchResult) -> SearchResult:
             if resized != 1.0:
                 result = result.model_copy(update={"query_resized": resized})
-            if region is not None and read_at != region.magnification:
+            if region is not None and np.float32(read_at) != np.float32(region.magnification):
                 result = result.model_copy(update={"query_read_at": read_at})
             return finished(col, result, k, min_similarity, keep, exclude_query_slide, vote)
 

@@ -128,3 +128,22 @@ def test_hits_that_are_one_place_are_one_hit() -> None:
     ]  # fmt: skip
     assert [h.rank for h in kept] == [1, 2, 3, 4]
     assert len(distinct_places(hits, 2)) == 2
+
+
+def test_a_magnification_like_13_3_is_indexed_and_shown_as_given(
+    generated_slide: Path, tmp_path: Path
+) -> None:
+    """Magnifications are stored as float32 (13.300000190734863): a region at 13.3x is at
+    an indexed magnification (no "read at the nearest" note), and JSON says 13.3."""
+    import json
+
+    r = load_recipe("stats-lsh32")
+    tiling = TilingConfig(**{**r.tiling.model_dump(), "magnifications": [7, 13.3]})
+    cbir.build_index([generated_slide], tmp_path / "b", r.model_copy(update={"tiling": tiling}))
+    region = Region(slide=str(generated_slide), x=900, y=700, w=900, h=700, magnification=13.3)
+    with cbir.open_index(tmp_path / "b") as ix:
+        result = ix.search(region, k=2, allow_background=True)
+    assert result.query_read_at is None
+    shown = json.loads(result.model_dump_json())
+    assert shown["magnifications"] == [7.0, 13.3] and shown["query_read_at"] is None
+    assert {h["magnification"] for h in shown["hits"]} == {13.3}

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel
+import numpy as np
+from pydantic import BaseModel, PlainSerializer
+
+
+def shortest(value: float) -> float:
+    """A magnification as stored (float32-exact: cbir.recipes) -> the shortest decimal
+    with its bits, as JSON shows it: 13.3, not 13.300000190734863."""
+    return float(str(np.float32(value)))
+
+
+#: A magnification: float32-exact in Python (it equals its stored keys), shortest in JSON.
+Magnification = Annotated[float, PlainSerializer(shortest, return_type=float, when_used="json")]
 
 
 class Hit(BaseModel):
@@ -23,7 +34,7 @@ class Hit(BaseModel):
     slide: str  # file name
     slide_path: str
     slide_id: int
-    magnification: float
+    magnification: Magnification
     x: int
     y: int
     w: int
@@ -74,10 +85,10 @@ class SearchResult(BaseModel):
     query_resized: float | None = None
     #: A region query at a magnification not indexed in the bundle was read at this one,
     #: the nearest indexed (Index.nearest_indexed); None: read at its own.
-    query_read_at: float | None = None
-    magnifications: list[float]  # indexed in the bundle
+    query_read_at: Magnification | None = None
+    magnifications: list[Magnification]  # indexed in the bundle
     scale: str = "all"  # "all" or one magnification ("20x")
-    searched_magnifications: list[float] = []
+    searched_magnifications: list[Magnification] = []
     verified: bool = False  # ranked by local-feature RANSAC inliers
     query_features: int | None = None  # local features of the query (--verify)
     hits: list[Hit]

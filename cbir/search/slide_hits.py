@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from cbir.search.hits import Vote
+from cbir.search.hits import Magnification, Vote
 
 
 class TilePair(BaseModel):
@@ -27,7 +27,7 @@ class SlideHit(BaseModel):
     slide: str  # file name
     slide_path: str
     slide_id: int
-    magnification: float  # where the tiles were compared
+    magnification: Magnification  # where the tiles were compared
     distance: float
     similarity: float  # in [0, 1], 1 = identical: as a tile hit's from `distance`, or
     # (1 + cosine) / 2 for "pooled"
@@ -42,7 +42,7 @@ class SlideSearchResult(BaseModel):
     query: str
     query_slide_id: int | None = None  # the query is this indexed slide (its stored mosaic)
     query_tiles: int  # tiles of the query's mosaic
-    magnification: float  # of the mosaic tiles and of every compared tile
+    magnification: Magnification  # of the mosaic tiles and of every compared tile
     method: str  # "pooled", "median" or "mosaic" (cbir.search.slide_rank.METHODS)
     candidates: int  # slides ranked by median-of-minimum after the coarse stage (0: pooled)
     hits: list[SlideHit]
