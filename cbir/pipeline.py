@@ -145,7 +145,7 @@ class TilePipeline:
         how = f"make them with `{train}`" if train.startswith("cbir") else f"give {train}"
         raise RecipeError(
             f"recipe {self.recipe.name!r} needs the weights of its {name} network "
-            f"(--weights FILE): {how}; --untrained indexes with seeded random weights "
+            f"(--weights FILE): {how}; --untrained uses seeded random weights "
             "instead (a baseline that finds little)"
         )
 

@@ -121,10 +121,13 @@ def test_min_similarity_drops_hits_and_says_how_many(
 
 def test_evaluate_a_float_recipe_in_code_space_works(tmp_path: Path) -> None:
     tiles = write_two_classes(tmp_path / "tiles", n=6, size=224)
-    res = runner.invoke(app, ["evaluate", "--tiles", str(tiles), "--recipe", "cnn-flat", "--json"])
+    argv = ["evaluate", "--tiles", str(tiles), "--recipe", "cnn-flat", "--json"]
+    res = runner.invoke(app, argv)  # a learned recipe, no weights: refused as build-index does
+    assert res.exit_code == 2 and "needs the weights" in res.stderr and "--untrained" in res.stderr
+    res = runner.invoke(app, [*argv, "--untrained"])
     assert res.exit_code == 0, res.stderr
     report = json.loads(res.stdout)
-    assert "float vectors" in report["protocol"]
+    assert "float vectors" in report["protocol"] and "untrained" in report["protocol"]
     assert 0.0 <= report["mean"]["seed_map_at_10"] <= 1.0
 
 

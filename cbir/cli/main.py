@@ -310,6 +310,14 @@ def evaluate_cmd(
         typer.Option("--expand", min=0, help="Query expansion (default: the recipe's; 0: off)."),
     ] = None,
     device: DeviceOpt = "auto",
+    untrained: Annotated[
+        bool,
+        typer.Option(
+            "--untrained",
+            help="Let a learned recipe without --weights run on seeded random weights "
+            "(a baseline).",
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Leave-one-out retrieval quality on labelled tiles: seed-000 MAP@10, mAP@10, P@k,
@@ -349,6 +357,7 @@ def evaluate_cmd(
         device=device,
         split_from=split_from,
         expand=expand,
+        allow_untrained=untrained,
     )
     typer.echo(report.model_dump_json()) if json_out else show_eval(report)
 

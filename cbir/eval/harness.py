@@ -108,6 +108,7 @@ def evaluate_tiles(
     include_training_tiles: bool = False,
     split_from: str | Path | None = None,
     expand: int | None = None,
+    allow_untrained: bool = True,
 ) -> EvalReport:
     """Leave-one-out: every tile queries all the others, ranked by Hamming distance of
     the recipe's codes (`space="code"`) or squared L2 of its descriptors (`"float"`).
@@ -117,11 +118,15 @@ def evaluate_tiles(
     (queries and database) unless `include_training_tiles`. `split_from`: a weights file
     whose training tiles are left out, to compare any recipe on the same held-out tiles.
     `expand`: query expansion of a float recipe's codes (None: the recipe's; 0: off).
+    A learned recipe without weights runs on seeded random weights, said in `protocol`;
+    without `allow_untrained` it is refused as `cbir build-index` refuses it.
     """
     start = time.perf_counter()
     recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
     data = load_labelled_tiles(root, labels_csv)
     pipeline = TilePipeline(recipe, weights=weights, device=device)
+    if not allow_untrained:
+        pipeline.check_trained()
     protocol = "leave-one-out over all tiles"
     trained_on = set() if include_training_tiles else set(_training_paths(pipeline.weights))
     if split_from is not None:
@@ -154,6 +159,8 @@ def evaluate_tiles(
         )
     else:
         raise CbirError(f"space must be 'code' or 'float', not {space!r}")
+    if pipeline.untrained:
+        protocol += "; untrained: the network's seeded random weights"
     labels = np.array(data.labels)
     per_query: dict[str, list[dict[str, float]]] = defaultdict(list)
     for q, label in enumerate(labels):
