@@ -58,6 +58,25 @@ def test_bad_weight_files(tmp_path: Path, tiny_weights: Path) -> None:
         load_weights(tmp_path / "missing.pt", "cnn")
 
 
+def test_out_that_is_a_folder_is_refused_before_training(tmp_path: Path) -> None:
+    """`cbir train cnn --out FOLDER`: one line, exit 2, before any epoch, and no
+    FOLDER.tmp left behind (it trained, then failed to rename over the folder)."""
+    from typer.testing import CliRunner
+
+    from cbir.cli.main import app
+
+    tiles = write_two_classes(tmp_path / "tiles")
+    folder = tmp_path / "adir"
+    folder.mkdir()
+    argv = ["train", "cnn", "--tiles", str(tiles), "--out", str(folder), "--epochs", "1"]
+    res = CliRunner().invoke(app, argv)
+    assert res.exit_code == 2 and "is a folder; --out takes a weights file" in res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "tiles"]
+    with pytest.raises(WeightsError, match="is a folder"):
+        save_weights(folder, "cnn", {}, {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "tiles"]
+
+
 def test_stratified_split_holds_out_every_class() -> None:
     labels = ["a"] * 5 + ["b"] * 2
     train, held = stratified_split(labels, 0.5, 0)

@@ -139,8 +139,10 @@ def _command(method: TrainMethod) -> click.Command:
         from cbir.cli.progress import stderr_progress
         from cbir.cli.render import show_verdict, stdout
         from cbir.nn.train.method import TrainInputs
+        from cbir.nn.weights import check_weights_target
 
         json_out, device, out = given.pop("json_out"), given.pop("device"), given.pop("out")
+        check_weights_target(Path(out))
         inputs = TrainInputs(
             tiles=given.pop("tiles", None),
             labels=given.pop("labels", None),

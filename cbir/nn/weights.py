@@ -25,16 +25,28 @@ def save_weights(
     spec: dict[str, Any],
     state_dict: dict[str, torch.Tensor],
 ) -> str:
-    """Write atomically; returns the file's sha256."""
+    """Write atomically (nothing is left behind when it fails); returns the file's sha256."""
     path = Path(path)
+    check_weights_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     cpu_state = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    torch.save(
-        {"format": WEIGHTS_FORMAT, "model": model, "spec": spec, "state_dict": cpu_state}, tmp
-    )
-    os.replace(tmp, path)
+    try:
+        torch.save(
+            {"format": WEIGHTS_FORMAT, "model": model, "spec": spec, "state_dict": cpu_state}, tmp
+        )
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return sha256_file(path)
+
+
+def check_weights_target(path: Path) -> None:
+    """Refuse (WeightsError, one line) a weights path that is a folder: checked before
+    training, so no run is lost to it."""
+    if path.is_dir():
+        raise WeightsError(f"{path}: is a folder; --out takes a weights file, e.g. {path}/w.pt")
 
 
 def load_weights(
