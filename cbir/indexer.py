@@ -228,7 +228,9 @@ def add_slides(
     device: str | None = "auto",
 ) -> IndexReport:
     """Add slides to a bundle with its stored pipeline (no refit). A slide already present
-    raises `DuplicateSlideError` unless `replace`, which re-indexes it. `skip_errors`: as
+    raises `DuplicateSlideError` unless `replace`, which re-indexes it with the base
+    magnification and tissue fraction it was indexed with, unless given (in this process;
+    `ray` workers take the given or default ones). `skip_errors`: as
     for `build_index` (a skipped slide that was to be replaced stays as it was); `ray`
     as for `build_index`."""
     start = time.perf_counter()
@@ -244,7 +246,8 @@ def add_slides(
         pipeline = writer.pipeline
         replaced = []
         assert writer.live is not None
-        before = [(r.checksum, r.info.path) for r in writer.live.meta.slide_list()]
+        records = {r.info.path: r for r in writer.live.meta.slide_list()}
+        before = [(r.checksum, path) for path, r in records.items()]
         for p in paths:
             if writer.slide_id_for_path(str(p)) is not None:
                 if not replace:
@@ -252,6 +255,17 @@ def add_slides(
                         f"{p}: already in {index_path} (use --replace to re-index it)"
                     )
                 replaced.append(str(p))
+        # a replaced slide keeps the settings it was indexed with unless given again
+        kept = {
+            p: (
+                base_magnification
+                if base_magnification is not None or r.info.magnification_source != "given"
+                else r.info.base_magnification,
+                r.min_tissue_fraction if min_tissue_fraction is None else min_tissue_fraction,
+            )
+            for p, r in ((p, records.get(p)) for p in replaced)
+            if r is not None
+        }
         if ray is not None:
             summaries = on_ray(
                 writer,
@@ -280,6 +294,7 @@ def add_slides(
                 references=writer.scale_weights is not None,
                 local=writer.local,
                 skipped=skipped,
+                per_slide=kept,
             )
             summaries = []
         if not described and not summaries:

@@ -417,6 +417,28 @@ def test_rebuild_describes_slides_with_their_settings(tmp_path: Path) -> None:
     assert record.info.base_magnification == 40 and record.min_tissue_fraction == 0.05
 
 
+def test_add_replace_keeps_a_slides_settings_unless_given(tmp_path: Path) -> None:
+    """`cbir add --replace` re-indexes a slide with the base magnification and tissue
+    threshold it was indexed with (it fell back to 20x and the recipe's threshold), and
+    with new ones when they are given."""
+    from PIL import Image
+
+    image = tmp_path / "plain.png"
+    Image.fromarray(sample_image()).save(image)
+    root = tmp_path / "idx"
+    first = cbir.build_index([image], root, base_magnification=40, min_tissue_fraction=0.05)
+    again = cbir.add_slides(root, [image], replace=True)
+    assert again.tiles_total == first.tiles_total  # type: ignore[attr-defined]
+    with cbir.open_index(root) as ix:
+        (record,) = ix.slides.values()
+    assert record.info.base_magnification == 40 and record.info.magnification_source == "given"
+    assert record.min_tissue_fraction == 0.05
+    cbir.add_slides(root, [image], replace=True, base_magnification=20, min_tissue_fraction=0.5)
+    with cbir.open_index(root) as ix:
+        (record,) = ix.slides.values()
+    assert record.info.base_magnification == 20 and record.min_tissue_fraction == 0.5
+
+
 def mapped_files() -> set[str]:
     """Paths of the files this process has memory-mapped (Linux /proc/self/maps)."""
     lines = Path("/proc/self/maps").read_text().splitlines()
