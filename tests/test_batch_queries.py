@@ -105,16 +105,19 @@ def test_a_csv_of_regions_runs_every_good_row(
         "\n"
         f"d,{generated_slide},0,0,99999,448,20\n"
         f"e,{generated_slide},0,0,896,896,twenty\n"
+        f"f,{generated_slide},448,448,896,896,\n"  # empty: as --region without @MAGx
+        f"g,{generated_slide},448,448,896,896,0x\n"
     )
     code, stdout, stderr = run("search", bundle, csv, "-k", "2")
     assert code == 1
     errors = error_lines(stderr)
-    assert len(errors) == 3
+    assert len(errors) == 4
     assert f"{csv} line 4: x 'abc' is not a whole number" in errors[0]
-    assert f"{csv} line 6: " in errors[1] and "outside the slide" in errors[1]
+    assert f"{csv} line 6: " in errors[1] and "runs past the slide's edge" in errors[1]
     assert f"{csv} line 7: magnification 'twenty'" in errors[2]
-    assert "searched 5 queries: 2 ok, 3 failed" in stdout
-    assert stdout.count("similarity") == 2  # two tables of hits
+    assert f"{csv} line 9: magnification '0x': give one of at least 0.1x" in errors[3]
+    assert "searched 7 queries: 3 ok, 4 failed" in stdout
+    assert stdout.count("similarity") == 3  # three tables of hits
 
 
 def test_a_batch_exports_one_folder_per_query_and_a_front_page(

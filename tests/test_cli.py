@@ -151,9 +151,14 @@ def test_query_smaller_than_a_tile(bundle: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("region", "words"),
     [
-        ("{slide}:0,0,100000,100000@20x", "outside the slide"),
+        ("{slide}:0,0,100000,100000@20x", "runs past the slide's edge"),
+        ("{slide}:100000,0,896,896@20x", "outside the slide"),
         ("{slide}:0,0,896,896@80x", "above the slide's base"),
         ("{slide}:0,0,896", "not a region"),
+        ("{slide}:0,0,896,896@0x", "give one of at least 0.1x"),  # was "1 x 1 px"
+        ("{slide}:0,0,896,896@-5x", "magnification -5x; give one of at least 0.1x"),
+        ("{slide}:0,0,896,896@1e-300x", "give one of at least 0.1x"),
+        ("{slide}:0,0,896,896@1.5.2x", "'1.5.2' is not a magnification"),
     ],
 )
 def test_bad_region_queries(bundle: Path, generated_slide: Path, region: str, words: str) -> None:

@@ -5,6 +5,7 @@ so the rest of a batch still runs."""
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,7 +15,8 @@ if TYPE_CHECKING:
 
 #: Files of a query folder that are searched (other files are left alone).
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
-#: Columns a CSV of region queries must have (level-0 pixels; magnification 20 or 20x).
+#: Columns a CSV of region queries must have (level-0 pixels; magnification 20 or 20x,
+#: or empty: the highest indexed one at which the region covers a tile).
 CSV_COLUMNS = ("slide", "x", "y", "w", "h", "magnification")
 
 
@@ -85,15 +87,22 @@ def _region(values: dict[str, str], folder: Path, region_type: type[Region]) -> 
             raise ValueError(f"{c} {values[c]!r} is not a whole number of level-0 px") from None
         if numbers[c] < 0:
             raise ValueError(f"{c} {numbers[c]} is negative")
+    from cbir.search.query import MIN_REGION_MAGNIFICATION
+
     mag_text = values["magnification"].lower().removesuffix("x")
-    try:
-        mag = float(mag_text)
-    except ValueError:
-        raise ValueError(
-            f"magnification {values['magnification']!r} is not a number (e.g. 20 or 20x)"
-        ) from None
-    if not mag > 0:
-        raise ValueError(f"magnification {values['magnification']!r} must be > 0")
+    mag: float | None = None  # an empty cell: as --region without @MAGx
+    if mag_text:
+        try:
+            mag = float(mag_text)
+        except ValueError:
+            raise ValueError(
+                f"magnification {values['magnification']!r} is not a number (e.g. 20 or 20x)"
+            ) from None
+        if not (math.isfinite(mag) and mag >= MIN_REGION_MAGNIFICATION):
+            raise ValueError(
+                f"magnification {values['magnification']!r}: give one of at least "
+                f"{MIN_REGION_MAGNIFICATION:g}x, or leave the cell empty"
+            )
     slide = Path(values["slide"])
     if not slide.is_absolute() and (folder / slide).exists():
         slide = folder / slide

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 
@@ -22,9 +23,13 @@ MAX_QUERY_TILES = 400
 #: this size peaks below 1 GB (tools/bench_query_memory.py).
 MAX_QUERY_PIXELS = 40_000_000
 
+#: A region's magnification is at least this (a 1 px query at @0.0001x helps nobody).
+MIN_REGION_MAGNIFICATION = 0.1
+
 _REGION = re.compile(
     r"^(?P<slide>.+):(?P<x>-?\d+),(?P<y>-?\d+),(?P<w>-?\d+),(?P<h>-?\d+)"
-    r"(?:@(?P<mag>\d+(?:\.\d+)?)x?)?$"
+    r"(?:@(?P<mag>[-+]?[0-9.]+(?:e[-+]?\d+)?)x?)?$",
+    re.IGNORECASE,
 )
 
 
@@ -59,7 +64,18 @@ class Region(BaseModel):
             x, y, w, h = (int(g[k]) for k in "xywh")
         except ValueError:  # more digits than int() converts (sys.get_int_max_str_digits)
             raise QueryError(f"{text[:200]}: a coordinate has too many digits") from None
-        mag = float(g["mag"]) if g["mag"] is not None else None
+        mag = None
+        if g["mag"] is not None:
+            try:
+                mag = float(g["mag"])
+            except ValueError:
+                raise QueryError(f"{text}: {g['mag']!r} is not a magnification") from None
+            if not (math.isfinite(mag) and mag >= MIN_REGION_MAGNIFICATION):
+                raise QueryError(
+                    f"{text}: magnification {g['mag']}x; give one of at least "
+                    f"{MIN_REGION_MAGNIFICATION:g}x (e.g. @20x), or none for the highest "
+                    "indexed one"
+                )
         return cls(slide=g["slide"], x=x, y=y, w=w, h=h, magnification=mag)
 
     def __str__(self) -> str:
@@ -89,8 +105,13 @@ def read_region_at(
                 f"{region}: negative coordinates; x and y are level-0 px from the slide's "
                 f"top-left corner (0..{width - 1}, 0..{height - 1})"
             )
-        if region.x + region.w > width or region.y + region.h > height:
+        if region.x >= width or region.y >= height:
             raise QueryError(f"{region}: region lies outside the slide ({width} x {height} px)")
+        if region.x + region.w > width or region.y + region.h > height:
+            raise QueryError(
+                f"{region}: region runs past the slide's edge (the slide is {width} x "
+                f"{height} px: x + w <= {width}, y + h <= {height})"
+            )
         base = slide.info.base_magnification
         if region.magnification > base * (1 + 1e-6):
             raise QueryError(
