@@ -252,3 +252,12 @@ def test_process_killed_mid_add_leaves_last_good_bundle(
     report = cbir.add_slides(fresh_bundle, [second_slide])  # the next writer sweeps them
     assert report.slides_total == 2
     assert not any(p.name.startswith(".tmp-") for p in fresh_bundle.iterdir())
+
+
+def test_a_device_that_is_no_device_is_refused(bundle: Path, generated_slide: Path) -> None:
+    """--device bogus was accepted by every command whose recipe runs no network."""
+    region = f"{generated_slide}:0,0,896,896@20x"
+    code, _, stderr = run("search", bundle, "--region", region, "--device", "bogus")
+    assert_one_line_error(code, stderr, "--device", "'bogus'; valid: auto, cpu, cuda")
+    code, _, stderr = run("search", bundle, "--region", region, "--device", "cpu")
+    assert code == 0, stderr

@@ -11,6 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cbir.cli.main import app
+from cbir.errors import CbirError
 from cbir.eval import (
     average_precision_at_k,
     evaluate_tiles,
@@ -73,6 +74,26 @@ def test_harness_on_generated_classes(tmp_path: Path) -> None:
     code = CliRunner().invoke(app, ["evaluate", "--tiles", str(tmp_path), "--json"])
     assert code.exit_code == 0
     assert json.loads(code.stdout)["mean"]["seed_map_at_10"] > 0.5
+
+
+def test_a_labels_file_that_is_no_labels_csv_is_named(tmp_path: Path) -> None:
+    """--labels pointing at a file without a path,label header (or at bytes that are not
+    text, or with a row lacking its path) is refused naming the file, not read as 0
+    tiles in 0 classes."""
+    from cbir.slides.tileset import load_labelled_tiles
+
+    text, binary, short = tmp_path / "notes.png", tmp_path / "bytes.csv", tmp_path / "s.csv"
+    text.write_text("hi\n")
+    binary.write_bytes(b"\xcf\xff\x00\x81" * 8)
+    short.write_text("path,label\na.png,x\n,y\n")
+    with pytest.raises(CbirError, match="notes.png: expected a CSV with columns path,label; its"):
+        load_labelled_tiles(tmp_path, text)
+    with pytest.raises(CbirError, match="bytes.csv: expected a CSV with columns path,label"):
+        load_labelled_tiles(tmp_path, binary)
+    with pytest.raises(CbirError, match="s.csv line 3: needs a path and a label"):
+        load_labelled_tiles(tmp_path, short)
+    (tmp_path / "ok.csv").write_text("\ufeffPath,Label\na.png,x\nb.png,y\n")  # BOM, case
+    assert load_labelled_tiles(tmp_path, tmp_path / "ok.csv").labels == ["x", "y"]
 
 
 @pytest.mark.skipif(not CRC9.is_dir(), reason=f"{CRC9} not found (no ../shared/data)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -30,8 +31,23 @@ MinTissueOpt = Annotated[
     ),
 ]
 KOpt = Annotated[int | None, typer.Option("-k", "--k", min=1, help="Number of hits.")]
+
+
+def _device(value: str) -> str:
+    """--device: auto, cpu, cuda or cuda:N, mps (checked here: a recipe without a network
+    would otherwise never look at it)."""
+    if re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value) is None:
+        raise typer.BadParameter(f"{value!r}; valid: auto, cpu, cuda, cuda:N, mps")
+    return value
+
+
 DeviceOpt = Annotated[
-    str, typer.Option("--device", help="Where networks run: auto (CUDA if available), cpu, cuda.")
+    str,
+    typer.Option(
+        "--device",
+        help="Where networks run: auto (CUDA if available), cpu, cuda[:N], mps.",
+        callback=_device,
+    ),
 ]
 WeightsOpt = Annotated[
     Path | None,

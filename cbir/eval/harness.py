@@ -71,11 +71,15 @@ def _training_paths(weights: Path | None) -> list[str]:
         return []
     import torch
 
+    from cbir.nn.weights import unloadable
+
     try:
         data = torch.load(weights, map_location="cpu", weights_only=True)
-        return list(data["spec"].get("train_paths", []))
     except Exception as exc:  # torch raises many types for bad files
-        raise CbirError(f"{weights}: not a readable cbir weights file ({exc})") from exc
+        raise CbirError(f"{weights}: not a readable weights file ({unloadable(exc)})") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("spec"), dict):
+        raise CbirError(f"{weights}: not a cbir weights file (no spec: made by `cbir train`?)")
+    return list(data["spec"].get("train_paths", []))
 
 
 def _metrics(rows: list[dict[str, float]]) -> MetricSet:

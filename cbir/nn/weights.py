@@ -4,6 +4,7 @@ loaded with torch.load(weights_only=True), so loading never unpickles code."""
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ def load_weights(
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for bad files
-        raise WeightsError(f"{path}: not a readable weights file ({type(exc).__name__})") from exc
+        raise WeightsError(f"{path}: not a readable weights file ({unloadable(exc)})") from exc
     if not isinstance(data, dict) or data.get("format") != WEIGHTS_FORMAT:
         raise WeightsError(f"{path}: not a cbir weights file (format {WEIGHTS_FORMAT})")
     if data.get("model") != model:
@@ -70,13 +71,28 @@ def load_weights(
     return data["spec"], data["state_dict"]
 
 
+def unloadable(exc: Exception) -> str:
+    """Why torch.load(weights_only=True) refused a file, in words: for a file that is no
+    checkpoint at all torch says only "KeyError: 105" (a pickle opcode)."""
+    if isinstance(exc, (KeyError, EOFError, UnicodeDecodeError)) or "magic number" in str(exc):
+        return "not a PyTorch checkpoint"
+    if isinstance(exc, pickle.UnpicklingError):  # torch's advice (weights_only=False) is
+        # what we never do: its objects would run code
+        return "not a PyTorch checkpoint of tensors and plain values, read weights-only"
+    return (
+        f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        if str(exc)
+        else type(exc).__name__
+    )
+
+
 def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     """A plain state_dict file, e.g. torchvision's or timm's (weights_only load; a
     {"state_dict": ...} or {"model": ...} wrapper is unwrapped)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for bad files
-        raise WeightsError(f"{path}: not a readable state_dict ({type(exc).__name__})") from exc
+        raise WeightsError(f"{path}: not a readable state_dict ({unloadable(exc)})") from exc
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -30,11 +30,23 @@ def load_labelled_tiles(root: Path, labels_csv: Path | None = None) -> LabelledT
     paths, labels = [], []
     if csv_path is not None:
         try:
-            with open(csv_path, newline="") as fh:
-                for row in csv.DictReader(fh):
+            with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+                reader = csv.DictReader(fh)
+                header = [f.strip().lower() for f in reader.fieldnames or []]
+                if not {"path", "label"} <= set(header):
+                    raise CbirError(
+                        f"{csv_path}: expected a CSV with columns path,label; its header is "
+                        f"{','.join(reader.fieldnames or [])[:200] or 'empty'}"
+                    )
+                reader.fieldnames = header
+                for row in reader:
+                    if not row.get("path") or row.get("label") is None:
+                        raise CbirError(
+                            f"{csv_path} line {reader.line_num}: needs a path and a label"
+                        )
                     paths.append(str((csv_path.parent / row["path"]).resolve()))
                     labels.append(row["label"])
-        except (OSError, KeyError, csv.Error) as exc:
+        except (OSError, csv.Error, UnicodeDecodeError) as exc:
             raise CbirError(f"{csv_path}: expected a CSV with columns path,label ({exc})") from exc
     else:
         for folder in sorted(p for p in root.iterdir() if p.is_dir()):
