@@ -567,3 +567,40 @@ def test_similar_slides(labelled_server: str, tmp_path: Path) -> None:
         assert not page.evaluate("document.getElementById('compare').hidden")
         page.set_input_files("#query-file", str(tmp_path / "similar-hit.png"))
         page.wait_for_function("window.cbir.slideQuery === null")  # a patch search replaces it
+
+
+def test_the_page_follows_a_new_generation(
+    tmp_path_factory: pytest.TempPathFactory, generated_slide: Path, tmp_path: Path
+) -> None:
+    """A writer replaces the shown slide while the page is open (its id changes): the page
+    notices the new generation, reloads its slide list and reopens the slide under its new
+    id, and says so; before, it kept asking for the old id's tiles (404s)."""
+    root = tmp_path_factory.mktemp("browser-generation") / "idx"
+    cbir.build_index([CMU, generated_slide], root, "stats-lsh32")
+    with contextmanager(serving)(root) as url, browser_page() as page:
+        page.goto(url + "/")
+        page.wait_for_selector("body[data-ready='1']")
+        slides = page.evaluate("window.cbir.slides")
+        old = next(s["slide_id"] for s in slides if s["name"] == "generated.tif")
+        page.select_option("#slide-select", str(old))
+        page.wait_for_function(f"window.cbir.slideId === {old}")
+        generation = page.evaluate("window.cbir.generation")
+        cbir.add_slides(root, [generated_slide], replace=True)
+        page.evaluate("checkGeneration()")
+        page.wait_for_function(f"window.cbir.generation > {generation}", timeout=10_000)
+        new = page.evaluate("window.cbir.slideId")
+        assert new != old
+        names = {s["slide_id"]: s["name"] for s in page.evaluate("window.cbir.slides")}
+        assert names[new] == "generated.tif" and old not in names
+        options = page.evaluate(
+            "[...document.querySelectorAll('#slide-select option')].map(o => o.value)"
+        )
+        assert str(new) in options and str(old) not in options
+        assert page.input_value("#slide-select") == str(new)
+        assert f"generated.tif is now slide {new}" in page.text_content("#status")
+        assert f"generation {generation + 1}" in page.text_content("#bundle-info")
+        page.wait_for_function(
+            f"window.cbir.viewer.world.getItemCount() > 0 && "
+            f"window.cbir.viewer.world.getItemAt(0).source.tilesUrl.includes('/{new}_files')"
+        )
+        page.screenshot(path=str(tmp_path / "generation.png"))

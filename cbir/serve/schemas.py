@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cbir.search.hits import Magnification
+
 
 class SearchOptions(BaseModel):
     """What every search takes besides its query (form fields of a multipart upload, or
@@ -80,7 +82,7 @@ class SlideView(BaseModel):
     height: int
     base_magnification: float
     mpp: float | None = None  # micrometres per level-0 pixel, when the file states it
-    magnifications: list[float]
+    magnifications: list[Magnification]
     tiles: int
     labels: dict[str, str] = {}  # its labels (cbir label)
     dzi: str  # URL of its Deep Zoom descriptor

@@ -20,6 +20,7 @@ const state = {
   opened: Promise.resolve(),  // settles when the slide asked for last is shown
   restoring: false,   // the page is being set from its URL (pagestate.js)
   drawing: false,
+  generation: null,   // the bundle generation the page shows (generation.js)
 };
 window.cbir = state;
 
@@ -283,6 +284,9 @@ function renderHits(result) {
     li.addEventListener("keydown", (e) => { if (e.key === "Enter") open(); });
     list.appendChild(li);
   }
+  if (result.hits.some((h) => !state.slides.some((s) => s.slide_id === h.slide_id))) {
+    checkGeneration();  // a slide the page does not know: the bundle changed
+  }
 }
 
 // Open hit `i` of the list: selected, shown on its slide, and side by side with the query.
@@ -361,13 +365,13 @@ async function init() {
   try {
     const [health, slides] = await Promise.all([getJSON("/healthz"), getJSON("/slides")]);
     state.slides = slides;
-    $("bundle-info").textContent =
-      `${health.recipe}, ${health.slides} slides, generation ${health.generation}`;
+    showBundle(health);
+    watchGeneration(health);
     const mags = [...new Set(slides.flatMap((s) => s.magnifications))].sort((a, b) => a - b);
     for (const value of mags.map((m) => `${m}x`)) {
       $("opt-scale").append(new Option(value, value));
     }
-    for (const s of slides) $("slide-select").append(new Option(s.name, String(s.slide_id)));
+    fillSlideSelect(slides);
     for (const el of document.querySelectorAll(".options input, .options select")) {
       el.addEventListener("change", () => writeURL());
     }
