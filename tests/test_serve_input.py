@@ -89,6 +89,8 @@ def test_slide_search_reads_json_as_search_does(client: TestClient, name: str) -
     422 in FastAPI's words (a 3 MB id list used to hold the search lock for 20 s)."""
     r = client.post("/search/slide", content=BAD_JSON[name], headers=JSON)
     one_line_4xx(r, 413 if len(BAD_JSON[name]) > 64 << 10 else 400)  # regions: extra keys
+    empty = one_line_4xx(client.post("/search/slide", json={"slide": 1, "slides": []}), 400)
+    assert "slides: List should have at least 1 item" in empty  # not "the query's own"
     big = b'{"slide": 1, "slides": [' + b"1," * 40_000 + b"1]}"
     one_line_4xx(client.post("/search/slide", content=big, headers=JSON), 413)
     one_line_4xx(
@@ -110,6 +112,11 @@ BAD_FORMS = {
     },  # fmt: skip
     "not-an-image": {"files": {"image": ("q.png", b"\x89PNG\r\n\x1a\n" + b"\0" * 64, "image/png")}},
     "slides-words": {"data": {"slides": "a,b"}, "files": {"image": ("q.png", b"x", "image/png")}},
+    "slides-none": {"data": {"slides": ",,,"}, "files": {"image": ("q.png", b"x", "image/png")}},
+    "similarity-nan": {
+        "data": {"min_similarity": "nan"},
+        "files": {"image": ("q.png", b"x", "image/png")},
+    },
     "field-over-64k": {
         "data": {"vote": "a" * (70 << 10)},
         "files": {"image": ("q.png", b"x", "image/png")},

@@ -22,9 +22,11 @@ class SearchOptions(BaseModel):
         description="Search a query refused by default: no tissue, or not brightfield "
         "tissue (noise, blur, pen ink, a dark or inverted image).",
     )
-    min_similarity: float | None = Field(None, ge=0.0, le=1.0)
+    min_similarity: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
     expand: int | None = Field(None, ge=0, le=100, description="Query expansion (tile queries).")
-    slides: list[int] | None = Field(None, description="Search only these slide ids.")
+    slides: list[int] | None = Field(
+        None, min_length=1, description="Search only these slide ids (unset: every slide)."
+    )
     exclude_query_slide: bool = Field(
         False, description="Region queries: drop hits on the query's own slide."
     )
@@ -61,7 +63,9 @@ class SlideSearch(BaseModel):
         "then median-of-minimum from the query's mosaic tiles to every tile / the mosaic "
         "tiles of the first 100 slides.",
     )
-    slides: list[int] | None = Field(None, description="Rank only these slide ids.")
+    slides: list[int] | None = Field(
+        None, min_length=1, description="Rank only these slide ids (unset: every slide)."
+    )
     exclude_query_slide: bool = Field(False, description="Leave out the query slide.")
     case_label: str | None = Field(
         None,
