@@ -186,3 +186,15 @@ def test_every_refused_single_query_prints_one_json_object(
         out = json.loads(res.stdout)
         assert res.exit_code == 2 and out["query"] == query, (argv, res.stdout)
         assert set(out) == {"query", "error"} and words in out["error"], (argv, out)
+
+
+def test_a_greyscale_tissue_image_is_told_why(stats_index: Path, tmp_path: Path) -> None:
+    """Tissue is found by its stain's colour: a greyscale photo of tissue is refused with
+    that reason, not only "no tissue"."""
+    from cbir.slides.sample import sample_image
+
+    grey = sample_image()[500:900, 500:900].mean(axis=2).astype(np.uint8)
+    path = tmp_path / "grey.png"
+    Image.fromarray(grey).save(path)
+    res = runner.invoke(app, ["search", str(stats_index), str(path)])
+    assert res.exit_code == 2 and "a greyscale image: tissue is told by its stain" in res.stderr

@@ -226,8 +226,10 @@ def check_tissue(
     best = float(tissue_fractions(image, tile_size, mask).max())
     need = min(min_fraction, QUERY_MIN_TISSUE)
     if best < need:
+        grey = image.ndim == 3 and np.ptp(image.astype(np.int16), axis=2).max() <= 8
+        why = "; a greyscale image: tissue is told by its stain's colour" if grey else ""
         raise QueryError(
-            f"{name}: no tissue in the query (best tile {best:.0%} tissue, {need:.0%} needed); "
-            "--allow-background searches it anyway"
+            f"{name}: no tissue in the query (best tile {best:.0%} tissue, {need:.0%} needed"
+            f"{why}); --allow-background searches it anyway"
         )
     return best
