@@ -70,6 +70,22 @@ def test_mosaic_covers_each_colour_and_place() -> None:
     assert len(choose_mosaic(centres[:100], None)) == 16  # a small one: MIN_MOSAIC_TILES
 
 
+def test_mosaic_has_its_size_whatever_the_colour_clusters() -> None:
+    """Clusters' shares are rounded: they used to sum below the size asked (a 170-tile
+    slide got 15 tiles, under MIN_MOSAIC_TILES); coinciding tiles are topped up."""
+    rng = np.random.default_rng(0)
+    for n in (17, 40, 170, 333, 900, 2500):
+        for seed in range(3):
+            centres = rng.uniform(0, 20_000, (n, 2))
+            colours = rng.normal(0, 1, (n, 6)) * rng.choice([1, 5, 20], 6)
+            spec = MosaicSpec()
+            want = min(spec.max_tiles, n, max(spec.min_tiles, round(spec.fraction * n)))
+            kept = choose_mosaic(centres, colours, spec, seed=seed)
+            assert len(kept) == len(set(kept.tolist())) == want, (n, seed, len(kept))
+    same = np.zeros((50, 2))  # every tile at one place: k-means finds one
+    assert len(choose_mosaic(same, None)) == 16
+
+
 @needs_shared_data
 def test_indexing_stores_each_slides_mosaic(parts_index: Path) -> None:
     with cbir.open_index(parts_index) as ix:

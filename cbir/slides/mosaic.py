@@ -115,9 +115,7 @@ def choose_mosaic(
     groups = [np.flatnonzero(labels == c) for c in np.unique(labels)]
     # each colour cluster keeps its share of the mosaic, at least one tile
     want = min(spec.max_tiles, n, max(len(groups), spec.min_tiles, round(spec.fraction * n)))
-    shares = [max(1, round(want * len(g) / n)) for g in groups]
-    while sum(shares) > spec.max_tiles:  # rounding up the small clusters overshot
-        shares[int(np.argmax(shares))] -= 1
+    shares = _shares([len(g) for g in groups], want)
     kept = []
     for group, share in zip(groups, shares, strict=True):
         pts = centres[group].astype(np.float64)
@@ -127,7 +125,39 @@ def choose_mosaic(
             centre = centres[members].mean(axis=0)
             nearest = np.argmin(((centres[members] - centre) ** 2).sum(axis=1))
             kept.append(int(members[nearest]))
-    return np.array(sorted(set(kept)), np.int64)
+    return np.array(sorted(_top_up(centres, set(kept), want)), np.int64)
+
+
+def _shares(sizes: list[int], want: int) -> list[int]:
+    """Tiles per cluster of `sizes` tiles summing to `want` (<= their total): each at
+    least 1 and at most its size, the rest by largest remainder of its share."""
+    n = sum(sizes)
+    exact = [want * s / n for s in sizes]
+    shares = [min(s, max(1, int(e))) for s, e in zip(sizes, exact, strict=True)]
+    order = np.argsort([-(e - int(e)) for e in exact], kind="stable")
+    while sum(shares) > want:  # more clusters than tiles wanted: the largest give one back
+        shares[int(np.argmax(shares))] -= 1
+    while sum(shares) < want:
+        for i in order:
+            if sum(shares) < want and shares[i] < sizes[i]:
+                shares[i] += 1
+    return shares
+
+
+def _top_up(centres: np.ndarray, kept: set[int], want: int) -> set[int]:
+    """`kept` grown to `want` tiles (k-means gives fewer places than asked when tiles
+    coincide): each added tile the one farthest from those kept."""
+    if len(kept) >= want:
+        return kept
+    kept = set(kept)
+    chosen = centres[sorted(kept)].astype(np.float64)
+    gap = ((centres[:, None, :] - chosen[None]) ** 2).sum(-1).min(axis=1)
+    while len(kept) < want:
+        gap[list(kept)] = -1.0
+        i = int(np.argmax(gap))
+        kept.add(i)
+        gap = np.minimum(gap, ((centres - centres[i]) ** 2).sum(axis=1))
+    return kept
 
 
 @dataclass(frozen=True)

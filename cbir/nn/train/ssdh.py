@@ -22,8 +22,8 @@ class SSDHTrainConfig(m.HeadConfig):
     rol: Annotated[
         bool,
         Field(
-            description="Reliability Object Layer; needs --masks. Without masks there is "
-            "nothing to train the segmentation head on, so plain SSDH is trained."
+            description="Reliability Object Layer; needs --masks (without them there is "
+            "nothing to train its segmentation head on: refused)."
         ),
     ] = False
     masks: Annotated[
