@@ -51,6 +51,25 @@ def test_held_out_tiles_come_from_the_bottom_of_the_slide(generated_slide: Path)
     assert tiles.tiles["train"][40.0].shape[1:] == (224, 224, 3)
 
 
+def test_a_slide_without_tissue_is_left_out_as_a_build_leaves_it(
+    generated_slide: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`cbir train scale --slides DIR` with a blank slide in DIR: a warning, the others
+    are sampled (it stopped the whole run); only blank slides: one clear error."""
+    from PIL import Image
+
+    from cbir.errors import EmptyTissueError
+
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (2000, 2000), (250, 250, 250)).save(blank)
+    with caplog.at_level("WARNING", logger="cbir"):
+        tiles = sample_scale_tiles([blank, generated_slide], (10.0, 20.0), per_magnification=4)
+    assert set(tiles.tiles["train"]) == {10.0, 20.0}
+    assert "skipping" in caplog.text and "blank.png" in caplog.text
+    with pytest.raises(EmptyTissueError, match="no slide has a tissue tile: .*blank.png"):
+        sample_scale_tiles([blank], (10.0, 20.0), per_magnification=4)
+
+
 def tiny_config(epochs: int) -> ScaleTrainConfig:
     """A comparator small enough to train in about a second on the generated slide."""
     return ScaleTrainConfig(

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from cbir.describe import plan_slide
+from cbir.errors import EmptyTissueError
 from cbir.recipes import Recipe, TilingConfig, load_recipe
 from cbir.slides import open_slide
+
+log = logging.getLogger("cbir")
 
 
 @dataclass
@@ -32,7 +36,8 @@ def sample_scale_tiles(
     base_magnification: float | None = None,
     recipe: Recipe | None = None,
 ) -> ScaleTiles:
-    """Read up to `per_magnification` tissue tiles per slide, magnification and split."""
+    """Read up to `per_magnification` tissue tiles per slide, magnification and split; a
+    slide without a tissue tile is left out with a warning, as a build leaves it out."""
     base = recipe or load_recipe("stats-lsh32")
     tiling = TilingConfig(
         tile_size=base.tiling.tile_size,
@@ -42,8 +47,14 @@ def sample_scale_tiles(
     recipe = base.model_copy(update={"tiling": tiling})
     rng = np.random.default_rng(seed)
     found: dict[str, dict[float, list[np.ndarray]]] = {"train": {}, "held": {}}
+    skipped: list[str] = []
     for path in slides:
-        plan = plan_slide(path, recipe, base_magnification)
+        try:
+            plan = plan_slide(path, recipe, base_magnification)
+        except EmptyTissueError as exc:  # as a build does: a warning, the others go on
+            log.warning("skipping %s", exc)
+            skipped.append(str(exc))
+            continue
         with open_slide(path, base_magnification) as slide:
             height = slide.dimensions[1]
             for grid, keep in zip(plan.grids, plan.keeps, strict=True):
@@ -58,6 +69,10 @@ def sample_scale_tiles(
                         tile = slide.read_region(x, y, w, h, grid.magnification)
                         t = recipe.tiling.tile_size
                         found[split].setdefault(grid.magnification, []).append(tile[:t, :t])
+    if len(skipped) == len(slides):
+        raise EmptyTissueError(
+            f"no slide has a tissue tile: {skipped[0]}" if skipped else "no slides"
+        )
     return ScaleTiles({s: {m: np.stack(v) for m, v in d.items()} for s, d in found.items()})
 
 
