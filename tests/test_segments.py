@@ -510,3 +510,68 @@ def test_info_bit_statistics_read_a_sample_of_whole_slides(tmp_path: Path) -> No
         assert len(sample) == 900  # slides 1, 5, 9 of 10: whole slides, evenly spaced
         first = next(ix.bundle.meta.grids_of(min(ix.slides)))
         assert np.array_equal(sample[:300], first.codes[first.valid])
+
+
+def _racing_first_build(root: Path, monkeypatch: pytest.MonkeyPatch, meanwhile):  # type: ignore[no-untyped-def]
+    """A first build B into `root` that saw no directory, held between that check and
+    its lock; `meanwhile(release_b)` runs then (release_b lets B go on and waits for
+    it). Returns B's error."""
+    import threading
+
+    import cbir.storage.writer as writer_mod
+
+    checked, go = threading.Event(), threading.Event()
+    original = writer_mod._previous_manifest
+    errors: list[BaseException] = []
+
+    def held(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if threading.current_thread() is b and not checked.is_set():
+            checked.set()
+            go.wait(60)
+        return original(*args, **kwargs)
+
+    def first_build_b() -> None:
+        try:
+            with transaction(root, create=True):
+                pass
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            errors.append(exc)
+
+    def release_b() -> None:
+        go.set()
+        b.join(60)
+
+    monkeypatch.setattr(writer_mod, "_previous_manifest", held)
+    b = threading.Thread(target=first_build_b)
+    b.start()
+    assert checked.wait(60) and not root.exists()
+    try:
+        meanwhile(release_b)
+    finally:
+        release_b()
+    return errors[0] if errors else None
+
+
+def test_a_refused_first_build_never_removes_anothers(
+    tmp_path: Path, generated_slide: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two first builds into one new folder: the one refused the lock leaves the other's
+    folder alone (it removed it mid-build), and one that gets the lock after the other
+    published refuses to replace it without --overwrite (it replaced it)."""
+    root = tmp_path / "new"
+
+    def a_is_writing(release_b) -> None:  # type: ignore[no-untyped-def]
+        with transaction(root, create=True):
+            release_b()  # B is refused the lock while A writes
+            assert root.is_dir()  # and A's folder is still there
+
+    error = _racing_first_build(root, monkeypatch, a_is_writing)
+    assert error is not None and "another cbir process is writing" in str(error)
+
+    root = tmp_path / "new2"
+    error = _racing_first_build(
+        root, monkeypatch, lambda _: cbir.build_index([generated_slide], root, "stats-lsh32")
+    )
+    assert error is not None and "an index bundle exists already (use --overwrite)" in str(error)
+    with cbir.open_index(root) as ix:
+        assert [r.info.name for r in ix.slides.values()] == ["generated.tif"]

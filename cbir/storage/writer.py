@@ -330,10 +330,13 @@ def transaction(
     if previous is not None and previous.readonly and not (create or upgrade):
         raise readonly_error(root, previous)  # before the lock: a refusal leaves no file
     committed = False
-    try:
-        with _locked(root):
+    with _locked(root):
+        try:
             # Read again under the lock: another writer may have published meanwhile.
             previous = _previous_manifest(root, tolerate_broken=create and overwrite)
+            if create and previous is not None and not overwrite:  # a first build won
+                made_root = False  # theirs: never removed
+                raise BundleError(f"{root}: an index bundle exists already (use --overwrite)")
             if previous is not None and previous.readonly and not (create or upgrade):
                 raise readonly_error(root, previous)
             floor = _highest_number(root)
@@ -370,6 +373,7 @@ def transaction(
                     live.close()
                 if not committed:
                     writer.discard()
-    finally:
-        if made_root and not committed:
-            shutil.rmtree(root, ignore_errors=True)  # a failed first build leaves no directory
+        finally:  # a failed first build leaves no directory: removed while this process
+            # holds its lock (one that was refused the lock never removes another's)
+            if made_root and not committed:
+                shutil.rmtree(root, ignore_errors=True)
