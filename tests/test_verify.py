@@ -127,3 +127,40 @@ def test_an_older_manifest_put_back_is_reported(copy: Path) -> None:
         "(generation 1): the manifest is an older copy; restore the newest one (nothing was "
         "changed)"
     ]
+
+
+FORMAT2 = Path(__file__).parent / "data" / "bundle-format2"
+
+
+@pytest.mark.parametrize("damage", ["truncated-lmdb", "codes-header"])
+def test_a_damaged_format2_bundle_is_not_ok(tmp_path: Path, damage: str) -> None:
+    """A format-2 bundle has no checksums but its pipeline's: verify reads its LMDB and
+    opens it as a reader does (it said "ok" where info and search refused it)."""
+    root = tmp_path / "f2"
+    shutil.copytree(FORMAT2, root)
+    assert verify(root)[0] == 0
+    if damage == "truncated-lmdb":
+        with open(root / "gen-000002/meta.lmdb/data.mdb", "r+b") as fh:
+            fh.truncate(32768)
+        words = "gen-000002/meta.lmdb: truncated"
+    else:
+        with open(root / "gen-000002/tiles.fbin", "r+b") as fh:
+            fh.seek(8)
+            fh.write(b"\xff\xff\xff\xff")
+        words = "gen-000002: unreadable codes index"
+    code, _, err = verify(root)
+    assert code == 1 and len(err.splitlines()) == 1 and words in err, err
+
+
+def test_a_truncated_lmdb_without_checksums_is_a_line_not_a_sigbus(copy: Path) -> None:
+    """A manifest without checksums or sizes (both optional) over a truncated LMDB: the
+    pages are checked before the map is read (verify died of SIGBUS)."""
+    manifest = json.loads((copy / "manifest.json").read_text())
+    for entry in manifest["segments"]:
+        entry["sha256"], entry["sizes"] = {}, {}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    data = copy / "seg-000002/meta.lmdb/data.mdb"
+    with open(data, "r+b") as fh:
+        fh.truncate(data.stat().st_size // 2)
+    code, _, err = verify(copy)
+    assert code == 1 and "seg-000002/meta.lmdb: truncated" in err, err

@@ -217,9 +217,13 @@ def _verify_segment(root: Path, m: Manifest, entry: SegmentEntry, r: VerifyRepor
 
 def _lmdb_problem(env_dir: Path) -> str | None:
     """None when every record of every database of the LMDB at `env_dir` reads."""
-    from cbir.storage.lmdb_file import reader_map_size
+    from cbir.storage.lmdb_file import check_lmdb_file, reader_map_size
     from cbir.storage.metadata import DATABASES
 
+    try:  # a truncated map would be a SIGBUS when read: its pages are checked first
+        check_lmdb_file(env_dir)
+    except BundleError as exc:
+        return str(exc).split(": ", 1)[-1]
     try:
         env = lmdb.open(
             str(env_dir),
@@ -249,10 +253,23 @@ def _lmdb_problem(env_dir: Path) -> str | None:
 
 
 def _verify_format2(root: Path, m: Manifest, r: VerifyReport) -> None:
-    """A format-2 bundle records only its pipeline's checksum."""
+    """A format-2 bundle records only its pipeline's checksum: its LMDB is read through
+    and the bundle opened, as a reader opens it (Faiss header, rows, codes)."""
     gen = f"gen-{m.generation:06d}"
     r.segments = 1
     if not (root / gen).is_dir():
         r.damaged.append(Damage(path=gen, problem="missing (named by the manifest)"))
         return
-    _checksum(root, f"{gen}/{STATE_FILE}", m.pipeline_sha256, None, r)
+    if not _checksum(root, f"{gen}/{STATE_FILE}", m.pipeline_sha256, None, r):
+        return
+    problem = _lmdb_problem(root / gen / META_DIR)
+    if problem:  # no checksums of its own: every record is read, and the bundle opened
+        r.damaged.append(Damage(path=f"{gen}/{META_DIR}", problem=problem))
+        return
+    from cbir.storage.bundle import Bundle
+
+    try:
+        with Bundle.open(root):
+            pass
+    except (BundleError, OSError, RuntimeError, ValueError) as exc:
+        r.damaged.append(Damage(path=gen, problem=_reason(exc, root)))
