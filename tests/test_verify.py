@@ -164,3 +164,20 @@ def test_a_truncated_lmdb_without_checksums_is_a_line_not_a_sigbus(copy: Path) -
         fh.truncate(data.stat().st_size // 2)
     code, _, err = verify(copy)
     assert code == 1 and "seg-000002/meta.lmdb: truncated" in err, err
+
+
+def test_generations_past_999999_keep_working(copy: Path) -> None:
+    """Every label, add and remove publishes a generation; names are seg-<6+ digits>:
+    past 999,999 writers went on refusing the bundle ("not a segment of generation")."""
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["generation"] = 999_999
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with cbir.open_index(copy) as ix:
+        name = next(iter(ix.slides.values())).info.name
+    for _ in range(2):
+        cbir.label_slide(copy, name, {"diagnosis": "A"})
+    assert runner.invoke(app, ["compact", str(copy)]).exit_code == 0
+    cbir.label_slide(copy, name, {"diagnosis": "B"})
+    code, out, err = verify(copy)
+    assert code == 0 and "generation 1000003" in out, err
+    assert any(p.name.startswith("seg-10000") for p in copy.iterdir())

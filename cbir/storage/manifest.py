@@ -71,8 +71,8 @@ UNPUBLISHED = ".unpublished"
 
 #: Names a manifest may give its directories and files: nothing that climbs out of the
 #: bundle (no `..`, no absolute path), at most one sub-directory (`meta.lmdb/data.mdb`).
-SEGMENT_NAME = re.compile(r"seg-(\d{6})(-\d+)?")
-STATE_NAME = re.compile(r"state-(\d{6})")
+SEGMENT_NAME = re.compile(r"seg-(\d{6,})(-\d+)?")
+STATE_NAME = re.compile(r"state-(\d{6,})")
 FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)?")
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -183,7 +183,7 @@ class Manifest(BaseModel):
     encoder: EncoderSpec
     index_kind: Literal["flat", "ivf", "float"]
     nlist: int | None = Field(ge=1)
-    generation: int = Field(ge=1)
+    generation: int = Field(ge=1, le=10**12)  # names stay short: seg-<generation>
     counts: Counts
     pipeline_sha256: str
     weights_sha256: str | None = None

@@ -55,7 +55,7 @@ def _locked(root: Path) -> Iterator[None]:
 
 #: Directories a bundle may hold: its state and segments, format-2 generations, stages.
 #: A generation, segment or state directory; group 2 is the publish that wrote it.
-_NUMBERED = re.compile(r"(gen|seg|state)-(\d{6})(-\d+)?")
+_NUMBERED = re.compile(r"(gen|seg|state)-(\d{6,})(-\d+)?")
 
 #: Below this much free space, a failed write says the disk is probably full.
 LOW_SPACE_BYTES = 64 << 20
