@@ -129,7 +129,25 @@ STATES: list[tuple[str, str, Callable[[Path, dict[str, Path]], None]]] = [
         "one",
         lambda r, b: _edit(r, lambda m: m["segments"][0]["artifacts"]["codes"].update(rows=-1)),
     ),
+    ("the lock is a folder", "two", lambda r, b: _lock_folder(r)),
+    (
+        "manifest checksums a missing file",
+        "two",
+        lambda r, b: _edit(r, lambda m: m["segments"][0]["sha256"].update({"x.bin": "0" * 64})),
+    ),
+    ("encoder bits that its state lacks", "two", lambda r, b: _edit(r, _more_bits)),
 ]
+
+
+def _lock_folder(root: Path) -> None:
+    (root / ".lock").unlink(missing_ok=True)
+    (root / ".lock").mkdir()
+
+
+def _more_bits(m: dict) -> None:
+    m["encoder"]["bits"] = 64
+    m["recipe"]["encoder"]["params"]["bits"] = 64
+
 
 #: Writers: (name, argv after the bundle path is substituted for {B}).
 WRITERS: dict[str, Callable[[Path, dict[str, Path]], list[object]]] = {
@@ -162,6 +180,7 @@ def test_refused_writer_touches_nothing(
     assert code == 2, stderr
     assert len(lines) == 1 and lines[0].startswith("cbir: error: "), stderr
     assert str(root) in lines[0] or "missing.tif" in lines[0], lines[0]
+    assert "[Errno" not in lines[0], lines[0]  # in words, not an OSError's repr
     assert tree_digest(root) == before, lines[0]
     after = sorted(p.name for p in root.rglob("*") if p.name not in (".lock", "lock.mdb"))
     assert after == names

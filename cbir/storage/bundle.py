@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import lmdb
 
-from cbir.errors import BundleError, BundleMismatchError
+from cbir.errors import BundleError, BundleMismatchError, CbirError
 from cbir.index.local import LocalIndex
 from cbir.index.segmented import Part, SegmentedIndex, stacked_ivf
 from cbir.index.tile import TileIndex
@@ -275,7 +275,10 @@ def _open_state(
         raise BundleError(f"{root}: bundle is incomplete ({state.name}/{EMPTY_INDEX_FILE} missing)")
     for name, sha in manifest.state_sha256.items():
         _checked(root, state / name, sha, "collection state")
-    pipeline.load_state(state / STATE_FILE)
+    try:
+        pipeline.load_state(state / STATE_FILE)
+    except (CbirError, ValueError, KeyError) as exc:  # a state that does not fit its recipe
+        raise BundleError(f"{root}: {state.name}/{STATE_FILE}: {exc}") from None
     return pipeline, scale_weights
 
 

@@ -37,6 +37,8 @@ def check_sums(root: Path, entry: SegmentEntry, path: Path) -> None:
     if entry.bytes > OPEN_CHECKSUM_BYTES:
         return
     for name, sha in entry.sha256.items():
+        if not (path / name).is_file():
+            raise BundleError(f"{root}: {path.name}/{name} is damaged (missing)")
         if not sha256_matches(path / name, sha):
             raise BundleError(
                 f"{root}: {path.name}/{name} is damaged (its sha256 differs from the "

@@ -44,8 +44,15 @@ if TYPE_CHECKING:
 
 @contextlib.contextmanager
 def _locked(root: Path) -> Iterator[None]:
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as fh:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fh = open(root / ".lock", "w")  # noqa: SIM115 - closed below
+    except OSError as exc:  # a read-only or immutable folder, a .lock that is a folder
+        raise BundleError(
+            f"{root}: cannot take the writers' lock ({exc.strerror}: {exc.filename}); "
+            "the bundle is unchanged"
+        ) from None
+    with fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -61,16 +68,20 @@ _NUMBERED = re.compile(r"(gen|seg|state)-(\d{6,})(-\d+)?")
 LOW_SPACE_BYTES = 64 << 20
 
 #: OSErrors of a failed write (not of a bad input file).
-WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
+WRITE_ERRNOS = {
+    errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM
+}  # fmt: skip
 
 
 def write_failed(root: Path, exc: BaseException) -> BundleError:
     """The error for a write that failed while staging or publishing: names the bundle,
     the cause and the device's free space; the live bundle is unchanged."""
+    low = False
     try:
         free = shutil.disk_usage(root).free
         space = f"{free / 1e6:.0f} MB free on its device"
-        if free < LOW_SPACE_BYTES:
+        low = free < LOW_SPACE_BYTES
+        if low:
             space += ": the disk is full or nearly"
     except OSError:
         space = "free space unknown"
@@ -79,7 +90,8 @@ def write_failed(root: Path, exc: BaseException) -> BundleError:
             f"{root}: the new segment's LMDB map of {writer_map_size() / 2**30:.1f} GiB is "
             f"full{address_limit_note()}; the bundle is unchanged"
         )
-    if getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc):
+    full = getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc)
+    if full or (low and isinstance(exc, lmdb.Error)):  # LMDB says EIO when its disk fills
         return BundleError(
             f"{root}: no space left on its device ({space}); the new generation was not "
             "written and the bundle is unchanged"
