@@ -7,6 +7,7 @@ downsample 1, 2 and 4, which OpenSlide reads as a `generic-tiff` slide.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -26,8 +27,12 @@ def sample_image() -> np.ndarray:
     return cv2.resize(ihc, size, interpolation=cv2.INTER_CUBIC)
 
 
-def write_pyramidal_tiff(path: Path, image: np.ndarray, mpp: float, levels: int = 3) -> Path:
-    """Write (h, w, 3) uint8 as a tiled pyramidal TIFF, each level its own page (deflate)."""
+def write_pyramidal_tiff(
+    path: str | os.PathLike[str], image: np.ndarray, mpp: float, levels: int = 3
+) -> Path:
+    """Write (h, w, 3) uint8 as a tiled pyramidal TIFF, each level its own page (deflate);
+    `mpp` micrometres per level-0 px. Returns the path."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with tifffile.TiffWriter(tmp, bigtiff=False) as tif:
