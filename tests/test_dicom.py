@@ -6,6 +6,7 @@ place in the other, it ranks its source first as a slide query, it is one slide 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -150,3 +151,26 @@ def test_add_and_export_take_a_dicom_folder(dicom_cmu: Path, tmp_path: Path) -> 
     assert result["hits"][0]["slide"] == "cmu-dicom"
     crops = sorted((out / "hits").glob("01-*.png"))
     assert crops and crops[0].stat().st_size > 1000
+
+
+def test_a_folder_mixing_dicom_and_other_slides_is_refused(dicom_cmu: Path, tmp_path: Path) -> None:
+    """DICOM files beside slide files, or two DICOM series in one folder: refused in one
+    line (the folder was read as one DICOM slide and the rest dropped without a word)."""
+    import pydicom
+
+    mixed = tmp_path / "mixed"
+    shutil.copytree(dicom_cmu, mixed)
+    shutil.copy(CMU, mixed / CMU.name)
+    r = runner.invoke(app, ["build-index", str(mixed), "-o", str(tmp_path / "a")])
+    assert r.exit_code == 2 and "holds DICOM files and other slides (" + CMU.name in r.stderr
+    two = tmp_path / "two"
+    shutil.copytree(dicom_cmu, two)
+    series = pydicom.uid.generate_uid()  # a second series: the same levels, another UID
+    for f in sorted(dicom_cmu.iterdir()):
+        ds = pydicom.dcmread(f)
+        ds.SeriesInstanceUID = series
+        ds.SOPInstanceUID = pydicom.uid.generate_uid()
+        ds.save_as(two / f"other-{f.name}")
+    r = runner.invoke(app, ["build-index", str(two), "-o", str(tmp_path / "b")])
+    assert r.exit_code == 2 and "holds 2 DICOM WSI series" in r.stderr, r.output
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -39,6 +39,22 @@ def is_dicom_folder(path: Path) -> bool:
     return path.is_dir() and bool(dicom_files(path))
 
 
+def series_of(folder: Path) -> set[str]:
+    """The SeriesInstanceUIDs of the whole-slide DICOM files directly in `folder` (headers
+    only)."""
+    import pydicom
+
+    found = set()
+    for p in dicom_files(folder):
+        try:
+            ds = pydicom.dcmread(p, stop_before_pixels=True)
+        except Exception:  # noqa: BLE001, S112 - wsidicom names an unreadable instance
+            continue
+        if getattr(ds, "SOPClassUID", None) == WSI_SOP_CLASS:
+            found.add(str(getattr(ds, "SeriesInstanceUID", "?")))
+    return found
+
+
 def instance_note(path: Path) -> str:
     """Why one `.dcm` file is not opened alone: the series it belongs to and where."""
     import pydicom
@@ -113,6 +129,12 @@ def open_dicom(folder: Path, fallback: float | None, magnification: object) -> D
         from wsidicom import WsiDicom
     except ImportError as exc:
         raise SlideReadError(f"{folder}: reading DICOM slides needs wsidicom") from exc
+    series = series_of(folder)
+    if len(series) > 1:
+        raise SlideReadError(
+            f"{folder}: holds {len(series)} DICOM WSI series ({', '.join(sorted(series)[:3])}"
+            f"{', ...' if len(series) > 3 else ''}); a slide is one series: one folder each"
+        )
     try:
         wsi = WsiDicom.open(folder)
     except Exception as exc:  # noqa: BLE001
