@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from cbir.errors import QueryError
+from cbir.errors import CbirError, QueryError
 from cbir.info import IndexInfo, SlideEntry, bundle_info
+from cbir.search.arguments import fraction, slide_names, whole
 from cbir.search.collection import Collection
 from cbir.search.filters import finished, slide_filter, tiles_at
 from cbir.search.hits import Hit, SearchResult
@@ -63,6 +64,7 @@ class Index:
 
     def __init__(self, bundle: Bundle, device: str | None = "auto") -> None:
         self.bundle = bundle
+        self.closed = False
         bundle.pipeline.cap_batch(QUERY_BATCH)  # a 400-tile query stays under 1 GB
         self.device = device
         self.recipe = bundle.recipe
@@ -81,7 +83,12 @@ class Index:
         )
 
     def close(self) -> None:
+        self.closed = True
         self.bundle.close()
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise CbirError(f"{self.bundle.root}: this Index is closed (open_index it again)")
 
     def __enter__(self) -> Index:
         return self
@@ -214,13 +221,14 @@ class Index:
         orientations: also search the query flipped and turned (8 orientations, 8x the
         describing), merged by distance; each hit says its `orientation`.
         """
+        self._check_open()
         self.bundle.pipeline.descriptor  # noqa: B018  # built on first use; not timed
         start = time.perf_counter()
         col = self.collection
-        k = self.recipe.search.k if k is None else k
-        expand = self.recipe.search.expand if expand is None else expand
-        if k < 1:
-            raise QueryError(f"k must be >= 1, got {k}")
+        k = whole(self.recipe.search.k if k is None else k, "k", 1)
+        expand = whole(self.recipe.search.expand if expand is None else expand, "expand", 0)
+        min_similarity = fraction(min_similarity, "min_similarity")
+        slides = slide_names(slides)
         verify = self.recipe.search.verify if verify is None else verify
         local = self.recipe.local
         if verify and orientations:
@@ -338,9 +346,13 @@ class Index:
         "pooled" (cosine of mean-pooled codes), "median" or "mosaic" (then median-of-
         minimum to every tile / the mosaic tiles); exclude_query_slide, with `case_label` also
         every slide sharing the query's value of that label; slides and vote as `search`."""
+        self._check_open()
         self.bundle.pipeline.descriptor  # noqa: B018  # built on first use; not timed
-        k = self.recipe.search.k if k is None else k
-        query = slide if isinstance(slide, int) else str(slide)
+        k = whole(self.recipe.search.k if k is None else k, "k", 1)
+        if "slides" in options:
+            options["slides"] = slide_names(options["slides"])
+        is_id = not isinstance(slide, (str, os.PathLike))
+        query = whole(slide, "slide id", 0) if is_id else str(slide)
         return search_slide(self.collection, query, k, self.min_tissue, **options)
 
     def tiles_at(self, magnifications: Sequence[float], slide_ids: set[int] | None) -> int:
@@ -348,6 +360,7 @@ class Index:
         return tiles_at(self.collection, magnifications, slide_ids)
 
     def info(self) -> IndexInfo:
+        self._check_open()
         return bundle_info(self.collection)
 
 

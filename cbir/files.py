@@ -1,15 +1,23 @@
 """Small file formats every layer uses: the sha256 of a file, and .npz state files
-(encoder, local PCA) written whole and read without pickles."""
+(encoder, local PCA) written whole and read without pickles; path arguments."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
 from cbir.errors import BundleError
+
+
+def one_or_many(value: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list:
+    """Paths or names given to a Python call: one (a str is one, not its letters) or
+    several -> a list."""
+    return [value] if isinstance(value, (str, os.PathLike)) else list(value)
 
 
 def sha256_file(path: Path) -> str:

@@ -18,6 +18,7 @@ from cbir.errors import (
     DuplicateSlideError,
     SlideReadError,
 )
+from cbir.files import one_or_many
 from cbir.pipeline import TilePipeline
 from cbir.progress import Progress
 from cbir.recipes import LocalConfig, Recipe, load_recipe
@@ -36,7 +37,7 @@ def _unique_paths(paths: Sequence[str | os.PathLike[str]], skipped: Skips) -> li
     cannot be resolved (a symlink loop), or an entry in `skipped` when it leaves such
     slides out."""
     seen: dict[Path, None] = {}
-    for p in paths:
+    for p in one_or_many(paths):
         try:
             seen.setdefault(Path(p).resolve(), None)
         except (RuntimeError, OSError) as exc:  # RuntimeError: a symlink loop (Python 3.11)
@@ -365,7 +366,7 @@ def remove_slides(index_path: str | os.PathLike[str], slides: Sequence[str]) -> 
     timer = StageTimer()
     with transaction(index_path, create=False) as writer:
         assert writer.live is not None and writer.previous is not None
-        stored = [resolve_slide(writer.live.meta, s, index_path) for s in slides]
+        stored = [resolve_slide(writer.live.meta, s, index_path) for s in one_or_many(slides)]
         with timer("remove"):
             writer.tombstone({writer.live.meta.slide_id_for_path(p) for p in stored} - {None})
         with timer("compact"):

@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 
 from cbir.errors import CbirError
+from cbir.files import one_or_many
 from cbir.storage.metadata import SlideRecord
 from cbir.storage.slide_names import find_slide
 
@@ -54,7 +55,10 @@ def label_slide(
     Returns the slide's record as published."""
     from cbir.storage.writer import transaction
 
+    if any(v is None for v in labels.values()):
+        raise LabelError("a label value of None: give a text, or unset the key")
     labels = {check_key(k): str(v) for k, v in labels.items()}
+    unset = one_or_many(unset)
     for key in unset:
         check_key(key)
     with transaction(bundle, create=False) as writer:
