@@ -234,3 +234,38 @@ def test_a_bundle_from_before_mosaics_answers_slide_queries(tmp_path: Path) -> N
             assert [h.slide for h in result.hits] == ["generated.tif", "second.tif"]
             assert result.hits[0].similarity == pytest.approx(1.0)
             assert result.hits[0].pairs[0].query == result.hits[0].pairs[0].hit
+
+
+def test_slide_query_words(generated_slide: Path, second_slide: Path, tmp_path: Path) -> None:
+    """A slide query says what a query would: no tissue "to query with" (not "nothing to
+    index ... --min-tissue", an option search does not have); patch options it ignored
+    are refused; "the query's own slide excluded" only when one was; CLI flag names."""
+    from PIL import Image
+
+    root = tmp_path / "idx"
+    cbir.build_index([generated_slide, second_slide], root, "stats-lsh32")
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (1500, 1500), (245, 245, 245)).save(blank)
+    r = runner.invoke(app, ["search", str(root), "--slide", str(blank)])
+    assert r.exit_code == 2 and "no tissue to query with" in r.stderr
+    assert "--min-tissue" not in r.stderr and "index" not in r.stderr.split(":", 2)[-1]
+    for option in (["--allow-background"], ["--expand", "2"]):
+        r = runner.invoke(app, ["search", str(root), "--slide", generated_slide.name, *option])
+        assert r.exit_code == 2 and f"{option[0]}: not for slide queries" in r.stderr
+    r = runner.invoke(app, ["search", str(root), "--slide", "generated.tif", "--case-label", "c"])
+    assert r.exit_code == 2 and "it needs --exclude-query-slide" in r.stderr
+    copy = tmp_path / "elsewhere" / "copy.tif"  # not indexed, another file's bytes
+    copy.parent.mkdir()
+    shutil.copy(second_slide, copy)
+    args = ["search", str(root), "--slide", str(copy), "--exclude-query-slide", "-k", "1"]
+    r = runner.invoke(app, [*args, "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)  # the copy's checksum is second.tif's: that one is left out
+    assert out["exclude_query_slide"] is True and out["hits"][0]["slide"] == "generated.tif"
+    shutil.copy(blank, copy)  # now nothing of the bundle is the query's own
+    Image.fromarray(np.asarray(Image.open(generated_slide))[::-1].copy()).save(
+        copy.with_suffix(".png")
+    )
+    r = runner.invoke(app, [*args[:3], str(copy.with_suffix(".png")), *args[4:], "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["exclude_query_slide"] is False

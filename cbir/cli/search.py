@@ -182,7 +182,10 @@ def search_cmd(
     if vote is not None:
         check_key(vote)
     if slide is not None:
-        _check_slide_options(query, region, scale, verify, min_similarity, orientations, export)
+        _check_slide_options(
+            query, region, scale, verify, min_similarity, orientations, export,
+            allow_background, expand,
+        )  # fmt: skip
         with open_index(index, device=device) as ix:
             note_readonly(ix)
             run_slide_query(
@@ -274,6 +277,8 @@ def _check_slide_options(
     min_similarity: float | None,
     orientations: bool,
     export: Path | None,
+    allow_background: bool = False,
+    expand: int | None = None,
 ) -> None:
     """A slide query takes none of the patch queries' own options."""
     from cbir.errors import QueryError
@@ -286,6 +291,8 @@ def _check_slide_options(
         "--min-similarity": min_similarity is not None,
         "--orientations": orientations,
         "--export": export is not None,
+        "--allow-background": allow_background,
+        "--expand": expand is not None,
     }
     if any(given.values()):
         names = ", ".join(n for n, on in given.items() if on)

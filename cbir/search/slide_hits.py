@@ -50,7 +50,7 @@ class SlideSearchResult(BaseModel):
     k: int
     distance_kind: str  # of pair distances: "hamming", "unit_l2" or "l2"
     slides: list[str] | None = None  # names of the slides searched (None: every slide)
-    exclude_query_slide: bool = False
+    exclude_query_slide: bool = False  # slides were left out as the query's own
     case_label: str | None = None  # slides sharing the query's value of it were left out
     #: Slides not compared: no tile at the mosaic's magnification.
     other_magnification: int = 0

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cbir.errors import QueryError
+from cbir.errors import EmptyTissueError, QueryError
 from cbir.search.collection import Collection
 from cbir.search.filters import own_slide_ids
 from cbir.search.slide_rank import QueryMosaic, mosaic_codes, stored_mosaic
@@ -59,7 +59,11 @@ def file_query(col: Collection, path: Path, min_tissue: float) -> QueryMosaic:
     from cbir.describe import plan_slide
     from cbir.slides import open_slide
 
-    plan = plan_slide(path, col.recipe, min_tissue_fraction=min_tissue)
+    try:
+        plan = plan_slide(path, col.recipe, min_tissue_fraction=min_tissue)
+    except EmptyTissueError as exc:  # in a query's words: nothing is indexed here
+        reason = str(exc).split(": ", 1)[-1].split("; nothing to index")[0]
+        raise QueryError(f"{path}: {reason}; no tissue to query with") from None
     mosaic = plan.mosaic
     assert mosaic is not None  # planning refuses a slide without tissue
     scale = next(i for i, g in enumerate(plan.grids) if g.magnification == mosaic.magnification)

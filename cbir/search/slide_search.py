@@ -28,13 +28,15 @@ def _kept(
     slides: Sequence[str] | None,
     exclude_query_slide: bool,
     case_label: str | None,
-) -> set[int] | None:
-    """The slides a slide query may return (None: every slide)."""
+) -> tuple[set[int] | None, set[int]]:
+    """The slides a slide query may return (None: every slide), and those of them left
+    out as the query's own (its slide, and with `case_label` its case's)."""
     from cbir.storage.labels import check_key
 
     if slides is None and not exclude_query_slide:
-        return None
+        return None, set()
     keep = named_slide_ids(col, slides)
+    own: set[int] = set()
     if exclude_query_slide:
         own = {q.slide_id} if q.slide_id is not None else set()
         if path is not None:
@@ -43,8 +45,9 @@ def _kept(
             key = check_key(case_label)
             cases = {col.slides[s].labels.get(key) for s in own} - {None}
             own |= {r.slide_id for r in col.slides.values() if r.labels.get(key) in cases}
+        own &= keep
         keep -= own
-    return keep
+    return keep, own
 
 
 def search_slide(
@@ -71,11 +74,11 @@ def search_slide(
     if method not in METHODS:
         raise QueryError(f"slide ranking {method!r} is unknown; one of: {', '.join(METHODS)}")
     if case_label is not None and not exclude_query_slide:
-        raise QueryError("a case label leaves out the query's case: it needs exclude_query_slide")
+        raise QueryError("a case label leaves out the query's case: it needs --exclude-query-slide")
     found = resolve_query_slide(col, slide)
     path = found if isinstance(found, Path) else None
     q = file_query(col, found, min_tissue) if path is not None else indexed_query(col, found)
-    keep = _kept(col, q, path, slides, exclude_query_slide, case_label)
+    keep, own = _kept(col, q, path, slides, exclude_query_slide, case_label)
     if keep is not None and not keep:
         raise QueryError(f"{slide}: nothing to search: the only slides left are the query's own")
     hits, ranked, other = rank_slides(col, q, k, keep, method, candidates)
@@ -93,7 +96,7 @@ def search_slide(
         k=k,
         distance_kind=col.code_similarity.kind,
         slides=None if keep is None else sorted(col.slides[s].info.name for s in keep),
-        exclude_query_slide=exclude_query_slide,
+        exclude_query_slide=bool(own),  # slides were left out as the query's own
         case_label=case_label,
         other_magnification=other,
         vote=majority_vote(hits, check_key(vote)) if vote is not None else None,  # type: ignore[arg-type]
