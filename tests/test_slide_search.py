@@ -166,7 +166,7 @@ def test_slide_query_refusals(parts_index: Path) -> None:
     with cbir.open_index(parts_index) as ix:
         with pytest.raises(QueryError, match="nosuch.tif: no such file, and not a slide of"):
             ix.search_slide("nosuch.tif")
-        with pytest.raises(QueryError, match="needs exclude_query_slide"):
+        with pytest.raises(QueryError, match="needs --exclude-query-slide"):
             ix.search_slide("cmu-0.tif", case_label="case")
         with pytest.raises(QueryError, match="'best' is unknown"):
             ix.search_slide("cmu-0.tif", method="best")
@@ -262,10 +262,8 @@ def test_slide_query_words(generated_slide: Path, second_slide: Path, tmp_path: 
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)  # the copy's checksum is second.tif's: that one is left out
     assert out["exclude_query_slide"] is True and out["hits"][0]["slide"] == "generated.tif"
-    shutil.copy(blank, copy)  # now nothing of the bundle is the query's own
-    Image.fromarray(np.asarray(Image.open(generated_slide))[::-1].copy()).save(
-        copy.with_suffix(".png")
-    )
-    r = runner.invoke(app, [*args[:3], str(copy.with_suffix(".png")), *args[4:], "--json"])
+    flipped = copy.with_suffix(".png")  # now nothing of the bundle is the query's own
+    Image.fromarray(np.asarray(Image.open(generated_slide))[::-1].copy()).save(flipped)
+    r = runner.invoke(app, [*args[:3], str(flipped), *args[4:], "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["exclude_query_slide"] is False
