@@ -219,3 +219,26 @@ def test_export_of_real_slides_at_15x(tmp_path: Path) -> None:
         assert Image.open(path).size == (672, 672)
     geo = sorted(p.name for p in (tmp_path / "exp" / "geojson").iterdir())
     assert geo == ["cmu-1-small-region.geojson", "tcga-cr-7395-01a-01-ts1.geojson"]
+
+
+def test_export_api_takes_a_slide_name_and_refuses_what_it_cannot_write(
+    bundle: Path, generated_slide: Path, tmp_path: Path
+) -> None:
+    """export_result with a Region naming its slide by file name (as Index.search takes
+    it) writes one GeoJSON for that slide, query and hits (it wrote two: one of the
+    name); a slide search's result or a float image is one ExportError."""
+    region = cbir.Region.parse(f"{generated_slide.name}:448,448,896,896@20x")
+    with cbir.open_index(bundle) as ix:
+        result = ix.search(region, k=3, slides=[generated_slide.name])
+        image, _ = ix.query_image(region)
+        export_result(result, image, tmp_path / "out", _infos(ix), region)
+        slide_result = ix.search_slide(generated_slide.name, k=1)
+    files = sorted(p.name for p in (tmp_path / "out" / "geojson").iterdir())
+    assert files == ["generated.geojson"], files
+    features = json.loads((tmp_path / "out" / "geojson" / files[0]).read_text())["features"]
+    assert len(features) == 1 + len(result.hits)  # the query's rectangle and each hit
+    with pytest.raises(ExportError, match="not of a SlideSearchResult"):
+        export_result(slide_result, image, tmp_path / "o2")  # type: ignore[arg-type]
+    with pytest.raises(ExportError, match=r"float32 .*expected \(h, w, 3\) uint8"):
+        export_result(result, image.astype(np.float32), tmp_path / "o3")
+    assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()

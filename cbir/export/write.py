@@ -17,7 +17,7 @@ from cbir.export.crops import SlideReader, crop_name, safe_stem
 from cbir.export.geojson import feature_collections
 from cbir.export.montage import montage
 from cbir.export.report import report_html
-from cbir.export.staging import MARKER, MARKER_KEY, staged_dir
+from cbir.export.staging import MARKER, MARKER_KEY, ExportError, staged_dir
 from cbir.search.hits import SearchResult
 from cbir.search.query import Region
 from cbir.slides import SlideInfo
@@ -141,6 +141,20 @@ def export_result(
     """Export one search result to directory `out`, atomically: `out` must be absent, an
     empty directory or a previous export (which is replaced); anything else is refused
     with `ExportError`. See `write_export` for the arguments and files."""
+    if not isinstance(result, SearchResult):
+        raise ExportError(
+            f"{out}: an export is of a search's hits (Index.search), not of a "
+            f"{type(result).__name__}"
+        )
+    image = np.asarray(query_image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ExportError(
+            f"{out}: the query image is {image.dtype} {image.shape}; expected (h, w, 3) uint8"
+        )
+    if query_region is not None and not Path(query_region.slide).exists():
+        paths = {h.slide_path for h in result.hits if h.slide == query_region.slide}
+        if len(paths) == 1:  # a file name, as Index.search takes: the indexed slide's path
+            query_region = query_region.model_copy(update={"slide": paths.pop()})
     with staged_dir(out) as stage:
-        report = write_export(result, query_image, stage, slides, query_region)
+        report = write_export(result, image, stage, slides, query_region)
     return report.model_copy(update={"dir": str(Path(out))})
