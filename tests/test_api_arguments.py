@@ -80,3 +80,22 @@ def test_writers_take_one_path_or_name(bundle: Path, generated_slide: Path, tmp_
     cbir.add_slides(root, str(generated_slide))
     with cbir.open_index(root) as ix:
         assert [r.info.name for r in ix.slides.values()] == [generated_slide.name]
+
+
+def test_arrays_are_read_as_files_of_those_pixels_are(bundle: Path, tmp_path: Path) -> None:
+    """A uint16 array is scaled as a 16-bit file is (it was refused), an RGBA array is
+    composited onto white as an RGBA file is (its alpha was ignored); a float TIFF is
+    named as unreadable by PIL, not as truncated."""
+    import tifffile
+
+    with cbir.open_index(bundle) as ix:
+        as_8 = ix.search(QUERY, k=3).hits
+        as_16 = ix.search(QUERY.astype(np.uint16) * 257, k=3).hits
+        assert [(h.x, h.y) for h in as_16] == [(h.x, h.y) for h in as_8]
+        clear = np.concatenate([QUERY, np.zeros((*QUERY.shape[:2], 1), np.uint8)], axis=2)
+        with pytest.raises(QueryError, match="no tissue"):
+            ix.search(clear, k=3)  # fully transparent: white, as a PNG of it is
+        tif = tmp_path / "float.tif"
+        tifffile.imwrite(tif, QUERY.astype(np.float32) / 255.0)
+        with pytest.raises(CbirError, match="a TIFF whose pixels PIL cannot read"):
+            ix.search(str(tif), k=3)

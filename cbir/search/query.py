@@ -130,13 +130,21 @@ def read_region_at(
 
 
 def as_rgb(image: np.ndarray, name: str) -> np.ndarray:
-    """Accept (h, w) grey, (h, w, 3) RGB or (h, w, 4) RGBA uint8 -> (h, w, 3) uint8."""
+    """Accept (h, w) grey, (h, w, 3) RGB or (h, w, 4) RGBA uint8 or uint16 -> (h, w, 3)
+    uint8, as an image file of those pixels is read (cbir.slides.open.to_rgb8): 16 bits
+    scaled by 65535, transparency composited onto white."""
+    if image.dtype == np.uint16:
+        image = np.round(image.astype(np.float32) * (255.0 / 65535.0)).astype(np.uint8)
     if image.dtype != np.uint8:
-        raise QueryError(f"{name}: image dtype {image.dtype}, expected uint8")
+        raise QueryError(f"{name}: image dtype {image.dtype}, expected uint8 (or uint16)")
     if image.ndim == 2:
         return np.repeat(image[..., None], 3, axis=2)
-    if image.ndim == 3 and image.shape[2] in (3, 4):
-        return np.ascontiguousarray(image[..., :3])
+    if image.ndim == 3 and image.shape[2] == 4:
+        alpha = image[..., 3:4].astype(np.float32) / 255.0
+        rgb = image[..., :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
+        return np.round(rgb).astype(np.uint8)
+    if image.ndim == 3 and image.shape[2] == 3:
+        return np.ascontiguousarray(image)
     raise QueryError(f"{name}: image shape {image.shape}, expected (h, w, 3)")
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import openslide
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from cbir.errors import SlideReadError
 from cbir.slides.array_slide import ArraySlide
@@ -111,6 +111,11 @@ def decode_image(path: Path, max_pixels: int | None = None) -> np.ndarray:
             im.load()
             return to_rgb8(im)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        if _is_tiff(path) and isinstance(exc, UnidentifiedImageError):
+            raise SlideReadError(
+                f"{path}: a TIFF whose pixels PIL cannot read (e.g. floating-point or more "
+                "than 4 samples); save it as 8- or 16-bit RGB"
+            ) from exc
         if _is_tiff(path):
             raise SlideReadError(f"{path}: truncated or corrupt TIFF/slide file ({exc})") from exc
         raise SlideReadError(f"{path}: unsupported or unreadable image ({exc})") from exc
