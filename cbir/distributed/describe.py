@@ -5,6 +5,7 @@ descriptors, on a GPU when the cluster has them). cbir.distributed.segments buil
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from cbir.describe import SKIPPABLE, DescribedSlide, SkippedSlide, describe_plan, plan_slide
@@ -23,6 +24,8 @@ def connect(address: str) -> Any:
         import ray
     except ImportError:
         raise CbirError("--ray needs Ray: pip install 'cbir[ray]'") from None
+    if not sys.stderr.isatty():  # workers' lines forwarded to a log or pipe: no colour codes
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     if not ray.is_initialized():
         if address == "auto" and "RAY_ADDRESS" not in os.environ:
             ray.init(include_dashboard=False, logging_level="WARNING")
@@ -43,8 +46,12 @@ class SlideDescriber:
         min_tissue_fraction: float | None,
         references: bool,
     ) -> None:
+        import logging
+
         from cbir.pipeline import TilePipeline
 
+        # warnings reach the driver's stderr through Ray: worded as the CLI's own
+        logging.basicConfig(format="cbir: %(levelname)s: %(message)s", level=logging.WARNING)
         self.recipe = recipe
         self.pipeline = TilePipeline(recipe, weights=weights, device=device)
         self.base_magnification = base_magnification
