@@ -604,3 +604,55 @@ def test_the_page_follows_a_new_generation(
             f"window.cbir.viewer.world.getItemAt(0).source.tilesUrl.includes('/{new}_files')"
         )
         page.screenshot(path=str(tmp_path / "generation.png"))
+
+
+def test_the_page_keeps_its_footing(server: str, tmp_path: Path) -> None:
+    """What a user trial broke: two searches in flight list only the last one's hits; a
+    link with a malformed hit or view leaves the page working; Export is off while a slide
+    query's results are shown; a TIFF upload (no preview) still shows a hit beside it; a
+    drag past the slide's edge searches the part on the slide."""
+    hit_items = "document.querySelectorAll('#hits .hit').length"
+    with browser_page() as page:
+        page.goto(server + "/")
+        page.wait_for_selector("body[data-ready='1']")
+        done = page.evaluate("window.cbir.searches")
+        page.evaluate(
+            "searchRegion({x: 0, y: 0, w: 1200, h: 1200}); "
+            "searchRegion({x: 500, y: 500, w: 600, h: 600})"
+        )
+        page.wait_for_function(f"window.cbir.searches >= {done + 2}", timeout=30_000)
+        assert page.evaluate(hit_items) == len(page.evaluate("window.cbir.hits")) <= 10
+        assert page.evaluate("window.cbir.region.x") == 500
+        page.click("#similar-slides")  # one slide here: answered "nothing to search"
+        page.wait_for_function(
+            "!document.getElementById('status').textContent.startsWith('searching')",
+            timeout=30_000,
+        )
+        assert page.evaluate("document.getElementById('export').disabled")
+        # a rectangle dragged from the slide to far past its bottom-right corner
+        page.evaluate("setDrawing(true)")
+        box = page.locator("#viewer").bounding_box()
+        assert box is not None
+        done = page.evaluate("window.cbir.searches")
+        page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] - 2, box["y"] + box["height"] - 2, steps=5)
+        page.mouse.up()
+        page.wait_for_function(f"window.cbir.searches > {done}", timeout=30_000)
+        r = page.evaluate("window.cbir.region")
+        slide = page.evaluate("window.cbir.slides.find(s => s.slide_id === window.cbir.slideId)")
+        assert r["x"] + r["w"] <= slide["width"] and r["y"] + r["h"] <= slide["height"]
+        assert "past the slide" not in page.text_content("#status")
+    for fragment in ("slide=1&region=500,500,600,600&hit=abc", "slide=1&view=NaN,abc,xyz"):
+        with browser_page() as page:
+            page.goto(f"{server}/#{fragment}")
+            page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+            assert "Cannot read" not in page.text_content("#status")
+            assert "NaN" not in page.evaluate("location.hash")
+    with open_slide(CMU) as slide:
+        crop = slide.read_region(896, 1120, 448, 448, 20)
+    Image.fromarray(crop).save(tmp_path / "q.tif")  # a query the browser cannot preview
+    with browser_page() as page:
+        open_and_search(page, server, tmp_path / "q.tif")
+        page.keyboard.press("n")
+        page.wait_for_function("!document.getElementById('compare').hidden", timeout=10_000)

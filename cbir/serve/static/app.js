@@ -13,6 +13,7 @@ const state = {
   overlayReady: false,
   hits: [],           // hits of the last search
   searches: 0,        // searches answered (or refused) so far
+  asked: 0,           // searches sent so far: only the last one's answer is shown
   current: -1,        // index in hits of the hit open in the viewer (-1: none)
   region: null,       // {x, y, w, h} of the last region query (null: an image query)
   queryExtent: null,  // {w, h} px at 1x of the last region query (compare.js)
@@ -122,10 +123,15 @@ function setupViewer() {
   let start = null;
   let box = null;
   const toImage = (pos) => state.viewer.viewport.viewerElementToImageCoordinates(pos);
-  const rectOf = (a, b) => ({
-    x: Math.round(Math.min(a.x, b.x)), y: Math.round(Math.min(a.y, b.y)),
-    w: Math.round(Math.abs(a.x - b.x)), h: Math.round(Math.abs(a.y - b.y)),
-  });
+  const rectOf = (a, b) => {  // level-0 px, clipped to the slide (a drag may leave it)
+    const slide = state.slides.find((s) => s.slide_id === state.slideId);
+    const W = slide ? slide.width : Infinity;
+    const H = slide ? slide.height : Infinity;
+    const clip = (v, top) => Math.min(Math.max(Math.round(v), 0), top);
+    const x0 = clip(Math.min(a.x, b.x), W), x1 = clip(Math.max(a.x, b.x), W);
+    const y0 = clip(Math.min(a.y, b.y), H), y1 = clip(Math.max(a.y, b.y), H);
+    return { x: x0, y: y0, w: x1 - x0, h: y1 - y0 };
+  };
   state.viewer.addHandler("canvas-press", (e) => {
     if (!state.drawing) return;
     e.preventDefaultAction = true;
@@ -179,6 +185,7 @@ function options() {
 }
 
 async function searchImage(file) {
+  if (filterKeepsNone()) { setStatus(filterKeepsNone(), true); return; }
   state.region = null;  // an uploaded image is not in the page's URL
   state.queryExtent = null;  // its scale is each hit's magnification (compare.js)
   const preview = $("query-preview");
@@ -192,6 +199,7 @@ async function searchImage(file) {
 }
 
 async function searchRegion(r) {
+  if (filterKeepsNone()) { setStatus(filterKeepsNone(), true); return; }
   state.region = r;
   const body = { ...options(), slide: state.slideId, ...r };
   const at = $("region-mag").value;
@@ -215,6 +223,7 @@ function regionMag(result) {
 }
 
 async function runSearch(label, request) {
+  const mine = ++state.asked;  // an answer to an older search is dropped when it comes
   state.slideQuery = null;  // a patch search replaces a slide query's results
   state.lastRequest = request;  // what Export sends again
   $("export").disabled = true;
@@ -225,6 +234,7 @@ async function runSearch(label, request) {
   const started = performance.now();
   try {
     const result = await getJSON("/search", request);
+    if (mine !== state.asked) return;  // a newer search owns the list
     state.hits = result.hits;
     renderHits(result);
     showResultMarks();
@@ -239,12 +249,13 @@ async function runSearch(label, request) {
     const at = state.region ? ` (region read at ${result.query_read_at || regionMag(result)}x)` : "";
     setStatus(`${result.hits.length} hits${few} for ${result.query}${at}, ${ms} ms`);
   } catch (err) {
+    if (mine !== state.asked) return;
     state.hits = [];
     showResultMarks();
     setStatus(err.message, true);
   } finally {
     state.searches += 1;
-    writeURL();
+    if (mine === state.asked) writeURL();
   }
 }
 
@@ -291,8 +302,8 @@ function renderHits(result) {
 
 // Open hit `i` of the list: selected, shown on its slide, and side by side with the query.
 function openHit(i) {
-  if (!state.hits.length) return;
-  i = (i + state.hits.length) % state.hits.length;
+  if (!state.hits.length || !Number.isInteger(i)) return;  // a URL's "hit=abc": no hit
+  i = ((i % state.hits.length) + state.hits.length) % state.hits.length;
   const hit = state.hits[i];
   const items = $("hits").querySelectorAll(".hit");
   for (const el of items) el.classList.remove("selected");

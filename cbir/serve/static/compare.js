@@ -16,9 +16,11 @@ function compareExtents(hit, preview) {
   const slide = state.slides.find((s) => s.slide_id === hit.slide_id);
   const base = slide ? slide.base_magnification : hit.magnification;
   const hitExtent = { w: hit.w / base, h: hit.h / base };
-  const query = state.queryExtent || {
+  // a preview the browser cannot show (a TIFF upload): drawn at the hit's extent
+  const shown = preview.naturalWidth > 0;
+  const query = state.queryExtent || (shown ? {
     w: preview.naturalWidth / hit.magnification, h: preview.naturalHeight / hit.magnification,
-  };
+  } : hitExtent);
   return { query, hit: hitExtent };
 }
 
@@ -31,7 +33,7 @@ function sizeImage(img, extent, scale) {
 // magnification on screen, which the caption says).
 async function showCompare(hit) {
   const preview = $("query-preview");
-  if (!preview.complete || !preview.naturalWidth) {
+  if (!preview.complete) {  // loading: wait for it (a failed one is complete already)
     await new Promise((done) => { preview.onload = done; preview.onerror = done; });
   }
   const ext = compareExtents(hit, preview);

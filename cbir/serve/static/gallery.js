@@ -19,6 +19,12 @@ function slideFilterOption() {
   return kept.length === state.slides.length ? null : kept.map((s) => s.slide_id);
 }
 
+// Why a search cannot run under the label filter (it keeps no slide), or null.
+function filterKeepsNone() {
+  if (!state.slides.length || filteredSlides().length) return null;
+  return `no slide has the label ${$("label-filter").value.trim()}: clear the filter to search`;
+}
+
 // A whole slide's thumbnail (at most 160 px a side).
 function slideThumbURL(slide) {
   const side = Math.max(slide.width, slide.height);

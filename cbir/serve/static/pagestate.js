@@ -68,8 +68,13 @@ async function restoreFromURL() {
       // after the layout settles (the hit beside the query resizes the viewer)
       await new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 0)));
       const [x, y, zoom] = q.get("view").split(",").map(Number);
-      state.viewer.viewport.panTo(new OpenSeadragon.Point(x, y), true);
-      state.viewer.viewport.zoomTo(zoom, null, true);
+      // a link may say anything: only a finite place near the slide and a sane zoom
+      const sane = [x, y, zoom].every(Number.isFinite) && Math.abs(x) <= 10 &&
+        Math.abs(y) <= 10 && zoom > 0 && zoom <= 1e4;
+      if (sane) {
+        state.viewer.viewport.panTo(new OpenSeadragon.Point(x, y), true);
+        state.viewer.viewport.zoomTo(zoom, null, true);
+      }
     }
     return true;
   } finally {

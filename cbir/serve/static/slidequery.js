@@ -11,9 +11,13 @@ async function searchSimilarSlides() {
   const slideId = state.slideId;
   if (slideId == null) return;
   clearHitMarks();
+  if (filterKeepsNone()) { setStatus(filterKeepsNone(), true); return; }
+  const mine = ++state.asked;  // as runSearch: only the last search's answer is shown
   state.hits = [];
   state.current = -1;
   state.region = null;  // the slide is the query now, not a region of it
+  state.lastRequest = null;  // Export is of a patch search's hits: none on screen now
+  $("export").disabled = true;
   showResultMarks();
   $("hits").replaceChildren();
   $("vote").textContent = "";
@@ -30,6 +34,7 @@ async function searchSimilarSlides() {
     const result = await getJSON("/search/slide", {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
     });
+    if (mine !== state.asked) return;
     state.slideQuery = { query: slideId, result, current: -1 };
     renderSlideHits(result);
     const v = result.vote;
@@ -38,6 +43,7 @@ async function searchSimilarSlides() {
     const n = result.hits.length;
     setStatus(`${n} slide${n === 1 ? "" : "s"} like ${result.query}, ${ms} ms`);
   } catch (err) {
+    if (mine !== state.asked) return;
     state.slideQuery = null;
     setStatus(err.message, true);
   }
@@ -79,7 +85,8 @@ function renderSlideHits(result) {
 function openSlideHit(i) {
   const sq = state.slideQuery;
   if (!sq || !sq.result.hits.length) return;
-  sq.current = Math.min(Math.max(i, 0), sq.result.hits.length - 1);  // a URL may say any
+  if (!Number.isInteger(i)) i = 0;  // a URL may say anything ("slidehit=abc")
+  sq.current = Math.min(Math.max(i, 0), sq.result.hits.length - 1);
   const hit = sq.result.hits[sq.current];
   for (const [n, el] of [...$("hits").querySelectorAll(".hit")].entries()) {
     el.classList.toggle("selected", n === sq.current);
