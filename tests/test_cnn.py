@@ -77,6 +77,22 @@ def test_out_that_is_a_folder_is_refused_before_training(tmp_path: Path) -> None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "tiles"]
 
 
+def test_diverged_or_misplaced_weights_are_not_written(tmp_path: Path) -> None:
+    """A run whose weights went NaN (an --lr of 1e10: "learned" said the verdict) writes
+    no file; --out naming a device is refused, not replaced by a regular file."""
+    import torch
+
+    state = {"w": torch.tensor([1.0, float("nan")]), "b": torch.zeros(2)}
+    with pytest.raises(WeightsError, match="not written: training diverged .1 weights"):
+        save_weights(tmp_path / "w.pt", "cnn", {}, state)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(WeightsError, match="exists and is not a regular file"):
+        save_weights(Path("/dev/null"), "cnn", {}, {"b": torch.zeros(2)})
+    (tmp_path / "w.pt.tmp").write_text("mine")  # a user's file of the old temporary name
+    save_weights(tmp_path / "w.pt", "cnn", {}, {"b": torch.zeros(2)})
+    assert (tmp_path / "w.pt.tmp").read_text() == "mine"
+
+
 def test_stratified_split_holds_out_every_class() -> None:
     labels = ["a"] * 5 + ["b"] * 2
     train, held = stratified_split(labels, 0.5, 0)

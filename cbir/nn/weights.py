@@ -29,9 +29,17 @@ def save_weights(
     """Write atomically (nothing is left behind when it fails); returns the file's sha256."""
     path = Path(path)
     check_weights_target(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     cpu_state = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    bad = sum(
+        int((~torch.isfinite(v)).sum()) for v in cpu_state.values() if v.is_floating_point()
+    )
+    if bad:  # a run that diverged: its weights would describe every tile as NaN
+        raise WeightsError(
+            f"{path}: not written: training diverged ({bad} weights are NaN or infinite; "
+            "try a smaller --lr)"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # never a user's file
     try:
         torch.save(
             {"format": WEIGHTS_FORMAT, "model": model, "spec": spec, "state_dict": cpu_state}, tmp
@@ -44,10 +52,16 @@ def save_weights(
 
 
 def check_weights_target(path: Path) -> None:
-    """Refuse (WeightsError, one line) a weights path that is a folder: checked before
-    training, so no run is lost to it."""
+    """Refuse (WeightsError, one line) a weights path that is a folder, not a regular
+    file, or in a folder this process cannot write: checked before training, so no run
+    is lost to it."""
     if path.is_dir():
         raise WeightsError(f"{path}: is a folder; --out takes a weights file, e.g. {path}/w.pt")
+    if path.exists() and not path.is_file():  # a device, a pipe: replacing it is no write
+        raise WeightsError(f"{path}: exists and is not a regular file; --out takes a file")
+    parent = next((p for p in path.absolute().parents if p.exists()), None)
+    if parent is not None and not os.access(parent, os.W_OK):
+        raise WeightsError(f"{path}: cannot write in {parent} (permission denied)")
 
 
 def load_weights(
