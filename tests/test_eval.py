@@ -94,6 +94,17 @@ def test_a_labels_file_that_is_no_labels_csv_is_named(tmp_path: Path) -> None:
         load_labelled_tiles(tmp_path, short)
     (tmp_path / "ok.csv").write_text("\ufeffPath,Label\na.png,x\nb.png,y\n")  # BOM, case
     assert load_labelled_tiles(tmp_path, tmp_path / "ok.csv").labels == ["x", "y"]
+    # a repeated row is used once (it found itself, and was trained and held out at once);
+    # a tile given two labels, or none, is refused; spaces after commas are not a label's
+    (tmp_path / "dup.csv").write_text("path, label\na.png, x\nb.png, y\na.png, x\n")
+    tiles = load_labelled_tiles(tmp_path, tmp_path / "dup.csv")
+    assert tiles.labels == ["x", "y"] and len(tiles.paths) == 2
+    (tmp_path / "two.csv").write_text("path,label\na.png,x\nb.png,y\na.png,y\n")
+    with pytest.raises(CbirError, match=r"two.csv line 4: a.png is labelled 'x' above and 'y'"):
+        load_labelled_tiles(tmp_path, tmp_path / "two.csv")
+    (tmp_path / "none.csv").write_text("path,label\na.png,x\nb.png,\n")
+    with pytest.raises(CbirError, match="none.csv line 3: needs a path and a label"):
+        load_labelled_tiles(tmp_path, tmp_path / "none.csv")
 
 
 @pytest.mark.skipif(not CRC9.is_dir(), reason=f"{CRC9} not found (no ../shared/data)")

@@ -30,9 +30,7 @@ def save_weights(
     path = Path(path)
     check_weights_target(path)
     cpu_state = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    bad = sum(
-        int((~torch.isfinite(v)).sum()) for v in cpu_state.values() if v.is_floating_point()
-    )
+    bad = sum(int((~torch.isfinite(v)).sum()) for v in cpu_state.values() if v.is_floating_point())
     if bad:  # a run that diverged: its weights would describe every tile as NaN
         raise WeightsError(
             f"{path}: not written: training diverged ({bad} weights are NaN or infinite; "

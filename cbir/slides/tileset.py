@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 
 import cv2
@@ -39,15 +40,32 @@ def load_labelled_tiles(root: Path, labels_csv: Path | None = None) -> LabelledT
                         f"{','.join(reader.fieldnames or [])[:200] or 'empty'}"
                     )
                 reader.fieldnames = header
+                seen: dict[str, str] = {}
+                twice = 0
                 for row in reader:
-                    if not row.get("path") or row.get("label") is None:
+                    path, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
+                    if not path or not label:
                         raise CbirError(
                             f"{csv_path} line {reader.line_num}: needs a path and a label"
                         )
-                    paths.append(str((csv_path.parent / row["path"]).resolve()))
-                    labels.append(row["label"])
+                    full = str((csv_path.parent / path).resolve())
+                    if full in seen:  # twice: it would find itself, or train and test at once
+                        if seen[full] != label:
+                            raise CbirError(
+                                f"{csv_path} line {reader.line_num}: {path} is labelled "
+                                f"{seen[full]!r} above and {label!r} here"
+                            )
+                        twice += 1
+                        continue
+                    seen[full] = label
+                    paths.append(full)
+                    labels.append(label)
         except (OSError, csv.Error, UnicodeDecodeError) as exc:
             raise CbirError(f"{csv_path}: expected a CSV with columns path,label ({exc})") from exc
+        if twice:
+            logging.getLogger("cbir").warning(
+                "%s: %d rows repeat a tile listed above; each tile is used once", csv_path, twice
+            )
     else:
         for folder in sorted(p for p in root.iterdir() if p.is_dir()):
             for f in sorted(folder.iterdir()):
