@@ -263,3 +263,27 @@ def test_a_device_that_is_no_device_is_refused(bundle: Path, generated_slide: Pa
     assert "--device" in lines[0] and "'bogus'; valid: auto, cpu, cuda" in lines[0]
     code, _, stderr = run("search", bundle, "--region", region, "--device", "cpu")
     assert code == 0, stderr
+
+
+def test_training_options_that_crashed_are_one_line(tmp_path: Path, generated_slide: Path) -> None:
+    """Each of these was a Python traceback (exit 1) found by a user trial."""
+    from conftest import write_two_classes
+
+    tiles = write_two_classes(tmp_path / "tiles", n=1)  # one tile per class
+    cases = [
+        (["train", "cnn", "--tiles", tiles, "--out", tmp_path / "c.pt", "--seed", "-5"], "--seed"),
+        (["train", "lda", "--tiles", tiles, "--base-recipe", "stats-lsh32", "--out",
+          tmp_path / "l.pt"], "lda needs more training tiles"),
+        (["train", "scale", "--slides", generated_slide, "--out", tmp_path / "s.pt",
+          "--arch", "foo"], "--arch"),
+        (["train", "scale", "--slides", generated_slide, "--out", tmp_path / "s.pt",
+          "--magnifications", "20"], "two or more magnifications"),
+        (["evaluate", "--tiles", tiles, "--bits-sweep", "abc"], "--bits-sweep 'abc'"),
+        (["train", "metric", "--tiles", tiles, "--dim", "100000", "--out", tmp_path / "m.pt"],
+         "--dim"),
+    ]  # fmt: skip
+    for argv, words in cases:
+        code, _, stderr = run(*argv)
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        assert code == 2 and len(lines) == 1 and words in lines[0], (argv, stderr)
+    assert not list(tmp_path.glob("*.pt"))

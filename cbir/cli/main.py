@@ -344,8 +344,9 @@ def evaluate_cmd(
         import json
 
         from cbir.eval.bits_sweep import bits_sweep as sweep
+        from cbir.eval.bits_sweep import code_lengths
 
-        result = sweep(tiles, [int(b) for b in bits_sweep.split(",")], backbone, None, device)
+        result = sweep(tiles, code_lengths(bits_sweep), backbone, None, device)
         typer.echo(json.dumps(result) if json_out else json.dumps(result, indent=2))
         return
     report = evaluate_tiles(

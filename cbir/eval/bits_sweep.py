@@ -19,6 +19,7 @@ from cbir.descriptors.deephash import DeepHashDescriptor
 from cbir.descriptors.ssdh import SSDHDescriptor
 from cbir.encoders.base import pack_bits
 from cbir.encoders.threshold import ThresholdEncoder
+from cbir.errors import CbirError
 from cbir.eval.harness import ranking
 from cbir.eval.metrics import average_precision_at_k, precision_at_k, seed_map_at_k
 from cbir.nn.backbones import backbone_weights_file
@@ -52,6 +53,14 @@ def class_mean_metrics(codes: np.ndarray, labels: np.ndarray) -> dict[str, float
         "map_at_10": round(float(means[1]), 4),
         "precision_at_5": round(float(means[2]), 4),
     }
+
+
+def code_lengths(text: str) -> list[int]:
+    """--bits-sweep "12,24,48" -> [12, 24, 48]; CbirError in one line otherwise."""
+    try:
+        return [int(b) for b in text.split(",")]
+    except ValueError:
+        raise CbirError(f"--bits-sweep {text!r}: code lengths, e.g. 24,48,64") from None
 
 
 def bits_sweep(

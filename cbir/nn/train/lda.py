@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import numpy as np
 from pydantic import Field
 
+from cbir.errors import CbirError
 from cbir.nn.train import method as m
 
 if TYPE_CHECKING:
@@ -55,6 +56,11 @@ def train_lda(run: TrainingRun, cfg: LdaTrainConfig, out: Path, tiles_root: Path
     scale = np.where(sd > 1e-12, sd, 1.0)
     z = (x - mean) / scale
     lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage=cfg.shrinkage)
+    if len(train_idx) <= len(set(y[train_idx].tolist())):
+        raise CbirError(
+            f"lda needs more training tiles ({len(train_idx)}) than classes "
+            f"({len(set(y[train_idx].tolist()))}): label more tiles, or lower --holdout"
+        )
     lda.fit(z[train_idx], y[train_idx])
     dim = len(classes) - 1
     w = lda.scalings_[:, :dim]

@@ -44,7 +44,10 @@ A_FOLDER = {"path": "folder"}
 Holdout = Annotated[
     float, Field(ge=0.0, le=0.9, description="Fraction of each class held out of training.")
 ]
-Seed = Annotated[int, Field(description="Random seed of the split, the init and the batches.")]
+Seed = Annotated[
+    int,
+    Field(ge=0, le=2**32 - 1, description="Random seed of the split, the init and the batches."),
+]
 Epochs = Annotated[int, Field(ge=1, description="Passes over the training data.")]
 BatchSize = Annotated[int, Field(ge=1, description="Tiles a step.")]
 LearningRate = Annotated[float, Field(ge=0.0, description="Learning rate.")]

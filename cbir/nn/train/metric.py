@@ -24,7 +24,7 @@ class MetricTrainConfig(m.HeadConfig):
         Field(description="Loss: triplet is semi-hard, with online mining"),
     ] = "triplet"
     base_recipe: m.BaseRecipe = None
-    dim: Annotated[int, Field(ge=2, description="Embedding size (the seed's 512).")] = 512
+    dim: Annotated[int, Field(ge=2, le=4096, description="Embedding size (the seed's 512).")] = 512
     margin: Annotated[float, Field(ge=0.0, description="Triplet margin.")] = 0.2
     augmentations: int = 8  # augmented copies per training tile (features precomputed)
     steps: Annotated[int, Field(ge=1, description="Training steps.")] = 400

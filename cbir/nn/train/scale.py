@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -32,7 +32,8 @@ class ScaleTrainConfig(m.TrainConfig):
     width: int = 24
     input_size: int = 112
     arch: Annotated[
-        str, Field(description="siamese, or stacked (seed 000's 6-channel convolutions)")
+        Literal["siamese", "stacked"],
+        Field(description="siamese, or stacked (seed 000's 6-channel convolutions)"),
     ] = "siamese"
 
     @field_validator("magnifications", mode="before")

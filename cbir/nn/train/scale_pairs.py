@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from cbir.describe import plan_slide
-from cbir.errors import EmptyTissueError
+from cbir.errors import CbirError, EmptyTissueError
 from cbir.recipes import Recipe, TilingConfig, load_recipe
 from cbir.slides import open_slide
 
@@ -85,7 +85,10 @@ def make_pairs(
     """
     mags = sorted(m for m, v in tiles.items() if len(v) >= 2)
     if len(mags) < 2:
-        raise ValueError("need tissue tiles at two or more magnifications to make pairs")
+        raise CbirError(
+            "need tissue tiles at two or more magnifications to make pairs (give "
+            "--magnifications with two or more different values that the slides have)"
+        )
     a, b, same = [], [], []
     for i in range(n_pairs):
         if i % 2 == 0:
