@@ -113,8 +113,9 @@ def decode_image(path: Path, max_pixels: int | None = None) -> np.ndarray:
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         if _is_tiff(path) and isinstance(exc, UnidentifiedImageError):
             raise SlideReadError(
-                f"{path}: a TIFF whose pixels PIL cannot read (e.g. floating-point or more "
-                "than 4 samples); save it as 8- or 16-bit RGB"
+                f"{path}: a TIFF that PIL cannot read: truncated or damaged, or of pixels it "
+                "does not take (floating-point, more than 4 samples; save those as 8- or "
+                "16-bit RGB)"
             ) from exc
         if _is_tiff(path):
             raise SlideReadError(f"{path}: truncated or corrupt TIFF/slide file ({exc})") from exc
