@@ -97,5 +97,7 @@ def test_arrays_are_read_as_files_of_those_pixels_are(bundle: Path, tmp_path: Pa
             ix.search(clear, k=3)  # fully transparent: white, as a PNG of it is
         tif = tmp_path / "float.tif"
         tifffile.imwrite(tif, QUERY.astype(np.float32) / 255.0)
-        with pytest.raises(CbirError, match="a TIFF that PIL cannot read: truncated or damaged, or of pixels"):
+        with pytest.raises(
+            CbirError, match="a TIFF that PIL cannot read: truncated or damaged, or of pixels"
+        ):
             ix.search(str(tif), k=3)

@@ -266,7 +266,8 @@ def test_a_device_that_is_no_device_is_refused(bundle: Path, generated_slide: Pa
 
 
 def test_training_options_that_crashed_are_one_line(tmp_path: Path, generated_slide: Path) -> None:
-    """Each of these was a Python traceback (exit 1) found by a user trial."""
+    """Each of these was a Python traceback (exit 1), or (--base-recipe of an untrained
+    network) a silent run on random features, found by a user trial."""
     from conftest import write_two_classes
 
     tiles = write_two_classes(tmp_path / "tiles", n=1)  # one tile per class
@@ -281,6 +282,8 @@ def test_training_options_that_crashed_are_one_line(tmp_path: Path, generated_sl
         (["evaluate", "--tiles", tiles, "--bits-sweep", "abc"], "--bits-sweep 'abc'"),
         (["train", "metric", "--tiles", tiles, "--dim", "100000", "--out", tmp_path / "m.pt"],
          "--dim"),
+        (["train", "deephash", "--tiles", tiles, "--base-recipe", "cnn-flat", "--out",
+          tmp_path / "d.pt"], "--base-recipe cnn-flat: its cnn network has no trained"),
     ]  # fmt: skip
     for argv, words in cases:
         code, _, stderr = run(*argv)

@@ -15,4 +15,20 @@ def is_learned(name: str) -> bool:
     return bool(DESCRIPTORS.trait(name, "learned", False))
 
 
-__all__ = ["DESCRIPTORS", "Descriptor", "create_descriptor", "is_learned", "list_descriptors"]
+def check_base(recipe_name: str, descriptor: Descriptor) -> None:
+    """Refuse (CbirError, one line) a `--base-recipe` whose network has no trained
+    weights: a head trained on seeded random features learns nothing it could keep."""
+    from cbir.errors import CbirError
+
+    sha = descriptor.spec.params.get("weights_sha256")
+    if is_learned(descriptor.spec.name) and (sha is None or str(sha).startswith("random-init")):
+        raise CbirError(
+            f"--base-recipe {recipe_name}: its {descriptor.spec.name} network has no trained "
+            "weights here; give a recipe of packaged weights (e.g. effnet-flat)"
+        )
+
+
+__all__ = [
+    "DESCRIPTORS", "Descriptor", "check_base", "create_descriptor", "is_learned",
+    "list_descriptors",
+]  # fmt: skip

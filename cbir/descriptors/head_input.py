@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cbir.descriptors import check_base
 from cbir.descriptors.base import Descriptor, create_descriptor
 from cbir.descriptors.network import load_parts
 from cbir.nn.backbones import backbone_entry, create_backbone, loaded_backbone
@@ -73,6 +74,7 @@ class HeadInput:
         recipe = load_recipe(base_recipe)
         spec = recipe.descriptor.model_dump()
         base = base_descriptor(spec, recipe.tiling.tile_size, str(device))
+        check_base(recipe.name, base)
         return cls(device, base=base, base_spec=spec, base_recipe=recipe.name)
 
     @classmethod

@@ -42,6 +42,7 @@ def train_lda(run: TrainingRun, cfg: LdaTrainConfig, out: Path, tiles_root: Path
     import torch
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
+    from cbir.descriptors import check_base
     from cbir.nn.verdict import judge
     from cbir.pipeline import TilePipeline
     from cbir.recipes import load_recipe
@@ -50,6 +51,7 @@ def train_lda(run: TrainingRun, cfg: LdaTrainConfig, out: Path, tiles_root: Path
     base = load_recipe(cfg.base_recipe)
     classes, y, train_idx, held_idx = run.classes, run.y, run.train_idx, run.held_idx
     descriptor = TilePipeline(base, device=str(run.device)).descriptor  # frozen: no weights
+    check_base(base.name, descriptor)
     x = descriptor.describe(read_tiles(run.data.paths, base.tiling.tile_size)).astype(np.float64)
     mean = x[train_idx].mean(axis=0)
     sd = x[train_idx].std(axis=0)
