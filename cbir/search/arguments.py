@@ -11,6 +11,7 @@ import os
 from collections.abc import Sequence
 
 from cbir.errors import QueryError
+from cbir.files import one_or_many
 
 
 def whole(value: object, name: str, least: int) -> int:
@@ -46,9 +47,7 @@ def slide_names(
     keeps no slide and is refused."""
     if value is None:
         return None
-    if isinstance(value, (str, os.PathLike)):
-        return [str(value)]
-    names = [str(v) for v in value]
+    names = [str(v) for v in one_or_many(value)]
     if not names:
         raise QueryError("slides: an empty list keeps no slide (leave it out: every slide)")
     return names

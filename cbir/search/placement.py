@@ -7,6 +7,7 @@ are refined: there a neighbour shares part of the matched tile's pixels."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,12 +126,16 @@ def same_place(a: Hit, b: Hit) -> bool:
     )
 
 
-def distinct_places(hits: list[Hit], k: int) -> list[Hit]:
+def distinct_places(
+    hits: Iterable[Hit], k: int, prepare: Callable[[Hit], Hit] | None = None
+) -> list[Hit]:
     """The first k of ranked `hits` that are distinct places: a hit at the same place as
     a kept one (`same_place`) is dropped (overlapping grid cells match one query several
-    times); ranks renumbered 1..k."""
+    times); ranks renumbered 1..k. `prepare` turns each hit into the one compared and
+    kept, as they are reached (only as many as it takes)."""
     kept: list[Hit] = []
     for hit in hits:
+        hit = prepare(hit) if prepare is not None else hit
         if any(same_place(o, hit) for o in kept):
             continue
         kept.append(hit)
@@ -146,12 +151,5 @@ def placed_places(
     Distinct cells can become one place once refined (two cells a stride apart both move
     onto the query's true place), so each is refined before it is compared with the kept
     ones, and only as many as it takes are refined."""
-    kept: list[Hit] = []
-    for hit in distinct_places(place_hits(col, hits, codes, frame, refine=False), len(hits)):
-        (fine,) = place_hits(col, [hit], codes, frame)
-        if any(same_place(o, fine) for o in kept):
-            continue
-        kept.append(fine)
-        if len(kept) == k:
-            break
-    return [h.model_copy(update={"rank": i}) for i, h in enumerate(kept, 1)]
+    coarse = distinct_places(place_hits(col, hits, codes, frame, refine=False), len(hits))
+    return distinct_places(coarse, k, lambda h: place_hits(col, [h], codes, frame)[0])

@@ -185,7 +185,8 @@ function options() {
 }
 
 async function searchImage(file) {
-  if (filterKeepsNone()) { setStatus(filterKeepsNone(), true); return; }
+  const blocked = filterKeepsNone();
+  if (blocked) { setStatus(blocked, true); return; }
   state.region = null;  // an uploaded image is not in the page's URL
   state.queryExtent = null;  // its scale is each hit's magnification (compare.js)
   const preview = $("query-preview");
@@ -199,7 +200,8 @@ async function searchImage(file) {
 }
 
 async function searchRegion(r) {
-  if (filterKeepsNone()) { setStatus(filterKeepsNone(), true); return; }
+  const blocked = filterKeepsNone();
+  if (blocked) { setStatus(blocked, true); return; }
   state.region = r;
   const body = { ...options(), slide: state.slideId, ...r };
   const at = $("region-mag").value;

@@ -11,7 +11,8 @@ async function searchSimilarSlides() {
   const slideId = state.slideId;
   if (slideId == null) return;
   clearHitMarks();
-  if (filterKeepsNone()) { setStatus(filterKeepsNone(), true); return; }
+  const blocked = filterKeepsNone();
+  if (blocked) { setStatus(blocked, true); return; }
   const mine = ++state.asked;  // as runSearch: only the last search's answer is shown
   state.hits = [];
   state.current = -1;
