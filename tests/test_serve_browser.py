@@ -598,7 +598,7 @@ def test_the_page_follows_a_new_generation(
         assert str(new) in options and str(old) not in options
         assert page.input_value("#slide-select") == str(new)
         assert f"generated.tif is now slide {new}" in page.text_content("#status")
-        assert f"generation {generation + 1}" in page.text_content("#bundle-info")
+        assert f"2 slides, generation {generation + 1}" in page.text_content("#bundle-info")
         page.wait_for_function(
             f"window.cbir.viewer.world.getItemCount() > 0 && "
             f"window.cbir.viewer.world.getItemAt(0).source.tilesUrl.includes('/{new}_files')"
@@ -615,6 +615,7 @@ def test_the_page_keeps_its_footing(server: str, tmp_path: Path) -> None:
     with browser_page() as page:
         page.goto(server + "/")
         page.wait_for_selector("body[data-ready='1']")
+        assert ", 1 slide, generation" in page.text_content("#bundle-info")  # not "1 slides"
         done = page.evaluate("window.cbir.searches")
         page.evaluate(
             "searchRegion({x: 0, y: 0, w: 1200, h: 1200}); "

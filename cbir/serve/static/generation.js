@@ -10,8 +10,8 @@
 const POLL_MS = 5000;
 
 function showBundle(health) {
-  $("bundle-info").textContent =
-    `${health.recipe}, ${health.slides} slides, generation ${health.generation}`;
+  const slides = `${health.slides} slide${health.slides === 1 ? "" : "s"}`;
+  $("bundle-info").textContent = `${health.recipe}, ${slides}, generation ${health.generation}`;
 }
 
 function fillSlideSelect(slides) {
